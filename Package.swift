@@ -1,0 +1,54 @@
+// swift-tools-version: 6.0
+// h2t-store: an on-disk feature store and model registry for Head2Toe transfer learning.
+import PackageDescription
+
+/// Release builds of the numeric modules are what users run; these flags are safe in debug too.
+let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "h2t-store",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "h2t-store", targets: ["h2t-store"]),
+        .library(name: "H2TStore", targets: ["H2TStore"]),
+        .library(name: "H2TBackbone", targets: ["H2TBackbone"]),
+        .library(name: "H2TTrain", targets: ["H2TTrain"]),
+        .library(name: "H2TPipeline", targets: ["H2TPipeline"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // System-library shims: a module map and one header each, no logic.
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CImageCodecs", pkgConfig: "libpng", providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
+
+        // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
+        .target(name: "H2TCore", swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
+        // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
+        .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"], swiftSettings: numericSettings),
+        // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
+        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs"], swiftSettings: numericSettings),
+        // Training: pure numerics, arrays in and a fit report out.
+        .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"], swiftSettings: numericSettings),
+        // Pipelines that join the layers: external-activation ingest, image ingest.
+        .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone"], swiftSettings: numericSettings),
+        // The command-line tool: parses, calls the libraries, formats.
+        .executableTarget(
+            name: "h2t-store",
+            dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Benchmarks (run by tools/bench.sh in release).
+        .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain"],
+                          path: "tools/bench", swiftSettings: numericSettings),
+
+        .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline"]),
+        .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
+        .testTarget(name: "H2TCLITests", dependencies: ["H2TStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

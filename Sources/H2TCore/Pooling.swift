@@ -1,0 +1,77 @@
+/// Head2Toe's pooling rule (DESIGN.md §1 step 2), the one implementation shared by the backbone
+/// path and the external-activation ingest.
+///
+/// A tap is either a flat vector per example (passed through) or a square spatial map stored
+/// channel-first, `C × W × W`. For a target size `F_T`:
+/// - `C >= F_T`: global average pool, `C` features;
+/// - otherwise `n = Int(sqrt(F_T / C))` (integer division first), `p = W / n`; average pool with
+///   window and stride `p`, no padding, giving `((W - p) / p + 1)^2 * C` features in
+///   channel-major order (`c, i, j`); `p == 0` falls back to global pooling.
+public struct Head2ToePooling: Sendable, Hashable, Codable {
+    /// The target size `F_T`.
+    public let targetSize: Int
+
+    /// Creates the rule for a target size; `targetSize` must be positive.
+    public init(targetSize: Int) {
+        precondition(targetSize > 0, "target size must be positive")
+        self.targetSize = targetSize
+    }
+
+    /// The pooling window for a map of `channels × width × width`; `nil` means global pooling.
+    public func window(channels: Int, width: Int) -> Int? {
+        if channels >= targetSize { return nil }
+        let n = Int(Double(targetSize / channels).squareRoot())
+        guard n > 0 else { return nil }
+        let p = width / n
+        return p == 0 ? nil : p
+    }
+
+    /// Number of pooled features for a tap of the given shape (`[C]` or `[C, H, W]`).
+    public func outputWidth(shape: [Int]) -> Int {
+        guard shape.count == 3 else { return shape.reduce(1, *) }
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        guard let p = window(channels: c, width: w) else { return c }
+        return ((h - p) / p + 1) * ((w - p) / p + 1) * c
+    }
+
+    /// Pools one example's activation `input` (`C × H × W`, channel-first, row-major) into `output`,
+    /// which must hold `outputWidth(shape:)` values.
+    public func pool(_ input: UnsafeBufferPointer<Float>, shape: [Int], into output: UnsafeMutableBufferPointer<Float>) {
+        guard shape.count == 3 else {
+            precondition(output.count == input.count, "pass-through tap width mismatch")
+            _ = output.initialize(from: input)
+            return
+        }
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let plane = h * w
+        precondition(input.count == c * plane, "input does not match shape \(shape)")
+        precondition(output.count == outputWidth(shape: shape), "output width mismatch")
+        guard let p = window(channels: c, width: w) else {
+            let scale = 1 / Float(plane)
+            for ch in 0..<c {
+                var sum: Float = 0
+                let base = ch * plane
+                for i in 0..<plane { sum += input[base + i] }
+                output[ch] = sum * scale
+            }
+            return
+        }
+        let oh = (h - p) / p + 1, ow = (w - p) / p + 1
+        let scale = 1 / Float(p * p)
+        var o = 0
+        for ch in 0..<c {
+            let base = ch * plane
+            for i in 0..<oh {
+                for j in 0..<ow {
+                    var sum: Float = 0
+                    for di in 0..<p {
+                        let row = base + (i * p + di) * w + j * p
+                        for dj in 0..<p { sum += input[row + dj] }
+                    }
+                    output[o] = sum * scale
+                    o += 1
+                }
+            }
+        }
+    }
+}
