@@ -27,7 +27,7 @@ let package = Package(
         .systemLibrary(name: "CImageCodecs", pkgConfig: "libpng", providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
 
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS"], swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"], swiftSettings: numericSettings),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
