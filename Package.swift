@@ -7,7 +7,7 @@ let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(confi
 
 let package = Package(
     name: "h2t-store",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "h2t-store", targets: ["h2t-store"]),
         .library(name: "H2TStore", targets: ["H2TStore"]),

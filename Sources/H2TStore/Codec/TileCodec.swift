@@ -1,0 +1,144 @@
+import CZlib
+import CZstd
+
+/// The tile format: a header, a frame table, and frames of byte planes.
+///
+/// A tile holds `rows × cols` values of one segment of examples and one block of feature columns.
+/// Columns are grouped into *frames* of `frameWidth` columns, each stored column-major and split
+/// into byte planes (plane 0 = least significant byte); each plane is compressed on its own with
+/// zstd (or kept raw when that is not smaller), so reading a few columns decodes only their
+/// frames. Layout (little-endian), documented for other readers in `schemas/tile-format.md`:
+///
+/// ```
+/// 0   "H2TT"            magic
+/// 4   u16 version       = 1
+/// 6   u8  dtype         0 float32, 1 float16, 2 bfloat16
+/// 7   u8  compression   0 none, 1 zstd per byte plane
+/// 8   u32 rows
+/// 12  u32 cols
+/// 16  u32 frameWidth    columns per frame (the last frame may be narrower)
+/// 20  u32 frameCount
+/// 24  u32 headerCRC     CRC-32 (zlib) of bytes 0..<24 followed by the frame table
+/// 28  frame table       per frame: u32 offset (from the data start), u32 length per plane, u32 CRC-32 of the frame's bytes
+/// ... data              frames in order; in a frame, planes in order
+/// ```
+/// A plane whose stored length equals its raw length (`rows × frameColumns` bytes) is stored raw.
+public struct TileCodec: Sendable, Hashable, Codable {
+    /// Storage type of the values.
+    public var dtype: StorageDType
+    /// Whether planes are compressed with zstd.
+    public var compressed: Bool
+    /// zstd level (1–3 are the useful range on activations; higher buys almost nothing).
+    public var level: Int
+    /// Columns per independently decodable frame.
+    public var frameWidth: Int
+
+    /// Creates a codec description.
+    public init(dtype: StorageDType = .bfloat16, compressed: Bool = true, level: Int = 1, frameWidth: Int = 4) {
+        self.dtype = dtype
+        self.compressed = compressed
+        self.level = level
+        self.frameWidth = frameWidth
+    }
+
+    /// The default, chosen by `h2t-bench codec` on realistic activations (see README).
+    public static let `default` = TileCodec()
+    /// Lossless float32 with zstd byte planes.
+    public static let lossless = TileCodec(dtype: .float32)
+
+    static let magic: [UInt8] = Array("H2TT".utf8)
+    /// The tile format version this build reads and writes.
+    public static let formatVersion: UInt16 = 1
+    static let fixedHeaderSize = 28
+}
+
+/// Errors found while decoding a tile. The store adds the key and feature set to the message.
+public enum TileError: Error, CustomStringConvertible, Sendable, Equatable {
+    case truncated(String)
+    case badMagic
+    case unsupportedVersion(UInt16)
+    case unknownCodec(dtype: UInt8, compression: UInt8)
+    case headerChecksumMismatch
+    case frameChecksumMismatch(frame: Int)
+    case decompressionFailed(frame: Int, reason: String)
+
+    public var description: String {
+        switch self {
+        case .truncated(let what): return "tile is truncated (\(what))"
+        case .badMagic: return "not a tile (bad magic)"
+        case .unsupportedVersion(let v): return "tile format version \(v) is not supported by this h2t-store (reads version \(TileCodec.formatVersion)); upgrade h2t-store"
+        case .unknownCodec(let d, let c): return "unknown tile codec (dtype code \(d), compression code \(c))"
+        case .headerChecksumMismatch: return "tile header checksum mismatch (corrupted)"
+        case .frameChecksumMismatch(let f): return "tile frame \(f) checksum mismatch (corrupted)"
+        case .decompressionFailed(let f, let reason): return "tile frame \(f) does not decompress: \(reason)"
+        }
+    }
+}
+
+/// A parsed tile header and frame table, pointing into the tile's bytes.
+public struct TileHeader: Sendable {
+    /// Storage type.
+    public let dtype: StorageDType
+    /// Whether the planes may be zstd-compressed.
+    public let compressed: Bool
+    /// Rows (examples) in the tile.
+    public let rows: Int
+    /// Columns (features) in the tile.
+    public let cols: Int
+    /// Columns per frame.
+    public let frameWidth: Int
+    /// Number of frames.
+    public let frameCount: Int
+    let tableOffset: Int
+    let dataOffset: Int
+
+    var planes: Int { dtype.byteWidth }
+    var entrySize: Int { 4 * (planes + 2) }
+
+    /// Columns in frame `f`.
+    func columns(inFrame f: Int) -> Int { min(frameWidth, cols - f * frameWidth) }
+}
+
+@inline(__always)
+func loadLE32(_ p: UnsafeRawBufferPointer, _ offset: Int) -> UInt32 {
+    UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+}
+
+@inline(__always)
+func storeLE32(_ p: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt32) {
+    p.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt32.self)
+}
+
+@inline(__always)
+func crc32(_ p: UnsafeRawBufferPointer) -> UInt32 {
+    UInt32(truncatingIfNeeded: CZlib.crc32(0, p.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(p.count)))
+}
+
+@inline(__always)
+func crc32(continuing crc: UInt32, _ p: UnsafeRawBufferPointer) -> UInt32 {
+    UInt32(truncatingIfNeeded: CZlib.crc32(UInt(crc), p.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(p.count)))
+}
+
+extension TileHeader {
+    /// Parses and checks the header and frame table of `tile`.
+    public init(parsing tile: UnsafeRawBufferPointer) throws(TileError) {
+        guard tile.count >= TileCodec.fixedHeaderSize else { throw .truncated("\(tile.count) bytes, header needs \(TileCodec.fixedHeaderSize)") }
+        guard tile[0] == 0x48, tile[1] == 0x32, tile[2] == 0x54, tile[3] == 0x54 else { throw .badMagic }
+        let version = UInt16(littleEndian: tile.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+        guard version == TileCodec.formatVersion else { throw .unsupportedVersion(version) }
+        guard let dtype = StorageDType(code: tile[6]), tile[7] <= 1 else { throw .unknownCodec(dtype: tile[6], compression: tile[7]) }
+        self.dtype = dtype
+        compressed = tile[7] == 1
+        rows = Int(loadLE32(tile, 8))
+        cols = Int(loadLE32(tile, 12))
+        frameWidth = Int(loadLE32(tile, 16))
+        frameCount = Int(loadLE32(tile, 20))
+        tableOffset = TileCodec.fixedHeaderSize
+        dataOffset = tableOffset + frameCount * 4 * (dtype.byteWidth + 2)
+        guard frameWidth > 0, frameCount == (cols + frameWidth - 1) / frameWidth else { throw .truncated("inconsistent frame count") }
+        guard tile.count >= dataOffset else { throw .truncated("frame table cut short") }
+        var crc = crc32(UnsafeRawBufferPointer(rebasing: tile[0..<24]))
+        crc = crc32(continuing: crc, UnsafeRawBufferPointer(rebasing: tile[tableOffset..<dataOffset]))
+        guard crc == loadLE32(tile, 24) else { throw .headerChecksumMismatch }
+    }
+}

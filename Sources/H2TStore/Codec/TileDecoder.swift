@@ -1,0 +1,174 @@
+import CZstd
+
+/// A column to decode from a tile: its index in the tile and where it goes in the output row.
+public struct ColumnPick: Sendable, Hashable {
+    /// Column index inside the tile.
+    public var local: Int
+    /// Column index in the destination row.
+    public var out: Int
+
+    /// Creates a pick.
+    public init(local: Int, out: Int) {
+        self.local = local
+        self.out = out
+    }
+}
+
+/// A row to decode from a tile: its index in the tile and its row in the destination.
+public struct RowPick: Sendable, Hashable {
+    /// Row index inside the tile.
+    public var local: Int
+    /// Row index in the destination.
+    public var out: Int
+
+    /// Creates a pick.
+    public init(local: Int, out: Int) {
+        self.local = local
+        self.out = out
+    }
+}
+
+/// Decodes tiles (or only some of their columns) into float matrices. Holds a reused zstd
+/// context and scratch buffers: one decoder per thread.
+public final class TileDecoder {
+    private let context: OpaquePointer
+    private var scratch: [UInt8] = []
+    private var framePicks: [ColumnPick] = []
+
+    /// Creates a decoder.
+    public init() { context = ZSTD_createDCtx() }
+    deinit { ZSTD_freeDCtx(context) }
+
+    /// Decodes the columns `columns` (sorted by `local`) of the rows `rows` (all rows in order
+    /// when `nil`) of `tile` into `dest`, writing value (r, c) at `dest[r.out * destStride + c.out]`.
+    /// Only the frames holding the picked columns are read, checksummed and decompressed.
+    public func decode(_ tile: UnsafeRawBufferPointer, columns: [ColumnPick], rows: [RowPick]? = nil,
+                       into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
+        let header = try TileHeader(parsing: tile)
+        var i = 0
+        while i < columns.count {
+            let frame = columns[i].local / header.frameWidth
+            framePicks.removeAll(keepingCapacity: true)
+            while i < columns.count, columns[i].local / header.frameWidth == frame {
+                framePicks.append(columns[i])
+                i += 1
+            }
+            try decodeFrame(frame, of: tile, header: header, rows: rows, into: dest, destStride: destStride)
+        }
+    }
+
+    /// Decodes every column of `tile` into `dest` (row-major with `destStride`), all rows.
+    public func decodeAll(_ tile: UnsafeRawBufferPointer, into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
+        let header = try TileHeader(parsing: tile)
+        for frame in 0..<header.frameCount {
+            framePicks.removeAll(keepingCapacity: true)
+            let first = frame * header.frameWidth
+            for c in first..<(first + header.columns(inFrame: frame)) { framePicks.append(ColumnPick(local: c, out: c)) }
+            try decodeFrame(frame, of: tile, header: header, rows: nil, into: dest, destStride: destStride)
+        }
+    }
+
+    /// Checks every frame's checksum and that it decompresses to the right size; returns the
+    /// number of values in the tile.
+    public func verify(_ tile: UnsafeRawBufferPointer) throws -> Int {
+        let header = try TileHeader(parsing: tile)
+        for frame in 0..<header.frameCount { try expandFrame(frame, of: tile, header: header) }
+        return header.rows * header.cols
+    }
+
+    /// Verifies the frame's checksum and decompresses its planes into `scratch`.
+    private func expandFrame(_ frame: Int, of tile: UnsafeRawBufferPointer, header: TileHeader) throws {
+        let planes = header.planes
+        let entry = header.tableOffset + frame * header.entrySize
+        let start = header.dataOffset + Int(loadLE32(tile, entry))
+        let planeValues = header.columns(inFrame: frame) * header.rows
+        var lengths = (0, 0, 0, 0)
+        var total = 0
+        withUnsafeMutableBytes(of: &lengths) { raw in
+            let l = raw.bindMemory(to: Int.self)
+            for p in 0..<planes {
+                l[p] = Int(loadLE32(tile, entry + 4 + 4 * p))
+                total += l[p]
+            }
+        }
+        guard start + total <= tile.count else { throw TileError.truncated("frame \(frame) runs past the end") }
+        let stored = loadLE32(tile, entry + 4 + 4 * planes)
+        guard crc32(UnsafeRawBufferPointer(rebasing: tile[start..<(start + total)])) == stored else {
+            throw TileError.frameChecksumMismatch(frame: frame)
+        }
+        if scratch.count < planeValues * planes { scratch = [UInt8](repeating: 0, count: planeValues * planes) }
+        var offset = start
+        let context = self.context
+        let lengthList = [lengths.0, lengths.1, lengths.2, lengths.3]
+        try scratch.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) throws in
+            for p in 0..<planes {
+                let length = lengthList[p]
+                let target = buffer.baseAddress! + p * planeValues
+                let source = tile.baseAddress! + offset
+                if length == planeValues {
+                    target.copyMemory(from: source, byteCount: length)
+                } else {
+                    guard header.compressed else { throw TileError.truncated("raw plane of frame \(frame) has the wrong length") }
+                    let got = ZSTD_decompressDCtx(context, target, planeValues, source, length)
+                    if ZSTD_isError(got) != 0 {
+                        throw TileError.decompressionFailed(frame: frame, reason: String(cString: ZSTD_getErrorName(got)))
+                    }
+                    guard got == planeValues else { throw TileError.decompressionFailed(frame: frame, reason: "\(got) bytes instead of \(planeValues)") }
+                }
+                offset += length
+            }
+        }
+    }
+
+    private func decodeFrame(_ frame: Int, of tile: UnsafeRawBufferPointer, header: TileHeader, rows: [RowPick]?,
+                             into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
+        try expandFrame(frame, of: tile, header: header)
+        let nRows = header.rows
+        let planeValues = header.columns(inFrame: frame) * nRows
+        let firstColumn = frame * header.frameWidth
+        scratch.withUnsafeBytes { buffer in
+            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            for pick in framePicks {
+                let column = (pick.local - firstColumn) * nRows
+                let p0 = base + column
+                let p1 = p0 + planeValues
+                switch header.dtype {
+                case .bfloat16:
+                    if let rows {
+                        for row in rows {
+                            dest[row.out * destStride + pick.out] = HalfBits.float(bfloat16: UInt16(p1[row.local]) << 8 | UInt16(p0[row.local]))
+                        }
+                    } else {
+                        var target = dest + pick.out
+                        for r in 0..<nRows {
+                            target.pointee = HalfBits.float(bfloat16: UInt16(p1[r]) << 8 | UInt16(p0[r]))
+                            target += destStride
+                        }
+                    }
+                case .float16:
+                    HalfBits.float16Table.withUnsafeBufferPointer { table in
+                        if let rows {
+                            for row in rows {
+                                dest[row.out * destStride + pick.out] = table[Int(UInt16(p1[row.local]) << 8 | UInt16(p0[row.local]))]
+                            }
+                        } else {
+                            for r in 0..<nRows {
+                                dest[r * destStride + pick.out] = table[Int(UInt16(p1[r]) << 8 | UInt16(p0[r]))]
+                            }
+                        }
+                    }
+                case .float32:
+                    let p2 = p1 + planeValues, p3 = p2 + planeValues
+                    @inline(__always) func value(_ r: Int) -> Float {
+                        Float(bitPattern: UInt32(p3[r]) << 24 | UInt32(p2[r]) << 16 | UInt32(p1[r]) << 8 | UInt32(p0[r]))
+                    }
+                    if let rows {
+                        for row in rows { dest[row.out * destStride + pick.out] = value(row.local) }
+                    } else {
+                        for r in 0..<nRows { dest[r * destStride + pick.out] = value(r) }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import CZstd
+
+/// Encodes blocks of a row-major float matrix into tiles. Holds a reused zstd context and
+/// scratch buffers: one encoder per thread.
+public final class TileEncoder {
+    /// The codec this encoder writes.
+    public let codec: TileCodec
+    private let context: OpaquePointer
+    private var planes: [UInt8] = []
+
+    /// Creates an encoder for `codec`.
+    public init(codec: TileCodec) {
+        self.codec = codec
+        context = ZSTD_createCCtx()
+    }
+
+    deinit { ZSTD_freeCCtx(context) }
+
+    /// Encodes `rows × cols` values read from `source` (row `r`, column `c` at
+    /// `source[r * rowStride + c]`) and returns the tile's bytes.
+    public func encode(_ source: UnsafePointer<Float>, rowStride: Int, rows: Int, cols: Int) -> [UInt8] {
+        let width = codec.dtype.byteWidth
+        let planeSize = rows * cols
+        if planes.count < planeSize * width { planes = [UInt8](repeating: 0, count: planeSize * width) }
+        planes.withUnsafeMutableBufferPointer { buffer in
+            splitPlanes(source, rowStride: rowStride, rows: rows, cols: cols, into: buffer.baseAddress!)
+        }
+        let frameWidth = codec.frameWidth
+        let frameCount = (cols + frameWidth - 1) / frameWidth
+        let entrySize = 4 * (width + 2)
+        let dataOffset = TileCodec.fixedHeaderSize + frameCount * entrySize
+        var bound = dataOffset
+        for f in 0..<frameCount {
+            let n = min(frameWidth, cols - f * frameWidth) * rows
+            bound += width * (codec.compressed ? ZSTD_compressBound(n) : n)
+        }
+        var out = [UInt8](repeating: 0, count: bound)
+        let used = out.withUnsafeMutableBytes { outBytes -> Int in
+            let base = outBytes.baseAddress!
+            TileCodec.magic.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: 4) }
+            base.storeBytes(of: TileCodec.formatVersion.littleEndian, toByteOffset: 4, as: UInt16.self)
+            base.storeBytes(of: codec.dtype.code, toByteOffset: 6, as: UInt8.self)
+            base.storeBytes(of: UInt8(codec.compressed ? 1 : 0), toByteOffset: 7, as: UInt8.self)
+            storeLE32(base, 8, UInt32(rows))
+            storeLE32(base, 12, UInt32(cols))
+            storeLE32(base, 16, UInt32(frameWidth))
+            storeLE32(base, 20, UInt32(frameCount))
+            var cursor = dataOffset
+            planes.withUnsafeBytes { planeBytes in
+                for f in 0..<frameCount {
+                    let entry = TileCodec.fixedHeaderSize + f * entrySize
+                    let frameStart = cursor
+                    storeLE32(base, entry, UInt32(frameStart - dataOffset))
+                    let firstValue = f * frameWidth * rows
+                    let n = min(frameWidth, cols - f * frameWidth) * rows
+                    for p in 0..<width {
+                        let src = planeBytes.baseAddress! + p * planeSize + firstValue
+                        var length = n
+                        if codec.compressed {
+                            let written = ZSTD_compressCCtx(context, base + cursor, ZSTD_compressBound(n), src, n, Int32(codec.level))
+                            if ZSTD_isError(written) == 0 && written < n { length = written }
+                        }
+                        if length == n { (base + cursor).copyMemory(from: src, byteCount: n) }
+                        storeLE32(base, entry + 4 + 4 * p, UInt32(length))
+                        cursor += length
+                    }
+                    let frameCRC = crc32(UnsafeRawBufferPointer(start: base + frameStart, count: cursor - frameStart))
+                    storeLE32(base, entry + 4 + 4 * width, frameCRC)
+                }
+            }
+            var crc = crc32(UnsafeRawBufferPointer(start: base, count: 24))
+            crc = crc32(continuing: crc, UnsafeRawBufferPointer(start: base + TileCodec.fixedHeaderSize, count: dataOffset - TileCodec.fixedHeaderSize))
+            storeLE32(base, 24, crc)
+            return cursor
+        }
+        out.removeLast(out.count - used)
+        return out
+    }
+
+    /// Converts to the storage type and scatters bytes into column-major planes, 16 rows at a
+    /// time so that both the reads (rows) and the writes (16 bytes per column) stay sequential.
+    private func splitPlanes(_ source: UnsafePointer<Float>, rowStride: Int, rows: Int, cols: Int,
+                             into planes: UnsafeMutablePointer<UInt8>) {
+        let planeSize = rows * cols
+        let block = 16
+        var r0 = 0
+        switch codec.dtype {
+        case .bfloat16, .float16:
+            let lo = planes, hi = planes + planeSize
+            let isBF = codec.dtype == .bfloat16
+            while r0 < rows {
+                let r1 = min(r0 + block, rows)
+                for r in r0..<r1 {
+                    let row = source + r * rowStride
+                    for c in 0..<cols {
+                        let bits = isBF ? HalfBits.bfloat16(row[c]) : HalfBits.float16(row[c])
+                        lo[c * rows + r] = UInt8(truncatingIfNeeded: bits)
+                        hi[c * rows + r] = UInt8(truncatingIfNeeded: bits >> 8)
+                    }
+                }
+                r0 = r1
+            }
+        case .float32:
+            while r0 < rows {
+                let r1 = min(r0 + block, rows)
+                for r in r0..<r1 {
+                    let row = source + r * rowStride
+                    for c in 0..<cols {
+                        let bits = row[c].bitPattern
+                        let at = c * rows + r
+                        planes[at] = UInt8(truncatingIfNeeded: bits)
+                        planes[planeSize + at] = UInt8(truncatingIfNeeded: bits >> 8)
+                        planes[2 * planeSize + at] = UInt8(truncatingIfNeeded: bits >> 16)
+                        planes[3 * planeSize + at] = UInt8(truncatingIfNeeded: bits >> 24)
+                    }
+                }
+                r0 = r1
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import CLMDB
+
+/// An error from the LMDB layer: the failing call, the environment path, and LMDB's return code.
+///
+/// Match specific conditions with the named constants:
+/// `catch let error as LMDBError where error.code == LMDBError.mapFull`.
+public struct LMDBError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// LMDB's (or the system's) return code; negative codes are LMDB's own.
+    public let code: Int32
+    /// The LMDB function that failed, e.g. `mdb_put`.
+    public let call: String
+    /// The environment's path.
+    public let path: String
+
+    /// Creates an error for a failed call.
+    public init(code: Int32, call: String, path: String) {
+        self.code = code
+        self.call = call
+        self.path = path
+    }
+
+    /// The key/data pair already exists (`MDB_KEYEXIST`).
+    public static let keyExists: Int32 = MDB_KEYEXIST
+    /// The key was not found (`MDB_NOTFOUND`).
+    public static let notFound: Int32 = MDB_NOTFOUND
+    /// The memory map is full (`MDB_MAP_FULL`); the environment grows and retries by itself.
+    public static let mapFull: Int32 = MDB_MAP_FULL
+    /// Another process grew the map (`MDB_MAP_RESIZED`); handled by re-reading the map size.
+    public static let mapResized: Int32 = MDB_MAP_RESIZED
+    /// The reader lock table is full (`MDB_READERS_FULL`).
+    public static let readersFull: Int32 = MDB_READERS_FULL
+    /// Too many named databases (`MDB_DBS_FULL`).
+    public static let databasesFull: Int32 = MDB_DBS_FULL
+    /// The file is not an LMDB file or is corrupted.
+    public static let invalid: Int32 = MDB_INVALID
+    /// The environment was opened before a `fork()` and used in the child: LMDB forbids this.
+    public static let usedAcrossFork: Int32 = -31_000
+    /// The same path is already open in this process: LMDB forbids opening it twice.
+    public static let alreadyOpen: Int32 = -31_001
+
+    /// LMDB's own description of the code, plus ours for the codes we add.
+    public var reason: String {
+        switch code {
+        case Self.usedAcrossFork: return "environment used in a child process after fork()"
+        case Self.alreadyOpen: return "this environment is already open in this process"
+        default: return String(cString: mdb_strerror(code))
+        }
+    }
+
+    /// What the user can do about it, for the conditions that have a fix.
+    public var hint: String? {
+        switch code {
+        case Self.mapFull: return "the store could not grow its map; check free disk space"
+        case Self.readersFull: return "too many concurrent readers; close idle readers or processes using the store"
+        case Self.usedAcrossFork: return "open the store again in the child process instead of inheriting it"
+        case Self.alreadyOpen: return "share the one open store object instead of opening the path twice"
+        case Self.invalid: return "the path is not an h2t-store (LMDB) directory, or it is damaged"
+        case Self.databasesFull: return "the store has more tables than this version of h2t-store knows"
+        default:
+            if code == 2 /* ENOENT */ { return "the store does not exist; create it with `h2t-store init` or an ingest" }
+            if code == 13 /* EACCES */ { return "check the permissions of the store directory" }
+            if code == 28 /* ENOSPC */ { return "the disk is full" }
+            return nil
+        }
+    }
+
+    public var description: String {
+        var text = "\(call) failed on \(path): \(reason)"
+        if let hint { text += " (\(hint))" }
+        return text
+    }
+}
