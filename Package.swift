@@ -31,7 +31,7 @@ let package = Package(
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"], swiftSettings: numericSettings),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
-        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs"], swiftSettings: numericSettings),
+        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs", "CZlib"], swiftSettings: numericSettings),
         // Training: pure numerics, arrays in and a fit report out.
         .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"], swiftSettings: numericSettings),
         // Pipelines that join the layers: external-activation ingest, image ingest.
