@@ -1,0 +1,193 @@
+import H2TCore
+
+/// One tap of a backbone: a named intermediate activation and its per-example shape
+/// (`[C, H, W]` for spatial maps, channel-first; `[C]` for vectors).
+public struct TapDescriptor: Sendable, Hashable, Codable {
+    /// Stable tap name, e.g. `features.3.conv.1`.
+    public var name: String
+    /// Per-example shape.
+    public var shape: [Int]
+
+    /// Creates a descriptor.
+    public init(name: String, shape: [Int]) {
+        self.name = name
+        self.shape = shape
+    }
+}
+
+/// A backbone: architecture, weights digest, preprocessing and the ordered taps. Immutable; its
+/// id is the SHA-256 of its canonical JSON (schema `schemas/backbone.schema.json`).
+public struct BackboneManifest: Sendable, Hashable, Codable {
+    /// Schema tag.
+    public var schema = "h2t.backbone/1"
+    /// Architecture name (`mobilenet_v2`, `efficientnet_lite0`, or `external:<name>`).
+    public var architecture: String
+    /// SHA-256 of the weights file, when known.
+    public var weightsSHA256: String?
+    /// Input preprocessing (resize, normalisation), as recorded by the backbone layer.
+    public var preprocessing: JSONValue
+    /// Taps in network order.
+    public var taps: [TapDescriptor]
+
+    /// Creates a manifest.
+    public init(architecture: String, weightsSHA256: String?, preprocessing: JSONValue = .null, taps: [TapDescriptor]) {
+        self.architecture = architecture
+        self.weightsSHA256 = weightsSHA256
+        self.preprocessing = preprocessing
+        self.taps = taps
+    }
+
+    /// The content-derived identity.
+    public func identity() throws -> String { try CanonicalJSON.identity(of: self) }
+}
+
+/// Where one tap's pooled features sit in a feature-set row.
+public struct TapColumns: Sendable, Hashable, Codable {
+    /// Tap name.
+    public var name: String
+    /// Raw per-example shape of the tap.
+    public var sourceShape: [Int]
+    /// First column of the tap in the row.
+    public var offset: Int
+    /// Number of pooled features.
+    public var width: Int
+
+    /// The tap's columns as a range.
+    public var columns: Range<Int> { offset..<(offset + width) }
+}
+
+/// A feature set: one backbone pooled to one target size, stored with one codec. Immutable; its
+/// id is the SHA-256 of its canonical JSON (schema `schemas/featureset.schema.json`).
+public struct FeatureSetManifest: Sendable, Hashable, Codable {
+    /// Schema tag.
+    public var schema = "h2t.featureset/1"
+    /// Id of the backbone manifest.
+    public var backbone: String
+    /// Head2Toe pooling target size `F_T`.
+    public var targetSize: Int
+    /// How tiles are encoded.
+    public var codec: TileCodec
+    /// Columns per tile (a tile = one segment of rows × one column block).
+    public var columnBlock: Int
+    /// Per-tap column ranges, in tap order.
+    public var taps: [TapColumns]
+    /// Total features per example (`D`).
+    public var width: Int
+
+    /// Lays out a feature set for `backbone`, pooling every tap to `targetSize`.
+    public init(backbone: BackboneManifest, backboneID: String, targetSize: Int,
+                codec: TileCodec = .default, columnBlock: Int = 1024) {
+        self.backbone = backboneID
+        self.targetSize = targetSize
+        self.codec = codec
+        self.columnBlock = columnBlock
+        let pooling = Head2ToePooling(targetSize: targetSize)
+        var offset = 0
+        var taps: [TapColumns] = []
+        for tap in backbone.taps {
+            let width = pooling.outputWidth(shape: tap.shape)
+            taps.append(TapColumns(name: tap.name, sourceShape: tap.shape, offset: offset, width: width))
+            offset += width
+        }
+        self.taps = taps
+        self.width = offset
+    }
+
+    /// The content-derived identity.
+    public func identity() throws -> String { try CanonicalJSON.identity(of: self) }
+
+    /// Number of column blocks (tiles per segment).
+    public var columnBlocks: Int { (width + columnBlock - 1) / columnBlock }
+
+    /// The pooling rule.
+    public var pooling: Head2ToePooling { Head2ToePooling(targetSize: targetSize) }
+
+    /// Global column index of `(tap, index)`, or `nil` if out of range.
+    public func column(tap: String, index: Int) -> Int? {
+        guard let t = taps.first(where: { $0.name == tap }), index >= 0, index < t.width else { return nil }
+        return t.offset + index
+    }
+}
+
+/// A content hash identifying an example (32 bytes of SHA-256).
+public struct ExampleID: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// The digest bytes.
+    public let bytes: [UInt8]
+
+    /// Wraps a 32-byte digest.
+    public init(digest: [UInt8]) {
+        precondition(digest.count == 32, "an example id is a 32-byte digest")
+        bytes = digest
+    }
+
+    /// Parses 64 hex digits; `nil` if malformed.
+    public init?(hex: String) {
+        guard hex.utf8.count == 64 else { return nil }
+        var out: [UInt8] = []
+        out.reserveCapacity(32)
+        var chars = Array(hex.utf8)[...]
+        while !chars.isEmpty {
+            guard let hi = Self.nibble(chars.removeFirst()), let lo = Self.nibble(chars.removeFirst()) else { return nil }
+            out.append(hi << 4 | lo)
+        }
+        bytes = out
+    }
+
+    /// The id of an example known only by a user-supplied name (external activations).
+    public init(name: String) {
+        self.init(digest: SHA256.hash(Array("h2t.example-name:\(name)".utf8)))
+    }
+
+    /// The id of an example from its decoded content (e.g. pixels plus shape).
+    public init(content: UnsafeRawBufferPointer) {
+        self.init(digest: SHA256.hash(content))
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: return c - 48
+        case 97...102: return c - 87
+        case 65...70: return c - 55
+        default: return nil
+        }
+    }
+
+    /// Lowercase hex.
+    public var hex: String { SHA256.hex(bytes) }
+    public var description: String { hex }
+
+    public static func < (a: ExampleID, b: ExampleID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+/// What the store knows about an example besides its features.
+public struct ExampleRecord: Sendable, Hashable, Codable {
+    /// The user's name for the example (file path, dataset index, external id).
+    public var name: String
+    /// Where it came from (input file).
+    public var source: String
+
+    /// Creates a record.
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+    }
+}
+
+/// A dataset: class names and the sizes of its splits; its items live in their own table.
+public struct DatasetManifest: Sendable, Hashable, Codable {
+    /// Schema tag.
+    public var schema = "h2t.dataset/1"
+    /// Dataset name.
+    public var name: String
+    /// Class names; labels index into this list.
+    public var classNames: [String]
+    /// Items per split.
+    public var splits: [String: Int]
+
+    /// Creates a manifest.
+    public init(name: String, classNames: [String], splits: [String: Int] = [:]) {
+        self.name = name
+        self.classNames = classNames
+        self.splits = splits
+    }
+}
