@@ -142,3 +142,13 @@ extension TileHeader {
         guard crc == loadLE32(tile, 24) else { throw .headerChecksumMismatch }
     }
 }
+
+extension TileHeader {
+    /// Stored bytes of each frame of `tile` (for disk-usage accounting).
+    public func frameByteCounts(_ tile: UnsafeRawBufferPointer) -> [Int] {
+        (0..<frameCount).map { f in
+            let entry = tableOffset + f * entrySize
+            return (0..<planes).reduce(0) { $0 + Int(loadLE32(tile, entry + 4 + 4 * $1)) }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import Glibc
+
+/// Errors reading tensor files (safetensors, `.npy`), naming the file and what is wrong.
+public enum TensorFileError: Error, CustomStringConvertible, Sendable {
+    case unreadable(path: String, reason: String)
+    case malformed(path: String, reason: String)
+    case unsupportedDType(path: String, tensor: String, dtype: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): return "\(path): cannot read: \(reason)"
+        case .malformed(let path, let reason): return "\(path): malformed: \(reason)"
+        case .unsupportedDType(let path, let tensor, let dtype):
+            return "\(path): tensor '\(tensor)' has dtype \(dtype); expected a float type (F32, F16, BF16, F64)"
+        }
+    }
+}
+
+/// Element types found in tensor files.
+public enum TensorDType: String, Sendable, Hashable {
+    case float32 = "F32", float16 = "F16", bfloat16 = "BF16", float64 = "F64"
+    case int64 = "I64", int32 = "I32", int16 = "I16", int8 = "I8", uint8 = "U8", bool = "BOOL"
+
+    /// Bytes per element.
+    public var size: Int {
+        switch self {
+        case .float64, .int64: return 8
+        case .float32, .int32: return 4
+        case .float16, .bfloat16, .int16: return 2
+        case .int8, .uint8, .bool: return 1
+        }
+    }
+
+    /// Whether values convert to Float for features.
+    public var isFloat: Bool { self == .float32 || self == .float16 || self == .bfloat16 || self == .float64 }
+}
+
+/// A read-only memory map of a whole file; unmapped when released.
+public final class MappedFile: @unchecked Sendable {
+    // @unchecked Sendable: the mapping is read-only and immutable for the object's lifetime.
+    /// The file path.
+    public let path: String
+    /// The file's bytes.
+    public let bytes: UnsafeRawBufferPointer
+
+    /// Maps `path` read-only.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw TensorFileError.unreadable(path: path, reason: "not a regular file") }
+        let size = Int(info.st_size)
+        if size == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        madvise(base, size, MADV_SEQUENTIAL)
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    deinit {
+        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+    }
+}
+
+/// One tensor inside a tensor file: name, type, shape and where its bytes are.
+public struct TensorEntry: Sendable, Hashable {
+    /// Tensor name.
+    public var name: String
+    /// Element type.
+    public var dtype: TensorDType
+    /// Shape (first axis = examples for activation files).
+    public var shape: [Int]
+    /// Byte offset of the data in the file.
+    public var offset: Int
+    /// Byte length of the data.
+    public var byteCount: Int
+
+    /// Elements per index of the first axis.
+    public var rowElements: Int { shape.dropFirst().reduce(1, *) }
+}
+
+/// A tensor whose bytes live in a mapped file; converts rows of its first axis to Float.
+public struct MappedTensor: Sendable {
+    /// The tensor's description.
+    public let entry: TensorEntry
+    /// The file holding it.
+    public let file: MappedFile
+
+    /// Converts rows `[first, first + count)` of the first axis into `output` (row-major Float).
+    public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>) {
+        let n = entry.rowElements * count
+        let base = file.bytes.baseAddress! + entry.offset + first * entry.rowElements * entry.dtype.size
+        switch entry.dtype {
+        case .float32:
+            output.update(from: base.assumingMemoryBound(to: Float.self), count: n)
+        case .float64:
+            for i in 0..<n { output[i] = Float(base.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
+        case .float16:
+            for i in 0..<n { output[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) }
+        case .bfloat16:
+            for i in 0..<n { output[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+        default:
+            preconditionFailure("readRows on non-float tensor \(entry.name)")
+        }
+    }
+
+    /// The integer values of a 1-D integer tensor (labels).
+    public func integers() -> [Int] {
+        let base = file.bytes.baseAddress! + entry.offset
+        let n = entry.shape.reduce(1, *)
+        switch entry.dtype {
+        case .int64: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        case .int32: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+        case .int16: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 2, as: Int16.self)) }
+        case .int8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: Int8.self)) }
+        case .uint8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: UInt8.self)) }
+        default: return []
+        }
+    }
+}
+
+/// A safetensors file: an 8-byte little-endian header length, a JSON header, then the data.
+public struct SafetensorsFile: Sendable {
+    /// The mapped file.
+    public let file: MappedFile
+    /// Tensors in data order (the order the writer laid them out).
+    public let tensors: [MappedTensor]
+    /// The `__metadata__` string map.
+    public let metadata: [String: String]
+
+    /// Opens and validates `path`: header bounds, dtypes, shapes and data offsets.
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        let bytes = file.bytes
+        guard bytes.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
+        let headerLength = Int(UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self)))
+        guard headerLength > 1, headerLength <= bytes.count - 8, headerLength < 100_000_000 else {
+            throw TensorFileError.malformed(path: path, reason: "header length \(headerLength) does not fit in a \(bytes.count)-byte file (truncated?)")
+        }
+        let header = Data(bytes[8..<(8 + headerLength)])
+        guard let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
+            throw TensorFileError.malformed(path: path, reason: "header is not a JSON object")
+        }
+        let dataStart = 8 + headerLength
+        var metadata: [String: String] = [:]
+        var entries: [TensorEntry] = []
+        for (name, value) in json {
+            if name == "__metadata__" {
+                guard let map = value as? [String: String] else { throw TensorFileError.malformed(path: path, reason: "__metadata__ is not a string map") }
+                metadata = map
+                continue
+            }
+            guard let spec = value as? [String: Any], let dtypeName = spec["dtype"] as? String,
+                  let shape = spec["shape"] as? [Int], let offsets = spec["data_offsets"] as? [Int], offsets.count == 2 else {
+                throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' lacks dtype, shape or data_offsets")
+            }
+            guard let dtype = TensorDType(rawValue: dtypeName) else { throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: dtypeName) }
+            guard shape.allSatisfy({ $0 >= 0 }) else { throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' has a negative dimension") }
+            let count = shape.reduce(1, *) * dtype.size
+            guard offsets[0] >= 0, offsets[1] - offsets[0] == count else {
+                throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' data_offsets \(offsets) do not match shape \(shape) × \(dtype.size) bytes")
+            }
+            guard dataStart + offsets[1] <= bytes.count else {
+                throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' runs past the end of the file (truncated?)")
+            }
+            entries.append(TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart + offsets[0], byteCount: count))
+        }
+        entries.sort { $0.offset < $1.offset }
+        for (a, b) in zip(entries, entries.dropFirst()) where a.offset + a.byteCount > b.offset {
+            throw TensorFileError.malformed(path: path, reason: "tensors '\(a.name)' and '\(b.name)' overlap")
+        }
+        let mapped = file
+        tensors = entries.map { MappedTensor(entry: $0, file: mapped) }
+        self.metadata = metadata
+    }
+}
+
+/// A NumPy `.npy` file (format versions 1–3, C order, little-endian or single-byte types).
+public struct NpyFile: Sendable {
+    /// The tensor (named after the file, without `.npy`).
+    public let tensor: MappedTensor
+
+    /// Opens and validates `path`.
+    public init(path: String) throws {
+        let file = try MappedFile(path: path)
+        let bytes = file.bytes
+        let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw TensorFileError.malformed(path: path, reason: "not a .npy file (bad magic)") }
+        let major = bytes[6]
+        let headerLength: Int
+        let headerStart: Int
+        switch major {
+        case 1:
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+            headerStart = 10
+        case 2, 3:
+            guard bytes.count >= 12 else { throw TensorFileError.malformed(path: path, reason: "truncated header") }
+            headerLength = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+            headerStart = 12
+        default: throw TensorFileError.malformed(path: path, reason: ".npy format version \(major) is not supported")
+        }
+        guard headerStart + headerLength <= bytes.count else { throw TensorFileError.malformed(path: path, reason: "header runs past the end of the file") }
+        let header = String(decoding: bytes[headerStart..<(headerStart + headerLength)], as: UTF8.self)
+        func field(_ key: String) -> String? {
+            guard let range = header.range(of: "'\(key)':") else { return nil }
+            return String(header[range.upperBound...]).trimmingCharacters(in: .whitespaces)
+        }
+        guard let descrField = field("descr"), let fortranField = field("fortran_order"), let shapeField = field("shape") else {
+            throw TensorFileError.malformed(path: path, reason: "header lacks descr, fortran_order or shape")
+        }
+        let descr = descrField.split(separator: "'").first.map(String.init) ?? ""
+        guard !fortranField.hasPrefix("True") else { throw TensorFileError.malformed(path: path, reason: "Fortran-order arrays are not supported; save with np.ascontiguousarray") }
+        guard let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+            throw TensorFileError.malformed(path: path, reason: "bad shape in header")
+        }
+        let shape = try shapeField[shapeField.index(after: open)..<close].split(separator: ",").map { part -> Int in
+            guard let n = Int(part.trimmingCharacters(in: .whitespaces)), n >= 0 else { throw TensorFileError.malformed(path: path, reason: "bad shape in header") }
+            return n
+        }
+        let dtypes: [String: TensorDType] = ["<f4": .float32, "<f2": .float16, "<f8": .float64, "<i8": .int64, "<i4": .int32,
+                                             "<i2": .int16, "|i1": .int8, "|u1": .uint8, "|b1": .bool]
+        guard let dtype = dtypes[descr] else {
+            let name = (path as NSString).lastPathComponent
+            throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: descr)
+        }
+        let dataStart = headerStart + headerLength
+        let count = shape.reduce(1, *) * dtype.size
+        guard dataStart + count <= bytes.count else {
+            throw TensorFileError.malformed(path: path, reason: "data is \(bytes.count - dataStart) bytes, shape \(shape) needs \(count) (truncated?)")
+        }
+        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        tensor = MappedTensor(entry: TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count), file: file)
+    }
+}

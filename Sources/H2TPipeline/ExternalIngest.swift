@@ -1,0 +1,346 @@
+import Foundation
+import H2TCore
+import H2TStore
+
+/// Errors of the ingest pipelines, each naming the file, tap or example at fault.
+public enum IngestError: Error, CustomStringConvertible, Sendable {
+    case noInput
+    case inconsistentTaps(file: String, reason: String)
+    case exampleCountMismatch(file: String, tap: String, count: Int, expected: Int, expectedFrom: String)
+    case unsupportedTap(file: String, tap: String, shape: [Int])
+    case nonFinite(file: String, tap: String, example: Int)
+    case badLabels(file: String, reason: String)
+    case duplicateExample(file: String, example: String)
+
+    public var description: String {
+        switch self {
+        case .noInput: return "no input files given"
+        case .inconsistentTaps(let file, let reason): return "\(file): \(reason)"
+        case .exampleCountMismatch(let file, let tap, let count, let expected, let from):
+            return "\(file): tap '\(tap)' has \(count) examples but '\(from)' has \(expected); every tap needs the same first axis"
+        case .unsupportedTap(let file, let tap, let shape):
+            return "\(file): tap '\(tap)' has per-example shape \(shape); expected [C] or a spatial map [C,H,W] (or [H,W,C] with --layout nhwc)"
+        case .nonFinite(let file, let tap, let example):
+            return "\(file): tap '\(tap)' has NaN or Inf in example \(example); fix the input or pass --allow-nonfinite to store it anyway"
+        case .badLabels(let file, let reason): return "\(file): \(reason)"
+        case .duplicateExample(let file, let example): return "\(file): example '\(example)' appears twice with different labels"
+        }
+    }
+}
+
+/// Memory layout of spatial activations in the input files.
+public enum ActivationLayout: String, Sendable, Codable, CaseIterable {
+    /// `[N, C, H, W]` (PyTorch).
+    case nchw
+    /// `[N, H, W, C]` (JAX, TensorFlow).
+    case nhwc
+}
+
+/// Options of an external-activation ingest.
+public struct ExternalIngestOptions: Sendable {
+    /// Name of the backbone that produced the activations (recorded as `external:<name>`).
+    public var backboneName: String
+    /// SHA-256 of its weights, if known (part of the backbone's identity).
+    public var weightsSHA256: String?
+    /// Dataset and split the examples join.
+    public var dataset: String
+    /// Split name.
+    public var split: String
+    /// Head2Toe target sizes; one feature set each.
+    public var targetSizes: [Int]
+    /// Tile codec.
+    public var codec: TileCodec = .default
+    /// Columns per tile.
+    public var columnBlock: Int = 1024
+    /// Examples per commit (one segment per feature set); bounds ingest memory.
+    public var segmentRows: Int = 512
+    /// Layout of spatial taps.
+    public var layout: ActivationLayout = .nchw
+    /// Store NaN/Inf instead of rejecting them.
+    public var allowNonFinite = false
+    /// Class names given on the command line (override the files').
+    public var classNames: [String]?
+
+    /// Creates options.
+    public init(backboneName: String, dataset: String, split: String, targetSizes: [Int]) {
+        self.backboneName = backboneName
+        self.dataset = dataset
+        self.split = split
+        self.targetSizes = targetSizes
+    }
+}
+
+/// What an ingest did (printed as a table, or as JSON with `--json`: `schemas/ingest-output.schema.json`).
+public struct IngestSummary: Sendable, Codable {
+    /// Backbone id.
+    public var backbone: String
+    /// Feature set ids with their target sizes and widths.
+    public var featureSets: [FeatureSetSummary]
+    /// Dataset and split.
+    public var dataset: String
+    public var split: String
+    /// Examples read from the input.
+    public var examplesSeen: Int
+    /// Examples whose features were computed and stored (in at least one feature set).
+    public var examplesComputed: Int
+    /// Examples already stored (resumed or shared with another dataset).
+    public var examplesReused: Int
+    /// Inputs skipped, with reasons (image folders).
+    public var skipped: [SkippedInput]
+    /// Wall time.
+    public var seconds: Double
+    /// Examples per second.
+    public var examplesPerSecond: Double
+
+    /// One feature set in the summary.
+    public struct FeatureSetSummary: Sendable, Codable {
+        public var id: String
+        public var targetSize: Int
+        public var width: Int
+    }
+
+    /// An input that was not ingested and why.
+    public struct SkippedInput: Sendable, Codable {
+        public var path: String
+        public var reason: String
+        public init(path: String, reason: String) {
+            self.path = path
+            self.reason = reason
+        }
+    }
+}
+
+/// One input file of activations: its taps (in order), example names and labels.
+struct ActivationSource {
+    var path: String
+    var taps: [MappedTensor]
+    var count: Int
+    var names: [String]?
+    var labels: [String]?
+    var classNames: [String]?
+}
+
+/// Ingests activations computed elsewhere (PyTorch, JAX): safetensors files or folders of `.npy`.
+///
+/// Input conventions (README "External activations"):
+/// - safetensors: one tensor per tap, first axis = examples, taps in the file's data order;
+///   `__metadata__` may hold `example_ids`, `labels` and `class_names` as JSON arrays (labels are
+///   class names, or integer indices into `class_names`).
+/// - a folder: one `<tap>.npy` per tap, in the order of `taps.txt` if present, else by file name;
+///   optional `example_ids.txt`, `labels.txt`, `class_names.txt` (one entry per line).
+/// Without example ids, an example's id is the SHA-256 of its activations (all taps, in order).
+public struct ExternalIngest {
+    /// The store written to.
+    public let store: FeatureStore
+    /// Options.
+    public let options: ExternalIngestOptions
+
+    /// Creates an ingest.
+    public init(store: FeatureStore, options: ExternalIngestOptions) {
+        self.store = store
+        self.options = options
+    }
+
+    /// Runs the ingest over `paths`; resumable: examples already stored are not recomputed.
+    public func run(paths: [String], progress: ProgressReporter? = nil) throws -> IngestSummary {
+        let started = Date()
+        guard !paths.isEmpty else { throw IngestError.noInput }
+        guard options.segmentRows > 0 else { throw StoreError.invalidArgument("--segment-rows must be positive") }
+        let sources = try paths.map(Self.open)
+        let tapShapes = try Self.tapShapes(sources[0], layout: options.layout)
+        for source in sources.dropFirst() {
+            let shapes = try Self.tapShapes(source, layout: options.layout)
+            guard shapes == tapShapes else {
+                throw IngestError.inconsistentTaps(file: source.path, reason: "its taps \(shapes.map(\.name)) or shapes differ from \(sources[0].path)'s")
+            }
+        }
+        let classNames = try resolveClassNames(sources)
+        let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
+                                        preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
+        let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
+                                          codec: options.codec, columnBlock: options.columnBlock)
+        let total = sources.reduce(0) { $0 + $1.count }
+        progress?.setTotal(total)
+        var computed = 0, reused = 0
+        for source in sources {
+            var first = 0
+            while first < source.count {
+                let count = min(options.segmentRows, source.count - first)
+                let result = try ingestChunk(source, first: first, count: count, tapShapes: tapShapes, classNames: classNames, writer: writer)
+                computed += result.computed
+                reused += result.reused
+                progress?.advance(by: count)
+                first += count
+            }
+        }
+        progress?.finish()
+        let seconds = Date().timeIntervalSince(started)
+        return IngestSummary(
+            backbone: writer.backboneID,
+            featureSets: zip(writer.featureSetIDs, writer.manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
+            dataset: options.dataset, split: options.split, examplesSeen: total, examplesComputed: computed,
+            examplesReused: reused, skipped: [], seconds: seconds, examplesPerSecond: Double(total) / max(seconds, 1e-9))
+    }
+
+    private func ingestChunk(_ source: ActivationSource, first: Int, count: Int, tapShapes: [TapDescriptor],
+                             classNames: [String], writer: FeatureSetWriter) throws -> (computed: Int, reused: Int) {
+        // Identify the examples: by name when given, else by the content of their activations.
+        var ids: [ExampleID]
+        var names: [String]
+        if let given = source.names {
+            names = Array(given[first..<(first + count)])
+            ids = names.map { ExampleID(name: $0) }
+        } else {
+            var hashers = [SHA256](repeating: SHA256(), count: count)
+            var buffer: [Float] = []
+            for tap in source.taps {
+                let n = tap.entry.rowElements
+                if buffer.count < n { buffer = [Float](repeating: 0, count: n) }
+                for e in 0..<count {
+                    buffer.withUnsafeMutableBufferPointer { tap.readRows(first + e, count: 1, into: $0.baseAddress!) }
+                    buffer.withUnsafeBytes { hashers[e].update(UnsafeRawBufferPointer(rebasing: $0[0..<(n * 4)])) }
+                }
+            }
+            ids = hashers.map { ExampleID(digest: $0.finalize()) }
+            names = ids.map { "sha256:\($0.hex)" }
+        }
+        let labels: [Int] = try (first..<(first + count)).map { try label(source, index: $0, classNames: classNames) }
+
+        // Duplicates inside the chunk: keep the first occurrence; a different label is an error.
+        var seen: [ExampleID: Int] = [:]
+        var keep: [Int] = []
+        for e in 0..<count {
+            if let previous = seen[ids[e]] {
+                if labels[previous] != labels[e] { throw IngestError.duplicateExample(file: source.path, example: names[e]) }
+                continue
+            }
+            seen[ids[e]] = e
+            keep.append(e)
+        }
+        let chunk = try writer.chunk(examples: keep.map { ids[$0] })
+        var buffer: [Float] = []
+        var transposed: [Float] = []
+        if chunk.needsAny {
+            for (t, tap) in source.taps.enumerated() {
+                let n = tap.entry.rowElements
+                if buffer.count < n { buffer = [Float](repeating: 0, count: n); transposed = buffer }
+                for (k, e) in keep.enumerated() where chunk.needs(k) {
+                    try buffer.withUnsafeMutableBufferPointer { raw in
+                        tap.readRows(first + e, count: 1, into: raw.baseAddress!)
+                        if !options.allowNonFinite {
+                            for i in 0..<n where !raw[i].isFinite {
+                                throw IngestError.nonFinite(file: source.path, tap: tap.entry.name, example: first + e)
+                            }
+                        }
+                        let shape = tapShapes[t].shape
+                        if options.layout == .nhwc, shape.count == 3 {
+                            let (c, h, w) = (shape[0], shape[1], shape[2])
+                            transposed.withUnsafeMutableBufferPointer { out in
+                                for y in 0..<h { for x in 0..<w { for ch in 0..<c { out[(ch * h + y) * w + x] = raw[(y * w + x) * c + ch] } } }
+                                chunk.add(tap: t, example: k, activation: UnsafeBufferPointer(rebasing: out[0..<n]))
+                            }
+                        } else {
+                            chunk.add(tap: t, example: k, activation: UnsafeBufferPointer(rebasing: raw[0..<n]))
+                        }
+                    }
+                }
+            }
+        }
+        let records = keep.map { ExampleRecord(name: names[$0], source: source.path) }
+        let append = DatasetAppend(dataset: options.dataset, classNames: classNames, split: options.split,
+                                   items: keep.map { (ids[$0], labels[$0]) })
+        try chunk.commit(records: records, datasets: [append])
+        let computed = keep.indices.filter { chunk.needs($0) }.count
+        return (computed, keep.count - computed)
+    }
+
+    private func label(_ source: ActivationSource, index: Int, classNames: [String]) throws -> Int {
+        guard let labels = source.labels else { return 0 }
+        let text = labels[index]
+        if let i = classNames.firstIndex(of: text) { return i }
+        if let i = Int(text), source.classNames != nil || options.classNames != nil, i >= 0, i < classNames.count { return i }
+        throw IngestError.badLabels(file: source.path, reason: "label '\(text)' of example \(index) is not one of the classes \(classNames)")
+    }
+
+    private func resolveClassNames(_ sources: [ActivationSource]) throws -> [String] {
+        if let given = options.classNames { return given }
+        if let fromFile = sources.first(where: { $0.classNames != nil })?.classNames { return fromFile }
+        // No class list: the distinct labels, sorted (numerically when all are integers).
+        let all = Set(sources.flatMap { $0.labels ?? [] })
+        if all.isEmpty { return ["unlabelled"] }
+        if all.allSatisfy({ Int($0) != nil }) { return all.sorted { Int($0)! < Int($1)! } }
+        return all.sorted()
+    }
+
+    static func tapShapes(_ source: ActivationSource, layout: ActivationLayout) throws -> [TapDescriptor] {
+        try source.taps.map { tap in
+            let rest = Array(tap.entry.shape.dropFirst())
+            switch rest.count {
+            case 1: return TapDescriptor(name: tap.entry.name, shape: rest)
+            case 3: return TapDescriptor(name: tap.entry.name, shape: layout == .nchw ? rest : [rest[2], rest[0], rest[1]])
+            default: throw IngestError.unsupportedTap(file: source.path, tap: tap.entry.name, shape: rest)
+            }
+        }
+    }
+
+    static func open(_ path: String) throws -> ActivationSource {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw TensorFileError.unreadable(path: path, reason: "no such file or directory")
+        }
+        let taps: [MappedTensor]
+        var names: [String]?, labels: [String]?, classNames: [String]?
+        if isDirectory.boolValue {
+            func lines(_ file: String) throws -> [String]? {
+                let full = (path as NSString).appendingPathComponent(file)
+                guard FileManager.default.fileExists(atPath: full) else { return nil }
+                guard let text = try? String(contentsOfFile: full, encoding: .utf8) else {
+                    throw TensorFileError.unreadable(path: full, reason: "not UTF-8 text")
+                }
+                return text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                    .reversed().drop(while: { $0.isEmpty }).reversed()
+            }
+            let entries = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".npy") }
+            let order = try lines("taps.txt").map { $0.map { $0 + ".npy" } } ?? entries.sorted()
+            if let missing = order.first(where: { !entries.contains($0) }) {
+                throw IngestError.inconsistentTaps(file: path, reason: "taps.txt names \(missing), which is not in the folder")
+            }
+            guard !order.isEmpty else { throw IngestError.inconsistentTaps(file: path, reason: "folder has no .npy files") }
+            taps = try order.map { try NpyFile(path: (path as NSString).appendingPathComponent($0)).tensor }
+            names = try lines("example_ids.txt")
+            labels = try lines("labels.txt")
+            classNames = try lines("class_names.txt")
+        } else {
+            let file = try SafetensorsFile(path: path)
+            taps = file.tensors
+            func jsonList(_ key: String) throws -> [String]? {
+                guard let text = file.metadata[key] else { return nil }
+                guard let list = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [Any] else {
+                    throw IngestError.badLabels(file: path, reason: "metadata '\(key)' is not a JSON array")
+                }
+                return list.map { "\($0)" }
+            }
+            names = try jsonList("example_ids")
+            labels = try jsonList("labels")
+            classNames = try jsonList("class_names")
+        }
+        guard let firstTap = taps.first else { throw IngestError.inconsistentTaps(file: path, reason: "no tensors") }
+        for tap in taps {
+            guard tap.entry.dtype.isFloat else {
+                throw TensorFileError.unsupportedDType(path: path, tensor: tap.entry.name, dtype: tap.entry.dtype.rawValue)
+            }
+            guard let n = tap.entry.shape.first, n == firstTap.entry.shape.first else {
+                throw IngestError.exampleCountMismatch(file: path, tap: tap.entry.name, count: tap.entry.shape.first ?? 0,
+                                                       expected: firstTap.entry.shape.first ?? 0, expectedFrom: firstTap.entry.name)
+            }
+        }
+        let count = firstTap.entry.shape.first ?? 0
+        if let names, names.count != count {
+            throw IngestError.badLabels(file: path, reason: "\(names.count) example ids for \(count) examples")
+        }
+        if let labels, labels.count != count {
+            throw IngestError.badLabels(file: path, reason: "\(labels.count) labels for \(count) examples")
+        }
+        return ActivationSource(path: path, taps: taps, count: count, names: names, labels: labels, classNames: classNames)
+    }
+}

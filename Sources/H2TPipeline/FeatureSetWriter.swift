@@ -1,0 +1,114 @@
+import H2TCore
+import H2TStore
+
+/// Writes pooled features for one backbone into one feature set per target size, chunk by chunk.
+///
+/// Shared by the external-activation ingest and the image ingest, so both pool with the same
+/// `Head2ToePooling` and commit the same way: one transaction per chunk holding the tiles of
+/// every feature set, the example records and the dataset items.
+public final class FeatureSetWriter {
+    /// The store written to.
+    public let store: FeatureStore
+    /// The backbone's id.
+    public let backboneID: String
+    /// Feature set manifests, one per target size, in the order given.
+    public let manifests: [FeatureSetManifest]
+    /// Their ids.
+    public let featureSetIDs: [String]
+    private let encoders: [SegmentEncoder]
+
+    /// Registers the backbone and one feature set per target size.
+    public init(store: FeatureStore, backbone: BackboneManifest, targetSizes: [Int], codec: TileCodec = .default,
+                columnBlock: Int = 1024) throws {
+        guard !targetSizes.isEmpty else { throw StoreError.invalidArgument("give at least one --target-size") }
+        if let bad = targetSizes.first(where: { $0 <= 0 }) { throw StoreError.invalidArgument("--target-size must be positive, got \(bad)") }
+        guard columnBlock > 0 else { throw StoreError.invalidArgument("--column-block must be positive") }
+        self.store = store
+        backboneID = try store.register(backbone: backbone)
+        var manifests: [FeatureSetManifest] = []
+        for size in targetSizes where !manifests.contains(where: { $0.targetSize == size }) {
+            manifests.append(FeatureSetManifest(backbone: backbone, backboneID: backboneID, targetSize: size, codec: codec, columnBlock: columnBlock))
+        }
+        self.manifests = manifests
+        featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
+        encoders = manifests.map { SegmentEncoder(manifest: $0) }
+    }
+
+    /// Starts a chunk for `examples` (unique ids): finds which feature sets lack which examples.
+    public func chunk(examples: [ExampleID]) throws -> FeatureChunk {
+        let missing = try featureSetIDs.map { try store.missing(examples, in: $0) }
+        return FeatureChunk(writer: self, examples: examples, missing: missing)
+    }
+
+    fileprivate func encode(_ index: Int, _ matrix: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {
+        encoders[index].encode(matrix, rows: rows)
+    }
+}
+
+/// One chunk of examples being pooled into every feature set that lacks them.
+public final class FeatureChunk {
+    private let writer: FeatureSetWriter
+    /// The chunk's examples.
+    public let examples: [ExampleID]
+    /// `missing[f][e]`: feature set `f` lacks example `e`.
+    public let missing: [[Bool]]
+    private var rowOf: [[Int?]]
+    private var matrices: [[Float]]
+
+    init(writer: FeatureSetWriter, examples: [ExampleID], missing: [[Bool]]) {
+        self.writer = writer
+        self.examples = examples
+        self.missing = missing
+        var rowOf: [[Int?]] = []
+        var matrices: [[Float]] = []
+        for (f, mask) in missing.enumerated() {
+            var next = 0
+            rowOf.append(mask.map { m in
+                guard m else { return nil }
+                defer { next += 1 }
+                return next
+            })
+            matrices.append([Float](repeating: 0, count: next * writer.manifests[f].width))
+        }
+        self.rowOf = rowOf
+        self.matrices = matrices
+    }
+
+    /// Whether example `e` needs computing for any feature set.
+    public func needs(_ e: Int) -> Bool { missing.contains { $0[e] } }
+
+    /// Whether any example of the chunk needs computing.
+    public var needsAny: Bool { missing.contains { $0.contains(true) } }
+
+    /// Pools tap `tap`'s activation for example `e` (shape as in the backbone manifest,
+    /// channel-first) into every feature set that lacks the example.
+    public func add(tap: Int, example e: Int, activation: UnsafeBufferPointer<Float>) {
+        for f in 0..<writer.manifests.count {
+            guard let row = rowOf[f][e] else { continue }
+            let manifest = writer.manifests[f]
+            let columns = manifest.taps[tap]
+            matrices[f].withUnsafeMutableBufferPointer { m in
+                let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
+                manifest.pooling.pool(activation, shape: columns.sourceShape, into: out)
+            }
+        }
+    }
+
+    /// Encodes and commits the chunk with its example records and dataset items; returns how
+    /// many (example, feature set) rows were added.
+    @discardableResult
+    public func commit(records: [ExampleRecord], datasets: [DatasetAppend]) throws -> Int {
+        var payloads: [SegmentPayload] = []
+        var added = 0
+        for f in 0..<writer.manifests.count {
+            let ids = zip(examples, missing[f]).filter { $0.1 }.map { $0.0 }
+            guard !ids.isEmpty else { continue }
+            let tiles = matrices[f].withUnsafeBufferPointer { writer.encode(f, $0.baseAddress!, rows: ids.count) }
+            payloads.append(SegmentPayload(featureSet: writer.featureSetIDs[f], examples: ids, tiles: tiles))
+            added += ids.count
+        }
+        let newRecords = zip(examples, records).enumerated().filter { needs($0.offset) }.map { ($0.element.0, $0.element.1) }
+        try writer.store.commit(segments: payloads, examples: newRecords, datasets: datasets)
+        return added
+    }
+}

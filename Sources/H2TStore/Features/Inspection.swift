@@ -1,0 +1,205 @@
+import H2TCore
+
+/// Result of `verify`: what was checked and every problem found (each naming its key).
+public struct VerifyReport: Sendable, Codable {
+    /// Tiles re-read and checksummed.
+    public var tilesChecked = 0
+    /// Values in those tiles.
+    public var valuesChecked = 0
+    /// Feature sets checked.
+    public var featureSets = 0
+    /// Dataset splits checked.
+    public var splits = 0
+    /// Problems, one line each; empty when the store is sound.
+    public var problems: [String] = []
+    /// Whether no problem was found.
+    public var ok: Bool { problems.isEmpty }
+}
+
+/// Disk usage of the store (`h2t-store du`).
+public struct DiskUsageReport: Sendable, Codable {
+    /// Usage of one feature set.
+    public struct FeatureSetUsage: Sendable, Codable {
+        public var id: String
+        public var targetSize: Int
+        public var rows: Int
+        public var width: Int
+        public var dtype: String
+        /// Stored tile bytes.
+        public var bytes: Int
+        /// What the same rows would take as raw float32.
+        public var float32Bytes: Int
+        /// `float32Bytes / bytes`.
+        public var ratio: Double
+        /// Bytes per tap (frames split across taps are apportioned by columns).
+        public var taps: [TapUsage]
+    }
+
+    /// Usage of one tap inside a feature set.
+    public struct TapUsage: Sendable, Codable {
+        public var name: String
+        public var width: Int
+        public var bytes: Int
+        public var ratio: Double
+    }
+
+    /// Usage of one dataset: the tile bytes of its examples' rows, per feature set.
+    public struct DatasetUsage: Sendable, Codable {
+        public var name: String
+        public var examples: Int
+        public var bytesByFeatureSet: [String: Int]
+    }
+
+    /// Size of the LMDB data in use.
+    public var storeBytes: Int
+    public var featureSets: [FeatureSetUsage]
+    public var datasets: [DatasetUsage]
+}
+
+extension FeatureStore {
+    /// Re-reads every tile, verifies header and frame checksums and decompression, and checks
+    /// row, segment, example and dataset counts against each other.
+    public func verify(progress: ProgressReporter? = nil) throws -> VerifyReport {
+        var report = VerifyReport()
+        let infos = try allFeatureSets()
+        progress?.setTotal(infos.reduce(0) { $0 + $1.segmentCount * $1.manifest.columnBlocks })
+        let decoder = TileDecoder()
+        try environment.read { txn in
+            for info in infos {
+                report.featureSets += 1
+                let fs = Keys.fsPrefix(info.id)
+                var expectedStart = 0
+                for segment in try segmentList(txn, info.id) {
+                    if segment.start != expectedStart {
+                        report.problems.append("segments/\(info.id.prefix(12))/rows@\(segment.start): expected a segment at row \(expectedStart) (gap or overlap)")
+                    }
+                    expectedStart = segment.start + segment.count
+                    for block in 0..<info.manifest.columnBlocks {
+                        let key = Keys.describeTile(info.id, segment: segment.start, block: block)
+                        guard let tile = try txn.get(tiles, Keys.tile(fs, segment: segment.start, block: block)) else {
+                            report.problems.append("\(key): missing")
+                            continue
+                        }
+                        do {
+                            let header = try TileHeader(parsing: tile)
+                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
+                            if header.rows != segment.count || header.cols != cols {
+                                report.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
+                            }
+                            report.valuesChecked += try decoder.verify(tile)
+                        } catch {
+                            report.problems.append("\(key): \(error)")
+                        }
+                        report.tilesChecked += 1
+                        progress?.advance(by: 1)
+                    }
+                }
+                var rowCount = 0
+                try txn.scan(rows, prefix: fs) { _, value in
+                    if Keys.readU32BE(value, 0) >= expectedStart { report.problems.append("rows/\(info.id.prefix(12)): a row number beyond the stored rows") }
+                    rowCount += 1
+                    return true
+                }
+                if rowCount != expectedStart {
+                    report.problems.append("rows/\(info.id.prefix(12)): \(rowCount) examples map to rows, but segments hold \(expectedStart) rows")
+                }
+                var reverseCount = 0
+                var missingExamples = 0
+                try txn.scan(rowExamples, prefix: fs) { _, value in
+                    reverseCount += 1
+                    if try txn.get(examples, Array(value)) == nil { missingExamples += 1 }
+                    return true
+                }
+                if reverseCount != expectedStart {
+                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(reverseCount) entries for \(expectedStart) rows")
+                }
+                if missingExamples > 0 {
+                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(missingExamples) rows name examples with no record")
+                }
+            }
+            var manifests: [DatasetManifest] = []
+            try txn.scan(datasets, prefix: []) { _, value in
+                manifests.append(try CanonicalJSON.decode(DatasetManifest.self, from: value))
+                return true
+            }
+            for manifest in manifests {
+                for (split, expected) in manifest.splits.sorted(by: { $0.key < $1.key }) {
+                    report.splits += 1
+                    var count = 0
+                    var unknown = 0
+                    var badLabels = 0
+                    try txn.scan(splitItems, prefix: Keys.split(manifest.name, split)) { key, value in
+                        count += 1
+                        if try txn.get(examples, Array(value[0..<32])) == nil { unknown += 1 }
+                        if Keys.readU32LE(value, 32) >= manifest.classNames.count { badLabels += 1 }
+                        return true
+                    }
+                    if count != expected { report.problems.append("datasets/\(manifest.name)/\(split): \(count) items, manifest says \(expected)") }
+                    if unknown > 0 { report.problems.append("datasets/\(manifest.name)/\(split): \(unknown) items name unknown examples") }
+                    if badLabels > 0 { report.problems.append("datasets/\(manifest.name)/\(split): \(badLabels) labels outside the class list") }
+                }
+            }
+        }
+        progress?.finish()
+        return report
+    }
+
+    /// Bytes per feature set, per tap and per dataset, with the ratio against raw float32.
+    public func diskUsage() throws -> DiskUsageReport {
+        let infos = try allFeatureSets()
+        let datasetList = try allDatasets()
+        return try environment.read { txn in
+            var usages: [DiskUsageReport.FeatureSetUsage] = []
+            var bytesPerRow: [String: Double] = [:]
+            for info in infos {
+                let m = info.manifest
+                let fs = Keys.fsPrefix(info.id)
+                var total = 0
+                var tapBytes = [Double](repeating: 0, count: m.taps.count)
+                try txn.scan(tiles, prefix: fs) { key, value in
+                    total += value.count
+                    let block = Keys.readU32BE(key, 20)
+                    guard let header = try? TileHeader(parsing: value) else { return true }
+                    // Apportion each frame's bytes to the taps whose columns it holds.
+                    for (f, bytes) in header.frameByteCounts(value).enumerated() {
+                        let first = block * m.columnBlock + f * header.frameWidth
+                        let last = first + header.columns(inFrame: f)
+                        for (t, tap) in m.taps.enumerated() {
+                            let overlap = min(last, tap.offset + tap.width) - max(first, tap.offset)
+                            if overlap > 0 { tapBytes[t] += Double(bytes) * Double(overlap) / Double(last - first) }
+                        }
+                    }
+                    return true
+                }
+                let raw = info.rowCount * m.width * 4
+                bytesPerRow[info.id] = info.rowCount > 0 ? Double(total) / Double(info.rowCount) : 0
+                usages.append(.init(
+                    id: info.id, targetSize: m.targetSize, rows: info.rowCount, width: m.width, dtype: m.codec.dtype.rawValue,
+                    bytes: total, float32Bytes: raw, ratio: total > 0 ? Double(raw) / Double(total) : 0,
+                    taps: zip(m.taps, tapBytes).map { tap, bytes in
+                        let rawTap = Double(info.rowCount * tap.width * 4)
+                        return .init(name: tap.name, width: tap.width, bytes: Int(bytes.rounded()), ratio: bytes > 0 ? rawTap / bytes : 0)
+                    }))
+            }
+            var datasetUsages: [DiskUsageReport.DatasetUsage] = []
+            for manifest in datasetList {
+                var members = Set<[UInt8]>()
+                for split in manifest.splits.keys {
+                    try txn.scan(splitItems, prefix: Keys.split(manifest.name, split)) { _, value in
+                        members.insert(Array(value[0..<32]))
+                        return true
+                    }
+                }
+                var byFS: [String: Int] = [:]
+                for info in infos {
+                    let fs = Keys.fsPrefix(info.id)
+                    var present = 0
+                    for example in members where try txn.get(rows, fs + example) != nil { present += 1 }
+                    if present > 0 { byFS[info.id] = Int((Double(present) * (bytesPerRow[info.id] ?? 0)).rounded()) }
+                }
+                datasetUsages.append(.init(name: manifest.name, examples: members.count, bytesByFeatureSet: byFS))
+            }
+            return DiskUsageReport(storeBytes: try environment.usedBytes(), featureSets: usages, datasets: datasetUsages)
+        }
+    }
+}
