@@ -1,0 +1,151 @@
+/// A contiguous block of columns that came from one backbone tap.
+public struct TapRange: Codable, Sendable, Hashable {
+    /// The tap's name as the feature set records it.
+    public var name: String
+    /// First column of the tap in the concatenated feature vector.
+    public var offset: Int
+    /// Number of columns.
+    public var width: Int
+
+    /// Creates a tap range.
+    public init(name: String, offset: Int, width: Int) {
+        self.name = name
+        self.offset = offset
+        self.width = width
+    }
+}
+
+/// A dense row-major `rowCount × columnCount` Float matrix whose columns are partitioned into taps.
+///
+/// Rows are examples; the taps must cover `0..<columnCount` in order without gaps or overlaps,
+/// because per-tap normalisation needs to know the tap of every column.
+public struct FeatureMatrix: Sendable {
+    /// Number of examples.
+    public let rowCount: Int
+    /// Number of features `D`.
+    public let columnCount: Int
+    /// Row-major values, `rowCount * columnCount` of them.
+    public var values: [Float]
+    /// The column partition, ordered by offset.
+    public let taps: [TapRange]
+
+    /// Wraps `values`; checks only the buffer size (call `validate` for the tap layout and finiteness).
+    public init(rowCount: Int, columnCount: Int, values: [Float], taps: [TapRange]) throws {
+        guard rowCount >= 0, columnCount >= 0 else {
+            throw TrainError.invalidSetting("negative matrix shape \(rowCount)×\(columnCount)")
+        }
+        guard values.count == rowCount * columnCount else {
+            throw TrainError.shapeMismatch(what: "feature matrix \(rowCount)×\(columnCount)",
+                                           expected: rowCount * columnCount, actual: values.count)
+        }
+        self.rowCount = rowCount
+        self.columnCount = columnCount
+        self.values = values
+        self.taps = taps
+    }
+
+    /// Checks that the taps partition the columns in order and that every value is finite.
+    public func validate(featureSet: String, split: String) throws {
+        try Self.validateTapLayout(taps, columnCount: columnCount, featureSet: featureSet)
+        try values.withUnsafeBufferPointer { buffer in
+            // A single pass that only looks for the first bad value; the common case is fast.
+            for (index, value) in buffer.enumerated() where !value.isFinite {
+                throw TrainError.nonFiniteFeature(featureSet: featureSet, split: split,
+                                                  row: index / max(columnCount, 1),
+                                                  column: index % max(columnCount, 1))
+            }
+        }
+    }
+
+    /// Checks that `taps` partition `0..<columnCount` in order, with unique names and positive widths.
+    public static func validateTapLayout(_ taps: [TapRange], columnCount: Int, featureSet: String) throws {
+        guard !taps.isEmpty else {
+            throw TrainError.invalidTapLayout(featureSet: featureSet, reason: "no taps")
+        }
+        var next = 0
+        var names = Set<String>()
+        for tap in taps {
+            guard tap.width > 0 else {
+                throw TrainError.invalidTapLayout(featureSet: featureSet, reason: "tap '\(tap.name)' has width \(tap.width)")
+            }
+            guard tap.offset == next else {
+                throw TrainError.invalidTapLayout(featureSet: featureSet,
+                                                  reason: "tap '\(tap.name)' starts at \(tap.offset), expected \(next)")
+            }
+            guard names.insert(tap.name).inserted else {
+                throw TrainError.invalidTapLayout(featureSet: featureSet, reason: "duplicate tap '\(tap.name)'")
+            }
+            next += tap.width
+        }
+        guard next == columnCount else {
+            throw TrainError.invalidTapLayout(featureSet: featureSet,
+                                              reason: "taps cover \(next) columns, matrix has \(columnCount)")
+        }
+    }
+
+    /// Scales each tap's slice of every row to unit L2 norm (DESIGN.md §1 step 3); a zero slice stays zero.
+    ///
+    /// The norm is accumulated in Double so that wide taps with large activations do not lose
+    /// precision; it is per example, so it can be applied to all rows before splitting into folds
+    /// without leaking anything between them.
+    public mutating func normalizeTaps() {
+        let d = columnCount
+        let taps = self.taps
+        values.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            for row in 0..<rowCount {
+                let rowBase = base + row * d
+                for tap in taps {
+                    let slice = rowBase + tap.offset
+                    var sum = 0.0
+                    for j in 0..<tap.width { sum += Double(slice[j]) * Double(slice[j]) }
+                    guard sum > 0 else { continue }
+                    let scale = Float(1 / sum.squareRoot())
+                    for j in 0..<tap.width { slice[j] *= scale }
+                }
+            }
+        }
+    }
+
+    /// The taps of the column subset `columns` (sorted ascending), with offsets in the subset;
+    /// taps that keep no column are dropped.
+    public func tapsOfSubset(_ columns: [Int]) -> [TapRange] {
+        var result: [TapRange] = []
+        var position = 0
+        for tap in taps {
+            let start = position
+            while position < columns.count, columns[position] < tap.offset + tap.width { position += 1 }
+            if position > start {
+                result.append(TapRange(name: tap.name, offset: start, width: position - start))
+            }
+        }
+        return result
+    }
+
+    /// The rows `rows` (in that order) and columns `columns` (sorted ascending), with each tap's
+    /// kept subset re-normalised to unit L2 (DESIGN.md §1 step 6) when `renormalize` is set.
+    public func gathered(rows: [Int], columns: [Int], renormalize: Bool) -> FeatureMatrix {
+        let d = columnCount
+        let k = columns.count
+        var out = [Float](repeating: 0, count: rows.count * k)
+        values.withUnsafeBufferPointer { source in
+            out.withUnsafeMutableBufferPointer { target in
+                for (r, row) in rows.enumerated() {
+                    let s = source.baseAddress! + row * d
+                    let t = target.baseAddress! + r * k
+                    for (j, column) in columns.enumerated() { t[j] = s[column] }
+                }
+            }
+        }
+        // Shape and layout are correct by construction.
+        var matrix = try! FeatureMatrix(rowCount: rows.count, columnCount: k, values: out, taps: tapsOfSubset(columns))
+        if renormalize { matrix.normalizeTaps() }
+        return matrix
+    }
+
+    /// The columns of the tap named `name`.
+    public func columns(ofTap name: String) -> Range<Int>? {
+        guard let tap = taps.first(where: { $0.name == name }) else { return nil }
+        return tap.offset..<(tap.offset + tap.width)
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+
+/// The kept columns of one tap, as indices inside the tap (`0..<width`).
+public struct TapSelection: Codable, Sendable, Hashable {
+    /// Tap name.
+    public var tap: String
+    /// Local column indices inside the tap, ascending.
+    public var indices: [Int]
+}
+
+/// One method's outcome: what it chose, how it scored in cross-validation and on test, and its head.
+public struct MethodResult: Codable, Sendable {
+    /// `head2toe`, `linear_probe` or `all_features`.
+    public var method: String
+    /// The feature set (target size) the method ended up using.
+    public var featureSet: String
+    /// Keep fraction (Head2Toe only).
+    public var fraction: Double?
+    /// `λ` as given in the grid (a ratio of `λ_max` when `lambdaScale` is relative; Head2Toe only).
+    public var lambda: Double?
+    /// `λ` actually used for the final selection on the whole training split.
+    public var lambdaAbsolute: Double?
+    /// Index into `FitSettings.solvers` (Head2Toe only).
+    public var solver: Int?
+    /// Pooled cross-validation accuracy of the chosen configuration (correct / validated rows).
+    public var cvAccuracy: Double
+    /// Test accuracy (nil without a test split).
+    public var testAccuracy: Double?
+    /// Test metrics (nil without a test split).
+    public var test: ClassificationMetrics?
+    /// The head's input columns, as global column indices of the feature set, ascending.
+    public var selectedIndices: [Int]
+    /// The same columns grouped by tap.
+    public var selectedPerTap: [TapSelection]
+    /// The final head on the selected columns (in `selectedIndices` order, each tap's kept subset
+    /// re-normalised to unit L2 before the head).
+    public var head: LinearHead
+    /// Final-head solver summary.
+    public var headReport: SolverReport
+    /// Group-lasso solver summary of the final selection run (Head2Toe only).
+    public var selectionReport: SolverReport?
+}
+
+/// One row of the cross-validation table.
+public struct CVRow: Codable, Sendable, Hashable {
+    /// `head2toe`, `linear_probe` or `all_features`.
+    public var method: String
+    /// Feature set name.
+    public var featureSet: String
+    /// Index into `FitSettings.solvers` (Head2Toe rows).
+    public var solver: Int?
+    /// `λ` as given in the grid (Head2Toe rows).
+    public var lambda: Double?
+    /// Keep fraction (Head2Toe rows).
+    public var fraction: Double?
+    /// Number of kept features (columns the head sees).
+    public var keptFeatures: Int
+    /// Pooled accuracy over all validation folds.
+    public var cvAccuracy: Double
+    /// Accuracy of each fold.
+    public var foldAccuracies: [Double]
+}
+
+/// Wall-clock seconds per phase.
+public struct FitTimings: Codable, Sendable, Hashable {
+    /// Input checks and per-tap normalisation.
+    public var prepare: Double
+    /// The cross-validation sweep (all methods).
+    public var crossValidation: Double
+    /// Final selection, heads and test evaluation.
+    public var final: Double
+    /// Everything.
+    public var total: Double
+}
+
+/// Summary of an input feature set.
+public struct FeatureSetSummary: Codable, Sendable, Hashable {
+    /// Name.
+    public var name: String
+    /// Columns `D`.
+    public var columnCount: Int
+    /// Taps.
+    public var tapCount: Int
+}
+
+/// Everything a fit produced: the `h2t-store fit --json` payload and what the registry stores.
+///
+/// Encode it with `FitReport.jsonEncoder()` (snake_case keys, sorted): `head2toe.test_accuracy`,
+/// `linear_probe.cv_accuracy`, and so on.
+public struct FitReport: Codable, Sendable {
+    /// Version of this layout.
+    public var formatVersion: Int = 1
+    /// Classes `K`.
+    public var classCount: Int
+    /// Training rows.
+    public var trainCount: Int
+    /// Test rows (0 without a test split).
+    public var testCount: Int
+    /// Input feature sets in input order.
+    public var featureSets: [FeatureSetSummary]
+    /// The settings used (including defaults that were not overridden).
+    public var settings: FitSettings
+    /// Head2Toe: group-lasso selection, then a fresh head.
+    public var head2toe: MethodResult
+    /// Baseline: the probe tap only.
+    public var linearProbe: MethodResult
+    /// Baseline: every feature, no selection.
+    public var allFeatures: MethodResult
+    /// The cross-validation table of every method and grid point.
+    public var cvTable: [CVRow]
+    /// Training fold of each training row (`0..<folds`), for reproducibility.
+    public var foldAssignment: [Int]
+    /// Timings.
+    public var timings: FitTimings
+
+    /// A JSON encoder with the report's conventions (snake_case keys, sorted keys).
+    public static func jsonEncoder() -> JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+
+    /// The matching decoder.
+    public static func jsonDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+}

@@ -1,0 +1,474 @@
+import COpenBLAS
+import Dispatch
+import Foundation
+
+/// The optimiser that produces the group-lasso scores for selection.
+public enum SelectionSolver: Codable, Sendable, Hashable {
+    /// Working-set FISTA with the exact group soft-threshold (the default).
+    case proximal(GroupLassoSettings)
+    /// Adam on the subgradient with cosine decay, as the reference code (for parity).
+    case adam(AdamSettings)
+}
+
+/// How the `λ` grid values are read.
+public enum LambdaScale: String, Codable, Sendable, Hashable {
+    /// `λ = value · λ_max`, where `λ_max` (the smallest `λ` with an all-zero solution) is computed
+    /// on the rows being trained on. Scale-free: the same grid means the same sparsity regime
+    /// whatever `D`, the number of taps or the label balance.
+    case relativeToMax
+    /// `λ = value` as in the reference code (1e-5 … 1e-4 with Adam).
+    case absolute
+}
+
+/// The hyper-parameter grid and protocol of a Head2Toe fit.
+public struct FitSettings: Codable, Sendable, Hashable {
+    /// Keep fractions (global top-k by score).
+    public var fractions: [Double]
+    /// Group-lasso strengths, read according to `lambdaScale`.
+    public var lambdas: [Double]
+    /// How `lambdas` are read.
+    public var lambdaScale: LambdaScale
+    /// Selection optimisers (a grid axis).
+    public var solvers: [SelectionSolver]
+    /// Cross-validation folds of the training split.
+    public var folds: Int
+    /// Stratified folds (each class dealt round-robin after a seeded shuffle) or plain (one
+    /// seeded shuffle of all rows dealt round-robin).
+    public var stratified: Bool
+    /// Final head settings (all methods).
+    public var head: HeadSettings
+    /// The linear-probe tap (pre-logits), looked up in the first feature set; `nil` means the last tap.
+    public var probeTap: String?
+    /// Seed of fold assignment and Adam's batch order.
+    public var seed: UInt64
+    /// Parallel workers over (feature set, solver, fold) tasks; 0 means one per active core.
+    public var workers: Int
+    /// Make OpenBLAS single-threaded while the parallel workers run, so that two workers do not
+    /// each start two BLAS threads on two cores.
+    public var singleThreadedBLASInWorkers: Bool
+
+    /// Defaults, chosen for `N ≈ 1000`, `D ≈ 10⁴–10⁵`, `K ≈ 10` (VTAB-1k-like):
+    /// - fractions 0.01, 0.05, 0.1, 0.2: the paper's 0.01/0.1/0.2 plus 0.05 between them; extra
+    ///   fractions cost only a small head each, since one group-lasso run serves them all;
+    /// - λ = 0.5, 0.25, 0.1 × λ_max: from a few dozen to a few hundred non-zero rows at N ≈ 800,
+    ///   which is the regime where the 1% top-k is made of non-zero rows (smaller λ costs
+    ///   larger working sets for little change in the ranking);
+    /// - the proximal solver only (Adam is the reference's parity path, not a better optimum);
+    /// - 5 stratified folds as the VTAB-1k protocol; seed 0; one worker per core.
+    public init(fractions: [Double] = [0.01, 0.05, 0.1, 0.2], lambdas: [Double] = [0.5, 0.25, 0.1],
+                lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
+                folds: Int = 5, stratified: Bool = true, head: HeadSettings = HeadSettings(), probeTap: String? = nil,
+                seed: UInt64 = 0, workers: Int = 0, singleThreadedBLASInWorkers: Bool = true) {
+        self.fractions = fractions
+        self.lambdas = lambdas
+        self.lambdaScale = lambdaScale
+        self.solvers = solvers
+        self.folds = folds
+        self.stratified = stratified
+        self.head = head
+        self.probeTap = probeTap
+        self.seed = seed
+        self.workers = workers
+        self.singleThreadedBLASInWorkers = singleThreadedBLASInWorkers
+    }
+
+    /// Checks every axis and setting; throws the first problem as a one-line error.
+    public func validate() throws {
+        guard !fractions.isEmpty else { throw TrainError.emptyGridAxis("fractions") }
+        guard !lambdas.isEmpty else { throw TrainError.emptyGridAxis("lambdas") }
+        guard !solvers.isEmpty else { throw TrainError.emptyGridAxis("solvers") }
+        for fraction in fractions where !(fraction > 0 && fraction <= 1) { throw TrainError.invalidFraction(fraction) }
+        for lambda in lambdas where !(lambda >= 0 && lambda.isFinite) { throw TrainError.invalidLambda(lambda) }
+        guard folds >= 2 else { throw TrainError.invalidSetting("folds must be >= 2, got \(folds)") }
+        guard workers >= 0 else { throw TrainError.invalidSetting("workers must be >= 0") }
+        try head.validate()
+        for solver in solvers {
+            switch solver {
+            case let .proximal(settings): try settings.validate()
+            case let .adam(settings): try settings.validate()
+            }
+        }
+    }
+}
+
+/// One feature set (one target size `F_T`) of the same examples: training rows and optional test rows.
+public struct FeatureSetInput: Sendable {
+    /// Name used in the report (e.g. the feature set's id or `ft8192`).
+    public var name: String
+    /// Training rows, in the order of the training labels.
+    public var train: FeatureMatrix
+    /// Test rows, in the order of the test labels; `nil` for no test evaluation.
+    public var test: FeatureMatrix?
+
+    /// Creates an input.
+    public init(name: String, train: FeatureMatrix, test: FeatureMatrix? = nil) {
+        self.name = name
+        self.train = train
+        self.test = test
+    }
+}
+
+/// Head2Toe model selection and training on cached features (DESIGN.md §1 steps 3–7).
+public enum Head2ToeFit {
+    /// Checks the inputs, normalises them, runs the cross-validation sweep over the grid
+    /// (feature sets × solvers × λ × fractions) and the two baselines, picks the best grid point,
+    /// retrains it on the whole training split and evaluates it once on test.
+    ///
+    /// Selection rule: highest pooled CV accuracy; ties go to the smaller fraction (fewer
+    /// features to read and store), then the larger λ (sparser), then the earlier feature set,
+    /// then the earlier solver. All checks run before any numeric work.
+    public static func run(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
+                           classCount: Int, settings: FitSettings = FitSettings()) throws -> FitReport {
+        let clock = ContinuousClock()
+        let started = clock.now
+        try settings.validate()
+        try validate(featureSets: featureSets, trainLabels: trainLabels, testLabels: testLabels,
+                     classCount: classCount, settings: settings)
+        var sets = featureSets
+        for index in sets.indices {
+            sets[index].train.normalizeTaps()
+            sets[index].test?.normalizeTaps()
+        }
+        let probeName = settings.probeTap ?? sets[0].train.taps.last!.name
+        let folds = foldAssignment(labels: trainLabels, classCount: classCount, folds: settings.folds,
+                                   stratified: settings.stratified, seed: settings.seed)
+        let prepared = clock.now
+
+        // Cross-validation: one task per (feature set, solver, fold) runs the whole λ path and
+        // every fraction; one per (feature set, fold) for all features; one per fold for the probe.
+        var tasks: [CVTask] = []
+        for s in sets.indices { for v in settings.solvers.indices { for f in 0..<settings.folds { tasks.append(.head2toe(set: s, solver: v, fold: f)) } } }
+        for s in sets.indices { for f in 0..<settings.folds { tasks.append(.allFeatures(set: s, fold: f)) } }
+        for f in 0..<settings.folds { tasks.append(.probe(fold: f)) }
+        let context = CVContext(sets: sets, labels: trainLabels, classCount: classCount, folds: folds,
+                                settings: settings, probeTap: probeName)
+        let results = try ParallelRunner.map(tasks, workers: settings.workers,
+                                             singleThreadedBLAS: settings.singleThreadedBLASInWorkers) { task in
+            try context.run(task)
+        }
+        let table = context.table(tasks: tasks, results: results)
+        let crossValidated = clock.now
+
+        // Final fits on the whole training split.
+        let best = try bestHead2Toe(table, settings: settings, sets: sets)
+        let allRows = Array(0..<trainLabels.count)
+        let chosenSet = sets[best.set]
+        let lambdaRatios = settings.lambdas.sorted(by: >).filter { $0 >= best.lambda }
+        let selection = try context.selectionPath(set: best.set, solver: best.solver, rows: allRows, lambdas: lambdaRatios).last!
+        let columns = selection.solution.selection(fraction: best.fraction)
+        let head2toe = try finalMethod(method: "head2toe", set: chosenSet, columns: columns, renormalize: true,
+                                       trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+                                       settings: settings, cvAccuracy: best.accuracy)
+        var h2t = head2toe
+        h2t.fraction = best.fraction
+        h2t.lambda = best.lambda
+        h2t.lambdaAbsolute = selection.solution.lambda
+        h2t.solver = best.solver
+        h2t.selectionReport = selection.solution.report
+
+        let allRows_ = table.filter { $0.method == "all_features" }
+        let bestAll = allRows_.enumerated().max { a, b in
+            a.element.cvAccuracy != b.element.cvAccuracy ? a.element.cvAccuracy < b.element.cvAccuracy : a.offset > b.offset
+        }!.element
+        let allSet = sets.first { $0.name == bestAll.featureSet }!
+        let allFeatures = try finalMethod(method: "all_features", set: allSet, columns: Array(0..<allSet.train.columnCount),
+                                          renormalize: false, trainLabels: trainLabels, testLabels: testLabels,
+                                          classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy)
+        let probeRow = table.first { $0.method == "linear_probe" }!
+        let probeColumns = Array(sets[0].train.columns(ofTap: probeName)!)
+        let probe = try finalMethod(method: "linear_probe", set: sets[0], columns: probeColumns, renormalize: true,
+                                    trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+                                    settings: settings, cvAccuracy: probeRow.cvAccuracy)
+        let finished = clock.now
+        func seconds(_ d: Duration) -> Double {
+            Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        }
+        return FitReport(
+            classCount: classCount, trainCount: trainLabels.count, testCount: testLabels.count,
+            featureSets: sets.map { FeatureSetSummary(name: $0.name, columnCount: $0.train.columnCount, tapCount: $0.train.taps.count) },
+            settings: settings, head2toe: h2t, linearProbe: probe, allFeatures: allFeatures, cvTable: table,
+            foldAssignment: folds,
+            timings: FitTimings(prepare: seconds(prepared - started), crossValidation: seconds(crossValidated - prepared),
+                                final: seconds(finished - crossValidated), total: seconds(finished - started)))
+    }
+
+    /// Every input check of `run`, in the order a user would want to hear about them.
+    public static func validate(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int],
+                                classCount: Int, settings: FitSettings) throws {
+        guard classCount >= 2 else { throw TrainError.invalidSetting("class count must be >= 2, got \(classCount)") }
+        guard !featureSets.isEmpty else { throw TrainError.emptyGridAxis("feature sets") }
+        for (row, label) in trainLabels.enumerated() where !(0..<classCount).contains(label) {
+            throw TrainError.labelOutOfRange(split: "train", row: row, label: label, classCount: classCount)
+        }
+        for (row, label) in testLabels.enumerated() where !(0..<classCount).contains(label) {
+            throw TrainError.labelOutOfRange(split: "test", row: row, label: label, classCount: classCount)
+        }
+        let distinct = Set(trainLabels)
+        if distinct.count < 2 { throw TrainError.singleClass(split: "train", label: trainLabels.first ?? 0) }
+        guard trainLabels.count >= settings.folds else {
+            throw TrainError.invalidSetting("\(settings.folds) folds need at least as many training rows, got \(trainLabels.count)")
+        }
+        var names = Set<String>()
+        for set in featureSets {
+            guard names.insert(set.name).inserted else { throw TrainError.inconsistentInput("duplicate feature set '\(set.name)'") }
+            guard set.train.rowCount == trainLabels.count else {
+                throw TrainError.shapeMismatch(what: "feature set '\(set.name)' training rows", expected: trainLabels.count,
+                                               actual: set.train.rowCount)
+            }
+            try set.train.validate(featureSet: set.name, split: "train")
+            if let test = set.test {
+                guard test.rowCount == testLabels.count else {
+                    throw TrainError.shapeMismatch(what: "feature set '\(set.name)' test rows", expected: testLabels.count,
+                                                   actual: test.rowCount)
+                }
+                guard test.taps == set.train.taps else {
+                    throw TrainError.inconsistentInput("feature set '\(set.name)': test taps differ from train taps")
+                }
+                try test.validate(featureSet: set.name, split: "test")
+            } else if !testLabels.isEmpty {
+                throw TrainError.inconsistentInput("feature set '\(set.name)' has no test rows but test labels were given")
+            }
+        }
+        if let probe = settings.probeTap, featureSets[0].train.columns(ofTap: probe) == nil {
+            throw TrainError.unknownTap(featureSet: featureSets[0].name, tap: probe)
+        }
+    }
+
+    /// The fold (`0..<folds`) of each row. Stratified: for each class in order, its rows are
+    /// shuffled by the seeded generator and dealt round-robin, the deal continuing across classes
+    /// so fold sizes differ by at most one. Plain: all rows shuffled once and dealt round-robin.
+    public static func foldAssignment(labels: [Int], classCount: Int, folds: Int, stratified: Bool, seed: UInt64) -> [Int] {
+        var rng = SplitMix64(seed: seed)
+        var assignment = [Int](repeating: 0, count: labels.count)
+        var dealt = 0
+        let groups: [[Int]] = stratified
+            ? (0..<classCount).map { c in labels.indices.filter { labels[$0] == c } }
+            : [Array(labels.indices)]
+        for var group in groups {
+            rng.shuffle(&group)
+            for row in group {
+                assignment[row] = dealt % folds
+                dealt += 1
+            }
+        }
+        return assignment
+    }
+
+    static func finalMethod(method: String, set: FeatureSetInput, columns: [Int], renormalize: Bool,
+                            trainLabels: [Int], testLabels: [Int], classCount: Int, settings: FitSettings,
+                            cvAccuracy: Double) throws -> MethodResult {
+        let allTrain = Array(0..<set.train.rowCount)
+        let isAll = columns.count == set.train.columnCount
+        let train = isAll ? set.train : set.train.gathered(rows: allTrain, columns: columns, renormalize: renormalize)
+        let (head, report) = try FinalHead.fit(features: train, labels: trainLabels, classCount: classCount, settings: settings.head)
+        var metrics: ClassificationMetrics?
+        if let test = set.test {
+            let testMatrix = isAll ? test : test.gathered(rows: Array(0..<test.rowCount), columns: columns, renormalize: renormalize)
+            metrics = ClassificationMetrics(predictions: head.predict(testMatrix), labels: testLabels, classCount: classCount)
+        }
+        let perTap = set.train.tapsOfSubset(columns).map { tap -> TapSelection in
+            let original = set.train.taps.first { $0.name == tap.name }!
+            return TapSelection(tap: tap.name, indices: columns[tap.offset..<(tap.offset + tap.width)].map { $0 - original.offset })
+        }
+        return MethodResult(method: method, featureSet: set.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
+                            cvAccuracy: cvAccuracy, testAccuracy: metrics?.accuracy, test: metrics,
+                            selectedIndices: columns, selectedPerTap: perTap, head: head, headReport: report,
+                            selectionReport: nil)
+    }
+
+    struct BestPoint {
+        var set: Int, solver: Int, lambda: Double, fraction: Double, accuracy: Double
+    }
+
+    static func bestHead2Toe(_ table: [CVRow], settings: FitSettings, sets: [FeatureSetInput]) throws -> BestPoint {
+        let setIndex = Dictionary(uniqueKeysWithValues: sets.enumerated().map { ($0.element.name, $0.offset) })
+        var best: BestPoint?
+        for row in table where row.method == "head2toe" {
+            let candidate = BestPoint(set: setIndex[row.featureSet]!, solver: row.solver!, lambda: row.lambda!,
+                                      fraction: row.fraction!, accuracy: row.cvAccuracy)
+            guard let current = best else { best = candidate; continue }
+            func key(_ p: BestPoint) -> (Double, Double, Double, Int, Int) { (p.accuracy, -p.fraction, p.lambda, -p.set, -p.solver) }
+            if key(candidate) > key(current) { best = candidate }
+        }
+        return best!
+    }
+}
+
+enum CVTask: Sendable {
+    case head2toe(set: Int, solver: Int, fold: Int)
+    case allFeatures(set: Int, fold: Int)
+    case probe(fold: Int)
+}
+
+/// Correct counts of one task: per (λ index, fraction index) for Head2Toe, one value otherwise.
+struct CVTaskResult: Sendable {
+    var correct: [[Int]]
+    var validated: Int
+    var kept: [[Int]]
+}
+
+/// Everything a cross-validation task reads; immutable and shared by the workers.
+struct CVContext: Sendable {
+    let sets: [FeatureSetInput]
+    let labels: [Int]
+    let classCount: Int
+    let folds: [Int]
+    let settings: FitSettings
+    let probeTap: String
+
+    func rows(fold: Int) -> (train: [Int], validation: [Int]) {
+        (folds.indices.filter { folds[$0] != fold }, folds.indices.filter { folds[$0] == fold })
+    }
+
+    /// The group-lasso path (descending λ, as given in the grid) on `rows` of feature set `set`.
+    func selectionPath(set: Int, solver: Int, rows: [Int], lambdas: [Double]) throws -> [(ratio: Double, solution: GroupLassoSolution)] {
+        let features = sets[set].train
+        let ordered = lambdas.sorted(by: >)
+        let scale = settings.lambdaScale == .relativeToMax
+            ? GroupLasso.lambdaMax(features: features, rows: rows, labels: labels, classCount: classCount) : 1
+        switch settings.solvers[solver] {
+        case let .proximal(gl):
+            let path = try GroupLasso.path(features: features, rows: rows, labels: labels, classCount: classCount,
+                                           lambdas: ordered.map { $0 * scale }, settings: gl)
+            return zip(ordered, path).map { ($0, $1) }
+        case let .adam(adam):
+            return try ordered.map { ratio in
+                (ratio, try GroupLasso.adam(features: features, rows: rows, labels: labels, classCount: classCount,
+                                            lambda: ratio * scale, settings: adam, seed: settings.seed))
+            }
+        }
+    }
+
+    /// Trains a head on `train` rows of `columns` and counts correct validation predictions.
+    func evaluate(set: Int, columns: [Int], renormalize: Bool, train: [Int], validation: [Int]) throws -> Int {
+        let features = sets[set].train
+        let matrix = features.gathered(rows: train + validation, columns: columns, renormalize: renormalize)
+        let d = columns.count
+        let trainPart = try FeatureMatrix(rowCount: train.count, columnCount: d,
+                                          values: Array(matrix.values[0..<(train.count * d)]), taps: matrix.taps)
+        let validationPart = try FeatureMatrix(rowCount: validation.count, columnCount: d,
+                                               values: Array(matrix.values[(train.count * d)...]), taps: matrix.taps)
+        let (head, _) = try FinalHead.fit(features: trainPart, labels: train.map { labels[$0] }, classCount: classCount,
+                                          settings: settings.head)
+        let predictions = head.predict(validationPart)
+        return zip(predictions, validation).filter { $0 == labels[$1] }.count
+    }
+
+    func run(_ task: CVTask) throws -> CVTaskResult {
+        switch task {
+        case let .head2toe(set, solver, fold):
+            let (train, validation) = rows(fold: fold)
+            let path = try selectionPath(set: set, solver: solver, rows: train, lambdas: settings.lambdas)
+            // Results are indexed by the grid's λ order, not the path's descending order.
+            var correct = [[Int]](repeating: [], count: settings.lambdas.count)
+            var kept = [[Int]](repeating: [], count: settings.lambdas.count)
+            for (ratio, solution) in path {
+                let ranking = solution.ranking()
+                let li = settings.lambdas.firstIndex(of: ratio)!
+                for fraction in settings.fractions {
+                    let columns = solution.selection(fraction: fraction, ranking: ranking)
+                    correct[li].append(try evaluate(set: set, columns: columns, renormalize: true, train: train, validation: validation))
+                    kept[li].append(columns.count)
+                }
+            }
+            return CVTaskResult(correct: correct, validated: validation.count, kept: kept)
+        case let .allFeatures(set, fold):
+            let (train, validation) = rows(fold: fold)
+            let columns = Array(0..<sets[set].train.columnCount)
+            let c = try evaluate(set: set, columns: columns, renormalize: false, train: train, validation: validation)
+            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[columns.count]])
+        case let .probe(fold):
+            let (train, validation) = rows(fold: fold)
+            let columns = Array(sets[0].train.columns(ofTap: probeTap)!)
+            let c = try evaluate(set: 0, columns: columns, renormalize: true, train: train, validation: validation)
+            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[columns.count]])
+        }
+    }
+
+    /// Pools task results into the CV table.
+    func table(tasks: [CVTask], results: [CVTaskResult]) -> [CVRow] {
+        var rows: [CVRow] = []
+        func pooled(_ indices: [Int], li: Int, fi: Int) -> (Double, [Double], Int) {
+            let correct = indices.map { results[$0].correct[li][fi] }
+            let total = indices.map { results[$0].validated }
+            let folds = zip(correct, total).map { Double($0) / Double(max($1, 1)) }
+            return (Double(correct.reduce(0, +)) / Double(max(total.reduce(0, +), 1)), folds, results[indices[0]].kept[li][fi])
+        }
+        for s in sets.indices {
+            for v in settings.solvers.indices {
+                let indices = tasks.indices.filter {
+                    if case let .head2toe(ts, tv, _) = tasks[$0] { return ts == s && tv == v }
+                    return false
+                }
+                for (li, lambda) in settings.lambdas.enumerated() {
+                    for (fi, fraction) in settings.fractions.enumerated() {
+                        let (accuracy, folds, kept) = pooled(indices, li: li, fi: fi)
+                        rows.append(CVRow(method: "head2toe", featureSet: sets[s].name, solver: v, lambda: lambda,
+                                          fraction: fraction, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+                    }
+                }
+            }
+        }
+        for s in sets.indices {
+            let indices = tasks.indices.filter {
+                if case let .allFeatures(ts, _) = tasks[$0] { return ts == s }
+                return false
+            }
+            let (accuracy, folds, kept) = pooled(indices, li: 0, fi: 0)
+            rows.append(CVRow(method: "all_features", featureSet: sets[s].name, solver: nil, lambda: nil, fraction: nil,
+                              keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+        }
+        let probeIndices = tasks.indices.filter {
+            if case .probe = tasks[$0] { return true }
+            return false
+        }
+        let (accuracy, folds, kept) = pooled(probeIndices, li: 0, fi: 0)
+        rows.append(CVRow(method: "linear_probe", featureSet: sets[0].name, solver: nil, lambda: nil, fraction: nil,
+                          keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+        return rows
+    }
+}
+
+/// Runs independent tasks on a fixed number of worker threads, results in input order.
+enum ParallelRunner {
+    /// Slots written by exactly one worker each, read after all workers joined.
+    final class Slots<T>: @unchecked Sendable { // Sendable: each index is written once under `lock`, read after the join.
+        var values: [T?]
+        var firstError: Error?
+        var next = 0
+        let lock = NSLock()
+        init(count: Int) { values = [T?](repeating: nil, count: count) }
+    }
+
+    static func map<T: Sendable, R: Sendable>(_ items: [T], workers: Int, singleThreadedBLAS: Bool,
+                                              _ body: @escaping @Sendable (T) throws -> R) throws -> [R] {
+        let slots = Slots<R>(count: items.count)
+        let count = workers > 0 ? workers : ProcessInfo.processInfo.activeProcessorCount
+        let threads = max(1, min(count, items.count))
+        let previousThreads = openblas_get_num_threads()
+        if singleThreadedBLAS, threads > 1 { openblas_set_num_threads(1) }
+        defer { if singleThreadedBLAS, threads > 1 { openblas_set_num_threads(previousThreads) } }
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            while true {
+                slots.lock.lock()
+                let index = slots.next
+                slots.next += 1
+                let stop = slots.firstError != nil
+                slots.lock.unlock()
+                if index >= items.count || stop { return }
+                do {
+                    let result = try body(items[index])
+                    slots.lock.lock()
+                    slots.values[index] = result
+                    slots.lock.unlock()
+                } catch {
+                    slots.lock.lock()
+                    if slots.firstError == nil { slots.firstError = error }
+                    slots.lock.unlock()
+                }
+            }
+        }
+        if let error = slots.firstError { throw error }
+        return slots.values.map { $0! }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+
+/// Mean softmax cross-entropy of a logit matrix, the smooth part of every objective here.
+///
+/// Kept apart from the parameterisation (primal weights, kernel coefficients) so that all
+/// solvers share one loss, as liblinear separates the function from the optimiser.
+enum SoftmaxCrossEntropy {
+    /// Mean cross-entropy of `logits` (`n × k`, row-major) against `labels`.
+    ///
+    /// When `gradient` is given it receives `(softmax(logits) - onehot(labels)) / n`, the gradient
+    /// of the mean loss with respect to the logits. Accumulation is in Double.
+    static func evaluate(logits: [Float], labels: [Int32], classCount k: Int,
+                         gradient: UnsafeMutablePointer<Float>? = nil) -> Double {
+        let n = labels.count
+        guard n > 0 else { return 0 }
+        var total = 0.0
+        let invN = 1.0 / Double(n)
+        logits.withUnsafeBufferPointer { z in
+            var p = [Double](repeating: 0, count: k)
+            for row in 0..<n {
+                let zr = z.baseAddress! + row * k
+                var maxValue = -Double.infinity
+                for c in 0..<k { maxValue = max(maxValue, Double(zr[c])) }
+                var sum = 0.0
+                for c in 0..<k {
+                    p[c] = exp(Double(zr[c]) - maxValue)
+                    sum += p[c]
+                }
+                let label = Int(labels[row])
+                total += log(sum) - (Double(zr[label]) - maxValue)
+                if let gradient {
+                    let gr = gradient + row * k
+                    for c in 0..<k {
+                        let target = c == label ? 1.0 : 0.0
+                        gr[c] = Float((p[c] / sum - target) * invN)
+                    }
+                }
+            }
+        }
+        return total * invN
+    }
+
+    /// The arg-max class of each row of `logits` (first maximum on ties).
+    static func predictions(logits: [Float], rowCount n: Int, classCount k: Int) -> [Int] {
+        var result = [Int](repeating: 0, count: n)
+        for row in 0..<n {
+            var best = 0
+            for c in 1..<max(k, 1) where logits[row * k + c] > logits[row * k + best] { best = c }
+            result[row] = best
+        }
+        return result
+    }
+}
+
+/// Elementwise helpers on Float buffers with Double accumulation.
+enum Vec {
+    static func dot(_ a: [Float], _ b: [Float]) -> Double {
+        precondition(a.count == b.count)
+        var s = 0.0
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                for i in 0..<pa.count { s += Double(pa[i]) * Double(pb[i]) }
+            }
+        }
+        return s
+    }
+
+    static func squaredNorm(_ a: [Float]) -> Double { dot(a, a) }
+
+    /// `a - b`.
+    static func difference(_ a: [Float], _ b: [Float]) -> [Float] {
+        precondition(a.count == b.count)
+        var out = a
+        out.withUnsafeMutableBufferPointer { po in
+            b.withUnsafeBufferPointer { pb in
+                for i in 0..<po.count { po[i] -= pb[i] }
+            }
+        }
+        return out
+    }
+
+    /// `a + beta * (a - b)`.
+    static func extrapolate(_ a: [Float], _ b: [Float], beta: Float) -> [Float] {
+        precondition(a.count == b.count)
+        var out = a
+        out.withUnsafeMutableBufferPointer { po in
+            b.withUnsafeBufferPointer { pb in
+                for i in 0..<po.count { po[i] += beta * (po[i] - pb[i]) }
+            }
+        }
+        return out
+    }
+
+    /// Column sums of a row-major `n × k` matrix.
+    static func columnSums(_ m: UnsafePointer<Float>, rows n: Int, columns k: Int) -> [Double] {
+        var s = [Double](repeating: 0, count: k)
+        for r in 0..<n {
+            for c in 0..<k { s[c] += Double(m[r * k + c]) }
+        }
+        return s
+    }
+}
