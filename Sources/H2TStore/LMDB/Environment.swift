@@ -168,7 +168,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
                 mdb_txn_abort(txn)
                 resizeLock.unlock()
             }
-            return try body(LMDBTransaction(handle: txn!, environment: self, writable: false))
+            // Bound to a local first: passing the temporary straight to `body` crashes the Swift 6.3
+            // optimiser when it specialises this generic (GenericSpecializer, forwardToInit) in -O builds.
+            let transaction = LMDBTransaction(handle: txn!, environment: self, writable: false)
+            return try body(transaction)
         }
     }
 
@@ -197,7 +200,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
         try lmdbCall("mdb_txn_begin", path: path) { mdb_txn_begin(handle, nil, 0, &txn) }
         let result: R
         do {
-            result = try body(LMDBTransaction(handle: txn!, environment: self, writable: true))
+            // A local for the same reason as in `read` (Swift 6.3 -O specialiser crash).
+            let transaction = LMDBTransaction(handle: txn!, environment: self, writable: true)
+            result = try body(transaction)
         } catch {
             mdb_txn_abort(txn)
             throw error
