@@ -1,6 +1,57 @@
 import ArgumentParser
+import Foundation
+import H2TStore
 
 @main
 struct H2TStoreCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "h2t-store", abstract: "Feature store and model registry for Head2Toe transfer learning.")
+    static let configuration = CommandConfiguration(
+        commandName: "h2t-store",
+        abstract: "Feature store and model registry for Head2Toe transfer learning.",
+        discussion: "Activations from every layer of a frozen backbone are computed once, pooled, and kept in LMDB with zstd; heads train on them in seconds.",
+        subcommands: [Ingest.self, List.self, Show.self, DiskUsage.self, Verify.self, Export.self])
+}
+
+/// Options every command that opens a store shares.
+struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: "Store directory (default: $H2T_STORE or ./h2t.store).")
+    var store: String?
+
+    var path: String { store ?? ProcessInfo.processInfo.environment["H2T_STORE"] ?? "h2t.store" }
+
+    /// Opens the store; read-only commands refuse to create one.
+    func open(create: Bool) throws -> FeatureStore {
+        try FeatureStore(path: path, create: create, readOnly: false)
+    }
+}
+
+/// `--json` output.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print machine-readable JSON on stdout (documented in schemas/) and no progress.")
+    var json = false
+}
+
+/// Prints `value` as pretty, key-sorted JSON on stdout.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Human-readable byte counts.
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+/// Left-aligned text table.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    let all = [header] + rows
+    let widths = header.indices.map { i in all.map { $0[i].count }.max() ?? 0 }
+    return all.map { row in
+        row.enumerated().map { i, cell in cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+            .trimmingCharacters(in: .whitespaces)
+    }.joined(separator: "\n")
 }
