@@ -1,0 +1,87 @@
+import Foundation
+import H2TStore
+import Testing
+
+@Suite("Tile codec")
+struct CodecTests {
+    static let rows = 37, cols = 23
+
+    func sample() -> [Float] {
+        var generator = ActivationGenerator(state: 7)
+        return generator.matrix(rows: Self.rows, cols: Self.cols)
+    }
+
+    func roundTrip(_ codec: TileCodec, _ values: [Float]) throws -> [Float] {
+        let tile = values.withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
+        var out = [Float](repeating: -1, count: values.count)
+        try tile.withUnsafeBytes { bytes in
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, into: $0.baseAddress!, destStride: Self.cols) }
+        }
+        return out
+    }
+
+    @Test(arguments: [1, 3, 64])
+    func float32IsLossless(frameWidth: Int) throws {
+        let values = sample()
+        #expect(try roundTrip(TileCodec(dtype: .float32, frameWidth: frameWidth), values) == values)
+        #expect(try roundTrip(TileCodec(dtype: .float32, compressed: false, frameWidth: frameWidth), values) == values)
+    }
+
+    @Test func bfloat16RoundsToNearestEven() throws {
+        let values = sample()
+        let decoded = try roundTrip(TileCodec(dtype: .bfloat16), values)
+        for (a, b) in zip(values, decoded) {
+            #expect(abs(a - b) <= abs(a) * 0.00391)   // 2^-8: half a unit in the last of 8 significant bits
+        }
+        // 1 + 2^-8 is a tie between 1 and 1 + 2^-7: nearest even is 1.
+        let tie: [Float] = [1 + 1.0 / 256, 1 + 3.0 / 256]
+        let tile = tie.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: 2, rows: 1, cols: 2) }
+        var out = [Float](repeating: 0, count: 2)
+        try tile.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, into: $0.baseAddress!, destStride: 2) } }
+        #expect(out == [1, 1 + 4.0 / 256])
+    }
+
+    @Test func float16WithinHalfPrecision() throws {
+        let values = sample()
+        let decoded = try roundTrip(TileCodec(dtype: .float16), values)
+        for (a, b) in zip(values, decoded) { #expect(abs(a - b) <= max(abs(a) * 0.000489, 6e-8)) }
+    }
+
+    @Test func selectedColumnsAndRowsMatchFullDecode() throws {
+        let values = sample()
+        let tile = values.withUnsafeBufferPointer { TileEncoder(codec: TileCodec(frameWidth: 4)).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
+        let full = try roundTrip(TileCodec(frameWidth: 4), values)
+        let picks = [ColumnPick(local: 2, out: 0), ColumnPick(local: 9, out: 1), ColumnPick(local: 22, out: 2)]
+        let rows = [RowPick(local: 30, out: 0), RowPick(local: 1, out: 1)]
+        var out = [Float](repeating: 0, count: 6)
+        try tile.withUnsafeBytes { b in
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decode(b, columns: picks, rows: rows, into: $0.baseAddress!, destStride: 3) }
+        }
+        #expect(out == [full[30 * 23 + 2], full[30 * 23 + 9], full[30 * 23 + 22], full[1 * 23 + 2], full[1 * 23 + 9], full[1 * 23 + 22]])
+    }
+
+    @Test func everyFlippedByteIsDetected() throws {
+        let values = sample()
+        let tile = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
+        let decoder = TileDecoder()
+        for position in stride(from: 0, to: tile.count, by: 7) {
+            var damaged = tile
+            damaged[position] ^= 0x5A
+            #expect(throws: TileError.self) { _ = try damaged.withUnsafeBytes { try decoder.verify($0) } }
+        }
+    }
+
+    @Test func unknownVersionAndTruncationAreNamed() throws {
+        let values = sample()
+        var tile = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
+        let truncated = Array(tile.prefix(20))
+        #expect(throws: TileError.self) { _ = try truncated.withUnsafeBytes { try TileHeader(parsing: $0) } }
+        tile[4] = 9
+        do {
+            _ = try tile.withUnsafeBytes { try TileHeader(parsing: $0) }
+            Issue.record("a version-9 tile was accepted")
+        } catch {
+            #expect("\(error)".contains("version 9"))
+        }
+    }
+}

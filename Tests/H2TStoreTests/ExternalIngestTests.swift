@@ -1,0 +1,179 @@
+import Foundation
+import Glibc
+import H2TCore
+@_spi(Testing) import H2TStore
+import H2TPipeline
+import Testing
+
+@Suite("External-activation ingest")
+struct ExternalIngestTests {
+    static let n = 40
+
+    /// A safetensors file with a spatial tap [n, 4, 4, 4] and a vector tap [n, 8].
+    func writeInput(_ path: String, n: Int = n, nanAt: Int? = nil, metadata: [String: String]? = nil) throws -> ([Float], [Float]) {
+        var generator = ActivationGenerator(state: 3)
+        var conv = generator.matrix(rows: n, cols: 64)
+        let logits = generator.matrix(rows: n, cols: 8)
+        if let nanAt { conv[nanAt * 64 + 5] = .nan }
+        try writeSafetensors(path, tensors: [("conv", [n, 4, 4, 4], conv), ("logits", [n, 8], logits)],
+                             metadata: metadata ?? ["example_ids": "[" + (0..<n).map { "\"img\($0)\"" }.joined(separator: ",") + "]",
+                                                    "labels": "[" + (0..<n).map { "\"\($0 % 2 == 0 ? "cat" : "dog")\"" }.joined(separator: ",") + "]"])
+        return (conv, logits)
+    }
+
+    func options(_ targets: [Int] = [16]) -> ExternalIngestOptions {
+        var o = ExternalIngestOptions(backboneName: "toy", dataset: "pets", split: "train", targetSizes: targets)
+        o.segmentRows = 8
+        o.columnBlock = 8
+        o.codec = .lossless
+        return o
+    }
+
+    @Test func poolsWithHead2ToeRuleAndStoresLabels() throws {
+        let dir = TemporaryDirectory()
+        let (conv, logits) = try writeInput(dir.file("a.safetensors"))
+        let store = try FeatureStore(path: dir.file("store"))
+        let summary = try ExternalIngest(store: store, options: options([16, 2])).run(paths: [dir.file("a.safetensors")])
+        #expect(summary.examplesComputed == Self.n)
+        #expect(summary.featureSets.map(\.width) == [4 * 2 * 2 + 8, 4 + 8])
+        let data = try store.read(featureSet: summary.featureSets[0].id, dataset: "pets", split: "train")
+        #expect(data.labels == (0..<Self.n).map { $0 % 2 })
+        // F_T = 16, C = 4: n = int(sqrt(16 / 4)) = 2, p = 4 / 2 = 2: 2×2 average pooling per channel.
+        for e in [0, 13, 39] {
+            for c in 0..<4 {
+                for i in 0..<2 {
+                    for j in 0..<2 {
+                        var sum: Float = 0
+                        for di in 0..<2 { for dj in 0..<2 { sum += conv[e * 64 + c * 16 + (2 * i + di) * 4 + 2 * j + dj] } }
+                        #expect(abs(data.features[e, c * 4 + i * 2 + j] - sum / 4) < 1e-6)
+                    }
+                }
+            }
+            for k in 0..<8 { #expect(data.features[e, 16 + k] == logits[e * 8 + k]) }
+        }
+        // F_T = 2 < C: global average pooling.
+        let global = try store.read(featureSet: summary.featureSets[1].id, dataset: "pets", split: "train")
+        let mean0 = (0..<16).reduce(Float(0)) { $0 + conv[$1] } / 16
+        #expect(abs(global.features[0, 0] - mean0) < 1e-6)
+        #expect(try store.dataset("pets").classNames == ["cat", "dog"])
+    }
+
+    @Test func secondIngestOfSameExamplesStoresNothingNew() throws {
+        let dir = TemporaryDirectory()
+        _ = try writeInput(dir.file("a.safetensors"))
+        let store = try FeatureStore(path: dir.file("store"))
+        _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")])
+        let bytes = try store.diskUsage().featureSets[0].bytes
+        let again = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")])
+        #expect(again.examplesComputed == 0)
+        #expect(again.examplesReused == Self.n)
+        #expect(try store.diskUsage().featureSets[0].bytes == bytes)
+        #expect(try store.allFeatureSets()[0].rowCount == Self.n)
+    }
+
+    @Test func interruptedIngestResumesWithoutDuplicatesOrGaps() throws {
+        let dir = TemporaryDirectory()
+        _ = try writeInput(dir.file("a.safetensors"))
+        let storePath = dir.file("store")
+        do {
+            let store = try FeatureStore(path: storePath)
+            // Commits: backbone, feature set, then one per chunk of 8; fail the third chunk's commit.
+            LMDBFaults.arm("mdb_txn_commit", path: storePath, code: EIO, skip: 4)
+            defer { LMDBFaults.disarm(path: storePath) }
+            #expect(throws: LMDBError.self) { _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")]) }
+            #expect(try store.allFeatureSets()[0].rowCount == 16)
+            #expect(try store.dataset("pets").splits["train"] == 16)
+        }
+        let store = try FeatureStore(path: storePath)
+        let resumed = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")])
+        #expect(resumed.examplesReused == 16)
+        #expect(resumed.examplesComputed == Self.n - 16)
+        #expect(try store.allFeatureSets()[0].rowCount == Self.n)
+        let items = try store.split(dataset: "pets", split: "train")
+        #expect(items.examples == (0..<Self.n).map { ExampleID(name: "img\($0)") })
+        #expect(try store.verify().ok)
+    }
+
+    @Test func nonFiniteIsRejectedUnlessAllowed() throws {
+        let dir = TemporaryDirectory()
+        _ = try writeInput(dir.file("a.safetensors"), nanAt: 21)
+        let store = try FeatureStore(path: dir.file("store"))
+        do {
+            _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")])
+            Issue.record("NaN accepted")
+        } catch {
+            #expect("\(error)".contains("tap 'conv' has NaN or Inf in example 21"))
+            #expect("\(error)".contains("a.safetensors"))
+        }
+        // Chunks before the bad example were committed and stay.
+        #expect(try store.allFeatureSets()[0].rowCount == 16)
+        var allowed = options()
+        allowed.allowNonFinite = true
+        let summary = try ExternalIngest(store: store, options: allowed).run(paths: [dir.file("a.safetensors")])
+        #expect(summary.examplesComputed == Self.n - 16)
+    }
+
+    @Test func malformedInputsGetOneLineErrorsNamingTheFile() throws {
+        let dir = TemporaryDirectory()
+        let good = dir.file("good.safetensors")
+        _ = try writeInput(good)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: good))
+        let store = try FeatureStore(path: dir.file("store"))
+        func expectError(_ path: String, _ fragment: String) {
+            do {
+                _ = try ExternalIngest(store: store, options: options()).run(paths: [path])
+                Issue.record("\(path) accepted")
+            } catch {
+                let text = "\(error)"
+                #expect(text.contains(path), "\(text)")
+                #expect(text.contains(fragment), "\(text)")
+                #expect(!text.contains("\n"))
+            }
+        }
+        try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: dir.file("truncated.safetensors")))
+        expectError(dir.file("truncated.safetensors"), "truncated")
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir.file("tiny.safetensors")))
+        expectError(dir.file("tiny.safetensors"), "shorter than")
+        var garbage = bytes
+        garbage.replaceSubrange(8..<12, with: [0x7B, 0x7B, 0x7B, 0x7B])
+        try garbage.write(to: URL(fileURLWithPath: dir.file("garbage.safetensors")))
+        expectError(dir.file("garbage.safetensors"), "not a JSON object")
+        try writeSafetensors(dir.file("ints.safetensors"), tensors: [("conv", [4, 2], [Float](repeating: 0, count: 8))], dtypeOverride: "I32")
+        expectError(dir.file("ints.safetensors"), "dtype I32")
+        try writeSafetensors(dir.file("counts.safetensors"), tensors: [("a", [4, 2], [Float](repeating: 1, count: 8)), ("b", [3, 2], [Float](repeating: 1, count: 6))])
+        expectError(dir.file("counts.safetensors"), "tap 'b' has 3 examples but 'a' has 4")
+        try writeSafetensors(dir.file("rank.safetensors"), tensors: [("a", [4, 2, 2], [Float](repeating: 1, count: 16))])
+        expectError(dir.file("rank.safetensors"), "per-example shape [2, 2]")
+        expectError(dir.file("missing.safetensors"), "no such file")
+        #expect(try store.verify().ok)
+    }
+
+    @Test func npyFolderWithTapOrderAndLabels() throws {
+        let dir = TemporaryDirectory()
+        let folder = dir.file("acts")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        func writeNpy(_ name: String, shape: [Int], values: [Float]) throws {
+            var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(shape.map(String.init).joined(separator: ", ")),), }"
+            while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+            header += "\n"
+            var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count), 0])
+            data.append(contentsOf: Array(header.utf8))
+            values.withUnsafeBytes { data.append(contentsOf: $0) }
+            try data.write(to: URL(fileURLWithPath: folder + "/" + name + ".npy"))
+        }
+        try writeNpy("zlast", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        try writeNpy("afirst", shape: [3, 1, 2, 2], values: (0..<12).map(Float.init))
+        try "zlast\nafirst\n".write(toFile: folder + "/taps.txt", atomically: true, encoding: .utf8)
+        try "0\n1\n1\n".write(toFile: folder + "/labels.txt", atomically: true, encoding: .utf8)
+        let store = try FeatureStore(path: dir.file("store"))
+        let summary = try ExternalIngest(store: store, options: options([4])).run(paths: [folder])
+        let data = try store.read(featureSet: summary.featureSets[0].id, dataset: "pets", split: "train")
+        #expect(try store.tapRanges(featureSet: summary.featureSets[0].id).map(\.tap) == ["zlast", "afirst"])
+        #expect(Array(data.features.row(1)) == [3, 4, 4, 5, 6, 7])
+        #expect(data.labels == [0, 1, 1])
+        // Without example ids, identical activations are one example.
+        try writeNpy("zlast", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        let again = try ExternalIngest(store: store, options: options([4])).run(paths: [folder])
+        #expect(again.examplesComputed == 0)
+    }
+}

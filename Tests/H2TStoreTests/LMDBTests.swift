@@ -1,0 +1,129 @@
+import Foundation
+import Glibc
+@_spi(Testing) import H2TStore
+import Testing
+
+@Suite("LMDB layer", .serialized)
+struct LMDBTests {
+    @Test func writeCommitsAndThrowAborts() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        try env.write { txn in try txn.put(t, [1], [42]) }
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try env.write { txn in
+                try txn.put(t, [2], [7])
+                throw Boom()
+            }
+        }
+        let values = try env.read { txn in (try txn.bytes(t, [1]), try txn.bytes(t, [2])) }
+        #expect(values.0 == [42])
+        #expect(values.1 == nil)
+    }
+
+    @Test func tinyMapGrowsByItselfAndKeepsData() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(mapSize: 64 * 1024, tables: ["t"]))
+        let t = env.table("t")
+        let value = [UInt8](repeating: 0xAB, count: 100_000)
+        for i in 0..<40 {
+            try env.write { txn in try txn.put(t, [UInt8(i)], value) }
+        }
+        #expect(env.mapStatistics.growths > 0)
+        let count = try env.read { txn in try txn.count(t) }
+        #expect(count == 40)
+        let sample = try env.read { txn in try txn.bytes(t, [39]) }
+        #expect(sample == value)
+    }
+
+    @Test func secondOpenOfSamePathIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        #expect(throws: LMDBError(code: LMDBError.alreadyOpen, call: "mdb_env_open", path: dir.path)) {
+            _ = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        }
+        withExtendedLifetime(env) {}
+    }
+
+    @Test func injectedCommitFailureLosesNothingCommitted() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        try env.write { txn in try txn.put(t, [1], [1]) }
+        LMDBFaults.arm("mdb_txn_commit", path: dir.path, code: EIO)
+        defer { LMDBFaults.disarm(path: dir.path) }
+        #expect(throws: LMDBError.self) { try env.write { txn in try txn.put(t, [2], [2]) } }
+        let values = try env.read { txn in (try txn.bytes(t, [1]), try txn.bytes(t, [2])) }
+        #expect(values.0 == [1])
+        #expect(values.1 == nil)
+    }
+
+    @Test func errorsNameCallPathAndHint() {
+        let error = LMDBError(code: LMDBError.mapFull, call: "mdb_put", path: "/tmp/x")
+        #expect(error.description.contains("mdb_put failed on /tmp/x"))
+        #expect(error.description.contains("MDB_MAP_FULL"))
+        #expect(error.hint != nil)
+    }
+
+    @Test func childAfterForkIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let pid = fork()
+        if pid == 0 {
+            // Child: every transaction must be refused; exit code tells the parent.
+            do {
+                _ = try env.read { _ in 0 }
+                _exit(1)
+            } catch let error as LMDBError where error.code == LMDBError.usedAcrossFork {
+                _exit(0)
+            } catch {
+                _exit(2)
+            }
+        }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        #expect((status >> 8) & 0xFF == 0)
+        // The parent's environment still works.
+        #expect(try env.read { txn in try txn.count(env.table("t")) } == 0)
+    }
+
+    @Test func concurrentWritersAreSerialised() async throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        try env.write { txn in try txn.put(t, [0], [0, 0, 0, 0, 0, 0, 0, 0]) }
+        // Read-modify-write of one counter from two threads: a lost update would show as < 200.
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    for _ in 0..<100 {
+                        try! env.write { txn in
+                            let bytes = try txn.bytes(t, [0])!
+                            let value = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } + 1
+                            try txn.put(t, [0], withUnsafeBytes(of: value) { Array($0) })
+                        }
+                    }
+                }
+            }
+        }
+        let final = try env.read { txn in try txn.bytes(t, [0])!.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } }
+        #expect(final == 200)
+    }
+
+    @Test func scanVisitsPrefixInOrder() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        try env.write { txn in
+            for k: [UInt8] in [[1, 3], [1, 1], [2, 0], [1, 2], [0, 9]] { try txn.put(t, k, k) }
+        }
+        var seen: [[UInt8]] = []
+        try env.read { txn in
+            try txn.scan(t, prefix: [1]) { key, _ in seen.append(Array(key)); return true }
+        }
+        #expect(seen == [[1, 1], [1, 2], [1, 3]])
+        let last = try env.read { txn in try txn.lastKey(t, prefix: [1]) }
+        #expect(last == [1, 3])
+    }
+}
