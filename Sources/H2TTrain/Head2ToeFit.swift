@@ -45,7 +45,7 @@ public struct FitSettings: Codable, Sendable, Hashable {
     public var workers: Int
     /// Make OpenBLAS single-threaded while the parallel workers run, so that two workers do not
     /// each start two BLAS threads on two cores.
-    public var singleThreadedBLASInWorkers: Bool
+    public var singleThreadedBlasInWorkers: Bool
 
     /// Defaults, chosen for `N ≈ 1000`, `D ≈ 10⁴–10⁵`, `K ≈ 10` (VTAB-1k-like):
     /// - fractions 0.01, 0.05, 0.1, 0.2: the paper's 0.01/0.1/0.2 plus 0.05 between them; extra
@@ -58,7 +58,7 @@ public struct FitSettings: Codable, Sendable, Hashable {
     public init(fractions: [Double] = [0.01, 0.05, 0.1, 0.2], lambdas: [Double] = [0.5, 0.25, 0.1],
                 lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
                 folds: Int = 5, stratified: Bool = true, head: HeadSettings = HeadSettings(), probeTap: String? = nil,
-                seed: UInt64 = 0, workers: Int = 0, singleThreadedBLASInWorkers: Bool = true) {
+                seed: UInt64 = 0, workers: Int = 0, singleThreadedBlasInWorkers: Bool = true) {
         self.fractions = fractions
         self.lambdas = lambdas
         self.lambdaScale = lambdaScale
@@ -69,7 +69,7 @@ public struct FitSettings: Codable, Sendable, Hashable {
         self.probeTap = probeTap
         self.seed = seed
         self.workers = workers
-        self.singleThreadedBLASInWorkers = singleThreadedBLASInWorkers
+        self.singleThreadedBlasInWorkers = singleThreadedBlasInWorkers
     }
 
     /// Checks every axis and setting; throws the first problem as a one-line error.
@@ -143,7 +143,7 @@ public enum Head2ToeFit {
         let context = CVContext(sets: sets, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
         let results = try ParallelRunner.map(tasks, workers: settings.workers,
-                                             singleThreadedBLAS: settings.singleThreadedBLASInWorkers) { task in
+                                             singleThreadedBLAS: settings.singleThreadedBlasInWorkers) { task in
             try context.run(task)
         }
         let table = context.table(tasks: tasks, results: results)
