@@ -68,7 +68,7 @@ public final class FeatureStore: Sendable {
     public static let formatVersion: UInt32 = 1
 
     static let tableNames = ["meta", "backbones", "featuresets", "segments", "tiles", "rows", "rowexamples",
-                             "examples", "datasets", "splititems", "splitmembers", "registry"]
+                             "examples", "datasets", "splititems", "splitmembers", "matrices", "registry", "aliases", "tags"]
 
     /// The store directory.
     public let path: String
