@@ -1,0 +1,246 @@
+import H2TCore
+
+/// Zero padding around a 2-D map: rows added above/below, columns left/right.
+public struct Padding2D: Sendable, Hashable, Codable {
+    /// Rows of zeros above the map.
+    public var top: Int
+    /// Columns of zeros left of the map.
+    public var left: Int
+    /// Rows of zeros below the map.
+    public var bottom: Int
+    /// Columns of zeros right of the map.
+    public var right: Int
+
+    /// Explicit padding.
+    public init(top: Int, left: Int, bottom: Int, right: Int) {
+        (self.top, self.left, self.bottom, self.right) = (top, left, bottom, right)
+    }
+
+    /// PyTorch-style symmetric padding `(k - 1) / 2` on every side.
+    public static func symmetric(kernel: Int) -> Padding2D {
+        let p = (kernel - 1) / 2
+        return Padding2D(top: p, left: p, bottom: p, right: p)
+    }
+
+    /// TensorFlow "SAME" padding for a `height × width` input: the output is `ceil(size / stride)`
+    /// and the odd leftover row/column goes to the bottom/right.
+    public static func same(height: Int, width: Int, kernel: Int, stride: Int) -> Padding2D {
+        func split(_ size: Int) -> (Int, Int) {
+            let out = (size + stride - 1) / stride
+            let total = max((out - 1) * stride + kernel - size, 0)
+            return (total / 2, total - total / 2)
+        }
+        let (t, b) = split(height), (l, r) = split(width)
+        return Padding2D(top: t, left: l, bottom: b, right: r)
+    }
+
+    /// Output size of a `kernel × kernel` window with `stride` over a padded `height × width` map.
+    public func outputSize(height: Int, width: Int, kernel: Int, stride: Int) -> (height: Int, width: Int) {
+        ((height + top + bottom - kernel) / stride + 1, (width + left + right - kernel) / stride + 1)
+    }
+}
+
+/// The convolution kernels the backbones run on.
+///
+/// Activation layout ("channel-major batch", `C × N × H × W`): channel `c` of example `n` is the
+/// contiguous plane at `(c * N + n) * H * W`. It makes a 1×1 convolution over the whole batch one
+/// GEMM (`[Cout × Cin] · [Cin × N·H·W]`), so OpenBLAS packs each weight matrix once per batch
+/// rather than once per image, while every depthwise plane stays contiguous.
+public enum NetworkKernels {
+    /// Depthwise `k × k` convolution with stride 1 or 2 on `C × N × H × W` activations, plus a
+    /// per-channel bias (the folded batch norm).
+    ///
+    /// - Parameters:
+    ///   - weights: `C × k × k`.
+    ///   - scratch: at least `depthwiseScratchCount(height:width:padding:)` floats.
+    public static func depthwise(
+        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        channels: Int, batch: Int, height: Int, width: Int,
+        kernel: Int, stride: Int, padding: Padding2D,
+        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+        scratch: UnsafeMutablePointer<Float>
+    ) {
+        precondition(stride == 1 || stride == 2, "depthwise stride must be 1 or 2")
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+        let hp = height + padding.top + padding.bottom
+        let wp = width + padding.left + padding.right
+        let inPlane = height * width, outPlane = oh * ow
+        // Zero the padded plane once; only the interior is rewritten per plane.
+        scratch.initialize(repeating: 0, count: hp * wp)
+        // For stride 2 each padded row is split into its even then odd columns, so that every
+        // kernel column reads a contiguous run: column kx of output x is at even[x + kx/2] or
+        // odd[x + kx/2].
+        let half = (wp + 1) / 2
+        for c in 0..<channels {
+            let w = weights + c * kernel * kernel
+            let b = bias[c]
+            for n in 0..<batch {
+                let plane = (c * batch + n)
+                let src = input + plane * inPlane
+                let dst = output + plane * outPlane
+                if stride == 1 {
+                    for y in 0..<height {
+                        (scratch + (y + padding.top) * wp + padding.left).update(from: src + y * width, count: width)
+                    }
+                } else {
+                    for y in 0..<height {
+                        let row = scratch + (y + padding.top) * wp
+                        let line = src + y * width
+                        for x in 0..<width {
+                            let px = x + padding.left
+                            row[(px & 1) == 0 ? px >> 1 : half + (px >> 1)] = line[x]
+                        }
+                    }
+                }
+                for oy in 0..<oh {
+                    let out = dst + oy * ow
+                    let rowBase = scratch + oy * stride * wp
+                    depthwiseRow(out: out, count: ow, rows: rowBase, rowStride: wp, kernel: kernel,
+                                 stride: stride, half: half, weights: w, bias: b)
+                }
+            }
+        }
+    }
+
+    /// Floats of scratch that `depthwise` needs.
+    public static func depthwiseScratchCount(height: Int, width: Int, padding: Padding2D) -> Int {
+        (height + padding.top + padding.bottom) * (width + padding.left + padding.right)
+    }
+
+    @inline(__always)
+    static func depthwiseRow(
+        out: UnsafeMutablePointer<Float>, count: Int, rows: UnsafePointer<Float>, rowStride: Int,
+        kernel: Int, stride: Int, half: Int, weights: UnsafePointer<Float>, bias: Float
+    ) {
+        var x = 0
+        while x + 8 <= count {
+            var acc = SIMD8<Float>(repeating: bias)
+            for ky in 0..<kernel {
+                let row = rows + ky * rowStride
+                for kx in 0..<kernel {
+                    let offset = stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1))
+                    let v = UnsafeRawPointer(row + offset + x).loadUnaligned(as: SIMD8<Float>.self)
+                    acc.addProduct(SIMD8(repeating: weights[ky * kernel + kx]), v)
+                }
+            }
+            UnsafeMutableRawPointer(out + x).storeBytes(of: acc, as: SIMD8<Float>.self)
+            x += 8
+        }
+        while x < count {
+            var acc = bias
+            for ky in 0..<kernel {
+                let row = rows + ky * rowStride
+                for kx in 0..<kernel {
+                    let offset = stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1))
+                    acc += weights[ky * kernel + kx] * row[offset + x]
+                }
+            }
+            out[x] = acc
+            x += 1
+        }
+    }
+
+    /// Dense `k × k` convolution (the stem) by im2col + one GEMM: input `N × Cin × H × W`
+    /// (the preprocessed batch), weights `Cout × Cin × k × k`, output `Cout × N × OH × OW`.
+    ///
+    /// - Parameter columns: at least `Cin·k·k × N·OH·OW` floats.
+    public static func convolution(
+        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        batch: Int, inputChannels: Int, height: Int, width: Int,
+        outputChannels: Int, kernel: Int, stride: Int, padding: Padding2D,
+        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+        columns: UnsafeMutablePointer<Float>
+    ) {
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+        let n = batch * oh * ow
+        for ci in 0..<inputChannels {
+            for ky in 0..<kernel {
+                for kx in 0..<kernel {
+                    let row = columns + ((ci * kernel + ky) * kernel + kx) * n
+                    for b in 0..<batch {
+                        let plane = input + (b * inputChannels + ci) * height * width
+                        for oy in 0..<oh {
+                            let iy = oy * stride + ky - padding.top
+                            let dst = row + (b * oh + oy) * ow
+                            if iy < 0 || iy >= height {
+                                dst.update(repeating: 0, count: ow)
+                                continue
+                            }
+                            let line = plane + iy * width
+                            for ox in 0..<ow {
+                                let ix = ox * stride + kx - padding.left
+                                dst[ox] = (ix >= 0 && ix < width) ? line[ix] : 0
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        fillRows(output, rows: outputChannels, count: n, values: bias)
+        BLAS.sgemm(m: outputChannels, n: n, k: inputChannels * kernel * kernel,
+                   a: weights, lda: inputChannels * kernel * kernel, b: columns, ldb: n,
+                   beta: 1, c: output, ldc: n)
+    }
+
+    /// 1×1 convolution as one GEMM: `output[Cout × count] = weights[Cout × Cin] · input[Cin × count] + bias`.
+    public static func pointwise(
+        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        inputChannels: Int, outputChannels: Int, count: Int,
+        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+    ) {
+        fillRows(output, rows: outputChannels, count: count, values: bias)
+        BLAS.sgemm(m: outputChannels, n: count, k: inputChannels, a: weights, lda: inputChannels,
+                   b: input, ldb: count, beta: 1, c: output, ldc: count)
+    }
+
+    static func fillRows(_ output: UnsafeMutablePointer<Float>, rows: Int, count: Int, values: UnsafePointer<Float>) {
+        for r in 0..<rows { (output + r * count).update(repeating: values[r], count: count) }
+    }
+
+    /// `x = min(max(x, 0), 6)` in place.
+    public static func relu6(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        let lo = SIMD8<Float>(repeating: 0), hi = SIMD8<Float>(repeating: 6)
+        while i + 8 <= count {
+            let p = UnsafeMutableRawPointer(values + i)
+            let v = p.loadUnaligned(as: SIMD8<Float>.self)
+            p.storeBytes(of: v.clamped(lowerBound: lo, upperBound: hi), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            values[i] = min(max(values[i], 0), 6)
+            i += 1
+        }
+    }
+
+    /// `x += y` in place.
+    public static func add(_ values: UnsafeMutablePointer<Float>, _ other: UnsafePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let p = UnsafeMutableRawPointer(values + i)
+            let v = p.loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(other + i).loadUnaligned(as: SIMD8<Float>.self)
+            p.storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            values[i] += other[i]
+            i += 1
+        }
+    }
+
+    /// Global average over each plane of `C × N × H × W`, written example-major as `N × C`.
+    public static func globalAverage(
+        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        channels: Int, batch: Int, planeSize: Int
+    ) {
+        let scale = 1 / Float(planeSize)
+        for c in 0..<channels {
+            for n in 0..<batch {
+                let p = input + (c * batch + n) * planeSize
+                var sum: Float = 0
+                for i in 0..<planeSize { sum += p[i] }
+                output[n * channels + c] = sum * scale
+            }
+        }
+    }
+}

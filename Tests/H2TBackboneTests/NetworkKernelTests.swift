@@ -1,0 +1,207 @@
+import H2TBackbone
+import H2TCore
+import Testing
+
+/// Deterministic pseudo-random floats in [-1, 1].
+struct NetworkTestRandom {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> Float {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(bitPattern: state >> 11) % 20001 - 10000) / 10000
+    }
+    mutating func array(_ count: Int) -> [Float] { (0..<count).map { _ in next() } }
+}
+
+/// Naive grouped convolution on one example, `C × H × W`, in double precision.
+func naiveConvolution(
+    input: [Float], channels: Int, height: Int, width: Int, weights: [Float], bias: [Float],
+    outputChannels: Int, kernel: Int, stride: Int, padding: Padding2D, depthwise: Bool
+) -> [Float] {
+    let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+    var out = [Float](repeating: 0, count: outputChannels * oh * ow)
+    let perGroup = depthwise ? 1 : channels
+    for o in 0..<outputChannels {
+        for y in 0..<oh {
+            for x in 0..<ow {
+                var sum = Double(bias[o])
+                for g in 0..<perGroup {
+                    let ci = depthwise ? o : g
+                    for ky in 0..<kernel {
+                        for kx in 0..<kernel {
+                            let iy = y * stride + ky - padding.top, ix = x * stride + kx - padding.left
+                            guard iy >= 0, iy < height, ix >= 0, ix < width else { continue }
+                            let wv = weights[((o * perGroup + g) * kernel + ky) * kernel + kx]
+                            sum += Double(wv) * Double(input[(ci * height + iy) * width + ix])
+                        }
+                    }
+                }
+                out[(o * oh + y) * ow + x] = Float(sum)
+            }
+        }
+    }
+    return out
+}
+
+@Suite("Network kernels")
+struct NetworkKernelTests {
+    @Test("TF SAME padding puts the odd extra row/column at the bottom/right")
+    func samePadding() {
+        #expect(Padding2D.same(height: 224, width: 224, kernel: 3, stride: 2) == Padding2D(top: 0, left: 0, bottom: 1, right: 1))
+        #expect(Padding2D.same(height: 56, width: 56, kernel: 5, stride: 2) == Padding2D(top: 1, left: 1, bottom: 2, right: 2))
+        #expect(Padding2D.same(height: 7, width: 7, kernel: 3, stride: 2) == Padding2D(top: 1, left: 1, bottom: 1, right: 1))
+        #expect(Padding2D.same(height: 14, width: 14, kernel: 5, stride: 1) == Padding2D(top: 2, left: 2, bottom: 2, right: 2))
+        let p = Padding2D.same(height: 15, width: 9, kernel: 5, stride: 2)
+        #expect(p.outputSize(height: 15, width: 9, kernel: 5, stride: 2) == (8, 5))
+    }
+
+    @Test("depthwise kernel matches a naive loop", arguments: [
+        (3, 1, false, 9, 13), (3, 2, false, 16, 16), (3, 2, false, 7, 11), (5, 1, true, 12, 10),
+        (5, 2, true, 16, 16), (5, 2, true, 15, 9), (3, 2, true, 2, 2), (3, 1, true, 33, 20),
+    ])
+    func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int) {
+        var random = NetworkTestRandom(seed: UInt64(kernel * 1000 + stride * 100 + height))
+        let channels = 5, batch = 3
+        let padding = same ? Padding2D.same(height: height, width: width, kernel: kernel, stride: stride)
+                           : Padding2D.symmetric(kernel: kernel)
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+        // Examples, each C × H × W; the kernel takes C × N × H × W.
+        let examples = (0..<batch).map { _ in random.array(channels * height * width) }
+        let weights = random.array(channels * kernel * kernel)
+        let bias = random.array(channels)
+        var input = [Float](repeating: 0, count: channels * batch * height * width)
+        for n in 0..<batch {
+            for c in 0..<channels {
+                for i in 0..<(height * width) {
+                    input[(c * batch + n) * height * width + i] = examples[n][c * height * width + i]
+                }
+            }
+        }
+        var output = [Float](repeating: .nan, count: channels * batch * oh * ow)
+        var scratch = [Float](repeating: .nan,
+                              count: NetworkKernels.depthwiseScratchCount(height: height, width: width, padding: padding))
+        NetworkKernels.depthwise(input: input, output: &output, channels: channels, batch: batch, height: height,
+                                 width: width, kernel: kernel, stride: stride, padding: padding,
+                                 weights: weights, bias: bias, scratch: &scratch)
+        var worst: Float = 0
+        for n in 0..<batch {
+            let expected = naiveConvolution(input: examples[n], channels: channels, height: height, width: width,
+                                            weights: weights, bias: bias, outputChannels: channels, kernel: kernel,
+                                            stride: stride, padding: padding, depthwise: true)
+            for c in 0..<channels {
+                for i in 0..<(oh * ow) {
+                    worst = max(worst, abs(output[(c * batch + n) * oh * ow + i] - expected[c * oh * ow + i]))
+                }
+            }
+        }
+        #expect(worst < 1e-5)
+    }
+
+    @Test("stem convolution (im2col + GEMM) matches a naive loop", arguments: [false, true])
+    func stem(same: Bool) {
+        var random = NetworkTestRandom(seed: same ? 7 : 8)
+        let batch = 2, height = 11, width = 14, cout = 6
+        let padding = same ? Padding2D.same(height: height, width: width, kernel: 3, stride: 2) : .symmetric(kernel: 3)
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: 3, stride: 2)
+        let input = random.array(batch * 3 * height * width)
+        let weights = random.array(cout * 27), bias = random.array(cout)
+        var output = [Float](repeating: .nan, count: cout * batch * oh * ow)
+        var columns = [Float](repeating: .nan, count: 27 * batch * oh * ow)
+        NetworkKernels.convolution(input: input, output: &output, batch: batch, inputChannels: 3, height: height,
+                                   width: width, outputChannels: cout, kernel: 3, stride: 2, padding: padding,
+                                   weights: weights, bias: bias, columns: &columns)
+        var worst: Float = 0
+        for n in 0..<batch {
+            let example = Array(input[(n * 3 * height * width)..<((n + 1) * 3 * height * width)])
+            let expected = naiveConvolution(input: example, channels: 3, height: height, width: width, weights: weights,
+                                            bias: bias, outputChannels: cout, kernel: 3, stride: 2, padding: padding,
+                                            depthwise: false)
+            for c in 0..<cout {
+                for i in 0..<(oh * ow) {
+                    worst = max(worst, abs(output[(c * batch + n) * oh * ow + i] - expected[c * oh * ow + i]))
+                }
+            }
+        }
+        #expect(worst < 1e-5)
+    }
+
+    @Test("pointwise convolution, ReLU6, add and global average match naive loops")
+    func pointwiseAndElementwise() {
+        var random = NetworkTestRandom(seed: 11)
+        let cin = 7, cout = 5, count = 37
+        let input = random.array(cin * count), weights = random.array(cout * cin), bias = random.array(cout)
+        var output = [Float](repeating: .nan, count: cout * count)
+        NetworkKernels.pointwise(input: input, output: &output, inputChannels: cin, outputChannels: cout,
+                                 count: count, weights: weights, bias: bias)
+        var worst: Float = 0
+        for o in 0..<cout {
+            for j in 0..<count {
+                var sum = Double(bias[o])
+                for i in 0..<cin { sum += Double(weights[o * cin + i]) * Double(input[i * count + j]) }
+                worst = max(worst, abs(Float(sum) - output[o * count + j]))
+            }
+        }
+        #expect(worst < 1e-5)
+
+        var values = (0..<21).map { Float($0) - 7.5 }
+        NetworkKernels.relu6(&values, count: values.count)
+        #expect(values == (0..<21).map { min(max(Float($0) - 7.5, 0), 6) })
+
+        var a = random.array(19)
+        let b = random.array(19)
+        let sum = zip(a, b).map { $0 + $1 }
+        NetworkKernels.add(&a, b, count: 19)
+        #expect(a == sum)
+
+        // C × N × plane → N × C means.
+        let planes = random.array(3 * 2 * 5)
+        var means = [Float](repeating: .nan, count: 6)
+        NetworkKernels.globalAverage(input: planes, output: &means, channels: 3, batch: 2, planeSize: 5)
+        for c in 0..<3 {
+            for n in 0..<2 {
+                let plane = planes[((c * 2 + n) * 5)..<((c * 2 + n + 1) * 5)]
+                #expect(abs(means[n * 3 + c] - plane.reduce(0, +) / 5) < 1e-6)
+            }
+        }
+    }
+}
+
+@Suite("BLAS kernel selection")
+struct NetworkBLASTests {
+    @Test("the selected OpenBLAS core computes correct products and is recorded")
+    func selection() throws {
+        let config = BLAS.configuration
+        #expect(!config.core.isEmpty && config.core != "unknown")
+        // If a core was switched to, its products were verified; otherwise the reason says why.
+        if config.core != config.initialCore { #expect(config.verified) }
+        // A product through the public entry point against a double-precision loop.
+        var random = NetworkTestRandom(seed: 3)
+        let m = 33, n = 65, k = 129
+        let a = random.array(m * k), b = random.array(k * n)
+        var c = [Float](repeating: 0, count: m * n)
+        BLAS.sgemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+        var worst: Double = 0
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                worst = max(worst, abs(s - Double(c[i * n + j])))
+            }
+        }
+        #expect(worst < 1e-4)
+    }
+
+    #if os(Linux) && arch(x86_64)
+    @Test("on an AVX-512 CPU the process runs an AVX-512 OpenBLAS core whatever OPENBLAS_CORETYPE says")
+    func avx512() throws {
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let flags = Set(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
+        guard ["avx512f", "avx512dq", "avx512bw", "avx512vl"].allSatisfy(flags.contains),
+              ProcessInfo.processInfo.environment["H2T_OPENBLAS_CORETYPE"] == nil else { return }
+        #expect(["skylakex", "cooperlake", "sapphirerapids"].contains(BLAS.configuration.core.lowercased()),
+                "\(BLAS.configuration)")
+    }
+    #endif
+}
+
+import Foundation
