@@ -5,6 +5,11 @@ let benchArguments = Array(CommandLine.arguments.dropFirst())
 switch benchArguments.first {
 case "train":
     try TrainBench.run(arguments: Array(benchArguments.dropFirst()))
+case "store":
+    try StoreBench.run(arguments: Array(benchArguments.dropFirst()))
+case "codec":
+    try StoreBench.run(arguments: ["codec"] + Array(benchArguments.dropFirst()))
 default:
     print("usage: h2t-bench train [--quick] [--json]")
+    print(StoreBench.usage)
 }
