@@ -149,4 +149,24 @@ struct FeatureStoreTests {
             #expect("\(error)".contains("known: toy"))
         }
     }
+
+    @Test func selectedMatrixIsMaterialisedOnceAndExact() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, _, _, _) = try makeStore(dir, codec: .default)
+        let columns = [3, 17, 0, 22]
+        let direct = try store.read(featureSet: fs, dataset: "toy", split: "train", columns: columns)
+        let first = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: columns)
+        let second = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: columns)
+        #expect(!first.cached)
+        #expect(second.cached)
+        #expect(first.matrix.features == direct.features)
+        #expect(second.matrix.features == direct.features)
+        #expect(second.matrix.labels == direct.labels)
+        #expect(try store.cachedMatrices().count == 1)
+        // A changed split is a different matrix.
+        try store.appendToDataset(DatasetAppend(dataset: "toy", classNames: ["a", "b"], split: "train", items: []))
+        let other = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [1])
+        #expect(!other.cached)
+        #expect(try store.cachedMatrices().count == 2)
+    }
 }

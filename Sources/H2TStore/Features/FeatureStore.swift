@@ -75,7 +75,7 @@ public final class FeatureStore: Sendable {
     /// The LMDB environment (exposed for the registry layer, which keeps its tables here too).
     public let environment: LMDBEnvironment
 
-    let meta, backbones, featureSets, segments, tiles, rows, rowExamples, examples, datasets, splitItems, splitMembers: LMDBTable
+    let meta, backbones, featureSets, segments, tiles, rows, rowExamples, examples, datasets, splitItems, splitMembers, matrices: LMDBTable
 
     /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true.
     public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false) throws {
@@ -91,7 +91,7 @@ public final class FeatureStore: Sendable {
         meta = env.table("meta"); backbones = env.table("backbones"); featureSets = env.table("featuresets")
         segments = env.table("segments"); tiles = env.table("tiles"); rows = env.table("rows")
         rowExamples = env.table("rowexamples"); examples = env.table("examples"); datasets = env.table("datasets")
-        splitItems = env.table("splititems"); splitMembers = env.table("splitmembers")
+        splitItems = env.table("splititems"); splitMembers = env.table("splitmembers"); matrices = env.table("matrices")
         try checkFormat(readOnly: readOnly)
     }
 

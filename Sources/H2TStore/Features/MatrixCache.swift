@@ -1,0 +1,84 @@
+import H2TCore
+
+/// What a cached selected matrix holds (the JSON part of a `matrices` record).
+public struct CachedMatrixInfo: Sendable, Hashable, Codable {
+    /// Schema tag.
+    public var schema = "h2t.matrix/1"
+    /// Feature set the columns come from.
+    public var featureSet: String
+    /// Dataset and split the rows come from.
+    public var dataset: String
+    public var split: String
+    /// Content hash of the split when the matrix was made (a changed split is a new key).
+    public var splitDigest: String
+    /// Rows × columns.
+    public var rows: Int
+    public var columns: Int
+}
+
+extension FeatureStore {
+    /// The cache key of the selected matrix of `columns` of `dataset/split` in `featureSet`.
+    func matrixKey(featureSet: String, splitDigest: String, columns: [Int]) -> [UInt8] {
+        var hasher = SHA256()
+        hasher.update(Array(featureSet.utf8))
+        hasher.update(Array(splitDigest.utf8))
+        for c in columns { hasher.update(Keys.u32LE(c)) }
+        return hasher.finalize()
+    }
+
+    /// The selected columns of a split as a dense matrix, materialised once and cached in the
+    /// store (`matrices` table), so refits and sweeps over the same selection read one small
+    /// record instead of decoding the feature tiles again. `cached` says whether it was a hit.
+    ///
+    /// The matrix is stored with the feature set's dtype, which is exact: its values were decoded
+    /// from that dtype.
+    public func selectedMatrix(featureSet: String, dataset: String, split: String, columns: [Int]) throws -> (matrix: LabelledMatrix, cached: Bool) {
+        let info = try self.featureSet(featureSet)
+        let digest = try splitDigest(dataset: dataset, split: split)
+        let items = try self.split(dataset: dataset, split: split)
+        let key = matrixKey(featureSet: info.id, splitDigest: digest, columns: columns)
+        let hit: FeatureMatrix? = try environment.read { txn in
+            guard let value = try txn.get(matrices, key) else { return nil }
+            let jsonLength = Keys.readU32LE(value, 0)
+            let meta = try CanonicalJSON.decode(CachedMatrixInfo.self, from: value[4..<(4 + jsonLength)])
+            var out = FeatureMatrix(rows: meta.rows, cols: meta.columns)
+            let tile = UnsafeRawBufferPointer(rebasing: value[(4 + jsonLength)...])
+            do {
+                try out.values.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(tile, into: $0.baseAddress!, destStride: meta.columns) }
+            } catch let error as TileError {
+                throw StoreError.corruptTile(key: "matrices/\(SHA256.hex(key).prefix(12))", reason: error.description)
+            }
+            return out
+        }
+        if let hit, hit.rows == items.examples.count {
+            return (LabelledMatrix(features: hit, labels: items.labels, examples: items.examples), true)
+        }
+        let matrix = try read(info, examples: items.examples, columns: columns)
+        var codec = info.manifest.codec
+        codec.frameWidth = max(codec.frameWidth, 1)
+        let tile = matrix.values.withUnsafeBufferPointer {
+            TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rows, cols: columns.count)
+        }
+        let meta = try CanonicalJSON.encode(CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
+                                                             rows: matrix.rows, columns: columns.count))
+        if !readOnlyEnvironment {
+            try environment.write { txn in try txn.put(matrices, key, Keys.u32LE(meta.count) + meta + tile) }
+        }
+        return (LabelledMatrix(features: matrix, labels: items.labels, examples: items.examples), false)
+    }
+
+    /// Every cached matrix: its key (hex) and description.
+    public func cachedMatrices() throws -> [(key: String, info: CachedMatrixInfo, bytes: Int)] {
+        try environment.read { txn in
+            var out: [(String, CachedMatrixInfo, Int)] = []
+            try txn.scan(matrices, prefix: []) { key, value in
+                let jsonLength = Keys.readU32LE(value, 0)
+                out.append((SHA256.hex(Array(key)), try CanonicalJSON.decode(CachedMatrixInfo.self, from: value[4..<(4 + jsonLength)]), value.count))
+                return true
+            }
+            return out
+        }
+    }
+
+    private var readOnlyEnvironment: Bool { environment.readOnly }
+}
