@@ -12,7 +12,9 @@ Same algorithm, same hyper-parameters, float64 throughout:
 
 Usage:
   h2t_reference.py fixtures OUT.swift   regenerate Tests/H2TTrainTests/ReferenceFixtures.swift
-  h2t_reference.py fit IN.npz           time one fit (used by h2t-bench train); prints JSON
+  h2t_reference.py fit DIR               time one fit on DIR/x.npy, y.npy, meta.json; prints JSON
+  h2t_reference.py sweep DIR             time the default CV sweep (also DIR/folds.npy); prints JSON
+  (both used by h2t-bench train, which writes DIR)
 The fixture is committed so that the Swift tests do not depend on python at test time; rerun
 this script after changing the algorithm and commit the regenerated file.
 """
@@ -256,25 +258,101 @@ def write_fixtures(out_path):
         f.write('\n'.join(lines) + '\n')
 
 
-def bench_fit(path):
-    data = np.load(path)
-    x = data['x'].astype(np.float64)
-    y = data['y'].astype(np.int64)
-    offsets, widths = data['tap_offsets'], data['tap_widths']
-    taps = [('tap%d' % i, int(o), int(w)) for i, (o, w) in enumerate(zip(offsets, widths))]
-    k = int(data['k'])
-    lam_ratio, fraction = float(data['lam_ratio']), float(data['fraction'])
+def kernel_head(gram, y, k, mu=1e-4, max_iter=1000, tol=1e-5):
+    """The final head in kernel form (W = X^T A), same iterates as the primal ridge FISTA."""
+    n = len(y)
+    a, b = np.zeros((n, k)), prior_bias(y, k)
+    L = (np.trace(gram) / n + 1) / (2 * k)
+    def sqnorm(da, db, dz):
+        return max((da * (dz - db)).sum(), 0) + (db * db).sum()
+    xa, xb = a, b
+    zx = gram @ xa + xb
+    fx_all = softmax_ce(zx, y)[0] + 0.5 * mu * (sqnorm(xa, xb, zx) - (xb * xb).sum())
+    ya, yb, zy = xa.copy(), xb.copy(), zx.copy()
+    t, momentum, iters, attempts = 1.0, False, 0, 0
+    while iters < max_iter and attempts < 4 * max_iter:
+        attempts += 1
+        fy, g = softmax_ce(zy, y)
+        while True:
+            na = (ya - g / L) / (1 + mu / L)
+            nb = yb - g.sum(axis=0) / L
+            zn = gram @ na + nb
+            fn = softmax_ce(zn, y)[0]
+            dz = zn - zy
+            if fn <= fy + (g * dz).sum() + 0.5 * L * sqnorm(na - ya, nb - yb, dz) + 1e-6 * abs(fy) or L > 1e12:
+                break
+            L *= 2
+        fn_all = fn + 0.5 * mu * (sqnorm(na, nb, zn) - (nb * nb).sum())
+        if fn_all > fx_all and momentum:
+            t, momentum = 1.0, False
+            ya, yb, zy = xa.copy(), xb.copy(), zx.copy()
+            continue
+        iters += 1
+        change = np.sqrt(sqnorm(na - xa, nb - xb, zn - zx))
+        size = np.sqrt(sqnorm(na, nb, zn))
+        t_next = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        beta = (t - 1) / t_next
+        ya, yb, zy = na + beta * (na - xa), nb + beta * (nb - xb), zn + beta * (zn - zx)
+        xa, xb, zx, fx_all, t, momentum = na, nb, zn, fn_all, t_next, True
+        if change <= tol * max(size, 1e-30):
+            break
+    return xa, xb
+
+
+def head_accuracy(x, y, train, val, k):
+    """Train the final head on rows `train` of x (kernel form when wider than tall), score `val`."""
+    xt = x[train]
+    if x.shape[1] > len(train):
+        a, b = kernel_head(xt @ xt.T, y[train], k)
+        w = xt.T @ a
+    else:
+        w, b, _ = final_head(xt, y[train], k)
+    return int((np.argmax(x[val] @ w + b, axis=1) == y[val]).sum())
+
+
+def cv_sweep(x, y, taps, k, folds, fractions, ratios, probe_tap):
+    """The default sweep of Head2ToeFit.run on one feature set: head2toe grid, all features, probe."""
+    xn = normalize_taps(x, taps)
+    table = {}
+    for f in range(folds.max() + 1):
+        train, val = np.where(folds != f)[0], np.where(folds == f)[0]
+        xtr = xn[train]
+        lmax = lambda_max(xtr, y[train], k)[0]
+        path = group_lasso_path(xtr, y[train], k, [r * lmax for r in ratios])
+        for r, sol in zip(sorted(ratios, reverse=True), path):
+            order = ranking(sol['w'], sol['grad_norms'])
+            for fr in fractions:
+                cols = sorted(order[:keep_count(xn.shape[1], fr)])
+                xs = normalize_taps(xn[:, cols], subset_taps(taps, cols))
+                table[(r, fr)] = table.get((r, fr), 0) + head_accuracy(xs, y, train, val, k)
+        table['all'] = table.get('all', 0) + head_accuracy(xn, y, train, val, k)
+        name, off, width = [t for t in taps if t[0] == probe_tap][0]
+        table['probe'] = table.get('probe', 0) + head_accuracy(xn[:, off:off + width], y, train, val, k)
+    return {str(key): v / len(y) for key, v in table.items()}
+
+
+def bench(directory, mode):
+    x = np.load(directory + '/x.npy').astype(np.float64)
+    y = np.load(directory + '/y.npy').astype(np.int64)
+    meta = json.load(open(directory + '/meta.json'))
+    taps = [(t['name'], t['offset'], t['width']) for t in meta['taps']]
+    k = meta['classCount']
     start = time.perf_counter()
-    res = fit(x, y, None, taps, k, lam_ratio, fraction)
-    elapsed = time.perf_counter() - start
-    print(json.dumps(dict(seconds=elapsed, selected=[int(c) for c in res['columns']],
-                          outer=res['solution']['outer'], head_iterations=res['report']['iterations'])))
+    if mode == 'fit':
+        res = fit(x, y, None, taps, k, meta['lambdaRatio'], meta['fraction'])
+        out = dict(selected=[int(c) for c in res['columns']], outer=res['solution']['outer'],
+                   head_iterations=res['report']['iterations'])
+    else:
+        folds = np.load(directory + '/folds.npy').astype(np.int64)
+        out = dict(cv=cv_sweep(x, y, taps, k, folds, meta['fractions'], meta['lambdas'], meta['probeTap']))
+    out['seconds'] = time.perf_counter() - start
+    print(json.dumps(out))
 
 
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == 'fixtures':
         write_fixtures(sys.argv[2])
-    elif len(sys.argv) == 3 and sys.argv[1] == 'fit':
-        bench_fit(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] in ('fit', 'sweep'):
+        bench(sys.argv[2], sys.argv[1])
     else:
         sys.exit(__doc__)
