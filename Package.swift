@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "H2TBackbone", targets: ["H2TBackbone"]),
         .library(name: "H2TTrain", targets: ["H2TTrain"]),
         .library(name: "H2TPipeline", targets: ["H2TPipeline"]),
+        .library(name: "H2TRegistry", targets: ["H2TRegistry"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -35,20 +36,23 @@ let package = Package(
         // Training: pure numerics, arrays in and a fit report out.
         .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"], swiftSettings: numericSettings),
         // Pipelines that join the layers: external-activation ingest, image ingest.
-        .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone"], swiftSettings: numericSettings),
+        .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone", "H2TTrain"], swiftSettings: numericSettings),
+        // Registry: heads, versions, aliases, tags, lineage, prediction, reports.
+        .target(name: "H2TRegistry", dependencies: ["H2TCore", "H2TStore", "H2TTrain", "H2TBackbone"], swiftSettings: numericSettings),
         // The command-line tool: parses, calls the libraries, formats.
         .executableTarget(
             name: "h2t-store",
-            dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain",
+            dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks (run by tools/bench.sh in release).
-        .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain"],
+        .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry"],
                           path: "tools/bench", swiftSettings: numericSettings),
 
         .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline"]),
         .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore"]),
+        .testTarget(name: "H2TRegistryTests", dependencies: ["H2TRegistry", "H2TStore", "H2TTrain", "H2TPipeline", "H2TBackbone"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,168 @@
+import Foundation
+import H2TCore
+import H2TStore
+import H2TTrain
+
+/// What to fit: a dataset's training split, the feature sets (target sizes) to choose among, the
+/// grid, and the split to test on once.
+public struct FitRequest: Sendable {
+    /// Dataset name.
+    public var dataset: String
+    /// Training split (cross-validated).
+    public var trainSplit: String
+    /// Test split, evaluated once after selection; `nil` for none.
+    public var testSplit: String?
+    /// Feature set ids or prefixes (one per target size); all share the dataset's examples.
+    public var featureSets: [String]
+    /// Use only the first `trainLimit` examples of the training split (VTAB-1k: 1000).
+    public var trainLimit: Int?
+    /// Grid and protocol.
+    public var settings: FitSettings
+
+    /// Creates a request.
+    public init(dataset: String, trainSplit: String, testSplit: String?, featureSets: [String], trainLimit: Int? = nil,
+                settings: FitSettings = FitSettings()) {
+        self.dataset = dataset
+        self.trainSplit = trainSplit
+        self.testSplit = testSplit
+        self.featureSets = featureSets
+        self.trainLimit = trainLimit
+        self.settings = settings
+    }
+}
+
+/// The outcome of a fit: the training report (with test metrics filled in from the store) and
+/// the lineage needed to register the head.
+public struct FitOutcome: Sendable, Codable {
+    /// The training report (`schemas/fit-output.schema.json`).
+    public var report: FitReport
+    /// Feature set ids, in request order (the report names feature sets by id).
+    public var featureSets: [String]
+    /// Backbone id of the feature sets.
+    public var backbone: String
+    /// Dataset, splits and their content hashes.
+    public var dataset: String
+    public var trainSplit: String
+    public var trainDigest: String
+    public var trainCount: Int
+    public var testSplit: String?
+    public var testDigest: String?
+    public var classNames: [String]
+    /// Seconds spent reading features from the store (train, full width) and evaluating test (selected columns).
+    public var readSeconds: Double
+    public var testSeconds: Double
+}
+
+/// `h2t-store fit` as a library call: reads cached features through the query layer, runs the
+/// Head2Toe sweep with baselines (H2TTrain), and evaluates every method once on the test split
+/// reading only the columns it uses (the selected ones are materialised in the store's matrix cache).
+public enum FitPipeline {
+    /// Runs the fit. Every input check happens before any numeric work.
+    public static func run(store: FeatureStore, request: FitRequest, log: ((String) -> Void)? = nil) throws -> FitOutcome {
+        // Checks first: dataset, splits, feature sets, grid, labels.
+        guard !request.featureSets.isEmpty else { throw TrainError.emptyGridAxis("feature sets (--feature-set)") }
+        try request.settings.validate()
+        let dataset = try store.dataset(request.dataset)
+        var train = try store.split(dataset: request.dataset, split: request.trainSplit)
+        let test = try request.testSplit.map { try store.split(dataset: request.dataset, split: $0) }
+        if let limit = request.trainLimit {
+            guard limit > 0 else { throw StoreError.invalidArgument("--train-limit must be positive, got \(limit)") }
+            train.examples = Array(train.examples.prefix(limit))
+            train.labels = Array(train.labels.prefix(limit))
+        }
+        let infos = try request.featureSets.map { try store.featureSet($0) }
+        let backbones = Set(infos.map(\.manifest.backbone))
+        guard backbones.count == 1 else {
+            throw StoreError.invalidArgument("feature sets \(infos.map { $0.id.prefix(12) }) come from different backbones; fit one backbone at a time")
+        }
+        let classCount = dataset.classNames.count
+        let distinct = Set(train.labels)
+        guard distinct.count >= 2 else {
+            throw StoreError.invalidArgument("split \(request.dataset)/\(request.trainSplit) has a single class (\(distinct.first.map { dataset.classNames[$0] } ?? "none")); a classifier needs at least two")
+        }
+        for info in infos {
+            let present = try store.missing(train.examples, in: info.id)
+            if let i = present.firstIndex(of: true) {
+                throw StoreError.missingExample(example: train.examples[i].hex, featureSet: info.id)
+            }
+            if let test {
+                let missing = try store.missing(test.examples, in: info.id)
+                if let i = missing.firstIndex(of: true) { throw StoreError.missingExample(example: test.examples[i].hex, featureSet: info.id) }
+            }
+        }
+
+        // Full width for the selection step.
+        let clock = ContinuousClock()
+        let readStart = clock.now
+        var inputs: [FeatureSetInput] = []
+        for info in infos {
+            log?("reading \(train.examples.count) × \(info.manifest.width) features of \(info.id.prefix(12)) (F_T \(info.manifest.targetSize))")
+            let matrix = try store.read(featureSet: info.id, examples: train.examples)
+            let features = try H2TTrain.FeatureMatrix(rowCount: matrix.rows, columnCount: matrix.cols, values: matrix.values,
+                                                      taps: info.manifest.taps.map { TapRange(name: $0.name, offset: $0.offset, width: $0.width) })
+            try features.validate(featureSet: info.id, split: "\(request.dataset)/\(request.trainSplit)")
+            inputs.append(FeatureSetInput(name: info.id, train: features))
+        }
+        let readSeconds = seconds(clock.now - readStart)
+        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions")
+        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: request.settings)
+
+        // Only the columns each method uses, for the test split.
+        let testStart = clock.now
+        var testDigest: String?
+        if let testSplit = request.testSplit, let test {
+            testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
+            for keyPath in [\FitReport.head2toe, \FitReport.linearProbe, \FitReport.allFeatures] {
+                let method = report[keyPath: keyPath]
+                let info = infos.first { $0.id == method.featureSet }!
+                log?("testing \(method.method) on \(test.examples.count) examples × \(method.selectedIndices.count) features")
+                let predictions = try predict(store: store, info: info, method: method, dataset: request.dataset, split: testSplit,
+                                              examples: test.examples, materialise: method.method != "all_features")
+                let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
+                report[keyPath: keyPath].test = metrics
+                report[keyPath: keyPath].testAccuracy = metrics.accuracy
+            }
+            report.testCount = test.examples.count
+        }
+        return FitOutcome(report: report, featureSets: infos.map(\.id), backbone: infos[0].manifest.backbone,
+                          dataset: request.dataset, trainSplit: request.trainSplit,
+                          trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),
+                          trainCount: train.examples.count, testSplit: request.testSplit, testDigest: testDigest,
+                          classNames: dataset.classNames, readSeconds: readSeconds, testSeconds: seconds(clock.now - testStart))
+    }
+
+    /// Predicts a method's classes on stored examples, reading only its columns: each tap's kept
+    /// subset is re-normalised to unit L2 (the rule the head was trained with), then the head applies.
+    /// With `materialise`, the selected matrix of the whole split is cached in the store.
+    public static func predict(store: FeatureStore, info: FeatureSetInfo, method: MethodResult, dataset: String, split: String,
+                               examples: [ExampleID], materialise: Bool) throws -> [Int] {
+        let columns = method.selectedIndices
+        let layout = try H2TTrain.FeatureMatrix(rowCount: 0, columnCount: info.manifest.width, values: [],
+                                                taps: info.manifest.taps.map { TapRange(name: $0.name, offset: $0.offset, width: $0.width) })
+        let subsetTaps = layout.tapsOfSubset(columns)
+        func classify(_ values: [Float], rows: Int) throws -> [Int] {
+            var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: columns.count, values: values, taps: subsetTaps)
+            matrix.normalizeTaps()
+            return method.head.predict(matrix)
+        }
+        if materialise {
+            let selected = try store.selectedMatrix(featureSet: info.id, dataset: dataset, split: split, columns: columns)
+            return try classify(selected.matrix.features.values, rows: selected.matrix.features.rows)
+        }
+        // Wide reads go in batches so memory stays bounded.
+        let batch = max(1, (64 << 20) / max(columns.count * 4, 1))
+        var out: [Int] = []
+        var first = 0
+        while first < examples.count {
+            let chunk = Array(examples[first..<min(first + batch, examples.count)])
+            let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns.count == info.manifest.width ? nil : columns)
+            out += try classify(matrix.values, rows: matrix.rows)
+            first += chunk.count
+        }
+        return out
+    }
+
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+    }
+}
