@@ -1,0 +1,149 @@
+import ArgumentParser
+import Foundation
+import H2TPipeline
+import H2TStore
+import H2TTrain
+
+/// `h2t-store fit`: Head2Toe on cached features, with cross-validation and baselines.
+struct Fit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a Head2Toe head on cached features: CV over the grid, baselines, one test evaluation.",
+        discussion: """
+        Reads the training split at full width for the group-lasso selection, then only the selected \
+        columns (materialised and cached in the store) for the test split. Defaults follow the \
+        VTAB-1k protocol: 5 stratified folds; fractions 0.01,0.05,0.1,0.2; λ = 0.5,0.25,0.1 × λ_max.
+        """)
+
+    @Option(name: .long, help: "Dataset name.") var dataset: String
+    @Option(name: .long, help: "Training split (cross-validated).") var trainSplit: String = "train"
+    @Option(name: .long, help: "Test split, evaluated once; 'none' to skip.") var testSplit: String = "test"
+    @Option(name: .customLong("feature-set"), help: "Feature set id or prefix (repeat: one per target size). Default: every feature set holding the training split.")
+    var featureSets: [String] = []
+    @Option(name: .long, help: "Use the first N training examples (VTAB-1k uses 1000).") var trainLimit: Int?
+    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions: String = "0.01,0.05,0.1,0.2"
+    @Option(name: .long, help: "Comma-separated group-lasso strengths (× λ_max unless --absolute-lambda).") var lambdas: String = "0.5,0.25,0.1"
+    @Flag(name: .long, help: "Read --lambdas as absolute values, as the reference code does.") var absoluteLambda = false
+    @Option(name: .long, help: "Selection solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
+    var solver: String = "proximal"
+    @Option(name: .long, help: "Cross-validation folds.") var folds: Int = 5
+    @Option(name: .long, help: "Seed of folds and Adam batches.") var seed: UInt64 = 0
+    @Option(name: .long, help: "Write the full fit report (JSON) here.") var reportOut: String?
+
+    @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var output: OutputOptions
+
+    func parseList(_ text: String, option: String) throws -> [Double] {
+        let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty, !text.trimmingCharacters(in: .whitespaces).isEmpty else { throw ValidationError("--\(option) is empty: give at least one value") }
+        return try parts.map { part in
+            guard let value = Double(part) else { throw ValidationError("--\(option): '\(part)' is not a number") }
+            return value
+        }
+    }
+
+    func settings() throws -> FitSettings {
+        let fractionList = try parseList(fractions, option: "fractions")
+        for f in fractionList where !(f > 0 && f <= 1) { throw ValidationError("--fractions: \(f) is not in (0, 1]") }
+        let lambdaList = try parseList(lambdas, option: "lambdas")
+        let solvers: [SelectionSolver]
+        switch solver {
+        case "proximal": solvers = [.proximal(GroupLassoSettings())]
+        case "adam": solvers = [.adam(AdamSettings())]
+        case "both": solvers = [.proximal(GroupLassoSettings()), .adam(AdamSettings())]
+        default: throw ValidationError("--solver must be proximal, adam or both, got '\(solver)'")
+        }
+        return FitSettings(fractions: fractionList, lambdas: lambdaList, lambdaScale: absoluteLambda ? .absolute : .relativeToMax,
+                           solvers: solvers, folds: folds, seed: seed)
+    }
+
+    func validate() throws { _ = try settings() }
+
+    func run() throws {
+        let store = try storeOptions.open(create: false)
+        var chosen = featureSets
+        if chosen.isEmpty {
+            let train = try store.split(dataset: dataset, split: trainSplit)
+            let probe = Array(train.examples.prefix(trainLimit ?? train.examples.count))
+            chosen = try store.allFeatureSets().filter { try !store.missing(probe, in: $0.id).contains(true) }
+                .sorted { $0.manifest.targetSize < $1.manifest.targetSize }.map(\.id)
+            guard !chosen.isEmpty else { throw ValidationError("no feature set holds every example of \(dataset)/\(trainSplit); ingest them first") }
+        }
+        let request = FitRequest(dataset: dataset, trainSplit: trainSplit, testSplit: testSplit == "none" ? nil : testSplit,
+                                 featureSets: chosen, trainLimit: trainLimit, settings: try settings())
+        let quiet = output.json
+        let outcome = try FitPipeline.run(store: store, request: request) { message in
+            if !quiet { FileHandle.standardError.write(Data("fit: \(message)\n".utf8)) }
+        }
+        if let reportOut {
+            let data = try FitReport.jsonEncoder().encode(outcome)
+            do { try data.write(to: URL(fileURLWithPath: reportOut)) } catch { throw ValidationError("cannot write \(reportOut): \(error.localizedDescription)") }
+        }
+        let summary = FitSummary(outcome: outcome)
+        if output.json {
+            let encoder = FitReport.jsonEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            return
+        }
+        let sizes = Dictionary(uniqueKeysWithValues: try outcome.featureSets.map { ($0, try store.featureSet($0).manifest.targetSize) })
+        print(table(["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "CV ACC", "TEST ACC"], summary.methods.map { m in
+            [m.method, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
+             String(format: "%.4f", m.cvAccuracy), m.testAccuracy.map { String(format: "%.4f", $0) } ?? "-"]
+        }))
+        print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
+                     outcome.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
+                     outcome.report.timings.crossValidation, outcome.testSeconds))
+    }
+}
+
+/// The `--json` output of `fit` (`schemas/fit-output.schema.json`): one entry per method with
+/// `test_accuracy` and `cv_accuracy`, plus lineage.
+struct FitSummary: Encodable {
+    struct Method: Encodable {
+        var method: String
+        var featureSet: String
+        var features: Int
+        var fraction: Double?
+        var lambda: Double?
+        var cvAccuracy: Double
+        var testAccuracy: Double?
+        var selectedPerTap: [String: Int]
+    }
+
+    var dataset: String
+    var trainSplit: String
+    var trainDigest: String
+    var trainCount: Int
+    var testSplit: String?
+    var testDigest: String?
+    var testCount: Int
+    var backbone: String
+    var featureSets: [String]
+    var methods: [Method]
+    var seconds: Double
+    var head: RegisteredHead?
+
+    struct RegisteredHead: Encodable {
+        var task: String
+        var version: Int
+    }
+
+    init(outcome: FitOutcome, head: RegisteredHead? = nil) {
+        dataset = outcome.dataset
+        trainSplit = outcome.trainSplit
+        trainDigest = outcome.trainDigest
+        trainCount = outcome.trainCount
+        testSplit = outcome.testSplit
+        testDigest = outcome.testDigest
+        testCount = outcome.report.testCount
+        backbone = outcome.backbone
+        featureSets = outcome.featureSets
+        seconds = outcome.readSeconds + outcome.report.timings.total + outcome.testSeconds
+        self.head = head
+        methods = [outcome.report.head2toe, outcome.report.linearProbe, outcome.report.allFeatures].map { m in
+            Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,
+                   cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
+                   selectedPerTap: Dictionary(m.selectedPerTap.map { ($0.tap, $0.indices.count) }, uniquingKeysWith: +))
+        }
+    }
+}
