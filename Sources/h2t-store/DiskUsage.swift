@@ -30,7 +30,7 @@ struct DiskUsage: ParsableCommand {
         }
         print("\nDatasets")
         print(table(["DATASET", "EXAMPLES", "STORED (per feature set)"], report.datasets.map { d in
-            [d.name, "\(d.examples)", d.bytesByFeatureSet.sorted { $0.key < $1.key }.map { "\($0.key.prefix(12))=\(formatBytes($0.value))" }.joined(separator: " ")]
+            [d.name, "\(d.examples)", d.byFeatureSet.map { "\($0.featureSet.prefix(12))=\(formatBytes($0.bytes))" }.joined(separator: " ")]
         }))
     }
 }

@@ -107,7 +107,12 @@ struct FitSummary: Encodable {
         var lambda: Double?
         var cvAccuracy: Double
         var testAccuracy: Double?
-        var selectedPerTap: [String: Int]
+        var selectedPerTap: [TapCount]
+    }
+
+    struct TapCount: Encodable {
+        var tap: String
+        var count: Int
     }
 
     var dataset: String
@@ -143,7 +148,7 @@ struct FitSummary: Encodable {
         methods = [outcome.report.head2toe, outcome.report.linearProbe, outcome.report.allFeatures].map { m in
             Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,
                    cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
-                   selectedPerTap: Dictionary(m.selectedPerTap.map { ($0.tap, $0.indices.count) }, uniquingKeysWith: +))
+                   selectedPerTap: m.selectedPerTap.map { TapCount(tap: $0.tap, count: $0.indices.count) })
         }
     }
 }

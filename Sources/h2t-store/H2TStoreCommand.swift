@@ -30,11 +30,31 @@ struct OutputOptions: ParsableArguments {
     var json = false
 }
 
-/// Prints `value` as pretty, key-sorted JSON on stdout.
+/// Prints `value` as pretty, key-sorted JSON with snake_case keys on stdout (every `--json`
+/// output; outputs carry no dictionaries keyed by user names, which the key strategy would rewrite).
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
+    encoder.keyEncodingStrategy = .convertToSnakeCase
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// A dataset as `--json` outputs show it (splits as a list, not a map keyed by user names).
+struct DatasetView: Encodable {
+    struct Split: Encodable {
+        var name: String
+        var count: Int
+    }
+
+    var name: String
+    var classNames: [String]
+    var splits: [Split]
+
+    init(_ manifest: DatasetManifest) {
+        name = manifest.name
+        classNames = manifest.classNames
+        splits = manifest.splits.sorted { $0.key < $1.key }.map { Split(name: $0.key, count: $0.value) }
+    }
 }
 
 /// Human-readable byte counts.

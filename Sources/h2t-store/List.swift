@@ -13,7 +13,7 @@ struct List: ParsableCommand {
             var id: String, backbone: String, architecture: String, targetSize: Int, width: Int, rows: Int, taps: Int, dtype: String
         }
         var featureSets: [FeatureSet]
-        var datasets: [DatasetManifest]
+        var datasets: [DatasetView]
     }
 
     func run() throws {
@@ -25,13 +25,13 @@ struct List: ParsableCommand {
                       targetSize: info.manifest.targetSize, width: info.manifest.width, rows: info.rowCount,
                       taps: info.manifest.taps.count, dtype: info.manifest.codec.dtype.rawValue)
             },
-            datasets: try store.allDatasets())
+            datasets: try store.allDatasets().map(DatasetView.init))
         if output.json { return try printJSON(listing) }
         print("Feature sets")
         print(table(["ID", "BACKBONE", "F_T", "FEATURES", "TAPS", "EXAMPLES", "DTYPE"],
                     listing.featureSets.map { [String($0.id.prefix(12)), $0.architecture, "\($0.targetSize)", "\($0.width)", "\($0.taps)", "\($0.rows)", $0.dtype] }))
         print("\nDatasets")
         print(table(["NAME", "CLASSES", "SPLITS"],
-                    listing.datasets.map { d in [d.name, "\(d.classNames.count)", d.splits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")] }))
+                    listing.datasets.map { d in [d.name, "\(d.classNames.count)", d.splits.map { "\($0.name)=\($0.count)" }.joined(separator: " ")] }))
     }
 }

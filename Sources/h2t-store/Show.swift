@@ -22,7 +22,7 @@ struct Show: ParsableCommand {
     func run() throws {
         let store = try storeOptions.open(create: false)
         if let dataset = try? store.dataset(name) {
-            if output.json { return try printJSON(dataset) }
+            if output.json { return try printJSON(DatasetView(dataset)) }
             print("Dataset \(dataset.name)")
             print("  classes: \(dataset.classNames.joined(separator: ", "))")
             for (split, count) in dataset.splits.sorted(by: { $0.key < $1.key }) {

@@ -47,7 +47,13 @@ public struct DiskUsageReport: Sendable, Codable {
     public struct DatasetUsage: Sendable, Codable {
         public var name: String
         public var examples: Int
-        public var bytesByFeatureSet: [String: Int]
+        public var byFeatureSet: [FeatureSetShare]
+    }
+
+    /// Bytes of a dataset's rows in one feature set.
+    public struct FeatureSetShare: Sendable, Codable {
+        public var featureSet: String
+        public var bytes: Int
     }
 
     /// Size of the LMDB data in use.
@@ -190,14 +196,14 @@ extension FeatureStore {
                         return true
                     }
                 }
-                var byFS: [String: Int] = [:]
+                var byFS: [DiskUsageReport.FeatureSetShare] = []
                 for info in infos {
                     let fs = Keys.fsPrefix(info.id)
                     var present = 0
                     for example in members where try txn.get(rows, fs + example) != nil { present += 1 }
-                    if present > 0 { byFS[info.id] = Int((Double(present) * (bytesPerRow[info.id] ?? 0)).rounded()) }
+                    if present > 0 { byFS.append(.init(featureSet: info.id, bytes: Int((Double(present) * (bytesPerRow[info.id] ?? 0)).rounded()))) }
                 }
-                datasetUsages.append(.init(name: manifest.name, examples: members.count, bytesByFeatureSet: byFS))
+                datasetUsages.append(.init(name: manifest.name, examples: members.count, byFeatureSet: byFS))
             }
             return DiskUsageReport(storeBytes: try environment.usedBytes(), featureSets: usages, datasets: datasetUsages)
         }
