@@ -14,6 +14,32 @@ public struct VerifyReport: Sendable, Codable {
     public var problems: [String] = []
     /// Whether no problem was found.
     public var ok: Bool { problems.isEmpty }
+
+    enum CodingKeys: String, CodingKey {
+        case tilesChecked, valuesChecked, featureSets, splits, problems, ok
+    }
+
+    /// Creates an empty report.
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        tilesChecked = try c.decode(Int.self, forKey: .tilesChecked)
+        valuesChecked = try c.decode(Int.self, forKey: .valuesChecked)
+        featureSets = try c.decode(Int.self, forKey: .featureSets)
+        splits = try c.decode(Int.self, forKey: .splits)
+        problems = try c.decode([String].self, forKey: .problems)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(tilesChecked, forKey: .tilesChecked)
+        try c.encode(valuesChecked, forKey: .valuesChecked)
+        try c.encode(featureSets, forKey: .featureSets)
+        try c.encode(splits, forKey: .splits)
+        try c.encode(problems, forKey: .problems)
+        try c.encode(ok, forKey: .ok)
+    }
 }
 
 /// Disk usage of the store (`h2t-store du`).
