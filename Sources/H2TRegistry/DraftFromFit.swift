@@ -1,0 +1,112 @@
+import H2TCore
+import H2TStore
+import H2TTrain
+
+/// The data lineage of a fit that its report does not carry: dataset, splits and their digests.
+public struct FitLineage: Sendable, Hashable {
+    /// Dataset name.
+    public var dataset: String
+    /// Training split, its `splitDigest` and the number of rows trained on.
+    public var trainSplit: String
+    public var trainDigest: String
+    public var trainCount: Int
+    /// Test split and its digest, if the fit was tested.
+    public var testSplit: String?
+    public var testDigest: String?
+
+    /// Creates a lineage (`FitOutcome` has every field under the same name).
+    public init(dataset: String, trainSplit: String, trainDigest: String, trainCount: Int, testSplit: String? = nil, testDigest: String? = nil) {
+        self.dataset = dataset
+        self.trainSplit = trainSplit
+        self.trainDigest = trainDigest
+        self.trainCount = trainCount
+        self.testSplit = testSplit
+        self.testDigest = testDigest
+    }
+}
+
+extension HeadDraft {
+    /// The Head2Toe head of a fit report as a draft. The report names feature sets by store id (or
+    /// a prefix); the store supplies their taps, target sizes and backbone.
+    ///
+    /// - Parameters:
+    ///   - method: which of the report's heads to register (`head2toe` by default; the baselines can
+    ///     be registered too, e.g. as a reference head).
+    public init(task: String, report: FitReport, classNames: [String], lineage: FitLineage, store: FeatureStore,
+                method: String = "head2toe", tags: [String: String] = [:]) throws {
+        let methods = ["head2toe": report.head2toe, "linear_probe": report.linearProbe, "all_features": report.allFeatures]
+        guard let chosen = methods[method] else {
+            throw RegistryError.invalidHead("unknown method '\(method)' (use head2toe, linear_probe or all_features)")
+        }
+        var infos: [String: FeatureSetInfo] = [:]
+        func info(_ name: String) throws -> FeatureSetInfo {
+            if let hit = infos[name] { return hit }
+            let found = try store.featureSet(name)
+            infos[name] = found
+            return found
+        }
+        let fs = try info(chosen.featureSet)
+        let manifest = fs.manifest
+        let backbone = try store.backbone(manifest.backbone)
+        guard classNames.count == report.classCount else {
+            throw RegistryError.invalidHead("\(classNames.count) class names for a report of \(report.classCount) classes")
+        }
+        // Group the global indices by tap with the feature set's layout (the authority on offsets).
+        var selection: [TapIndices] = []
+        var t = 0
+        for column in chosen.selectedIndices {
+            while t < manifest.taps.count, column >= manifest.taps[t].offset + manifest.taps[t].width { t += 1 }
+            guard t < manifest.taps.count, column >= manifest.taps[t].offset else {
+                throw RegistryError.invalidHead("selected column \(column) is outside feature set \(fs.id.prefix(12)) (width \(manifest.width))")
+            }
+            let tap = manifest.taps[t]
+            if selection.last?.order != t {
+                selection.append(TapIndices(tap: tap.name, order: t, offset: tap.offset, width: tap.width, indices: []))
+            }
+            selection[selection.count - 1].indices.append(column - tap.offset)
+        }
+        func score(_ m: MethodResult) throws -> MethodScore {
+            MethodScore(method: m.method, featureSet: try info(m.featureSet).id, keptFeatures: m.selectedIndices.count,
+                        cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy)
+        }
+        let lambdaScale: String? = method == "head2toe" ? report.settings.lambdaScale.rawValue : nil
+        let curves = try report.cvTable.map { row in
+            let rowInfo = try info(row.featureSet)
+            return CVPoint(method: row.method, featureSet: rowInfo.id, targetSize: rowInfo.manifest.targetSize, solver: row.solver,
+                           lambda: row.lambda, fraction: row.fraction, keptFeatures: row.keptFeatures, cvAccuracy: row.cvAccuracy,
+                           foldAccuracies: row.foldAccuracies)
+        }
+        var testMetrics: [String: ClassificationMetrics] = [:]
+        for (name, m) in methods { if let test = m.test { testMetrics[name] = test } }
+        let others = ["linear_probe": report.linearProbe, "all_features": report.allFeatures]
+        self.init(
+            task: task, classNames: classNames, selection: selection, normalization: .perTapUnitL2OverKept,
+            weights: chosen.head.weights, bias: chosen.head.bias,
+            hyperParameters: HyperParameters(method: method, targetSize: manifest.targetSize, fraction: chosen.fraction, lambda: chosen.lambda,
+                                             lambdaAbsolute: chosen.lambdaAbsolute, lambdaScale: lambdaScale, solver: chosen.solver,
+                                             folds: report.settings.folds, headL2: report.settings.head.l2,
+                                             settings: try JSONValue(encoding: report.settings)),
+            metrics: HeadMetrics(head: try score(chosen), linearProbe: try others["linear_probe"].map(score),
+                                 allFeatures: try others["all_features"].map(score)),
+            cvCurves: curves, testMetrics: testMetrics,
+            lineage: HeadLineage(featureSet: fs.id, backbone: manifest.backbone, architecture: backbone.architecture, dataset: lineage.dataset,
+                                 train: SplitLineage(split: lineage.trainSplit, digest: lineage.trainDigest, count: lineage.trainCount),
+                                 test: lineage.testSplit.map { SplitLineage(split: $0, digest: lineage.testDigest ?? "", count: report.testCount) },
+                                 seed: report.settings.seed),
+            tags: tags)
+        guard chosen.head.inputCount == inputCount, chosen.head.classCount == classNames.count else {
+            throw RegistryError.invalidHead("the \(method) head has \(chosen.head.inputCount) inputs and \(chosen.head.classCount) classes, the selection \(inputCount) and the dataset \(classNames.count)")
+        }
+    }
+}
+
+extension Registry {
+    /// Registers the head of a fit: builds the draft from the report and the lineage, then
+    /// registers it as the next version of `task` (see `register(_:)`).
+    @discardableResult
+    public func register(task: String, report: FitReport, classNames: [String], lineage: FitLineage,
+                         method: String = "head2toe", tags: [String: String] = [:]) throws -> HeadRecord {
+        try register(try HeadDraft(task: task, report: report, classNames: classNames, lineage: lineage, store: store,
+                                   method: method, tags: tags))
+    }
+}

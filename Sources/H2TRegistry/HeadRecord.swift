@@ -1,0 +1,397 @@
+import H2TCore
+import H2TTrain
+
+/// The kept columns of one tap: where the tap sits in the feature set and which of its pooled
+/// features the head reads.
+public struct TapIndices: Sendable, Hashable, Codable {
+    /// Tap name, as the feature set records it.
+    public var tap: String
+    /// Position of the tap in network order (its index in the feature set's tap list).
+    public var order: Int
+    /// First global column of the tap in the feature set.
+    public var offset: Int
+    /// Pooled features of the tap in the feature set.
+    public var width: Int
+    /// Kept indices inside the tap (`0..<width`), ascending.
+    public var indices: [Int]
+
+    /// Creates a tap selection.
+    public init(tap: String, order: Int, offset: Int, width: Int, indices: [Int]) {
+        self.tap = tap
+        self.order = order
+        self.offset = offset
+        self.width = width
+        self.indices = indices
+    }
+}
+
+/// How the head's inputs are normalised before the linear layer.
+public struct NormalizationRule: Sendable, Hashable, Codable {
+    /// `per_tap_unit_l2_over_kept`: for each example and each tap, the kept features of that tap
+    /// are scaled to unit L2 norm (a zero vector stays zero), then concatenated in tap order.
+    public var rule: String
+    /// Plain-language statement of the rule, for readers of exported files.
+    public var description: String
+
+    /// The rule every Head2Toe head of this project uses (DESIGN.md §1 step 6).
+    public static let perTapUnitL2OverKept = NormalizationRule(
+        rule: "per_tap_unit_l2_over_kept",
+        description: "for each example and each tap, scale the head's kept features of that tap to unit L2 norm (zero stays zero); concatenate taps in network order; logits = x W + b")
+}
+
+/// Chosen hyper-parameters and the grid they were chosen from.
+public struct HyperParameters: Sendable, Hashable, Codable {
+    /// `head2toe` (or a baseline name when a baseline head is registered).
+    public var method: String
+    /// Head2Toe pooling target size `F_T` of the chosen feature set.
+    public var targetSize: Int
+    /// Keep fraction.
+    public var fraction: Double?
+    /// `λ` as given in the grid.
+    public var lambda: Double?
+    /// `λ` actually used.
+    public var lambdaAbsolute: Double?
+    /// How grid `λ` values are read (`relativeToMax`, `absolute`).
+    public var lambdaScale: String?
+    /// Index of the selection solver in the grid.
+    public var solver: Int?
+    /// Cross-validation folds.
+    public var folds: Int?
+    /// Ridge strength of the final head.
+    public var headL2: Double?
+    /// Every training setting as given (the full `FitSettings`), for reproduction.
+    public var settings: JSONValue
+
+    /// Creates hyper-parameters.
+    public init(method: String, targetSize: Int, fraction: Double? = nil, lambda: Double? = nil, lambdaAbsolute: Double? = nil,
+                lambdaScale: String? = nil, solver: Int? = nil, folds: Int? = nil, headL2: Double? = nil, settings: JSONValue = .null) {
+        self.method = method
+        self.targetSize = targetSize
+        self.fraction = fraction
+        self.lambda = lambda
+        self.lambdaAbsolute = lambdaAbsolute
+        self.lambdaScale = lambdaScale
+        self.solver = solver
+        self.folds = folds
+        self.headL2 = headL2
+        self.settings = settings
+    }
+}
+
+/// One method's scores.
+public struct MethodScore: Sendable, Hashable, Codable {
+    /// `head2toe`, `linear_probe` or `all_features`.
+    public var method: String
+    /// Feature set id the method read.
+    public var featureSet: String
+    /// Input features of its head.
+    public var keptFeatures: Int
+    /// Pooled cross-validation accuracy.
+    public var cvAccuracy: Double
+    /// Test accuracy, when a test split was evaluated.
+    public var testAccuracy: Double?
+
+    /// Creates a score.
+    public init(method: String, featureSet: String, keptFeatures: Int, cvAccuracy: Double, testAccuracy: Double?) {
+        self.method = method
+        self.featureSet = featureSet
+        self.keptFeatures = keptFeatures
+        self.cvAccuracy = cvAccuracy
+        self.testAccuracy = testAccuracy
+    }
+}
+
+/// The head's scores next to the baselines' (same folds, same test split).
+public struct HeadMetrics: Sendable, Hashable, Codable {
+    /// This head.
+    public var head: MethodScore
+    /// Linear probe on the pre-logits tap.
+    public var linearProbe: MethodScore?
+    /// All features, no selection.
+    public var allFeatures: MethodScore?
+
+    /// Creates metrics.
+    public init(head: MethodScore, linearProbe: MethodScore?, allFeatures: MethodScore?) {
+        self.head = head
+        self.linearProbe = linearProbe
+        self.allFeatures = allFeatures
+    }
+}
+
+/// One point of the cross-validation sweep (a row of the CV table).
+public struct CVPoint: Sendable, Hashable, Codable {
+    /// `head2toe`, `linear_probe` or `all_features`.
+    public var method: String
+    /// Feature set id.
+    public var featureSet: String
+    /// Its pooling target size.
+    public var targetSize: Int
+    /// Selection solver index (Head2Toe).
+    public var solver: Int?
+    /// `λ` as given in the grid (Head2Toe).
+    public var lambda: Double?
+    /// Keep fraction (Head2Toe).
+    public var fraction: Double?
+    /// Input features of the head.
+    public var keptFeatures: Int
+    /// Pooled CV accuracy.
+    public var cvAccuracy: Double
+    /// Accuracy per fold.
+    public var foldAccuracies: [Double]
+
+    /// Creates a point.
+    public init(method: String, featureSet: String, targetSize: Int, solver: Int?, lambda: Double?, fraction: Double?,
+                keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
+        self.method = method
+        self.featureSet = featureSet
+        self.targetSize = targetSize
+        self.solver = solver
+        self.lambda = lambda
+        self.fraction = fraction
+        self.keptFeatures = keptFeatures
+        self.cvAccuracy = cvAccuracy
+        self.foldAccuracies = foldAccuracies
+    }
+}
+
+/// A dataset split as it was when the head was trained.
+public struct SplitLineage: Sendable, Hashable, Codable {
+    /// Split name.
+    public var split: String
+    /// `FeatureStore.splitDigest` of the whole split at training time.
+    public var digest: String
+    /// Examples used (a training limit may use a prefix of the split).
+    public var count: Int
+
+    /// Creates a split lineage.
+    public init(split: String, digest: String, count: Int) {
+        self.split = split
+        self.digest = digest
+        self.count = count
+    }
+}
+
+/// Where a head came from.
+public struct HeadLineage: Sendable, Hashable, Codable {
+    /// Feature set id the head reads.
+    public var featureSet: String
+    /// Backbone id of that feature set.
+    public var backbone: String
+    /// Backbone architecture (`mobilenet_v2`, `external:<name>`), for people.
+    public var architecture: String
+    /// Dataset name.
+    public var dataset: String
+    /// Training split.
+    public var train: SplitLineage
+    /// Test split, if one was evaluated.
+    public var test: SplitLineage?
+    /// Seed of the fit.
+    public var seed: UInt64
+    /// Version of h2t-store that trained it.
+    public var toolVersion: String
+
+    /// Creates a lineage.
+    public init(featureSet: String, backbone: String, architecture: String, dataset: String, train: SplitLineage,
+                test: SplitLineage?, seed: UInt64, toolVersion: String = H2TRegistryInfo.toolVersion) {
+        self.featureSet = featureSet
+        self.backbone = backbone
+        self.architecture = architecture
+        self.dataset = dataset
+        self.train = train
+        self.test = test
+        self.seed = seed
+        self.toolVersion = toolVersion
+    }
+}
+
+/// Module facts recorded in every head.
+public enum H2TRegistryInfo {
+    /// The h2t-store version written into lineage.
+    public static let toolVersion = "0.1.0"
+}
+
+/// Everything a new head version holds, before the registry numbers it.
+public struct HeadDraft: Sendable, Hashable {
+    /// Task name (the head's name).
+    public var task: String
+    /// Class names; logits follow this order.
+    public var classNames: [String]
+    /// Kept features per tap, in network order.
+    public var selection: [TapIndices]
+    /// Normalisation applied before the linear layer.
+    public var normalization: NormalizationRule
+    /// Row-major `d × K` weights, rows in global-column order of the kept features.
+    public var weights: [Float]
+    /// `K` biases.
+    public var bias: [Float]
+    /// Chosen hyper-parameters.
+    public var hyperParameters: HyperParameters
+    /// Scores and baselines.
+    public var metrics: HeadMetrics
+    /// The cross-validation sweep.
+    public var cvCurves: [CVPoint]
+    /// Test metrics (accuracy, per class, confusion) per method name.
+    public var testMetrics: [String: ClassificationMetrics]
+    /// Lineage.
+    public var lineage: HeadLineage
+    /// Initial tags.
+    public var tags: [String: String]
+
+    /// Creates a draft; `register` checks it.
+    public init(task: String, classNames: [String], selection: [TapIndices], normalization: NormalizationRule = .perTapUnitL2OverKept,
+                weights: [Float], bias: [Float], hyperParameters: HyperParameters, metrics: HeadMetrics, cvCurves: [CVPoint] = [],
+                testMetrics: [String: ClassificationMetrics] = [:], lineage: HeadLineage, tags: [String: String] = [:]) {
+        self.task = task
+        self.classNames = classNames
+        self.selection = selection
+        self.normalization = normalization
+        self.weights = weights
+        self.bias = bias
+        self.hyperParameters = hyperParameters
+        self.metrics = metrics
+        self.cvCurves = cvCurves
+        self.testMetrics = testMetrics
+        self.lineage = lineage
+        self.tags = tags
+    }
+
+    /// Input features `d` (kept features over all taps).
+    public var inputCount: Int { selection.reduce(0) { $0 + $1.indices.count } }
+
+    /// Checks shapes and indices; throws a one-line `RegistryError.invalidHead`.
+    public func validate() throws(RegistryError) {
+        try Naming.checkTask(task)
+        let k = classNames.count
+        guard k >= 2 else { throw .invalidHead("\(k) class names; a classifier needs at least 2") }
+        guard Set(classNames).count == k else { throw .invalidHead("class names are not unique") }
+        let d = inputCount
+        guard d > 0 else { throw .invalidHead("no selected features") }
+        guard weights.count == d * k else { throw .invalidHead("\(weights.count) weights for \(d) features × \(k) classes") }
+        guard bias.count == k else { throw .invalidHead("\(bias.count) biases for \(k) classes") }
+        guard weights.allSatisfy(\.isFinite), bias.allSatisfy(\.isFinite) else { throw .invalidHead("weights or bias are not finite") }
+        var lastEnd = 0
+        var lastOrder = -1
+        for tap in selection {
+            guard tap.order > lastOrder, tap.offset >= lastEnd, tap.width > 0 else {
+                throw .invalidHead("taps are not in network order with disjoint columns (at '\(tap.tap)')")
+            }
+            guard !tap.indices.isEmpty else { throw .invalidHead("tap '\(tap.tap)' keeps no feature (omit it)") }
+            guard zip(tap.indices, tap.indices.dropFirst()).allSatisfy({ $0 < $1 }), tap.indices.first! >= 0, tap.indices.last! < tap.width else {
+                throw .invalidHead("indices of tap '\(tap.tap)' must be ascending, unique and inside 0..<\(tap.width)")
+            }
+            lastOrder = tap.order
+            lastEnd = tap.offset + tap.width
+        }
+        guard normalization.rule == NormalizationRule.perTapUnitL2OverKept.rule else {
+            throw .invalidHead("unknown normalisation rule '\(normalization.rule)'")
+        }
+    }
+}
+
+/// A registered head: an immutable, numbered version of a task.
+public struct HeadRecord: Sendable, Hashable {
+    /// Task name.
+    public var task: String
+    /// Version number (1, 2, ...), never reused.
+    public var version: Int
+    /// Registration time, ISO 8601 UTC.
+    public var createdAt: String
+    /// Class names; logits follow this order.
+    public var classNames: [String]
+    /// Kept features per tap, in network order.
+    public var selection: [TapIndices]
+    /// Normalisation applied before the linear layer.
+    public var normalization: NormalizationRule
+    /// Row-major `d × K` weights.
+    public var weights: [Float]
+    /// `K` biases.
+    public var bias: [Float]
+    /// Chosen hyper-parameters.
+    public var hyperParameters: HyperParameters
+    /// Scores and baselines.
+    public var metrics: HeadMetrics
+    /// The cross-validation sweep.
+    public var cvCurves: [CVPoint]
+    /// Test metrics per method.
+    public var testMetrics: [String: ClassificationMetrics]
+    /// Lineage.
+    public var lineage: HeadLineage
+
+    /// `NAME@vN`.
+    public var reference: String { "\(task)@v\(version)" }
+    /// Input features `d`.
+    public var inputCount: Int { selection.reduce(0) { $0 + $1.indices.count } }
+    /// Global column indices of the kept features in the feature set, ascending (weight row order).
+    public var selectedIndices: [Int] { selection.flatMap { tap in tap.indices.map { tap.offset + $0 } } }
+    /// The head as a draft (for re-registering, e.g. after import).
+    public var draft: HeadDraft {
+        HeadDraft(task: task, classNames: classNames, selection: selection, normalization: normalization, weights: weights, bias: bias,
+                  hyperParameters: hyperParameters, metrics: metrics, cvCurves: cvCurves, testMetrics: testMetrics, lineage: lineage)
+    }
+
+    /// The summary part (what listings need).
+    public var summary: HeadSummary {
+        HeadSummary(task: task, version: version, createdAt: createdAt, classNames: classNames, inputCount: inputCount,
+                    perTap: selection.map { TapCount(tap: $0.tap, order: $0.order, kept: $0.indices.count, width: $0.width) },
+                    hyperParameters: hyperParameters, metrics: metrics, lineage: lineage)
+    }
+}
+
+/// Kept features of one tap, counted.
+public struct TapCount: Sendable, Hashable, Codable {
+    /// Tap name.
+    public var tap: String
+    /// Network order.
+    public var order: Int
+    /// Kept features.
+    public var kept: Int
+    /// Tap width in the feature set.
+    public var width: Int
+}
+
+/// The small part of a head record: everything but weights, indices and curves. Listings decode
+/// only this (stored as its own LMDB value), so listing 10,000 heads stays fast.
+public struct HeadSummary: Sendable, Hashable, Codable {
+    /// Schema tag of the stored value.
+    public var schema = "h2t.head/1"
+    /// Task name.
+    public var task: String
+    /// Version.
+    public var version: Int
+    /// Registration time, ISO 8601 UTC.
+    public var createdAt: String
+    /// Class names.
+    public var classNames: [String]
+    /// Input features `d`.
+    public var inputCount: Int
+    /// Kept features per tap, in network order.
+    public var perTap: [TapCount]
+    /// Chosen hyper-parameters.
+    public var hyperParameters: HyperParameters
+    /// Scores and baselines.
+    public var metrics: HeadMetrics
+    /// Lineage.
+    public var lineage: HeadLineage
+
+    /// `NAME@vN`.
+    public var reference: String { "\(task)@v\(version)" }
+}
+
+/// The large part of a head record, stored as its own LMDB value.
+struct HeadBody: Sendable, Hashable, Codable {
+    var schema = "h2t.head-body/1"
+    var selection: [TapIndices]
+    var normalization: NormalizationRule
+    var weights: [Float]
+    var bias: [Float]
+    var cvCurves: [CVPoint]
+    var testMetrics: [String: ClassificationMetrics]
+}
+
+/// What a removed version leaves behind, so its number is never reused and lookups can say it was removed.
+struct RemovedHead: Sendable, Hashable, Codable {
+    var schema = "h2t.head-removed/1"
+    var task: String
+    var version: Int
+    var removedAt: String
+}

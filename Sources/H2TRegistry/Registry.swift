@@ -1,0 +1,502 @@
+import Foundation
+import H2TCore
+import H2TStore
+
+/// The current target of an alias.
+public struct AliasState: Sendable, Hashable, Codable {
+    /// Schema tag of the stored value.
+    public var schema = "h2t.alias/1"
+    /// Task name.
+    public var task: String
+    /// Alias name.
+    public var alias: String
+    /// Version it points to.
+    public var version: Int
+    /// Sequence number of the move that set it (its history entry).
+    public var seq: Int
+    /// When it was set, ISO 8601 UTC.
+    public var updatedAt: String
+}
+
+/// One entry of an alias's append-only history.
+public struct AliasEvent: Sendable, Hashable, Codable {
+    /// Schema tag of the stored value.
+    public var schema = "h2t.alias-event/1"
+    /// Task name.
+    public var task: String
+    /// Alias name.
+    public var alias: String
+    /// Position in the history (1, 2, ...).
+    public var seq: Int
+    /// Version before the move (`nil`: the alias did not exist).
+    public var from: Int?
+    /// Version after the move (`nil`: the alias was deleted).
+    public var to: Int?
+    /// When, ISO 8601 UTC.
+    public var at: String
+    /// Who: user, host and process id.
+    public var actor: String
+}
+
+/// A head as listed: its summary, tags and the aliases pointing to it.
+public struct HeadListing: Sendable, Hashable, Codable {
+    /// The summary.
+    public var summary: HeadSummary
+    /// Tags.
+    public var tags: [String: String]
+    /// Aliases of its task that point to this version.
+    public var aliases: [String]
+}
+
+/// Which heads `list` returns and in what order.
+public struct HeadFilter: Sendable, Hashable {
+    /// Only this task.
+    public var task: String?
+    /// Only heads carrying these tags (`key` alone: any value).
+    public var tags: [(key: String, value: String?)]
+    /// Only heads an alias of this name points to.
+    public var alias: String?
+    /// Sort key (see `HeadFilter.sortKeys`); `nil` sorts by task then version.
+    public var sort: String?
+    /// Only the latest live version of each task.
+    public var latestOnly: Bool
+
+    /// Sort keys: metrics sort best first, `created` newest first.
+    public static let sortKeys = ["test_accuracy", "cv_accuracy", "gain_vs_probe", "kept_features", "created", "version", "task"]
+
+    /// Creates a filter.
+    public init(task: String? = nil, tags: [(key: String, value: String?)] = [], alias: String? = nil, sort: String? = nil, latestOnly: Bool = false) {
+        self.task = task
+        self.tags = tags
+        self.alias = alias
+        self.sort = sort
+        self.latestOnly = latestOnly
+    }
+
+    public static func == (a: HeadFilter, b: HeadFilter) -> Bool {
+        a.task == b.task && a.alias == b.alias && a.sort == b.sort && a.latestOnly == b.latestOnly
+            && a.tags.map(\.key) == b.tags.map(\.key) && a.tags.map(\.value) == b.tags.map(\.value)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(task); hasher.combine(alias); hasher.combine(sort); hasher.combine(latestOnly)
+    }
+}
+
+/// The model registry: numbered immutable head versions per task, movable aliases with history,
+/// tags, removal and garbage collection, kept in the store's LMDB environment (tables `registry`,
+/// `aliases`, `tags`; key layout in `RegistryKeys` and `schemas/registry-format.md`).
+///
+/// Every change is one LMDB write transaction, so concurrent writers (threads or processes) are
+/// serialised and none of their updates is lost.
+public final class Registry: Sendable {
+    /// The store holding the registry.
+    public let store: FeatureStore
+    let heads: LMDBTable
+    let aliasTable: LMDBTable
+    let tagTable: LMDBTable
+
+    /// Opens the registry of `store`.
+    public init(store: FeatureStore) {
+        self.store = store
+        heads = store.environment.table("registry")
+        aliasTable = store.environment.table("aliases")
+        tagTable = store.environment.table("tags")
+    }
+
+    static func now(_ date: Date = Date()) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+
+    static let actor: String = {
+        let env = ProcessInfo.processInfo.environment
+        return "\(env["USER"] ?? env["LOGNAME"] ?? "unknown")@\(ProcessInfo.processInfo.hostName) pid \(getpid())"
+    }()
+
+    // MARK: Register
+
+    /// Registers `draft` as the next version of its task, atomically: the version number is taken
+    /// inside the write transaction, so two concurrent registrations get distinct numbers.
+    public func register(_ draft: HeadDraft, createdAt: Date = Date()) throws -> HeadRecord {
+        try draft.validate()
+        for (key, value) in draft.tags {
+            try Naming.checkTagKey(key)
+            try Naming.checkTagValue(value)
+        }
+        let created = Self.now(createdAt)
+        let body = try CanonicalJSON.encode(HeadBody(selection: draft.selection, normalization: draft.normalization, weights: draft.weights,
+                                                     bias: draft.bias, cvCurves: draft.cvCurves, testMetrics: draft.testMetrics))
+        return try store.environment.write { txn in
+            let prefix = RegistryKeys.task(draft.task)
+            let version = try txn.lastKey(heads, prefix: prefix).map { key in
+                key.withUnsafeBytes { RegistryKeys.readU32($0, prefix.count) } + 1
+            } ?? 1
+            let record = HeadRecord(task: draft.task, version: version, createdAt: created, classNames: draft.classNames,
+                                    selection: draft.selection, normalization: draft.normalization, weights: draft.weights,
+                                    bias: draft.bias, hyperParameters: draft.hyperParameters, metrics: draft.metrics,
+                                    cvCurves: draft.cvCurves, testMetrics: draft.testMetrics, lineage: draft.lineage)
+            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.summaryPart), try CanonicalJSON.encode(record.summary))
+            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.bodyPart), body)
+            for (key, value) in draft.tags { try putTag(txn, draft.task, version, key, value) }
+            return record
+        }
+    }
+
+    // MARK: Resolve and read
+
+    /// Every task name with at least one version (live or removed), sorted.
+    public func tasks() throws -> [String] {
+        try store.environment.read { txn in try taskNames(txn) }
+    }
+
+    func taskNames(_ txn: borrowing LMDBTransaction) throws -> [String] {
+        var names: [String] = []
+        var start: [UInt8]? = nil
+        // Skip from one task to the next: position after "task\0\xFF..." with a range seek.
+        while true {
+            var found: String?
+            try txn.scan(heads, prefix: [], from: start) { key, _ in
+                if let zero = key.firstIndex(of: 0) { found = String(decoding: key[..<zero], as: UTF8.self) }
+                return false
+            }
+            guard let name = found else { break }
+            names.append(name)
+            start = Array(name.utf8) + [1]
+        }
+        return names
+    }
+
+    /// Live versions of `task`, ascending, and removed ones.
+    func versions(_ txn: borrowing LMDBTransaction, _ task: String) throws -> (live: [Int], removed: [Int]) {
+        var live: [Int] = [], removed: [Int] = []
+        let prefix = RegistryKeys.task(task)
+        try txn.scan(heads, prefix: prefix) { key, value in
+            guard key.count == prefix.count + 5, key[prefix.count + 4] == RegistryKeys.summaryPart else { return true }
+            let version = RegistryKeys.readU32(key, prefix.count)
+            if Self.isTombstone(value) { removed.append(version) } else { live.append(version) }
+            return true
+        }
+        return (live, removed)
+    }
+
+    /// Whether a summary-part value is a tombstone. Canonical JSON sorts keys, and `removedAt` is
+    /// the first key of a tombstone while a summary starts with `classNames`.
+    static func isTombstone(_ value: UnsafeRawBufferPointer) -> Bool {
+        let marker = tombstoneMarker
+        return value.count >= marker.count && zip(value, marker).allSatisfy { $0 == $1 }
+    }
+
+    static let tombstoneMarker = Array("{\"removedAt\"".utf8)
+
+    /// The version `reference` selects (throws with a suggestion when it selects nothing).
+    public func resolve(_ reference: HeadReference) throws -> Int {
+        try store.environment.read { txn in try resolve(txn, reference) }
+    }
+
+    func resolve(_ txn: borrowing LMDBTransaction, _ reference: HeadReference) throws -> Int {
+        let (live, removed) = try versions(txn, reference.task)
+        if live.isEmpty && removed.isEmpty {
+            throw RegistryError.unknownTask(reference.task, suggestion: Text.nearest(reference.task, in: try taskNames(txn)))
+        }
+        switch reference.selector {
+        case .latest:
+            guard let last = live.last else { throw RegistryError.noVersions(task: reference.task) }
+            return last
+        case .version(let v):
+            if live.contains(v) { return v }
+            if removed.contains(v) { throw RegistryError.removedVersion(task: reference.task, version: v, available: live) }
+            throw RegistryError.unknownVersion(task: reference.task, version: v, available: live)
+        case .alias(let name):
+            guard let state = try aliasState(txn, reference.task, name) else {
+                let known = try aliasStates(txn, task: reference.task).map(\.alias)
+                throw RegistryError.unknownAlias(task: reference.task, alias: name, suggestion: Text.nearest(name, in: known), known: known)
+            }
+            if !live.contains(state.version) {
+                throw RegistryError.removedVersion(task: reference.task, version: state.version, available: live)
+            }
+            return state.version
+        }
+    }
+
+    /// The summary of the head `reference` selects.
+    public func summary(_ reference: HeadReference) throws -> HeadSummary {
+        try store.environment.read { txn in
+            let version = try resolve(txn, reference)
+            return try readSummary(txn, reference.task, version)
+        }
+    }
+
+    func readSummary(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int) throws -> HeadSummary {
+        let key = RegistryKeys.head(task, version, RegistryKeys.summaryPart)
+        guard let value = try txn.get(heads, key) else { throw RegistryError.unknownVersion(task: task, version: version, available: []) }
+        let summary = try CanonicalJSON.decode(HeadSummary.self, from: value)
+        guard summary.schema == "h2t.head/1" else { throw RegistryError.unsupportedRecord(key: "registry/\(task)@v\(version)", schema: summary.schema) }
+        return summary
+    }
+
+    /// The full record (weights, indices, curves) of the head `reference` selects.
+    public func head(_ reference: HeadReference) throws -> HeadRecord {
+        try store.environment.read { txn in
+            let version = try resolve(txn, reference)
+            let summary = try readSummary(txn, reference.task, version)
+            guard let value = try txn.get(heads, RegistryKeys.head(reference.task, version, RegistryKeys.bodyPart)) else {
+                throw RegistryError.invalidHead("registry/\(reference.task)@v\(version) has no body")
+            }
+            let body = try CanonicalJSON.decode(HeadBody.self, from: value)
+            guard body.schema == "h2t.head-body/1" else {
+                throw RegistryError.unsupportedRecord(key: "registry/\(reference.task)@v\(version)/body", schema: body.schema)
+            }
+            return HeadRecord(task: summary.task, version: summary.version, createdAt: summary.createdAt, classNames: summary.classNames,
+                              selection: body.selection, normalization: body.normalization, weights: body.weights, bias: body.bias,
+                              hyperParameters: summary.hyperParameters, metrics: summary.metrics, cvCurves: body.cvCurves,
+                              testMetrics: body.testMetrics, lineage: summary.lineage)
+        }
+    }
+
+    /// The full record of the head `text` (`NAME`, `NAME@vN`, `NAME@alias`) selects.
+    public func head(_ text: String) throws -> HeadRecord { try head(try HeadReference(parsing: text)) }
+
+    // MARK: List
+
+    /// Heads matching `filter`, with their tags and aliases, sorted as asked.
+    public func list(_ filter: HeadFilter = HeadFilter()) throws -> [HeadListing] {
+        if let sort = filter.sort, !HeadFilter.sortKeys.contains(sort) {
+            throw RegistryError.invalidName(kind: "sort key", name: sort, reason: "use one of \(HeadFilter.sortKeys.joined(separator: ", "))")
+        }
+        var listings: [HeadListing] = try store.environment.read { txn in
+            // Candidate heads from the tag index when a tag filter is given (no full scan).
+            var allowed: Set<String>? = nil
+            for (key, value) in filter.tags {
+                var hits = Set<String>()
+                try txn.scan(tagTable, prefix: RegistryKeys.tagIndexPrefix(key, value)) { k, _ in
+                    // ... | task | 00 | version u32
+                    let tail = k.count
+                    let version = RegistryKeys.readU32(k, tail - 4)
+                    var start = tail - 5
+                    while start > 0, k[start - 1] != 0 { start -= 1 }
+                    hits.insert("\(String(decoding: k[start..<(tail - 5)], as: UTF8.self))@v\(version)")
+                    return true
+                }
+                allowed = allowed.map { $0.intersection(hits) } ?? hits
+            }
+            var aliasesByHead: [String: [String]] = [:]
+            for state in try aliasStates(txn, task: filter.task) { aliasesByHead["\(state.task)@v\(state.version)", default: []].append(state.alias) }
+            if let alias = filter.alias {
+                let hits = Set(aliasesByHead.filter { $0.value.contains(alias) }.keys)
+                allowed = allowed.map { $0.intersection(hits) } ?? hits
+            }
+            var out: [HeadListing] = []
+            let prefix = filter.task.map(RegistryKeys.task) ?? []
+            let decoder = JSONDecoder()
+            try txn.scan(heads, prefix: prefix) { key, value in
+                guard key.count >= 6, key[key.count - 1] == RegistryKeys.summaryPart, key[key.count - 6] == 0 else { return true }
+                let task = String(decoding: key[..<(key.count - 6)], as: UTF8.self)
+                let version = RegistryKeys.readU32(key, key.count - 5)
+                let ref = "\(task)@v\(version)"
+                if let allowed, !allowed.contains(ref) { return true }
+                if Self.isTombstone(value) { return true }
+                let summary = try decoder.decode(HeadSummary.self, from: Data(value))
+                out.append(HeadListing(summary: summary, tags: [:], aliases: (aliasesByHead[ref] ?? []).sorted()))
+                return true
+            }
+            // Tags of the listed heads.
+            var tagsByHead: [String: [String: String]] = [:]
+            if !out.isEmpty {
+                try txn.scan(tagTable, prefix: [UInt8(ascii: "h")] + prefix) { _, value in
+                    let tag = try decoder.decode(StoredTag.self, from: Data(value))
+                    tagsByHead["\(tag.task)@v\(tag.version)", default: [:]][tag.key] = tag.value
+                    return true
+                }
+            }
+            for i in out.indices { out[i].tags = tagsByHead[out[i].summary.reference] ?? [:] }
+            return out
+        }
+        if filter.latestOnly {
+            var latest: [String: Int] = [:]
+            for (i, l) in listings.enumerated() where (latest[l.summary.task].map { listings[$0].summary.version < l.summary.version } ?? true) {
+                latest[l.summary.task] = i
+            }
+            listings = latest.values.sorted().map { listings[$0] }
+        }
+        func metric(_ l: HeadListing) -> Double {
+            let m = l.summary.metrics
+            switch filter.sort {
+            case "test_accuracy": return m.head.testAccuracy ?? -1
+            case "cv_accuracy": return m.head.cvAccuracy
+            case "gain_vs_probe":
+                if let t = m.head.testAccuracy, let p = m.linearProbe?.testAccuracy { return t - p }
+                return m.linearProbe.map { m.head.cvAccuracy - $0.cvAccuracy } ?? -1
+            case "kept_features": return -Double(l.summary.inputCount)
+            case "version": return Double(l.summary.version)
+            default: return 0
+            }
+        }
+        switch filter.sort {
+        case nil, "task": break
+        case "created": listings.sort { $0.summary.createdAt > $1.summary.createdAt }
+        default:
+            let keys = listings.map(metric)
+            listings = zip(keys, listings).enumerated().sorted { a, b in
+                a.element.0 != b.element.0 ? a.element.0 > b.element.0 : a.offset < b.offset
+            }.map(\.element.1)
+        }
+        return listings
+    }
+
+    // MARK: Aliases
+
+    func aliasState(_ txn: borrowing LMDBTransaction, _ task: String, _ alias: String) throws -> AliasState? {
+        try txn.get(aliasTable, RegistryKeys.aliasCurrent(task, alias)).map { try CanonicalJSON.decode(AliasState.self, from: $0) }
+    }
+
+    func aliasStates(_ txn: borrowing LMDBTransaction, task: String?) throws -> [AliasState] {
+        var out: [AliasState] = []
+        try txn.scan(aliasTable, prefix: RegistryKeys.aliasCurrentPrefix(task)) { _, value in
+            out.append(try CanonicalJSON.decode(AliasState.self, from: value))
+            return true
+        }
+        return out
+    }
+
+    /// Current aliases (of one task, or all), sorted by task and name.
+    public func aliases(task: String? = nil) throws -> [AliasState] {
+        try store.environment.read { txn in try aliasStates(txn, task: task) }
+    }
+
+    /// The history of `task@alias`, oldest first.
+    public func aliasHistory(task: String, alias: String) throws -> [AliasEvent] {
+        try store.environment.read { txn in
+            var out: [AliasEvent] = []
+            try txn.scan(aliasTable, prefix: RegistryKeys.aliasHistoryPrefix(task, alias)) { _, value in
+                out.append(try CanonicalJSON.decode(AliasEvent.self, from: value))
+                return true
+            }
+            return out
+        }
+    }
+
+    /// Points `alias` of `target.task` at the version `target` selects (it must be live), in one
+    /// write transaction that also appends the move to the alias's history.
+    @discardableResult
+    public func setAlias(_ alias: String, to target: HeadReference) throws -> AliasEvent {
+        try Naming.checkAlias(alias)
+        return try store.environment.write { txn in
+            let version = try resolve(txn, target)
+            return try moveAlias(txn, task: target.task, alias: alias, to: version)
+        }
+    }
+
+    /// Deletes `alias` of `task` (the deletion is recorded in its history).
+    @discardableResult
+    public func deleteAlias(_ alias: String, task: String) throws -> AliasEvent {
+        try Naming.checkAlias(alias)
+        return try store.environment.write { txn in
+            guard try aliasState(txn, task, alias) != nil else {
+                _ = try resolve(txn, HeadReference(task: task)) // unknown task: say so first
+                let known = try aliasStates(txn, task: task).map(\.alias)
+                throw RegistryError.unknownAlias(task: task, alias: alias, suggestion: Text.nearest(alias, in: known), known: known)
+            }
+            return try moveAlias(txn, task: task, alias: alias, to: nil)
+        }
+    }
+
+    private func moveAlias(_ txn: borrowing LMDBTransaction, task: String, alias: String, to version: Int?) throws -> AliasEvent {
+        let previous = try aliasState(txn, task, alias)
+        let historyPrefix = RegistryKeys.aliasHistoryPrefix(task, alias)
+        let seq = try txn.lastKey(aliasTable, prefix: historyPrefix).map { key in
+            key.withUnsafeBytes { RegistryKeys.readU32($0, historyPrefix.count) } + 1
+        } ?? 1
+        let at = Self.now()
+        let event = AliasEvent(task: task, alias: alias, seq: seq, from: previous?.version, to: version, at: at, actor: Self.actor)
+        try txn.put(aliasTable, RegistryKeys.aliasHistory(task, alias, seq: seq), try CanonicalJSON.encode(event))
+        if let version {
+            try txn.put(aliasTable, RegistryKeys.aliasCurrent(task, alias),
+                        try CanonicalJSON.encode(AliasState(task: task, alias: alias, version: version, seq: seq, updatedAt: at)))
+        } else {
+            try txn.delete(aliasTable, RegistryKeys.aliasCurrent(task, alias))
+        }
+        return event
+    }
+
+    // MARK: Tags
+
+    struct StoredTag: Codable {
+        var schema = "h2t.tag/1"
+        var task: String
+        var version: Int
+        var key: String
+        var value: String
+    }
+
+    private func putTag(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int, _ key: String, _ value: String) throws {
+        let headKey = RegistryKeys.tag(task, version, key)
+        if let old = try txn.get(tagTable, headKey) {
+            let previous = try CanonicalJSON.decode(StoredTag.self, from: old)
+            try txn.delete(tagTable, RegistryKeys.tagIndex(key, previous.value, task, version))
+        }
+        try txn.put(tagTable, headKey, try CanonicalJSON.encode(StoredTag(task: task, version: version, key: key, value: value)))
+        try txn.put(tagTable, RegistryKeys.tagIndex(key, value, task, version), [])
+    }
+
+    private func deleteTag(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int, _ key: String) throws -> Bool {
+        let headKey = RegistryKeys.tag(task, version, key)
+        guard let old = try txn.get(tagTable, headKey) else { return false }
+        let previous = try CanonicalJSON.decode(StoredTag.self, from: old)
+        try txn.delete(tagTable, RegistryKeys.tagIndex(key, previous.value, task, version))
+        try txn.delete(tagTable, headKey)
+        return true
+    }
+
+    private func tagsOf(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int) throws -> [String: String] {
+        var out: [String: String] = [:]
+        try txn.scan(tagTable, prefix: RegistryKeys.tagsOfHead(task, version)) { _, value in
+            let tag = try CanonicalJSON.decode(StoredTag.self, from: value)
+            out[tag.key] = tag.value
+            return true
+        }
+        return out
+    }
+
+    /// Sets tags on a head (replacing values of existing keys) and removes `remove` keys; returns
+    /// the head's version and its tags afterwards.
+    @discardableResult
+    public func tag(_ reference: HeadReference, set: [String: String] = [:], remove: [String] = []) throws -> (version: Int, tags: [String: String]) {
+        for (key, value) in set {
+            try Naming.checkTagKey(key)
+            try Naming.checkTagValue(value)
+        }
+        return try store.environment.write { txn in
+            let version = try resolve(txn, reference)
+            for key in remove { _ = try deleteTag(txn, reference.task, version, key) }
+            for (key, value) in set.sorted(by: { $0.key < $1.key }) { try putTag(txn, reference.task, version, key, value) }
+            return (version, try tagsOf(txn, reference.task, version))
+        }
+    }
+
+    /// Tags of the head `reference` selects.
+    public func tags(_ reference: HeadReference) throws -> [String: String] {
+        try store.environment.read { txn in
+            let version = try resolve(txn, reference)
+            return try tagsOf(txn, reference.task, version)
+        }
+    }
+
+    // MARK: Remove
+
+    /// Removes one version: its weights go, a tombstone keeps its number from being reused.
+    /// Refuses when an alias points to it (the alias would be orphaned).
+    @discardableResult
+    public func remove(_ reference: HeadReference) throws -> HeadSummary {
+        try store.environment.write { txn in
+            let version = try resolve(txn, reference)
+            let pointing = try aliasStates(txn, task: reference.task).filter { $0.version == version }.map(\.alias)
+            guard pointing.isEmpty else { throw RegistryError.aliasedVersion(task: reference.task, version: version, aliases: pointing) }
+            let summary = try readSummary(txn, reference.task, version)
+            for key in try tagsOf(txn, reference.task, version).keys { _ = try deleteTag(txn, reference.task, version, key) }
+            try txn.delete(heads, RegistryKeys.head(reference.task, version, RegistryKeys.bodyPart))
+            try txn.put(heads, RegistryKeys.head(reference.task, version, RegistryKeys.summaryPart),
+                        try CanonicalJSON.encode(RemovedHead(task: reference.task, version: version, removedAt: Self.now())))
+            return summary
+        }
+    }
+}
