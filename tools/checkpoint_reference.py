@@ -256,6 +256,24 @@ def write_deflated_zip(path):
         z.writestr(info, b"\x80\x02}q\x00." * 8)
 
 
+def write_safetensors(path):
+    """A small safetensors weights file (header JSON, then little-endian data in header order)."""
+    tensors = [
+        ("conv.weight", "F32", [2, 2], struct.pack("<4f", 0.5, -1.5, 2.25, 3.0)),
+        ("conv.bias", "F16", [2], struct.pack("<2e", 0.125, -8.0)),
+        ("bn.num_batches_tracked", "I64", [], struct.pack("<q", 42)),
+        ("head.scale", "BF16", [1], struct.pack("<H", 0x3FC0)),  # 1.5
+    ]
+    header, data = {"__metadata__": {"format": "pt"}}, b""
+    for name, dtype, shape, raw in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)) + encoded + data)
+
+
 def make_fixtures(directory):
     classes, rebuild = install_fake_torch()
     FakeTensor.rebuild = rebuild
@@ -267,6 +285,7 @@ def make_fixtures(directory):
     write_zip_checkpoint(zipped, classes, state, storages)
     write_evil_zip(os.path.join(directory, "evil_os_system_zip.pth"), "/tmp/h2t-evil-pickle-marker-zip")
     write_deflated_zip(os.path.join(directory, "deflated_zip.pth"))
+    write_safetensors(os.path.join(directory, "tiny_weights.safetensors"))
     # The expected values come from reading the written files back with the reference reader.
     expected = read_checkpoint(legacy)
     assert read_checkpoint(zipped) == expected
