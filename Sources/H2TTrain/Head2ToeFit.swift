@@ -140,7 +140,10 @@ public enum Head2ToeFit {
         for s in sets.indices { for v in settings.solvers.indices { for f in 0..<settings.folds { tasks.append(.head2toe(set: s, solver: v, fold: f)) } } }
         for s in sets.indices { for f in 0..<settings.folds { tasks.append(.allFeatures(set: s, fold: f)) } }
         for f in 0..<settings.folds { tasks.append(.probe(fold: f)) }
-        let context = CVContext(sets: sets, labels: trainLabels, classCount: classCount, folds: folds,
+        // The all-features baseline works in kernel form on one Gram matrix per feature set,
+        // shared by its folds and its final fit (BLAS uses every core here).
+        let grams = sets.map { FinalHead.gramMatrix($0.train) }
+        let context = CVContext(sets: sets, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
         let results = try ParallelRunner.map(tasks, workers: settings.workers,
                                              singleThreadedBLAS: settings.singleThreadedBlasInWorkers) { task in
@@ -173,7 +176,8 @@ public enum Head2ToeFit {
         let allSet = sets.first { $0.name == bestAll.featureSet }!
         let allFeatures = try finalMethod(method: "all_features", set: allSet, columns: Array(0..<allSet.train.columnCount),
                                           renormalize: false, trainLabels: trainLabels, testLabels: testLabels,
-                                          classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy)
+                                          classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy,
+                                          gram: grams[sets.firstIndex { $0.name == allSet.name }!])
         let probeRow = table.first { $0.method == "linear_probe" }!
         let probeColumns = Array(sets[0].train.columns(ofTap: probeName)!)
         let probe = try finalMethod(method: "linear_probe", set: sets[0], columns: probeColumns, renormalize: true,
@@ -256,11 +260,12 @@ public enum Head2ToeFit {
 
     static func finalMethod(method: String, set: FeatureSetInput, columns: [Int], renormalize: Bool,
                             trainLabels: [Int], testLabels: [Int], classCount: Int, settings: FitSettings,
-                            cvAccuracy: Double) throws -> MethodResult {
+                            cvAccuracy: Double, gram: [Float]? = nil) throws -> MethodResult {
         let allTrain = Array(0..<set.train.rowCount)
         let isAll = columns.count == set.train.columnCount
         let train = isAll ? set.train : set.train.gathered(rows: allTrain, columns: columns, renormalize: renormalize)
-        let (head, report) = try FinalHead.fit(features: train, labels: trainLabels, classCount: classCount, settings: settings.head)
+        let (head, report) = try FinalHead.fit(features: train, labels: trainLabels, classCount: classCount,
+                                               settings: settings.head, gram: isAll ? gram : nil)
         var metrics: ClassificationMetrics?
         if let test = set.test {
             let testMatrix = isAll ? test : test.gathered(rows: Array(0..<test.rowCount), columns: columns, renormalize: renormalize)
@@ -310,6 +315,8 @@ struct CVTaskResult: Sendable {
 /// Everything a cross-validation task reads; immutable and shared by the workers.
 struct CVContext: Sendable {
     let sets: [FeatureSetInput]
+    /// `X Xᵀ` of each set's (normalised) training rows.
+    let grams: [[Float]]
     let labels: [Int]
     let classCount: Int
     let folds: [Int]
@@ -373,10 +380,22 @@ struct CVContext: Sendable {
             }
             return CVTaskResult(correct: correct, validated: validation.count, kept: kept)
         case let .allFeatures(set, fold):
+            // Kernel form on the shared Gram matrix: the fold's training block for the fit, the
+            // validation × training block for the predictions; no pass over the features at all.
             let (train, validation) = rows(fold: fold)
-            let columns = Array(0..<sets[set].train.columnCount)
-            let c = try evaluate(set: set, columns: columns, renormalize: false, train: train, validation: validation)
-            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[columns.count]])
+            let n = sets[set].train.rowCount, m = train.count
+            let gram = grams[set]
+            var block = [Float](repeating: 0, count: m * m)
+            for (i, ri) in train.enumerated() { for (j, rj) in train.enumerated() { block[i * m + j] = gram[ri * n + rj] } }
+            let (a, bias, _) = FinalHead.fitKernel(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
+                                                  settings: settings.head)
+            var cross = [Float](repeating: 0, count: validation.count * m)
+            for (i, ri) in validation.enumerated() { for (j, rj) in train.enumerated() { cross[i * m + j] = gram[ri * n + rj] } }
+            let z = KernelModel(gram: [], rowCount: 0, classCount: classCount, mu: 0)
+                .crossForward(cross: cross, rows: validation.count, coef: a, bias: bias)
+            let predictions = SoftmaxCrossEntropy.predictions(logits: z, rowCount: validation.count, classCount: classCount)
+            let c = zip(predictions, validation).filter { $0 == labels[$1] }.count
+            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[sets[set].train.columnCount]])
         case let .probe(fold):
             let (train, validation) = rows(fold: fold)
             let columns = Array(sets[0].train.columns(ofTap: probeTap)!)

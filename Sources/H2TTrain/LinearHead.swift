@@ -63,26 +63,25 @@ public struct HeadSettings: Codable, Sendable, Hashable {
 public enum FinalHead {
     /// Fits `W, b` on all rows of `features` with FISTA on mean cross-entropy + `μ/2‖W‖²`.
     ///
-    /// Uses the kernel form (Gram matrix of the rows) when there are more features than rows and
-    /// `μ > 0`, which runs the same iterates at `n²K` instead of `ndK` per product; otherwise the
-    /// primal form. `forceForm` exists for tests that check both forms agree.
+    /// Uses the kernel form (Gram matrix of the rows) when there are more features than rows,
+    /// which runs the same iterates at `n²K` instead of `ndK` per product (valid for any `μ ≥ 0`:
+    /// the iterates stay in the row space of `X`); otherwise the primal form. `forceKernel`
+    /// exists for tests that check both forms agree; `gram` (`n × n`, `X Xᵀ`) skips recomputing it.
     public static func fit(features: FeatureMatrix, labels: [Int], classCount k: Int,
-                           settings: HeadSettings = HeadSettings(), forceKernel: Bool? = nil) throws -> (head: LinearHead, report: SolverReport) {
+                           settings: HeadSettings = HeadSettings(), forceKernel: Bool? = nil,
+                           gram precomputed: [Float]? = nil) throws -> (head: LinearHead, report: SolverReport) {
         try settings.validate()
         guard labels.count == features.rowCount else {
             throw TrainError.shapeMismatch(what: "labels", expected: features.rowCount, actual: labels.count)
         }
         let n = features.rowCount, d = features.columnCount
         let y = labels.map { Int32($0) }
-        let useKernel = forceKernel ?? (d > n && settings.l2 > 0)
+        let useKernel = forceKernel ?? (d > n)
         if useKernel {
-            var gram = [Float](repeating: 0, count: n * n)
-            features.values.withUnsafeBufferPointer { px in
-                gram.withUnsafeMutableBufferPointer { pg in
-                    BLAS.sgemm(transB: true, m: n, n: n, k: d, a: px.baseAddress!, lda: d, b: px.baseAddress!, ldb: d,
-                               c: pg.baseAddress!, ldc: n)
-                }
+            if let precomputed, precomputed.count != n * n {
+                throw TrainError.shapeMismatch(what: "Gram matrix", expected: n * n, actual: precomputed.count)
             }
+            let gram = precomputed ?? gramMatrix(features)
             let (a, bias, report) = fitKernel(gram: gram, labels: y, classCount: k, settings: settings)
             let w = GroupLasso.fullGradient(features: features, rows: Array(0..<n), logitGradient: a, classCount: k)
             return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
@@ -95,6 +94,20 @@ public enum FinalHead {
         let report = ProximalGradient.minimize(model, labels: y, coef: &w, bias: &bias, lipschitz: &lipschitz,
                                                settings: settings.solver)
         return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
+    }
+
+    /// `X Xᵀ` (`n × n`) of a row-major matrix.
+    public static func gramMatrix(_ features: FeatureMatrix) -> [Float] {
+        let n = features.rowCount, d = features.columnCount
+        var gram = [Float](repeating: 0, count: n * n)
+        guard n > 0, d > 0 else { return gram }
+        features.values.withUnsafeBufferPointer { px in
+            gram.withUnsafeMutableBufferPointer { pg in
+                BLAS.sgemm(transB: true, m: n, n: n, k: d, a: px.baseAddress!, lda: d, b: px.baseAddress!, ldb: d,
+                           c: pg.baseAddress!, ldc: n)
+            }
+        }
+        return gram
     }
 
     /// Kernel-form FISTA on a Gram matrix of the training rows; returns the coefficients `A`

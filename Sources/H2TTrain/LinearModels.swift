@@ -156,6 +156,24 @@ struct KernelModel: LinearModel {
         return (out, newBias)
     }
 
+    /// Logits of other rows from their kernel values against the training rows (`rows × n`).
+    func crossForward(cross: [Float], rows: Int, coef: [Float], bias: [Float]) -> [Float] {
+        let n = coef.count / classCount, k = classCount
+        var z = [Float](repeating: 0, count: rows * k)
+        if rows > 0, n > 0 {
+            cross.withUnsafeBufferPointer { pc in
+                coef.withUnsafeBufferPointer { pa in
+                    z.withUnsafeMutableBufferPointer { pz in
+                        BLAS.sgemm(m: rows, n: k, k: n, a: pc.baseAddress!, lda: n, b: pa.baseAddress!, ldb: k,
+                                   c: pz.baseAddress!, ldc: k)
+                    }
+                }
+            }
+        }
+        for r in 0..<rows { for c in 0..<k { z[r * k + c] += bias[c] } }
+        return z
+    }
+
     /// `‖W‖² + ‖b‖² = ⟨A, G A⟩ + ‖b‖²`, with `G A = z − 1bᵀ`.
     func squaredNorm(coef: [Float], bias: [Float], z: [Float]) -> Double {
         let k = classCount
