@@ -1,0 +1,109 @@
+import Foundation
+import H2TCore
+import H2TPipeline
+import H2TRegistry
+import H2TStore
+import H2TTrain
+
+/// A fresh temporary directory per test, removed when released.
+final class ScratchDirectory {
+    let path: String
+
+    init() {
+        path = NSTemporaryDirectory() + "h2t-reg-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// SplitMix64 numbers for deterministic fixtures.
+struct FixtureRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
+}
+
+/// Writes a float32 safetensors file with string metadata.
+func writeActivations(_ path: String, tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String]) throws {
+    var header: [String: Any] = ["__metadata__": metadata]
+    var data = Data()
+    for tensor in tensors {
+        let start = data.count
+        tensor.values.withUnsafeBytes { data.append(contentsOf: $0) }
+        header[tensor.name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [start, data.count]]
+    }
+    let json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+    var out = Data()
+    var length = UInt64(json.count).littleEndian
+    withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+    out.append(json)
+    out.append(data)
+    try out.write(to: URL(fileURLWithPath: path))
+}
+
+/// A small external-activation store: three taps (a 4×4×4 map, a 16-vector, an 8-vector "logits"),
+/// three classes whose signal lives in the middle tap, a train and a test split.
+struct RegistryFixture {
+    static let classNames = ["ant", "bee", "cat"]
+    let directory = ScratchDirectory()
+    let store: FeatureStore
+    let featureSet: String
+    let registry: Registry
+
+    init(train: Int = 60, test: Int = 30, targetSize: Int = 16) throws {
+        store = try FeatureStore(path: directory.file("store"))
+        var ids: [String] = []
+        for (split, count, seed) in [("train", train, UInt64(1)), ("test", test, UInt64(2))] {
+            var random = FixtureRandom(state: seed)
+            var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
+            var labels: [String] = [], names: [String] = []
+            for e in 0..<count {
+                let label = e % 3
+                for _ in 0..<64 { conv.append(random.uniform()) }
+                for j in 0..<16 { mid.append(random.uniform() * 0.5 + (j % 3 == label ? 1.5 : 0)) }
+                for _ in 0..<8 { logits.append(random.uniform()) }
+                labels.append(Self.classNames[label])
+                names.append("\(split)-\(e)")
+            }
+            let path = directory.file("\(split).safetensors")
+            func jsonArray(_ items: [String]) -> String { "[" + items.map { "\"\($0)\"" }.joined(separator: ",") + "]" }
+            try writeActivations(path, tensors: [("conv", [count, 4, 4, 4], conv), ("mid", [count, 16], mid), ("logits", [count, 8], logits)],
+                                 metadata: ["example_ids": jsonArray(names), "labels": jsonArray(labels),
+                                            "class_names": jsonArray(Self.classNames)])
+            var options = ExternalIngestOptions(backboneName: "toy", dataset: "toys", split: split, targetSizes: [targetSize])
+            options.columnBlock = 16
+            options.segmentRows = 32
+            options.codec = .lossless
+            let summary = try ExternalIngest(store: store, options: options).run(paths: [path])
+            ids = summary.featureSets.map(\.id)
+        }
+        featureSet = ids[0]
+        registry = Registry(store: store)
+    }
+
+    /// A real (small) fit through the lead's pipeline.
+    func fit(seed: UInt64 = 0) throws -> FitOutcome {
+        let settings = FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, seed: seed, workers: 1)
+        return try FitPipeline.run(store: store, request: FitRequest(dataset: "toys", trainSplit: "train", testSplit: "test",
+                                                                     featureSets: [featureSet], settings: settings))
+    }
+
+    /// Registers a fitted head under `task`.
+    @discardableResult
+    func register(_ task: String, outcome: FitOutcome? = nil, tags: [String: String] = [:]) throws -> HeadRecord {
+        let fitted = try outcome ?? fit()
+        return try registry.register(task: task, report: fitted.report, classNames: fitted.classNames,
+                                     lineage: FitLineage(dataset: fitted.dataset, trainSplit: fitted.trainSplit, trainDigest: fitted.trainDigest,
+                                                         trainCount: fitted.trainCount, testSplit: fitted.testSplit, testDigest: fitted.testDigest),
+                                     tags: tags)
+    }
+}
