@@ -1,0 +1,173 @@
+import Foundation
+import H2TBackbone
+import H2TCore
+import H2TStore
+
+/// Runs a head on new images: the backbone runs only up to the deepest tap the head reads (early
+/// exit), only the taps the head reads are delivered, and only the kept pooled features are
+/// computed, each with exactly the arithmetic of `Head2ToePooling.pool` (same summation order),
+/// so they equal what ingest would have stored.
+public final class ImagePredictor: Sendable {
+    /// The head.
+    public let head: HeadRecord
+    /// The network (its architecture must be the head's backbone architecture).
+    public let network: BackboneNetwork
+    /// Input size the head's feature set was computed at.
+    public let inputHeight: Int, inputWidth: Int
+    /// The deepest tap the head reads, and how many taps the full network has.
+    public let deepestTap: String
+    public let deepestTapOrder: Int
+    public let tapCount: Int
+    let pooling: Head2ToePooling
+    let taps: [BackboneTap]
+
+    /// Prepares `head` (with its feature set manifest and backbone manifest from `registry`'s store)
+    /// on `network`. Fails when the head's backbone is not a built-in architecture, when `network`
+    /// is another architecture, or when the manifest's taps do not match the network's at any
+    /// input size.
+    public init(head: HeadRecord, registry: Registry, network: BackboneNetwork) throws {
+        let info = try registry.featureSet(of: head)
+        try registry.checkLayout(head, info)
+        let backbone = try registry.store.backbone(info.manifest.backbone)
+        guard let architecture = BackboneArchitecture(rawValue: backbone.architecture) else {
+            throw RegistryError.invalidInput("head \(head.reference) reads features of backbone '\(backbone.architecture)', which h2t-store cannot run; compute its activations where the backbone lives, ingest them, and predict on stored examples (--dataset/--split or --examples)")
+        }
+        guard architecture == network.architecture else {
+            throw RegistryError.invalidInput("head \(head.reference) needs backbone \(architecture.rawValue), not \(network.architecture.rawValue)")
+        }
+        // The input size is the one at which the network's taps reproduce the manifest's shapes.
+        guard let stem = backbone.taps.first, stem.shape.count == 3 else {
+            throw RegistryError.invalidInput("backbone \(info.manifest.backbone.prefix(12)) has no spatial first tap to infer the input size from")
+        }
+        var found: (Int, Int)?
+        search: for h in [2 * stem.shape[1], 2 * stem.shape[1] - 1] {
+            for w in [2 * stem.shape[2], 2 * stem.shape[2] - 1] {
+                let candidate = network.taps(height: h, width: w)
+                if candidate.map(\.name) == backbone.taps.map(\.name), candidate.map(\.shape) == backbone.taps.map(\.shape) {
+                    found = (h, w)
+                    break search
+                }
+            }
+        }
+        guard let (height, width) = found else {
+            throw RegistryError.invalidInput("the taps of backbone \(info.manifest.backbone.prefix(12)) do not match \(network.architecture.rawValue) at any input size")
+        }
+        self.head = head
+        self.network = network
+        inputHeight = height
+        inputWidth = width
+        taps = network.taps(height: height, width: width)
+        tapCount = taps.count
+        pooling = info.manifest.pooling
+        let deepest = head.selection.max { $0.order < $1.order }!
+        deepestTap = deepest.tap
+        deepestTapOrder = deepest.order
+    }
+
+    /// Converts decoded images (grayscale, replicated to RGB, or RGB) of exactly the head's input
+    /// size into a normalised `count × 3 × H × W` batch. Any other size or channel count is refused,
+    /// naming the image: the head's features were computed at one size, and resizing here would
+    /// silently change them.
+    public func batch(_ images: [DecodedImage], names: [String]) throws -> [Float] {
+        let norm = network.architecture.normalisation
+        let plane = inputHeight * inputWidth
+        var out = [Float](repeating: 0, count: images.count * 3 * plane)
+        for (n, image) in images.enumerated() {
+            let name = n < names.count ? names[n] : "image \(n)"
+            guard image.channels == 1 || image.channels == 3 else {
+                throw RegistryError.invalidInput("\(name): \(image.channels) channels; head \(head.reference) takes grayscale (1) or RGB (3) images")
+            }
+            guard image.height == inputHeight, image.width == inputWidth else {
+                throw RegistryError.invalidInput("\(name): image is \(image.width)×\(image.height); head \(head.reference) takes \(inputWidth)×\(inputHeight) images (the size its feature set was computed at)")
+            }
+            for c in 0..<3 {
+                let source = image.channels == 1 ? 0 : c
+                let scale = 1 / (255 * norm.std[c]), shift = norm.mean[c] / norm.std[c]
+                let base = (n * 3 + c) * plane
+                for p in 0..<plane { out[base + p] = Float(image.pixels[p * image.channels + source]) * scale - shift }
+            }
+        }
+        return out
+    }
+
+    /// The head's selected features (raw pooled values, selected-column order) of a preprocessed batch.
+    public func selectedFeatures(_ batch: [Float], count: Int, threads: Int = 2) throws -> [Float] {
+        let d = head.inputCount
+        var out = [Float](repeating: 0, count: count * d)
+        // Where each selected tap's kept features start in a row, by tap order.
+        var plan: [Int: (offset: Int, indices: [Int])] = [:]
+        var offset = 0
+        for tap in head.selection {
+            plan[tap.order] = (offset, tap.indices)
+            offset += tap.indices.count
+        }
+        let frozen = plan, rule = pooling
+        try out.withUnsafeMutableBufferPointer { buffer in
+            let target = SendablePointer(buffer.baseAddress!)
+            try network.run(batch, count: count, height: inputHeight, width: inputWidth,
+                            taps: .only(head.selection.map(\.tap)), threads: threads) { activations in
+                guard let entry = frozen[activations.tap.order] else { return }
+                let shape = activations.tap.shape
+                for i in 0..<activations.count {
+                    let row = target.pointer + (activations.firstExample + i) * d + entry.offset
+                    activations.withExample(i) { values in
+                        for (j, index) in entry.indices.enumerated() {
+                            row[j] = Self.pooledFeature(index, of: values, shape: shape, rule: rule)
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Predictions for decoded images.
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2) throws -> Predictions {
+        let applier = HeadApplier(head: head)
+        var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
+        var first = 0
+        while first < images.count {
+            let end = min(first + batchSize, images.count)
+            let chunkNames = Array(names[first..<end])
+            let input = try batch(Array(images[first..<end]), names: chunkNames)
+            let features = try selectedFeatures(input, count: end - first, threads: threads)
+            let part = try applier.apply(features, rows: end - first, inputs: chunkNames)
+            out.inputs += part.inputs
+            out.labels += part.labels
+            out.probabilities += part.probabilities
+            first = end
+        }
+        return out
+    }
+
+    /// Pooled feature `index` of one example's tap (`values`, channel-first), computed with the
+    /// same operations in the same order as `Head2ToePooling.pool`, so the result is bit-identical.
+    static func pooledFeature(_ index: Int, of values: UnsafeBufferPointer<Float>, shape: [Int], rule: Head2ToePooling) -> Float {
+        guard shape.count == 3 else { return values[index] }
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let plane = h * w
+        guard let p = rule.window(channels: c, width: w) else {
+            let base = index * plane
+            var sum: Float = 0
+            for i in 0..<plane { sum += values[base + i] }
+            return sum * (1 / Float(plane))
+        }
+        let oh = (h - p) / p + 1, ow = (w - p) / p + 1
+        let ch = index / (oh * ow), cell = index % (oh * ow)
+        let i = cell / ow, j = cell % ow
+        let base = ch * plane
+        var sum: Float = 0
+        for di in 0..<p {
+            let row = base + (i * p + di) * w + j * p
+            for dj in 0..<p { sum += values[row + dj] }
+        }
+        return sum * (1 / Float(p * p))
+    }
+}
+
+/// A raw pointer carried into the network's concurrent callback; workers write disjoint rows.
+struct SendablePointer: @unchecked Sendable {
+    // @unchecked Sendable: each worker writes only the rows of its own slice of the batch.
+    let pointer: UnsafeMutablePointer<Float>
+    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
+}

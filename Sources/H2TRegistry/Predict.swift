@@ -1,0 +1,155 @@
+import Foundation
+import H2TCore
+import H2TStore
+import H2TTrain
+
+/// Predicted classes and probabilities for a list of inputs.
+public struct Predictions: Sendable, Hashable, Codable {
+    /// Class names, in logit order.
+    public var classNames: [String]
+    /// An identifier per input (example id hex, file name or image index).
+    public var inputs: [String]
+    /// Predicted class index per input.
+    public var labels: [Int]
+    /// Softmax probabilities, `inputs.count × classNames.count`, row-major.
+    public var probabilities: [Float]
+
+    /// Probabilities of input `i`.
+    public func probabilities(of i: Int) -> ArraySlice<Float> {
+        probabilities[(i * classNames.count)..<((i + 1) * classNames.count)]
+    }
+}
+
+/// Accuracy of a head on a labelled split.
+public struct Evaluation: Sendable, Hashable, Codable {
+    /// The head (`NAME@vN`).
+    public var head: String
+    /// Dataset and split evaluated.
+    public var dataset: String
+    public var split: String
+    /// `splitDigest` of the split now, and whether it equals the head's test split digest.
+    public var splitDigest: String
+    public var sameAsRecordedTest: Bool
+    /// Metrics (classes in the head's order).
+    public var metrics: ClassificationMetrics
+    /// Class names.
+    public var classNames: [String]
+}
+
+/// Applies a registered head to a matrix of its selected features (raw, as stored or pooled):
+/// each tap's kept subset is scaled to unit L2, then `x W + b`, then softmax.
+public struct HeadApplier: Sendable {
+    /// The head.
+    public let head: HeadRecord
+    let linear: LinearHead
+    let subsetTaps: [TapRange]
+
+    /// Prepares `head` for application.
+    public init(head: HeadRecord) {
+        self.head = head
+        linear = LinearHead(inputCount: head.inputCount, classCount: head.classNames.count, weights: head.weights, bias: head.bias)
+        var offset = 0
+        var taps: [TapRange] = []
+        for tap in head.selection {
+            taps.append(TapRange(name: tap.tap, offset: offset, width: tap.indices.count))
+            offset += tap.indices.count
+        }
+        subsetTaps = taps
+    }
+
+    /// Predictions for `rows` rows of `values` (`rows × inputCount`, selected-column order).
+    public func apply(_ values: [Float], rows: Int, inputs: [String]) throws -> Predictions {
+        let d = head.inputCount, k = head.classNames.count
+        guard values.count == rows * d else { throw RegistryError.invalidInput("\(values.count) values for \(rows) rows × \(d) selected features") }
+        var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: subsetTaps)
+        matrix.normalizeTaps()
+        let logits = linear.logits(matrix)
+        var probabilities = [Float](repeating: 0, count: rows * k)
+        var labels = [Int](repeating: 0, count: rows)
+        for r in 0..<rows {
+            let row = logits[(r * k)..<((r + 1) * k)]
+            var best = row.startIndex
+            for i in row.indices where row[i] > row[best] { best = i }
+            labels[r] = best - row.startIndex
+            let top = row[best]
+            var sum: Float = 0
+            for (j, v) in row.enumerated() {
+                let e = expf(v - top)
+                probabilities[r * k + j] = e
+                sum += e
+            }
+            for j in 0..<k { probabilities[r * k + j] /= sum }
+        }
+        return Predictions(classNames: head.classNames, inputs: inputs, labels: labels, probabilities: probabilities)
+    }
+}
+
+extension Registry {
+    /// The feature set a head reads, or `missingFeatureSet` naming the backbone it needs.
+    public func featureSet(of head: HeadRecord) throws -> FeatureSetInfo {
+        do {
+            return try store.featureSet(head.lineage.featureSet)
+        } catch let error as StoreError {
+            guard case .unknownFeatureSet = error else { throw error }
+            throw RegistryError.missingFeatureSet(featureSet: head.lineage.featureSet, backbone: head.lineage.backbone,
+                                                  backboneDescription: "\(head.lineage.architecture), F_T \(head.hyperParameters.targetSize)")
+        }
+    }
+
+    /// Checks that the head's selection fits the feature set's layout (same tap names, offsets, widths).
+    func checkLayout(_ head: HeadRecord, _ info: FeatureSetInfo) throws {
+        for tap in head.selection {
+            guard tap.order < info.manifest.taps.count else { throw RegistryError.invalidHead("tap '\(tap.tap)' is beyond the feature set's taps") }
+            let stored = info.manifest.taps[tap.order]
+            guard stored.name == tap.tap, stored.offset == tap.offset, stored.width == tap.width else {
+                throw RegistryError.invalidHead("tap '\(tap.tap)' does not match feature set \(info.id.prefix(12)) (found '\(stored.name)' at \(stored.offset) width \(stored.width))")
+            }
+        }
+    }
+
+    /// Predicts stored examples, reading only the head's selected columns through the query layer,
+    /// in batches of `batchSize` examples (bounded memory).
+    public func predict(_ head: HeadRecord, examples: [ExampleID], batchSize: Int = 65_536) throws -> Predictions {
+        let info = try featureSet(of: head)
+        try checkLayout(head, info)
+        let applier = HeadApplier(head: head)
+        let columns = head.selectedIndices
+        var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
+        var first = 0
+        repeat {
+            let chunk = Array(examples[first..<min(first + batchSize, examples.count)])
+            let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns)
+            let part = try applier.apply(matrix.values, rows: matrix.rows, inputs: chunk.map(\.hex))
+            out.inputs += part.inputs
+            out.labels += part.labels
+            out.probabilities += part.probabilities
+            first += chunk.count
+        } while first < examples.count
+        return out
+    }
+
+    /// Predicts every example of a stored split (in split order); also returns the split's labels
+    /// mapped to the head's classes by name (`nil` where the dataset's class is not one of the head's).
+    public func predict(_ head: HeadRecord, dataset: String, split: String) throws -> (predictions: Predictions, labels: [Int?]) {
+        let manifest = try store.dataset(dataset)
+        let items = try store.split(dataset: dataset, split: split)
+        let index = Dictionary(uniqueKeysWithValues: head.classNames.enumerated().map { ($1, $0) })
+        let labels = items.labels.map { index[manifest.classNames[$0]] }
+        return (try predict(head, examples: items.examples), labels)
+    }
+
+    /// Accuracy, per-class accuracy and confusion matrix of `head` on a labelled split.
+    public func evaluate(_ head: HeadRecord, dataset: String, split: String) throws -> Evaluation {
+        let manifest = try store.dataset(dataset)
+        let (predictions, labels) = try predict(head, dataset: dataset, split: split)
+        if let i = labels.firstIndex(of: nil) {
+            let items = try store.split(dataset: dataset, split: split)
+            throw RegistryError.invalidInput("\(dataset)/\(split) has class '\(manifest.classNames[items.labels[i]])', which head \(head.reference) does not know (its classes: \(head.classNames.joined(separator: ", ")))")
+        }
+        let digest = try store.splitDigest(dataset: dataset, split: split)
+        return Evaluation(head: head.reference, dataset: dataset, split: split, splitDigest: digest,
+                          sameAsRecordedTest: head.lineage.test?.digest == digest && head.lineage.dataset == dataset,
+                          metrics: ClassificationMetrics(predictions: predictions.labels, labels: labels.map { $0! }, classCount: head.classNames.count),
+                          classNames: head.classNames)
+    }
+}
