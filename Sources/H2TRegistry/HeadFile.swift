@@ -1,0 +1,160 @@
+import Foundation
+import H2TCore
+import H2TStore
+import H2TTrain
+
+/// A self-contained head file: safetensors with the weights as a PyTorch `nn.Linear` state
+/// (`weight` `[K, d]`, `bias` `[K]`), the selected feature indices, and the whole record (lineage,
+/// metrics, curves) as JSON in `__metadata__["h2t.head"]` (format `h2t.head-file/1`,
+/// `schemas/head-file.schema.json`).
+///
+/// Tensors:
+/// - `weight` F32 `[K, d]`, `bias` F32 `[K]`: `logits = x @ weight.T + bias`;
+/// - `selected_indices` I64 `[d]`: global columns of the feature set, ascending (the order of `x`);
+/// - `selected_tap` I64 `[d]`: tap order (position in the feature set's tap list) of each input;
+///   inputs with the same value form one normalisation group;
+/// - `selected_local` I64 `[d]`: index of each input inside its tap.
+/// Before `weight`, each group of `x` is scaled to unit L2 norm per example (zero stays zero).
+public enum HeadFile {
+    /// The metadata format tag.
+    public static let format = "h2t.head-file/1"
+
+    /// What the JSON metadata holds: the record without the tensors.
+    struct Metadata: Codable {
+        var format: String
+        var task: String
+        var version: Int
+        var createdAt: String
+        var classNames: [String]
+        var selection: [TapIndices]
+        var normalization: NormalizationRule
+        var hyperParameters: HyperParameters
+        var metrics: HeadMetrics
+        var cvCurves: [CVPoint]
+        var testMetrics: [String: ClassificationMetrics]
+        var lineage: HeadLineage
+        var tags: [String: String]
+    }
+
+    /// Writes `head` (with `tags`) to `path`.
+    public static func write(_ head: HeadRecord, tags: [String: String] = [:], to path: String) throws {
+        let d = head.inputCount, k = head.classNames.count
+        var transposed = [Float](repeating: 0, count: d * k)
+        for i in 0..<d { for c in 0..<k { transposed[c * d + i] = head.weights[i * k + c] } }
+        let indices = head.selectedIndices.map(Int64.init)
+        let tapOrder = head.selection.flatMap { tap in tap.indices.map { _ in Int64(tap.order) } }
+        let local = head.selection.flatMap { $0.indices.map(Int64.init) }
+        let metadata = Metadata(format: format, task: head.task, version: head.version, createdAt: head.createdAt, classNames: head.classNames,
+                                selection: head.selection, normalization: head.normalization, hyperParameters: head.hyperParameters,
+                                metrics: head.metrics, cvCurves: head.cvCurves, testMetrics: head.testMetrics, lineage: head.lineage, tags: tags)
+        let json = String(decoding: try CanonicalJSON.encode(metadata), as: UTF8.self)
+        var data: [UInt8] = []
+        var entries: [(String, String, [Int], Int, Int)] = []
+        func add(_ name: String, _ dtype: String, _ shape: [Int], _ bytes: [UInt8]) {
+            entries.append((name, dtype, shape, data.count, data.count + bytes.count))
+            data += bytes
+        }
+        add("weight", "F32", [k, d], transposed.withUnsafeBytes { Array($0) })
+        add("bias", "F32", [k], head.bias.withUnsafeBytes { Array($0) })
+        add("selected_indices", "I64", [d], indices.withUnsafeBytes { Array($0) })
+        add("selected_tap", "I64", [d], tapOrder.withUnsafeBytes { Array($0) })
+        add("selected_local", "I64", [d], local.withUnsafeBytes { Array($0) })
+        var header: [String: HeaderValue] = ["__metadata__": .metadata(["h2t.head": json, "format": format])]
+        for (name, dtype, shape, start, end) in entries { header[name] = .tensor(dtype: dtype, shape: shape, offsets: [start, end]) }
+        var headerBytes = try CanonicalJSON.encode(header)
+        while (8 + headerBytes.count) % 8 != 0 { headerBytes.append(0x20) }
+        var out = [UInt8]()
+        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { out += $0 }
+        out += headerBytes
+        out += data
+        guard FileManager.default.createFile(atPath: path, contents: Data(out)) else {
+            throw RegistryError.invalidHeadFile(path: path, reason: "cannot write the file")
+        }
+    }
+
+    enum HeaderValue: Encodable {
+        case tensor(dtype: String, shape: [Int], offsets: [Int])
+        case metadata([String: String])
+
+        enum Keys: String, CodingKey { case dtype, shape, data_offsets }
+
+        func encode(to encoder: any Encoder) throws {
+            switch self {
+            case let .tensor(dtype, shape, offsets):
+                var c = encoder.container(keyedBy: Keys.self)
+                try c.encode(dtype, forKey: .dtype)
+                try c.encode(shape, forKey: .shape)
+                try c.encode(offsets, forKey: .data_offsets)
+            case let .metadata(map):
+                var c = encoder.singleValueContainer()
+                try c.encode(map)
+            }
+        }
+    }
+
+    /// Reads a head file back into a record (its version is the exporter's) and its tags; checks
+    /// that tensors and metadata agree.
+    public static func read(_ path: String) throws -> (head: HeadRecord, tags: [String: String]) {
+        let file: SafetensorsFile
+        do { file = try SafetensorsFile(path: path) } catch { throw RegistryError.invalidHeadFile(path: path, reason: "\(error)") }
+        guard let json = file.metadata["h2t.head"] else {
+            throw RegistryError.invalidHeadFile(path: path, reason: "no __metadata__[\"h2t.head\"] (not written by h2t-store export)")
+        }
+        let meta: Metadata
+        do { meta = try CanonicalJSON.decode(Metadata.self, from: Array(json.utf8)) } catch {
+            throw RegistryError.invalidHeadFile(path: path, reason: "metadata is not a head record: \(error)")
+        }
+        guard meta.format == format else { throw RegistryError.invalidHeadFile(path: path, reason: "format '\(meta.format)', this h2t-store reads \(format)") }
+        let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.entry.name, $0) })
+        let d = meta.selection.reduce(0) { $0 + $1.indices.count }, k = meta.classNames.count
+        guard let weight = tensors["weight"], weight.entry.dtype.isFloat, weight.entry.shape == [k, d] else {
+            throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'weight' must be a float [\(k), \(d)] tensor")
+        }
+        guard let bias = tensors["bias"], bias.entry.dtype.isFloat, bias.entry.shape == [k] else {
+            throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'bias' must be a float [\(k)] tensor")
+        }
+        var w = [Float](repeating: 0, count: k * d), b = [Float](repeating: 0, count: k)
+        w.withUnsafeMutableBufferPointer { weight.readRows(0, count: k, into: $0.baseAddress!) }
+        b.withUnsafeMutableBufferPointer { bias.readRows(0, count: k, into: $0.baseAddress!) }
+        var weights = [Float](repeating: 0, count: d * k)
+        for c in 0..<k { for i in 0..<d { weights[i * k + c] = w[c * d + i] } }
+        let expected = meta.selection.flatMap { tap in tap.indices.map { tap.offset + $0 } }
+        if let indices = tensors["selected_indices"], indices.entry.shape == [d] {
+            guard indices.integers() == expected else {
+                throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'selected_indices' disagrees with the metadata's per-tap selection")
+            }
+        } else {
+            throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'selected_indices' must be an integer [\(d)] tensor")
+        }
+        let head = HeadRecord(task: meta.task, version: meta.version, createdAt: meta.createdAt, classNames: meta.classNames,
+                              selection: meta.selection, normalization: meta.normalization, weights: weights, bias: b,
+                              hyperParameters: meta.hyperParameters, metrics: meta.metrics, cvCurves: meta.cvCurves,
+                              testMetrics: meta.testMetrics, lineage: meta.lineage)
+        do { try head.draft.validate() } catch { throw RegistryError.invalidHeadFile(path: path, reason: error.description) }
+        return (head, meta.tags)
+    }
+}
+
+extension Registry {
+    /// Exports the head `reference` selects, with its tags, to a head file.
+    @discardableResult
+    public func export(_ reference: HeadReference, to path: String) throws -> HeadRecord {
+        let record = try head(reference)
+        try HeadFile.write(record, tags: try tags(reference), to: path)
+        return record
+    }
+
+    /// Imports a head file as the next version of `task` (default: the file's task). Refuses when
+    /// the store lacks the head's feature set, naming the backbone and feature set it needs, or
+    /// when the feature set's layout differs from the head's.
+    @discardableResult
+    public func importHead(from path: String, as task: String? = nil) throws -> HeadRecord {
+        let (head, tags) = try HeadFile.read(path)
+        let info = try featureSet(of: head)
+        try checkLayout(head, info)
+        var draft = head.draft
+        draft.task = task ?? head.task
+        draft.tags = tags
+        return try register(draft)
+    }
+}
