@@ -24,38 +24,44 @@ enum TrainBench {
         let test = try FeatureMatrix(rowCount: testRows, columnCount: d, values: Array(data.features.values[(rows * d)...]),
                                      taps: data.features.taps)
         let trainLabels = Array(data.labels[0..<rows]), testLabels = Array(data.labels[rows...])
-        print("h2t-bench train: N=\(rows) (+\(testRows) test) D=\(d) K=10, 300 planted columns, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        say("h2t-bench train: N=\(rows) (+\(testRows) test) D=\(d) K=10, 300 planted columns, \(ProcessInfo.processInfo.activeProcessorCount) cores")
 
         // One fit with fixed hyper-parameters.
         var fitTimes: [Double] = []
         var recovered = 0, kept: [Int] = []
+        var fitCPU: [Double] = []
         for _ in 0..<repeats {
             let start = Date()
+            let cpuStart = cpuSeconds()
             var x = train
             x.normalizeTaps()
             let lmax = GroupLasso.lambdaMax(features: x, labels: trainLabels, classCount: 10)
             let solution = try GroupLasso.path(features: x, labels: trainLabels, classCount: 10, lambdas: [0.25 * lmax])[0]
             kept = solution.selection(fraction: 0.01)
             let matrix = x.gathered(rows: Array(0..<rows), columns: kept, renormalize: true)
-            _ = try FinalHead.fit(features: matrix, labels: trainLabels, classCount: 10)
+            let head = try FinalHead.fit(features: matrix, labels: trainLabels, classCount: 10)
             fitTimes.append(Date().timeIntervalSince(start))
+            fitCPU.append(cpuSeconds() - cpuStart)
             recovered = Set(kept).intersection(data.informative).count
-            print("  fit: \(String(format: "%.3f", fitTimes.last!)) s, group lasso \(solution.report.outerIterations) full passes, \(solution.report.iterations) FISTA iterations, \(solution.report.activeRows) non-zero rows")
+            say("  fit: \(String(format: "%.3f", fitTimes.last!)) s, group lasso \(solution.report.outerIterations) full passes, \(solution.report.iterations) FISTA iterations, \(solution.report.activeRows) non-zero rows; head \(head.report.iterations) iterations, converged \(head.report.converged)")
         }
-        print("  planted columns in the 1% kept: \(recovered) of \(kept.count) kept (300 planted)")
+        say("  planted columns in the 1% kept: \(recovered) of \(kept.count) kept (300 planted)")
 
         // The default CV sweep.
         var sweepTimes: [Double] = []
         var report: FitReport?
+        var sweepCPU: [Double] = []
         for _ in 0..<(quick ? 1 : 2) {
             let start = Date()
+            let cpuStart = cpuSeconds()
             report = try Head2ToeFit.run(featureSets: [FeatureSetInput(name: "synthetic", train: train, test: test)],
                                          trainLabels: trainLabels, testLabels: testLabels, classCount: 10)
             sweepTimes.append(Date().timeIntervalSince(start))
-            print("  sweep: \(String(format: "%.2f", sweepTimes.last!)) s (cv \(String(format: "%.2f", report!.timings.crossValidation)) s, final \(String(format: "%.2f", report!.timings.final)) s)")
+            sweepCPU.append(cpuSeconds() - cpuStart)
+            say("  sweep: \(String(format: "%.2f", sweepTimes.last!)) s (cv \(String(format: "%.2f", report!.timings.crossValidation)) s, final \(String(format: "%.2f", report!.timings.final)) s)")
         }
         let r = report!
-        print("  accuracy (cv / test): head2toe \(fmt(r.head2toe.cvAccuracy)) / \(fmt(r.head2toe.testAccuracy!)) (fraction \(r.head2toe.fraction!), λ \(r.head2toe.lambda!)·λmax), all features \(fmt(r.allFeatures.cvAccuracy)) / \(fmt(r.allFeatures.testAccuracy!)), probe \(fmt(r.linearProbe.cvAccuracy)) / \(fmt(r.linearProbe.testAccuracy!))")
+        say("  accuracy (cv / test): head2toe \(fmt(r.head2toe.cvAccuracy)) / \(fmt(r.head2toe.testAccuracy!)) (fraction \(r.head2toe.fraction!), λ \(r.head2toe.lambda!)·λmax), all features \(fmt(r.allFeatures.cvAccuracy)) / \(fmt(r.allFeatures.testAccuracy!)), probe \(fmt(r.linearProbe.cvAccuracy)) / \(fmt(r.linearProbe.testAccuracy!))")
 
         var studyRows: [(String, Double)] = []
         if blasStudy {
@@ -71,6 +77,7 @@ enum TrainBench {
         }
 
         var referenceFit: Double?, referenceSweep: Double?, referenceOverlap: Int?
+        var referenceFitCPU: Double?, referenceSweepCPU: Double?
         if !skipReference {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("h2t-bench-train-\(getpid())")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -87,24 +94,41 @@ enum TrainBench {
             try JSONSerialization.data(withJSONObject: meta).write(to: directory.appendingPathComponent("meta.json"))
             if let out = try python(["fit", directory.path]) {
                 referenceFit = out["seconds"] as? Double
+                referenceFitCPU = out["cpu_seconds"] as? Double
                 if let selected = out["selected"] as? [Int] { referenceOverlap = Set(selected).intersection(kept).count }
             }
             if let out = try python(["sweep", directory.path]) {
                 referenceSweep = out["seconds"] as? Double
+                referenceSweepCPU = out["cpu_seconds"] as? Double
                 if let cv = out["cv"] as? [String: Double] {
-                    print("  numpy sweep cv accuracy: all features \(fmt(cv["all"] ?? -1)), probe \(fmt(cv["probe"] ?? -1)), best head2toe \(fmt(cv.filter { $0.key.hasPrefix("(") }.values.max() ?? -1))")
+                    say("  numpy sweep cv accuracy: all features \(fmt(cv["all"] ?? -1)), probe \(fmt(cv["probe"] ?? -1)), best head2toe \(fmt(cv.filter { $0.key.hasPrefix("(") }.values.max() ?? -1))")
                 }
             }
         }
 
-        print("")
-        print("| benchmark | swift median (s) | numpy reference (s) | numpy / swift | target |")
-        print("|---|---|---|---|---|")
+        say("")
+        say("| benchmark | swift median wall (s) | swift median CPU (s) | numpy wall (s) | numpy CPU (s) | numpy / swift (wall) | target |")
+        say("|---|---|---|---|---|---|---|")
         let fitMedian = median(fitTimes), sweepMedian = median(sweepTimes)
-        print("| one fit (λ=0.25·λmax, 1% kept) | \(String(format: "%.3f", fitMedian)) | \(referenceFit.map { String(format: "%.2f", $0) } ?? "n/a") | \(referenceFit.map { String(format: "%.1fx", $0 / fitMedian) } ?? "n/a") | ≤ 3 s |")
-        print("| default CV sweep (5 folds × 3 λ × 4 fractions + baselines, final fits) | \(String(format: "%.2f", sweepMedian)) | \(referenceSweep.map { String(format: "%.1f", $0) } ?? "n/a") | \(referenceSweep.map { String(format: "%.1fx", $0 / sweepMedian) } ?? "n/a") | ≤ 120 s |")
-        for (label, seconds) in studyRows { print("| \(label) | \(String(format: "%.2f", seconds)) | | | |") }
-        if let overlap = referenceOverlap { print("\nselected-set agreement swift vs numpy (one fit): \(overlap) of \(kept.count)") }
+        func cell(_ v: Double?, _ digits: Int = 2) -> String { v.map { String(format: "%.\(digits)f", $0) } ?? "n/a" }
+        say("| one fit (λ=0.25·λmax, 1% kept) | \(cell(fitMedian, 3)) | \(cell(median(fitCPU))) | \(cell(referenceFit)) | \(cell(referenceFitCPU)) | \(referenceFit.map { String(format: "%.1fx", $0 / fitMedian) } ?? "n/a") | ≤ 3 s |")
+        say("| default CV sweep (5 folds × 3 λ × 4 fractions + baselines, final fits) | \(cell(sweepMedian)) | \(cell(median(sweepCPU))) | \(cell(referenceSweep, 1)) | \(cell(referenceSweepCPU, 1)) | \(referenceSweep.map { String(format: "%.1fx", $0 / sweepMedian) } ?? "n/a") | ≤ 120 s |")
+        for (label, seconds) in studyRows { say("| \(label) | \(cell(seconds)) | | | | | |") }
+        if let overlap = referenceOverlap { say("\nselected-set agreement swift vs numpy (one fit): \(overlap) of \(kept.count)") }
+    }
+
+    /// Unbuffered line output, so progress shows while the run goes on even when piped.
+    static func say(_ line: String = "") {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
+    /// CPU seconds (user + system) of this process so far: with `wall`, shows how much of the
+    /// machine the run actually had (it is shared).
+    static func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) * 1e-6
     }
 
     static func fmt(_ value: Double) -> String { String(format: "%.3f", value) }
@@ -128,7 +152,7 @@ enum TrainBench {
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            print("  numpy reference failed (exit \(process.terminationStatus)); is numpy installed?")
+            say("  numpy reference failed (exit \(process.terminationStatus)); is numpy installed?")
             return nil
         }
         return try JSONSerialization.jsonObject(with: output) as? [String: Any]
