@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import H2TBackbone
+import H2TRegistry
+import H2TStore
+
+/// `h2t-store predict REF`: labels and probabilities for stored examples or new images.
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Predict with a head: stored examples (--dataset/--split or --examples; only the selected columns are read) or new images (--images: an IDX file or a folder of PNG/JPEG; the backbone runs only up to the deepest tap the head uses).")
+
+    @Argument(help: "NAME, NAME@vN or NAME@alias.") var reference: String
+    @Option(name: .long, help: "Dataset of stored examples.") var dataset: String?
+    @Option(name: .long, help: "Split of --dataset.") var split: String?
+    @Option(name: .long, help: "Comma-separated example ids (64 hex digits) of stored examples.") var examples: String?
+    @Option(name: .long, help: "IDX images file or folder of PNG/JPEG images.") var images: String?
+    @Option(name: .long, help: "Output format: csv or json (--json implies json).") var format: String = "csv"
+    @Option(name: .long, help: "Write predictions here instead of stdout.") var out: String?
+    @Option(name: .long, help: "Artefact cache with the backbone weights (default $H2T_CACHE or ~/.cache/h2t-store).") var cache: String?
+
+    @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var output: OutputOptions
+
+    struct Output: Encodable {
+        var schema = "h2t.predict-output/1"
+        var head: String
+        var source: String
+        var classNames: [String]
+        var count: Int
+        var predictions: [Row]
+        struct Row: Encodable {
+            var input: String
+            var label: String
+            var labelIndex: Int
+            var probabilities: [Float]
+        }
+    }
+
+    func validate() throws {
+        let sources = [dataset != nil || split != nil, examples != nil, images != nil].filter { $0 }.count
+        guard sources == 1 else { throw ValidationError("give exactly one input: --dataset with --split, --examples, or --images") }
+        if (dataset == nil) != (split == nil) { throw ValidationError("--dataset and --split go together") }
+        guard format == "csv" || format == "json" else { throw ValidationError("--format must be csv or json") }
+    }
+
+    func run() throws {
+        let registry = try openRegistry(storeOptions)
+        let head = try registry.head(try parseReference(reference))
+        let predictions: Predictions
+        let source: String
+        if let dataset, let split {
+            predictions = try registry.predict(head, dataset: dataset, split: split).predictions
+            source = "\(dataset)/\(split)"
+        } else if let examples {
+            let ids = try examples.split(separator: ",").map { text -> ExampleID in
+                guard let id = ExampleID(hex: text.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("'\(text)' is not a 64-hex-digit example id") }
+                return id
+            }
+            predictions = try registry.predict(head, examples: ids)
+            source = "\(ids.count) stored examples"
+        } else {
+            let path = images!
+            let (decoded, names) = try loadImages(path)
+            let info = try registry.featureSet(of: head)
+            let backbone = try registry.store.backbone(info.manifest.backbone)
+            guard let architecture = BackboneArchitecture(rawValue: backbone.architecture) else {
+                throw ValidationError("head \(head.reference) reads features of backbone '\(backbone.architecture)', which h2t-store cannot run; ingest activations computed elsewhere and predict with --dataset/--split")
+            }
+            let network = try BackboneNetwork.load(architecture, from: ArtifactCache(explicitRoot: cache))
+            predictions = try ImagePredictor(head: head, registry: registry, network: network).predict(decoded, names: names)
+            source = path
+        }
+        let text: String
+        if output.json || format == "json" {
+            let rows = predictions.inputs.indices.map { i in
+                Output.Row(input: predictions.inputs[i], label: head.classNames[predictions.labels[i]], labelIndex: predictions.labels[i],
+                           probabilities: Array(predictions.probabilities(of: i)))
+            }
+            if out == nil { return try printJSON(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, predictions: rows)) }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            text = String(decoding: try encoder.encode(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, predictions: rows)), as: UTF8.self) + "\n"
+        } else {
+            var lines = ["input,label," + head.classNames.map { "p_" + csvField($0) }.joined(separator: ",")]
+            for i in predictions.inputs.indices {
+                lines.append(csvField(predictions.inputs[i]) + "," + csvField(head.classNames[predictions.labels[i]]) + ","
+                             + predictions.probabilities(of: i).map { String(format: "%.6g", $0) }.joined(separator: ","))
+            }
+            text = lines.joined(separator: "\n") + "\n"
+        }
+        if let out {
+            do { try text.write(toFile: out, atomically: true, encoding: .utf8) } catch { throw ValidationError("cannot write \(out): \(error.localizedDescription)") }
+            FileHandle.standardError.write(Data("wrote \(predictions.inputs.count) predictions of \(head.reference) to \(out)\n".utf8))
+        } else {
+            print(text, terminator: "")
+        }
+    }
+
+    func csvField(_ s: String) -> String {
+        s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+    }
+
+    /// An IDX images file, or the PNG/JPEG files of a folder in name order.
+    func loadImages(_ path: String) throws -> ([DecodedImage], [String]) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("\(path): no such file or folder") }
+        if isDirectory.boolValue {
+            let files = try FileManager.default.contentsOfDirectory(atPath: path).sorted().filter {
+                ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
+            }
+            guard !files.isEmpty else { throw ValidationError("\(path): no .png or .jpg files") }
+            return (try files.map { try ImageDecoder.decode(contentsOfFile: path + "/" + $0) }, files)
+        }
+        let stack = try IDX.readImages(path: path)
+        let name = (path as NSString).lastPathComponent
+        return ((0..<stack.count).map(stack.image), (0..<stack.count).map { "\(name)#\($0)" })
+    }
+}
