@@ -240,3 +240,52 @@ public struct NpyFile: Sendable {
         tensor = MappedTensor(entry: TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count), file: file)
     }
 }
+
+/// Writes safetensors files: tensors in the order given, little-endian, with string metadata.
+public struct SafetensorsWriter {
+    private var header: [String: Any] = [:]
+    private var data = Data()
+    private var order: [String] = []
+
+    /// Creates an empty file with `metadata` in `__metadata__`.
+    public init(metadata: [String: String] = [:]) {
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+    }
+
+    /// Appends a float32 tensor.
+    public mutating func add(_ name: String, shape: [Int], float32 values: [Float]) {
+        precondition(values.count == shape.reduce(1, *), "tensor \(name): \(values.count) values for shape \(shape)")
+        values.withUnsafeBytes { append(name, dtype: "F32", shape: shape, bytes: $0) }
+    }
+
+    /// Appends an int64 tensor.
+    public mutating func add(_ name: String, shape: [Int], int64 values: [Int64]) {
+        precondition(values.count == shape.reduce(1, *), "tensor \(name): \(values.count) values for shape \(shape)")
+        values.withUnsafeBytes { append(name, dtype: "I64", shape: shape, bytes: $0) }
+    }
+
+    /// Appends raw little-endian bytes under any safetensors dtype name.
+    public mutating func append(_ name: String, dtype: String, shape: [Int], bytes: UnsafeRawBufferPointer) {
+        let start = data.count
+        data.append(contentsOf: bytes)
+        header[name] = ["dtype": dtype, "shape": shape, "data_offsets": [start, data.count]] as [String: Any]
+        order.append(name)
+    }
+
+    /// The file's bytes (header padded with spaces to a multiple of 8, as the reference writer does).
+    public func bytes() throws -> Data {
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var out = Data()
+        var length = UInt64(json.count).littleEndian
+        withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
+        out.append(json)
+        out.append(data)
+        return out
+    }
+
+    /// Writes the file to `path`.
+    public func write(to path: String) throws {
+        try bytes().write(to: URL(fileURLWithPath: path))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 import H2TStore
 
 /// A fresh temporary directory per test, removed when the value is released.
@@ -37,24 +38,14 @@ struct ActivationGenerator {
     }
 }
 
-/// Writes a safetensors file: tensors in order, float32 unless raw bytes and a dtype are given.
+/// Writes a safetensors file: tensors in order, float32 unless another dtype name is given.
 func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int], values: [Float])],
                       metadata: [String: String] = [:], dtypeOverride: String? = nil) throws {
-    var header: [String: Any] = [:]
-    if !metadata.isEmpty { header["__metadata__"] = metadata }
-    var data = Data()
+    var writer = SafetensorsWriter(metadata: metadata)
     for tensor in tensors {
-        let start = data.count
-        tensor.values.withUnsafeBytes { data.append(contentsOf: $0) }
-        header[tensor.name] = ["dtype": dtypeOverride ?? "F32", "shape": tensor.shape, "data_offsets": [start, data.count]]
+        tensor.values.withUnsafeBytes { writer.append(tensor.name, dtype: dtypeOverride ?? "F32", shape: tensor.shape, bytes: $0) }
     }
-    let json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-    var out = Data()
-    var length = UInt64(json.count).littleEndian
-    withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
-    out.append(json)
-    out.append(data)
-    try out.write(to: URL(fileURLWithPath: path))
+    try writer.write(to: path)
 }
 
 /// A toy backbone: a spatial tap and a vector tap.

@@ -7,7 +7,7 @@ import CZstd
 /// Columns are grouped into *frames* of `frameWidth` columns, each stored column-major and split
 /// into byte planes (plane 0 = least significant byte); each plane is compressed on its own with
 /// zstd (or kept raw when that is not smaller), so reading a few columns decodes only their
-/// frames. Layout (little-endian), documented for other readers in `schemas/tile-format.md`:
+/// frames. Layout (little-endian), documented for other readers in `schemas/store-format.md` §5:
 ///
 /// ```
 /// 0   "H2TT"            magic

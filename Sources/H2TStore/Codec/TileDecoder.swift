@@ -45,6 +45,13 @@ public final class TileDecoder {
     public func decode(_ tile: UnsafeRawBufferPointer, columns: [ColumnPick], rows: [RowPick]? = nil,
                        into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
         let header = try TileHeader(parsing: tile)
+        // Picks outside the tile would read out of bounds: a tile that disagrees with its segment.
+        if let bad = columns.first(where: { $0.local < 0 || $0.local >= header.cols }) {
+            throw TileError.truncated("column \(bad.local) asked of a tile with \(header.cols) columns")
+        }
+        if let rows, let bad = rows.first(where: { $0.local < 0 || $0.local >= header.rows }) {
+            throw TileError.truncated("row \(bad.local) asked of a tile with \(header.rows) rows")
+        }
         var i = 0
         while i < columns.count {
             let frame = columns[i].local / header.frameWidth

@@ -210,7 +210,11 @@ public final class FeatureStore: Sendable {
     public func missing(_ ids: [ExampleID], in fsID: String) throws -> [Bool] {
         let prefix = Keys.fsPrefix(fsID)
         return try environment.read { txn in
-            try ids.map { try txn.get(rows, prefix + $0.bytes) == nil }
+            // A prefix or a mistyped id would silently report every example as missing.
+            guard try txn.get(featureSets, Array(fsID.utf8)) != nil else {
+                throw StoreError.unknownFeatureSet(fsID, known: [])
+            }
+            return try ids.map { try txn.get(rows, prefix + $0.bytes) == nil }
         }
     }
 

@@ -100,8 +100,12 @@ extension FeatureStore {
             return (segs, numbers)
         }
         let starts = segs.map(\.start)
+        let storedRows = segs.last.map { $0.start + $0.count } ?? 0
         var picksBySegment: [Int: [RowPick]] = [:]
         for (out, row) in rowNumbers.enumerated() {
+            guard row < storedRows else {
+                throw StoreError.inconsistent("example \(examples[out].hex.prefix(12)) maps to row \(row) of feature set \(info.id.prefix(12)), which stores \(storedRows) rows")
+            }
             var lo = 0, hi = starts.count - 1
             while lo < hi {
                 let mid = (lo + hi + 1) / 2

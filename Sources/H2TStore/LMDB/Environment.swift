@@ -124,7 +124,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             }
             tableHandles[name] = dbi
         }
-        try lmdbCall("mdb_txn_commit", path: path) { mdb_txn_commit(txn) }
+        try lmdbCall("mdb_txn_commit", path: path, whenInjected: { mdb_txn_abort(txn) }) { mdb_txn_commit(txn) }
     }
 
     /// The handle of a table named at open.
@@ -208,7 +208,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             throw error
         }
         // mdb_txn_commit frees the transaction even when it fails.
-        try lmdbCall("mdb_txn_commit", path: path) { mdb_txn_commit(txn) }
+        try lmdbCall("mdb_txn_commit", path: path, whenInjected: { mdb_txn_abort(txn) }) { mdb_txn_commit(txn) }
         return result
     }
 

@@ -53,9 +53,15 @@ import Synchronization
 
 /// The single wrapper through which every LMDB call passes: it applies injected faults and turns
 /// a non-zero return code into an `LMDBError` naming the call and the path.
+///
+/// `whenInjected` runs instead of the call when a fault is injected, to leave the same state a
+/// real failure would (a failed `mdb_txn_commit` frees its transaction and releases the writer lock).
 @inline(__always)
-func lmdbCall(_ name: String, path: String, _ body: () -> Int32) throws(LMDBError) {
-    if let code = LMDBFaults.injected(name, path: path) { throw LMDBError(code: code, call: name, path: path) }
+func lmdbCall(_ name: String, path: String, whenInjected: () -> Void = {}, _ body: () -> Int32) throws(LMDBError) {
+    if let code = LMDBFaults.injected(name, path: path) {
+        whenInjected()
+        throw LMDBError(code: code, call: name, path: path)
+    }
     let rc = body()
     if rc != 0 { throw LMDBError(code: rc, call: name, path: path) }
 }

@@ -1,0 +1,242 @@
+import Foundation
+import Glibc
+import H2TCore
+import Testing
+
+/// Runs the built `h2t-store` binary (next to the test bundle) and checks stdout, `--json`
+/// against `schemas/`, stderr and exit codes.
+struct CLI {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static let binary: String = {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for candidate in [beside, beside.deletingLastPathComponent()] {
+            let path = candidate.appendingPathComponent("h2t-store").path
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        for config in ["release", "debug"] {
+            let path = packageRoot + "/.build/\(config)/h2t-store"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        return "h2t-store"
+    }()
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    @discardableResult
+    static func run(_ arguments: [String], executable: String = binary, stdin: String? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let input = Pipe()
+        if stdin != nil { process.standardInput = input }
+        try process.run()
+        if let stdin {
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    /// Validates `json` against `schemas/<name>.schema.json` with python's jsonschema.
+    static func expectValid(_ json: String, schema name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let result = try run(["python3", packageRoot + "/tools/validate_json.py", name, "-"], executable: "/usr/bin/env", stdin: json)
+        #expect(result.status == 0, "\(name): \(result.stderr)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Writes a safetensors input: a spatial tap [n, 8, 4, 4] and a vector tap [n, 16], 3 classes.
+func writeInput(_ path: String, n: Int, prefix: String, seed: UInt64 = 1) throws {
+    var state = seed
+    func next() -> Float {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Float(state >> 40) / Float(1 << 24)
+    }
+    let labels = (0..<n).map { $0 % 3 }
+    var conv = (0..<(n * 128)).map { _ in next() }
+    for e in 0..<n { for i in 0..<16 { conv[e * 128 + labels[e] * 16 + i] += 1 } }
+    let vector = (0..<(n * 16)).map { _ in next() }
+    var writer = SafetensorsWriter(metadata: [
+        "example_ids": "[" + (0..<n).map { "\"\(prefix)\($0)\"" }.joined(separator: ",") + "]",
+        "labels": "[" + labels.map { "\"c\($0)\"" }.joined(separator: ",") + "]",
+        "class_names": "[\"c0\",\"c1\",\"c2\"]",
+    ])
+    writer.add("conv", shape: [n, 8, 4, 4], float32: conv)
+    writer.add("pre_logits", shape: [n, 16], float32: vector)
+    try writer.write(to: path)
+}
+
+@Suite("h2t-store command line", .serialized)
+struct CLITests {
+    let dir: String
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "h2t-cli-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    func ingest(_ file: String, split: String, extra: [String] = []) throws -> CLI.Result {
+        try CLI.run(["ingest", "--store", dir + "/store", "--external", "toy", "--dataset", "toy", "--split", split,
+                     "--target-size", "32", "--column-block", "64", "--segment-rows", "50"] + extra + [file])
+    }
+
+    @Test func ingestInspectFitAndTheirJSON() throws {
+        try writeInput(dir + "/train.safetensors", n: 150, prefix: "tr")
+        try writeInput(dir + "/test.safetensors", n: 90, prefix: "te", seed: 2)
+        let first = try ingest(dir + "/train.safetensors", split: "train", extra: ["--json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stderr.isEmpty, "--json must keep stderr quiet: \(first.stderr)")
+        try CLI.expectValid(first.stdout, schema: "ingest-output")
+        #expect(try ingest(dir + "/test.safetensors", split: "test").status == 0)
+
+        let store = ["--store", dir + "/store"]
+        let ls = try CLI.run(["ls", "--json"] + store)
+        try CLI.expectValid(ls.stdout, schema: "ls-output")
+        let listing = try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as! [String: Any]
+        let featureSet = ((listing["feature_sets"] as! [[String: Any]])[0]["id"] as! String)
+        #expect(((listing["feature_sets"] as! [[String: Any]])[0]["rows"] as! Int) == 240)
+
+        try CLI.expectValid(try CLI.run(["show", String(featureSet.prefix(8)), "--json"] + store).stdout, schema: "show-output")
+        try CLI.expectValid(try CLI.run(["show", "toy", "--json"] + store).stdout, schema: "show-output")
+        let du = try CLI.run(["du", "--json"] + store)
+        try CLI.expectValid(du.stdout, schema: "du-output")
+        let verify = try CLI.run(["verify", "--json"] + store)
+        #expect(verify.status == 0)
+        try CLI.expectValid(verify.stdout, schema: "verify-output")
+
+        let fit = try CLI.run(["fit", "--dataset", "toy", "--fractions", "0.1,0.3", "--lambdas", "0.5", "--folds", "3", "--json"] + store)
+        #expect(fit.status == 0, "\(fit.stderr)")
+        try CLI.expectValid(fit.stdout, schema: "fit-output")
+        let summary = try JSONSerialization.jsonObject(with: Data(fit.stdout.utf8)) as! [String: Any]
+        let methods = summary["methods"] as! [[String: Any]]
+        #expect(methods.map { $0["method"] as! String } == ["head2toe", "linear_probe", "all_features"])
+        // The class signal is in the spatial tap: Head2Toe must find it, the probe (vector tap) cannot.
+        let h2t = methods[0]["test_accuracy"] as! Double
+        let probe = methods[1]["test_accuracy"] as! Double
+        #expect(h2t > 0.9)
+        #expect(probe < 0.6)
+
+        let export = try CLI.run(["export", "--feature-set", featureSet, "--dataset", "toy", "--split", "test", "--columns", "0", "5", "--out", dir + "/x.npy"] + store)
+        #expect(export.status == 0, "\(export.stderr)")
+        let check = try CLI.run(["python3", "-c", "import numpy; x = numpy.load('\(dir)/x.npy'); print(x.shape)"], executable: "/usr/bin/env")
+        #expect(check.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "(90, 2)")
+    }
+
+    @Test func badInputGetsOneLineErrorAndNonZeroExit() throws {
+        try writeInput(dir + "/train.safetensors", n: 20, prefix: "tr")
+        let cases: [([String], String)] = [
+            (["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", dir + "/missing.safetensors"], "missing.safetensors"),
+            (["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", "--target-size", "0", dir + "/train.safetensors"], "--target-size"),
+            (["ls", "--store", dir + "/nothing-here"], "no store at"),
+            (["show", "deadbeef", "--store", dir + "/s"], "unknown feature set"),
+            (["fit", "--dataset", "nope", "--store", dir + "/s"], "unknown dataset 'nope'"),
+            (["fit", "--dataset", "d", "--fractions", "0", "--store", dir + "/s"], "--fractions"),
+            (["fit", "--dataset", "d", "--fractions", "", "--store", dir + "/s"], "--fractions"),
+        ]
+        _ = try CLI.run(["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", dir + "/train.safetensors"])
+        for (arguments, fragment) in cases {
+            let result = try CLI.run(arguments)
+            #expect(result.status != 0, "\(arguments)")
+            #expect(result.stderr.contains(fragment), "\(arguments): \(result.stderr)")
+            #expect(!result.stderr.contains("Fatal error"), "\(arguments) crashed")
+        }
+        let single = try CLI.run(["fit", "--dataset", "d", "--store", dir + "/s", "--train-limit", "1", "--test-split", "none"])
+        #expect(single.status != 0)
+        #expect(single.stderr.contains("single class"), "\(single.stderr)")
+    }
+
+    @Test func corruptedTileMakesVerifyFailNamingTheKey() throws {
+        try writeInput(dir + "/train.safetensors", n: 60, prefix: "tr")
+        #expect(try ingest(dir + "/train.safetensors", split: "train").status == 0)
+        // Flip bytes inside an LMDB value: the tile payloads are the large incompressible runs in data.mdb.
+        let path = dir + "/store/data.mdb"
+        var data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let tiles = try CLI.run(["python3", "-c", """
+            import lmdb; e = lmdb.open('\(dir)/store', max_dbs=32, readonly=True, lock=False); db = e.open_db(b'tiles', create=False)
+            with e.begin() as t:
+                k, v = next(iter(t.cursor(db)))
+                print(v[200:216].hex())
+            """], executable: "/usr/bin/env")
+        let needle = Data(stride(from: 0, to: 32, by: 2).map { i -> UInt8 in
+            let s = Array(tiles.stdout.utf8)
+            return UInt8(String(decoding: s[i..<(i + 2)], as: UTF8.self), radix: 16)!
+        })
+        let range = try #require(data.range(of: needle))
+        data[range.lowerBound + 3] ^= 0xFF
+        try data.write(to: URL(fileURLWithPath: path))
+        let verify = try CLI.run(["verify", "--store", dir + "/store"])
+        #expect(verify.status == 1)
+        #expect(verify.stdout.contains("tiles/"), "\(verify.stdout)")
+        #expect(verify.stdout.contains("checksum mismatch"), "\(verify.stdout)")
+    }
+
+    @Test func killedIngestResumesWithoutDuplicatesOrGaps() throws {
+        let n = 4000
+        try writeInput(dir + "/big.safetensors", n: n, prefix: "big")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLI.binary)
+        process.arguments = ["ingest", "--store", dir + "/store", "--external", "toy", "--dataset", "toy", "--target-size", "32",
+                             "--segment-rows", "10", "--json", dir + "/big.safetensors"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        // Wait for some commits, then SIGKILL in the middle.
+        let deadline = Date().addingTimeInterval(30)
+        var stored = 0
+        while Date() < deadline {
+            usleep(20_000)
+            if let result = try? CLI.run(["ls", "--json", "--store", dir + "/store"]), result.status == 0,
+               let object = try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+               let sets = object["feature_sets"] as? [[String: Any]], let rows = sets.first?["rows"] as? Int, rows > 0 {
+                stored = rows
+                break
+            }
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(stored > 0)
+        let resumed = try CLI.run(["ingest", "--store", dir + "/store", "--external", "toy", "--dataset", "toy", "--target-size", "32",
+                                   "--segment-rows", "10", "--json", dir + "/big.safetensors"])
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let summary = try JSONSerialization.jsonObject(with: Data(resumed.stdout.utf8)) as! [String: Any]
+        #expect((summary["examples_computed"] as! Int) + (summary["examples_reused"] as! Int) == n)
+        #expect((summary["examples_reused"] as! Int) >= stored)
+        let ls = try JSONSerialization.jsonObject(with: Data(try CLI.run(["ls", "--json", "--store", dir + "/store"]).stdout.utf8)) as! [String: Any]
+        #expect(((ls["feature_sets"] as! [[String: Any]])[0]["rows"] as! Int) == n)
+        let splits = ((ls["datasets"] as! [[String: Any]])[0]["splits"] as! [[String: Any]])
+        #expect((splits[0]["count"] as! Int) == n)
+        #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
+    }
+
+    @Test func twoWritersAtOnceBothLand() throws {
+        try writeInput(dir + "/a.safetensors", n: 300, prefix: "a")
+        try writeInput(dir + "/b.safetensors", n: 300, prefix: "b", seed: 9)
+        _ = try ingest(dir + "/a.safetensors", split: "warmup", extra: ["--json"])  // creates the store and feature set
+        let processes = try ["a", "b"].map { name -> Process in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLI.binary)
+            p.arguments = ["ingest", "--store", dir + "/store", "--external", "toy", "--dataset", "toy", "--split", name,
+                           "--target-size", "32", "--column-block", "64", "--segment-rows", "20", "--json", dir + "/\(name).safetensors"]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        for p in processes {
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0)
+        }
+        let ls = try JSONSerialization.jsonObject(with: Data(try CLI.run(["ls", "--json", "--store", dir + "/store"]).stdout.utf8)) as! [String: Any]
+        #expect(((ls["feature_sets"] as! [[String: Any]])[0]["rows"] as! Int) == 600)
+        #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
+    }
+}
