@@ -1,45 +1,96 @@
 #!/usr/bin/env python3
-"""Validate a JSON document (a file, or stdin with '-') against schemas/NAME.schema.json.
+"""Validate JSON documents against h2t-store's schemas (draft 2020-12, cross-file $refs resolved).
 
-Usage: python3 tools/validate_json.py NAME [FILE|-]
-Exit 0 when valid; otherwise prints the first violation (with its JSON path) and exits 1.
-Used by the CLI tests to check every `--json` output against its documented schema.
+Usage:
+  python3 tools/validate_json.py SCHEMA FILE...     # SCHEMA: a file name in schemas/ without .schema.json
+  python3 tools/validate_json.py --registry STORE   # every value of the registry, aliases and tags tables
+  python3 tools/validate_json.py --head-file FILE   # the metadata JSON of a head file (safetensors)
+
+Prints "N documents valid" and exits 0, or prints each violation and exits 1.
 """
 
 import json
 import os
+import struct
 import sys
 
 import jsonschema
 from referencing import Registry, Resource
 
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "schemas")
+
+
+def load_registry():
+    resources, by_name = [], {}
+    for name in sorted(os.listdir(ROOT)):
+        if not name.endswith(".schema.json"):
+            continue
+        with open(os.path.join(ROOT, name), encoding="utf-8") as handle:
+            schema = json.load(handle)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+        by_name[name[: -len(".schema.json")]] = schema
+    return Registry().with_resources(resources), by_name
+
+
+def validate(documents, schema, registry):
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    failures = 0
+    for label, document in documents:
+        for error in validator.iter_errors(document):
+            failures += 1
+            path = "/".join(str(p) for p in error.absolute_path)
+            print(f"{label}: {path or '(root)'}: {error.message[:300]}", file=sys.stderr)
+    return failures
+
+
+def registry_documents(store):
+    import lmdb
+    env = lmdb.open(store, readonly=True, lock=True, create=False, subdir=True, max_dbs=16)
+    out = []
+    for table in ("registry", "aliases", "tags"):
+        db = env.open_db(table.encode(), create=False)
+        with env.begin(db=db) as txn:
+            for key, value in txn.cursor():
+                if table == "tags" and key[:1] == b"k":
+                    if value != b"":
+                        out.append((f"tags/{key!r}", {"index value must be empty": True}))
+                    continue
+                out.append((f"{table}/{key!r}", json.loads(value)))
+    return out
+
+
+def head_file_document(path):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    (length,) = struct.unpack_from("<Q", data, 0)
+    header = json.loads(data[8 : 8 + length])
+    return json.loads(header["__metadata__"]["h2t.head"])
+
 
 def main(argv):
-    if len(argv) not in (1, 2):
-        print("usage: validate_json.py NAME [FILE|-]", file=sys.stderr)
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
         return 2
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "schemas")
-    with open(os.path.join(root, f"{argv[0]}.schema.json"), encoding="utf-8") as handle:
-        schema = json.load(handle)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    # Every schema in the folder, by its $id, so that cross-schema $refs resolve offline.
-    resources = []
-    for name in sorted(os.listdir(root)):
-        if name.endswith(".schema.json"):
-            with open(os.path.join(root, name), encoding="utf-8") as handle:
-                other = json.load(handle)
-            if "$id" in other:
-                resources.append((other["$id"], Resource.from_contents(other)))
-    registry = Registry().with_resources(resources)
-    source = sys.stdin if len(argv) == 1 or argv[1] == "-" else open(argv[1], encoding="utf-8")
-    document = json.load(source)
-    errors = sorted(jsonschema.Draft202012Validator(schema, registry=registry).iter_errors(document), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        path = "/".join(str(p) for p in first.path) or "(root)"
-        print(f"{argv[0]}: {path}: {first.message}", file=sys.stderr)
+    registry, schemas = load_registry()
+    if argv[0] == "--registry":
+        documents, schema = registry_documents(argv[1]), schemas["registry"]
+    elif argv[0] == "--head-file":
+        documents, schema = [(p, head_file_document(p)) for p in argv[1:]], schemas["head-file"]
+    else:
+        if argv[0] not in schemas:
+            print(f"validate_json.py: no schema '{argv[0]}' in {ROOT}", file=sys.stderr)
+            return 2
+        schema = schemas[argv[0]]
+        documents = []
+        for path in argv[1:]:
+            with open(path, encoding="utf-8") as handle:
+                documents.append((path, json.load(handle)))
+    failures = validate(documents, schema, registry)
+    if failures:
+        print(f"{failures} violations in {len(documents)} documents", file=sys.stderr)
         return 1
-    print(f"{argv[0]}: valid")
+    print(f"{len(documents)} documents valid")
     return 0
 
 
