@@ -134,7 +134,10 @@ enum StoreBench {
         print("\ncodec sample: \(rows) rows × \(cols) columns (\(blocks) tiles of \(blockWidth) columns spread over the width), "
               + "\(fmt(rawBytes / 1e6)) MB float32; exact zeros \(fmt(100 * Double(zeros) / Double(sample.count), 2))%, "
               + "saturated at 6: \(fmt(100 * Double(saturated) / Double(sample.count), 2))%; one thread")
-        var decoded = [Float](repeating: 0, count: sample.count)
+        // Decoded rows are `pitch` floats apart: a power-of-two pitch (8192) would alias every
+        // row of a column onto the same cache set and measure that pathology instead of the codec.
+        let pitch = cols + 16
+        var decodedPadded = [Float](repeating: 0, count: rows * pitch)
 
         // memcpy baseline for the MB/s columns.
         var copy = [Float](repeating: 0, count: sample.count)
@@ -143,8 +146,8 @@ enum StoreBench {
         }
         let memcpyMBs = rawBytes / median(memcpyTimes) / 1e6
 
-        var table = Table("codec: ratio vs raw float32, encode/decode MB/s of float32 (median of \(o.reps)); memcpy = \(fmt(memcpyMBs, 0)) MB/s",
-                          ["dtype", "layout", "zstd", "fw", "ratio", "enc MB/s", "dec MB/s", "enc/memcpy", "max rel err"])
+        var table = Table("codec: ratio vs raw float32; encode/decode MB/s of float32 by wall clock and by CPU time (median of \(o.reps)); memcpy = \(fmt(memcpyMBs, 0)) MB/s",
+                          ["dtype", "layout", "zstd", "fw", "ratio", "enc MB/s", "enc CPU", "dec MB/s", "dec CPU", "max rel err"])
         struct Config { var dtype: StorageDType; var planes: Bool; var level: Int; var fw: Int; var compressed = true }
         var configs: [Config] = []
         for dtype in [StorageDType.float32, .float16, .bfloat16] {
@@ -157,7 +160,7 @@ enum StoreBench {
         }
         var best: [(String, Double, Double, Double)] = []
         for config in configs {
-            var encodeTimes: [Double] = [], decodeTimes: [Double] = []
+            var encodeTimes: [Sample] = [], decodeTimes: [Sample] = []
             var stored = 0
             if config.planes {
                 let codec = TileCodec(dtype: config.dtype, compressed: config.compressed, level: max(1, config.level), frameWidth: config.fw)
@@ -166,7 +169,7 @@ enum StoreBench {
                 var tiles: [[UInt8]] = []
                 for _ in 0..<o.reps {
                     tiles.removeAll(keepingCapacity: true)
-                    encodeTimes.append(time {
+                    encodeTimes.append(measure {
                         sample.withUnsafeBufferPointer { s in
                             for b in 0..<blocks {
                                 tiles.append(encoder.encode(s.baseAddress! + b * blockWidth, rowStride: cols, rows: rows, cols: blockWidth))
@@ -176,10 +179,10 @@ enum StoreBench {
                 }
                 stored = tiles.reduce(0) { $0 + $1.count }
                 for _ in 0..<o.reps {
-                    decodeTimes.append(try time {
-                        try decoded.withUnsafeMutableBufferPointer { d in
+                    decodeTimes.append(try measure {
+                        try decodedPadded.withUnsafeMutableBufferPointer { d in
                             for b in 0..<blocks {
-                                try tiles[b].withUnsafeBytes { try decoder.decodeAll($0, into: d.baseAddress! + b * blockWidth, destStride: cols) }
+                                try tiles[b].withUnsafeBytes { try decoder.decodeAll($0, into: d.baseAddress! + b * blockWidth, destStride: pitch) }
                             }
                         }
                     })
@@ -189,7 +192,7 @@ enum StoreBench {
                 var tiles: [InterleavedCodec.Tile] = []
                 for _ in 0..<o.reps {
                     tiles.removeAll(keepingCapacity: true)
-                    encodeTimes.append(time {
+                    encodeTimes.append(measure {
                         sample.withUnsafeBufferPointer { s in
                             for b in 0..<blocks {
                                 tiles.append(codec.encode(s.baseAddress! + b * blockWidth, rowStride: cols, rows: rows, cols: blockWidth))
@@ -199,29 +202,111 @@ enum StoreBench {
                 }
                 stored = tiles.reduce(0) { $0 + $1.bytes.count + 8 * $1.frames.count }
                 for _ in 0..<o.reps {
-                    decodeTimes.append(try time {
-                        try decoded.withUnsafeMutableBufferPointer { d in
-                            for b in 0..<blocks { try codec.decode(tiles[b], into: d.baseAddress! + b * blockWidth, destStride: cols) }
+                    decodeTimes.append(try measure {
+                        try decodedPadded.withUnsafeMutableBufferPointer { d in
+                            for b in 0..<blocks { try codec.decode(tiles[b], into: d.baseAddress! + b * blockWidth, destStride: pitch) }
                         }
                     })
                 }
             }
             var maxRel: Float = 0
-            for k in 0..<sample.count where sample[k] != 0 {
-                maxRel = max(maxRel, abs(decoded[k] - sample[k]) / abs(sample[k]))
+            for r in 0..<rows {
+                for c in 0..<cols where sample[r * cols + c] != 0 {
+                    let x = sample[r * cols + c]
+                    maxRel = max(maxRel, abs(decodedPadded[r * pitch + c] - x) / abs(x))
+                }
             }
             let ratio = rawBytes / Double(stored)
-            let enc = rawBytes / median(encodeTimes) / 1e6
-            let dec = rawBytes / median(decodeTimes) / 1e6
+            let enc = rawBytes / median(encodeTimes.map(\.wall)) / 1e6
+            let dec = rawBytes / median(decodeTimes.map(\.wall)) / 1e6
+            let encCPU = rawBytes / median(encodeTimes.map(\.cpu)) / 1e6
+            let decCPU = rawBytes / median(decodeTimes.map(\.cpu)) / 1e6
             let layout = config.planes ? "planes" : "interleaved"
             let zstd = config.compressed ? "\(config.level)" : "off"
-            table.add([config.dtype.rawValue, layout, zstd, "\(config.fw)", fmt(ratio, 2), fmt(enc, 0), fmt(dec, 0),
-                       fmt(enc / memcpyMBs, 3), maxRel == 0 ? "0" : String(format: "%.1e", Double(maxRel))])
-            if config.compressed { best.append(("\(config.dtype.rawValue)/\(layout)/zstd\(config.level)/fw\(config.fw)", ratio, enc, dec)) }
+            table.add([config.dtype.rawValue, layout, zstd, "\(config.fw)", fmt(ratio, 2), fmt(enc, 0), fmt(encCPU, 0),
+                       fmt(dec, 0), fmt(decCPU, 0), maxRel == 0 ? "0" : String(format: "%.1e", Double(maxRel))])
+            if config.compressed { best.append(("\(config.dtype.rawValue)/\(layout)/zstd\(config.level)/fw\(config.fw)", ratio, encCPU, decCPU)) }
         }
         table.print()
+        try decodeStrideExperiment(o, sample: sample, cols: cols)
         let top = best.sorted { $0.1 > $1.1 }.prefix(5)
-        print("highest ratios: " + top.map { "\($0.0) \(fmt($0.1, 2))× (enc \(fmt($0.2, 0)), dec \(fmt($0.3, 0)) MB/s)" }.joined(separator: "; "))
+        print("highest ratios: " + top.map { "\($0.0) \(fmt($0.1, 2))× (enc \(fmt($0.2, 0)), dec \(fmt($0.3, 0)) MB/s of CPU)" }.joined(separator: "; "))
+    }
+
+    /// Where whole-row decoding spends its time: the default codec's tiles decoded (one thread)
+    /// into a destination whose rows are 1024 floats apart (the tile alone) or `width` floats apart
+    /// (a row of the real feature set, as `FeatureStore.read` does), and a two-step variant built
+    /// on the public API: 16 columns at a time into a 32 KB scratch, then 64-byte row copies.
+    static func decodeStrideExperiment(_ o: Options, sample: [Float], cols: Int) throws {
+        let rows = o.segmentRows, blockWidth = 1024, blocks = cols / blockWidth
+        let encoder = TileEncoder(codec: o.codec)
+        let decoder = TileDecoder()
+        let tiles = sample.withUnsafeBufferPointer { s in
+            (0..<blocks).map { encoder.encode(s.baseAddress! + $0 * blockWidth, rowStride: cols, rows: rows, cols: blockWidth) }
+        }
+        let rawBytes = Double(rows * cols * 4)
+        let wide = max(o.width, cols)
+        let narrow = UnsafeMutablePointer<Float>.allocate(capacity: rows * blockWidth)
+        narrow.initialize(repeating: 0, count: rows * blockWidth)
+        let far = UnsafeMutablePointer<Float>.allocate(capacity: rows * wide)
+        far.initialize(repeating: 0, count: rows * wide)
+        let group = 16
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: rows * group)
+        scratch.initialize(repeating: 0, count: rows * group)
+        defer { narrow.deallocate(); far.deallocate(); scratch.deallocate() }
+        let groupPicks = (0..<(blockWidth / group)).map { g in (0..<group).map { ColumnPick(local: g * group + $0, out: $0) } }
+        var stride1024: [Sample] = [], strideWide: [Sample] = [], twoStep: [Sample] = [], twoStep1024: [Sample] = []
+        for _ in 0..<max(3, o.reps) {
+            stride1024.append(try measure {
+                for t in tiles { try t.withUnsafeBytes { try decoder.decodeAll($0, into: narrow, destStride: blockWidth) } }
+            })
+            strideWide.append(try measure {
+                for (b, t) in tiles.enumerated() { try t.withUnsafeBytes { try decoder.decodeAll($0, into: far + b * blockWidth, destStride: wide) } }
+            })
+            twoStep1024.append(try measure {
+                for t in tiles {
+                    try t.withUnsafeBytes { tile in
+                        for (g, picks) in groupPicks.enumerated() {
+                            try decoder.decode(tile, columns: picks, into: scratch, destStride: group)
+                            var d = narrow + g * group
+                            var s = UnsafePointer(scratch)
+                            for _ in 0..<rows {
+                                d.update(from: s, count: group)
+                                d += blockWidth
+                                s += group
+                            }
+                        }
+                    }
+                }
+            })
+            twoStep.append(try measure {
+                for (b, t) in tiles.enumerated() {
+                    try t.withUnsafeBytes { tile in
+                        for (g, picks) in groupPicks.enumerated() {
+                            try decoder.decode(tile, columns: picks, into: scratch, destStride: group)
+                            var d = far + b * blockWidth + g * group
+                            var s = UnsafePointer(scratch)
+                            for _ in 0..<rows {
+                                d.update(from: s, count: group)
+                                d += wide
+                                s += group
+                            }
+                        }
+                    }
+                }
+            })
+        }
+        var table = Table("whole-tile decode, \(describe(o.codec)), one thread: destination layout (median of \(max(3, o.reps)))",
+                          ["destination", "MB/s wall", "MB/s CPU", "vs row stride 1024 (CPU)"])
+        let base = median(stride1024.map(\.cpu))
+        for (name, xs) in [("decodeAll, row stride 1024 (tile only)", stride1024),
+                           ("decodeAll, row stride \(wide) (as FeatureStore.read)", strideWide),
+                           ("two-step: 16 columns → 32 KB scratch → row copies, stride 1024", twoStep1024),
+                           ("two-step: 16 columns → 32 KB scratch → row copies, stride \(wide)", twoStep)] {
+            let cpu = median(xs.map(\.cpu))
+            table.add([name, fmt(rawBytes / median(xs.map(\.wall)) / 1e6, 0), fmt(rawBytes / cpu / 1e6, 0), fmt(base / cpu, 2) + "×"])
+        }
+        table.print()
     }
 
     /// The not-split baseline: each frame's values converted to the storage type, left
@@ -390,12 +475,13 @@ enum StoreBench {
     }
 
     struct IngestTimes {
-        var generate = 0.0, memcpy = 0.0, encodeRaw = 0.0, encode = 0.0, commitSync = 0.0, commitNoSync = 0.0, rawLMDB = 0.0
+        var generate = Sample(), memcpy = Sample(), encodeRaw = Sample(), encode = Sample(), commitSync = Sample()
+        var commitNoSync = Sample(), rawLMDB = Sample()
         var storedBytes = 0, tileBytes = 0
     }
 
     struct ReadTimes {
-        var whole = 0.0, selected = 0.0, selectedShuffled = 0.0, rawLMDB = 0.0, memcpy = 0.0
+        var whole = Sample(), selected = Sample(), selectedShuffled = Sample(), rawLMDB = Sample(), memcpy = Sample(), zeroFill = Sample()
     }
 
     static func ingestSection(_ o: Options, _ gen: ActivationGenerator) throws {
@@ -432,18 +518,18 @@ enum StoreBench {
                     let rows = min(seg, n - first)
                     let batchIDs = exampleIDs(first..<(first + rows), tag: "r\(rep)")
                     ids += batchIDs
-                    t.generate += time { batch.withUnsafeMutableBufferPointer { gen.fill(rows: first..<(first + rows), into: $0.baseAddress!) } }
-                    t.memcpy += time { copy.withUnsafeMutableBytes { d in batch.withUnsafeBytes { s in d.copyMemory(from: s) } } }
+                    t.generate += measure { batch.withUnsafeMutableBufferPointer { gen.fill(rows: first..<(first + rows), into: $0.baseAddress!) } }
+                    t.memcpy += measure { copy.withUnsafeMutableBytes { d in batch.withUnsafeBytes { s in d.copyMemory(from: s) } } }
                     var tiles: [[UInt8]] = []
                     batch.withUnsafeBufferPointer { b in
-                        t.encodeRaw += time { _ = rawEncoder.encode(b.baseAddress!, rows: rows) }
-                        t.encode += time { tiles = encoder.encode(b.baseAddress!, rows: rows) }
+                        t.encodeRaw += measure { _ = rawEncoder.encode(b.baseAddress!, rows: rows) }
+                        t.encode += measure { tiles = encoder.encode(b.baseAddress!, rows: rows) }
                     }
                     t.tileBytes += tiles.reduce(0) { $0 + $1.count }
                     let f = first
-                    t.commitSync += try time { try commit(synced, ids: batchIDs, first: f, tiles: tiles) }
-                    t.commitNoSync += try time { try commit(unsynced, ids: batchIDs, first: f, tiles: tiles) }
-                    t.rawLMDB += try time {
+                    t.commitSync += try measure { try commit(synced, ids: batchIDs, first: f, tiles: tiles) }
+                    t.commitNoSync += try measure { try commit(unsynced, ids: batchIDs, first: f, tiles: tiles) }
+                    t.rawLMDB += try measure {
                         try rawEnv.write { txn in
                             try batch.withUnsafeBytes { b in
                                 for k in 0..<rows {
@@ -459,14 +545,14 @@ enum StoreBench {
                 // Reads of the synced store, warm page cache (it was just written).
                 let whole = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
                 defer { whole.deallocate() }
-                r.whole = try time { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids) }
-                r.selected = try time { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids, columns: selected) }
+                r.whole = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids) }
+                r.selected = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids, columns: selected) }
                 var shuffled = ids
                 var rng = SplitMix(o.seed &+ 2)
                 for k in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(k, Int(rng.next() % UInt64(k + 1))) }
-                r.selectedShuffled = try time { _ = try synced.store.read(featureSet: synced.featureSet, examples: shuffled, columns: selected) }
+                r.selectedShuffled = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: shuffled, columns: selected) }
                 // Baseline: the same float32 rows copied out of LMDB with no codec.
-                r.rawLMDB = try time {
+                r.rawLMDB = try measure {
                     try rawEnv.read { txn in
                         for k in 0..<n {
                             guard let v = try txn.get(rawRows, rawRowKey(k)) else { fatalError("raw row \(k) missing") }
@@ -477,60 +563,81 @@ enum StoreBench {
                 // And a plain memcpy of the same volume (the destination is touched already).
                 let source = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
                 source.initialize(repeating: 1, count: n * width)
-                r.memcpy = time { whole.update(from: source, count: n * width) }
+                r.memcpy = measure { whole.update(from: source, count: n * width) }
+                // What `FeatureMatrix(rows:cols:)` costs before any decoding: a zero-filled array.
+                r.zeroFill = measure { let zeros = [Float](repeating: 0, count: n * width); precondition(zeros.count == n * width) }
                 source.deallocate()
                 _ = unsynced
             }
             ingest.append(t)
             reads.append(r)
-            print("  rep \(rep + 1)/\(o.reps): encode \(fmt(t.encode, 2)) s, commit \(fmt(t.commitSync, 2)) s, whole read \(fmt(r.whole, 2)) s, "
-                  + "1% read \(fmt(r.selected, 3)) s (load \(loadAverage()))")
+            print("  rep \(rep + 1)/\(o.reps): encode \(fmt(t.encode.wall, 2)) s, commit \(fmt(t.commitSync.wall, 2)) s, whole read \(fmt(r.whole.wall, 2)) s, "
+                  + "1% read \(fmt(r.selected.wall, 3)) s (load \(loadAverage()))")
             fflush(nil)
         }
 
-        func m(_ k: KeyPath<IngestTimes, Double>) -> Double { median(ingest.map { $0[keyPath: k] }) }
+        func m(_ k: KeyPath<IngestTimes, Sample>) -> Sample {
+            Sample(wall: median(ingest.map { $0[keyPath: k].wall }), cpu: median(ingest.map { $0[keyPath: k].cpu }))
+        }
         let mbs = { (seconds: Double) in inputBytes / seconds / 1e6 }
-        let endToEndSync = median(ingest.map { $0.encode + $0.commitSync })
-        let endToEndNoSync = median(ingest.map { $0.encode + $0.commitNoSync })
+        let endToEndSync = Sample(wall: median(ingest.map { $0.encode.wall + $0.commitSync.wall }),
+                                  cpu: median(ingest.map { $0.encode.cpu + $0.commitSync.cpu }))
+        let endToEndNoSync = Sample(wall: median(ingest.map { $0.encode.wall + $0.commitNoSync.wall }),
+                                    cpu: median(ingest.map { $0.encode.cpu + $0.commitNoSync.cpu }))
         let stored = Double(ingest.last!.storedBytes)
-        var table = Table("ingest of float32 activations (\(n) × \(width), \(fmt(inputBytes / 1e9, 2)) GB): median seconds of \(o.reps), MB/s of float32 input",
-                          ["stage", "seconds", "MB/s", "share", "vs memcpy"])
+        var table = Table("ingest of float32 activations (\(n) × \(width), \(fmt(inputBytes / 1e9, 2)) GB): median of \(o.reps), MB/s of float32 input",
+                          ["stage", "threads", "wall s", "CPU s", "MB/s wall", "MB/s est.", "share", "vs memcpy"])
         let memcpy = m(\.memcpy)
-        func row(_ name: String, _ s: Double, share: Double?) {
-            table.add([name, fmt(s, 2), fmt(mbs(s), 0), share.map { fmt(100 * $0, 0) + "%" } ?? "", fmt(s / memcpy, 1) + "×"])
+        // est. = input / (CPU seconds / threads the stage runs on): what an idle 2-core machine
+        // approaches for CPU-bound work (fsync waits are not CPU time and drop out).
+        func row(_ name: String, _ s: Sample, threads: Double, share: Double?) {
+            table.add([name, threads == 0 ? "" : fmt(threads, 0), fmt(s.wall, 2), fmt(s.cpu, 2), fmt(mbs(s.wall), 0),
+                       threads == 0 ? "" : fmt(mbs(s.cpu / threads), 0), share.map { fmt(100 * $0, 0) + "%" } ?? "",
+                       fmt(s.wall / memcpy.wall, 1) + "×"])
         }
         let conversion = m(\.encodeRaw)
-        let compression = max(0, m(\.encode) - conversion)
-        row("baseline: memcpy of the batches", memcpy, share: nil)
-        row("baseline: raw float32 rows → LMDB (fsync)", m(\.rawLMDB), share: nil)
-        row("conversion + plane split + CRC (encode, zstd off)", conversion, share: conversion / endToEndSync)
-        row("compression (encode zstd on − off)", compression, share: compression / endToEndSync)
-        row("LMDB commit (fsync)", m(\.commitSync), share: m(\.commitSync) / endToEndSync)
-        row("END TO END encode + commit (fsync)", endToEndSync, share: 1)
-        row("LMDB commit (noSync)", m(\.commitNoSync), share: nil)
-        row("end to end encode + commit (noSync)", endToEndNoSync, share: nil)
-        row("(not timed above) data generation", m(\.generate), share: nil)
+        let encode = m(\.encode)
+        let compression = Sample(wall: max(0, encode.wall - conversion.wall), cpu: max(0, encode.cpu - conversion.cpu))
+        let commitSync = m(\.commitSync)
+        row("baseline: memcpy of the batches", memcpy, threads: 1, share: nil)
+        row("baseline: raw float32 rows → LMDB (fsync)", m(\.rawLMDB), threads: 1, share: nil)
+        row("conversion + plane split + CRC (encode, zstd off)", conversion, threads: 2, share: conversion.wall / endToEndSync.wall)
+        row("compression (encode zstd on − off)", compression, threads: 2, share: compression.wall / endToEndSync.wall)
+        row("LMDB commit (fsync)", commitSync, threads: 1, share: commitSync.wall / endToEndSync.wall)
+        row("END TO END encode + commit (fsync)", endToEndSync, threads: 0, share: 1)
+        row("LMDB commit (noSync)", m(\.commitNoSync), threads: 1, share: nil)
+        row("end to end encode + commit (noSync)", endToEndNoSync, threads: 0, share: nil)
+        row("(not timed above) data generation", m(\.generate), threads: 2, share: nil)
         table.print()
+        let estimate = inputBytes / (encode.cpu / 2 + commitSync.cpu) / 1e6
+        print("est. = input ÷ (CPU s ÷ threads of the stage): the CPU-bound rate on 2 idle cores; end to end est. "
+              + "(encode on 2 cores, then commit on 1) = \(fmt(estimate, 0)) MB/s")
         print("stored: \(fmt(stored / 1e6, 0)) MB in LMDB (tiles \(fmt(Double(ingest.last!.tileBytes) / 1e6, 0)) MB) → "
-              + "\(fmt(inputBytes / stored, 2))× smaller than float32 (target ≥ 2.5×); ingest \(fmt(mbs(endToEndSync), 0)) MB/s "
-              + "fsync'd, \(fmt(mbs(endToEndNoSync), 0)) MB/s noSync (target ≥ 300)")
+              + "\(fmt(inputBytes / stored, 2))× smaller than float32 (target ≥ 2.5×); ingest \(fmt(mbs(endToEndSync.wall), 0)) MB/s "
+              + "fsync'd, \(fmt(mbs(endToEndNoSync.wall), 0)) MB/s noSync by wall clock (target ≥ 300)")
 
-        func rm(_ k: KeyPath<ReadTimes, Double>) -> Double { median(reads.map { $0[keyPath: k] }) }
+        func rm(_ k: KeyPath<ReadTimes, Sample>) -> Sample {
+            Sample(wall: median(reads.map { $0[keyPath: k].wall }), cpu: median(reads.map { $0[keyPath: k].cpu }))
+        }
         let outBytes = inputBytes
         var readTable = Table("reads of \(n) examples, decoded to float32 (warm page cache): median of \(o.reps)",
-                              ["read", "seconds", "GB/s float32 out", "vs whole rows"])
+                              ["read", "threads", "wall s", "CPU s", "GB/s wall", "GB/s est.", "vs whole rows (wall)", "(CPU)"])
         let whole = rm(\.whole)
-        func readRow(_ name: String, _ s: Double, bytes: Double) {
-            readTable.add([name, fmt(s, 3), fmt(bytes / s / 1e9, 2), fmt(whole / s, 1) + "×"])
+        func readRow(_ name: String, _ s: Sample, threads: Double, bytes: Double) {
+            readTable.add([name, fmt(threads, 0), fmt(s.wall, 3), fmt(s.cpu, 3), fmt(bytes / s.wall / 1e9, 2),
+                           fmt(bytes / (s.cpu / threads) / 1e9, 2), fmt(whole.wall / s.wall, 1) + "×", fmt(whole.cpu / s.cpu, 1) + "×"])
         }
-        readRow("baseline: memcpy of \(fmt(outBytes / 1e9, 1)) GB", rm(\.memcpy), bytes: outBytes)
-        readRow("baseline: raw float32 rows from LMDB (copy out)", rm(\.rawLMDB), bytes: outBytes)
-        readRow("whole rows (\(width) columns)", whole, bytes: outBytes)
+        readRow("baseline: memcpy of \(fmt(outBytes / 1e9, 1)) GB", rm(\.memcpy), threads: 1, bytes: outBytes)
+        readRow("baseline: raw float32 rows from LMDB (copy out)", rm(\.rawLMDB), threads: 1, bytes: outBytes)
+        readRow("part of every read: allocate the zero-filled output", rm(\.zeroFill), threads: 1, bytes: outBytes)
+        readRow("whole rows (\(width) columns)", whole, threads: 2, bytes: outBytes)
         let selBytes = Double(n * selected.count * 4)
-        readRow("\(selected.count) scattered columns (\(fmt(100 * o.selectedFraction, 0))%), split order", rm(\.selected), bytes: selBytes)
-        readRow("\(selected.count) scattered columns, shuffled example order", rm(\.selectedShuffled), bytes: selBytes)
+        let sel = rm(\.selected)
+        readRow("\(selected.count) scattered columns (\(fmt(100 * o.selectedFraction, 0))%), split order", sel, threads: 2, bytes: selBytes)
+        readRow("\(selected.count) scattered columns, shuffled example order", rm(\.selectedShuffled), threads: 2, bytes: selBytes)
         readTable.print()
-        print("whole rows: \(fmt(outBytes / whole / 1e9, 2)) GB/s (target ≥ 1); \(selected.count) columns: \(fmt(whole / rm(\.selected), 1))× faster "
+        print("whole rows: \(fmt(outBytes / whole.wall / 1e9, 2)) GB/s wall, \(fmt(outBytes / (whole.cpu / 2) / 1e9, 2)) GB/s est. (target ≥ 1); "
+              + "\(selected.count) columns: \(fmt(whole.wall / sel.wall, 1))× (wall) / \(fmt(whole.cpu / sel.cpu, 1))× (CPU) faster "
               + "than whole rows of the same examples (target ≥ 20×)")
     }
 
@@ -542,8 +649,8 @@ enum StoreBench {
         let selected = scatteredColumns(count: max(1, Int(Double(width) * o.selectedFraction)), width: width, seed: o.seed &+ 1)
         print("\nlayout sweep: \(n) examples × \(width), \(o.codec.dtype.rawValue) zstd \(o.codec.level), noSync stores; "
               + "reads median of \(o.reps)")
-        var table = Table("frame width × column block (ingest = encode + commit noSync; reads decode to float32)",
-                          ["fw", "colBlock", "tile KB", "ratio", "ingest MB/s", "whole GB/s", "1% ms", "whole/1%"])
+        var table = Table("frame width × column block (ingest = encode + commit noSync; reads decode to float32; est. = from CPU time, 2 cores)",
+                          ["fw", "colBlock", "tile KB", "ratio", "ingest MB/s", "est.", "whole GB/s", "est.", "1% ms", "whole/1% wall", "CPU"])
         var batch = [Float](repeating: 0, count: seg * width)
         for fw in [1, 4, 16] {
             for block in [256, 1024, 4096] {
@@ -554,7 +661,7 @@ enum StoreBench {
                 defer { try? FileManager.default.removeItem(atPath: dir) }
                 let s = try openBenchStore(path: dir, noSync: true, width: width, tapWidth: gen.tapWidth, codec: codec, columnBlock: block)
                 let encoder = SegmentEncoder(manifest: s.manifest)
-                var ingestTime = 0.0, tileBytes = 0, tileCount = 0
+                var encodeTime = Sample(), commitTime = Sample(), tileBytes = 0, tileCount = 0
                 var ids: [ExampleID] = []
                 var first = 0
                 while first < n {
@@ -563,22 +670,25 @@ enum StoreBench {
                     ids += batchIDs
                     batch.withUnsafeMutableBufferPointer { gen.fill(rows: first..<(first + rows), into: $0.baseAddress!) }
                     let f = first
-                    ingestTime += try time {
-                        let tiles = batch.withUnsafeBufferPointer { encoder.encode($0.baseAddress!, rows: rows) }
-                        tileBytes += tiles.reduce(0) { $0 + $1.count }
-                        tileCount += tiles.count
-                        try commit(s, ids: batchIDs, first: f, tiles: tiles)
-                    }
+                    var tiles: [[UInt8]] = []
+                    encodeTime += measure { tiles = batch.withUnsafeBufferPointer { encoder.encode($0.baseAddress!, rows: rows) } }
+                    tileBytes += tiles.reduce(0) { $0 + $1.count }
+                    tileCount += tiles.count
+                    commitTime += try measure { try commit(s, ids: batchIDs, first: f, tiles: tiles) }
                     first += rows
                 }
-                var whole: [Double] = [], sel: [Double] = []
+                var whole: [Sample] = [], sel: [Sample] = []
                 for _ in 0..<o.reps {
-                    whole.append(try time { _ = try s.store.read(featureSet: s.featureSet, examples: ids) })
-                    sel.append(try time { _ = try s.store.read(featureSet: s.featureSet, examples: ids, columns: selected) })
+                    whole.append(try measure { _ = try s.store.read(featureSet: s.featureSet, examples: ids) })
+                    sel.append(try measure { _ = try s.store.read(featureSet: s.featureSet, examples: ids, columns: selected) })
                 }
+                let wholeWall = median(whole.map(\.wall)), wholeCPU = median(whole.map(\.cpu))
+                let selWall = median(sel.map(\.wall)), selCPU = median(sel.map(\.cpu))
                 table.add(["\(fw)", "\(block)", fmt(Double(tileBytes) / Double(tileCount) / 1024, 0),
-                           fmt(inputBytes / Double(tileBytes), 2), fmt(inputBytes / ingestTime / 1e6, 0),
-                           fmt(inputBytes / median(whole) / 1e9, 2), fmt(1000 * median(sel), 1), fmt(median(whole) / median(sel), 1) + "×"])
+                           fmt(inputBytes / Double(tileBytes), 2), fmt(inputBytes / (encodeTime.wall + commitTime.wall) / 1e6, 0),
+                           fmt(inputBytes / (encodeTime.cpu / 2 + commitTime.cpu) / 1e6, 0),
+                           fmt(inputBytes / wholeWall / 1e9, 2), fmt(inputBytes / (wholeCPU / 2) / 1e9, 2), fmt(1000 * selWall, 1),
+                           fmt(wholeWall / selWall, 1) + "×", fmt(wholeCPU / selCPU, 1) + "×"])
             }
         }
         table.print()

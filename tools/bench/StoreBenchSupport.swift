@@ -21,6 +21,30 @@ extension StoreBench {
         return now() - t0
     }
 
+    /// CPU seconds used by the whole process (all threads).
+    static func cpuNow() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+
+    /// Wall and process-CPU seconds of one measurement. On a loaded machine the wall time
+    /// stretches with the load while the CPU time mostly does not, so both are reported.
+    struct Sample {
+        var wall = 0.0
+        var cpu = 0.0
+        static func + (a: Sample, b: Sample) -> Sample { Sample(wall: a.wall + b.wall, cpu: a.cpu + b.cpu) }
+        static func += (a: inout Sample, b: Sample) { a = a + b }
+    }
+
+    /// Runs `body` and returns its wall and CPU seconds.
+    @discardableResult
+    static func measure(_ body: () throws -> Void) rethrows -> Sample {
+        let w0 = now(), c0 = cpuNow()
+        try body()
+        return Sample(wall: now() - w0, cpu: cpuNow() - c0)
+    }
+
     static func median(_ xs: [Double]) -> Double {
         precondition(!xs.isEmpty, "median of nothing")
         let s = xs.sorted()
