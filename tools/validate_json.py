@@ -2,7 +2,7 @@
 """Validate JSON documents against h2t-store's schemas (draft 2020-12, cross-file $refs resolved).
 
 Usage:
-  python3 tools/validate_json.py SCHEMA FILE...     # SCHEMA: a file name in schemas/ without .schema.json
+  python3 tools/validate_json.py SCHEMA FILE...     # SCHEMA: a file name in schemas/ without .schema.json; FILE '-' is stdin
   python3 tools/validate_json.py --registry STORE   # every value of the registry, aliases and tags tables
   python3 tools/validate_json.py --head-file FILE   # the metadata JSON of a head file (safetensors)
 
@@ -84,6 +84,9 @@ def main(argv):
         schema = schemas[argv[0]]
         documents = []
         for path in argv[1:]:
+            if path == "-":
+                documents.append(("<stdin>", json.load(sys.stdin)))
+                continue
             with open(path, encoding="utf-8") as handle:
                 documents.append((path, json.load(handle)))
     failures = validate(documents, schema, registry)
