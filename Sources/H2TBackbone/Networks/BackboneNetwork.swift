@@ -115,58 +115,77 @@ public final class BackboneNetwork: @unchecked Sendable {
         }
     }
 
-    /// Pools every selected tap of a batch with Head2Toe's rule for each target size in one pass.
-    ///
-    /// Returns one ``PooledFeatures`` per target size (in the order given): `count` rows, each the
-    /// concatenation of the taps' pooled vectors in tap order (not yet unit-normalised; that is a
-    /// training-time step).
-    public func pooledFeatures(
-        _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
-        taps selection: TapSelection = .all, threads: Int = 2
-    ) throws -> [PooledFeatures] {
-        guard !targetSizes.isEmpty, targetSizes.allSatisfy({ $0 > 0 }) else {
-            throw NetworkError.invalidInput("target sizes must be positive and at least one")
-        }
-        try validate(batch, count: count, height: height, width: width)
+    /// The row layout of pooled features: which columns each selected tap fills for a target size.
+    public func pooledLayout(height: Int, width: Int, targetSize: Int, taps selection: TapSelection = .all) throws -> PooledLayout {
+        guard targetSize > 0 else { throw NetworkError.invalidInput("target size must be positive") }
         let taps = spec.taps(height: height, width: width)
         let (selected, _) = try selection.resolve(taps)
-        let rules = targetSizes.map(Head2ToePooling.init(targetSize:))
-        var layouts: [[PooledTapColumns]] = []
-        var widths: [Int] = []
-        for rule in rules {
-            var offset = 0
-            var layout: [PooledTapColumns] = []
-            for tap in taps where selected[tap.order] {
-                let w = rule.outputWidth(shape: tap.shape)
-                layout.append(PooledTapColumns(name: tap.name, order: tap.order, shape: tap.shape, offset: offset, width: w))
-                offset += w
-            }
-            layouts.append(layout)
-            widths.append(offset)
+        let rule = Head2ToePooling(targetSize: targetSize)
+        var offset = 0
+        var columns: [PooledTapColumns] = []
+        for tap in taps where selected[tap.order] {
+            let w = rule.outputWidth(shape: tap.shape)
+            columns.append(PooledTapColumns(name: tap.name, order: tap.order, shape: tap.shape, offset: offset, width: w))
+            offset += w
         }
-        // Column offset of each tap order per rule, for the callback.
-        var offsetByOrder = [[Int]](repeating: [Int](repeating: -1, count: taps.count), count: rules.count)
-        for r in rules.indices { for column in layouts[r] { offsetByOrder[r][column.order] = column.offset } }
-        let outputs = widths.map { UnsafeMutablePointer<Float>.allocate(capacity: max(1, $0 * count)) }
-        defer { outputs.forEach { $0.deallocate() } }
-        let sharedOutputs = UnsafeSendable(outputs)
-        let frozenOffsets = offsetByOrder, frozenWidths = widths
+        return PooledLayout(pooling: rule, taps: columns, width: offset)
+    }
+
+    /// Pools every selected tap of a batch with Head2Toe's rule for each target size in one pass,
+    /// writing into caller-owned buffers (no allocation per batch: the ingest path).
+    ///
+    /// `outputs[r]` receives `count` rows of `layouts[r].width` floats (row-major), each the
+    /// concatenation of the taps' pooled vectors in tap order (not unit-normalised: that is a
+    /// training-time step). Returns the layouts.
+    @discardableResult
+    public func pooledFeatures(
+        _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
+        taps selection: TapSelection = .all, threads: Int = 2,
+        into outputs: [UnsafeMutableBufferPointer<Float>]
+    ) throws -> [PooledLayout] {
+        guard !targetSizes.isEmpty else { throw NetworkError.invalidInput("no target size") }
+        try validate(batch, count: count, height: height, width: width)
+        let layouts = try targetSizes.map { try pooledLayout(height: height, width: width, targetSize: $0, taps: selection) }
+        guard outputs.count == layouts.count,
+              zip(outputs, layouts).allSatisfy({ $0.count >= count * $1.width && $0.baseAddress != nil }) else {
+            throw NetworkError.invalidInput("need one output buffer of count × width floats per target size")
+        }
+        // Per rule: (column offset, width) of each tap order, -1 when not selected.
+        let tapCount = spec.taps(height: height, width: width).count
+        var placement = [[(offset: Int, width: Int)]](repeating: Array(repeating: (-1, 0), count: tapCount), count: layouts.count)
+        for (r, layout) in layouts.enumerated() { for c in layout.taps { placement[r][c.order] = (c.offset, c.width) } }
+        let frozen = placement
+        let rules = layouts.map(\.pooling), rowWidths = layouts.map(\.width)
+        let bases = UnsafeSendable(outputs.map { $0.baseAddress! })
         try run(batch, count: count, height: height, width: width, taps: selection, threads: threads) { activations in
             let tap = activations.tap
             for i in 0..<activations.count {
                 activations.withExample(i) { values in
                     for r in rules.indices {
-                        let width = rules[r].outputWidth(shape: tap.shape)
-                        let row = sharedOutputs.value[r] + (activations.firstExample + i) * frozenWidths[r]
-                        rules[r].pool(values, shape: tap.shape,
-                                      into: UnsafeMutableBufferPointer(start: row + frozenOffsets[r][tap.order], count: width))
+                        let (offset, width) = frozen[r][tap.order]
+                        let row = bases.value[r] + (activations.firstExample + i) * rowWidths[r]
+                        rules[r].pool(values, shape: tap.shape, into: UnsafeMutableBufferPointer(start: row + offset, count: width))
                     }
                 }
             }
         }
-        return rules.indices.map { r in
-            PooledFeatures(pooling: rules[r], taps: layouts[r], count: count, width: widths[r],
-                           values: Array(UnsafeBufferPointer(start: outputs[r], count: widths[r] * count)))
+        return layouts
+    }
+
+    /// Pools every selected tap of a batch for each target size in one pass and returns the
+    /// features (one ``PooledFeatures`` per target size, in the order given).
+    public func pooledFeatures(
+        _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
+        taps selection: TapSelection = .all, threads: Int = 2
+    ) throws -> [PooledFeatures] {
+        let layouts = try targetSizes.map { try pooledLayout(height: height, width: width, targetSize: $0, taps: selection) }
+        let buffers = layouts.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, $0.width * count)) }
+        defer { buffers.forEach { $0.deallocate() } }
+        try pooledFeatures(batch, count: count, height: height, width: width, targetSizes: targetSizes,
+                           taps: selection, threads: threads, into: buffers)
+        return zip(layouts, buffers).map { layout, buffer in
+            PooledFeatures(pooling: layout.pooling, taps: layout.taps, count: count, width: layout.width,
+                           values: Array(buffer.prefix(layout.width * count)))
         }
     }
 
@@ -324,8 +343,17 @@ public struct TapActivations {
         let size = tap.elementCount
         guard channelMajor else { return try body(UnsafeBufferPointer(start: base + index * size, count: size)) }
         let channels = tap.shape[0], plane = size / channels
-        for c in 0..<channels {
-            (scratch + c * plane).update(from: base + (c * count + index) * plane, count: plane)
+        if plane >= 16 {
+            for c in 0..<channels {
+                (scratch + c * plane).update(from: base + (c * count + index) * plane, count: plane)
+            }
+        } else {
+            // Tiny planes (deep layers at small inputs): a call to memmove per plane costs more
+            // than the copy.
+            for c in 0..<channels {
+                let from = base + (c * count + index) * plane, to = scratch + c * plane
+                for i in 0..<plane { to[i] = from[i] }
+            }
         }
         return try body(UnsafeBufferPointer(start: scratch, count: size))
     }
@@ -348,6 +376,16 @@ public struct PooledTapColumns: Sendable, Hashable, Codable {
     /// First column.
     public let offset: Int
     /// Number of pooled features.
+    public let width: Int
+}
+
+/// The columns of a pooled-feature row for one target size.
+public struct PooledLayout: Sendable, Hashable, Codable {
+    /// The pooling rule (target size `F_T`).
+    public let pooling: Head2ToePooling
+    /// Column range per selected tap, in tap order.
+    public let taps: [PooledTapColumns]
+    /// Features per example.
     public let width: Int
 }
 

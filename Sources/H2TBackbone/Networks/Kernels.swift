@@ -65,6 +65,12 @@ public enum NetworkKernels {
         let hp = height + padding.top + padding.bottom
         let wp = width + padding.left + padding.right
         let inPlane = height * width, outPlane = oh * ow
+        if ow < 8 {
+            depthwiseSmall(input: input, output: output, planesPerChannel: batch, channels: channels,
+                           height: height, width: width, outputSize: (oh, ow), kernel: kernel, stride: stride,
+                           padding: padding, weights: weights, bias: bias)
+            return
+        }
         // Zero the padded plane once; only the interior is rewritten per plane.
         scratch.initialize(repeating: 0, count: hp * wp)
         // For stride 2 each padded row is split into its even then odd columns, so that every
@@ -83,12 +89,22 @@ public enum NetworkKernels {
                         (scratch + (y + padding.top) * wp + padding.left).update(from: src + y * width, count: width)
                     }
                 } else {
+                    // Input column x sits at padded column px = x + left: even px at px/2, odd px
+                    // at half + px/2.
+                    let firstEven = padding.left & 1  // smallest x with x + left even
                     for y in 0..<height {
                         let row = scratch + (y + padding.top) * wp
                         let line = src + y * width
-                        for x in 0..<width {
-                            let px = x + padding.left
-                            row[(px & 1) == 0 ? px >> 1 : half + (px >> 1)] = line[x]
+                        var x = firstEven
+                        while x < width {
+                            row[(x + padding.left) >> 1] = line[x]
+                            x += 2
+                        }
+                        x = 1 - firstEven
+                        let odd = row + half
+                        while x < width {
+                            odd[(x + padding.left) >> 1] = line[x]
+                            x += 2
                         }
                     }
                 }
@@ -97,6 +113,54 @@ public enum NetworkKernels {
                     let rowBase = scratch + oy * stride * wp
                     depthwiseRow(out: out, count: ow, rows: rowBase, rowStride: wp, kernel: kernel,
                                  stride: stride, half: half, weights: w, bias: b)
+                }
+            }
+        }
+    }
+
+    /// Depthwise convolution for maps narrower than one SIMD row (deep layers at small inputs,
+    /// where thousands of 2×2 or 4×4 planes make per-plane padding and row loops the cost): one
+    /// table of (weight, input) index pairs per output position, shared by every plane.
+    static func depthwiseSmall(
+        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, planesPerChannel: Int, channels: Int,
+        height: Int, width: Int, outputSize: (Int, Int), kernel: Int, stride: Int, padding: Padding2D,
+        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+    ) {
+        let (oh, ow) = outputSize
+        var starts: [Int] = [0]
+        var weightIndex: [Int] = [], inputIndex: [Int] = []
+        for oy in 0..<oh {
+            for ox in 0..<ow {
+                for ky in 0..<kernel {
+                    let iy = oy * stride + ky - padding.top
+                    guard iy >= 0 && iy < height else { continue }
+                    for kx in 0..<kernel {
+                        let ix = ox * stride + kx - padding.left
+                        guard ix >= 0 && ix < width else { continue }
+                        weightIndex.append(ky * kernel + kx)
+                        inputIndex.append(iy * width + ix)
+                    }
+                }
+                starts.append(weightIndex.count)
+            }
+        }
+        let inPlane = height * width, outPlane = oh * ow
+        starts.withUnsafeBufferPointer { starts in
+            weightIndex.withUnsafeBufferPointer { wi in
+                inputIndex.withUnsafeBufferPointer { ii in
+                    for c in 0..<channels {
+                        let w = weights + c * kernel * kernel
+                        let b = bias[c]
+                        for n in 0..<planesPerChannel {
+                            let plane = c * planesPerChannel + n
+                            let src = input + plane * inPlane, dst = output + plane * outPlane
+                            for p in 0..<outPlane {
+                                var acc = b
+                                for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * src[ii[e]] }
+                                dst[p] = acc
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -120,7 +184,9 @@ public enum NetworkKernels {
                 for kx in 0..<kernel {
                     let offset = stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1))
                     let v = UnsafeRawPointer(row + offset + x).loadUnaligned(as: SIMD8<Float>.self)
-                    acc.addProduct(SIMD8(repeating: weights[ky * kernel + kx]), v)
+                    // Multiply then add: `addProduct` becomes a libm `fmaf` call per lane when the
+                    // build targets baseline x86-64 (no FMA), ten times slower.
+                    acc = acc + SIMD8(repeating: weights[ky * kernel + kx]) * v
                 }
             }
             UnsafeMutableRawPointer(out + x).storeBytes(of: acc, as: SIMD8<Float>.self)
@@ -199,17 +265,11 @@ public enum NetworkKernels {
 
     /// `x = min(max(x, 0), 6)` in place.
     public static func relu6(_ values: UnsafeMutablePointer<Float>, count: Int) {
-        var i = 0
-        let lo = SIMD8<Float>(repeating: 0), hi = SIMD8<Float>(repeating: 6)
-        while i + 8 <= count {
-            let p = UnsafeMutableRawPointer(values + i)
-            let v = p.loadUnaligned(as: SIMD8<Float>.self)
-            p.storeBytes(of: v.clamped(lowerBound: lo, upperBound: hi), as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
-            values[i] = min(max(values[i], 0), 6)
-            i += 1
+        // A plain select loop: LLVM vectorises it, whereas SIMD8.clamped calls generic
+        // (unspecialised) min/max helpers.
+        for i in 0..<count {
+            let v = values[i]
+            values[i] = v < 0 ? 0 : (v > 6 ? 6 : v)
         }
     }
 
