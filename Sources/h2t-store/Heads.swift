@@ -21,7 +21,7 @@ struct Heads: ParsableCommand {
     struct Output: Encodable {
         var schema = "h2t.heads-output/1"
         var count: Int
-        var heads: [HeadListing]
+        var heads: [ListingView]
     }
 
     func run() throws {
@@ -33,7 +33,7 @@ struct Heads: ParsableCommand {
         var heads = try registry.list(HeadFilter(task: task, tags: tags, alias: alias, sort: sort, latestOnly: latest))
         let total = heads.count
         if let limit { heads = Array(heads.prefix(max(0, limit))) }
-        if output.json { return try printJSON(Output(count: total, heads: heads)) }
+        if output.json { return try printJSON(Output(count: total, heads: heads.map(ListingView.init))) }
         if heads.isEmpty { return print("no heads") }
         print(table(["HEAD", "TEST", "CV", "PROBE TEST", "ALL TEST", "FEATURES", "F_T", "DATASET", "ALIASES", "TAGS", "CREATED"], heads.map { h in
             let s = h.summary, m = s.metrics

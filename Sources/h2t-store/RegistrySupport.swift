@@ -20,6 +20,27 @@ func percent(_ value: Double?) -> String {
     return String(format: "%.2f%%", value * 100)
 }
 
+/// One tag in `--json` outputs (a list, not a map keyed by user names).
+struct TagView: Encodable {
+    var key: String
+    var value: String
+
+    static func list(_ tags: [String: String]) -> [TagView] { tags.sorted { $0.key < $1.key }.map { TagView(key: $0.key, value: $0.value) } }
+}
+
+/// A listed head in `heads --json`.
+struct ListingView: Encodable {
+    var summary: HeadSummary
+    var tags: [TagView]
+    var aliases: [String]
+
+    init(_ listing: HeadListing) {
+        summary = listing.summary
+        tags = TagView.list(listing.tags)
+        aliases = listing.aliases
+    }
+}
+
 /// A head as printed by `head show --json` (weights only on request).
 struct HeadView: Encodable {
     var schema = "h2t.head-view/1"
@@ -36,7 +57,7 @@ struct HeadView: Encodable {
     var cvCurves: [CVPoint]
     var testMetrics: [String: ClassificationMetrics]
     var lineage: HeadLineage
-    var tags: [String: String]
+    var tags: [TagView]
     var aliases: [String]
     var weights: [Float]?
     var bias: [Float]?
@@ -55,7 +76,7 @@ struct HeadView: Encodable {
         cvCurves = head.cvCurves
         testMetrics = head.testMetrics
         lineage = head.lineage
-        self.tags = tags
+        self.tags = TagView.list(tags)
         self.aliases = aliases
         weights = includeWeights ? head.weights : nil
         bias = includeWeights ? head.bias : nil

@@ -15,7 +15,7 @@ struct Tag: ParsableCommand {
     struct Output: Encodable {
         var schema = "h2t.tag-output/1"
         var head: String
-        var tags: [String: String]
+        var tags: [TagView]
     }
 
     func run() throws {
@@ -26,7 +26,7 @@ struct Tag: ParsableCommand {
         }
         let ref = try parseReference(reference)
         let (version, tags) = try openRegistry(storeOptions).tag(ref, set: set, remove: remove)
-        if output.json { return try printJSON(Output(head: "\(ref.task)@v\(version)", tags: tags)) }
+        if output.json { return try printJSON(Output(head: "\(ref.task)@v\(version)", tags: TagView.list(tags))) }
         print("\(ref.task)@v\(version): " + (tags.isEmpty ? "no tags" : tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")))
     }
 }
