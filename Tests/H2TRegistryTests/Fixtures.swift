@@ -59,8 +59,8 @@ struct RegistryFixture {
     let featureSet: String
     let registry: Registry
 
-    init(train: Int = 60, test: Int = 30, targetSize: Int = 16) throws {
-        store = try FeatureStore(path: directory.file("store"))
+    init(train: Int = 60, test: Int = 30, targetSizes: [Int] = [16], path: String? = nil) throws {
+        store = try FeatureStore(path: path ?? directory.file("store"))
         var ids: [String] = []
         for (split, count, seed) in [("train", train, UInt64(1)), ("test", test, UInt64(2))] {
             var random = FixtureRandom(state: seed)
@@ -79,7 +79,7 @@ struct RegistryFixture {
             try writeActivations(path, tensors: [("conv", [count, 4, 4, 4], conv), ("mid", [count, 16], mid), ("logits", [count, 8], logits)],
                                  metadata: ["example_ids": jsonArray(names), "labels": jsonArray(labels),
                                             "class_names": jsonArray(Self.classNames)])
-            var options = ExternalIngestOptions(backboneName: "toy", dataset: "toys", split: split, targetSizes: [targetSize])
+            var options = ExternalIngestOptions(backboneName: "toy", dataset: "toys", split: split, targetSizes: targetSizes)
             options.columnBlock = 16
             options.segmentRows = 32
             options.codec = .lossless
