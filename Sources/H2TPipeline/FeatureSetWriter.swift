@@ -94,6 +94,17 @@ public final class FeatureChunk {
         }
     }
 
+    /// Copies an already pooled row (a feature set's full width) for example `e` into feature
+    /// set `f`, if that feature set lacks the example.
+    public func setRow(featureSet f: Int, example e: Int, _ values: UnsafeBufferPointer<Float>) {
+        guard let row = rowOf[f][e] else { return }
+        let width = writer.manifests[f].width
+        precondition(values.count == width, "row of \(values.count) features for a feature set of width \(width)")
+        matrices[f].withUnsafeMutableBufferPointer { m in
+            _ = UnsafeMutableBufferPointer(rebasing: m[(row * width)..<((row + 1) * width)]).initialize(from: values)
+        }
+    }
+
     /// Encodes and commits the chunk with its example records and dataset items; returns how
     /// many (example, feature set) rows were added.
     @discardableResult

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import H2TBackbone
 import H2TCore
 import H2TPipeline
 import H2TStore
@@ -30,6 +31,15 @@ struct CodecOptions: ParsableArguments {
 }
 
 extension StorageDType: ExpressibleByArgument {}
+extension BackboneArchitecture: ExpressibleByArgument {}
+
+/// Where the pinned artefacts (weights, datasets) live.
+struct CacheOptions: ParsableArguments {
+    @Option(name: .long, help: "Artefact cache (default: $H2T_CACHE or ~/.cache/h2t-store; fill it with tools/fetch-artifacts).")
+    var cache: String?
+
+    var artifactCache: ArtifactCache { ArtifactCache(explicitRoot: cache) }
+}
 extension ActivationLayout: ExpressibleByArgument {}
 
 /// `h2t-store ingest`: computes or reads activations, pools them and stores one feature set per target size.
@@ -37,13 +47,35 @@ struct Ingest: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ingest activations into the store (resumable: examples already stored are skipped).",
         discussion: """
+        Images through a built-in backbone: --backbone mobilenet_v2|efficientnet_lite0 with --fashion-mnist \
+        train|test, --idx IMAGES [--labels LABELS], or --folder DIR (one subfolder per class of PNG/JPEG). \
+        Every tap is pooled with Head2Toe's rule for each --target-size in the same pass.
+
         External activations (a backbone run elsewhere): safetensors files with one tensor per tap \
         (first axis = examples; __metadata__ may hold JSON arrays example_ids, labels, class_names), \
         or folders of <tap>.npy (optional taps.txt, example_ids.txt, labels.txt, class_names.txt).
         """)
 
-    @Argument(help: "Safetensors files or .npy folders.")
+    @Argument(help: "Safetensors files or .npy folders (with --external).")
     var inputs: [String] = []
+
+    @Option(name: .long, help: "Built-in backbone to run over images: mobilenet_v2 or efficientnet_lite0.")
+    var backbone: BackboneArchitecture?
+    @Option(name: .long, help: "Fashion-MNIST split from the artefact cache: train or test.")
+    var fashionMnist: String?
+    @Option(name: .long, help: "IDX image file (.gz or raw).")
+    var idx: String?
+    @Option(name: .long, help: "IDX label file for --idx.")
+    var labels: String?
+    @Option(name: .long, help: "Image folder: one subfolder per class of PNG/JPEG files.")
+    var folder: String?
+    @Option(name: .long, help: "Square backbone input size (default 64 for sources up to 64 px, else 224).")
+    var inputSize: Int?
+    @Option(name: .long, help: "Ingest only the first N images.")
+    var limit: Int?
+    @Option(name: .long, help: "Images per backbone batch.")
+    var batchSize: Int = 32
+    @OptionGroup var cacheOptions: CacheOptions
 
     @Option(name: .long, help: "Name of the external backbone that produced the activations.")
     var external: String?
@@ -68,12 +100,26 @@ struct Ingest: ParsableCommand {
 
     func validate() throws {
         if let bad = targetSizes.first(where: { $0 <= 0 }) { throw ValidationError("--target-size must be positive, got \(bad)") }
-        guard external != nil else { throw ValidationError("name the backbone: --external NAME for activations computed elsewhere") }
-        guard !inputs.isEmpty else { throw ValidationError("give at least one safetensors file or .npy folder") }
+        switch (backbone, external) {
+        case (nil, nil): throw ValidationError("name the backbone: --backbone mobilenet_v2|efficientnet_lite0 for images, or --external NAME for activations computed elsewhere")
+        case (.some, .some): throw ValidationError("--backbone and --external exclude each other")
+        case (.some, nil):
+            let sources = [fashionMnist != nil, idx != nil, folder != nil].filter { $0 }.count
+            guard sources == 1 else { throw ValidationError("give exactly one image source: --fashion-mnist train|test, --idx FILE, or --folder DIR") }
+            if let fashionMnist, !["train", "test"].contains(fashionMnist) { throw ValidationError("--fashion-mnist must be train or test, got '\(fashionMnist)'") }
+            if labels != nil && idx == nil { throw ValidationError("--labels goes with --idx") }
+            guard inputs.isEmpty else { throw ValidationError("with --backbone, images come from --fashion-mnist, --idx or --folder, not positional files") }
+            if let inputSize, !(32...1024).contains(inputSize) { throw ValidationError("--input-size must be in 32...1024, got \(inputSize)") }
+            if let limit, limit <= 0 { throw ValidationError("--limit must be positive, got \(limit)") }
+            guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
+        case (nil, .some):
+            guard !inputs.isEmpty else { throw ValidationError("give at least one safetensors file or .npy folder") }
+        }
     }
 
     func run() throws {
         let store = try storeOptions.open(create: true)
+        if let backbone { return try ingestImages(store: store, architecture: backbone) }
         var options = ExternalIngestOptions(backboneName: external!, dataset: dataset, split: split, targetSizes: targetSizes)
         options.weightsSHA256 = weightsSha256
         options.layout = layout
@@ -84,6 +130,34 @@ struct Ingest: ParsableCommand {
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: !output.json)
         let summary = try ExternalIngest(store: store, options: options).run(paths: inputs, progress: progress)
+        try report(summary, json: output.json)
+    }
+}
+
+extension Ingest {
+    func ingestImages(store: FeatureStore, architecture: BackboneArchitecture) throws {
+        let cache = cacheOptions.artifactCache
+        let source: ImageSource
+        if let fashionMnist {
+            let train = fashionMnist == "train"
+            source = .idx(images: try cache.verifiedPath(of: train ? .fashionMNISTTrainImages : .fashionMNISTTestImages),
+                          labels: try cache.verifiedPath(of: train ? .fashionMNISTTrainLabels : .fashionMNISTTestLabels))
+        } else if let idx {
+            source = .idx(images: idx, labels: labels)
+        } else {
+            source = .folder(folder!)
+        }
+        let network = try BackboneNetwork.load(architecture, from: cache)
+        var options = ImageIngestOptions(architecture: architecture, targetSizes: targetSizes, dataset: dataset, split: split)
+        options.inputSize = inputSize
+        options.limit = limit
+        options.batchSize = batchSize
+        options.codec = codecOptions.codec
+        options.columnBlock = codecOptions.columnBlock
+        options.segmentRows = codecOptions.segmentRows
+        options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: !output.json)
+        let summary = try ImageIngest(store: store, network: network, options: options).run(source, progress: progress)
         try report(summary, json: output.json)
     }
 }

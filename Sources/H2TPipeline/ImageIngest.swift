@@ -1,0 +1,272 @@
+import Foundation
+import H2TBackbone
+import H2TCore
+import H2TStore
+
+/// Where images come from.
+public enum ImageSource: Sendable {
+    /// An IDX image file (MNIST, Fashion-MNIST; `.gz` or raw) with an optional IDX label file.
+    case idx(images: String, labels: String?)
+    /// A folder with one subfolder per class of PNG/JPEG files.
+    case folder(String)
+}
+
+/// Options of an image ingest.
+public struct ImageIngestOptions: Sendable {
+    /// The backbone.
+    public var architecture: BackboneArchitecture
+    /// Square input size; `nil` picks 64 for sources up to 64 pixels (e.g. 28×28), else 224.
+    public var inputSize: Int?
+    /// Head2Toe target sizes; one feature set each, all filled by the same backbone pass.
+    public var targetSizes: [Int]
+    /// Dataset and split the images join.
+    public var dataset: String
+    public var split: String
+    /// Class names (override the source's).
+    public var classNames: [String]?
+    /// Ingest only the first `limit` images of the source.
+    public var limit: Int?
+    /// Tile codec and layout.
+    public var codec: TileCodec = .default
+    public var columnBlock: Int = 1024
+    /// Images per commit (bounds memory; a killed ingest redoes at most one).
+    public var segmentRows: Int = 512
+    /// Images per backbone batch.
+    public var batchSize: Int = 32
+    /// Threads for the backbone.
+    public var threads: Int = 2
+
+    /// Creates options.
+    public init(architecture: BackboneArchitecture, targetSizes: [Int], dataset: String, split: String) {
+        self.architecture = architecture
+        self.targetSizes = targetSizes
+        self.dataset = dataset
+        self.split = split
+    }
+}
+
+/// Runs a pretrained backbone over images and stores every tap pooled with Head2Toe's rule.
+///
+/// Resumable and deduplicated: an image is identified by the SHA-256 of its decoded pixels (with
+/// its shape), and images whose features every requested feature set already holds skip the
+/// backbone entirely. One commit per segment holds the tiles of every feature set, the example
+/// records and the dataset items.
+public struct ImageIngest {
+    /// The store written to.
+    public let store: FeatureStore
+    /// The backbone network (loaded once; reusable across ingests).
+    public let network: BackboneNetwork
+    /// Options.
+    public let options: ImageIngestOptions
+
+    /// Creates an ingest.
+    public init(store: FeatureStore, network: BackboneNetwork, options: ImageIngestOptions) {
+        self.store = store
+        self.network = network
+        self.options = options
+    }
+
+    /// The content identity of a decoded image.
+    public static func exampleID(pixels: UnsafeBufferPointer<UInt8>, width: Int, height: Int, channels: Int) -> ExampleID {
+        var hasher = SHA256()
+        hasher.update(Array("h2t.image:\(width)x\(height)x\(channels):".utf8))
+        hasher.update(UnsafeRawBufferPointer(pixels))
+        return ExampleID(digest: hasher.finalize())
+    }
+
+    /// The backbone manifest for `preprocessing` (architecture, weights digest, preprocessing, taps).
+    public func backboneManifest(_ preprocessing: Preprocessing) throws -> BackboneManifest {
+        BackboneManifest(
+            architecture: options.architecture.rawValue, weightsSHA256: options.architecture.weightsArtifact.pin.sha256,
+            preprocessing: try JSONValue(encoding: preprocessing),
+            taps: network.taps(height: preprocessing.height, width: preprocessing.width).map { TapDescriptor(name: $0.name, shape: $0.shape) })
+    }
+
+    /// Ingests `source`; returns what was computed, reused and skipped.
+    public func run(_ source: ImageSource, progress: ProgressReporter? = nil) throws -> IngestSummary {
+        let started = Date()
+        guard options.segmentRows > 0, options.batchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
+        if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
+        let reader = try ImageReader(source, limit: options.limit)
+        var classNames = options.classNames ?? reader.classNames
+        if classNames.count <= (reader.maxLabel ?? -1) {
+            throw IngestError.badLabels(file: reader.path, reason: "label \(reader.maxLabel!) is outside the \(classNames.count) class names given")
+        }
+        if classNames.isEmpty { classNames = ["unlabelled"] }
+        let size = options.inputSize ?? Preprocessing.defaultInputSize(sourceWidth: reader.sourceWidth, sourceHeight: reader.sourceHeight)
+        var preprocessing = Preprocessing(architecture: options.architecture, size: size)
+        preprocessing.alpha = .drop
+        try preprocessing.validate()
+        let writer = try FeatureSetWriter(store: store, backbone: try backboneManifest(preprocessing), targetSizes: options.targetSizes,
+                                          codec: options.codec, columnBlock: options.columnBlock)
+        // The network's pooled layout must be the feature sets' layout, column for column.
+        for manifest in writer.manifests {
+            let layout = try network.pooledLayout(height: size, width: size, targetSize: manifest.targetSize)
+            guard layout.width == manifest.width, zip(layout.taps, manifest.taps).allSatisfy({ $0.offset == $1.offset && $0.width == $1.width && $0.name == $1.name }) else {
+                throw StoreError.inconsistent("backbone layout for F_T \(manifest.targetSize) differs from feature set \(manifest.targetSize)")
+            }
+        }
+        progress?.setTotal(reader.count)
+        var computed = 0, reused = 0, seen = 0
+        var skipped: [IngestSummary.SkippedInput] = reader.scanSkipped
+        var first = 0
+        while first < reader.count {
+            let count = min(options.segmentRows, reader.count - first)
+            let segment = try reader.segment(first..<(first + count), preprocessing: preprocessing)
+            skipped += segment.skipped
+            let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer)
+            computed += result.computed
+            reused += result.reused
+            seen += segment.ids.count
+            progress?.advance(by: count)
+            first += count
+        }
+        progress?.finish()
+        let seconds = Date().timeIntervalSince(started)
+        return IngestSummary(
+            backbone: writer.backboneID,
+            featureSets: zip(writer.featureSetIDs, writer.manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
+            dataset: options.dataset, split: options.split, examplesSeen: seen, examplesComputed: computed, examplesReused: reused,
+            skipped: skipped, seconds: seconds, examplesPerSecond: Double(seen) / max(seconds, 1e-9))
+    }
+
+    private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
+                               writer: FeatureSetWriter) throws -> (computed: Int, reused: Int) {
+        // Duplicates inside the segment: keep the first; a different label is an error.
+        var seen: [ExampleID: Int] = [:]
+        var keep: [Int] = []
+        for (i, id) in segment.ids.enumerated() {
+            if let previous = seen[id] {
+                if segment.labels[previous] != segment.labels[i] {
+                    throw IngestError.duplicateExample(file: segment.names[i], example: "same pixels as \(segment.names[previous])")
+                }
+                continue
+            }
+            seen[id] = i
+            keep.append(i)
+        }
+        let chunk = try writer.chunk(examples: keep.map { segment.ids[$0] })
+        let needed = keep.indices.filter { chunk.needs($0) }
+        let per = preprocessing.valuesPerImage
+        var batchStart = 0
+        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: options.batchSize * $0.width) }
+        defer { outputs.forEach { $0.deallocate() } }
+        while batchStart < needed.count {
+            let batch = Array(needed[batchStart..<min(batchStart + options.batchSize, needed.count)])
+            var input = [Float](repeating: 0, count: batch.count * per)
+            for (b, k) in batch.enumerated() {
+                let source = keep[k] * per
+                input.replaceSubrange((b * per)..<((b + 1) * per), with: segment.tensor[source..<(source + per)])
+            }
+            _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
+                                           targetSizes: writer.manifests.map(\.targetSize), threads: options.threads, into: outputs)
+            for (f, manifest) in writer.manifests.enumerated() {
+                for (b, k) in batch.enumerated() {
+                    chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
+                }
+            }
+            batchStart += batch.count
+        }
+        let records = keep.map { ExampleRecord(name: segment.names[$0], source: segment.sources[$0]) }
+        let append = DatasetAppend(dataset: options.dataset, classNames: classNames, split: options.split,
+                                   items: keep.map { (segment.ids[$0], segment.labels[$0]) })
+        try chunk.commit(records: records, datasets: [append])
+        return (needed.count, keep.count - needed.count)
+    }
+}
+
+/// A segment of decoded, preprocessed images with their ids, labels and names.
+struct ImageSegment {
+    var tensor: [Float]
+    var ids: [ExampleID]
+    var labels: [Int]
+    var names: [String]
+    var sources: [String]
+    var skipped: [IngestSummary.SkippedInput]
+}
+
+/// Uniform access to IDX stacks and image folders, segment by segment.
+struct ImageReader {
+    let path: String
+    let count: Int
+    let classNames: [String]
+    let maxLabel: Int?
+    let sourceWidth: Int
+    let sourceHeight: Int
+    let scanSkipped: [IngestSummary.SkippedInput]
+    private let idx: (images: GrayscaleImages, labels: [UInt8]?)?
+    private let folder: ImageFolder?
+
+    init(_ source: ImageSource, limit: Int?) throws {
+        switch source {
+        case .idx(let imagesPath, let labelsPath):
+            path = imagesPath
+            let images = try IDX.readImages(path: imagesPath)
+            let labels = try labelsPath.map { try IDX.readLabels(path: $0) }
+            if let labels, labels.count != images.count {
+                throw IngestError.badLabels(file: labelsPath!, reason: "\(labels.count) labels for the \(images.count) images of \(imagesPath)")
+            }
+            idx = (images, labels)
+            folder = nil
+            count = min(images.count, limit ?? images.count)
+            maxLabel = labels.flatMap { $0.max() }.map(Int.init)
+            let isFashion = imagesPath.contains("fashion")
+            classNames = labels == nil ? [] : (isFashion ? IDX.fashionMNISTClassNames : (0...(maxLabel ?? 0)).map(String.init))
+            sourceWidth = images.width
+            sourceHeight = images.height
+            scanSkipped = []
+        case .folder(let root):
+            path = root
+            let scanned = try ImageFolder.scan(root)
+            folder = scanned
+            idx = nil
+            count = min(scanned.items.count, limit ?? scanned.items.count)
+            classNames = scanned.classNames
+            maxLabel = scanned.items.map(\.label).max()
+            scanSkipped = scanned.skipped.map { IngestSummary.SkippedInput(path: $0.path, reason: $0.reason.description) }
+            // The input size follows the first image (the default is 224 unless images are tiny).
+            if let first = scanned.items.first, let image = try? scanned.decode(first) {
+                sourceWidth = image.width
+                sourceHeight = image.height
+            } else {
+                sourceWidth = 224
+                sourceHeight = 224
+            }
+        }
+    }
+
+    func segment(_ range: Range<Int>, preprocessing: Preprocessing) throws -> ImageSegment {
+        if let (images, labels) = idx {
+            let size = images.width * images.height
+            let ids = images.pixels.withUnsafeBufferPointer { pixels in
+                range.map { i in
+                    ImageIngest.exampleID(pixels: UnsafeBufferPointer(rebasing: pixels[(i * size)..<((i + 1) * size)]),
+                                          width: images.width, height: images.height, channels: 1)
+                }
+            }
+            return ImageSegment(tensor: preprocessing.tensor(images, range: range), ids: ids,
+                                labels: range.map { i in labels.map { Int($0[i]) } ?? 0 },
+                                names: range.map { "\((path as NSString).lastPathComponent)#\($0)" },
+                                sources: range.map { _ in path }, skipped: [])
+        }
+        let folder = self.folder!
+        var images: [DecodedImage] = []
+        var ids: [ExampleID] = [], labels: [Int] = [], names: [String] = [], sources: [String] = []
+        var skipped: [IngestSummary.SkippedInput] = []
+        for item in folder.items[range] {
+            do {
+                let image = try folder.decode(item, alpha: preprocessing.alpha)
+                images.append(image)
+                ids.append(image.pixels.withUnsafeBufferPointer {
+                    ImageIngest.exampleID(pixels: $0, width: image.width, height: image.height, channels: image.channels)
+                })
+                labels.append(item.label)
+                names.append(String(item.path.dropFirst(folder.root.count).drop { $0 == "/" }))
+                sources.append(item.path)
+            } catch {
+                skipped.append(.init(path: item.path, reason: "\(error)"))
+            }
+        }
+        return ImageSegment(tensor: preprocessing.tensor(images), ids: ids, labels: labels, names: names, sources: sources, skipped: skipped)
+    }
+}
