@@ -1,0 +1,111 @@
+import Foundation
+import H2TBackbone
+import H2TCore
+import H2TPipeline
+import H2TRegistry
+import H2TStore
+import Testing
+
+/// Needs the pinned MobileNetV2 weights (tools/fetch-artifacts); skipped without them.
+@Suite("Predict on new images", .enabled(if: ArtifactCache().isPresent(.mobilenetV2), "MobileNetV2 weights not in the artefact cache"))
+struct ImagePredictTests {
+    /// A store with MobileNetV2 features of a few 32×32 images, ingested through FeatureSetWriter
+    /// exactly as an image ingest does, and a head reading three taps up to the middle of the network.
+    struct Setup {
+        let directory = ScratchDirectory()
+        let store: FeatureStore
+        let registry: Registry
+        let network: BackboneNetwork
+        let head: HeadRecord
+        let images: [DecodedImage]
+        let ids: [ExampleID]
+
+        init() throws {
+            network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
+            store = try FeatureStore(path: directory.file("store"))
+            registry = Registry(store: store)
+            let taps = network.taps(height: 32, width: 32)
+            let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
+                                            taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
+            let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
+            var random = FixtureRandom(state: 9)
+            var images: [DecodedImage] = []
+            for i in 0..<5 {
+                let channels = i == 4 ? 1 : 3
+                images.append(DecodedImage(width: 32, height: 32, channels: channels,
+                                           pixels: (0..<(32 * 32 * channels)).map { _ in UInt8(random.next() % 256) }))
+            }
+            self.images = images
+            ids = (0..<images.count).map { ExampleID(name: "image-\($0)") }
+            let manifest = writer.manifests[0]
+            // A synthetic head on three taps; the deepest (order 30) is mid-network.
+            var selection: [TapIndices] = []
+            for order in [1, 12, 30] {
+                let tap = manifest.taps[order]
+                selection.append(TapIndices(tap: tap.name, order: order, offset: tap.offset, width: tap.width,
+                                            indices: Array(stride(from: order % 3, to: tap.width, by: max(1, tap.width / 7)))))
+            }
+            let d = selection.reduce(0) { $0 + $1.indices.count }
+            let draft = HeadDraft(
+                task: "shapes", classNames: ["a", "b", "c"], selection: selection,
+                weights: (0..<(d * 3)).map { _ in random.uniform() - 0.5 }, bias: [0.1, -0.2, 0.05],
+                hyperParameters: HyperParameters(method: "head2toe", targetSize: 64),
+                metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
+                                     linearProbe: nil, allFeatures: nil),
+                lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2", dataset: "imgs",
+                                     train: SplitLineage(split: "all", digest: "", count: 5), test: nil, seed: 0))
+            head = try registry.register(draft)
+            // Ingest: the same preprocessing, every tap pooled by the shared rule.
+            let predictor = try ImagePredictor(head: head, registry: registry, network: network)
+            let batch = try predictor.batch(images, names: [])
+            let chunk = try writer.chunk(examples: ids)
+            let order = Dictionary(uniqueKeysWithValues: taps.map { ($0.name, $0.order) })
+            let box = ChunkBox(chunk)
+            try network.run(batch, count: images.count, height: 32, width: 32, threads: 1) { activations in
+                for i in 0..<activations.count {
+                    activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
+                }
+            }
+            try chunk.commit(records: ids.indices.map { ExampleRecord(name: "image-\($0)", source: "test") },
+                             datasets: [DatasetAppend(dataset: "imgs", classNames: ["a", "b", "c"], split: "all", items: ids.map { ($0, 0) })])
+        }
+    }
+
+    @Test func selectedFeaturesEqualTheIngestedOnesAndPredictionsAgree() throws {
+        let s = try Setup()
+        let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
+        #expect(predictor.inputHeight == 32 && predictor.inputWidth == 32)
+        #expect(predictor.deepestTapOrder == 30 && predictor.tapCount == 99, "early exit at order 30 of 99 taps")
+        let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count)
+        let stored = try s.store.read(featureSet: s.head.lineage.featureSet, examples: s.ids, columns: s.head.selectedIndices)
+        #expect(computed == stored.values, "per-cell pooling reproduces Head2ToePooling.pool bit for bit")
+        let fromImages = try predictor.predict(s.images, names: s.ids.map(\.hex), batchSize: 2)
+        let fromStore = try s.registry.predict(s.head, examples: s.ids)
+        #expect(fromImages.labels == fromStore.labels)
+        #expect(fromImages.probabilities == fromStore.probabilities)
+    }
+
+    @Test func imagesOfTheWrongSizeOrChannelsAreRefused() throws {
+        let s = try Setup()
+        let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
+        let small = DecodedImage(width: 28, height: 28, channels: 1, pixels: [UInt8](repeating: 7, count: 28 * 28))
+        #expect(throws: RegistryError.invalidInput("small.png: image is 28×28; head shapes@v1 takes 32×32 images (the size its feature set was computed at)")) {
+            try predictor.predict([s.images[0], small], names: ["ok.png", "small.png"])
+        }
+        let rgba = DecodedImage(width: 32, height: 32, channels: 4, pixels: [UInt8](repeating: 7, count: 32 * 32 * 4))
+        #expect(throws: RegistryError.invalidInput("rgba.png: 4 channels; head shapes@v1 takes grayscale (1) or RGB (3) images")) {
+            try predictor.predict([rgba], names: ["rgba.png"])
+        }
+        // A head on an external backbone cannot run on images at all.
+        let fixture = try RegistryFixture()
+        let external = try fixture.register("toys")
+        #expect(throws: RegistryError.self) { try ImagePredictor(head: external, registry: fixture.registry, network: s.network) }
+    }
+}
+
+/// Lets the single-threaded run callback reach the chunk.
+final class ChunkBox: @unchecked Sendable {
+    // @unchecked Sendable: used with threads: 1, so only one thread touches the chunk.
+    let chunk: FeatureChunk
+    init(_ chunk: FeatureChunk) { self.chunk = chunk }
+}
