@@ -27,7 +27,7 @@ public enum HeadReportPage {
         """
         let m = head.metrics, l = head.lineage, h = head.hyperParameters
         html += "<h1>\(esc(head.task)) <span class=\"sub\">v\(head.version)</span></h1>"
-        html += "<div class=\"sub\">\(esc(head.classNames.count.description)) classes · \(head.inputCount) features from \(head.selection.count) taps of \(esc(l.architecture)) · F<sub>T</sub> \(h.targetSize) · created \(esc(head.createdAt))"
+        html += "<div class=\"sub\">\(esc(head.classNames.count.description)) classes · \(head.inputCount) features from \(head.selection.count) tap\(head.selection.count == 1 ? "" : "s") of \(esc(l.architecture)) · F<sub>T</sub> \(h.targetSize) · created \(esc(head.createdAt))"
         if !aliases.isEmpty { html += " · aliases: " + aliases.map { "<code>\(esc($0))</code>" }.joined(separator: " ") }
         if !tags.isEmpty { html += " · tags: " + tags.sorted { $0.key < $1.key }.map { "<code>\(esc($0.key))=\(esc($0.value))</code>" }.joined(separator: " ") }
         html += "</div>"
@@ -120,9 +120,11 @@ public enum HeadReportPage {
         }
         let baselines = head.cvCurves.filter { $0.method != "head2toe" }
         let ys = points.map(\.cvAccuracy) + baselines.map(\.cvAccuracy)
-        var yMin = (ys.min() ?? 0) - 0.02, yMax = (ys.max() ?? 1) + 0.02
-        yMin = max(0, (yMin * 20).rounded(.down) / 20); yMax = min(1, (yMax * 20).rounded(.up) / 20)
-        if yMax - yMin < 0.05 { yMax = min(1, yMin + 0.05) }
+        let spread = (ys.max() ?? 1) - (ys.min() ?? 0)
+        let step = spread > 0.25 ? 0.1 : 0.05
+        var yMin = max(0, (((ys.min() ?? 0) - 0.01) / step).rounded(.down) * step)
+        var yMax = min(1, (((ys.max() ?? 1) + 0.01) / step).rounded(.up) * step)
+        if yMax - yMin < step { yMin = max(0, yMax - step); yMax = yMin + step }
         let xs = points.map { $0.fraction! }
         let xMin = log10(xs.min()!), xMax = log10(xs.max()!) + (xs.min() == xs.max() ? 1 : 0)
         let w = 760.0, hgt = 340.0, left = 60.0, right = 20.0, top = 16.0, bottom = 46.0
@@ -135,7 +137,7 @@ public enum HeadReportPage {
         while tick <= yMax + 1e-9 {
             svg += "<line x1=\"\(f(left))\" x2=\"\(f(left + pw))\" y1=\"\(f(Y(tick)))\" y2=\"\(f(Y(tick)))\" stroke=\"#eef1f5\"/>"
             svg += "<text x=\"\(f(left - 6))\" y=\"\(f(Y(tick) + 4))\" text-anchor=\"end\" font-size=\"11\">\(Int((tick * 100).rounded()))%</text>"
-            tick += (yMax - yMin) > 0.3 ? 0.1 : 0.05
+            tick += step
         }
         for x in Set(xs).sorted() {
             svg += "<text x=\"\(f(X(x)))\" y=\"\(f(top + ph + 16))\" text-anchor=\"middle\" font-size=\"11\">\(x)</text>"
@@ -153,7 +155,9 @@ public enum HeadReportPage {
             let s = groups[key]!
             let color = palette[i % palette.count]
             let sorted = s.points.sorted { $0.x < $1.x }
-            svg += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"\(sorted.map { "\(f(X($0.x))),\(f(Y($0.y)))" }.joined(separator: " "))\"/>"
+            // Earlier series are drawn wider, so identical curves stay visible under later ones.
+            let strokeWidth = 2 + 2.5 * Double(order.count - 1 - i)
+            svg += "<polyline fill=\"none\" stroke-opacity=\"0.9\" stroke=\"\(color)\" stroke-width=\"\(f(strokeWidth))\" points=\"\(sorted.map { "\(f(X($0.x))),\(f(Y($0.y)))" }.joined(separator: " "))\"/>"
             for p in sorted {
                 svg += "<circle cx=\"\(f(X(p.x)))\" cy=\"\(f(Y(p.y)))\" r=\"3.5\" fill=\"\(color)\"><title>\(esc(s.label)), fraction \(p.x): \(pct(p.y))</title></circle>"
                 if p.chosen { svg += "<circle cx=\"\(f(X(p.x)))\" cy=\"\(f(Y(p.y)))\" r=\"8\" fill=\"none\" stroke=\"#1d2330\" stroke-width=\"2\"><title>chosen</title></circle>" }
@@ -185,10 +189,11 @@ public enum HeadReportPage {
             let x = left + Double(t.order) * slot
             let bh = ph * Double(t.kept) / Double(maxKept)
             let color = t.name.hasPrefix("stem") ? "#c9a227" : t.name.hasPrefix("head") || t.name == "pool" || t.name == "logits" ? "#a03cc2" : "#2f6fdf"
+            let barWidth = max(1, min(slot * 0.8, 36)), barX = x + (slot - barWidth) / 2
             if t.kept > 0 {
-                svg += "<rect x=\"\(f(x + slot * 0.1))\" y=\"\(f(top + ph - bh))\" width=\"\(f(max(1, slot * 0.8)))\" height=\"\(f(bh))\" fill=\"\(color)\"><title>\(esc(t.name)) (tap \(t.order)): \(t.kept) of \(t.width) kept</title></rect>"
+                svg += "<rect x=\"\(f(barX))\" y=\"\(f(top + ph - bh))\" width=\"\(f(barWidth))\" height=\"\(f(bh))\" fill=\"\(color)\"><title>\(esc(t.name)) (tap \(t.order)): \(t.kept) of \(t.width) kept</title></rect>"
             } else {
-                svg += "<rect x=\"\(f(x + slot * 0.1))\" y=\"\(f(top + ph - 2))\" width=\"\(f(max(1, slot * 0.8)))\" height=\"2\" fill=\"#dde2ea\"><title>\(esc(t.name)) (tap \(t.order)): none of \(t.width) kept</title></rect>"
+                svg += "<rect x=\"\(f(barX))\" y=\"\(f(top + ph - 2))\" width=\"\(f(barWidth))\" height=\"2\" fill=\"#dde2ea\"><title>\(esc(t.name)) (tap \(t.order)): none of \(t.width) kept</title></rect>"
             }
             // Label block boundaries and kept taps without overlapping.
             if x - lastLabelX >= 14, t.kept > 0 || all.count <= 40 {
