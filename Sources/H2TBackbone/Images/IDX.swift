@@ -1,0 +1,195 @@
+import CZlib
+import Foundation
+
+/// A stack of 8-bit grayscale images, row-major: image `i`, row `y`, column `x` is at
+/// `pixels[(i * height + y) * width + x]`.
+public struct GrayscaleImages: Sendable, Equatable {
+    /// Number of images.
+    public let count: Int
+    /// Rows per image.
+    public let height: Int
+    /// Columns per image.
+    public let width: Int
+    /// All pixels, image after image.
+    public let pixels: [UInt8]
+
+    /// Creates a stack; `pixels.count` must be `count * height * width`.
+    public init(count: Int, height: Int, width: Int, pixels: [UInt8]) {
+        precondition(pixels.count == count * height * width, "pixel count does not match the dimensions")
+        self.count = count
+        self.height = height
+        self.width = width
+        self.pixels = pixels
+    }
+
+    /// Image `index` as a one-channel `DecodedImage`.
+    public func image(_ index: Int) -> DecodedImage {
+        let size = height * width
+        return DecodedImage(width: width, height: height, channels: 1,
+                            pixels: Array(pixels[(index * size)..<((index + 1) * size)]))
+    }
+}
+
+/// A labelled image dataset read from an IDX images file and an IDX labels file.
+public struct IDXDataset: Sendable, Equatable {
+    /// The images.
+    public let images: GrayscaleImages
+    /// One label per image.
+    public let labels: [UInt8]
+}
+
+/// Reader for the IDX format of MNIST, Fashion-MNIST and their relatives, plain or gzip'd.
+///
+/// Layout: two zero bytes, an element-type byte (0x08 = unsigned byte, the only type these
+/// datasets use), a dimension count, one big-endian int32 per dimension, then the elements.
+/// Gzip is recognised by its magic bytes, not by the file name.
+public enum IDX {
+    /// An IDX array of unsigned bytes.
+    public struct ByteArray: Sendable, Equatable {
+        /// Dimensions, outermost first.
+        public let shape: [Int]
+        /// Elements in row-major order.
+        public let values: [UInt8]
+    }
+
+    /// Reads any unsigned-byte IDX array.
+    public static func readBytes(path: String) throws -> ByteArray {
+        let data = try fileContents(path)
+        guard data.count >= 4 else { throw ImageInputError.notIDX(file: path, reason: "shorter than the 4-byte magic") }
+        guard data[0] == 0, data[1] == 0 else {
+            throw ImageInputError.notIDX(file: path, reason: "magic does not start with two zero bytes")
+        }
+        guard data[2] == 0x08 else {
+            throw ImageInputError.notIDX(
+                file: path, reason: "element type 0x\(String(data[2], radix: 16)) is not unsigned byte (0x08)")
+        }
+        let rank = Int(data[3])
+        guard rank >= 1 else { throw ImageInputError.notIDX(file: path, reason: "zero dimensions") }
+        let headerSize = 4 + 4 * rank
+        guard data.count >= headerSize else {
+            throw ImageInputError.sizeMismatch(file: path, expected: headerSize, actual: data.count)
+        }
+        var shape: [Int] = []
+        var elements = 1
+        for d in 0..<rank {
+            let p = 4 + 4 * d
+            let size = Int(UInt32(data[p]) << 24 | UInt32(data[p + 1]) << 16 | UInt32(data[p + 2]) << 8 | UInt32(data[p + 3]))
+            shape.append(size)
+            let (product, overflow) = elements.multipliedReportingOverflow(by: size)
+            guard !overflow, product <= 1 << 40 else { throw ImageInputError.notIDX(file: path, reason: "dimensions \(shape) too large") }
+            elements = product
+        }
+        guard data.count - headerSize == elements else {
+            throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: data.count)
+        }
+        return ByteArray(shape: shape, values: Array(data[headerSize...]))
+    }
+
+    /// Reads an images file (three dimensions: count, rows, columns).
+    public static func readImages(path: String) throws -> GrayscaleImages {
+        let array = try readBytes(path: path)
+        guard array.shape.count == 3 else {
+            throw ImageInputError.notIDX(file: path, reason: "an images file has 3 dimensions, this one has \(array.shape)")
+        }
+        return GrayscaleImages(count: array.shape[0], height: array.shape[1], width: array.shape[2], pixels: array.values)
+    }
+
+    /// Reads a labels file (one dimension).
+    public static func readLabels(path: String) throws -> [UInt8] {
+        let array = try readBytes(path: path)
+        guard array.shape.count == 1 else {
+            throw ImageInputError.notIDX(file: path, reason: "a labels file has 1 dimension, this one has \(array.shape)")
+        }
+        return array.values
+    }
+
+    /// Reads a matching images/labels pair, checking that the counts agree.
+    public static func readDataset(images imagesPath: String, labels labelsPath: String) throws -> IDXDataset {
+        let images = try readImages(path: imagesPath)
+        let labels = try readLabels(path: labelsPath)
+        guard images.count == labels.count else {
+            throw ImageInputError.countMismatch(images: imagesPath, labels: labelsPath,
+                                                imageCount: images.count, labelCount: labels.count)
+        }
+        return IDXDataset(images: images, labels: labels)
+    }
+
+    /// Reads Fashion-MNIST from the artefact cache (digests verified first).
+    ///
+    /// - Parameter train: the 60,000-image training split if true, else the 10,000-image test split.
+    public static func fashionMNIST(train: Bool, cache: ArtifactCache) throws -> IDXDataset {
+        let images = try cache.verifiedPath(of: train ? .fashionMNISTTrainImages : .fashionMNISTTestImages)
+        let labels = try cache.verifiedPath(of: train ? .fashionMNISTTrainLabels : .fashionMNISTTestLabels)
+        return try readDataset(images: images, labels: labels)
+    }
+
+    /// Fashion-MNIST's class names, by label.
+    public static let fashionMNISTClassNames = [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ]
+
+    /// The file's bytes, gunzipped when they start with the gzip magic.
+    static func fileContents(_ path: String) throws -> [UInt8] {
+        let raw: [UInt8]
+        do {
+            raw = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+        }
+        if raw.count >= 2, raw[0] == 0x1F, raw[1] == 0x8B {
+            return try Gzip.decompress(raw, file: path)
+        }
+        return raw
+    }
+}
+
+/// Gzip decompression through zlib (all members of a multi-member file, as `gunzip` does).
+enum Gzip {
+    static func decompress(_ input: [UInt8], file: String) throws -> [UInt8] {
+        // ISIZE (last 4 bytes) is the size modulo 2^32 of the last member: a good first guess.
+        var output: [UInt8] = []
+        if input.count >= 18 {
+            let n = input.count
+            let hint = Int(UInt32(input[n - 4]) | UInt32(input[n - 3]) << 8 | UInt32(input[n - 2]) << 16 | UInt32(input[n - 1]) << 24)
+            output.reserveCapacity(min(hint, 1 << 31))
+        }
+        var stream = z_stream()
+        // 15 + 16: a gzip wrapper, not zlib or raw deflate.
+        guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+            throw ImageInputError.corruptGzip(file: file, reason: "zlib could not start")
+        }
+        defer { inflateEnd(&stream) }
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        try input.withUnsafeBufferPointer { inBuffer in
+            stream.next_in = UnsafeMutablePointer(mutating: inBuffer.baseAddress)
+            stream.avail_in = uInt(inBuffer.count)
+            while true {
+                let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
+                    stream.next_out = out.baseAddress
+                    stream.avail_out = uInt(chunk)
+                    return inflate(&stream, Z_NO_FLUSH)
+                }
+                output.append(contentsOf: buffer[0..<(chunk - Int(stream.avail_out))])
+                switch status {
+                case Z_OK:
+                    if stream.avail_in == 0 && stream.avail_out != 0 {
+                        throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
+                    }
+                case Z_STREAM_END:
+                    if stream.avail_in == 0 { return }
+                    // Another gzip member follows.
+                    guard inflateReset(&stream) == Z_OK else {
+                        throw ImageInputError.corruptGzip(file: file, reason: "cannot restart for the next member")
+                    }
+                case Z_BUF_ERROR:
+                    throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
+                default:
+                    let message = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
+                    throw ImageInputError.corruptGzip(file: file, reason: message)
+                }
+            }
+        }
+        return output
+    }
+}

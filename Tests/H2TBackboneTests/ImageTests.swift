@@ -1,0 +1,291 @@
+import Foundation
+import H2TBackbone
+import Testing
+
+/// Expected values written by tools/image_reference.py (Pillow decodes, float preprocessing).
+private enum ImageReference {
+    static var expected: [String: Any] {
+        (try? Fixtures.json("images_expected.json") as? [String: Any]) ?? [:]
+    }
+    static var decoded: [String: [String: Any]] { expected["decoded"] as? [String: [String: Any]] ?? [:] }
+    static var preprocessing: [[String: Any]] { expected["preprocessing"] as? [[String: Any]] ?? [] }
+    static func path(_ name: String) throws -> String { try Fixtures.url("images/\(name)").path }
+    static func idx(_ name: String) throws -> String { try Fixtures.url("idx/\(name)").path }
+}
+
+@Suite struct IDXTests {
+    @Test(arguments: ["images.idx3-ubyte", "images.idx3-ubyte.gz"])
+    func readsRawAndGzipped(file: String) throws {
+        let expected = try #require(Fixtures.json("idx/idx_expected.json") as? [String: Any])
+        let images = try IDX.readImages(path: ImageReference.idx(file))
+        #expect(images.count == 3 && images.height == 4 && images.width == 5)
+        #expect(images.pixels.map(Int.init) == expected["pixels"] as? [Int])
+        #expect(images.image(1).pixels == Array(images.pixels[20..<40]))
+    }
+
+    @Test func readsADatasetAndChecksCounts() throws {
+        let dataset = try IDX.readDataset(images: ImageReference.idx("images.idx3-ubyte.gz"),
+                                          labels: ImageReference.idx("labels.idx1-ubyte.gz"))
+        #expect(dataset.labels == [7, 0, 9])
+        let images = try ImageReference.idx("images.idx3-ubyte.gz")
+        let labels = try ImageReference.idx("labels_two.idx1-ubyte.gz")
+        let error = #expect(throws: ImageInputError.self) { try IDX.readDataset(images: images, labels: labels) }
+        #expect(error == .countMismatch(images: images, labels: labels, imageCount: 3, labelCount: 2))
+    }
+
+    @Test func badFilesAreErrorsNamingThem() throws {
+        let truncated = try ImageReference.idx("truncated.idx3-ubyte.gz")
+        let e1 = #expect(throws: ImageInputError.self) { try IDX.readImages(path: truncated) }
+        #expect(e1?.description.hasPrefix("\(truncated): corrupt gzip data") == true)
+
+        let short = try ImageReference.idx("short.idx3-ubyte")
+        let e2 = #expect(throws: ImageInputError.self) { try IDX.readImages(path: short) }
+        #expect(e2 == .sizeMismatch(file: short, expected: 76, actual: 71))
+
+        let float = try ImageReference.idx("float.idx3")
+        let e3 = #expect(throws: ImageInputError.self) { try IDX.readImages(path: float) }
+        #expect(e3?.description.contains("element type 0xd") == true)
+
+        let labels = try ImageReference.idx("labels.idx1-ubyte.gz")
+        let e4 = #expect(throws: ImageInputError.self) { try IDX.readImages(path: labels) }
+        #expect(e4?.description.contains("3 dimensions") == true)
+
+        let e5 = #expect(throws: ImageInputError.self) { try IDX.readLabels(path: "/nonexistent/labels.gz") }
+        #expect(e5?.description.hasPrefix("/nonexistent/labels.gz: cannot read") == true)
+
+        let png = try ImageReference.path("gray.png")
+        #expect(throws: ImageInputError.self) { try IDX.readImages(path: png) }
+    }
+
+    @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages) && TestPaths.cache.isPresent(.fashionMNISTTestLabels),
+                   "run tools/fetch-artifacts fashion_mnist"))
+    func realFashionMNISTTestSplit() throws {
+        let data = try IDX.fashionMNIST(train: false, cache: TestPaths.cache)
+        #expect(data.images.count == 10_000 && data.images.height == 28 && data.images.width == 28)
+        // Reference values from Python's gzip module on the same file.
+        #expect(data.images.pixels.reduce(0) { $0 + Int($1) } == 573_469_082)
+        #expect(data.images.pixels[..<784].reduce(0) { $0 + Int($1) } == 33_456)
+        #expect(Array(data.labels.prefix(10)) == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7])
+        #expect((0..<10).map { c in data.labels.count { $0 == c } } == Array(repeating: 1000, count: 10))
+    }
+}
+
+@Suite struct ImageDecodingTests {
+    @Test(arguments: ["gray.png", "rgb.png", "rgba.png", "gray_alpha.png", "palette.png",
+                      "rgb.jpg", "rgb_progressive.jpg", "gray.jpg"])
+    func decodesLikePillow(name: String) throws {
+        let reference = try #require(ImageReference.decoded[name])
+        let image = try ImageDecoder.decode(contentsOfFile: ImageReference.path(name))
+        #expect(image.width == reference["width"] as? Int)
+        #expect(image.height == reference["height"] as? Int)
+        #expect(image.channels == reference["channels"] as? Int)
+        #expect(image.pixels.map(Int.init) == reference["pixels"] as? [Int])
+    }
+
+    @Test func alphaCanBeRejected() throws {
+        let path = try ImageReference.path("rgba.png")
+        let error = #expect(throws: ImageInputError.self) { try ImageDecoder.decode(contentsOfFile: path, alpha: .reject) }
+        guard case .unexpectedChannelCount(let file, 4, _) = error else {
+            Issue.record("expected unexpectedChannelCount(4), got \(String(describing: error))")
+            return
+        }
+        #expect(file == path)
+    }
+
+    @Test func cmykJPEGHasAnUnexpectedChannelCount() throws {
+        let path = try ImageReference.path("cmyk.jpg")
+        let error = #expect(throws: ImageInputError.self) { try ImageDecoder.decode(contentsOfFile: path) }
+        #expect(error?.description.hasPrefix("\(path): unexpected channel count 4") == true)
+    }
+
+    @Test(arguments: ["truncated.jpg", "corrupt_data.jpg", "corrupt.png", "not_an_image.png"])
+    func corruptFilesAreErrorsNamingThem(name: String) throws {
+        let path = try ImageReference.path(name)
+        let error = #expect(throws: ImageInputError.self) { try ImageDecoder.decode(contentsOfFile: path) }
+        #expect(error?.description.hasPrefix("\(path): not a decodable PNG/JPEG image") == true, "\(String(describing: error))")
+    }
+
+    /// libjpeg's fatal errors must never be reached: every truncation and every single-byte
+    /// change of the headers either decodes or throws (a miss would stop the test process).
+    @Test(arguments: ["rgb.jpg", "rgb_progressive.jpg", "gray.jpg"])
+    func mangledJPEGsNeverReachLibjpegFatalErrors(name: String) throws {
+        let bytes = try Fixtures.bytes("images/\(name)")
+        for length in 0..<bytes.count {
+            #expect(throws: ImageInputError.self) { try ImageDecoder.decode(bytes: Array(bytes[..<length]), file: "cut") }
+        }
+        // Headers: everything up to the end of the first scan header, each byte changed 3 ways.
+        let sos = try #require((0..<(bytes.count - 1)).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xDA })
+        for position in 0..<(sos + 14) {
+            for delta: UInt8 in [0x01, 0x80, 0xFF] {
+                var mangled = bytes
+                mangled[position] ^= delta
+                _ = try? ImageDecoder.decode(bytes: mangled, file: "mangled")
+            }
+        }
+    }
+
+    @Test func mangledPNGsNeverCrash() throws {
+        let bytes = try Fixtures.bytes("images/rgb.png")
+        // Without the final 12-byte IEND chunk the pixel data is still complete (Pillow reads it too).
+        #expect(try ImageDecoder.decode(bytes: Array(bytes.dropLast(12)), file: "no-iend").width == 11)
+        for length in 0..<(bytes.count - 12) {
+            #expect(throws: ImageInputError.self) { try ImageDecoder.decode(bytes: Array(bytes[..<length]), file: "cut") }
+        }
+        for position in bytes.indices {
+            var mangled = bytes
+            mangled[position] ^= 0x55
+            _ = try? ImageDecoder.decode(bytes: mangled, file: "mangled")
+        }
+    }
+
+    @Test(.enabled(if: TestPaths.cache.isPresent(.chelsea), "run tools/fetch-artifacts skimage_samples"))
+    func realSamplePhotos() throws {
+        let chelsea = try ImageDecoder.decode(contentsOfFile: TestPaths.cache.verifiedPath(of: .chelsea))
+        #expect(chelsea.width == 451 && chelsea.height == 300 && chelsea.channels == 3)
+        #expect(chelsea.pixels.reduce(0) { $0 + Int($1) } == 46_802_357)  // Pillow's sum
+        let coffee = try ImageDecoder.decode(contentsOfFile: TestPaths.cache.verifiedPath(of: .coffee))
+        #expect(coffee.width == 600 && coffee.height == 400)
+        #expect(coffee.pixels.reduce(0) { $0 + Int($1) } == 71_003_487)
+    }
+}
+
+@Suite struct PreprocessingTests {
+    static let identity = Preprocessing(height: 1, width: 4, mean: [0, 0, 0], std: [1, 1, 1])
+
+    /// Values on 0...255 after resizing one row (mean 0, std 1/255 keeps pixel units).
+    static func resizeRow(_ row: [UInt8], to width: Int) -> [Float] {
+        let p = Preprocessing(height: 1, width: width, mean: [0, 0, 0], std: [1.0 / 255, 1.0 / 255, 1.0 / 255])
+        let out = p.tensor([DecodedImage(width: row.count, height: 1, channels: 1, pixels: row)])
+        return Array(out[0..<width])
+    }
+
+    @Test func halfPixelBilinearClosedForms() {
+        // Enlarging: align_corners=False bilinear, edges clamped.
+        #expect(Self.resizeRow([0, 100], to: 4) == [0, 25, 75, 100])
+        // Same size: identity.
+        #expect(Self.resizeRow([3, 200, 17, 90], to: 4) == [3, 200, 17, 90])
+        // Shrinking 2x widens the triangle to 2 px (antialias): taps 0.75, 0.75, 0.25 over 1.75.
+        let shrunk = Self.resizeRow([0, 10, 20, 30], to: 2)
+        #expect(abs(shrunk[0] - 12.5 / 1.75) < 1e-4)
+        #expect(abs(shrunk[1] - (10 * 0.25 + 20 * 0.75 + 30 * 0.75) / 1.75) < 1e-4)
+    }
+
+    @Test func normalisationAndGrayReplication() {
+        let p = Preprocessing(height: 1, width: 1, mean: [0.5, 0.25, 0], std: [0.5, 0.25, 2])
+        let out = p.tensor([DecodedImage(width: 1, height: 1, channels: 1, pixels: [255])])
+        #expect(out == [1, 3, 0.5])
+        let rgb = p.tensor([DecodedImage(width: 1, height: 1, channels: 3, pixels: [0, 255, 51])])
+        #expect(abs(rgb[0] + 1) < 1e-6 && abs(rgb[1] - 3) < 1e-6 && abs(rgb[2] - 0.1) < 1e-6)
+    }
+
+    @Test func matchesThePythonReference() throws {
+        let cases = ImageReference.preprocessing
+        #expect(cases.count == 5)
+        for c in cases {
+            let name = try #require(c["image"] as? String)
+            let width = try #require(c["width"] as? Int), height = try #require(c["height"] as? Int)
+            let mean = try #require(c["mean"] as? [Double]).map(Float.init)
+            let std = try #require(c["std"] as? [Double]).map(Float.init)
+            let expected = try #require(c["tensor"] as? [Double])
+            let image = try ImageDecoder.decode(contentsOfFile: ImageReference.path(name))
+            let out = Preprocessing(height: height, width: width, mean: mean, std: std).tensor([image])
+            #expect(out.count == 3 * width * height)
+            let worst = zip(out, expected).map { abs(Double($0) - $1) }.max() ?? .infinity
+            #expect(worst < 2e-5, "\(name) -> \(width)x\(height): max |Δ| \(worst)")
+        }
+    }
+
+    @Test func idxPathEqualsDecodedImagePath() throws {
+        let images = try IDX.readImages(path: ImageReference.idx("images.idx3-ubyte"))
+        let p = Preprocessing(architecture: .mobileNetV2, size: 9)
+        let viaStack = p.tensor(images, range: 1..<3)
+        let viaImages = p.tensor([images.image(1), images.image(2)])
+        #expect(viaStack == viaImages)
+        #expect(viaStack.count == 2 * 3 * 81)
+    }
+
+    @Test func recordsAsJSONAndValidates() throws {
+        let p = Preprocessing(architecture: .efficientNetLite0, size: 64)
+        let data = try JSONEncoder().encode(p)
+        #expect(try JSONDecoder().decode(Preprocessing.self, from: data) == p)
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text.contains("bilinear_pil_half_pixel") && text.contains("replicate"))
+        try p.validate()
+        #expect(throws: ImageInputError.self) { try Preprocessing(height: 0, width: 4, mean: [0, 0, 0], std: [1, 1, 1]).validate() }
+        #expect(throws: ImageInputError.self) { try Preprocessing(height: 4, width: 4, mean: [0, 0, 0], std: [1, 0, 1]).validate() }
+        #expect(Preprocessing.defaultInputSize(sourceWidth: 28, sourceHeight: 28) == 64)
+        #expect(Preprocessing.defaultInputSize(sourceWidth: 451, sourceHeight: 300) == 224)
+    }
+}
+
+@Suite struct ImageFolderTests {
+    /// classA: 2 good images + 3 bad files; classB: 1 good (alpha dropped) + 1 truncated; a loose file.
+    static func makeFolder() throws -> URL {
+        let root = try TestPaths.temporaryDirectory("folder")
+        let fm = FileManager.default
+        func copy(_ fixture: String, _ destination: String) throws {
+            let target = root.appendingPathComponent(destination)
+            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try fm.copyItem(at: Fixtures.url("images/\(fixture)"), to: target)
+        }
+        try copy("rgb.png", "classA/001.png")
+        try copy("gray.jpg", "classA/002.JPG")
+        try copy("cmyk.jpg", "classA/003.jpg")
+        try copy("not_an_image.png", "classA/004.png")
+        try "notes".write(to: root.appendingPathComponent("classA/notes.txt"), atomically: true, encoding: .utf8)
+        try "hidden".write(to: root.appendingPathComponent("classA/.DS_Store"), atomically: true, encoding: .utf8)
+        try copy("rgba.png", "classB/a.png")
+        try copy("truncated.jpg", "classB/b.jpg")
+        try fm.createSymbolicLink(atPath: root.appendingPathComponent("classB/c.png").path,
+                                  withDestinationPath: "/nonexistent/target.png")
+        try copy("gray.png", "loose.png")
+        return root
+    }
+
+    @Test func scanAndDecodeReportEverySkippedFile() throws {
+        let root = try Self.makeFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let folder = try ImageFolder.scan(root.path)
+        #expect(folder.classNames == ["classA", "classB"])
+        let a = root.appendingPathComponent("classA").path, b = root.appendingPathComponent("classB").path
+        #expect(folder.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(a)/003.jpg", "\(b)/a.png", "\(b)/b.jpg"])
+        #expect(folder.items.map(\.label) == [0, 0, 0, 1, 1])
+        let scanSkips = Dictionary(uniqueKeysWithValues: folder.skipped.map { ($0.path, $0.reason) })
+        #expect(scanSkips.count == 4)
+        #expect(scanSkips["\(a)/004.png"] == .wrongSignature)
+        #expect(scanSkips["\(a)/notes.txt"] == .notAnImage(extension: "txt"))
+        #expect(scanSkips[root.appendingPathComponent("loose.png").path] == .outsideClassFolder)
+        if case .unreadable? = scanSkips["\(b)/c.png"] {} else { Issue.record("broken link not reported: \(folder.skipped)") }
+
+        let p = Preprocessing(architecture: .mobileNetV2, size: 8)
+        let batch = folder.decodeBatch(0..<folder.items.count, preprocessing: p)
+        #expect(batch.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(b)/a.png"])
+        #expect(batch.tensor.count == 3 * p.valuesPerImage)
+        #expect(batch.skipped.map(\.path) == ["\(a)/003.jpg", "\(b)/b.jpg"])
+        if case .unexpectedChannelCount(4, _) = batch.skipped[0].reason {} else { Issue.record("\(batch.skipped[0])") }
+        if case .undecodable = batch.skipped[1].reason {} else { Issue.record("\(batch.skipped[1])") }
+        #expect(batch.skipped[1].description.hasPrefix("\(b)/b.jpg: undecodable"))
+
+        // Rejecting alpha turns the RGBA file into a reported skip too.
+        var strict = p
+        strict.alpha = .reject
+        let strictBatch = folder.decodeBatch(3..<4, preprocessing: strict)
+        #expect(strictBatch.items.isEmpty && strictBatch.skipped.count == 1)
+    }
+
+    @Test func emptyFoldersAreErrorsNamingThem() throws {
+        let root = try TestPaths.temporaryDirectory("empty")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let e1 = #expect(throws: ImageInputError.self) { try ImageFolder.scan(root.path) }
+        #expect(e1?.description.hasPrefix("\(root.path): no class subfolders") == true)
+
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("cats"), withIntermediateDirectories: true)
+        try "x".write(to: root.appendingPathComponent("cats/readme.md"), atomically: true, encoding: .utf8)
+        let e2 = #expect(throws: ImageInputError.self) { try ImageFolder.scan(root.path) }
+        #expect(e2?.description.contains("no usable images in 1 class folders; skipped 1") == true)
+        #expect(e2?.description.contains("readme.md: not an image") == true)
+
+        let e3 = #expect(throws: ImageInputError.self) { try ImageFolder.scan(root.path + "/missing") }
+        #expect(e3?.description.hasPrefix("\(root.path)/missing: image folder does not exist") == true)
+    }
+}
