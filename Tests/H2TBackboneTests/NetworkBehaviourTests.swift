@@ -29,6 +29,20 @@ struct NetworkBehaviourTests {
         }
     }
 
+    @Test("ImageNet sanity from the PNG files through decoding and preprocessing",
+          .enabled(if: NetworkTestSupport.hasAllWeights() && NetworkTestSupport.cache.isPresent(.chelsea)
+                       && NetworkTestSupport.cache.isPresent(.coffee), "run tools/fetch-artifacts first"),
+          arguments: BackboneArchitecture.allCases)
+    func imageNetSanityFromFiles(architecture: BackboneArchitecture) throws {
+        let network = try NetworkTestSupport.network(architecture)
+        for (artifact, expected) in [(Artifact.chelsea, 285), (Artifact.coffee, 967)] {
+            let path = try NetworkTestSupport.cache.verifiedPath(of: artifact)
+            let top = try network.classify(imageAt: path)
+            #expect(top.first?.classIndex == expected, "\(architecture.rawValue) \(path): \(top)")
+        }
+        #expect(throws: (any Error).self) { try network.classify(imageAt: "/nonexistent/cat.png") }
+    }
+
     @Test("early exit delivers exactly the taps up to the named one, with the same values",
           .enabled(if: NetworkTestSupport.hasWeights(.mobileNetV2), "run tools/fetch-artifacts first"))
     func earlyExit() throws {
