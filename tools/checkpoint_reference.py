@@ -198,10 +198,20 @@ def pickle_state(state, persistent_id):
     return buf.getvalue()
 
 
+class FakeStorageView:
+    """A legacy (torch < 0.4) storage view: elements [offset, offset + size) of a root storage."""
+    def __init__(self, root, view_key, offset, size):
+        self.root, self.view_key, self.offset, self.size = root, view_key, offset, size
+
+
 def write_legacy(path, classes, state, storages):
     def pid(obj):
         if isinstance(obj, FakeStorage):
             return ("storage", classes[obj.type_name], obj.key, "cpu", len(obj.values), None)
+        if isinstance(obj, FakeStorageView):
+            root = obj.root
+            return ("storage", classes[root.type_name], root.key, "cpu", len(root.values),
+                    (obj.view_key, obj.offset, obj.size))
         return None
     out = io.BytesIO()
     pickle.dump(LEGACY_MAGIC, out, protocol=2)
@@ -286,6 +296,15 @@ def make_fixtures(directory):
     write_evil_zip(os.path.join(directory, "evil_os_system_zip.pth"), "/tmp/h2t-evil-pickle-marker-zip")
     write_deflated_zip(os.path.join(directory, "deflated_zip.pth"))
     write_safetensors(os.path.join(directory, "tiny_weights.safetensors"))
+    # Legacy storage views: two tensors reading slices of one root storage through views.
+    root = FakeStorage("0", "FloatStorage", [float(i) for i in range(12)])
+    view_state = collections.OrderedDict()
+    view_state["v.a"] = FakeTensor(FakeStorageView(root, "v1", 2, 6), 1, [2, 2], [2, 1])  # 3 4 5 6
+    view_state["v.b"] = FakeTensor(FakeStorageView(root, "v2", 8, 4), 0, [2, 2], [1, 2])  # 8 10 9 11
+    write_legacy(os.path.join(directory, "tiny_legacy_views.pth"), classes, view_state, [root])
+    assert read_checkpoint(os.path.join(directory, "tiny_legacy_views.pth")) == {
+        "v.a": {"shape": [2, 2], "dtype": "float32", "values": [3.0, 4.0, 5.0, 6.0]},
+        "v.b": {"shape": [2, 2], "dtype": "float32", "values": [8.0, 10.0, 9.0, 11.0]}}
     # The expected values come from reading the written files back with the reference reader.
     expected = read_checkpoint(legacy)
     assert read_checkpoint(zipped) == expected

@@ -57,6 +57,26 @@ func referenceChecksums(_ tensor: WeightTensor) -> (sum: Double, weighted: Doubl
         #expect(dict["bn.num_batches_tracked"]?.shape == [])
     }
 
+    /// Legacy storage views (a slice of a root storage named in the persistent id).
+    @Test func legacyStorageViews() throws {
+        let dict = try PyTorchCheckpoint.read(contentsOfFile: Fixtures.url("tiny_legacy_views.pth").path)
+        #expect(dict.names == ["v.a", "v.b"])
+        #expect(dict["v.a"]?.floats == [3, 4, 5, 6])
+        #expect(dict["v.b"]?.floats == [8, 10, 9, 11])
+    }
+
+    @Test func tensorsReachingPastTheirStorageAreRefused() throws {
+        // In the tiny legacy fixture, "b.strided" is size (3,), stride (2,), offset 4 of a 10-element
+        // storage: change its size to 4 (reaches element 10) by patching the BININT1 3 that follows
+        // its key's tuple. Find the pattern: offset 4 (K 4), then MARK K 3 TUPLE... written as TUPLE1.
+        var bytes = try Fixtures.bytes("tiny_legacy.pth")
+        let pattern: [UInt8] = [0x4B, 0x04, 0x4B, 0x03, 0x85]  // BININT1 4, BININT1 3, TUPLE1
+        let at = try #require(bytes.indices.first { bytes[$0..<min($0 + 5, bytes.count)].elementsEqual(pattern) })
+        bytes[at + 3] = 0x04
+        let error = #expect(throws: WeightFileError.self) { try PyTorchCheckpoint.read(bytes: bytes, file: "far.pth") }
+        #expect(error?.description.contains("reaches element 10 of a storage of 10") == true, "\(String(describing: error))")
+    }
+
     @Test func nonFloatTensorsCanBeSkippedExplicitly() throws {
         let dict = try PyTorchCheckpoint.read(contentsOfFile: Fixtures.url("tiny_zip.pth").path, nonFloatTensors: .skip)
         #expect(dict["bn.num_batches_tracked"] == nil)
