@@ -543,14 +543,20 @@ enum StoreBench {
                 t.storedBytes = try synced.store.environment.usedBytes()
 
                 // Reads of the synced store, warm page cache (it was just written).
-                let whole = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
-                defer { whole.deallocate() }
+                // What `FeatureMatrix(rows:cols:)` costs before any decoding: a zero-filled array
+                // (measured first, in the same memory state as the read that follows).
+                r.zeroFill = measure {
+                    let zeros = [Float](repeating: 0, count: n * width)
+                    precondition(zeros[n * width / 2] == 0)
+                }
                 r.whole = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids) }
                 r.selected = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids, columns: selected) }
                 var shuffled = ids
                 var rng = SplitMix(o.seed &+ 2)
                 for k in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(k, Int(rng.next() % UInt64(k + 1))) }
                 r.selectedShuffled = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: shuffled, columns: selected) }
+                let whole = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
+                defer { whole.deallocate() }
                 // Baseline: the same float32 rows copied out of LMDB with no codec.
                 r.rawLMDB = try measure {
                     try rawEnv.read { txn in
@@ -564,8 +570,7 @@ enum StoreBench {
                 let source = UnsafeMutablePointer<Float>.allocate(capacity: n * width)
                 source.initialize(repeating: 1, count: n * width)
                 r.memcpy = measure { whole.update(from: source, count: n * width) }
-                // What `FeatureMatrix(rows:cols:)` costs before any decoding: a zero-filled array.
-                r.zeroFill = measure { let zeros = [Float](repeating: 0, count: n * width); precondition(zeros.count == n * width) }
+
                 source.deallocate()
                 _ = unsynced
             }
@@ -699,7 +704,8 @@ enum StoreBench {
     static func rssSection(_ o: Options) throws {
         let batchMB = Double(o.segmentRows * o.width * 4) / 1e6
         var table = Table("peak RSS of ingest (one child process per size; VmHWM; fsync'd store; batch of \(o.segmentRows) rows = \(fmt(batchMB, 0)) MB float32)",
-                          ["examples", "input GB", "stored GB", "seconds", "MB/s", "RSS before MB", "peak RSS MB"])
+                          ["examples", "input GB", "stored GB", "seconds", "MB/s", "RSS before MB", "peak RSS MB",
+                           "anon MB at end", "file-mapped MB at end"])
         for size in o.rssSizes {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
@@ -718,9 +724,9 @@ enum StoreBench {
                 continue
             }
             let f = line.split(separator: " ").dropFirst().compactMap { Double($0) }
-            // f: beforeKiB peakKiB seconds inputBytes storedBytes
+            // f: beforeKiB peakKiB seconds inputBytes storedBytes anonKiB fileKiB
             table.add(["\(size)", fmt(f[3] / 1e9, 2), fmt(f[4] / 1e9, 2), fmt(f[2], 1), fmt(f[3] / f[2] / 1e6, 0),
-                       fmt(f[0] / 1024, 0), fmt(f[1] / 1024, 0)])
+                       fmt(f[0] / 1024, 0), fmt(f[1] / 1024, 0), fmt(f[5] / 1024, 0), fmt(f[6] / 1024, 0)])
             print("  \(size) examples done (load \(loadAverage()))")
             fflush(nil)
         }
@@ -728,7 +734,8 @@ enum StoreBench {
     }
 
     /// The child side of `rss`: ingests `examples` rows batch by batch (generate, encode,
-    /// commit), then prints `RSS <before KiB> <peak KiB> <seconds> <input bytes> <stored bytes>`.
+    /// commit), then prints `RSS <before KiB> <peak KiB> <seconds> <input bytes> <stored bytes>
+    /// <anonymous KiB> <file-mapped KiB>` (the last two at the end: heap vs LMDB pages mapped).
     static func rssChild(_ o: Options) throws {
         let gen = ActivationGenerator(width: o.width, seed: o.seed)
         let dir = "\(o.tmp)/h2t-sbench-\(getpid())-rss"
@@ -750,6 +757,7 @@ enum StoreBench {
         }
         let seconds = now() - t0
         let stored = try s.store.environment.usedBytes()
-        print("RSS \(before) \(procStatusKiB("VmHWM")) \(seconds) \(o.examples * o.width * 4) \(stored)")
+        print("RSS \(before) \(procStatusKiB("VmHWM")) \(seconds) \(o.examples * o.width * 4) \(stored) "
+              + "\(procStatusKiB("RssAnon")) \(procStatusKiB("RssFile"))")
     }
 }
