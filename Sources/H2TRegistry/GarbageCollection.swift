@@ -274,3 +274,8 @@ extension Registry {
         return out
     }
 }
+
+extension Registry {
+    /// The 16-byte key prefix of a feature set's rows, segments and tiles (`schemas/store-format.md` §3).
+    public static func keyPrefix(featureSet id: String) -> [UInt8] { fs16(id) }
+}

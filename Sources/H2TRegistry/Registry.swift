@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import H2TCore
 import H2TStore
@@ -285,9 +286,10 @@ public final class Registry: Sendable {
                 let hits = Set(aliasesByHead.filter { $0.value.contains(alias) }.keys)
                 allowed = allowed.map { $0.intersection(hits) } ?? hits
             }
-            var out: [HeadListing] = []
+            // Copy the candidate summaries out of the map; they are decoded after the transaction,
+            // on every core (decoding dominates a listing).
+            var raw: [(ref: String, bytes: Data)] = []
             let prefix = filter.task.map(RegistryKeys.task) ?? []
-            let decoder = JSONDecoder()
             try txn.scan(heads, prefix: prefix) { key, value in
                 guard key.count >= 6, key[key.count - 1] == RegistryKeys.summaryPart, key[key.count - 6] == 0 else { return true }
                 let task = String(decoding: key[..<(key.count - 6)], as: UTF8.self)
@@ -295,10 +297,14 @@ public final class Registry: Sendable {
                 let ref = "\(task)@v\(version)"
                 if let allowed, !allowed.contains(ref) { return true }
                 if Self.isTombstone(value) { return true }
-                let summary = try decoder.decode(HeadSummary.self, from: Data(value))
-                out.append(HeadListing(summary: summary, tags: [:], aliases: (aliasesByHead[ref] ?? []).sorted()))
+                raw.append((ref, Data(value)))
                 return true
             }
+            let decoded = try Self.decodeSummaries(raw.map(\.bytes))
+            var out = zip(raw, decoded).map { item, summary in
+                HeadListing(summary: summary, tags: [:], aliases: (aliasesByHead[item.ref] ?? []).sorted())
+            }
+            let decoder = JSONDecoder()
             // Tags of the listed heads.
             var tagsByHead: [String: [String: String]] = [:]
             if !out.isEmpty {
@@ -341,6 +347,22 @@ public final class Registry: Sendable {
             }.map(\.element.1)
         }
         return listings
+    }
+
+    /// Decodes summaries on all cores, in order.
+    static func decodeSummaries(_ values: [Data]) throws -> [HeadSummary] {
+        let workers = values.count < 256 ? 1 : max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+        let results = SummarySlots(count: values.count)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let decoder = JSONDecoder()
+            var i = w * values.count / workers
+            let end = (w + 1) * values.count / workers
+            while i < end {
+                results.set(i, Result { try decoder.decode(HeadSummary.self, from: values[i]) })
+                i += 1
+            }
+        }
+        return try results.values.map { try $0!.get() }
     }
 
     // MARK: Aliases
@@ -499,4 +521,21 @@ public final class Registry: Sendable {
             return summary
         }
     }
+}
+
+/// Result slots written by parallel decoders, each slot by exactly one worker.
+final class SummarySlots: @unchecked Sendable {
+    // @unchecked Sendable: workers write disjoint slots of a buffer allocated up front; it is read
+    // only after every worker has finished.
+    private let slots: UnsafeMutableBufferPointer<Result<HeadSummary, any Error>?>
+    init(count: Int) {
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil)
+    }
+    deinit {
+        slots.deinitialize()
+        slots.deallocate()
+    }
+    func set(_ i: Int, _ value: Result<HeadSummary, any Error>) { slots[i] = value }
+    var values: [Result<HeadSummary, any Error>?] { Array(slots) }
 }

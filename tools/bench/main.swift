@@ -9,10 +9,13 @@ case "store":
     try StoreBench.run(arguments: Array(benchArguments.dropFirst()))
 case "codec":
     try StoreBench.run(arguments: ["codec"] + Array(benchArguments.dropFirst()))
+case "registry":
+    try RegistryBench.run(arguments: Array(benchArguments.dropFirst()))
 case "backbone":
     try BackboneBench.run(arguments: Array(benchArguments.dropFirst()))
 default:
     print("usage: h2t-bench train [--quick] [--json]")
     print(StoreBench.usage)
     print(BackboneBench.usage)
+    print(RegistryBench.usage)
 }
