@@ -91,6 +91,17 @@ public enum FitPipeline {
             }
         }
 
+        // The linear probe reads the pre-logits: the tap named so (or `pool`, its name in the
+        // built-in backbones), else the last tap that is not the logits.
+        var settings = request.settings
+        if settings.probeTap == nil {
+            let names = infos[0].manifest.taps.map(\.name)
+            settings.probeTap = ["pre_logits", "prelogits", "pool"].first { names.contains($0) }
+                ?? (names.last == "logits" && names.count > 1 ? names[names.count - 2] : names.last)
+        } else if let tap = settings.probeTap, !infos[0].manifest.taps.contains(where: { $0.name == tap }) {
+            throw StoreError.invalidArgument("--probe-tap '\(tap)' is not a tap of feature set \(infos[0].id.prefix(12))")
+        }
+
         // Full width for the selection step.
         let clock = ContinuousClock()
         let readStart = clock.now
@@ -105,7 +116,7 @@ public enum FitPipeline {
         }
         let readSeconds = seconds(clock.now - readStart)
         log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions")
-        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: request.settings)
+        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: settings)
 
         // Only the columns each method uses, for the test split.
         let testStart = clock.now
@@ -150,7 +161,7 @@ public enum FitPipeline {
             return try classify(selected.matrix.features.values, rows: selected.matrix.features.rows)
         }
         // Wide reads go in batches so memory stays bounded.
-        let batch = max(1, (64 << 20) / max(columns.count * 4, 1))
+        let batch = max(1, (256 << 20) / max(columns.count * 4, 1))
         var out: [Int] = []
         var first = 0
         while first < examples.count {

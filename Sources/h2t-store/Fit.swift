@@ -27,6 +27,7 @@ struct Fit: ParsableCommand {
     var solver: String = "proximal"
     @Option(name: .long, help: "Cross-validation folds.") var folds: Int = 5
     @Option(name: .long, help: "Seed of folds and Adam batches.") var seed: UInt64 = 0
+    @Option(name: .long, help: "Tap of the linear-probe baseline (default: the pre-logits: pre_logits or pool).") var probeTap: String?
     @Option(name: .long, help: "Write the full fit report (JSON) here.") var reportOut: String?
 
     @OptionGroup var storeOptions: StoreOptions
@@ -53,7 +54,7 @@ struct Fit: ParsableCommand {
         default: throw ValidationError("--solver must be proximal, adam or both, got '\(solver)'")
         }
         return FitSettings(fractions: fractionList, lambdas: lambdaList, lambdaScale: absoluteLambda ? .absolute : .relativeToMax,
-                           solvers: solvers, folds: folds, seed: seed)
+                           solvers: solvers, folds: folds, probeTap: probeTap, seed: seed)
     }
 
     func validate() throws { _ = try settings() }
