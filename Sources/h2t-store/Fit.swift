@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import H2TPipeline
+import H2TRegistry
 import H2TStore
 import H2TTrain
 
@@ -27,6 +28,9 @@ struct Fit: ParsableCommand {
     var solver: String = "proximal"
     @Option(name: .long, help: "Cross-validation folds.") var folds: Int = 5
     @Option(name: .long, help: "Seed of folds and Adam batches.") var seed: UInt64 = 0
+    @Option(name: .long, help: "Registry task name of the new head version (default: the dataset name).") var task: String?
+    @Option(name: .long, help: "Move this alias (e.g. staging) to the new version.") var alias: String?
+    @Flag(name: .long, help: "Do not register the head (only report).") var noRegister = false
     @Option(name: .long, help: "Tap of the linear-probe baseline (default: the pre-logits: pre_logits or pool).") var probeTap: String?
     @Option(name: .long, help: "Write the full fit report (JSON) here.") var reportOut: String?
 
@@ -79,7 +83,17 @@ struct Fit: ParsableCommand {
             let data = try FitReport.jsonEncoder().encode(outcome)
             do { try data.write(to: URL(fileURLWithPath: reportOut)) } catch { throw ValidationError("cannot write \(reportOut): \(error.localizedDescription)") }
         }
-        let summary = FitSummary(outcome: outcome)
+        var registered: FitSummary.RegisteredHead?
+        if !noRegister {
+            let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
+                                     trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
+            let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: store)
+            let registry = Registry(store: store)
+            let record = try registry.register(draft)
+            if let alias { _ = try registry.setAlias(alias, to: try HeadReference(parsing: "\(record.task)@v\(record.version)")) }
+            registered = .init(task: record.task, version: record.version)
+        }
+        let summary = FitSummary(outcome: outcome, head: registered)
         if output.json {
             let encoder = FitReport.jsonEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -94,6 +108,7 @@ struct Fit: ParsableCommand {
         print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
                      outcome.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
                      outcome.report.timings.crossValidation, outcome.testSeconds))
+        if let registered { print("registered head \(registered.task)@v\(registered.version)" + (alias.map { " (alias \($0))" } ?? "")) }
     }
 }
 
