@@ -232,6 +232,7 @@ private enum ImageReference {
         try copy("gray.jpg", "classA/002.JPG")
         try copy("cmyk.jpg", "classA/003.jpg")
         try copy("not_an_image.png", "classA/004.png")
+        try copy("gray.png", "classA/sub/005.png")  // class folders are read recursively
         try "notes".write(to: root.appendingPathComponent("classA/notes.txt"), atomically: true, encoding: .utf8)
         try "hidden".write(to: root.appendingPathComponent("classA/.DS_Store"), atomically: true, encoding: .utf8)
         try copy("rgba.png", "classB/a.png")
@@ -248,8 +249,9 @@ private enum ImageReference {
         let folder = try ImageFolder.scan(root.path)
         #expect(folder.classNames == ["classA", "classB"])
         let a = root.appendingPathComponent("classA").path, b = root.appendingPathComponent("classB").path
-        #expect(folder.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(a)/003.jpg", "\(b)/a.png", "\(b)/b.jpg"])
-        #expect(folder.items.map(\.label) == [0, 0, 0, 1, 1])
+        #expect(folder.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(a)/003.jpg", "\(a)/sub/005.png",
+                                             "\(b)/a.png", "\(b)/b.jpg"])
+        #expect(folder.items.map(\.label) == [0, 0, 0, 0, 1, 1])
         let scanSkips = Dictionary(uniqueKeysWithValues: folder.skipped.map { ($0.path, $0.reason) })
         #expect(scanSkips.count == 4)
         #expect(scanSkips["\(a)/004.png"] == .wrongSignature)
@@ -259,8 +261,8 @@ private enum ImageReference {
 
         let p = Preprocessing(architecture: .mobileNetV2, size: 8)
         let batch = folder.decodeBatch(0..<folder.items.count, preprocessing: p)
-        #expect(batch.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(b)/a.png"])
-        #expect(batch.tensor.count == 3 * p.valuesPerImage)
+        #expect(batch.items.map(\.path) == ["\(a)/001.png", "\(a)/002.JPG", "\(a)/sub/005.png", "\(b)/a.png"])
+        #expect(batch.tensor.count == 4 * p.valuesPerImage)
         #expect(batch.skipped.map(\.path) == ["\(a)/003.jpg", "\(b)/b.jpg"])
         if case .unexpectedChannelCount(4, _) = batch.skipped[0].reason {} else { Issue.record("\(batch.skipped[0])") }
         if case .undecodable = batch.skipped[1].reason {} else { Issue.record("\(batch.skipped[1])") }
@@ -269,7 +271,7 @@ private enum ImageReference {
         // Rejecting alpha turns the RGBA file into a reported skip too.
         var strict = p
         strict.alpha = .reject
-        let strictBatch = folder.decodeBatch(3..<4, preprocessing: strict)
+        let strictBatch = folder.decodeBatch(4..<5, preprocessing: strict)
         #expect(strictBatch.items.isEmpty && strictBatch.skipped.count == 1)
     }
 

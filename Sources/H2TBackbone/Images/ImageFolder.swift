@@ -2,8 +2,9 @@ import Foundation
 
 /// A labelled image folder: one subfolder per class, as torchvision's `ImageFolder` reads it.
 ///
-/// Classes are the subfolder names in byte order (label = position); files in each class are
-/// in byte order of their names; hidden entries (starting with `.`) are ignored. Nothing is
+/// Classes are the subfolder names in byte order (label = position); each class folder is read
+/// recursively, files before subfolders, both in byte order of their names; hidden entries
+/// (starting with `.`) are ignored. Nothing is
 /// skipped silently: every file that is not used is listed in `skipped` with the reason, at scan
 /// time (not an image by its extension or signature, unreadable, a loose file at the top level)
 /// or when decoding (`decodeBatch`).
@@ -112,21 +113,7 @@ public struct ImageFolder: Sendable {
             }
             let label = classNames.count
             classNames.append(entry)
-            let files: [String]
-            do {
-                files = try fm.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted(by: byteOrder)
-            } catch {
-                skipped.append(Skipped(path: path, reason: .unreadable((error as NSError).localizedDescription)))
-                continue
-            }
-            for name in files {
-                let file = (path as NSString).appendingPathComponent(name)
-                if let reason = scanProblem(file) {
-                    skipped.append(Skipped(path: file, reason: reason))
-                } else {
-                    items.append(Item(path: file, label: label))
-                }
-            }
+            collect(folder: path, label: label, depth: 0, items: &items, skipped: &skipped)
         }
         guard !classNames.isEmpty else {
             let detail = skipped.isEmpty ? "" : " (\(skipped.count) loose files at the top level)"
@@ -170,6 +157,39 @@ public struct ImageFolder: Sendable {
         case .unexpectedChannelCount(_, let n, let detail): .unexpectedChannelCount(n, detail)
         case .undecodable(_, let reason): .undecodable(reason)
         default: .undecodable(error.description)
+        }
+    }
+
+    /// Adds the images under `folder` (recursively, as torchvision's `ImageFolder` walks class
+    /// folders): files of a folder in byte order, then its subfolders in byte order.
+    private static func collect(folder: String, label: Int, depth: Int, items: inout [Item], skipped: inout [Skipped]) {
+        let fm = FileManager.default
+        let names: [String]
+        do {
+            names = try fm.contentsOfDirectory(atPath: folder).filter { !$0.hasPrefix(".") }.sorted(by: byteOrder)
+        } catch {
+            skipped.append(Skipped(path: folder, reason: .unreadable((error as NSError).localizedDescription)))
+            return
+        }
+        var subfolders: [String] = []
+        for name in names {
+            let file = (folder as NSString).appendingPathComponent(name)
+            var isDirectory: ObjCBool = false
+            if fm.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+                subfolders.append(file)
+            } else if let reason = scanProblem(file) {
+                skipped.append(Skipped(path: file, reason: reason))
+            } else {
+                items.append(Item(path: file, label: label))
+            }
+        }
+        for subfolder in subfolders {
+            // Symbolic links are followed; the depth bound stops link cycles.
+            guard depth < 32 else {
+                skipped.append(Skipped(path: subfolder, reason: .unreadable("nested more than 32 folders deep (link cycle?)")))
+                continue
+            }
+            collect(folder: subfolder, label: label, depth: depth + 1, items: &items, skipped: &skipped)
         }
     }
 
