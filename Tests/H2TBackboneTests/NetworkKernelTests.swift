@@ -55,13 +55,16 @@ struct NetworkKernelTests {
         #expect(p.outputSize(height: 15, width: 9, kernel: 5, stride: 2) == (8, 5))
     }
 
+    // Wide maps take the SIMD row path, narrow ones (output < 8 wide) the index-table path,
+    // vectorised over the batch from 8 examples up.
     @Test("depthwise kernel matches a naive loop", arguments: [
-        (3, 1, false, 9, 13), (3, 2, false, 16, 16), (3, 2, false, 7, 11), (5, 1, true, 12, 10),
-        (5, 2, true, 16, 16), (5, 2, true, 15, 9), (3, 2, true, 2, 2), (3, 1, true, 33, 20),
+        (3, 1, false, 9, 13, 3), (3, 2, false, 16, 16, 3), (3, 2, false, 7, 11, 3), (5, 1, true, 12, 10, 3),
+        (5, 2, true, 16, 16, 3), (5, 2, true, 15, 9, 3), (3, 2, true, 2, 2, 3), (3, 1, true, 33, 20, 2),
+        (3, 1, false, 4, 4, 11), (3, 2, false, 4, 4, 16), (5, 1, true, 2, 2, 9), (5, 2, true, 7, 7, 8),
     ])
-    func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int) {
-        var random = NetworkTestRandom(seed: UInt64(kernel * 1000 + stride * 100 + height))
-        let channels = 5, batch = 3
+    func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int, batch: Int) {
+        var random = NetworkTestRandom(seed: UInt64(kernel * 1000 + stride * 100 + height * 10 + batch))
+        let channels = 5
         let padding = same ? Padding2D.same(height: height, width: width, kernel: kernel, stride: stride)
                            : Padding2D.symmetric(kernel: kernel)
         let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
@@ -106,10 +109,11 @@ struct NetworkKernelTests {
         let input = random.array(batch * 3 * height * width)
         let weights = random.array(cout * 27), bias = random.array(cout)
         var output = [Float](repeating: .nan, count: cout * batch * oh * ow)
-        var columns = [Float](repeating: .nan, count: 27 * batch * oh * ow)
+        var columns = [Float](repeating: .nan, count: 28 * batch * oh * ow)
         NetworkKernels.convolution(input: input, output: &output, batch: batch, inputChannels: 3, height: height,
                                    width: width, outputChannels: cout, kernel: 3, stride: 2, padding: padding,
-                                   weights: weights, bias: bias, columns: &columns)
+                                   weightsWithBias: NetworkKernels.appendingBiasColumn(weights: weights, bias: bias),
+                                   columns: &columns)
         var worst: Float = 0
         for n in 0..<batch {
             let example = Array(input[(n * 3 * height * width)..<((n + 1) * 3 * height * width)])
@@ -129,10 +133,11 @@ struct NetworkKernelTests {
     func pointwiseAndElementwise() {
         var random = NetworkTestRandom(seed: 11)
         let cin = 7, cout = 5, count = 37
-        let input = random.array(cin * count), weights = random.array(cout * cin), bias = random.array(cout)
+        var input = random.array(cin * count) + [Float](repeating: .nan, count: count)  // room for the ones row
+        let weights = random.array(cout * cin), bias = random.array(cout)
         var output = [Float](repeating: .nan, count: cout * count)
-        NetworkKernels.pointwise(input: input, output: &output, inputChannels: cin, outputChannels: cout,
-                                 count: count, weights: weights, bias: bias)
+        NetworkKernels.pointwise(input: &input, output: &output, inputChannels: cin, outputChannels: cout, count: count,
+                                 weightsWithBias: NetworkKernels.appendingBiasColumn(weights: weights, bias: bias))
         var worst: Float = 0
         for o in 0..<cout {
             for j in 0..<count {

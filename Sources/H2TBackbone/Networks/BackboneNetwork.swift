@@ -52,7 +52,8 @@ public final class BackboneNetwork: @unchecked Sendable {
                 for i in 0..<perOutput { folded[o * perOutput + i] = Float(Double(w[o * perOutput + i]) * scale) }
                 bias[o] = Float(Double(beta[o]) - Double(mean[o]) * scale)
             }
-            return FoldedConv(unit: unit, weights: folded, bias: bias)
+            return FoldedConv(unit: unit, weights: folded, bias: bias,
+                              weightsWithBias: unit.depthwise ? [] : NetworkKernels.appendingBiasColumn(weights: folded, bias: bias))
         }
         self.architecture = architecture
         self.spec = spec
@@ -245,22 +246,22 @@ public final class BackboneNetwork: @unchecked Sendable {
         NetworkKernels.convolution(
             input: input, output: x, batch: n, inputChannels: 3, height: h, width: w,
             outputChannels: stem.unit.outputChannels, kernel: stem.unit.kernel, stride: stem.unit.stride,
-            padding: stemPadding, weights: stem.weights, bias: stem.bias, columns: ws.columns)
+            padding: stemPadding, weightsWithBias: stem.weightsWithBias, columns: ws.columns)
         (h, w) = stemPadding.outputSize(height: h, width: w, kernel: stem.unit.kernel, stride: stem.unit.stride)
         var channels = stem.unit.outputChannels
         if emit(x) { return }
         NetworkKernels.relu6(x, count: channels * n * h * w)
         if emit(x) { return }
         for block in blocks {
-            var dwInput = UnsafePointer(x)
+            var dwInput = x
             if let expand = block.expand {
                 NetworkKernels.pointwise(input: x, output: e, inputChannels: channels, outputChannels: expand.unit.outputChannels,
-                                         count: n * h * w, weights: expand.weights, bias: expand.bias)
+                                         count: n * h * w, weightsWithBias: expand.weightsWithBias)
                 channels = expand.unit.outputChannels
                 if emit(e) { return }
                 NetworkKernels.relu6(e, count: channels * n * h * w)
                 if emit(e) { return }
-                dwInput = UnsafePointer(e)
+                dwInput = e
             }
             let dw = block.depthwise
             let padding = spec.padding(dw.unit, height: h, width: w)
@@ -273,7 +274,7 @@ public final class BackboneNetwork: @unchecked Sendable {
             if emit(d) { return }
             let project = block.project
             NetworkKernels.pointwise(input: d, output: e, inputChannels: channels, outputChannels: project.unit.outputChannels,
-                                     count: n * h * w, weights: project.weights, bias: project.bias)
+                                     count: n * h * w, weightsWithBias: project.weightsWithBias)
             channels = project.unit.outputChannels
             if emit(e) { return }
             if block.spec.residual {
@@ -283,7 +284,7 @@ public final class BackboneNetwork: @unchecked Sendable {
             swap(&x, &e)
         }
         NetworkKernels.pointwise(input: x, output: e, inputChannels: channels, outputChannels: head.unit.outputChannels,
-                                 count: n * h * w, weights: head.weights, bias: head.bias)
+                                 count: n * h * w, weightsWithBias: head.weightsWithBias)
         channels = head.unit.outputChannels
         if emit(e) { return }
         NetworkKernels.relu6(e, count: channels * n * h * w)
@@ -417,6 +418,8 @@ struct FoldedConv: Sendable {
     let unit: ConvUnit
     let weights: [Float]
     let bias: [Float]
+    /// `Cout × (Cin·k·k + 1)` for the GEMM convolutions (bias as the last column); empty for depthwise.
+    let weightsWithBias: [Float]
 }
 
 struct FoldedBlock: Sendable {
@@ -439,12 +442,14 @@ final class Workspace: @unchecked Sendable {
         }
 
         init(spec: NetworkSpec, capacity: Int, height: Int, width: Int, taps: [BackboneTap]) {
-            let largest = taps.filter { $0.shape.count == 3 }.map(\.elementCount).max() ?? 0
-            activation = largest * capacity
+            let spatial = taps.filter { $0.shape.count == 3 }
+            let largest = spatial.map(\.elementCount).max() ?? 0
+            // One more channel than any map: the row of ones a 1×1 convolution appends to its input.
+            activation = (spatial.map { ($0.shape[0] + 1) * $0.shape[1] * $0.shape[2] }.max() ?? 0) * capacity
             gather = largest
             let stemPadding = spec.padding(spec.stem, height: height, width: width)
             let (sh, sw) = stemPadding.outputSize(height: height, width: width, kernel: spec.stem.kernel, stride: spec.stem.stride)
-            columns = 3 * spec.stem.kernel * spec.stem.kernel * capacity * sh * sw
+            columns = (3 * spec.stem.kernel * spec.stem.kernel + 1) * capacity * sh * sw
             var (h, w) = (sh, sw)
             for block in spec.blocks {
                 let p = spec.padding(block.depthwise, height: h, width: w)

@@ -145,20 +145,63 @@ public enum NetworkKernels {
             }
         }
         let inPlane = height * width, outPlane = oh * ow
+        let n = planesPerChannel
         starts.withUnsafeBufferPointer { starts in
             weightIndex.withUnsafeBufferPointer { wi in
                 inputIndex.withUnsafeBufferPointer { ii in
+                    guard n >= 8 else {
+                        for c in 0..<channels {
+                            let w = weights + c * kernel * kernel
+                            let b = bias[c]
+                            for m in 0..<n {
+                                let plane = c * n + m
+                                let src = input + plane * inPlane, dst = output + plane * outPlane
+                                for p in 0..<outPlane {
+                                    var acc = b
+                                    for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * src[ii[e]] }
+                                    dst[p] = acc
+                                }
+                            }
+                        }
+                        return
+                    }
+                    // With a batch, transpose each channel's planes to position-major
+                    // (`inPlane × n`) so that one weight multiplies 8 examples at a time.
+                    let tIn = UnsafeMutablePointer<Float>.allocate(capacity: inPlane * n)
+                    let tOut = UnsafeMutablePointer<Float>.allocate(capacity: outPlane * n)
+                    defer { tIn.deallocate(); tOut.deallocate() }
+                    let vectorEnd = n & ~7
                     for c in 0..<channels {
                         let w = weights + c * kernel * kernel
                         let b = bias[c]
-                        for n in 0..<planesPerChannel {
-                            let plane = c * planesPerChannel + n
-                            let src = input + plane * inPlane, dst = output + plane * outPlane
-                            for p in 0..<outPlane {
-                                var acc = b
-                                for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * src[ii[e]] }
-                                dst[p] = acc
+                        let block = input + c * n * inPlane
+                        for m in 0..<n {
+                            let src = block + m * inPlane
+                            for i in 0..<inPlane { tIn[i * n + m] = src[i] }
+                        }
+                        for p in 0..<outPlane {
+                            let out = tOut + p * n
+                            var m = 0
+                            while m < vectorEnd {
+                                var acc = SIMD8<Float>(repeating: b)
+                                for e in starts[p]..<starts[p + 1] {
+                                    let v = UnsafeRawPointer(tIn + ii[e] * n + m).loadUnaligned(as: SIMD8<Float>.self)
+                                    acc = acc + SIMD8(repeating: w[wi[e]]) * v
+                                }
+                                UnsafeMutableRawPointer(out + m).storeBytes(of: acc, as: SIMD8<Float>.self)
+                                m += 8
                             }
+                            while m < n {
+                                var acc = b
+                                for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * tIn[ii[e] * n + m] }
+                                out[m] = acc
+                                m += 1
+                            }
+                        }
+                        let dstBlock = output + c * n * outPlane
+                        for m in 0..<n {
+                            let dst = dstBlock + m * outPlane
+                            for p in 0..<outPlane { dst[p] = tOut[p * n + m] }
                         }
                     }
                 }
@@ -207,14 +250,17 @@ public enum NetworkKernels {
     }
 
     /// Dense `k × k` convolution (the stem) by im2col + one GEMM: input `N × Cin × H × W`
-    /// (the preprocessed batch), weights `Cout × Cin × k × k`, output `Cout × N × OH × OW`.
+    /// (the preprocessed batch), output `Cout × N × OH × OW`.
     ///
-    /// - Parameter columns: at least `Cin·k·k × N·OH·OW` floats.
+    /// - Parameters:
+    ///   - weightsWithBias: `Cout × (Cin·k·k + 1)`, each row the flattened kernel then the bias
+    ///     (see `pointwise`).
+    ///   - columns: at least `(Cin·k·k + 1) × N·OH·OW` floats.
     public static func convolution(
         input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
         batch: Int, inputChannels: Int, height: Int, width: Int,
         outputChannels: Int, kernel: Int, stride: Int, padding: Padding2D,
-        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+        weightsWithBias: UnsafePointer<Float>,
         columns: UnsafeMutablePointer<Float>
     ) {
         let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
@@ -242,25 +288,37 @@ public enum NetworkKernels {
                 }
             }
         }
-        fillRows(output, rows: outputChannels, count: n, values: bias)
-        BLAS.sgemm(m: outputChannels, n: n, k: inputChannels * kernel * kernel,
-                   a: weights, lda: inputChannels * kernel * kernel, b: columns, ldb: n,
-                   beta: 1, c: output, ldc: n)
+        let k = inputChannels * kernel * kernel
+        (columns + k * n).update(repeating: 1, count: n)
+        BLAS.sgemm(m: outputChannels, n: n, k: k + 1, a: weightsWithBias, lda: k + 1, b: columns, ldb: n,
+                   c: output, ldc: n)
     }
 
-    /// 1×1 convolution as one GEMM: `output[Cout × count] = weights[Cout × Cin] · input[Cin × count] + bias`.
+    /// 1×1 convolution as one GEMM: `output[Cout × count] = W[Cout × Cin] · input[Cin × count] + bias`.
+    ///
+    /// The bias rides in the GEMM as an extra input row of ones (written here, at
+    /// `input + Cin·count`, so `input` needs room for `Cin + 1` rows) and an extra weight column:
+    /// `weightsWithBias` is `Cout × (Cin + 1)`, each row the weights then the bias. That saves a
+    /// pass that would fill the output with the bias before an accumulating GEMM.
     public static func pointwise(
-        input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
+        input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
         inputChannels: Int, outputChannels: Int, count: Int,
-        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+        weightsWithBias: UnsafePointer<Float>
     ) {
-        fillRows(output, rows: outputChannels, count: count, values: bias)
-        BLAS.sgemm(m: outputChannels, n: count, k: inputChannels, a: weights, lda: inputChannels,
-                   b: input, ldb: count, beta: 1, c: output, ldc: count)
+        (input + inputChannels * count).update(repeating: 1, count: count)
+        BLAS.sgemm(m: outputChannels, n: count, k: inputChannels + 1, a: weightsWithBias, lda: inputChannels + 1,
+                   b: input, ldb: count, c: output, ldc: count)
     }
 
-    static func fillRows(_ output: UnsafeMutablePointer<Float>, rows: Int, count: Int, values: UnsafePointer<Float>) {
-        for r in 0..<rows { (output + r * count).update(repeating: values[r], count: count) }
+    /// Appends each row's bias to the row: `Cout × K` weights → `Cout × (K + 1)`.
+    public static func appendingBiasColumn(weights: [Float], bias: [Float]) -> [Float] {
+        let rows = bias.count, k = weights.count / max(rows, 1)
+        var out = [Float](repeating: 0, count: rows * (k + 1))
+        for r in 0..<rows {
+            for i in 0..<k { out[r * (k + 1) + i] = weights[r * k + i] }
+            out[r * (k + 1) + k] = bias[r]
+        }
+        return out
     }
 
     /// `x = min(max(x, 0), 6)` in place.
