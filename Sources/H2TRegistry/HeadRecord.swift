@@ -377,6 +377,62 @@ public struct HeadSummary: Sendable, Hashable, Codable {
     public var reference: String { "\(task)@v\(version)" }
 }
 
+/// What a listing shows of a head: a few hundred bytes, stored as its own LMDB value so that
+/// listing 10,000 heads decodes about 3 MB of JSON, not the 20 MB of their summaries.
+public struct HeadEntry: Sendable, Hashable, Codable {
+    /// Schema tag of the stored value.
+    public var schema = "h2t.head-entry/1"
+    /// Task name.
+    public var task: String
+    /// Version.
+    public var version: Int
+    /// Registration time, ISO 8601 UTC.
+    public var createdAt: String
+    /// `head2toe` (or a baseline name).
+    public var method: String
+    /// Pooling target size `F_T` of its feature set.
+    public var targetSize: Int
+    /// Input features `d`.
+    public var inputCount: Int
+    /// Classes `K`.
+    public var classCount: Int
+    /// Dataset trained on.
+    public var dataset: String
+    /// Feature set id.
+    public var featureSet: String
+    /// Backbone architecture.
+    public var architecture: String
+    /// The head's CV and test accuracy, and the baselines'.
+    public var cvAccuracy: Double
+    public var testAccuracy: Double?
+    public var probeCvAccuracy: Double?
+    public var probeTestAccuracy: Double?
+    public var allFeaturesCvAccuracy: Double?
+    public var allFeaturesTestAccuracy: Double?
+
+    /// `NAME@vN`.
+    public var reference: String { "\(task)@v\(version)" }
+
+    init(_ s: HeadSummary) {
+        task = s.task
+        version = s.version
+        createdAt = s.createdAt
+        method = s.hyperParameters.method
+        targetSize = s.hyperParameters.targetSize
+        inputCount = s.inputCount
+        classCount = s.classNames.count
+        dataset = s.lineage.dataset
+        featureSet = s.lineage.featureSet
+        architecture = s.lineage.architecture
+        cvAccuracy = s.metrics.head.cvAccuracy
+        testAccuracy = s.metrics.head.testAccuracy
+        probeCvAccuracy = s.metrics.linearProbe?.cvAccuracy
+        probeTestAccuracy = s.metrics.linearProbe?.testAccuracy
+        allFeaturesCvAccuracy = s.metrics.allFeatures?.cvAccuracy
+        allFeaturesTestAccuracy = s.metrics.allFeatures?.testAccuracy
+    }
+}
+
 /// The large part of a head record, stored as its own LMDB value.
 struct HeadBody: Sendable, Hashable, Codable {
     var schema = "h2t.head-body/1"

@@ -39,10 +39,11 @@ public struct AliasEvent: Sendable, Hashable, Codable {
     public var actor: String
 }
 
-/// A head as listed: its summary, tags and the aliases pointing to it.
+/// A head as listed: its listing entry, tags and the aliases pointing to it (the full summary is
+/// one `summary(_:)` call away).
 public struct HeadListing: Sendable, Hashable, Codable {
-    /// The summary.
-    public var summary: HeadSummary
+    /// The listing entry.
+    public var entry: HeadEntry
     /// Tags.
     public var tags: [String: String]
     /// Aliases of its task that point to this version.
@@ -137,6 +138,7 @@ public final class Registry: Sendable {
                                     bias: draft.bias, hyperParameters: draft.hyperParameters, metrics: draft.metrics,
                                     cvCurves: draft.cvCurves, testMetrics: draft.testMetrics, lineage: draft.lineage)
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.summaryPart), try CanonicalJSON.encode(record.summary))
+            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.entryPart), try CanonicalJSON.encode(HeadEntry(record.summary)))
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.bodyPart), body)
             for (key, value) in draft.tags { try putTag(txn, draft.task, version, key, value) }
             return record
@@ -286,23 +288,22 @@ public final class Registry: Sendable {
                 let hits = Set(aliasesByHead.filter { $0.value.contains(alias) }.keys)
                 allowed = allowed.map { $0.intersection(hits) } ?? hits
             }
-            // Copy the candidate summaries out of the map; they are decoded after the transaction,
+            // Copy the candidate entries out of the map; they are decoded after the transaction,
             // on every core (decoding dominates a listing).
             var raw: [(ref: String, bytes: Data)] = []
             let prefix = filter.task.map(RegistryKeys.task) ?? []
             try txn.scan(heads, prefix: prefix) { key, value in
-                guard key.count >= 6, key[key.count - 1] == RegistryKeys.summaryPart, key[key.count - 6] == 0 else { return true }
-                let task = String(decoding: key[..<(key.count - 6)], as: UTF8.self)
-                let version = RegistryKeys.readU32(key, key.count - 5)
-                let ref = "\(task)@v\(version)"
-                if let allowed, !allowed.contains(ref) { return true }
-                if Self.isTombstone(value) { return true }
-                raw.append((ref, Data(value)))
+                guard key.count >= 6, key[key.count - 1] == RegistryKeys.entryPart, key[key.count - 6] == 0 else { return true }
+                if let allowed {
+                    let task = String(decoding: key[..<(key.count - 6)], as: UTF8.self)
+                    guard allowed.contains("\(task)@v\(RegistryKeys.readU32(key, key.count - 5))") else { return true }
+                }
+                raw.append(("", Data(value)))
                 return true
             }
-            let decoded = try Self.decodeSummaries(raw.map(\.bytes))
-            var out = zip(raw, decoded).map { item, summary in
-                HeadListing(summary: summary, tags: [:], aliases: (aliasesByHead[item.ref] ?? []).sorted())
+            let decoded = try Self.decodeEntries(raw.map(\.bytes))
+            var out = decoded.map { entry in
+                HeadListing(entry: entry, tags: [:], aliases: (aliasesByHead[entry.reference] ?? []).sorted())
             }
             let decoder = JSONDecoder()
             // Tags of the listed heads.
@@ -314,32 +315,32 @@ public final class Registry: Sendable {
                     return true
                 }
             }
-            for i in out.indices { out[i].tags = tagsByHead[out[i].summary.reference] ?? [:] }
+            for i in out.indices { out[i].tags = tagsByHead[out[i].entry.reference] ?? [:] }
             return out
         }
         if filter.latestOnly {
             var latest: [String: Int] = [:]
-            for (i, l) in listings.enumerated() where (latest[l.summary.task].map { listings[$0].summary.version < l.summary.version } ?? true) {
-                latest[l.summary.task] = i
+            for (i, l) in listings.enumerated() where (latest[l.entry.task].map { listings[$0].entry.version < l.entry.version } ?? true) {
+                latest[l.entry.task] = i
             }
             listings = latest.values.sorted().map { listings[$0] }
         }
         func metric(_ l: HeadListing) -> Double {
-            let m = l.summary.metrics
+            let e = l.entry
             switch filter.sort {
-            case "test_accuracy": return m.head.testAccuracy ?? -1
-            case "cv_accuracy": return m.head.cvAccuracy
+            case "test_accuracy": return e.testAccuracy ?? -1
+            case "cv_accuracy": return e.cvAccuracy
             case "gain_vs_probe":
-                if let t = m.head.testAccuracy, let p = m.linearProbe?.testAccuracy { return t - p }
-                return m.linearProbe.map { m.head.cvAccuracy - $0.cvAccuracy } ?? -1
-            case "kept_features": return -Double(l.summary.inputCount)
-            case "version": return Double(l.summary.version)
+                if let t = e.testAccuracy, let p = e.probeTestAccuracy { return t - p }
+                return e.probeCvAccuracy.map { e.cvAccuracy - $0 } ?? -1
+            case "kept_features": return -Double(e.inputCount)
+            case "version": return Double(e.version)
             default: return 0
             }
         }
         switch filter.sort {
         case nil, "task": break
-        case "created": listings.sort { $0.summary.createdAt > $1.summary.createdAt }
+        case "created": listings.sort { $0.entry.createdAt > $1.entry.createdAt }
         default:
             let keys = listings.map(metric)
             listings = zip(keys, listings).enumerated().sorted { a, b in
@@ -349,16 +350,16 @@ public final class Registry: Sendable {
         return listings
     }
 
-    /// Decodes summaries on all cores, in order.
-    static func decodeSummaries(_ values: [Data]) throws -> [HeadSummary] {
+    /// Decodes listing entries on all cores, in order.
+    static func decodeEntries(_ values: [Data]) throws -> [HeadEntry] {
         let workers = values.count < 256 ? 1 : max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
-        let results = SummarySlots(count: values.count)
+        let results = EntrySlots(count: values.count)
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             let decoder = JSONDecoder()
             var i = w * values.count / workers
             let end = (w + 1) * values.count / workers
             while i < end {
-                results.set(i, Result { try decoder.decode(HeadSummary.self, from: values[i]) })
+                results.set(i, Result { try decoder.decode(HeadEntry.self, from: values[i]) })
                 i += 1
             }
         }
@@ -516,6 +517,7 @@ public final class Registry: Sendable {
             let summary = try readSummary(txn, reference.task, version)
             for key in try tagsOf(txn, reference.task, version).keys { _ = try deleteTag(txn, reference.task, version, key) }
             try txn.delete(heads, RegistryKeys.head(reference.task, version, RegistryKeys.bodyPart))
+            try txn.delete(heads, RegistryKeys.head(reference.task, version, RegistryKeys.entryPart))
             try txn.put(heads, RegistryKeys.head(reference.task, version, RegistryKeys.summaryPart),
                         try CanonicalJSON.encode(RemovedHead(task: reference.task, version: version, removedAt: Self.now())))
             return summary
@@ -524,10 +526,10 @@ public final class Registry: Sendable {
 }
 
 /// Result slots written by parallel decoders, each slot by exactly one worker.
-final class SummarySlots: @unchecked Sendable {
+final class EntrySlots: @unchecked Sendable {
     // @unchecked Sendable: workers write disjoint slots of a buffer allocated up front; it is read
     // only after every worker has finished.
-    private let slots: UnsafeMutableBufferPointer<Result<HeadSummary, any Error>?>
+    private let slots: UnsafeMutableBufferPointer<Result<HeadEntry, any Error>?>
     init(count: Int) {
         slots = .allocate(capacity: count)
         slots.initialize(repeating: nil)
@@ -536,6 +538,6 @@ final class SummarySlots: @unchecked Sendable {
         slots.deinitialize()
         slots.deallocate()
     }
-    func set(_ i: Int, _ value: Result<HeadSummary, any Error>) { slots[i] = value }
-    var values: [Result<HeadSummary, any Error>?] { Array(slots) }
+    func set(_ i: Int, _ value: Result<HeadEntry, any Error>) { slots[i] = value }
+    var values: [Result<HeadEntry, any Error>?] { Array(slots) }
 }

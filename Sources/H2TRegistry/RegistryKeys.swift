@@ -2,7 +2,8 @@
 /// and a tag's heads sort together and are read with one prefix scan.
 ///
 /// - `registry`: `task | 00 | version u32 BE | 00` → head summary (`h2t.head/1`) or tombstone
-///   (`h2t.head-removed/1`); `task | 00 | version u32 BE | 01` → head body (`h2t.head-body/1`).
+///   (`h2t.head-removed/1`); `task | 00 | version u32 BE | 01` → head body (`h2t.head-body/1`);
+///   `task | 00 | version u32 BE | 02` → listing entry (`h2t.head-entry/1`), live heads only.
 /// - `aliases`: `"c" | task | 00 | alias` → current target (`h2t.alias/1`);
 ///   `"h" | task | 00 | alias | 00 | seq u32 BE` → one move (`h2t.alias-event/1`), append-only.
 /// - `tags`: `"h" | task | 00 | version u32 BE | key` → `h2t.tag/1` (key and value);
@@ -11,6 +12,7 @@
 enum RegistryKeys {
     static let summaryPart: UInt8 = 0
     static let bodyPart: UInt8 = 1
+    static let entryPart: UInt8 = 2
 
     static func u32(_ v: Int) -> [UInt8] {
         let x = UInt32(v)

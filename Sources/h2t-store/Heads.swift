@@ -36,11 +36,11 @@ struct Heads: ParsableCommand {
         if output.json { return try printJSON(Output(count: total, heads: heads.map(ListingView.init))) }
         if heads.isEmpty { return print("no heads") }
         print(table(["HEAD", "TEST", "CV", "PROBE TEST", "ALL TEST", "FEATURES", "F_T", "DATASET", "ALIASES", "TAGS", "CREATED"], heads.map { h in
-            let s = h.summary, m = s.metrics
-            return [s.reference, percent(m.head.testAccuracy), percent(m.head.cvAccuracy), percent(m.linearProbe?.testAccuracy),
-                    percent(m.allFeatures?.testAccuracy), "\(s.inputCount)", "\(s.hyperParameters.targetSize)", s.lineage.dataset,
+            let e = h.entry
+            return [e.reference, percent(e.testAccuracy), percent(e.cvAccuracy), percent(e.probeTestAccuracy),
+                    percent(e.allFeaturesTestAccuracy), "\(e.inputCount)", "\(e.targetSize)", e.dataset,
                     h.aliases.joined(separator: ","), h.tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","),
-                    String(s.createdAt.prefix(19))]
+                    String(e.createdAt.prefix(19))]
         }))
         if heads.count < total { print("(\(total - heads.count) more; raise --limit)") }
     }

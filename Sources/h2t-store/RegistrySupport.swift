@@ -30,12 +30,12 @@ struct TagView: Encodable {
 
 /// A listed head in `heads --json`.
 struct ListingView: Encodable {
-    var summary: HeadSummary
+    var entry: HeadEntry
     var tags: [TagView]
     var aliases: [String]
 
     init(_ listing: HeadListing) {
-        summary = listing.summary
+        entry = listing.entry
         tags = TagView.list(listing.tags)
         aliases = listing.aliases
     }

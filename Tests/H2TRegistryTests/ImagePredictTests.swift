@@ -103,6 +103,38 @@ struct ImagePredictTests {
     }
 }
 
+extension ImagePredictTests {
+    /// Writes an IDX images file (unsigned bytes, count × rows × columns).
+    static func writeIDX(_ path: String, count: Int, size: Int, pixels: [UInt8]) throws {
+        var bytes: [UInt8] = [0, 0, 8, 3]
+        for dim in [count, size, size] { bytes += [UInt8(dim >> 24), UInt8((dim >> 16) & 0xFF), UInt8((dim >> 8) & 0xFF), UInt8(dim & 0xFF)] }
+        try Data(bytes + pixels).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func cliPredictsAnIDXFileAndRefusesTheWrongSize() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: CLI.binary), "build h2t-store first")
+        let s = try Setup()
+        let gray = s.images[4]
+        let idx = s.directory.file("images.idx")
+        try Self.writeIDX(idx, count: 2, size: 32, pixels: gray.pixels + gray.pixels)
+        let result = try CLI.run(["predict", "shapes", "--images", idx, "--store", s.store.path, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(try CLI.validate(result.stdout, schema: "predict-output", in: s.directory).status == 0)
+        let expected = try s.registry.predict(s.head, examples: [s.ids[4]])
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let rows = json?["predictions"] as? [[String: Any]] ?? []
+        #expect(rows.count == 2)
+        #expect(rows.first?["label_index"] as? Int == expected.labels[0])
+        let csv = try CLI.run(["predict", "shapes", "--images", idx, "--store", s.store.path])
+        #expect(csv.stdout.hasPrefix("input,label,p_a,p_b,p_c\nimages.idx#0,"))
+        let small = s.directory.file("small.idx")
+        try Self.writeIDX(small, count: 1, size: 28, pixels: [UInt8](repeating: 3, count: 28 * 28))
+        let refused = try CLI.run(["predict", "shapes", "--images", small, "--store", s.store.path])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("small.idx#0: image is 28×28; head shapes@v1 takes 32×32 images"))
+    }
+}
+
 /// Lets the single-threaded run callback reach the chunk.
 final class ChunkBox: @unchecked Sendable {
     // @unchecked Sendable: used with threads: 1, so only one thread touches the chunk.

@@ -75,7 +75,7 @@ struct RegistryTests {
         #expect(try r.aliasHistory(task: "toys", alias: "prod").map(\.to) == [1, 3, nil])
         #expect(throws: RegistryError.self) { try r.head("toys@prod") }
         try r.remove(HeadReference(task: "toys", selector: .version(3)))
-        #expect(try r.list().map(\.summary.version) == [2, 4])
+        #expect(try r.list().map(\.entry.version) == [2, 4])
     }
 
     @Test func tagsAreSearchableAndListsFilterAndSort() throws {
@@ -85,20 +85,20 @@ struct RegistryTests {
         try fixture.register("b", outcome: outcome, tags: ["team": "audio"])
         try fixture.register("b", outcome: outcome)
         let r = fixture.registry
-        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.summary.reference) == ["a@v1"])
-        #expect(try r.list(HeadFilter(tags: [("team", nil)])).map(\.summary.reference) == ["a@v1", "b@v1"])
+        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.entry.reference) == ["a@v1"])
+        #expect(try r.list(HeadFilter(tags: [("team", nil)])).map(\.entry.reference) == ["a@v1", "b@v1"])
         try r.tag(HeadReference(task: "b"), set: ["team": "vision"])
-        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.summary.reference) == ["a@v1", "b@v2"])
+        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.entry.reference) == ["a@v1", "b@v2"])
         try r.tag(HeadReference(task: "a", selector: .version(1)), set: ["team": "audio"], remove: ["stage"])
         #expect(try r.tags(HeadReference(task: "a")) == ["team": "audio"])
-        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.summary.reference) == ["b@v2"])
-        #expect(try r.list(HeadFilter(task: "b")).map(\.summary.version) == [1, 2])
-        #expect(try r.list(HeadFilter(latestOnly: true)).map(\.summary.reference) == ["a@v1", "b@v2"])
+        #expect(try r.list(HeadFilter(tags: [("team", "vision")])).map(\.entry.reference) == ["b@v2"])
+        #expect(try r.list(HeadFilter(task: "b")).map(\.entry.version) == [1, 2])
+        #expect(try r.list(HeadFilter(latestOnly: true)).map(\.entry.reference) == ["a@v1", "b@v2"])
         try r.setAlias("prod", to: HeadReference(task: "b", selector: .version(1)))
         let byAlias = try r.list(HeadFilter(alias: "prod"))
-        #expect(byAlias.map(\.summary.reference) == ["b@v1"] && byAlias[0].aliases == ["prod"])
+        #expect(byAlias.map(\.entry.reference) == ["b@v1"] && byAlias[0].aliases == ["prod"])
         #expect(throws: RegistryError.self) { try r.list(HeadFilter(sort: "bogus")) }
-        #expect(try r.list(HeadFilter(sort: "created")).first?.summary.reference == "b@v2")
+        #expect(try r.list(HeadFilter(sort: "created")).first?.entry.reference == "b@v2")
     }
 
     @Test func concurrentRegistrationsGetDistinctVersions() async throws {

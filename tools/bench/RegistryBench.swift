@@ -14,7 +14,7 @@ import H2TStore
 /// 3. early-exit inference on new images for a head whose deepest tap is mid-network, against the
 ///    full forward pass.
 enum RegistryBench {
-    static let usage = "usage: h2t-bench registry [--quick] [--heads 10000] [--examples 10000] [--keep-store DIR]"
+    static let usage = "usage: h2t-bench registry [--quick] [--heads 10000] [--examples 10000] [--only listing|predict|exit] [--keep-store]"
 
     static func option(_ args: [String], _ name: String) -> String? {
         guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
@@ -34,9 +34,11 @@ enum RegistryBench {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { if !arguments.contains("--keep-store") { try? FileManager.default.removeItem(atPath: root) } }
         say("h2t-bench registry: \(headCount) heads, \(exampleCount) stored examples, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(StoreBench.loadAverage())")
-        try listing(root: root + "/heads", count: headCount)
-        try storedPrediction(root: root + "/features", count: exampleCount)
-        try earlyExit()
+        let only = option(arguments, "--only")
+        if only == nil || only == "listing" { try listing(root: root + "/heads", count: headCount) }
+        if only == nil || only == "predict" { try storedPrediction(root: root + "/features", count: exampleCount) }
+        if only == nil || only == "exit" { try earlyExit() }
+        if arguments.contains("--keep-store") { say("\nstores kept in \(root)") }
     }
 
     // MARK: 1. Listing
