@@ -77,6 +77,15 @@ public enum NetworkKernels {
         // kernel column reads a contiguous run: column kx of output x is at even[x + kx/2] or
         // odd[x + kx/2].
         let half = (wp + 1) / 2
+        // Where tap (ky, kx) of output column 0 sits in the (phase-split) padded plane.
+        var tapOffsets = [Int](repeating: 0, count: kernel * kernel)
+        for ky in 0..<kernel {
+            for kx in 0..<kernel {
+                tapOffsets[ky * kernel + kx] = ky * wp + (stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1)))
+            }
+        }
+        tapOffsets.withUnsafeBufferPointer { offsetBuffer in
+        let offsets = offsetBuffer.baseAddress!
         for c in 0..<channels {
             let w = weights + c * kernel * kernel
             let b = bias[c]
@@ -109,12 +118,11 @@ public enum NetworkKernels {
                     }
                 }
                 for oy in 0..<oh {
-                    let out = dst + oy * ow
-                    let rowBase = scratch + oy * stride * wp
-                    depthwiseRow(out: out, count: ow, rows: rowBase, rowStride: wp, kernel: kernel,
-                                 stride: stride, half: half, weights: w, bias: b)
+                    depthwiseRow(out: dst + oy * ow, count: ow, rows: scratch + oy * stride * wp,
+                                 offsets: offsets, taps: kernel * kernel, weights: w, bias: b)
                 }
             }
+        }
         }
     }
 
@@ -214,36 +222,40 @@ public enum NetworkKernels {
         (height + padding.top + padding.bottom) * (width + padding.left + padding.right)
     }
 
+    /// One output row: `out[x] = bias + Σ_t w[t] · rows[offsets[t] + x]`, where `offsets` already
+    /// encode the kernel row and the stride-2 phase split.
     @inline(__always)
     static func depthwiseRow(
-        out: UnsafeMutablePointer<Float>, count: Int, rows: UnsafePointer<Float>, rowStride: Int,
-        kernel: Int, stride: Int, half: Int, weights: UnsafePointer<Float>, bias: Float
+        out: UnsafeMutablePointer<Float>, count: Int, rows: UnsafePointer<Float>,
+        offsets: UnsafePointer<Int>, taps: Int, weights: UnsafePointer<Float>, bias: Float
     ) {
         var x = 0
+        // Two vectors per step: each weight broadcast and offset serve 16 outputs.
+        while x + 16 <= count {
+            var acc0 = SIMD8<Float>(repeating: bias), acc1 = acc0
+            for t in 0..<taps {
+                let wv = SIMD8<Float>(repeating: weights[t])
+                let p = UnsafeRawPointer(rows + offsets[t] + x)
+                // Multiply then add: `addProduct` becomes a libm `fmaf` call per lane when the
+                // build targets baseline x86-64 (no FMA), ten times slower.
+                acc0 = acc0 + wv * p.loadUnaligned(as: SIMD8<Float>.self)
+                acc1 = acc1 + wv * p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+            }
+            UnsafeMutableRawPointer(out + x).storeBytes(of: acc0, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(out + x + 8).storeBytes(of: acc1, as: SIMD8<Float>.self)
+            x += 16
+        }
         while x + 8 <= count {
             var acc = SIMD8<Float>(repeating: bias)
-            for ky in 0..<kernel {
-                let row = rows + ky * rowStride
-                for kx in 0..<kernel {
-                    let offset = stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1))
-                    let v = UnsafeRawPointer(row + offset + x).loadUnaligned(as: SIMD8<Float>.self)
-                    // Multiply then add: `addProduct` becomes a libm `fmaf` call per lane when the
-                    // build targets baseline x86-64 (no FMA), ten times slower.
-                    acc = acc + SIMD8(repeating: weights[ky * kernel + kx]) * v
-                }
+            for t in 0..<taps {
+                acc = acc + SIMD8(repeating: weights[t]) * UnsafeRawPointer(rows + offsets[t] + x).loadUnaligned(as: SIMD8<Float>.self)
             }
             UnsafeMutableRawPointer(out + x).storeBytes(of: acc, as: SIMD8<Float>.self)
             x += 8
         }
         while x < count {
             var acc = bias
-            for ky in 0..<kernel {
-                let row = rows + ky * rowStride
-                for kx in 0..<kernel {
-                    let offset = stride == 1 ? kx : ((kx & 1) == 0 ? kx >> 1 : half + (kx >> 1))
-                    acc += weights[ky * kernel + kx] * row[offset + x]
-                }
-            }
+            for t in 0..<taps { acc += weights[t] * rows[offsets[t] + x] }
             out[x] = acc
             x += 1
         }
