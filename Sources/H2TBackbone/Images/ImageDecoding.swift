@@ -33,14 +33,19 @@ public enum AlphaHandling: String, Sendable, Hashable, Codable {
 
 /// Decodes PNG (libpng) and JPEG (libjpeg) files into `DecodedImage`s.
 ///
+/// 8-bit PNGs and all JPEGs decode to exactly the bytes Pillow produces (JPEG: libjpeg's
+/// default islow IDCT and fancy upsampling). 16-bit PNGs are reduced to 8 bits by libpng's
+/// simplified API (16-bit samples taken as linear light, encoded to sRGB); Pillow differs there
+/// (it clips 16-bit grayscale). EXIF orientation is not applied, as in Pillow and torchvision.
+///
 /// Neither library may unwind through Swift frames: libpng is used only through its
 /// "simplified" API, which catches its own errors inside libpng and returns a status; libjpeg is
 /// only handed files that `JPEGStructure` has validated first (every condition that makes
 /// libjpeg stop with a fatal error is checked beforehand), and its non-fatal warnings (corrupt
 /// entropy data, premature end of data) are counted and turned into errors.
 public enum ImageDecoder {
-    /// Largest accepted image, in pixels (guards against decompression bombs).
-    public static let maximumPixelCount = 1 << 28
+    /// Largest accepted image, in pixels (about 67 megapixels; guards against decompression bombs).
+    public static let maximumPixelCount = 1 << 26
 
     /// Decodes the file at `path`, choosing the codec by the file's magic bytes.
     public static func decode(contentsOfFile path: String, alpha: AlphaHandling = .drop) throws -> DecodedImage {
