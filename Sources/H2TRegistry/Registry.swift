@@ -268,38 +268,45 @@ public final class Registry: Sendable {
         }
         var listings: [HeadListing] = try store.environment.read { txn in
             // Candidate heads from the tag index when a tag filter is given (no full scan).
-            var allowed: Set<String>? = nil
+            var allowed: Set<HeadKey>? = nil
             for (key, value) in filter.tags {
-                var hits = Set<String>()
+                var hits = Set<HeadKey>()
                 try txn.scan(tagTable, prefix: RegistryKeys.tagIndexPrefix(key, value)) { k, _ in
                     // ... | task | 00 | version u32
                     let tail = k.count
                     let version = RegistryKeys.readU32(k, tail - 4)
                     var start = tail - 5
                     while start > 0, k[start - 1] != 0 { start -= 1 }
-                    hits.insert("\(String(decoding: k[start..<(tail - 5)], as: UTF8.self))@v\(version)")
+                    hits.insert(HeadKey(task: String(decoding: k[start..<(tail - 5)], as: UTF8.self), version: version))
                     return true
                 }
                 allowed = allowed.map { $0.intersection(hits) } ?? hits
             }
             var aliasesByHead: [String: [String]] = [:]
-            for state in try aliasStates(txn, task: filter.task) { aliasesByHead["\(state.task)@v\(state.version)", default: []].append(state.alias) }
+            let states = try aliasStates(txn, task: filter.task)
+            for state in states { aliasesByHead["\(state.task)@v\(state.version)", default: []].append(state.alias) }
             if let alias = filter.alias {
-                let hits = Set(aliasesByHead.filter { $0.value.contains(alias) }.keys)
+                let hits = Set(states.filter { $0.alias == alias }.map { HeadKey(task: $0.task, version: $0.version) })
                 allowed = allowed.map { $0.intersection(hits) } ?? hits
             }
             // Copy the candidate entries out of the map; they are decoded after the transaction,
             // on every core (decoding dominates a listing).
             var raw: [(ref: String, bytes: Data)] = []
             let prefix = filter.task.map(RegistryKeys.task) ?? []
-            try txn.scan(heads, prefix: prefix) { key, value in
-                guard key.count >= 6, key[key.count - 1] == RegistryKeys.entryPart, key[key.count - 6] == 0 else { return true }
-                if let allowed {
-                    let task = String(decoding: key[..<(key.count - 6)], as: UTF8.self)
-                    guard allowed.contains("\(task)@v\(RegistryKeys.readU32(key, key.count - 5))") else { return true }
+            if let allowed {
+                // Filtered: point lookups of the candidates, in key order (task bytes, then version).
+                let ordered = allowed.filter { filter.task == nil || $0.task == filter.task }.sorted {
+                    $0.task != $1.task ? Array($0.task.utf8).lexicographicallyPrecedes(Array($1.task.utf8)) : $0.version < $1.version
                 }
-                raw.append(("", Data(value)))
-                return true
+                for head in ordered {
+                    if let value = try txn.get(heads, RegistryKeys.head(head.task, head.version, RegistryKeys.entryPart)) { raw.append(("", Data(value))) }
+                }
+            } else {
+                try txn.scan(heads, prefix: prefix) { key, value in
+                    guard key.count >= 6, key[key.count - 1] == RegistryKeys.entryPart, key[key.count - 6] == 0 else { return true }
+                    raw.append(("", Data(value)))
+                    return true
+                }
             }
             let decoded = try Self.decodeEntries(raw.map(\.bytes))
             var out = decoded.map { entry in
@@ -523,6 +530,12 @@ public final class Registry: Sendable {
             return summary
         }
     }
+}
+
+/// A head's task and version, as a set element.
+struct HeadKey: Hashable {
+    var task: String
+    var version: Int
 }
 
 /// Result slots written by parallel decoders, each slot by exactly one worker.
