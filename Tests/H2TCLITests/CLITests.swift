@@ -240,3 +240,66 @@ struct CLITests {
         #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
     }
 }
+
+/// Real weights and real images (the artefacts `tools/fetch-artifacts` pins; CI fetches them first).
+@Suite("h2t-store on real weights and images", .serialized)
+struct RealDataCLITests {
+    let dir: String
+    let cache = ProcessInfo.processInfo.environment["H2T_CACHE"] ?? (NSHomeDirectory() + "/.cache/h2t-store")
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "h2t-cli-real-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    @Test(arguments: ["mobilenet_v2", "efficientnet_lite0"])
+    func classifyGivesTheImageNetClassesOfTheSamplePhotos(backbone: String) throws {
+        let result = try CLI.run(["classify", "--backbone", backbone, "--json", cache + "/images/chelsea.png", cache + "/images/coffee.png"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        let top1 = list.map { (($0["top"] as! [[String: Any]])[0]["class_index"] as! Int) }
+        #expect(top1 == [285, 967])
+    }
+
+    @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {
+        let store = ["--store", dir + "/store"]
+        let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", labels = cache + "/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+        func ingest(_ extra: [String], dataset: String = "fm") throws -> [String: Any] {
+            let result = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--dataset", dataset, "--target-size", "512", "--segment-rows", "16", "--json"] + extra + store)
+            #expect(result.status == 0, "\(result.stderr)")
+            try CLI.expectValid(result.stdout, schema: "ingest-output")
+            return try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        }
+        let first = try ingest(["--idx", images, "--labels", labels, "--limit", "40", "--split", "test"])
+        #expect(first["examples_computed"] as? Int == 40)
+        let again = try ingest(["--idx", images, "--labels", labels, "--limit", "48", "--split", "test"])
+        #expect(again["examples_computed"] as? Int == 8)
+        #expect(again["examples_reused"] as? Int == 40)
+
+        // The same pixels as PNG files in a class folder are the same examples: no backbone pass.
+        // A non-image file and a broken PNG are skipped and reported, never silently.
+        let folder = dir + "/folder"
+        let script = """
+            import gzip, struct, zlib, os, numpy as np
+            raw = gzip.open('\(images)').read(); n, h, w = struct.unpack('>III', raw[4:16])
+            px = np.frombuffer(raw[16:16 + 3 * h * w], np.uint8).reshape(3, h, w)
+            def png(a):
+                rows = b''.join(b'\\x00' + a[i].tobytes() for i in range(a.shape[0]))
+                chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+                return b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', a.shape[1], a.shape[0], 8, 0, 0, 0, 0)) + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b'')
+            os.makedirs('\(folder)/ankle', exist_ok=True)
+            for i in range(3): open(f'\(folder)/ankle/{i}.png', 'wb').write(png(px[i]))
+            open('\(folder)/ankle/notes.txt', 'w').write('not an image')
+            open('\(folder)/ankle/broken.png', 'wb').write(png(px[0])[:40])
+            """
+        let made = try CLI.run(["python3", "-c", script], executable: "/usr/bin/env")
+        #expect(made.status == 0, "\(made.stderr)")
+        let fromFolder = try ingest(["--folder", folder, "--split", "png", "--input-size", "64"], dataset: "fm-png")
+        #expect(fromFolder["examples_reused"] as? Int == 3)
+        #expect(fromFolder["examples_computed"] as? Int == 0)
+        let skipped = (fromFolder["skipped"] as? [[String: Any]] ?? []).map { $0["path"] as! String }
+        #expect(skipped.contains { $0.hasSuffix("broken.png") }, "\(skipped)")
+        #expect(skipped.contains { $0.hasSuffix("notes.txt") }, "\(skipped)")
+        #expect(try CLI.run(["verify"] + store).status == 0)
+    }
+}

@@ -1,0 +1,43 @@
+import ArgumentParser
+import Foundation
+import H2TBackbone
+
+/// `h2t-store classify`: ImageNet top-5 of images with a built-in backbone (a sanity check that
+/// the weights and preprocessing are right: chelsea.png is class 285, coffee.png 967).
+struct Classify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "ImageNet top-5 classes of PNG/JPEG images with a built-in backbone.")
+
+    @Argument(help: "PNG or JPEG files.") var images: [String]
+    @Option(name: .long, help: "mobilenet_v2 or efficientnet_lite0.") var backbone: BackboneArchitecture = .mobileNetV2
+    @Option(name: .long, help: "Square input size (the weights were trained at 224).") var inputSize: Int = 224
+    @Option(name: .long, help: "Classes to print per image.") var top: Int = 5
+    @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup var output: OutputOptions
+
+    struct Result: Encodable {
+        var image: String
+        var top: [ImageNetPrediction]
+    }
+
+    func validate() throws {
+        guard !images.isEmpty else { throw ValidationError("give at least one image") }
+        guard (32...1024).contains(inputSize) else { throw ValidationError("--input-size must be in 32...1024, got \(inputSize)") }
+        guard (1...1000).contains(top) else { throw ValidationError("--top must be in 1...1000, got \(top)") }
+    }
+
+    func run() throws {
+        let network = try BackboneNetwork.load(backbone, from: cacheOptions.artifactCache)
+        let preprocessing = Preprocessing(architecture: backbone, size: inputSize)
+        var results: [Result] = []
+        for path in images {
+            let image = try ImageDecoder.decode(contentsOfFile: path, alpha: preprocessing.alpha)
+            let predictions = try network.classify(preprocessing.tensor([image]), height: inputSize, width: inputSize, top: top)
+            results.append(Result(image: path, top: predictions))
+        }
+        if output.json { return try printJSON(results) }
+        for result in results {
+            print(result.image)
+            for p in result.top { print(String(format: "  class %4d  p=%.4f  logit=%.3f", p.classIndex, p.probability, p.logit)) }
+        }
+    }
+}
