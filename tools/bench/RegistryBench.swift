@@ -265,7 +265,21 @@ enum RegistryBench {
         let manifest = writer.manifests[0]
         var rng = StoreBench.SplitMix(4)
         let images = (0..<count).map { _ in DecodedImage(width: size, height: size, channels: 3, pixels: (0..<(size * size * 3)).map { _ in UInt8(rng.next() % 256) }) }
-        var table = StoreBench.Table("registry", ["\(count) images \(size)×\(size), MobileNetV2 (\(taps.count) taps)", "median s", "images/s", "vs full"])
+        var table = StoreBench.Table("registry", ["\(count) images \(size)×\(size), MobileNetV2 (\(taps.count) taps)", "median s", "images/s", "vs full", "MACs computed", "ideal"])
+        // Multiply-accumulates up to each tap (3×3 stem and depthwise, 1×1 expand/project/head, the
+        // classifier), to say what "in proportion to the layers skipped" should give.
+        var macs = [Double](repeating: 0, count: taps.count)
+        var lastChannels = 3.0, running = 0.0
+        for tap in taps {
+            let c = Double(tap.shape[0]), plane = tap.shape.count == 3 ? Double(tap.shape[1] * tap.shape[2]) : 1
+            if tap.kind == .convBN {
+                running += tap.name.hasSuffix("depthwise.conv_bn") ? c * plane * 9 : c * plane * lastChannels * (tap.name.hasPrefix("stem") ? 9 : 1)
+                lastChannels = c
+            } else if tap.kind == .logits {
+                running += c * lastChannels
+            }
+            macs[tap.order] = running
+        }
         // Full forward pass: every layer computed, only the logits delivered.
         var full: [Double] = []
         let batchFloats: [Float] = try {
@@ -278,7 +292,8 @@ enum RegistryBench {
             full.append(try StoreBench.time { try network.run(batchFloats, count: count, height: size, width: size, taps: .only(["logits"])) { _ in } })
         }
         let fullTime = StoreBench.median(full)
-        table.add(["full forward pass (to the logits)", StoreBench.fmt(fullTime, 3), StoreBench.fmt(Double(count) / fullTime, 0), "1.00×"])
+        table.add(["full forward pass (to the logits)", StoreBench.fmt(fullTime, 3), StoreBench.fmt(Double(count) / fullTime, 0), "1.00×",
+                   String(format: "%.1f M", macs.last! / 1e6), "1.00×"])
         for deepest in [taps.count / 4, taps.count / 2, 3 * taps.count / 4] {
             let orders = [1, deepest / 3, 2 * deepest / 3, deepest]
             let head = try registry.register(headDraft(manifest: manifest, writer: writer, orders: orders, rng: &rng, task: "exit\(deepest)"))
@@ -287,7 +302,8 @@ enum RegistryBench {
             for _ in 0..<3 { times.append(try StoreBench.time { _ = try predictor.selectedFeatures(batchFloats, count: count) }) }
             let t = StoreBench.median(times)
             table.add(["head up to tap \(deepest) '\(taps[deepest].name)' (\(StoreBench.fmt(100 * Double(deepest + 1) / Double(taps.count), 0))% of taps)",
-                       StoreBench.fmt(t, 3), StoreBench.fmt(Double(count) / t, 0), "\(StoreBench.fmt(fullTime / t, 2))× faster"])
+                       StoreBench.fmt(t, 3), StoreBench.fmt(Double(count) / t, 0), "\(StoreBench.fmt(fullTime / t, 2))× faster",
+                       String(format: "%.1f M (%.0f%%)", macs[deepest] / 1e6, 100 * macs[deepest] / macs.last!), "\(StoreBench.fmt(macs.last! / macs[deepest], 2))×"])
         }
         say("")
         table.print()
