@@ -2,6 +2,7 @@ import CZlib
 import CZstd
 import Dispatch
 import Foundation
+import H2TBackbone
 import H2TStore
 
 /// The `store` section of h2t-bench: the storage engine's performance targets (issue 2), each
@@ -29,7 +30,7 @@ enum StoreBench {
     }
 
     static let usage = """
-        usage: h2t-bench store [all|codec|ingest|layout|rss]... [--examples N] [--width D] [--reps R]
+        usage: h2t-bench store [all|codec|real|ingest|layout|rss]... [--examples N] [--width D] [--reps R]
                                [--rss-sizes N,M] [--layout-examples N] [--codec-columns C]
                                [--dtype bfloat16|float16|float32] [--level L] [--frame-width F]
                                [--column-block B] [--tmp DIR] [--quick]
@@ -50,7 +51,7 @@ enum StoreBench {
         }
         while i < arguments.count {
             switch arguments[i] {
-            case "all", "codec", "ingest", "layout", "rss", "rss-child": o.sections.append(arguments[i])
+            case "all", "codec", "real", "ingest", "layout", "rss", "rss-child": o.sections.append(arguments[i])
             case "--examples": o.examples = int()
             case "--width": o.width = int()
             case "--reps": o.reps = max(1, int())
@@ -72,7 +73,7 @@ enum StoreBench {
             }
             i += 1
         }
-        if o.sections.isEmpty || o.sections.contains("all") { o.sections = ["codec", "ingest", "layout", "rss"] }
+        if o.sections.isEmpty || o.sections.contains("all") { o.sections = ["codec", "real", "ingest", "layout", "rss"] }
         if o.sections == ["rss-child"] { try rssChild(o); return }
 
         print("h2t-bench store: \(o.examples) examples × \(o.width) features, segments of \(o.segmentRows) rows, "
@@ -80,10 +81,10 @@ enum StoreBench {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, load average at start \(loadAverage()) "
               + "(shared machine: compare ratios, not absolute times)")
         let generator = ActivationGenerator(width: o.width, seed: o.seed)
-        print(realActivationsNote())
         for section in o.sections {
             switch section {
             case "codec": try codecSection(o, generator)
+            case "real": try realSection(o)
             case "ingest": try ingestSection(o, generator)
             case "layout": try layoutSection(o, generator)
             case "rss": try rssSection(o)
@@ -95,12 +96,6 @@ enum StoreBench {
 
     static func describe(_ c: TileCodec) -> String {
         "\(c.dtype.rawValue)/\(c.compressed ? "zstd\(c.level)" : "raw")/fw\(c.frameWidth)"
-    }
-
-    /// Whether real MobileNetV2 activations could be measured in this build.
-    static func realActivationsNote() -> String {
-        "real activations: not measured: the storage benchmark has no backbone forward pass wired in yet "
-            + "(H2TBackbone networks are still being written in this session); all figures use the synthetic generator"
     }
 
     // MARK: - codec
@@ -123,17 +118,37 @@ enum StoreBench {
         return (out, cols)
     }
 
+    struct CodecConfig { var dtype: StorageDType; var planes: Bool; var level: Int; var fw: Int; var compressed = true }
+
+    static func fullCodecMatrix() -> [CodecConfig] {
+        var configs: [CodecConfig] = []
+        for dtype in [StorageDType.float32, .float16, .bfloat16] {
+            configs.append(CodecConfig(dtype: dtype, planes: true, level: 0, fw: 4, compressed: false))
+            for planes in [true, false] {
+                for level in [1, 2, 3] {
+                    for fw in [1, 4, 16] { configs.append(CodecConfig(dtype: dtype, planes: planes, level: level, fw: fw)) }
+                }
+            }
+        }
+        return configs
+    }
+
     static func codecSection(_ o: Options, _ gen: ActivationGenerator) throws {
         let (sample, cols) = codecSample(o, gen)
         let rows = o.segmentRows
-        let blockWidth = 1024
-        let blocks = cols / blockWidth
-        let rawBytes = Double(sample.count * 4)
         let zeros = sample.lazy.filter { $0 == 0 }.count
         let saturated = sample.lazy.filter { $0 == 6 }.count
-        print("\ncodec sample: \(rows) rows × \(cols) columns (\(blocks) tiles of \(blockWidth) columns spread over the width), "
-              + "\(fmt(rawBytes / 1e6)) MB float32; exact zeros \(fmt(100 * Double(zeros) / Double(sample.count), 2))%, "
+        print("\ncodec sample (synthetic): \(rows) rows × \(cols) columns (tiles of 1024 columns spread over the width), "
+              + "\(fmt(Double(sample.count * 4) / 1e6)) MB float32; exact zeros \(fmt(100 * Double(zeros) / Double(sample.count), 2))%, "
               + "saturated at 6: \(fmt(100 * Double(saturated) / Double(sample.count), 2))%; one thread")
+        try codecMatrix(o, sample: sample, rows: rows, cols: cols, title: "codec on synthetic activations", configs: fullCodecMatrix())
+        try decodeStrideExperiment(o, sample: sample, cols: cols)
+    }
+
+    static func codecMatrix(_ o: Options, sample: [Float], rows: Int, cols: Int, title: String, configs: [CodecConfig]) throws {
+        let blockWidth = 1024
+        let blocks = cols / blockWidth
+        let rawBytes = Double(rows * blocks * blockWidth * 4)
         // Decoded rows are `pitch` floats apart: a power-of-two pitch (8192) would alias every
         // row of a column onto the same cache set and measure that pathology instead of the codec.
         let pitch = cols + 16
@@ -146,18 +161,8 @@ enum StoreBench {
         }
         let memcpyMBs = rawBytes / median(memcpyTimes) / 1e6
 
-        var table = Table("codec: ratio vs raw float32; encode/decode MB/s of float32 by wall clock and by CPU time (median of \(o.reps)); memcpy = \(fmt(memcpyMBs, 0)) MB/s",
+        var table = Table("\(title): ratio vs raw float32; encode/decode MB/s of float32 by wall clock and by CPU time (median of \(o.reps)); memcpy = \(fmt(memcpyMBs, 0)) MB/s",
                           ["dtype", "layout", "zstd", "fw", "ratio", "enc MB/s", "enc CPU", "dec MB/s", "dec CPU", "max rel err"])
-        struct Config { var dtype: StorageDType; var planes: Bool; var level: Int; var fw: Int; var compressed = true }
-        var configs: [Config] = []
-        for dtype in [StorageDType.float32, .float16, .bfloat16] {
-            configs.append(Config(dtype: dtype, planes: true, level: 0, fw: 4, compressed: false))
-            for planes in [true, false] {
-                for level in [1, 2, 3] {
-                    for fw in [1, 4, 16] { configs.append(Config(dtype: dtype, planes: planes, level: level, fw: fw)) }
-                }
-            }
-        }
         var best: [(String, Double, Double, Double)] = []
         for config in configs {
             var encodeTimes: [Sample] = [], decodeTimes: [Sample] = []
@@ -211,7 +216,7 @@ enum StoreBench {
             }
             var maxRel: Float = 0
             for r in 0..<rows {
-                for c in 0..<cols where sample[r * cols + c] != 0 {
+                for c in 0..<(blocks * blockWidth) where sample[r * cols + c] != 0 {
                     let x = sample[r * cols + c]
                     maxRel = max(maxRel, abs(decodedPadded[r * pitch + c] - x) / abs(x))
                 }
@@ -228,9 +233,56 @@ enum StoreBench {
             if config.compressed { best.append(("\(config.dtype.rawValue)/\(layout)/zstd\(config.level)/fw\(config.fw)", ratio, encCPU, decCPU)) }
         }
         table.print()
-        try decodeStrideExperiment(o, sample: sample, cols: cols)
         let top = best.sorted { $0.1 > $1.1 }.prefix(5)
         print("highest ratios: " + top.map { "\($0.0) \(fmt($0.1, 2))× (enc \(fmt($0.2, 0)), dec \(fmt($0.3, 0)) MB/s of CPU)" }.joined(separator: "; "))
+    }
+
+    /// The codec on real pooled MobileNetV2 activations: Fashion-MNIST test images at 64×64
+    /// (the backbone's default size for 28×28 sources), every tap pooled with F_T = 8192.
+    static func realSection(_ o: Options) throws {
+        let cache = ArtifactCache()
+        let network: BackboneNetwork
+        let dataset: IDXDataset
+        do {
+            network = try BackboneNetwork.load(.mobileNetV2, from: cache)
+            dataset = try IDX.fashionMNIST(train: false, cache: cache)
+        } catch {
+            print("\nreal activations: skipped (\(error)); run tools/fetch-artifacts first")
+            return
+        }
+        let rows = o.segmentRows, size = 64
+        let input = Preprocessing(architecture: .mobileNetV2, size: size).tensor(dataset.images, range: 0..<rows)
+        var pooled: [PooledFeatures] = []
+        let seconds = try time {
+            pooled = try network.pooledFeatures(input, count: rows, height: size, width: size, targetSizes: [8192], threads: 2)
+        }
+        let features = pooled[0]
+        let cols = features.width
+        let zeros = features.values.lazy.filter { $0 == 0 }.count
+        let negative = features.values.lazy.filter { $0 < 0 }.count
+        print("\nreal activations: MobileNetV2 (torchvision ImageNet weights), \(rows) Fashion-MNIST test images at \(size)×\(size), "
+              + "\(features.taps.count) taps pooled to F_T = 8192 → \(cols) features (\(fmt(seconds, 1)) s to compute); "
+              + "exact zeros \(fmt(100 * Double(zeros) / Double(features.values.count), 1))%, negative \(fmt(100 * Double(negative) / Double(features.values.count), 1))%")
+        fflush(nil)
+        // At most `codecColumns` columns, as tiles of 1024 spread over the width (every depth sampled).
+        let blockWidth = 1024
+        let blocks = max(1, min(o.codecColumns, cols) / blockWidth)
+        let subCols = blocks * blockWidth
+        var sub = [Float](repeating: 0, count: rows * subCols)
+        for b in 0..<blocks {
+            let start = min(cols - blockWidth, b * (cols / blocks))
+            for r in 0..<rows {
+                for c in 0..<blockWidth { sub[r * subCols + b * blockWidth + c] = features.values[r * cols + start + c] }
+            }
+        }
+        var configs: [CodecConfig] = []
+        for dtype in [StorageDType.float32, .float16, .bfloat16] {
+            for fw in [1, 4, 16] { configs.append(CodecConfig(dtype: dtype, planes: true, level: 1, fw: fw)) }
+            configs.append(CodecConfig(dtype: dtype, planes: false, level: 1, fw: 4))
+        }
+        configs.append(CodecConfig(dtype: .bfloat16, planes: true, level: 3, fw: 4))
+        try codecMatrix(o, sample: sub, rows: rows, cols: subCols,
+                        title: "codec on real MobileNetV2 activations (\(rows) rows × \(blocks) tiles of 1024 columns spread over the \(cols))", configs: configs)
     }
 
     /// Where whole-row decoding spends its time: the default codec's tiles decoded (one thread)
