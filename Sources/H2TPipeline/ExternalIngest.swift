@@ -174,12 +174,8 @@ public struct ExternalIngest {
             }
         }
         progress?.finish()
-        let seconds = Date().timeIntervalSince(started)
-        return IngestSummary(
-            backbone: writer.backboneID,
-            featureSets: zip(writer.featureSetIDs, writer.manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
-            dataset: options.dataset, split: options.split, examplesSeen: total, examplesComputed: computed,
-            examplesReused: reused, skipped: [], seconds: seconds, examplesPerSecond: Double(total) / max(seconds, 1e-9))
+        return writer.summary(dataset: options.dataset, split: options.split, seen: total, computed: computed, reused: reused,
+                              skipped: [], started: started)
     }
 
     private func ingestChunk(_ source: ActivationSource, first: Int, count: Int, tapShapes: [TapDescriptor],
@@ -207,16 +203,7 @@ public struct ExternalIngest {
         let labels: [Int] = try (first..<(first + count)).map { try label(source, index: $0, classNames: classNames) }
 
         // Duplicates inside the chunk: keep the first occurrence; a different label is an error.
-        var seen: [ExampleID: Int] = [:]
-        var keep: [Int] = []
-        for e in 0..<count {
-            if let previous = seen[ids[e]] {
-                if labels[previous] != labels[e] { throw IngestError.duplicateExample(file: source.path, example: names[e]) }
-                continue
-            }
-            seen[ids[e]] = e
-            keep.append(e)
-        }
+        let keep = try FeatureSetWriter.firstOccurrences(ids, labels: labels, file: source.path) { e, _ in names[e] }
         let chunk = try writer.chunk(examples: keep.map { ids[$0] })
         var buffer: [Float] = []
         var transposed: [Float] = []

@@ -1,3 +1,4 @@
+import Foundation
 import H2TCore
 import H2TStore
 
@@ -38,6 +39,34 @@ public final class FeatureSetWriter {
     public func chunk(examples: [ExampleID]) throws -> FeatureChunk {
         let missing = try featureSetIDs.map { try store.missing(examples, in: $0) }
         return FeatureChunk(writer: self, examples: examples, missing: missing)
+    }
+
+    /// The summary of an ingest through this writer that started at `started`.
+    public func summary(dataset: String, split: String, seen: Int, computed: Int, reused: Int,
+                        skipped: [IngestSummary.SkippedInput], started: Date) -> IngestSummary {
+        let seconds = Date().timeIntervalSince(started)
+        return IngestSummary(
+            backbone: backboneID,
+            featureSets: zip(featureSetIDs, manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
+            dataset: dataset, split: split, examplesSeen: seen, examplesComputed: computed, examplesReused: reused,
+            skipped: skipped, seconds: seconds, examplesPerSecond: Double(seen) / max(seconds, 1e-9))
+    }
+
+    /// Positions of the first occurrence of each example id; a repeated id with a different
+    /// label is an error (`describe(i)` names the offending input).
+    public static func firstOccurrences(_ ids: [ExampleID], labels: [Int], file: String,
+                                        describe: (Int, Int) -> String) throws -> [Int] {
+        var seen: [ExampleID: Int] = [:]
+        var keep: [Int] = []
+        for (i, id) in ids.enumerated() {
+            if let previous = seen[id] {
+                if labels[previous] != labels[i] { throw IngestError.duplicateExample(file: file, example: describe(i, previous)) }
+                continue
+            }
+            seen[id] = i
+            keep.append(i)
+        }
+        return keep
     }
 
     fileprivate func encode(_ index: Int, _ matrix: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {

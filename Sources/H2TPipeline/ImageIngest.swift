@@ -122,28 +122,15 @@ public struct ImageIngest {
             first += count
         }
         progress?.finish()
-        let seconds = Date().timeIntervalSince(started)
-        return IngestSummary(
-            backbone: writer.backboneID,
-            featureSets: zip(writer.featureSetIDs, writer.manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
-            dataset: options.dataset, split: options.split, examplesSeen: seen, examplesComputed: computed, examplesReused: reused,
-            skipped: skipped, seconds: seconds, examplesPerSecond: Double(seen) / max(seconds, 1e-9))
+        return writer.summary(dataset: options.dataset, split: options.split, seen: seen, computed: computed, reused: reused,
+                              skipped: skipped, started: started)
     }
 
     private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
                                writer: FeatureSetWriter) throws -> (computed: Int, reused: Int) {
         // Duplicates inside the segment: keep the first; a different label is an error.
-        var seen: [ExampleID: Int] = [:]
-        var keep: [Int] = []
-        for (i, id) in segment.ids.enumerated() {
-            if let previous = seen[id] {
-                if segment.labels[previous] != segment.labels[i] {
-                    throw IngestError.duplicateExample(file: segment.names[i], example: "same pixels as \(segment.names[previous])")
-                }
-                continue
-            }
-            seen[id] = i
-            keep.append(i)
+        let keep = try FeatureSetWriter.firstOccurrences(segment.ids, labels: segment.labels, file: segment.sources.first ?? "") { i, previous in
+            "\(segment.names[i]) (same pixels as \(segment.names[previous]))"
         }
         let chunk = try writer.chunk(examples: keep.map { segment.ids[$0] })
         let needed = keep.indices.filter { chunk.needs($0) }

@@ -135,6 +135,20 @@ public final class TileDecoder {
         let firstColumn = frame * header.frameWidth
         scratch.withUnsafeBytes { buffer in
             let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            // bfloat16, all rows: rows outer, so each output row gets the frame's columns in one
+            // visit. Columns outer would stride down the output once per column, and with a row
+            // length that is a multiple of 1024 floats every such write maps to one cache set.
+            if header.dtype == .bfloat16, rows == nil {
+                let picks = framePicks
+                let columns = picks.map { (base + ($0.local - firstColumn) * nRows, $0.out) }
+                for r in 0..<nRows {
+                    let row = dest + r * destStride
+                    for (p0, out) in columns {
+                        row[out] = HalfBits.float(bfloat16: UInt16(p0[planeValues + r]) << 8 | UInt16(p0[r]))
+                    }
+                }
+                return
+            }
             for pick in framePicks {
                 let column = (pick.local - firstColumn) * nRows
                 let p0 = base + column

@@ -34,9 +34,9 @@ public final class TileEncoder {
             let n = min(frameWidth, cols - f * frameWidth) * rows
             bound += width * (codec.compressed ? ZSTD_compressBound(n) : n)
         }
-        var out = [UInt8](repeating: 0, count: bound)
-        let used = out.withUnsafeMutableBytes { outBytes -> Int in
-            let base = outBytes.baseAddress!
+        // Not zero-filled: every byte up to `used` is written below (header, table, frames).
+        return [UInt8](unsafeUninitializedCapacity: bound) { outBytes, initialized in
+            let base = UnsafeMutableRawPointer(outBytes.baseAddress!)
             TileCodec.magic.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: 4) }
             base.storeBytes(of: TileCodec.formatVersion.littleEndian, toByteOffset: 4, as: UInt16.self)
             base.storeBytes(of: codec.dtype.code, toByteOffset: 6, as: UInt8.self)
@@ -71,10 +71,8 @@ public final class TileEncoder {
             var crc = crc32(UnsafeRawBufferPointer(start: base, count: 24))
             crc = crc32(continuing: crc, UnsafeRawBufferPointer(start: base + TileCodec.fixedHeaderSize, count: dataOffset - TileCodec.fixedHeaderSize))
             storeLE32(base, 24, crc)
-            return cursor
+            initialized = cursor
         }
-        out.removeLast(out.count - used)
-        return out
     }
 
     /// Converts to the storage type and scatters bytes into column-major planes, 16 rows at a

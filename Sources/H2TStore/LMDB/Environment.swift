@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 import Glibc
 import Synchronization
 
@@ -61,7 +62,10 @@ public final class LMDBEnvironment: @unchecked Sendable {
     public init(path: String, options: Options = Options()) throws(LMDBError) {
         self.path = path
         self.readOnly = options.readOnly
-        if !options.readOnly { mkdir(path, 0o755) }
+        if !options.readOnly {
+            // Parents too: `--store /new/dir/h2t.store` should just work.
+            try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
         guard let resolved = realpath(path, nil) else {
             throw LMDBError(code: errno, call: "realpath", path: path)
         }

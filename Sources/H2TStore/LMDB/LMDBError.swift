@@ -57,7 +57,7 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable, Equatable {
         case Self.invalid: return "the path is not an h2t-store (LMDB) directory, or it is damaged"
         case Self.databasesFull: return "the store has more tables than this version of h2t-store knows"
         default:
-            if code == 2 /* ENOENT */ { return "the store does not exist; create it with `h2t-store init` or an ingest" }
+            if code == 2 /* ENOENT */ { return "the store does not exist; `h2t-store ingest` creates one" }
             if code == 13 /* EACCES */ { return "check the permissions of the store directory" }
             if code == 28 /* ENOSPC */ { return "the disk is full" }
             return nil
