@@ -127,7 +127,7 @@ enum KernelSelection {
     }
 
     static func readSmallFile(_ path: String) throws -> String {
-        guard let file = fopen(path, "r") else { throw CocoaLikeError.unreadable }
+        guard let file = fopen(path, "r") else { throw FileReadError.unreadable }
         defer { fclose(file) }
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -140,7 +140,7 @@ enum KernelSelection {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    enum CocoaLikeError: Error { case unreadable }
+    enum FileReadError: Error { case unreadable }
 
     static func currentCore() -> String {
         guard let name = openblas_get_corename() else { return "unknown" }
