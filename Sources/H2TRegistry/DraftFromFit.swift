@@ -1,3 +1,5 @@
+import Foundation
+import H2TBackbone
 import H2TCore
 import H2TStore
 import H2TTrain
@@ -92,11 +94,37 @@ extension HeadDraft {
             lineage: HeadLineage(featureSet: fs.id, backbone: manifest.backbone, architecture: backbone.architecture, dataset: lineage.dataset,
                                  train: SplitLineage(split: lineage.trainSplit, digest: lineage.trainDigest, count: lineage.trainCount),
                                  test: lineage.testSplit.map { SplitLineage(split: $0, digest: lineage.testDigest ?? "", count: report.testCount) },
-                                 seed: report.settings.seed),
+                                 seed: report.settings.seed,
+                                 sourceImage: Self.probeSourceImage(store: store, dataset: lineage.dataset, split: lineage.trainSplit)),
             tags: tags)
         guard chosen.head.inputCount == inputCount, chosen.head.classCount == classNames.count else {
             throw RegistryError.invalidHead("the \(method) head has \(chosen.head.inputCount) inputs and \(chosen.head.classCount) classes, the selection \(inputCount) and the dataset \(classNames.count)")
         }
+    }
+}
+
+extension HeadDraft {
+    /// The size of the training split's source images, when its first examples were ingested from
+    /// image files (an IDX stack, or PNG/JPEG files) that are still readable and all share one size;
+    /// otherwise `nil`. Best effort: it only informs the size check of prediction on new images.
+    static func probeSourceImage(store: FeatureStore, dataset: String, split: String, sample: Int = 8) -> SourceImageSize? {
+        guard let items = try? store.split(dataset: dataset, split: split) else { return nil }
+        var sizes = Set<SourceImageSize>()
+        var idxSizes: [String: SourceImageSize?] = [:]
+        for id in items.examples.prefix(sample) {
+            guard let record = try? store.example(id), FileManager.default.fileExists(atPath: record.source) else { return nil }
+            if record.name.contains("#") {
+                if idxSizes[record.source] == nil {
+                    idxSizes[record.source] = .some((try? IDX.readImages(path: record.source)).map { SourceImageSize(height: $0.height, width: $0.width, channels: 1) })
+                }
+                guard let size = idxSizes[record.source]! else { return nil }
+                sizes.insert(size)
+            } else {
+                guard let image = try? ImageDecoder.decode(contentsOfFile: record.source) else { return nil }
+                sizes.insert(SourceImageSize(height: image.height, width: image.width, channels: image.channels))
+            }
+        }
+        return sizes.count == 1 ? sizes.first : nil
     }
 }
 

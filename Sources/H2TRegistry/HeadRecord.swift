@@ -189,10 +189,13 @@ public struct HeadLineage: Sendable, Hashable, Codable {
     public var seed: UInt64
     /// Version of h2t-store that trained it.
     public var toolVersion: String
+    /// Size of the training images before preprocessing, when the training examples came from
+    /// image files of one size (prediction on new images checks it).
+    public var sourceImage: SourceImageSize?
 
     /// Creates a lineage.
     public init(featureSet: String, backbone: String, architecture: String, dataset: String, train: SplitLineage,
-                test: SplitLineage?, seed: UInt64, toolVersion: String = H2TRegistryInfo.toolVersion) {
+                test: SplitLineage?, seed: UInt64, toolVersion: String = H2TRegistryInfo.toolVersion, sourceImage: SourceImageSize? = nil) {
         self.featureSet = featureSet
         self.backbone = backbone
         self.architecture = architecture
@@ -201,6 +204,24 @@ public struct HeadLineage: Sendable, Hashable, Codable {
         self.test = test
         self.seed = seed
         self.toolVersion = toolVersion
+        self.sourceImage = sourceImage
+    }
+}
+
+/// Pixel size and channels of source images.
+public struct SourceImageSize: Sendable, Hashable, Codable {
+    /// Rows.
+    public var height: Int
+    /// Columns.
+    public var width: Int
+    /// 1 (grayscale) or 3 (RGB).
+    public var channels: Int
+
+    /// Creates a size.
+    public init(height: Int, width: Int, channels: Int) {
+        self.height = height
+        self.width = width
+        self.channels = channels
     }
 }
 

@@ -18,6 +18,12 @@ public final class ImagePredictor: Sendable {
     public let deepestTap: String
     public let deepestTapOrder: Int
     public let tapCount: Int
+    /// The preprocessing recorded with the backbone at ingest (resize, grayscale, normalisation),
+    /// or `nil` when none was recorded (then images must already have the input size).
+    public let preprocessing: Preprocessing?
+    /// Accept images of any size (resized by `preprocessing`) even when the head records the size
+    /// of its training images.
+    public let allowAnySize: Bool
     let pooling: Head2ToePooling
     let taps: [BackboneTap]
 
@@ -25,7 +31,7 @@ public final class ImagePredictor: Sendable {
     /// on `network`. Fails when the head's backbone is not a built-in architecture, when `network`
     /// is another architecture, or when the manifest's taps do not match the network's at any
     /// input size.
-    public init(head: HeadRecord, registry: Registry, network: BackboneNetwork) throws {
+    public init(head: HeadRecord, registry: Registry, network: BackboneNetwork, allowAnySize: Bool = false) throws {
         let info = try registry.featureSet(of: head)
         try registry.checkLayout(head, info)
         let backbone = try registry.store.backbone(info.manifest.backbone)
@@ -35,13 +41,17 @@ public final class ImagePredictor: Sendable {
         guard architecture == network.architecture else {
             throw RegistryError.invalidInput("head \(head.reference) needs backbone \(architecture.rawValue), not \(network.architecture.rawValue)")
         }
-        // The input size is the one at which the network's taps reproduce the manifest's shapes.
+        // The input size is the recorded preprocessing's, or else the one at which the network's
+        // taps reproduce the manifest's shapes.
+        let recorded = try? CanonicalJSON.decode(Preprocessing.self, from: try CanonicalJSON.encode(backbone.preprocessing))
         guard let stem = backbone.taps.first, stem.shape.count == 3 else {
             throw RegistryError.invalidInput("backbone \(info.manifest.backbone.prefix(12)) has no spatial first tap to infer the input size from")
         }
         var found: (Int, Int)?
-        search: for h in [2 * stem.shape[1], 2 * stem.shape[1] - 1] {
-            for w in [2 * stem.shape[2], 2 * stem.shape[2] - 1] {
+        let heights = recorded.map { [$0.height] } ?? [2 * stem.shape[1], 2 * stem.shape[1] - 1]
+        let widths = recorded.map { [$0.width] } ?? [2 * stem.shape[2], 2 * stem.shape[2] - 1]
+        search: for h in heights {
+            for w in widths {
                 let candidate = network.taps(height: h, width: w)
                 if candidate.map(\.name) == backbone.taps.map(\.name), candidate.map(\.shape) == backbone.taps.map(\.shape) {
                     found = (h, w)
@@ -54,6 +64,8 @@ public final class ImagePredictor: Sendable {
         }
         self.head = head
         self.network = network
+        preprocessing = recorded
+        self.allowAnySize = allowAnySize
         inputHeight = height
         inputWidth = width
         taps = network.taps(height: height, width: width)
@@ -64,22 +76,32 @@ public final class ImagePredictor: Sendable {
         deepestTapOrder = deepest.order
     }
 
-    /// Converts decoded images (grayscale, replicated to RGB, or RGB) of exactly the head's input
-    /// size into a normalised `count × 3 × H × W` batch. Any other size or channel count is refused,
-    /// naming the image: the head's features were computed at one size, and resizing here would
-    /// silently change them.
+    /// Converts decoded images into a normalised `count × 3 × H × W` batch, exactly as ingest did:
+    /// with the recorded preprocessing (resize, gray to RGB, normalisation) when there is one.
+    ///
+    /// Refused, naming the image: a channel count other than 1 or 3; a size other than the training
+    /// images' when the head records it (unless `allowAnySize`: resizing other sizes gives features
+    /// of another scale than the head was trained on); without recorded preprocessing, a size other
+    /// than the network input (nothing says how to resize).
     public func batch(_ images: [DecodedImage], names: [String]) throws -> [Float] {
-        let norm = network.architecture.normalisation
-        let plane = inputHeight * inputWidth
-        var out = [Float](repeating: 0, count: images.count * 3 * plane)
         for (n, image) in images.enumerated() {
             let name = n < names.count ? names[n] : "image \(n)"
             guard image.channels == 1 || image.channels == 3 else {
                 throw RegistryError.invalidInput("\(name): \(image.channels) channels; head \(head.reference) takes grayscale (1) or RGB (3) images")
             }
-            guard image.height == inputHeight, image.width == inputWidth else {
-                throw RegistryError.invalidInput("\(name): image is \(image.width)×\(image.height); head \(head.reference) takes \(inputWidth)×\(inputHeight) images (the size its feature set was computed at)")
+            if preprocessing == nil {
+                guard image.height == inputHeight, image.width == inputWidth else {
+                    throw RegistryError.invalidInput("\(name): image is \(image.width)×\(image.height); head \(head.reference) takes \(inputWidth)×\(inputHeight) images (the size its feature set was computed at)")
+                }
+            } else if let source = head.lineage.sourceImage, !allowAnySize, image.height != source.height || image.width != source.width {
+                throw RegistryError.invalidInput("\(name): image is \(image.width)×\(image.height); head \(head.reference) was trained on \(source.width)×\(source.height) images (resized to \(inputWidth)×\(inputHeight)); resize them first, or accept any size (--any-size)")
             }
+        }
+        if let preprocessing { return preprocessing.tensor(images) }
+        let norm = network.architecture.normalisation
+        let plane = inputHeight * inputWidth
+        var out = [Float](repeating: 0, count: images.count * 3 * plane)
+        for (n, image) in images.enumerated() {
             for c in 0..<3 {
                 let source = image.channels == 1 ? 0 : c
                 let scale = 1 / (255 * norm.std[c]), shift = norm.mean[c] / norm.std[c]

@@ -17,6 +17,7 @@ struct Predict: ParsableCommand {
     @Option(name: .long, help: "Output format: csv or json (--json implies json).") var format: String = "csv"
     @Option(name: .long, help: "Write predictions here instead of stdout.") var out: String?
     @Option(name: .long, help: "Artefact cache with the backbone weights (default $H2T_CACHE or ~/.cache/h2t-store).") var cache: String?
+    @Flag(name: .long, help: "With --images: resize images of any size, even if the head records the size of its training images.") var anySize = false
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -67,7 +68,7 @@ struct Predict: ParsableCommand {
                 throw ValidationError("head \(head.reference) reads features of backbone '\(backbone.architecture)', which h2t-store cannot run; ingest activations computed elsewhere and predict with --dataset/--split")
             }
             let network = try BackboneNetwork.load(architecture, from: ArtifactCache(explicitRoot: cache))
-            predictions = try ImagePredictor(head: head, registry: registry, network: network).predict(decoded, names: names)
+            predictions = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: anySize).predict(decoded, names: names)
             source = path
         }
         let text: String

@@ -141,3 +141,59 @@ final class ChunkBox: @unchecked Sendable {
     let chunk: FeatureChunk
     init(_ chunk: FeatureChunk) { self.chunk = chunk }
 }
+
+/// With the preprocessing an image ingest records (resize, gray to RGB, normalisation), new images
+/// are preprocessed exactly as ingest did, and the size of the training images is enforced.
+@Suite("Predict on new images with recorded preprocessing", .enabled(if: ArtifactCache().isPresent(.mobilenetV2), "MobileNetV2 weights not in the artefact cache"))
+struct RecordedPreprocessingTests {
+    @Test func resizesLikeIngestAndChecksTheTrainingImageSize() throws {
+        let directory = ScratchDirectory()
+        let network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
+        let store = try FeatureStore(path: directory.file("store"))
+        let registry = Registry(store: store)
+        let preprocessing = Preprocessing(architecture: .mobileNetV2, size: 32)
+        let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
+                                        preprocessing: try JSONValue(encoding: preprocessing),
+                                        taps: network.taps(height: 32, width: 32).map { TapDescriptor(name: $0.name, shape: $0.shape) })
+        let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
+        var random = FixtureRandom(state: 21)
+        // 28×28 grayscale sources, as Fashion-MNIST, resized to 32×32 by the recorded rule.
+        let images = (0..<3).map { _ in DecodedImage(width: 28, height: 28, channels: 1, pixels: (0..<784).map { _ in UInt8(random.next() % 256) }) }
+        let ids = (0..<3).map { ExampleID(name: "gray-\($0)") }
+        let manifest = writer.manifests[0]
+        let selection = [5, 20].map { order in
+            TapIndices(tap: manifest.taps[order].name, order: order, offset: manifest.taps[order].offset, width: manifest.taps[order].width,
+                       indices: Array(stride(from: 1, to: manifest.taps[order].width, by: 5)))
+        }
+        let d = selection.reduce(0) { $0 + $1.indices.count }
+        let head = try registry.register(HeadDraft(
+            task: "gray", classNames: ["x", "y"], selection: selection, weights: (0..<(2 * d)).map { _ in random.uniform() - 0.5 }, bias: [0, 0],
+            hyperParameters: HyperParameters(method: "head2toe", targetSize: 64),
+            metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
+            lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2", dataset: "gray",
+                                 train: SplitLineage(split: "all", digest: "", count: 3), test: nil, seed: 0,
+                                 sourceImage: SourceImageSize(height: 28, width: 28, channels: 1))))
+        // Ingest as ImageIngest does: the recorded preprocessing, every tap pooled by the shared rule.
+        let chunk = try writer.chunk(examples: ids)
+        let box = ChunkBox(chunk)
+        let order = Dictionary(uniqueKeysWithValues: network.taps(height: 32, width: 32).map { ($0.name, $0.order) })
+        try network.run(preprocessing.tensor(images), count: 3, height: 32, width: 32, threads: 1) { activations in
+            for i in 0..<activations.count {
+                activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
+            }
+        }
+        try chunk.commit(records: ids.map { ExampleRecord(name: $0.hex, source: "test") },
+                         datasets: [DatasetAppend(dataset: "gray", classNames: ["x", "y"], split: "all", items: ids.map { ($0, 0) })])
+
+        let predictor = try ImagePredictor(head: head, registry: registry, network: network)
+        #expect(predictor.preprocessing == preprocessing)
+        let computed = try predictor.selectedFeatures(try predictor.batch(images, names: []), count: 3)
+        #expect(computed == (try store.read(featureSet: writer.featureSetIDs[0], examples: ids, columns: head.selectedIndices)).values)
+        #expect(try predictor.predict(images, names: ["a", "b", "c"]).probabilities == (try registry.predict(head, examples: ids)).probabilities)
+        // Another size than the training images' is refused unless asked for.
+        let large = DecodedImage(width: 40, height: 40, channels: 3, pixels: [UInt8](repeating: 90, count: 40 * 40 * 3))
+        #expect(throws: RegistryError.self) { try predictor.predict([large], names: ["large.png"]) }
+        let lenient = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: true)
+        #expect(try lenient.predict([large], names: ["large.png"]).labels.count == 1)
+    }
+}
