@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Training on cached features vs recomputing them (issue 4, "Performance"): the paper's "hundred
 # fold cheaper" claim is about not running the backbone again. For each repetition, on real data
-# (MobileNetV2 at 64×64, the first 1,000 Fashion-MNIST training images, F_T 512):
+# (MobileNetV2 at 64×64 or --input-size, the first 1,000 Fashion-MNIST training images, F_T 512):
 #   recompute = backbone pass (ingest into a fresh store) + one fit
 #   cached    = the same fit on the stored features
 # One fit = `h2t-store fit` with a single grid point (fraction 0.1, λ = 0.5 λ_max), 5 folds and
 # the two baselines, no test split. Prints medians and the ratio.
 #
-#   tools/bench-fit.sh [--reps N] [--limit N]
+#   tools/bench-fit.sh [--reps N] [--limit N] [--input-size 64|224]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPS=3; LIMIT=1000
+REPS=3; LIMIT=1000; SIZE=64
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) REPS="$2"; shift 2 ;;
         --limit) LIMIT="$2"; shift 2 ;;
-        *) echo "usage: tools/bench-fit.sh [--reps N] [--limit N]" >&2; exit 2 ;;
+        --input-size) SIZE="$2"; shift 2 ;;
+        *) echo "usage: tools/bench-fit.sh [--reps N] [--limit N] [--input-size 64|224]" >&2; exit 2 ;;
     esac
 done
 swift build -c release --product h2t-store >&2
@@ -29,7 +30,7 @@ for rep in $(seq "$REPS"); do
     rm -rf "$WORK/store"
     t0=$(now)
     "$BIN" ingest --store "$WORK/store" --backbone mobilenet_v2 --fashion-mnist train --limit "$LIMIT" \
-        --dataset bench --split train --target-size 512 --json >/dev/null
+        --input-size "$SIZE" --dataset bench --split train --target-size 512 --json >/dev/null
     t1=$(now)
     "$BIN" "${FIT[@]}" --store "$WORK/store" >/dev/null 2>&1
     t2=$(now)
