@@ -88,7 +88,7 @@ public enum HeadReportPage {
 
     static func baselineChart(_ m: HeadMetrics) -> String {
         let methods = [("Head2Toe", m.head), ("Linear probe", m.linearProbe), ("All features", m.allFeatures)].compactMap { n, s in s.map { (n, $0) } }
-        let width = 720.0, rowH = 26.0, left = 130.0, barW = width - left - 80
+        let width = 1000.0, rowH = 26.0, left = 130.0, barW = 600.0
         var svg = "<svg width=\"\(Int(width))\" height=\"\(Int(Double(methods.count) * rowH * 2 + 40))\" viewBox=\"0 0 \(Int(width)) \(Int(Double(methods.count) * rowH * 2 + 40))\" role=\"img\" aria-label=\"baseline comparison\">"
         var y = 10.0
         for (name, score) in methods {
@@ -185,8 +185,8 @@ public enum HeadReportPage {
             svg += "<text x=\"\(f(left - 6))\" y=\"\(f(y + 4))\" text-anchor=\"end\" font-size=\"11\">\(Int((Double(maxKept) * frac).rounded()))</text>"
         }
         var lastLabelX = -100.0
-        for t in all {
-            let x = left + Double(t.order) * slot
+        for (i, t) in all.enumerated() {
+            let x = left + Double(i) * slot
             let bh = ph * Double(t.kept) / Double(maxKept)
             let color = t.name.hasPrefix("stem") ? "#c9a227" : t.name.hasPrefix("head") || t.name == "pool" || t.name == "logits" ? "#a03cc2" : "#2f6fdf"
             let barWidth = max(1, min(slot * 0.8, 36)), barX = x + (slot - barWidth) / 2
@@ -195,9 +195,13 @@ public enum HeadReportPage {
             } else {
                 svg += "<rect x=\"\(f(barX))\" y=\"\(f(top + ph - 2))\" width=\"\(f(barWidth))\" height=\"2\" fill=\"#dde2ea\"><title>\(esc(t.name)) (tap \(t.order)): none of \(t.width) kept</title></rect>"
             }
-            // Label block boundaries and kept taps without overlapping.
-            if x - lastLabelX >= 14, t.kept > 0 || all.count <= 40 {
-                svg += "<text transform=\"translate(\(f(x + slot / 2 + 3)) \(f(top + ph + 6))) rotate(60)\" font-size=\"9\" fill=\"#5b6577\">\(esc(t.name))</text>"
+            // Few taps: label each. Many taps: label where a block (the prefix before the first
+            // '.') starts, so the labels mark the network's stages without overlapping.
+            let group = String(t.name.split(separator: ".").first ?? Substring(t.name))
+            let previous = i > 0 ? String(all[i - 1].name.split(separator: ".").first ?? "") : ""
+            let label = all.count <= 40 ? t.name : (group != previous ? group : nil)
+            if let label, x - lastLabelX >= 12 {
+                svg += "<text transform=\"translate(\(f(x + slot / 2 - 3)) \(f(top + ph + 6))) rotate(60)\" font-size=\"10\" fill=\"#5b6577\">\(esc(label))</text>"
                 lastLabelX = x
             }
         }
