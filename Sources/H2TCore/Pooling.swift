@@ -46,32 +46,54 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         let plane = h * w
         precondition(input.count == c * plane, "input does not match shape \(shape)")
         precondition(output.count == outputWidth(shape: shape), "output width mismatch")
+        let source = input.baseAddress!
         guard let p = window(channels: c, width: w) else {
             let scale = 1 / Float(plane)
-            for ch in 0..<c {
-                var sum: Float = 0
-                let base = ch * plane
-                for i in 0..<plane { sum += input[base + i] }
-                output[ch] = sum * scale
-            }
+            for ch in 0..<c { output[ch] = Self.sum(source + ch * plane, count: plane) * scale }
             return
         }
+        // Window pooling: add the window's `p` input rows into one row (contiguous, so the
+        // compiler vectorises it), then sum each run of `p` values of that row.
         let oh = (h - p) / p + 1, ow = (w - p) / p + 1
+        let used = ow * p
         let scale = 1 / Float(p * p)
-        var o = 0
-        for ch in 0..<c {
-            let base = ch * plane
-            for i in 0..<oh {
-                for j in 0..<ow {
-                    var sum: Float = 0
-                    for di in 0..<p {
-                        let row = base + (i * p + di) * w + j * p
-                        for dj in 0..<p { sum += input[row + dj] }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(used, 1)) { rowSum in
+            var o = 0
+            for ch in 0..<c {
+                let base = source + ch * plane
+                for i in 0..<oh {
+                    let first = base + (i * p) * w
+                    for k in 0..<used { rowSum[k] = first[k] }
+                    for di in 1..<max(p, 1) {
+                        let row = first + di * w
+                        for k in 0..<used { rowSum[k] += row[k] }
                     }
-                    output[o] = sum * scale
-                    o += 1
+                    for j in 0..<ow {
+                        var total: Float = 0
+                        for k in (j * p)..<((j + 1) * p) { total += rowSum[k] }
+                        output[o] = total * scale
+                        o += 1
+                    }
                 }
             }
         }
+    }
+
+    /// Sum of `count` floats with eight independent accumulators (vectorisable).
+    @inline(__always)
+    static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD8<Float>()
+        var i = 0
+        let raw = UnsafeRawPointer(values)
+        while i + 8 <= count {
+            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = lanes.sum()
+        while i < count {
+            total += values[i]
+            i += 1
+        }
+        return total
     }
 }
