@@ -11,6 +11,8 @@ case "codec":
     try StoreBench.run(arguments: ["codec"] + Array(benchArguments.dropFirst()))
 case "registry":
     try RegistryBench.run(arguments: Array(benchArguments.dropFirst()))
+case "map":
+    try MapBench.run(arguments: Array(benchArguments.dropFirst()))
 case "backbone":
     try BackboneBench.run(arguments: Array(benchArguments.dropFirst()))
 default:
@@ -18,4 +20,5 @@ default:
     print(StoreBench.usage)
     print(BackboneBench.usage)
     print(RegistryBench.usage)
+    print(MapBench.usage)
 }
