@@ -117,10 +117,10 @@ public final class ImagePredictor: Sendable {
         let d = head.inputCount
         var out = [Float](repeating: 0, count: count * d)
         // Where each selected tap's kept features start in a row, by tap order.
-        var plan: [Int: (offset: Int, indices: [Int])] = [:]
+        var plan: [Int: (offset: Int, indices: [Int], width: Int)] = [:]
         var offset = 0
         for tap in head.selection {
-            plan[tap.order] = (offset, tap.indices)
+            plan[tap.order] = (offset, tap.indices, tap.width)
             offset += tap.indices.count
         }
         let frozen = plan, rule = pooling
@@ -133,8 +133,16 @@ public final class ImagePredictor: Sendable {
                 for i in 0..<activations.count {
                     let row = target.pointer + (activations.firstExample + i) * d + entry.offset
                     activations.withExample(i) { values in
-                        for (j, index) in entry.indices.enumerated() {
-                            row[j] = Self.pooledFeature(index, of: values, shape: shape, rule: rule)
+                        if entry.indices.count * 4 >= entry.width {
+                            // Most of the tap is kept: pool it whole with the shared rule, then gather.
+                            withUnsafeTemporaryAllocation(of: Float.self, capacity: entry.width) { pooled in
+                                rule.pool(values, shape: shape, into: pooled)
+                                for (j, index) in entry.indices.enumerated() { row[j] = pooled[index] }
+                            }
+                        } else {
+                            for (j, index) in entry.indices.enumerated() {
+                                row[j] = Self.pooledFeature(index, of: values, shape: shape, rule: rule)
+                            }
                         }
                     }
                 }
@@ -163,27 +171,46 @@ public final class ImagePredictor: Sendable {
     }
 
     /// Pooled feature `index` of one example's tap (`values`, channel-first), computed with the
-    /// same operations in the same order as `Head2ToePooling.pool`, so the result is bit-identical.
+    /// same operations in the same order as `Head2ToePooling.pool` (eight-lane sums for global
+    /// pooling; for window pooling, each column of the window summed over its rows first, then the
+    /// columns in order), so the result is bit-identical. The tests compare both on real networks.
     static func pooledFeature(_ index: Int, of values: UnsafeBufferPointer<Float>, shape: [Int], rule: Head2ToePooling) -> Float {
         guard shape.count == 3 else { return values[index] }
         let (c, h, w) = (shape[0], shape[1], shape[2])
         let plane = h * w
+        let source = values.baseAddress!
         guard let p = rule.window(channels: c, width: w) else {
-            let base = index * plane
-            var sum: Float = 0
-            for i in 0..<plane { sum += values[base + i] }
-            return sum * (1 / Float(plane))
+            return laneSum(source + index * plane, count: plane) * (1 / Float(plane))
         }
         let oh = (h - p) / p + 1, ow = (w - p) / p + 1
         let ch = index / (oh * ow), cell = index % (oh * ow)
         let i = cell / ow, j = cell % ow
-        let base = ch * plane
-        var sum: Float = 0
-        for di in 0..<p {
-            let row = base + (i * p + di) * w + j * p
-            for dj in 0..<p { sum += values[row + dj] }
+        let first = source + ch * plane + (i * p) * w
+        var total: Float = 0
+        for k in (j * p)..<((j + 1) * p) {
+            var column = first[k]
+            for di in 1..<max(p, 1) { column += first[di * w + k] }
+            total += column
         }
-        return sum * (1 / Float(p * p))
+        return total * (1 / Float(p * p))
+    }
+
+    /// `Head2ToePooling`'s global-pooling sum: eight independent accumulators, then the tail.
+    @inline(__always)
+    static func laneSum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+        var lanes = SIMD8<Float>()
+        var i = 0
+        let raw = UnsafeRawPointer(values)
+        while i + 8 <= count {
+            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        var total = lanes.sum()
+        while i < count {
+            total += values[i]
+            i += 1
+        }
+        return total
     }
 }
 
