@@ -56,18 +56,6 @@ public enum GCPolicy: String, Sendable, CaseIterable, Codable {
 }
 
 extension Registry {
-    /// The key under which `FeatureStore.selectedMatrix` caches a selection: SHA-256 of the feature
-    /// set id, the split digest and the columns as u32 LE (the store's documented cache key).
-    static func matrixKey(featureSet: String, splitDigest: String, columns: [Int]) -> String {
-        var hasher = SHA256()
-        hasher.update(Array(featureSet.utf8))
-        hasher.update(Array(splitDigest.utf8))
-        for c in columns {
-            let x = UInt32(c)
-            hasher.update([UInt8(truncatingIfNeeded: x), UInt8(truncatingIfNeeded: x >> 8), UInt8(truncatingIfNeeded: x >> 16), UInt8(x >> 24)])
-        }
-        return hasher.hexFinalize()
-    }
 
     /// Every live head's summary.
     func liveSummaries(_ txn: borrowing LMDBTransaction) throws -> [HeadSummary] {
@@ -152,7 +140,7 @@ extension Registry {
             guard let record = try? head(HeadReference(task: s.task, selector: .version(s.version))) else { continue }
             for split in [s.lineage.train.split] + (s.lineage.test.map { [$0.split] } ?? []) {
                 if let digest = digests["\(s.lineage.dataset)/\(split)"], !digest.isEmpty {
-                    wanted.insert(Self.matrixKey(featureSet: s.lineage.featureSet, splitDigest: digest, columns: record.selectedIndices))
+                    wanted.insert(FeatureStore.matrixKeyHex(featureSet: s.lineage.featureSet, splitDigest: digest, columns: record.selectedIndices))
                 }
             }
         }

@@ -141,7 +141,7 @@ public final class ImagePredictor: Sendable {
                             }
                         } else {
                             for (j, index) in entry.indices.enumerated() {
-                                row[j] = Self.pooledFeature(index, of: values, shape: shape, rule: rule)
+                                row[j] = rule.pooledValue(values, shape: shape, feature: index)
                             }
                         }
                     }
@@ -169,50 +169,8 @@ public final class ImagePredictor: Sendable {
         }
         return out
     }
-
-    /// Pooled feature `index` of one example's tap (`values`, channel-first), computed with the
-    /// same operations in the same order as `Head2ToePooling.pool` (eight-lane sums for global
-    /// pooling; for window pooling, each column of the window summed over its rows first, then the
-    /// columns in order), so the result is bit-identical. The tests compare both on real networks.
-    static func pooledFeature(_ index: Int, of values: UnsafeBufferPointer<Float>, shape: [Int], rule: Head2ToePooling) -> Float {
-        guard shape.count == 3 else { return values[index] }
-        let (c, h, w) = (shape[0], shape[1], shape[2])
-        let plane = h * w
-        let source = values.baseAddress!
-        guard let p = rule.window(channels: c, width: w) else {
-            return laneSum(source + index * plane, count: plane) * (1 / Float(plane))
-        }
-        let oh = (h - p) / p + 1, ow = (w - p) / p + 1
-        let ch = index / (oh * ow), cell = index % (oh * ow)
-        let i = cell / ow, j = cell % ow
-        let first = source + ch * plane + (i * p) * w
-        var total: Float = 0
-        for k in (j * p)..<((j + 1) * p) {
-            var column = first[k]
-            for di in 1..<max(p, 1) { column += first[di * w + k] }
-            total += column
-        }
-        return total * (1 / Float(p * p))
-    }
-
-    /// `Head2ToePooling`'s global-pooling sum: eight independent accumulators, then the tail.
-    @inline(__always)
-    static func laneSum(_ values: UnsafePointer<Float>, count: Int) -> Float {
-        var lanes = SIMD8<Float>()
-        var i = 0
-        let raw = UnsafeRawPointer(values)
-        while i + 8 <= count {
-            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
-        var total = lanes.sum()
-        while i < count {
-            total += values[i]
-            i += 1
-        }
-        return total
-    }
 }
+
 
 /// A raw pointer carried into the network's concurrent callback; workers write disjoint rows.
 struct SendablePointer: @unchecked Sendable {

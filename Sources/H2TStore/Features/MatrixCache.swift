@@ -17,8 +17,14 @@ public struct CachedMatrixInfo: Sendable, Hashable, Codable {
 }
 
 extension FeatureStore {
+    /// The cache key (hex) of the selected matrix of `columns` of a split with content hash
+    /// `splitDigest` in `featureSet` (an id): what garbage collection checks against.
+    public static func matrixKeyHex(featureSet: String, splitDigest: String, columns: [Int]) -> String {
+        SHA256.hex(matrixKey(featureSet: featureSet, splitDigest: splitDigest, columns: columns))
+    }
+
     /// The cache key of the selected matrix of `columns` of `dataset/split` in `featureSet`.
-    func matrixKey(featureSet: String, splitDigest: String, columns: [Int]) -> [UInt8] {
+    static func matrixKey(featureSet: String, splitDigest: String, columns: [Int]) -> [UInt8] {
         var hasher = SHA256()
         hasher.update(Array(featureSet.utf8))
         hasher.update(Array(splitDigest.utf8))
@@ -36,7 +42,7 @@ extension FeatureStore {
         let info = try self.featureSet(featureSet)
         let digest = try splitDigest(dataset: dataset, split: split)
         let items = try self.split(dataset: dataset, split: split)
-        let key = matrixKey(featureSet: info.id, splitDigest: digest, columns: columns)
+        let key = Self.matrixKey(featureSet: info.id, splitDigest: digest, columns: columns)
         let hit: FeatureMatrix? = try environment.read { txn in
             guard let value = try txn.get(matrices, key) else { return nil }
             let jsonLength = Keys.readU32LE(value, 0)
