@@ -48,11 +48,13 @@ let package = Package(
         .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry"],
                           path: "tools/bench", swiftSettings: numericSettings),
 
-        .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline"]),
+        // Helpers shared by the test targets (temporary directories, seeded numbers, safetensors files).
+        .target(name: "H2TTestSupport", dependencies: ["H2TCore"], path: "Tests/Support"),
+        .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline", "H2TTestSupport"]),
         .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore", "H2TCore"]),
-        .testTarget(name: "H2TRegistryTests", dependencies: ["H2TRegistry", "H2TStore", "H2TTrain", "H2TPipeline", "H2TBackbone"]),
+        .testTarget(name: "H2TRegistryTests", dependencies: ["H2TTestSupport", "H2TRegistry", "H2TStore", "H2TTrain", "H2TPipeline", "H2TBackbone"]),
     ],
     swiftLanguageModes: [.v6]
 )

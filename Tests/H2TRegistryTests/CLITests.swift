@@ -38,7 +38,7 @@ struct CLI {
     static func run(_ arguments: [String]) throws -> Result { finish(try start(arguments)) }
 
     /// Validates `json` against `schemas/<schema>.schema.json` with tools/validate_json.py.
-    static func validate(_ json: String, schema: String, in directory: ScratchDirectory) throws -> Result {
+    static func validate(_ json: String, schema: String, in directory: TemporaryDirectory) throws -> Result {
         let path = directory.file("\(schema)-\(UUID().uuidString).json")
         try json.write(toFile: path, atomically: true, encoding: .utf8)
         return try python(["tools/validate_json.py", schema, path])

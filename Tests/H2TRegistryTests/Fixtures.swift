@@ -4,57 +4,13 @@ import H2TPipeline
 import H2TRegistry
 import H2TStore
 import H2TTrain
-
-/// A fresh temporary directory per test, removed when released.
-final class ScratchDirectory {
-    let path: String
-
-    init() {
-        path = NSTemporaryDirectory() + "h2t-reg-" + UUID().uuidString
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// SplitMix64 numbers for deterministic fixtures.
-struct FixtureRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
-}
-
-/// Writes a float32 safetensors file with string metadata.
-func writeActivations(_ path: String, tensors: [(name: String, shape: [Int], values: [Float])], metadata: [String: String]) throws {
-    var header: [String: Any] = ["__metadata__": metadata]
-    var data = Data()
-    for tensor in tensors {
-        let start = data.count
-        tensor.values.withUnsafeBytes { data.append(contentsOf: $0) }
-        header[tensor.name] = ["dtype": "F32", "shape": tensor.shape, "data_offsets": [start, data.count]]
-    }
-    let json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-    var out = Data()
-    var length = UInt64(json.count).littleEndian
-    withUnsafeBytes(of: &length) { out.append(contentsOf: $0) }
-    out.append(json)
-    out.append(data)
-    try out.write(to: URL(fileURLWithPath: path))
-}
+@_exported import H2TTestSupport
 
 /// A small external-activation store: three taps (a 4×4×4 map, a 16-vector, an 8-vector "logits"),
 /// three classes whose signal lives in the middle tap, a train and a test split.
 struct RegistryFixture {
     static let classNames = ["ant", "bee", "cat"]
-    let directory = ScratchDirectory()
+    let directory = TemporaryDirectory(prefix: "h2t-reg")
     let store: FeatureStore
     let featureSet: String
     let registry: Registry
@@ -63,7 +19,7 @@ struct RegistryFixture {
         store = try FeatureStore(path: path ?? directory.file("store"))
         var ids: [String] = []
         for (split, count, seed) in [("train", train, UInt64(1)), ("test", test, UInt64(2))] {
-            var random = FixtureRandom(state: seed)
+            var random = SeededRandom(state: seed)
             var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
             var labels: [String] = [], names: [String] = []
             for e in 0..<count {
@@ -76,7 +32,7 @@ struct RegistryFixture {
             }
             let path = directory.file("\(split).safetensors")
             func jsonArray(_ items: [String]) -> String { "[" + items.map { "\"\($0)\"" }.joined(separator: ",") + "]" }
-            try writeActivations(path, tensors: [("conv", [count, 4, 4, 4], conv), ("mid", [count, 16], mid), ("logits", [count, 8], logits)],
+            try writeSafetensors(path, tensors: [("conv", [count, 4, 4, 4], conv), ("mid", [count, 16], mid), ("logits", [count, 8], logits)],
                                  metadata: ["example_ids": jsonArray(names), "labels": jsonArray(labels),
                                             "class_names": jsonArray(Self.classNames)])
             var options = ExternalIngestOptions(backboneName: "toy", dataset: "toys", split: split, targetSizes: targetSizes)

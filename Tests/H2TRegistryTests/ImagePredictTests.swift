@@ -12,7 +12,7 @@ struct ImagePredictTests {
     /// A store with MobileNetV2 features of a few 32×32 images, ingested through FeatureSetWriter
     /// exactly as an image ingest does, and a head reading three taps up to the middle of the network.
     struct Setup {
-        let directory = ScratchDirectory()
+        let directory = TemporaryDirectory(prefix: "h2t-reg")
         let store: FeatureStore
         let registry: Registry
         let network: BackboneNetwork
@@ -28,7 +28,7 @@ struct ImagePredictTests {
             let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                             taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
             let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-            var random = FixtureRandom(state: 9)
+            var random = SeededRandom(state: 9)
             var images: [DecodedImage] = []
             for i in 0..<5 {
                 let channels = i == 4 ? 1 : 3
@@ -150,7 +150,7 @@ final class ChunkBox: @unchecked Sendable {
 @Suite("Predict on new images with recorded preprocessing", .enabled(if: ArtifactCache().isPresent(.mobilenetV2), "MobileNetV2 weights not in the artefact cache"))
 struct RecordedPreprocessingTests {
     @Test func resizesLikeIngestAndChecksTheTrainingImageSize() throws {
-        let directory = ScratchDirectory()
+        let directory = TemporaryDirectory(prefix: "h2t-reg")
         let network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
         let store = try FeatureStore(path: directory.file("store"))
         let registry = Registry(store: store)
@@ -159,7 +159,7 @@ struct RecordedPreprocessingTests {
                                         preprocessing: try JSONValue(encoding: preprocessing),
                                         taps: network.taps(height: 32, width: 32).map { TapDescriptor(name: $0.name, shape: $0.shape) })
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-        var random = FixtureRandom(state: 21)
+        var random = SeededRandom(state: 21)
         // 28×28 grayscale sources, as Fashion-MNIST, resized to 32×32 by the recorded rule.
         let images = (0..<3).map { _ in DecodedImage(width: 28, height: 28, channels: 1, pixels: (0..<784).map { _ in UInt8(random.next() % 256) }) }
         let ids = (0..<3).map { ExampleID(name: "gray-\($0)") }
