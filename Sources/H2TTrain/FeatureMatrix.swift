@@ -143,6 +143,48 @@ public struct FeatureMatrix: Sendable {
         return matrix
     }
 
+    /// For the kept `columns` (ascending) of this per-tap normalised matrix: the root mean square,
+    /// over `rows`, of each kept subset's L2 norm, one value per tap of `tapsOfSubset(columns)`.
+    ///
+    /// This is the share of its tap's unit norm that a kept subset carries on those rows: 1 for a
+    /// tap kept whole, small for a tap of which selection kept a few weak columns. It is computed
+    /// from training rows only and depends on no test row.
+    public func keptTapShares(rows: [Int], columns: [Int]) -> [Float] {
+        let d = columnCount
+        let subset = tapsOfSubset(columns)
+        var sums = [Double](repeating: 0, count: subset.count)
+        values.withUnsafeBufferPointer { source in
+            for row in rows {
+                let s = source.baseAddress! + row * d
+                for (t, tap) in subset.enumerated() {
+                    var sum = 0.0
+                    for j in tap.offset..<(tap.offset + tap.width) {
+                        let v = Double(s[columns[j]])
+                        sum += v * v
+                    }
+                    sums[t] += sum
+                }
+            }
+        }
+        return sums.map { Float(($0 / Double(max(rows.count, 1))).squareRoot()) }
+    }
+
+    /// Multiplies every column of tap `t` by `scales[t]` (one scale per tap, in tap order).
+    public mutating func scaleTaps(by scales: [Float]) {
+        precondition(scales.count == taps.count, "one scale per tap")
+        let d = columnCount
+        let taps = self.taps
+        values.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            for row in 0..<rowCount {
+                let rowBase = base + row * d
+                for (tap, scale) in zip(taps, scales) {
+                    for j in tap.offset..<(tap.offset + tap.width) { rowBase[j] *= scale }
+                }
+            }
+        }
+    }
+
     /// The columns of the tap named `name`.
     public func columns(ofTap name: String) -> Range<Int>? {
         guard let tap = taps.first(where: { $0.name == name }) else { return nil }

@@ -27,6 +27,18 @@ public struct LinearHead: Codable, Sendable, Hashable {
                            penaltyKind: .none).forward(coef: weights, bias: bias)
     }
 
+    /// The head that gives on `x` the logits this head gives on `x` with tap `t`'s columns
+    /// multiplied by `scales[t]`: each tap's weight rows multiplied by its scale. `taps` partition
+    /// the head's inputs.
+    public func foldingTapScales(_ scales: [Float], taps: [TapRange]) -> LinearHead {
+        precondition(scales.count == taps.count, "one scale per tap")
+        var w = weights
+        for (tap, scale) in zip(taps, scales) {
+            for i in (tap.offset * classCount)..<((tap.offset + tap.width) * classCount) { w[i] *= scale }
+        }
+        return LinearHead(inputCount: inputCount, classCount: classCount, weights: w, bias: bias)
+    }
+
     /// Predicted classes (first maximum on ties).
     public func predict(_ x: FeatureMatrix) -> [Int] {
         SoftmaxCrossEntropy.predictions(logits: logits(x), rowCount: x.rowCount, classCount: classCount)

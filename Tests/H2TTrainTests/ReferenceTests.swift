@@ -50,7 +50,7 @@ struct ReferenceTests {
         }
     }
 
-    @Test("selection, re-normalised final head and test predictions match the reference")
+    @Test("selection, tap shares, re-normalised final head and test predictions match the reference")
     func selectionAndHead() throws {
         var x = try Self.train()
         x.normalizeTaps()
@@ -61,9 +61,14 @@ struct ReferenceTests {
                                                         settings: Check.tight).first)
         let columns = solution.selection(fraction: ReferenceFixture.fraction)
         #expect(columns == ReferenceFixture.selected)
-        let kept = x.gathered(rows: Array(0..<x.rowCount), columns: columns, renormalize: true)
+        let allRows = Array(0..<x.rowCount)
+        var kept = x.gathered(rows: allRows, columns: columns, renormalize: true)
+        let shares = x.keptTapShares(rows: allRows, columns: columns)
+        #expect(Check.maxAbsDifference(shares, ReferenceFixture.keptTapShares) <= 1e-5)
+        kept.scaleTaps(by: shares)
         let settings = HeadSettings(solver: ProximalSettings(maxIterations: 20000, tolerance: 1e-7))
-        let (head, report) = try FinalHead.fit(features: kept, labels: ReferenceFixture.trainLabels, classCount: k, settings: settings)
+        let (fitted, report) = try FinalHead.fit(features: kept, labels: ReferenceFixture.trainLabels, classCount: k, settings: settings)
+        let head = fitted.foldingTapScales(shares, taps: kept.taps)
         #expect(abs(report.objective - ReferenceFixture.headObjective) <= 1e-5 * ReferenceFixture.headObjective)
         #expect(Check.maxAbsDifference(head.weights, ReferenceFixture.headWeights) <= 2e-2 * Check.maxAbs(ReferenceFixture.headWeights))
         var test = try FeatureMatrix(rowCount: ReferenceFixture.testRows, columnCount: ReferenceFixture.columns,

@@ -1,0 +1,81 @@
+import H2TTrain
+import Testing
+
+/// `KeptTapScaling.trainingShare`: the shares, the fold of the scales into the head, and its use in a fit.
+@Suite("H2TTrain kept tap scaling")
+struct KeptTapScalingTests {
+    static func matrix(rows: Int, widths: [Int], seed: UInt64) throws -> FeatureMatrix {
+        var rng = SplitMix64(seed: seed)
+        let d = widths.reduce(0, +)
+        let values = (0..<(rows * d)).map { _ in Float(rng.below(1000)) / 1000 - 0.3 }
+        var x = try FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: Check.taps(widths))
+        x.normalizeTaps()
+        return x
+    }
+
+    @Test("shares: 1 for a tap kept whole, the column's RMS for a single kept column, training rows only")
+    func shares() throws {
+        let x = try Self.matrix(rows: 12, widths: [4, 6, 3], seed: 5)
+        // Tap 0 whole, tap 1 one column (6), tap 2 two columns (11, 12).
+        let columns = [0, 1, 2, 3, 6, 11, 12]
+        let rows = [0, 2, 3, 7, 9]
+        let shares = x.keptTapShares(rows: rows, columns: columns)
+        #expect(shares.count == 3)
+        #expect(abs(shares[0] - 1) <= 1e-6)
+        let rms = { (cols: [Int]) -> Double in
+            (rows.map { r in cols.map { Double(x.values[r * 13 + $0]) * Double(x.values[r * 13 + $0]) }.reduce(0, +) }
+                .reduce(0, +) / Double(rows.count)).squareRoot()
+        }
+        #expect(abs(Double(shares[1]) - rms([6])) <= 1e-6)
+        #expect(abs(Double(shares[2]) - rms([11, 12])) <= 1e-6)
+        #expect(shares[1] < 1 && shares[2] < 1)
+        // Another set of rows gives other shares: nothing but `rows` is read.
+        #expect(x.keptTapShares(rows: [1, 4, 5], columns: columns)[1] != shares[1])
+    }
+
+    @Test("folding the tap scales into the head gives the scaled input's logits")
+    func folding() throws {
+        var x = try Self.matrix(rows: 7, widths: [3, 2, 4], seed: 8)
+        var rng = SplitMix64(seed: 3)
+        let w = (0..<(9 * 4)).map { _ in Float(rng.below(2000)) / 1000 - 1 }
+        let head = LinearHead(inputCount: 9, classCount: 4, weights: w, bias: [0.1, -0.2, 0.3, 0])
+        let scales: [Float] = [0.5, 2, 0.25]
+        let folded = head.foldingTapScales(scales, taps: x.taps)
+        let plain = folded.logits(x)
+        x.scaleTaps(by: scales)
+        let scaled = head.logits(x)
+        #expect(Check.maxAbsDifference(plain, scaled) <= 1e-5)
+        #expect(folded.weights != head.weights)
+    }
+
+    @Test("a fit with trainingShare stores the folded head of the share-weighted subset; unit does not weight")
+    func fitUsesShares() throws {
+        let (sets, train, test, _) = try FitTests.problem()
+        var settings = FitTests.settings
+        settings.workers = 1
+        let report = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
+        settings.keptTapScaling = .unit
+        let unit = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
+
+        var x = sets[0].train
+        x.normalizeTaps()
+        let allRows = Array(0..<x.rowCount)
+        for (result, scaled) in [(report.head2toe, true), (unit.head2toe, false)] {
+            let columns = result.selectedIndices
+            #expect(columns.count < x.columnCount)
+            var kept = x.gathered(rows: allRows, columns: columns, renormalize: true)
+            let shares = x.keptTapShares(rows: allRows, columns: columns)
+            #expect(shares.contains { $0 < 0.99 }, "selection keeps part of some tap")
+            if scaled { kept.scaleTaps(by: shares) }
+            let (fitted, _) = try FinalHead.fit(features: kept, labels: train, classCount: 3, settings: settings.head)
+            let expected = scaled ? fitted.foldingTapScales(shares, taps: kept.taps) : fitted
+            #expect(Check.maxAbsDifference(result.head.weights, expected.weights) <= 1e-4 * max(Check.maxAbs(expected.weights), 1e-6))
+            // Test metrics come from the stored head on the plain re-normalised subset (the pipeline's rule).
+            var t = try #require(sets[0].test)
+            t.normalizeTaps()
+            let predictions = result.head.predict(t.gathered(rows: Array(0..<t.rowCount), columns: columns, renormalize: true))
+            #expect(result.test?.accuracy == ClassificationMetrics(predictions: predictions, labels: test, classCount: 3).accuracy)
+        }
+        #expect(report.settings.keptTapScaling == .trainingShare && unit.settings.keptTapScaling == .unit)
+    }
+}
