@@ -265,7 +265,7 @@ enum RegistryBench {
         let manifest = writer.manifests[0]
         var rng = StoreBench.SplitMix(4)
         let images = (0..<count).map { _ in DecodedImage(width: size, height: size, channels: 3, pixels: (0..<(size * size * 3)).map { _ in UInt8(rng.next() % 256) }) }
-        var table = StoreBench.Table("registry", ["\(count) images \(size)×\(size), MobileNetV2 (\(taps.count) taps)", "median s", "images/s", "vs full", "MACs computed", "ideal"])
+        var table = StoreBench.Table("registry", ["\(count) images \(size)×\(size), MobileNetV2 (\(taps.count) taps)", "median s", "images/s", "vs full", "MACs computed", "ideal by MACs", "ideal by time"])
         // Multiply-accumulates up to each tap (3×3 stem and depthwise, 1×1 expand/project/head, the
         // classifier), to say what "in proportion to the layers skipped" should give.
         var macs = [Double](repeating: 0, count: taps.count)
@@ -292,8 +292,23 @@ enum RegistryBench {
             full.append(try StoreBench.time { try network.run(batchFloats, count: count, height: size, width: size, taps: .only(["logits"])) { _ in } })
         }
         let fullTime = StoreBench.median(full)
+        // Where the time of a full pass goes: the moment each tap is delivered (worker 0, every tap
+        // delivered to an empty callback), as a share of the pass. This is the proportion an early
+        // exit can save; at 64×64 the high-resolution early layers take more time than their MACs.
+        let reached = TapClock(count: taps.count)
+        var shares = [Double](repeating: 1, count: taps.count)
+        var shareRuns: [[Double]] = []
+        for _ in 0..<3 {
+            let start = StoreBench.now()
+            try network.run(batchFloats, count: count, height: size, width: size, taps: .all) { activations in
+                if activations.firstExample == 0 { reached.mark(activations.tap.order, StoreBench.now()) }
+            }
+            let end = StoreBench.now()
+            shareRuns.append(reached.values.map { ($0 - start) / (end - start) })
+        }
+        for t in 0..<taps.count { shares[t] = StoreBench.median(shareRuns.map { $0[t] }) }
         table.add(["full forward pass (to the logits)", StoreBench.fmt(fullTime, 3), StoreBench.fmt(Double(count) / fullTime, 0), "1.00×",
-                   String(format: "%.1f M", macs.last! / 1e6), "1.00×"])
+                   String(format: "%.1f M", macs.last! / 1e6), "1.00×", "1.00×"])
         for deepest in [taps.count / 4, taps.count / 2, 3 * taps.count / 4] {
             let orders = [1, deepest / 3, 2 * deepest / 3, deepest]
             let head = try registry.register(headDraft(manifest: manifest, writer: writer, orders: orders, rng: &rng, task: "exit\(deepest)"))
@@ -303,7 +318,8 @@ enum RegistryBench {
             let t = StoreBench.median(times)
             table.add(["head up to tap \(deepest) '\(taps[deepest].name)' (\(StoreBench.fmt(100 * Double(deepest + 1) / Double(taps.count), 0))% of taps)",
                        StoreBench.fmt(t, 3), StoreBench.fmt(Double(count) / t, 0), "\(StoreBench.fmt(fullTime / t, 2))× faster",
-                       String(format: "%.1f M (%.0f%%)", macs[deepest] / 1e6, 100 * macs[deepest] / macs.last!), "\(StoreBench.fmt(macs.last! / macs[deepest], 2))×"])
+                       String(format: "%.1f M (%.0f%%)", macs[deepest] / 1e6, 100 * macs[deepest] / macs.last!), "\(StoreBench.fmt(macs.last! / macs[deepest], 2))×",
+                       "\(StoreBench.fmt(1 / shares[deepest], 2))× (\(StoreBench.fmt(100 * shares[deepest], 0))% of the pass)"])
         }
         say("")
         table.print()
@@ -324,4 +340,12 @@ enum RegistryBench {
                          lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2",
                                               dataset: "none", train: SplitLineage(split: "none", digest: "", count: 0), test: nil, seed: 0))
     }
+}
+
+/// When each tap was reached during one pass (written by one worker only).
+final class TapClock: @unchecked Sendable {
+    // @unchecked Sendable: only worker 0 writes, and it is read after the pass returns.
+    private(set) var values: [Double]
+    init(count: Int) { values = [Double](repeating: 0, count: count) }
+    func mark(_ order: Int, _ time: Double) { values[order] = time }
 }
