@@ -29,8 +29,8 @@ enum TestPaths {
     }
 
     @Test func cacheFolderResolution() {
-        #expect(ArtifactCache(environment: ["HOME": "/home/u"]).root == "/home/u/.cache/h2t-store")
-        #expect(ArtifactCache(environment: ["HOME": "/home/u", "H2T_CACHE": "/data/c"]).root == "/data/c")
+        #expect(ArtifactCache(environment: ["HOME": "/srv/u"]).root == "/srv/u/.cache/h2t-store")
+        #expect(ArtifactCache(environment: ["HOME": "/srv/u", "H2T_CACHE": "/data/c"]).root == "/data/c")
         let explicit = ArtifactCache(explicitRoot: "/x/y", environment: ["H2T_CACHE": "/data/c"])
         #expect(explicit.root == "/x/y")
         #expect(explicit.isExplicit)
