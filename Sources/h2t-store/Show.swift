@@ -30,7 +30,13 @@ struct Show: ParsableCommand {
             }
             return
         }
-        let info = try store.featureSet(name)
+        let info: FeatureSetInfo
+        do {
+            info = try store.featureSet(name)
+        } catch StoreError.unknownFeatureSet(_, let known) {
+            let datasets = try store.allDatasets().map(\.name)
+            throw StoreError.invalidArgument("'\(name)' is neither a feature set (known: \(known.joined(separator: ", "))) nor a dataset (known: \(datasets.joined(separator: ", ")))")
+        }
         let view = FeatureSetView(id: info.id, rows: info.rowCount, segments: info.segmentCount, manifest: info.manifest,
                                   backbone: try store.backbone(info.manifest.backbone))
         if output.json { return try printJSON(view) }

@@ -138,7 +138,7 @@ struct CLITests {
             (["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", dir + "/missing.safetensors"], "missing.safetensors"),
             (["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", "--target-size", "0", dir + "/train.safetensors"], "--target-size"),
             (["ls", "--store", dir + "/nothing-here"], "no store at"),
-            (["show", "deadbeef", "--store", dir + "/s"], "unknown feature set"),
+            (["show", "deadbeef", "--store", dir + "/s"], "is neither a feature set"),
             (["fit", "--dataset", "nope", "--store", dir + "/s"], "unknown dataset 'nope'"),
             (["fit", "--dataset", "d", "--fractions", "0", "--store", dir + "/s"], "--fractions"),
             (["fit", "--dataset", "d", "--fractions", "", "--store", dir + "/s"], "--fractions"),
