@@ -69,7 +69,7 @@ enum RegistryBench {
                                          train: SplitLineage(split: "train", digest: fs, count: 1000),
                                          test: SplitLineage(split: "test", digest: bb, count: 10_000), seed: UInt64(i)),
                     tags: ["team": i % 3 == 0 ? "vision" : "audio", "run": "\(i)"])
-                try registry.register(draft)
+                _ = try registry.register(draft)
             }
             for t in 0..<tasks { try registry.setAlias("prod", to: HeadReference(task: "task\(t)")) }
         }
