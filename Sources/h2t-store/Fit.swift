@@ -12,7 +12,7 @@ struct Fit: ParsableCommand {
         discussion: """
         Reads the training split at full width for the group-lasso selection, then only the selected \
         columns (materialised and cached in the store) for the test split. Defaults follow the \
-        VTAB-1k protocol: 5 stratified folds; fractions 0.01,0.05,0.1,0.2; λ = 0.5,0.25,0.1 × λ_max.
+        VTAB-1k protocol: 5 stratified folds; fractions 0.01,0.05,0.1,0.2,0.35,0.5; λ = 0.5,0.25,0.1 × λ_max.
         """)
 
     @Option(name: .long, help: "Dataset name.") var dataset: String
@@ -21,7 +21,7 @@ struct Fit: ParsableCommand {
     @Option(name: .customLong("feature-set"), help: "Feature set id or prefix (repeat: one per target size). Default: every feature set holding the training split.")
     var featureSets: [String] = []
     @Option(name: .long, help: "Use the first N training examples (VTAB-1k uses 1000).") var trainLimit: Int?
-    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions: String = "0.01,0.05,0.1,0.2"
+    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions: String = "0.01,0.05,0.1,0.2,0.35,0.5"
     @Option(name: .long, help: "Comma-separated group-lasso strengths (× λ_max unless --absolute-lambda).") var lambdas: String = "0.5,0.25,0.1"
     @Flag(name: .long, help: "Read --lambdas as absolute values, as the reference code does.") var absoluteLambda = false
     @Option(name: .long, help: "Selection solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
