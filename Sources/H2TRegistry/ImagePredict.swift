@@ -125,13 +125,13 @@ public final class ImagePredictor: Sendable {
         }
         let frozen = plan, rule = pooling
         try out.withUnsafeMutableBufferPointer { buffer in
-            let target = SendablePointer(buffer.baseAddress!)
+            let target = UnsafeSendable(buffer.baseAddress!)
             try network.run(batch, count: count, height: inputHeight, width: inputWidth,
                             taps: .only(head.selection.map(\.tap)), threads: threads) { activations in
                 guard let entry = frozen[activations.tap.order] else { return }
                 let shape = activations.tap.shape
                 for i in 0..<activations.count {
-                    let row = target.pointer + (activations.firstExample + i) * d + entry.offset
+                    let row = target.value + (activations.firstExample + i) * d + entry.offset
                     activations.withExample(i) { values in
                         if entry.indices.count * 4 >= entry.width {
                             // Most of the tap is kept: pool it whole with the shared rule, then gather.
@@ -171,10 +171,3 @@ public final class ImagePredictor: Sendable {
     }
 }
 
-
-/// A raw pointer carried into the network's concurrent callback; workers write disjoint rows.
-struct SendablePointer: @unchecked Sendable {
-    // @unchecked Sendable: each worker writes only the rows of its own slice of the batch.
-    let pointer: UnsafeMutablePointer<Float>
-    init(_ pointer: UnsafeMutablePointer<Float>) { self.pointer = pointer }
-}

@@ -360,7 +360,7 @@ public final class Registry: Sendable {
     /// Decodes listing entries on all cores, in order.
     static func decodeEntries(_ values: [Data]) throws -> [HeadEntry] {
         let workers = values.count < 256 ? 1 : max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
-        let results = EntrySlots(count: values.count)
+        let results = WorkerSlots<Result<HeadEntry, any Error>>(count: values.count)
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             let decoder = JSONDecoder()
             var i = w * values.count / workers
@@ -538,19 +538,3 @@ struct HeadKey: Hashable {
     var version: Int
 }
 
-/// Result slots written by parallel decoders, each slot by exactly one worker.
-final class EntrySlots: @unchecked Sendable {
-    // @unchecked Sendable: workers write disjoint slots of a buffer allocated up front; it is read
-    // only after every worker has finished.
-    private let slots: UnsafeMutableBufferPointer<Result<HeadEntry, any Error>?>
-    init(count: Int) {
-        slots = .allocate(capacity: count)
-        slots.initialize(repeating: nil)
-    }
-    deinit {
-        slots.deinitialize()
-        slots.deallocate()
-    }
-    func set(_ i: Int, _ value: Result<HeadEntry, any Error>) { slots[i] = value }
-    var values: [Result<HeadEntry, any Error>?] { Array(slots) }
-}

@@ -488,14 +488,6 @@ final class Workspace: @unchecked Sendable {
     }
 }
 
-/// Carries a value into a concurrently executed closure.
-struct UnsafeSendable<T>: @unchecked Sendable {
-    // @unchecked: used only for pointers into buffers (and per-worker workspaces) that outlive
-    // the concurrent section and are written at disjoint offsets / by one worker each.
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-
 final class LogitsBox: Sendable {
     let values = Mutex<[Float]>([])
 }

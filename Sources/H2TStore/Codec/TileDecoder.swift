@@ -89,15 +89,11 @@ public final class TileDecoder {
         let entry = header.tableOffset + frame * header.entrySize
         let start = header.dataOffset + Int(loadLE32(tile, entry))
         let planeValues = header.columns(inFrame: frame) * header.rows
-        var lengths = (0, 0, 0, 0)
+        // Plane lengths are read straight from the frame table (no per-frame allocation: this
+        // runs once per frame of every read).
+        @inline(__always) func planeLength(_ p: Int) -> Int { Int(loadLE32(tile, entry + 4 + 4 * p)) }
         var total = 0
-        withUnsafeMutableBytes(of: &lengths) { raw in
-            let l = raw.bindMemory(to: Int.self)
-            for p in 0..<planes {
-                l[p] = Int(loadLE32(tile, entry + 4 + 4 * p))
-                total += l[p]
-            }
-        }
+        for p in 0..<planes { total += planeLength(p) }
         guard start + total <= tile.count else { throw TileError.truncated("frame \(frame) runs past the end") }
         let stored = loadLE32(tile, entry + 4 + 4 * planes)
         guard crc32(UnsafeRawBufferPointer(rebasing: tile[start..<(start + total)])) == stored else {
@@ -106,10 +102,9 @@ public final class TileDecoder {
         if scratch.count < planeValues * planes { scratch = [UInt8](repeating: 0, count: planeValues * planes) }
         var offset = start
         let context = self.context
-        let lengthList = [lengths.0, lengths.1, lengths.2, lengths.3]
         try scratch.withUnsafeMutableBytes { (buffer: UnsafeMutableRawBufferPointer) throws in
             for p in 0..<planes {
-                let length = lengthList[p]
+                let length = planeLength(p)
                 let target = buffer.baseAddress! + p * planeValues
                 let source = tile.baseAddress! + offset
                 if length == planeValues {
@@ -139,12 +134,13 @@ public final class TileDecoder {
             // visit. Columns outer would stride down the output once per column, and with a row
             // length that is a multiple of 1024 floats every such write maps to one cache set.
             if header.dtype == .bfloat16, rows == nil {
-                let picks = framePicks
-                let columns = picks.map { (base + ($0.local - firstColumn) * nRows, $0.out) }
-                for r in 0..<nRows {
-                    let row = dest + r * destStride
-                    for (p0, out) in columns {
-                        row[out] = HalfBits.float(bfloat16: UInt16(p0[planeValues + r]) << 8 | UInt16(p0[r]))
+                framePicks.withUnsafeBufferPointer { picks in
+                    for r in 0..<nRows {
+                        let row = dest + r * destStride
+                        for pick in picks {
+                            let p0 = base + (pick.local - firstColumn) * nRows
+                            row[pick.out] = HalfBits.float(bfloat16: UInt16(p0[planeValues + r]) << 8 | UInt16(p0[r]))
+                        }
                     }
                 }
                 return

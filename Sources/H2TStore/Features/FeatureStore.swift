@@ -280,10 +280,13 @@ public final class FeatureStore: Sendable {
 
     /// A content hash of a split (its examples and labels in order, and the class names), for lineage.
     public func splitDigest(dataset: String, split: String) throws -> String {
-        let manifest = try self.dataset(dataset)
-        let items = try self.split(dataset: dataset, split: split)
+        Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: try self.split(dataset: dataset, split: split))
+    }
+
+    /// The split digest of already-read items.
+    static func splitDigest(classNames: [String], items: SplitItems) -> String {
         var hasher = SHA256()
-        hasher.update(try CanonicalJSON.encode(manifest.classNames))
+        hasher.update((try? CanonicalJSON.encode(classNames)) ?? [])
         for (e, l) in zip(items.examples, items.labels) {
             hasher.update(e.bytes)
             hasher.update(Keys.u32LE(l))

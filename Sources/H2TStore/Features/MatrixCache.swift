@@ -40,8 +40,8 @@ extension FeatureStore {
     /// from that dtype.
     public func selectedMatrix(featureSet: String, dataset: String, split: String, columns: [Int]) throws -> (matrix: LabelledMatrix, cached: Bool) {
         let info = try self.featureSet(featureSet)
-        let digest = try splitDigest(dataset: dataset, split: split)
         let items = try self.split(dataset: dataset, split: split)
+        let digest = Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: items)
         let key = Self.matrixKey(featureSet: info.id, splitDigest: digest, columns: columns)
         let hit: FeatureMatrix? = try environment.read { txn in
             guard let value = try txn.get(matrices, key) else { return nil }

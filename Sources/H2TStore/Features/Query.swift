@@ -1,4 +1,4 @@
-import Glibc
+import Synchronization
 import Dispatch
 import H2TCore
 
@@ -146,7 +146,7 @@ extension FeatureStore {
         // and any failure throws), so the output is not zero-filled first: that fill alone cost a
         // third of a whole-row read's CPU time (tools/bench-store.sh).
         let values = try [Float](unsafeUninitializedCapacity: examples.count * outCols) { buffer, initialized in
-            let dest = UnsafeSendableMutablePointer(buffer.baseAddress!)
+            let dest = UnsafeSendable(buffer.baseAddress!)
             let workers = min(2, workList.count)
             DispatchQueue.concurrentPerform(iterations: workers) { worker in
                 let decoder = TileDecoder()
@@ -161,7 +161,7 @@ extension FeatureStore {
                             guard let tile = try txn.get(tiles, key) else {
                                 throw StoreError.inconsistent("missing tile \(Keys.describeTile(fsID, segment: start, block: block.block))")
                             }
-                            var base = dest.pointer
+                            var base = dest.value
                             // Identity rows: the segment's first row lands at the first pick's output row.
                             if item.rows == nil { base += item.firstOut * outCols }
                             do {
@@ -194,33 +194,12 @@ extension FeatureStore {
 }
 
 /// The first error thrown by any worker.
-final class FirstError: @unchecked Sendable {
-    // @unchecked Sendable: guarded by a lock.
-    private let lock = NSLockLike()
-    private var stored: (any Error)?
+final class FirstError: Sendable {
+    private let stored = Mutex<(any Error)?>(nil)
 
-    var isSet: Bool { lock.withLock { stored != nil } }
-    var error: (any Error)? { lock.withLock { stored } }
-    func set(_ error: any Error) { lock.withLock { if stored == nil { stored = error } } }
-}
-
-/// A minimal mutex (pthread) to avoid Foundation in the hot path.
-final class NSLockLike: @unchecked Sendable {
-    // @unchecked Sendable: a pthread mutex at a fixed address.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    init() {
-        mutex = .allocate(capacity: 1)
-        pthread_mutex_init(mutex, nil)
-    }
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-    func withLock<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
+    var isSet: Bool { stored.withLock { $0 != nil } }
+    var error: (any Error)? { stored.withLock { $0 } }
+    func set(_ error: any Error) { stored.withLock { if $0 == nil { $0 = error } } }
 }
 
 /// Shuffled mini-batches over a split. The order is a seeded shuffle of example positions

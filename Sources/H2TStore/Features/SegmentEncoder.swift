@@ -1,4 +1,5 @@
 import Dispatch
+import H2TCore
 
 /// Encodes a block of rows into the tiles of one feature set, using both cores.
 ///
@@ -20,60 +21,19 @@ public final class SegmentEncoder: @unchecked Sendable {
         let blocks = manifest.columnBlocks
         let width = manifest.width
         let blockWidth = manifest.columnBlock
-        let out = TileSlots(count: blocks)
+        let out = WorkerSlots<[UInt8]>(count: blocks)
         let workers = encoders.count
-        let source = UnsafeSendablePointer(features)
+        let source = UnsafeSendable(features)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             let encoder = encoders[worker]
             var block = worker
             while block < blocks {
                 let first = block * blockWidth
                 let cols = min(blockWidth, width - first)
-                out.set(block, encoder.encode(source.pointer + first, rowStride: width, rows: rows, cols: cols))
+                out.set(block, encoder.encode(source.value + first, rowStride: width, rows: rows, cols: cols))
                 block += workers
             }
         }
-        return out.all
+        return out.values.map { $0! }
     }
-}
-
-/// Result slots written by distinct workers at distinct indices.
-final class TileSlots: @unchecked Sendable {
-    // @unchecked Sendable: every index is written by exactly one worker, read after all finish.
-    private let storage: UnsafeMutablePointer<[UInt8]>
-
-    init(count: Int) {
-        storage = .allocate(capacity: count)
-        storage.initialize(repeating: [], count: count)
-        self.count = count
-    }
-
-    private let count: Int
-
-    func set(_ index: Int, _ value: [UInt8]) { storage[index] = value }
-
-    deinit {
-        storage.deinitialize(count: count)
-        storage.deallocate()
-    }
-
-    func collect() -> [[UInt8]] { Array(UnsafeBufferPointer(start: storage, count: count)) }
-}
-
-extension TileSlots {
-    var all: [[UInt8]] { collect() }
-}
-
-/// A pointer handed to worker threads that write disjoint parts of the memory behind it.
-struct UnsafeSendablePointer<T>: @unchecked Sendable {
-    // @unchecked Sendable: callers guarantee disjoint access from each worker.
-    let pointer: UnsafePointer<T>
-    init(_ pointer: UnsafePointer<T>) { self.pointer = pointer }
-}
-
-/// A mutable pointer handed to worker threads that write disjoint parts of the memory behind it.
-struct UnsafeSendableMutablePointer<T>: @unchecked Sendable {
-    // @unchecked Sendable: callers guarantee disjoint writes from each worker.
-    let pointer: UnsafeMutablePointer<T>
-    init(_ pointer: UnsafeMutablePointer<T>) { self.pointer = pointer }
 }

@@ -1,0 +1,37 @@
+/// Small pieces for handing data to parallel workers (`DispatchQueue.concurrentPerform`), shared
+/// by every module so there is one audited place for the `@unchecked Sendable` they need.
+
+/// Carries a value (a pointer into a buffer that outlives the concurrent section, a per-worker
+/// workspace) into a concurrently executed closure.
+public struct UnsafeSendable<T>: @unchecked Sendable {
+    // @unchecked Sendable: callers guarantee that workers touch disjoint parts of what `value`
+    // points to, and that it outlives the concurrent section.
+    /// The carried value.
+    public let value: T
+
+    /// Wraps `value`.
+    public init(_ value: T) { self.value = value }
+}
+
+/// One result slot per work item, each written by exactly one worker and read after all finish.
+public final class WorkerSlots<T>: @unchecked Sendable {
+    // @unchecked Sendable: slots are disjoint per worker and read only after the workers finish.
+    private let slots: UnsafeMutableBufferPointer<T?>
+
+    /// `count` empty slots.
+    public init(count: Int) {
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil)
+    }
+
+    deinit {
+        slots.deinitialize()
+        slots.deallocate()
+    }
+
+    /// Fills slot `index`.
+    public func set(_ index: Int, _ value: T) { slots[index] = value }
+
+    /// Every slot, in order (`nil` for one never filled).
+    public var values: [T?] { Array(slots) }
+}
