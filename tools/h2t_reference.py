@@ -321,18 +321,23 @@ def kernel_head(gram, y, k, mu=1e-4, max_iter=1000, tol=1e-5):
     return xa, xb
 
 
-def head_accuracy(x, y, train, val, k):
-    """Train the final head on rows `train` of x (kernel form when wider than tall), score `val`."""
+def head_accuracy(x, y, train, val, k, ridges):
+    """Train one final head per ridge on rows `train` of x (kernel form when wider than tall, one
+    Gram matrix for all ridges), score each on `val`."""
     xt = x[train]
-    if x.shape[1] > len(train):
-        a, b = kernel_head(xt @ xt.T, y[train], k)
-        w = xt.T @ a
-    else:
-        w, b, _ = final_head(xt, y[train], k)
-    return int((np.argmax(x[val] @ w + b, axis=1) == y[val]).sum())
+    gram = xt @ xt.T if x.shape[1] > len(train) else None
+    correct = []
+    for mu in ridges:
+        if gram is not None:
+            a, b = kernel_head(gram, y[train], k, mu)
+            w = xt.T @ a
+        else:
+            w, b, _ = final_head(xt, y[train], k, mu)
+        correct.append(int((np.argmax(x[val] @ w + b, axis=1) == y[val]).sum()))
+    return np.array(correct)
 
 
-def cv_sweep(x, y, taps, k, folds, fractions, ratios, probe_tap):
+def cv_sweep(x, y, taps, k, folds, fractions, ratios, ridges, probe_tap):
     """The default sweep of Head2ToeFit.run on one feature set: head2toe grid, all features, probe."""
     xn = normalize_taps(x, taps)
     table = {}
@@ -347,11 +352,12 @@ def cv_sweep(x, y, taps, k, folds, fractions, ratios, probe_tap):
                 cols = sorted(order[:keep_count(xn.shape[1], fr)])
                 sub = subset_taps(taps, cols)
                 xs = scale_taps(normalize_taps(xn[:, cols], sub), sub, tap_shares(xn, cols, taps, train))
-                table[(r, fr)] = table.get((r, fr), 0) + head_accuracy(xs, y, train, val, k)
-        table['all'] = table.get('all', 0) + head_accuracy(xn, y, train, val, k)
+                table[(r, fr)] = table.get((r, fr), 0) + head_accuracy(xs, y, train, val, k, ridges)
+        table['all'] = table.get('all', 0) + head_accuracy(xn, y, train, val, k, ridges)
         name, off, width = [t for t in taps if t[0] == probe_tap][0]
-        table['probe'] = table.get('probe', 0) + head_accuracy(xn[:, off:off + width], y, train, val, k)
-    return {str(key): v / len(y) for key, v in table.items()}
+        table['probe'] = table.get('probe', 0) + head_accuracy(xn[:, off:off + width], y, train, val, k, ridges)
+    # Each grid point's accuracy at its best ridge, as Head2ToeFit.run chooses.
+    return {str(key): float(v.max()) / len(y) for key, v in table.items()}
 
 
 def bench(directory, mode):
@@ -367,7 +373,8 @@ def bench(directory, mode):
                    head_iterations=res['report']['iterations'])
     else:
         folds = np.load(directory + '/folds.npy').astype(np.int64)
-        out = dict(cv=cv_sweep(x, y, taps, k, folds, meta['fractions'], meta['lambdas'], meta['probeTap']))
+        out = dict(cv=cv_sweep(x, y, taps, k, folds, meta['fractions'], meta['lambdas'],
+                               meta['ridges'], meta['probeTap']))
     out['seconds'] = time.perf_counter() - start
     out['cpu_seconds'] = time.process_time() - cpu_start
     print(json.dumps(out))

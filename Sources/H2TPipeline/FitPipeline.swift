@@ -142,8 +142,8 @@ public enum FitPipeline {
                           classNames: dataset.classNames, readSeconds: readSeconds, testSeconds: seconds(clock.now - testStart))
     }
 
-    /// Predicts a method's classes on stored examples, reading only its columns: each tap's kept
-    /// subset is re-normalised to unit L2 (the rule the head was trained with), then the head applies.
+    /// Predicts a method's classes on stored examples, reading only its columns: the head's
+    /// inputs are formed by its input rule (`MethodResult.inputRule`), then the head applies.
     /// With `materialise`, the selected matrix of the whole split is cached in the store.
     public static func predict(store: FeatureStore, info: FeatureSetInfo, method: MethodResult, dataset: String, split: String,
                                examples: [ExampleID], materialise: Bool) throws -> [Int] {
@@ -153,7 +153,7 @@ public enum FitPipeline {
         let subsetTaps = layout.tapsOfSubset(columns)
         func classify(_ values: [Float], rows: Int) throws -> [Int] {
             var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: columns.count, values: values, taps: subsetTaps)
-            matrix.normalizeTaps()
+            matrix.applyInputRule(method.inputRule)
             return method.head.predict(matrix)
         }
         if materialise {

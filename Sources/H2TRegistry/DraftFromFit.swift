@@ -75,18 +75,18 @@ extension HeadDraft {
         let curves = try report.cvTable.map { row in
             let rowInfo = try info(row.featureSet)
             return CVPoint(method: row.method, featureSet: rowInfo.id, targetSize: rowInfo.manifest.targetSize, solver: row.solver,
-                           lambda: row.lambda, fraction: row.fraction, keptFeatures: row.keptFeatures, cvAccuracy: row.cvAccuracy,
+                           lambda: row.lambda, fraction: row.fraction, ridge: row.ridge, keptFeatures: row.keptFeatures, cvAccuracy: row.cvAccuracy,
                            foldAccuracies: row.foldAccuracies)
         }
         var testMetrics: [String: ClassificationMetrics] = [:]
         for (name, m) in methods { if let test = m.test { testMetrics[name] = test } }
         let others = ["linear_probe": report.linearProbe, "all_features": report.allFeatures]
         self.init(
-            task: task, classNames: classNames, selection: selection, normalization: .perTapUnitL2OverKept,
+            task: task, classNames: classNames, selection: selection, normalization: NormalizationRule(chosen.inputRule),
             weights: chosen.head.weights, bias: chosen.head.bias,
             hyperParameters: HyperParameters(method: method, targetSize: manifest.targetSize, fraction: chosen.fraction, lambda: chosen.lambda,
                                              lambdaAbsolute: chosen.lambdaAbsolute, lambdaScale: lambdaScale, solver: chosen.solver,
-                                             folds: report.settings.folds, headL2: report.settings.head.l2,
+                                             folds: report.settings.folds, headL2: chosen.ridge,
                                              settings: try JSONValue(encoding: report.settings)),
             metrics: HeadMetrics(head: try score(chosen), linearProbe: try others["linear_probe"].map(score),
                                  allFeatures: try others["all_features"].map(score)),

@@ -33,10 +33,30 @@ public struct NormalizationRule: Sendable, Hashable, Codable {
     /// Plain-language statement of the rule, for readers of exported files.
     public var description: String
 
-    /// The rule every Head2Toe head of this project uses (DESIGN.md §1 step 6).
+    /// DESIGN.md §1 step 6: the kept subset of each tap re-normalised per example (the baselines
+    /// and heads trained with `KeptTapScaling.unit` or `.trainingShare`).
     public static let perTapUnitL2OverKept = NormalizationRule(
-        rule: "per_tap_unit_l2_over_kept",
+        rule: HeadInputRule.perTapUnitL2.rawValue,
         description: "for each example and each tap, scale the head's kept features of that tap to unit L2 norm (zero stays zero); concatenate taps in network order; logits = x W + b")
+    /// The raw selected columns (heads trained with `KeptTapScaling.trainingConstant`, whose
+    /// per-tap training constants are folded into the weights).
+    public static let rawSelected = NormalizationRule(
+        rule: HeadInputRule.raw.rawValue,
+        description: "the head's kept features as stored (raw pooled values, no normalisation; per-tap training constants are folded into W); concatenate taps in network order; logits = x W + b")
+
+    /// The rule of a training input rule.
+    public init(_ rule: HeadInputRule) {
+        self = rule == .raw ? .rawSelected : .perTapUnitL2OverKept
+    }
+
+    /// Creates a rule.
+    public init(rule: String, description: String) {
+        self.rule = rule
+        self.description = description
+    }
+
+    /// The training module's input rule, `nil` for an unknown rule.
+    public var inputRule: HeadInputRule? { HeadInputRule(rawValue: rule) }
 }
 
 /// Chosen hyper-parameters and the grid they were chosen from.
@@ -132,6 +152,8 @@ public struct CVPoint: Sendable, Hashable, Codable {
     public var lambda: Double?
     /// Keep fraction (Head2Toe).
     public var fraction: Double?
+    /// Ridge strength of the final head (`nil` in heads registered before ridge was a grid axis).
+    public var ridge: Double?
     /// Input features of the head.
     public var keptFeatures: Int
     /// Pooled CV accuracy.
@@ -141,13 +163,14 @@ public struct CVPoint: Sendable, Hashable, Codable {
 
     /// Creates a point.
     public init(method: String, featureSet: String, targetSize: Int, solver: Int?, lambda: Double?, fraction: Double?,
-                keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
+                ridge: Double? = nil, keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
         self.method = method
         self.featureSet = featureSet
         self.targetSize = targetSize
         self.solver = solver
         self.lambda = lambda
         self.fraction = fraction
+        self.ridge = ridge
         self.keptFeatures = keptFeatures
         self.cvAccuracy = cvAccuracy
         self.foldAccuracies = foldAccuracies
@@ -303,7 +326,7 @@ public struct HeadDraft: Sendable, Hashable {
             lastOrder = tap.order
             lastEnd = tap.offset + tap.width
         }
-        guard normalization.rule == NormalizationRule.perTapUnitL2OverKept.rule else {
+        guard normalization.inputRule != nil else {
             throw .invalidHead("unknown normalisation rule '\(normalization.rule)'")
         }
     }

@@ -106,7 +106,9 @@ public enum HeadReportPage {
     }
 
     static func cvChart(_ head: HeadRecord) -> String {
-        let points = head.cvCurves.filter { $0.method == "head2toe" && $0.fraction != nil }
+        // Head2Toe curves at the chosen final-head ridge; each baseline at its best ridge.
+        let chosenRidge = head.hyperParameters.headL2
+        let points = head.cvCurves.filter { $0.method == "head2toe" && $0.fraction != nil && ($0.ridge == nil || $0.ridge == chosenRidge) }
         guard !points.isEmpty else { return "<p class=\"sub\">No cross-validation curves recorded.</p>" }
         struct Series { var label: String; var points: [(x: Double, y: Double, chosen: Bool)] }
         var groups: [String: Series] = [:]
@@ -118,7 +120,9 @@ public enum HeadReportPage {
                 && p.fraction == head.hyperParameters.fraction && p.solver == head.hyperParameters.solver
             groups[key]!.points.append((p.fraction!, p.cvAccuracy, chosen))
         }
-        let baselines = head.cvCurves.filter { $0.method != "head2toe" }
+        let baselines = Dictionary(grouping: head.cvCurves.filter { $0.method != "head2toe" }) { "\($0.method) \($0.featureSet)" }
+            .values.map { rows in rows.max { ($0.cvAccuracy, $0.ridge ?? 0) < ($1.cvAccuracy, $1.ridge ?? 0) }! }
+            .sorted { ($0.method, $0.targetSize) < ($1.method, $1.targetSize) }
         let ys = points.map(\.cvAccuracy) + baselines.map(\.cvAccuracy)
         let spread = (ys.max() ?? 1) - (ys.min() ?? 0)
         let step = spread > 0.25 ? 0.1 : 0.05

@@ -37,12 +37,13 @@ public struct Evaluation: Sendable, Hashable, Codable {
 }
 
 /// Applies a registered head to a matrix of its selected features (raw, as stored or pooled):
-/// each tap's kept subset is scaled to unit L2, then `x W + b`, then softmax.
+/// inputs formed by the head's normalisation rule, then `x W + b`, then softmax.
 public struct HeadApplier: Sendable {
     /// The head.
     public let head: HeadRecord
     let linear: LinearHead
     let subsetTaps: [TapRange]
+    let inputRule: HeadInputRule
 
     /// Prepares `head` for application.
     public init(head: HeadRecord) {
@@ -55,6 +56,8 @@ public struct HeadApplier: Sendable {
             offset += tap.indices.count
         }
         subsetTaps = taps
+        // `HeadRecord` checks the rule when it is registered or imported.
+        inputRule = head.normalization.inputRule ?? .perTapUnitL2
     }
 
     /// Predictions for `rows` rows of `values` (`rows × inputCount`, selected-column order).
@@ -62,7 +65,7 @@ public struct HeadApplier: Sendable {
         let d = head.inputCount, k = head.classNames.count
         guard values.count == rows * d else { throw RegistryError.invalidInput("\(values.count) values for \(rows) rows × \(d) selected features") }
         var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: subsetTaps)
-        matrix.normalizeTaps()
+        matrix.applyInputRule(inputRule)
         let logits = linear.logits(matrix)
         var probabilities = [Float](repeating: 0, count: rows * k)
         var labels = [Int](repeating: 0, count: rows)

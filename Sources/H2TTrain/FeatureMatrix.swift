@@ -83,28 +83,35 @@ public struct FeatureMatrix: Sendable {
         }
     }
 
-    /// Scales each tap's slice of every row to unit L2 norm (DESIGN.md §1 step 3); a zero slice stays zero.
+    /// Scales each tap's slice of every row to unit L2 norm (DESIGN.md §1 step 3); a zero slice
+    /// stays zero. Returns the norms it divided by, `rowCount × taps.count` row-major (0 for a
+    /// zero slice), so that `value × norm` gives back the raw value.
     ///
     /// The norm is accumulated in Double so that wide taps with large activations do not lose
     /// precision; it is per example, so it can be applied to all rows before splitting into folds
     /// without leaking anything between them.
-    public mutating func normalizeTaps() {
+    @discardableResult
+    public mutating func normalizeTaps() -> [Float] {
         let d = columnCount
         let taps = self.taps
+        var norms = [Float](repeating: 0, count: rowCount * taps.count)
         values.withUnsafeMutableBufferPointer { buffer in
             guard let base = buffer.baseAddress else { return }
             for row in 0..<rowCount {
                 let rowBase = base + row * d
-                for tap in taps {
+                for (t, tap) in taps.enumerated() {
                     let slice = rowBase + tap.offset
                     var sum = 0.0
                     for j in 0..<tap.width { sum += Double(slice[j]) * Double(slice[j]) }
                     guard sum > 0 else { continue }
-                    let scale = Float(1 / sum.squareRoot())
+                    let norm = sum.squareRoot()
+                    norms[row * taps.count + t] = Float(norm)
+                    let scale = Float(1 / norm)
                     for j in 0..<tap.width { slice[j] *= scale }
                 }
             }
         }
+        return norms
     }
 
     /// The taps of the column subset `columns` (sorted ascending), with offsets in the subset;
@@ -167,6 +174,30 @@ public struct FeatureMatrix: Sendable {
             }
         }
         return sums.map { Float(($0 / Double(max(rows.count, 1))).squareRoot()) }
+    }
+
+    /// Index, in `taps`, of each tap of `tapsOfSubset(columns)`.
+    public func tapIndicesOfSubset(_ columns: [Int]) -> [Int] {
+        let position = Dictionary(uniqueKeysWithValues: taps.enumerated().map { ($0.element.name, $0.offset) })
+        return tapsOfSubset(columns).map { position[$0.name]! }
+    }
+
+    /// Multiplies row `r`'s columns of tap `t` by `factors[r * taps.count + t]` (one factor per
+    /// row and tap, row-major).
+    public mutating func scaleRowTaps(by factors: [Float]) {
+        precondition(factors.count == rowCount * taps.count, "one factor per row and tap")
+        let d = columnCount
+        let taps = self.taps
+        values.withUnsafeMutableBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            for row in 0..<rowCount {
+                let rowBase = base + row * d
+                for (t, tap) in taps.enumerated() {
+                    let factor = factors[row * taps.count + t]
+                    for j in tap.offset..<(tap.offset + tap.width) { rowBase[j] *= factor }
+                }
+            }
+        }
     }
 
     /// Multiplies every column of tap `t` by `scales[t]` (one scale per tap, in tap order).

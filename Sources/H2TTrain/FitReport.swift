@@ -22,6 +22,10 @@ public struct MethodResult: Codable, Sendable {
     public var lambdaAbsolute: Double?
     /// Index into `FitSettings.solvers` (Head2Toe only).
     public var solver: Int?
+    /// Ridge strength of the final head, chosen by cross-validation from `FitSettings.ridges`.
+    public var ridge: Double
+    /// How `head`'s inputs are formed from the raw selected columns.
+    public var inputRule: HeadInputRule
     /// Pooled cross-validation accuracy of the chosen configuration (correct / validated rows).
     public var cvAccuracy: Double
     /// Test accuracy (nil without a test split).
@@ -32,8 +36,7 @@ public struct MethodResult: Codable, Sendable {
     public var selectedIndices: [Int]
     /// The same columns grouped by tap.
     public var selectedPerTap: [TapSelection]
-    /// The final head on the selected columns (in `selectedIndices` order, each tap's kept subset
-    /// re-normalised to unit L2 before the head).
+    /// The final head on the selected columns (in `selectedIndices` order, inputs formed by `inputRule`).
     public var head: LinearHead
     /// Final-head solver summary.
     public var headReport: SolverReport
@@ -53,6 +56,8 @@ public struct CVRow: Codable, Sendable, Hashable {
     public var lambda: Double?
     /// Keep fraction (Head2Toe rows).
     public var fraction: Double?
+    /// Ridge strength of the final head.
+    public var ridge: Double
     /// Number of kept features (columns the head sees).
     public var keptFeatures: Int
     /// Pooled accuracy over all validation folds.

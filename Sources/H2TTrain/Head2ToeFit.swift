@@ -20,7 +20,7 @@ public enum LambdaScale: String, Codable, Sendable, Hashable {
     case absolute
 }
 
-/// How each tap's kept subset is weighted in the final head, after its re-normalisation to unit L2.
+/// How each tap's kept subset is scaled for Head2Toe's final head.
 public enum KeptTapScaling: String, Codable, Sendable, Hashable {
     /// Every tap that keeps a column weighs the same: its kept subset has unit norm (the reference
     /// code's rule). A tap that keeps 3 weak columns then counts as much as one kept whole.
@@ -35,6 +35,14 @@ public enum KeptTapScaling: String, Codable, Sendable, Hashable {
     /// the 1,000 training images): over 12 grid points (λ 0.5/0.1/0.025 × fractions 0.05–0.3)
     /// this beat `unit` at 11 and by 0.5 points of CV accuracy on average.
     case trainingShare
+    /// No per-example re-normalisation of the kept subset: each kept column is its raw pooled
+    /// value divided by one constant per tap, the root mean square over the training rows of the
+    /// tap's full L2 norm (what per-tap normalisation divides by, on average). A tap that keeps
+    /// a few columns then keeps their sizes relative to each other and across examples, instead
+    /// of being stretched to unit norm per example. The constants are folded into the head's
+    /// weight rows, so the stored head applies to the raw selected columns
+    /// (`HeadInputRule.raw`) and prediction reads only those columns.
+    case trainingConstant
 }
 
 /// The hyper-parameter grid and protocol of a Head2Toe fit.
@@ -52,8 +60,12 @@ public struct FitSettings: Codable, Sendable, Hashable {
     /// Stratified folds (each class dealt round-robin after a seeded shuffle) or plain (one
     /// seeded shuffle of all rows dealt round-robin).
     public var stratified: Bool
-    /// Final head settings (all methods).
-    public var head: HeadSettings
+    /// The final head's stopping rule (all methods).
+    public var headSolver: ProximalSettings
+    /// Ridge strengths `μ` of the final head (`μ/2 ‖W‖²`, bias unpenalised): a grid axis of every
+    /// method (Head2Toe and both baselines), the analogue of the reference code's search over the
+    /// final head's learning rate and steps, which regularise it implicitly.
+    public var ridges: [Double]
     /// Weighting of the kept taps in Head2Toe's final head (the baselines keep whole taps).
     public var keptTapScaling: KeptTapScaling
     /// The linear-probe tap (pre-logits), looked up in the first feature set; `nil` means the last tap.
@@ -71,15 +83,24 @@ public struct FitSettings: Codable, Sendable, Hashable {
     ///   them, and 0.35/0.5 because on the real protocol (MobileNetV2 on Fashion-MNIST) CV picked
     ///   0.2, the edge of the shorter grid; extra fractions cost only a small head each, since one
     ///   group-lasso run serves them all;
-    /// - λ = 0.5, 0.25, 0.1 × λ_max: from a few dozen to a few hundred non-zero rows at N ≈ 800,
-    ///   which is the regime where the 1% top-k is made of non-zero rows (smaller λ costs
-    ///   larger working sets for little change in the ranking);
+    /// - λ = 0.1, 0.03, 0.01 × λ_max: a decade of the path. On the real protocol (N = 800
+    ///   per fold, D = 45,400 and 84,136) λ = 0.25 × λ_max leaves about 16 non-zero rows and
+    ///   0.01 × λ_max about 280, so even 1% keeps more rows than are non-zero and the rest are
+    ///   ranked by their gradient norm at the solution; smaller λ makes more of the ranking come
+    ///   from the weights, and CV preferred it at every fraction (0.5 and 0.25 never won);
+    /// - final-head ridge 1e-5, 1e-4, 1e-3 for every method (CV picks; larger values lost
+    ///   everywhere on the real protocol, down to 0.72 at 1e-1);
     /// - the proximal solver only (Adam is the reference's parity path, not a better optimum);
     /// - 5 stratified folds as the VTAB-1k protocol; seed 0; one worker per core;
     /// - kept taps weighted by their training share (see `KeptTapScaling.trainingShare`).
-    public init(fractions: [Double] = [0.01, 0.05, 0.1, 0.2, 0.35, 0.5], lambdas: [Double] = [0.5, 0.25, 0.1],
+    public static let defaultFractions: [Double] = [0.01, 0.05, 0.1, 0.2, 0.35, 0.5]
+    public static let defaultLambdas: [Double] = [0.1, 0.03, 0.01]
+    public static let defaultRidges: [Double] = [1e-5, 1e-4, 1e-3]
+
+    public init(fractions: [Double] = FitSettings.defaultFractions, lambdas: [Double] = FitSettings.defaultLambdas,
                 lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
-                folds: Int = 5, stratified: Bool = true, head: HeadSettings = HeadSettings(),
+                folds: Int = 5, stratified: Bool = true,
+                headSolver: ProximalSettings = HeadSettings().solver, ridges: [Double] = FitSettings.defaultRidges,
                 keptTapScaling: KeptTapScaling = .trainingShare, probeTap: String? = nil,
                 seed: UInt64 = 0, workers: Int = 0, singleThreadedBlasInWorkers: Bool = true) {
         self.fractions = fractions
@@ -88,7 +109,8 @@ public struct FitSettings: Codable, Sendable, Hashable {
         self.solvers = solvers
         self.folds = folds
         self.stratified = stratified
-        self.head = head
+        self.headSolver = headSolver
+        self.ridges = ridges
         self.keptTapScaling = keptTapScaling
         self.probeTap = probeTap
         self.seed = seed
@@ -101,11 +123,15 @@ public struct FitSettings: Codable, Sendable, Hashable {
         guard !fractions.isEmpty else { throw TrainError.emptyGridAxis("fractions") }
         guard !lambdas.isEmpty else { throw TrainError.emptyGridAxis("lambdas") }
         guard !solvers.isEmpty else { throw TrainError.emptyGridAxis("solvers") }
+        guard !ridges.isEmpty else { throw TrainError.emptyGridAxis("ridges") }
+        for ridge in ridges where !(ridge >= 0 && ridge.isFinite) {
+            throw TrainError.invalidSetting("final head ridge must be finite and >= 0, got \(ridge)")
+        }
         for fraction in fractions where !(fraction > 0 && fraction <= 1) { throw TrainError.invalidFraction(fraction) }
         for lambda in lambdas where !(lambda >= 0 && lambda.isFinite) { throw TrainError.invalidLambda(lambda) }
         guard folds >= 2 else { throw TrainError.invalidSetting("folds must be >= 2, got \(folds)") }
         guard workers >= 0 else { throw TrainError.invalidSetting("workers must be >= 0") }
-        try head.validate()
+        try headSolver.validate("final head")
         for solver in solvers {
             switch solver {
             case let .proximal(settings): try settings.validate()
@@ -149,9 +175,10 @@ public enum Head2ToeFit {
         try validate(featureSets: featureSets, trainLabels: trainLabels, testLabels: testLabels,
                      classCount: classCount, settings: settings)
         var sets = featureSets
+        var trainNorms: [[Float]] = [], testNorms: [[Float]] = []
         for index in sets.indices {
-            sets[index].train.normalizeTaps()
-            sets[index].test?.normalizeTaps()
+            trainNorms.append(sets[index].train.normalizeTaps())
+            testNorms.append(sets[index].test?.normalizeTaps() ?? [])
         }
         let probeName = settings.probeTap ?? sets[0].train.taps.last!.name
         let folds = foldAssignment(labels: trainLabels, classCount: classCount, folds: settings.folds,
@@ -167,7 +194,7 @@ public enum Head2ToeFit {
         // The all-features baseline works in kernel form on one Gram matrix per feature set,
         // shared by its folds and its final fit (BLAS uses every core here).
         let grams = sets.map { FinalHead.gramMatrix($0.train) }
-        let context = CVContext(sets: sets, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
+        let context = CVContext(sets: sets, norms: trainNorms, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
         let results = try ParallelRunner.map(tasks, workers: settings.workers,
                                              singleThreadedBLAS: settings.singleThreadedBlasInWorkers) { task in
@@ -183,8 +210,8 @@ public enum Head2ToeFit {
         let lambdaRatios = settings.lambdas.sorted(by: >).filter { $0 >= best.lambda }
         let selection = try context.selectionPath(set: best.set, solver: best.solver, rows: allRows, lambdas: lambdaRatios).last!
         let columns = selection.solution.selection(fraction: best.fraction)
-        let head2toe = try finalMethod(method: "head2toe", set: chosenSet, columns: columns, renormalize: true,
-                                       scaleKeptTaps: settings.keptTapScaling == .trainingShare, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+        let head2toe = try finalMethod(method: "head2toe", set: chosenSet, norms: (trainNorms[best.set], testNorms[best.set]),
+                                       columns: columns, scaling: settings.keptTapScaling, ridge: best.ridge, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
                                        settings: settings, cvAccuracy: best.accuracy)
         var h2t = head2toe
         h2t.fraction = best.fraction
@@ -193,19 +220,16 @@ public enum Head2ToeFit {
         h2t.solver = best.solver
         h2t.selectionReport = selection.solution.report
 
-        let allRows_ = table.filter { $0.method == "all_features" }
-        let bestAll = allRows_.enumerated().max { a, b in
-            a.element.cvAccuracy != b.element.cvAccuracy ? a.element.cvAccuracy < b.element.cvAccuracy : a.offset > b.offset
-        }!.element
+        let bestAll = bestBaseline(table, method: "all_features")
         let allSet = sets.first { $0.name == bestAll.featureSet }!
-        let allFeatures = try finalMethod(method: "all_features", set: allSet, columns: Array(0..<allSet.train.columnCount),
-                                          renormalize: false, trainLabels: trainLabels, testLabels: testLabels,
+        let allFeatures = try finalMethod(method: "all_features", set: allSet, norms: ([], []), columns: Array(0..<allSet.train.columnCount),
+                                          scaling: nil, ridge: bestAll.ridge, trainLabels: trainLabels, testLabels: testLabels,
                                           classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy,
                                           gram: grams[sets.firstIndex { $0.name == allSet.name }!])
-        let probeRow = table.first { $0.method == "linear_probe" }!
+        let probeRow = bestBaseline(table, method: "linear_probe")
         let probeColumns = Array(sets[0].train.columns(ofTap: probeName)!)
-        let probe = try finalMethod(method: "linear_probe", set: sets[0], columns: probeColumns, renormalize: true,
-                                    trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+        let probe = try finalMethod(method: "linear_probe", set: sets[0], norms: (trainNorms[0], testNorms[0]), columns: probeColumns,
+                                    scaling: .unit, ridge: probeRow.ridge, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
                                     settings: settings, cvAccuracy: probeRow.cvAccuracy)
         let finished = clock.now
         func seconds(_ d: Duration) -> Double {
@@ -282,21 +306,24 @@ public enum Head2ToeFit {
         return assignment
     }
 
-    static func finalMethod(method: String, set: FeatureSetInput, columns: [Int], renormalize: Bool,
-                            scaleKeptTaps: Bool = false, trainLabels: [Int], testLabels: [Int], classCount: Int, settings: FitSettings,
-                            cvAccuracy: Double, gram: [Float]? = nil) throws -> MethodResult {
+    /// Fits a method's final head on the whole training split and evaluates it on test.
+    /// `scaling` forms the inputs from the kept `columns` (`nil`: every column as normalised,
+    /// the all-features baseline, which may pass its `gram`); `norms` are the train and test
+    /// tap norms of the per-tap normalisation.
+    static func finalMethod(method: String, set: FeatureSetInput, norms: (train: [Float], test: [Float]), columns: [Int],
+                            scaling: KeptTapScaling?, ridge: Double, trainLabels: [Int], testLabels: [Int], classCount: Int,
+                            settings: FitSettings, cvAccuracy: Double, gram: [Float]? = nil) throws -> MethodResult {
         let allTrain = Array(0..<set.train.rowCount)
-        let isAll = columns.count == set.train.columnCount
-        var train = isAll ? set.train : set.train.gathered(rows: allTrain, columns: columns, renormalize: renormalize)
-        let shares = !isAll && renormalize && scaleKeptTaps ? set.train.keptTapShares(rows: allTrain, columns: columns) : nil
-        if let shares { train.scaleTaps(by: shares) }
-        var (head, report) = try FinalHead.fit(features: train, labels: trainLabels, classCount: classCount,
-                                               settings: settings.head, gram: isAll ? gram : nil)
-        // The stored head applies to the plain re-normalised subset, like every other head.
-        if let shares { head = head.foldingTapScales(shares, taps: train.taps) }
+        let kept = scaling.map { set.train.keptInputs(norms: norms.train, rows: allTrain, columns: columns, scaling: $0, statisticsRows: allTrain) }
+        var (head, report) = try FinalHead.fit(features: kept?.inputs ?? set.train, labels: trainLabels, classCount: classCount,
+                                               settings: HeadSettings(solver: settings.headSolver, l2: ridge), gram: kept == nil ? gram : nil)
+        // The stored head applies to inputs formed by its input rule from the selected columns alone.
+        if let kept { head = head.foldingTapScales(kept.fold, taps: kept.inputs.taps) }
+        let rule = scaling?.inputRule ?? .perTapUnitL2
         var metrics: ClassificationMetrics?
         if let test = set.test {
-            let testMatrix = isAll ? test : test.gathered(rows: Array(0..<test.rowCount), columns: columns, renormalize: renormalize)
+            let testMatrix = scaling == nil ? test
+                : test.headInputs(norms: norms.test, rows: Array(0..<test.rowCount), columns: columns, rule: rule)
             metrics = ClassificationMetrics(predictions: head.predict(testMatrix), labels: testLabels, classCount: classCount)
         }
         let perTap = set.train.tapsOfSubset(columns).map { tap -> TapSelection in
@@ -304,26 +331,38 @@ public enum Head2ToeFit {
             return TapSelection(tap: tap.name, indices: columns[tap.offset..<(tap.offset + tap.width)].map { $0 - original.offset })
         }
         return MethodResult(method: method, featureSet: set.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
-                            cvAccuracy: cvAccuracy, testAccuracy: metrics?.accuracy, test: metrics,
+                            ridge: ridge, inputRule: rule, cvAccuracy: cvAccuracy, testAccuracy: metrics?.accuracy, test: metrics,
                             selectedIndices: columns, selectedPerTap: perTap, head: head, headReport: report,
                             selectionReport: nil)
     }
 
     struct BestPoint {
-        var set: Int, solver: Int, lambda: Double, fraction: Double, accuracy: Double
+        var set: Int, solver: Int, lambda: Double, fraction: Double, ridge: Double, accuracy: Double
     }
 
+    /// The best Head2Toe row: highest CV accuracy; ties go to the smaller fraction, the larger λ,
+    /// the larger ridge (each the simpler model), then the earlier feature set and solver.
     static func bestHead2Toe(_ table: [CVRow], settings: FitSettings, sets: [FeatureSetInput]) throws -> BestPoint {
         let setIndex = Dictionary(uniqueKeysWithValues: sets.enumerated().map { ($0.element.name, $0.offset) })
         var best: BestPoint?
         for row in table where row.method == "head2toe" {
             let candidate = BestPoint(set: setIndex[row.featureSet]!, solver: row.solver!, lambda: row.lambda!,
-                                      fraction: row.fraction!, accuracy: row.cvAccuracy)
+                                      fraction: row.fraction!, ridge: row.ridge, accuracy: row.cvAccuracy)
             guard let current = best else { best = candidate; continue }
-            func key(_ p: BestPoint) -> (Double, Double, Double, Int, Int) { (p.accuracy, -p.fraction, p.lambda, -p.set, -p.solver) }
+            func key(_ p: BestPoint) -> (Double, Double, Double, Double, Int, Int) {
+                (p.accuracy, -p.fraction, p.lambda, p.ridge, -p.set, -p.solver)
+            }
             if key(candidate) > key(current) { best = candidate }
         }
         return best!
+    }
+
+    /// The best row of a baseline: highest CV accuracy; ties go to the larger ridge, then the earlier row.
+    static func bestBaseline(_ table: [CVRow], method: String) -> CVRow {
+        let rows = table.filter { $0.method == method }
+        return rows.enumerated().max { a, b in
+            (a.element.cvAccuracy, a.element.ridge, -a.offset) < (b.element.cvAccuracy, b.element.ridge, -b.offset)
+        }!.element
     }
 }
 
@@ -333,9 +372,10 @@ enum CVTask: Sendable {
     case probe(fold: Int)
 }
 
-/// Correct counts of one task: per (λ index, fraction index) for Head2Toe, one value otherwise.
+/// Correct counts of one task, `correct[λ][fraction][ridge]` (grid indices) for Head2Toe and
+/// `correct[0][0][ridge]` for the baselines; kept columns per (λ, fraction).
 struct CVTaskResult: Sendable {
-    var correct: [[Int]]
+    var correct: [[[Int]]]
     var validated: Int
     var kept: [[Int]]
 }
@@ -343,6 +383,8 @@ struct CVTaskResult: Sendable {
 /// Everything a cross-validation task reads; immutable and shared by the workers.
 struct CVContext: Sendable {
     let sets: [FeatureSetInput]
+    /// Per-row tap norms of each set's training rows (`FeatureMatrix.normalizeTaps`).
+    let norms: [[Float]]
     /// `X Xᵀ` of each set's (normalised) training rows.
     let grams: [[Float]]
     let labels: [Int]
@@ -374,25 +416,21 @@ struct CVContext: Sendable {
         }
     }
 
-    /// Trains a head on `train` rows of `columns` and counts correct validation predictions.
-    /// With `scaleKeptTaps`, each tap's re-normalised subset is weighted by its share on the
-    /// fold's training rows (`KeptTapScaling.trainingShare`).
-    func evaluate(set: Int, columns: [Int], renormalize: Bool, scaleKeptTaps: Bool = false, train: [Int],
-                  validation: [Int]) throws -> Int {
-        let features = sets[set].train
-        var matrix = features.gathered(rows: train + validation, columns: columns, renormalize: renormalize)
-        if renormalize, scaleKeptTaps, columns.count < features.columnCount {
-            matrix.scaleTaps(by: features.keptTapShares(rows: train, columns: columns))
-        }
+    /// Trains one head per ridge on `train` rows of `columns`, scaled per `scaling` with
+    /// statistics from the fold's training rows only, and counts correct validation predictions of each.
+    func evaluate(set: Int, columns: [Int], scaling: KeptTapScaling, train: [Int], validation: [Int]) throws -> [Int] {
+        let (matrix, _) = sets[set].train.keptInputs(norms: norms[set], rows: train + validation, columns: columns,
+                                                     scaling: scaling, statisticsRows: train)
         let d = columns.count
         let trainPart = try FeatureMatrix(rowCount: train.count, columnCount: d,
                                           values: Array(matrix.values[0..<(train.count * d)]), taps: matrix.taps)
         let validationPart = try FeatureMatrix(rowCount: validation.count, columnCount: d,
                                                values: Array(matrix.values[(train.count * d)...]), taps: matrix.taps)
-        let (head, _) = try FinalHead.fit(features: trainPart, labels: train.map { labels[$0] }, classCount: classCount,
-                                          settings: settings.head)
-        let predictions = head.predict(validationPart)
-        return zip(predictions, validation).filter { $0 == labels[$1] }.count
+        let heads = try FinalHead.fit(features: trainPart, labels: train.map { labels[$0] }, classCount: classCount,
+                                      solver: settings.headSolver, ridges: settings.ridges)
+        return heads.map { head, _ in
+            zip(head.predict(validationPart), validation).filter { $0 == labels[$1] }.count
+        }
     }
 
     func run(_ task: CVTask) throws -> CVTaskResult {
@@ -401,15 +439,14 @@ struct CVContext: Sendable {
             let (train, validation) = rows(fold: fold)
             let path = try selectionPath(set: set, solver: solver, rows: train, lambdas: settings.lambdas)
             // Results are indexed by the grid's λ order, not the path's descending order.
-            var correct = [[Int]](repeating: [], count: settings.lambdas.count)
+            var correct = [[[Int]]](repeating: [], count: settings.lambdas.count)
             var kept = [[Int]](repeating: [], count: settings.lambdas.count)
             for (ratio, solution) in path {
                 let ranking = solution.ranking()
                 let li = settings.lambdas.firstIndex(of: ratio)!
                 for fraction in settings.fractions {
                     let columns = solution.selection(fraction: fraction, ranking: ranking)
-                    correct[li].append(try evaluate(set: set, columns: columns, renormalize: true,
-                                                    scaleKeptTaps: settings.keptTapScaling == .trainingShare,
+                    correct[li].append(try evaluate(set: set, columns: columns, scaling: settings.keptTapScaling,
                                                     train: train, validation: validation))
                     kept[li].append(columns.count)
                 }
@@ -423,28 +460,30 @@ struct CVContext: Sendable {
             let gram = grams[set]
             var block = [Float](repeating: 0, count: m * m)
             for (i, ri) in train.enumerated() { for (j, rj) in train.enumerated() { block[i * m + j] = gram[ri * n + rj] } }
-            let (a, bias, _) = FinalHead.fitKernel(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
-                                                  settings: settings.head)
             var cross = [Float](repeating: 0, count: validation.count * m)
             for (i, ri) in validation.enumerated() { for (j, rj) in train.enumerated() { cross[i * m + j] = gram[ri * n + rj] } }
-            let z = KernelModel(gram: [], rowCount: 0, classCount: classCount, mu: 0)
-                .crossForward(cross: cross, rows: validation.count, coef: a, bias: bias)
-            let predictions = SoftmaxCrossEntropy.predictions(logits: z, rowCount: validation.count, classCount: classCount)
-            let c = zip(predictions, validation).filter { $0 == labels[$1] }.count
-            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[sets[set].train.columnCount]])
+            let correct = settings.ridges.map { ridge in
+                let (a, bias, _) = FinalHead.fitKernel(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
+                                                      settings: HeadSettings(solver: settings.headSolver, l2: ridge))
+                let z = KernelModel(gram: [], rowCount: 0, classCount: classCount, mu: 0)
+                    .crossForward(cross: cross, rows: validation.count, coef: a, bias: bias)
+                let predictions = SoftmaxCrossEntropy.predictions(logits: z, rowCount: validation.count, classCount: classCount)
+                return zip(predictions, validation).filter { $0 == labels[$1] }.count
+            }
+            return CVTaskResult(correct: [[correct]], validated: validation.count, kept: [[sets[set].train.columnCount]])
         case let .probe(fold):
             let (train, validation) = rows(fold: fold)
             let columns = Array(sets[0].train.columns(ofTap: probeTap)!)
-            let c = try evaluate(set: 0, columns: columns, renormalize: true, train: train, validation: validation)
-            return CVTaskResult(correct: [[c]], validated: validation.count, kept: [[columns.count]])
+            let correct = try evaluate(set: 0, columns: columns, scaling: .unit, train: train, validation: validation)
+            return CVTaskResult(correct: [[correct]], validated: validation.count, kept: [[columns.count]])
         }
     }
 
     /// Pools task results into the CV table.
     func table(tasks: [CVTask], results: [CVTaskResult]) -> [CVRow] {
         var rows: [CVRow] = []
-        func pooled(_ indices: [Int], li: Int, fi: Int) -> (Double, [Double], Int) {
-            let correct = indices.map { results[$0].correct[li][fi] }
+        func pooled(_ indices: [Int], li: Int, fi: Int, ri: Int) -> (Double, [Double], Int) {
+            let correct = indices.map { results[$0].correct[li][fi][ri] }
             let total = indices.map { results[$0].validated }
             let folds = zip(correct, total).map { Double($0) / Double(max($1, 1)) }
             return (Double(correct.reduce(0, +)) / Double(max(total.reduce(0, +), 1)), folds, results[indices[0]].kept[li][fi])
@@ -457,9 +496,12 @@ struct CVContext: Sendable {
                 }
                 for (li, lambda) in settings.lambdas.enumerated() {
                     for (fi, fraction) in settings.fractions.enumerated() {
-                        let (accuracy, folds, kept) = pooled(indices, li: li, fi: fi)
-                        rows.append(CVRow(method: "head2toe", featureSet: sets[s].name, solver: v, lambda: lambda,
-                                          fraction: fraction, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+                        for (ri, ridge) in settings.ridges.enumerated() {
+                            let (accuracy, folds, kept) = pooled(indices, li: li, fi: fi, ri: ri)
+                            rows.append(CVRow(method: "head2toe", featureSet: sets[s].name, solver: v, lambda: lambda,
+                                              fraction: fraction, ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy,
+                                              foldAccuracies: folds))
+                        }
                     }
                 }
             }
@@ -469,17 +511,21 @@ struct CVContext: Sendable {
                 if case let .allFeatures(ts, _) = tasks[$0] { return ts == s }
                 return false
             }
-            let (accuracy, folds, kept) = pooled(indices, li: 0, fi: 0)
-            rows.append(CVRow(method: "all_features", featureSet: sets[s].name, solver: nil, lambda: nil, fraction: nil,
-                              keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+            for (ri, ridge) in settings.ridges.enumerated() {
+                let (accuracy, folds, kept) = pooled(indices, li: 0, fi: 0, ri: ri)
+                rows.append(CVRow(method: "all_features", featureSet: sets[s].name, solver: nil, lambda: nil, fraction: nil,
+                                  ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+            }
         }
         let probeIndices = tasks.indices.filter {
             if case .probe = tasks[$0] { return true }
             return false
         }
-        let (accuracy, folds, kept) = pooled(probeIndices, li: 0, fi: 0)
-        rows.append(CVRow(method: "linear_probe", featureSet: sets[0].name, solver: nil, lambda: nil, fraction: nil,
-                          keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+        for (ri, ridge) in settings.ridges.enumerated() {
+            let (accuracy, folds, kept) = pooled(probeIndices, li: 0, fi: 0, ri: ri)
+            rows.append(CVRow(method: "linear_probe", featureSet: sets[0].name, solver: nil, lambda: nil, fraction: nil,
+                              ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+        }
         return rows
     }
 }

@@ -108,6 +108,18 @@ public enum FinalHead {
         return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
     }
 
+    /// One head per ridge strength in `ridges` (in that order), on the same rows: the kernel
+    /// form's Gram matrix (or `gram`, when given) is computed once and shared by every strength.
+    public static func fit(features: FeatureMatrix, labels: [Int], classCount k: Int, solver: ProximalSettings,
+                           ridges: [Double], gram precomputed: [Float]? = nil) throws -> [(head: LinearHead, report: SolverReport)] {
+        let useKernel = features.columnCount > features.rowCount
+        let gram = useKernel ? (precomputed ?? gramMatrix(features)) : nil
+        return try ridges.map { ridge in
+            try fit(features: features, labels: labels, classCount: k, settings: HeadSettings(solver: solver, l2: ridge),
+                    forceKernel: useKernel, gram: gram)
+        }
+    }
+
     /// `X Xᵀ` (`n × n`) of a row-major matrix.
     public static func gramMatrix(_ features: FeatureMatrix) -> [Float] {
         let n = features.rowCount, d = features.columnCount

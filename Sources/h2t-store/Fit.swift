@@ -12,7 +12,8 @@ struct Fit: ParsableCommand {
         discussion: """
         Reads the training split at full width for the group-lasso selection, then only the selected \
         columns (materialised and cached in the store) for the test split. Defaults follow the \
-        VTAB-1k protocol: 5 stratified folds; fractions 0.01,0.05,0.1,0.2,0.35,0.5; λ = 0.5,0.25,0.1 × λ_max.
+        VTAB-1k protocol: 5 stratified folds of the training split. The grid (--fractions × --lambdas \
+        × --ridges, for every feature set) and the baselines' ridge are chosen by cross-validation only.
         """)
 
     @Option(name: .long, help: "Dataset name.") var dataset: String
@@ -21,11 +22,16 @@ struct Fit: ParsableCommand {
     @Option(name: .customLong("feature-set"), help: "Feature set id or prefix (repeat: one per target size). Default: every feature set holding the training split.")
     var featureSets: [String] = []
     @Option(name: .long, help: "Use the first N training examples (VTAB-1k uses 1000).") var trainLimit: Int?
-    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions: String = "0.01,0.05,0.1,0.2,0.35,0.5"
-    @Option(name: .long, help: "Comma-separated group-lasso strengths (× λ_max unless --absolute-lambda).") var lambdas: String = "0.5,0.25,0.1"
+    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions = Fit.list(FitSettings.defaultFractions)
+    @Option(name: .long, help: "Comma-separated group-lasso strengths (× λ_max unless --absolute-lambda).")
+    var lambdas = Fit.list(FitSettings.defaultLambdas)
+    @Option(name: .long, help: "Comma-separated ridge strengths of the final head, every method (a CV axis).")
+    var ridges = Fit.list(FitSettings.defaultRidges)
     @Flag(name: .long, help: "Read --lambdas as absolute values, as the reference code does.") var absoluteLambda = false
     @Option(name: .long, help: "Selection solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
     var solver: String = "proximal"
+    @Option(name: .long, help: "Head2Toe's kept subsets in the final head: unit (re-normalised per tap and example), training-share (re-normalised, weighted by the share selection saw), training-constant (raw values over one training constant per tap).")
+    var keptScaling = "training-share"
     @Option(name: .long, help: "Cross-validation folds.") var folds: Int = 5
     @Option(name: .long, help: "Seed of folds and Adam batches.") var seed: UInt64 = 0
     @Option(name: .long, help: "Registry task name of the new head version (default: the dataset name).") var task: String?
@@ -36,6 +42,8 @@ struct Fit: ParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
+
+    static func list(_ values: [Double]) -> String { values.map { String($0) }.joined(separator: ",") }
 
     func parseList(_ text: String, option: String) throws -> [Double] {
         let parts = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -50,6 +58,8 @@ struct Fit: ParsableCommand {
         let fractionList = try parseList(fractions, option: "fractions")
         for f in fractionList where !(f > 0 && f <= 1) { throw ValidationError("--fractions: \(f) is not in (0, 1]") }
         let lambdaList = try parseList(lambdas, option: "lambdas")
+        let ridgeList = try parseList(ridges, option: "ridges")
+        for r in ridgeList where !(r >= 0 && r.isFinite) { throw ValidationError("--ridges: \(r) is not a finite number >= 0") }
         let solvers: [SelectionSolver]
         switch solver {
         case "proximal": solvers = [.proximal(GroupLassoSettings())]
@@ -57,8 +67,12 @@ struct Fit: ParsableCommand {
         case "both": solvers = [.proximal(GroupLassoSettings()), .adam(AdamSettings())]
         default: throw ValidationError("--solver must be proximal, adam or both, got '\(solver)'")
         }
+        let scalings: [String: KeptTapScaling] = ["unit": .unit, "training-share": .trainingShare, "training-constant": .trainingConstant]
+        guard let scaling = scalings[keptScaling] else {
+            throw ValidationError("--kept-scaling must be unit, training-share or training-constant, got '\(keptScaling)'")
+        }
         return FitSettings(fractions: fractionList, lambdas: lambdaList, lambdaScale: absoluteLambda ? .absolute : .relativeToMax,
-                           solvers: solvers, folds: folds, probeTap: probeTap, seed: seed)
+                           solvers: solvers, folds: folds, ridges: ridgeList, keptTapScaling: scaling, probeTap: probeTap, seed: seed)
     }
 
     func validate() throws { _ = try settings() }
@@ -101,8 +115,9 @@ struct Fit: ParsableCommand {
             return
         }
         let sizes = Dictionary(uniqueKeysWithValues: try outcome.featureSets.map { ($0, try store.featureSet($0).manifest.targetSize) })
-        print(table(["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "CV ACC", "TEST ACC"], summary.methods.map { m in
+        print(table(["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "RIDGE", "CV ACC", "TEST ACC"], summary.methods.map { m in
             [m.method, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
+             String(m.ridge),
              String(format: "%.4f", m.cvAccuracy), m.testAccuracy.map { String(format: "%.4f", $0) } ?? "-"]
         }))
         print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
@@ -121,6 +136,7 @@ struct FitSummary: Encodable {
         var features: Int
         var fraction: Double?
         var lambda: Double?
+        var ridge: Double
         var cvAccuracy: Double
         var testAccuracy: Double?
         var selectedPerTap: [TapCount]
@@ -163,7 +179,7 @@ struct FitSummary: Encodable {
         self.head = head
         methods = [outcome.report.head2toe, outcome.report.linearProbe, outcome.report.allFeatures].map { m in
             Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,
-                   cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
+                   ridge: m.ridge, cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
                    selectedPerTap: m.selectedPerTap.map { TapCount(tap: $0.tap, count: $0.indices.count) })
         }
     }

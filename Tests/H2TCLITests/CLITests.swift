@@ -142,6 +142,7 @@ struct CLITests {
             (["fit", "--dataset", "nope", "--store", dir + "/s"], "unknown dataset 'nope'"),
             (["fit", "--dataset", "d", "--fractions", "0", "--store", dir + "/s"], "--fractions"),
             (["fit", "--dataset", "d", "--fractions", "", "--store", dir + "/s"], "--fractions"),
+            (["fit", "--dataset", "d", "--ridges", "1e-4,-1", "--store", dir + "/s"], "--ridges"),
         ]
         _ = try CLI.run(["ingest", "--store", dir + "/s", "--external", "x", "--dataset", "d", dir + "/train.safetensors"])
         for (arguments, fragment) in cases {

@@ -41,7 +41,15 @@ struct FitTests {
         let report = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3,
                                          settings: Self.settings)
         let h2t = report.head2toe
-        #expect(report.cvTable.filter { $0.method == "head2toe" }.count == 4)
+        let ridges = Self.settings.ridges
+        #expect(report.cvTable.filter { $0.method == "head2toe" }.count == 4 * ridges.count)
+        // The ridge is a CV axis of every method: each method's final ridge is its best CV row's.
+        for m in [h2t, report.linearProbe, report.allFeatures] {
+            let rows = report.cvTable.filter { $0.method == m.method }
+            #expect(Set(rows.map(\.ridge)) == Set(ridges), "\(m.method)")
+            #expect(m.cvAccuracy == rows.map(\.cvAccuracy).max(), "\(m.method)")
+            #expect(rows.contains { $0.ridge == m.ridge && $0.cvAccuracy == m.cvAccuracy }, "\(m.method)")
+        }
         #expect(h2t.testAccuracy! > report.linearProbe.testAccuracy! + 0.2)
         #expect(h2t.cvAccuracy >= report.linearProbe.cvAccuracy)
         #expect(h2t.selectedIndices.count == h2t.head.inputCount)
@@ -107,6 +115,8 @@ struct FitTests {
         }
         #expect(throws: TrainError.emptyGridAxis("fractions")) { try fit { $0.fractions = [] } }
         #expect(throws: TrainError.emptyGridAxis("lambdas")) { try fit { $0.lambdas = [] } }
+        #expect(throws: TrainError.emptyGridAxis("ridges")) { try fit { $0.ridges = [] } }
+        #expect(throws: TrainError.invalidSetting("final head ridge must be finite and >= 0, got -0.1")) { try fit { $0.ridges = [1e-4, -0.1] } }
         #expect(throws: TrainError.invalidFraction(0)) { try fit { $0.fractions = [0.1, 0] } }
         #expect(throws: TrainError.invalidFraction(1.5)) { try fit { $0.fractions = [1.5] } }
         #expect(throws: TrainError.invalidLambda(-1)) { try fit { $0.lambdas = [-1] } }

@@ -67,7 +67,8 @@ struct KeptTapScalingTests {
             let shares = x.keptTapShares(rows: allRows, columns: columns)
             #expect(shares.contains { $0 < 0.99 }, "selection keeps part of some tap")
             if scaled { kept.scaleTaps(by: shares) }
-            let (fitted, _) = try FinalHead.fit(features: kept, labels: train, classCount: 3, settings: settings.head)
+            let (fitted, _) = try FinalHead.fit(features: kept, labels: train, classCount: 3,
+                                                settings: HeadSettings(solver: settings.headSolver, l2: result.ridge))
             let expected = scaled ? fitted.foldingTapScales(shares, taps: kept.taps) : fitted
             #expect(Check.maxAbsDifference(result.head.weights, expected.weights) <= 1e-4 * max(Check.maxAbs(expected.weights), 1e-6))
             // Test metrics come from the stored head on the plain re-normalised subset (the pipeline's rule).

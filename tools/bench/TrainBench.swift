@@ -89,7 +89,7 @@ enum TrainBench {
             let meta: [String: Any] = [
                 "taps": train.taps.map { ["name": $0.name, "offset": $0.offset, "width": $0.width] },
                 "classCount": 10, "lambdaRatio": 0.25, "fraction": 0.01,
-                "fractions": settings.fractions, "lambdas": settings.lambdas, "probeTap": train.taps.last!.name,
+                "fractions": settings.fractions, "lambdas": settings.lambdas, "ridges": settings.ridges, "probeTap": train.taps.last!.name,
             ]
             try JSONSerialization.data(withJSONObject: meta).write(to: directory.appendingPathComponent("meta.json"))
             if let out = try python(["fit", directory.path]) {
@@ -112,7 +112,7 @@ enum TrainBench {
         let fitMedian = median(fitTimes), sweepMedian = median(sweepTimes)
         func cell(_ v: Double?, _ digits: Int = 2) -> String { v.map { String(format: "%.\(digits)f", $0) } ?? "n/a" }
         say("| one fit (λ=0.25·λmax, 1% kept) | \(cell(fitMedian, 3)) | \(cell(median(fitCPU))) | \(cell(referenceFit)) | \(cell(referenceFitCPU)) | \(referenceFit.map { String(format: "%.1fx", $0 / fitMedian) } ?? "n/a") | ≤ 3 s |")
-        say("| default CV sweep (5 folds × 3 λ × 4 fractions + baselines, final fits) | \(cell(sweepMedian)) | \(cell(median(sweepCPU))) | \(cell(referenceSweep, 1)) | \(cell(referenceSweepCPU, 1)) | \(referenceSweep.map { String(format: "%.1fx", $0 / sweepMedian) } ?? "n/a") | ≤ 120 s |")
+        say("| default CV sweep (5 folds × \(FitSettings().lambdas.count) λ × \(FitSettings().fractions.count) fractions × \(FitSettings().ridges.count) ridges + baselines, final fits) | \(cell(sweepMedian)) | \(cell(median(sweepCPU))) | \(cell(referenceSweep, 1)) | \(cell(referenceSweepCPU, 1)) | \(referenceSweep.map { String(format: "%.1fx", $0 / sweepMedian) } ?? "n/a") | ≤ 120 s |")
         for (label, seconds) in studyRows { say("| \(label) | \(cell(seconds)) | | | | | |") }
         if let overlap = referenceOverlap { say("\nselected-set agreement swift vs numpy (one fit): \(overlap) of \(kept.count)") }
     }

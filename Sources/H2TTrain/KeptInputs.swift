@@ -1,0 +1,79 @@
+/// How a stored head's inputs are formed from the raw pooled values of the columns it reads.
+public enum HeadInputRule: String, Codable, Sendable, Hashable {
+    /// For each example and each tap, the head's columns of that tap scaled to unit L2 norm (a
+    /// zero vector stays zero), concatenated in tap order (DESIGN.md §1 step 6). The baselines
+    /// keep whole taps, so for them this is plain per-tap normalisation.
+    case perTapUnitL2 = "per_tap_unit_l2_over_kept"
+    /// The raw pooled values of the head's columns as stored; any per-tap constants learned on
+    /// the training rows are folded into the weights.
+    case raw = "raw_selected"
+}
+
+extension FeatureMatrix {
+    /// Forms a stored head's inputs in place from the raw values of its selected columns (this
+    /// matrix's taps being the head's kept subsets).
+    public mutating func applyInputRule(_ rule: HeadInputRule) {
+        if rule == .perTapUnitL2 { normalizeTaps() }
+    }
+}
+
+extension KeptTapScaling {
+    /// The input rule of a head trained with this scaling, once its factors are folded in.
+    public var inputRule: HeadInputRule {
+        self == .trainingConstant ? .raw : .perTapUnitL2
+    }
+}
+
+extension FeatureMatrix {
+    /// Head2Toe's final-head inputs for the kept `columns` (ascending) on `rows` of this per-tap
+    /// normalised matrix, weighted per `scaling` with statistics from `statisticsRows` only (the
+    /// fold's or the split's training rows); `norms` are the per-row tap norms that
+    /// `normalizeTaps` returned. Also returns one factor per kept tap to fold into the head fitted
+    /// on these inputs (`LinearHead.foldingTapScales`), after which it applies to inputs formed
+    /// by `scaling.inputRule` (`headInputs`).
+    public func keptInputs(norms: [Float], rows: [Int], columns: [Int], scaling: KeptTapScaling,
+                           statisticsRows: [Int]) -> (inputs: FeatureMatrix, fold: [Float]) {
+        switch scaling {
+        case .unit:
+            let inputs = gathered(rows: rows, columns: columns, renormalize: true)
+            return (inputs, [Float](repeating: 1, count: inputs.taps.count))
+        case .trainingShare:
+            var inputs = gathered(rows: rows, columns: columns, renormalize: true)
+            let shares = keptTapShares(rows: statisticsRows, columns: columns)
+            inputs.scaleTaps(by: shares)
+            return (inputs, shares)
+        case .trainingConstant:
+            let source = tapIndicesOfSubset(columns)
+            let constants = source.map { t -> Float in
+                var sum = 0.0
+                for row in statisticsRows { sum += Double(norms[row * taps.count + t]) * Double(norms[row * taps.count + t]) }
+                let rms = (sum / Double(max(statisticsRows.count, 1))).squareRoot()
+                return rms > 0 ? Float(rms) : 1
+            }
+            // Normalised value × its norm = the raw value; divided by the tap's training constant.
+            var inputs = gathered(rows: rows, columns: columns, renormalize: false)
+            var factors = [Float](repeating: 0, count: rows.count * source.count)
+            for (r, row) in rows.enumerated() {
+                for (t, tap) in source.enumerated() {
+                    factors[r * source.count + t] = norms[row * taps.count + tap] / constants[t]
+                }
+            }
+            inputs.scaleRowTaps(by: factors)
+            return (inputs, constants.map { 1 / $0 })
+        }
+    }
+
+    /// The inputs that a stored head with input `rule` reads for `columns` on `rows` of this
+    /// per-tap normalised matrix (`norms` as returned by `normalizeTaps`).
+    public func headInputs(norms: [Float], rows: [Int], columns: [Int], rule: HeadInputRule) -> FeatureMatrix {
+        switch rule {
+        case .perTapUnitL2:
+            return gathered(rows: rows, columns: columns, renormalize: true)
+        case .raw:
+            let source = tapIndicesOfSubset(columns)
+            var inputs = gathered(rows: rows, columns: columns, renormalize: false)
+            inputs.scaleRowTaps(by: rows.flatMap { row in source.map { norms[row * taps.count + $0] } })
+            return inputs
+        }
+    }
+}
