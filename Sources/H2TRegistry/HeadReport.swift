@@ -46,7 +46,7 @@ public enum HeadReportPage {
         html += "</div>"
 
         html += "<h2>Comparison with the baselines</h2>" + baselineChart(m)
-        html += "<h2>Cross-validation curves</h2><p class=\"sub\">Pooled CV accuracy against keep fraction, one line per target size F<sub>T</sub> and λ; dashed lines: baselines. The ring marks the chosen configuration.</p>"
+        html += "<h2>Cross-validation curves</h2><p class=\"sub\">Pooled CV accuracy against keep fraction, one line per target size F<sub>T</sub> and λ at the chosen final-head ridge; dashed lines: baselines at their best ridge. The ring marks the chosen configuration.</p>"
         html += cvChart(head)
         html += "<h2>Selected features per tap, in network order</h2><p class=\"sub\">Which layers Head2Toe chose: kept features per tap (bar height), tap width in the tooltip.</p>"
         html += tapChart(head, taps: taps)
