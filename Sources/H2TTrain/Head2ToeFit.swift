@@ -462,9 +462,9 @@ struct CVContext: Sendable {
             for (i, ri) in train.enumerated() { for (j, rj) in train.enumerated() { block[i * m + j] = gram[ri * n + rj] } }
             var cross = [Float](repeating: 0, count: validation.count * m)
             for (i, ri) in validation.enumerated() { for (j, rj) in train.enumerated() { cross[i * m + j] = gram[ri * n + rj] } }
-            let correct = settings.ridges.map { ridge in
-                let (a, bias, _) = FinalHead.fitKernel(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
-                                                      settings: HeadSettings(solver: settings.headSolver, l2: ridge))
+            let path = FinalHead.kernelPath(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
+                                            solver: settings.headSolver, ridges: settings.ridges)
+            let correct = path.map { a, bias, _ in
                 let z = KernelModel(gram: [], rowCount: 0, classCount: classCount, mu: 0)
                     .crossForward(cross: cross, rows: validation.count, coef: a, bias: bias)
                 let predictions = SoftmaxCrossEntropy.predictions(logits: z, rowCount: validation.count, classCount: classCount)
