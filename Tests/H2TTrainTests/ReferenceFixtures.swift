@@ -24,4 +24,9 @@ enum ReferenceFixture {
     static let headBias: [Float] = [0.63951949, 3.40810921, -7.34596869]
     static let headObjective: Double = 1.01297438758997
     static let testPredictions: [Int] = [0, 2, 0, 0, 0, 2, 0, 2, 0, 1, 2, 2, 1, 1, 0, 2, 0, 1, 2, 0, 0, 2, 1, 1, 1, 1, 1, 1, 1, 2]
+    static let trainingConstants: [Float] = [2.18750581, 2.75649001, 2.01069402, 3.21477755]
+    static let constantHeadWeights: [Float] = [0.641873214, -0.557526832, -0.0843463818, 1.0613907, -0.196618756, -0.864771943, 0.0749316983, 0.147562503, -0.222494201, -0.706297836, -0.0777834723, 0.784081308, 0.299498178, -0.908722658, 0.60922448, -0.595402708, 0.531204425, 0.0641982826]
+    static let constantHeadBias: [Float] = [-1.86483308, 0.631390432, -2.06489735]
+    static let constantHeadObjective: Double = 0.885372489561401
+    static let constantTestPredictions: [Int] = [0, 0, 2, 0, 0, 0, 0, 0, 0, 2, 1, 1, 0, 1, 0, 1, 0, 2, 1, 1, 0, 1, 0, 2, 1, 1, 0, 1, 1, 2]
 }
