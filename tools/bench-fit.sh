@@ -4,7 +4,7 @@
 # (MobileNetV2 at 64×64 or --input-size, the first 1,000 Fashion-MNIST training images, F_T 512):
 #   recompute = backbone pass (ingest into a fresh store) + one fit
 #   cached    = the same fit on the stored features
-# One fit = `h2t-store fit` with a single grid point (fraction 0.1, λ = 0.5 λ_max), 5 folds and
+# One fit = `h2t-store fit` with a single grid point (fraction 0.1, λ = 0.5 λ_max, ridge 1e-4), 5 folds and
 # the two baselines, no test split. Prints medians and the ratio.
 #
 #   tools/bench-fit.sh [--reps N] [--limit N] [--input-size 64|224]
@@ -24,7 +24,7 @@ BIN="$(swift build -c release --show-bin-path)/h2t-store"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 now() { python3 -c 'import time; print(time.monotonic())'; }
-FIT=(fit --dataset bench --test-split none --fractions 0.1 --lambdas 0.5 --no-register --json)
+FIT=(fit --dataset bench --test-split none --fractions 0.1 --lambdas 0.5 --ridges 0.0001 --no-register --json)
 rows=()
 for rep in $(seq "$REPS"); do
     rm -rf "$WORK/store"
