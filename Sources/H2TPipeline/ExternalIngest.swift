@@ -58,6 +58,9 @@ public struct ExternalIngestOptions: Sendable {
     public var layout: ActivationLayout = .nchw
     /// Store NaN/Inf instead of rejecting them.
     public var allowNonFinite = false
+    /// Commit each chunk on a background thread while the next one is pooled and encoded
+    /// (`FeatureSetWriter(overlapCommits:)`); off only to measure the difference.
+    public var overlapCommits = true
     /// Class names given on the command line (override the files').
     public var classNames: [String]?
 
@@ -158,7 +161,7 @@ public struct ExternalIngest {
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits)
         let total = sources.reduce(0) { $0 + $1.count }
         progress?.setTotal(total)
         var computed = 0, reused = 0
@@ -173,6 +176,7 @@ public struct ExternalIngest {
                 first += count
             }
         }
+        try writer.finish()
         progress?.finish()
         return writer.summary(dataset: options.dataset, split: options.split, seen: total, computed: computed, reused: reused,
                               skipped: [], started: started)

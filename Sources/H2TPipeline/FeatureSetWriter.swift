@@ -1,12 +1,20 @@
 import Foundation
 import H2TCore
 import H2TStore
+import Synchronization
 
 /// Writes pooled features for one backbone into one feature set per target size, chunk by chunk.
 ///
 /// Shared by the external-activation ingest and the image ingest, so both pool with the same
 /// `Head2ToePooling` and commit the same way: one transaction per chunk holding the tiles of
 /// every feature set, the example records and the dataset items.
+///
+/// With `overlapCommits`, a chunk's transaction (LMDB write and fsync, about a third of an
+/// ingest's time) runs on a background thread while the caller computes and encodes the next
+/// chunk; at most one commit is in flight, commits stay in chunk order, and `finish()` waits for
+/// the last one and reports any failure. A chunk never recomputes the examples of the commit in
+/// flight. If a commit fails, the chunks before it are stored and the next call throws; a re-run
+/// resumes from what is stored, as after any interruption.
 public final class FeatureSetWriter {
     /// The store written to.
     public let store: FeatureStore
@@ -17,10 +25,11 @@ public final class FeatureSetWriter {
     /// Their ids.
     public let featureSetIDs: [String]
     private let encoders: [SegmentEncoder]
+    private let committer: BackgroundCommitter?
 
     /// Registers the backbone and one feature set per target size.
     public init(store: FeatureStore, backbone: BackboneManifest, targetSizes: [Int], codec: TileCodec = .default,
-                columnBlock: Int = 1024) throws {
+                columnBlock: Int = 1024, overlapCommits: Bool = false) throws {
         guard !targetSizes.isEmpty else { throw StoreError.invalidArgument("give at least one --target-size") }
         if let bad = targetSizes.first(where: { $0 <= 0 }) { throw StoreError.invalidArgument("--target-size must be positive, got \(bad)") }
         guard columnBlock > 0 else { throw StoreError.invalidArgument("--column-block must be positive") }
@@ -33,12 +42,45 @@ public final class FeatureSetWriter {
         self.manifests = manifests
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
         encoders = manifests.map { SegmentEncoder(manifest: $0) }
+        committer = overlapCommits ? BackgroundCommitter() : nil
+    }
+
+    deinit {
+        // No commit outlives its writer (an ingest that throws still lands what it handed over).
+        committer?.drain()
     }
 
     /// Starts a chunk for `examples` (unique ids): finds which feature sets lack which examples.
+    /// Examples of the commit in flight count as present.
     public func chunk(examples: [ExampleID]) throws -> FeatureChunk {
-        let missing = try featureSetIDs.map { try store.missing(examples, in: $0) }
+        try committer?.checkFailure()
+        // The in-flight set is read before the store: if that commit lands in between, the
+        // store has the examples; if it has not, the set does.
+        let inFlight = committer?.inFlight() ?? [:]
+        let missing = try featureSetIDs.map { id in
+            let pending = inFlight[id] ?? []
+            return try zip(examples, store.missing(examples, in: id)).map { $1 && !pending.contains($0) }
+        }
         return FeatureChunk(writer: self, examples: examples, missing: missing)
+    }
+
+    /// Waits for the commit in flight (with `overlapCommits`) and throws its error, if any.
+    /// Call it before reading what was written or reporting the ingest as done.
+    public func finish() throws {
+        try committer?.wait()
+    }
+
+    fileprivate func commit(_ payloads: [SegmentPayload], records: [(ExampleID, ExampleRecord)], datasets: [DatasetAppend]) throws {
+        let store = self.store
+        guard let committer else {
+            try store.commit(segments: payloads, examples: records, datasets: datasets)
+            return
+        }
+        var examples: [String: Set<ExampleID>] = [:]
+        for payload in payloads { examples[payload.featureSet, default: []].formUnion(payload.examples) }
+        try committer.submit(examples: examples) {
+            try store.commit(segments: payloads, examples: records, datasets: datasets)
+        }
     }
 
     /// The summary of an ingest through this writer that started at `started`.
@@ -134,8 +176,9 @@ public final class FeatureChunk {
         }
     }
 
-    /// Encodes and commits the chunk with its example records and dataset items; returns how
-    /// many (example, feature set) rows were added.
+    /// Encodes and commits the chunk with its example records and dataset items (in the
+    /// background when the writer overlaps commits); returns how many (example, feature set)
+    /// rows it adds.
     @discardableResult
     public func commit(records: [ExampleRecord], datasets: [DatasetAppend]) throws -> Int {
         var payloads: [SegmentPayload] = []
@@ -148,7 +191,68 @@ public final class FeatureChunk {
             added += ids.count
         }
         let newRecords = zip(examples, records).enumerated().filter { needs($0.offset) }.map { ($0.element.0, $0.element.1) }
-        try writer.store.commit(segments: payloads, examples: newRecords, datasets: datasets)
+        try writer.commit(payloads, records: newRecords, datasets: datasets)
         return added
+    }
+}
+
+/// Runs one store commit at a time on a background thread (`FeatureSetWriter(overlapCommits:)`).
+final class BackgroundCommitter: Sendable {
+    private struct State {
+        /// Feature set id → examples of the commit in flight.
+        var inFlight: [String: Set<ExampleID>] = [:]
+        /// The commit waiting for the background thread (taken by it, so that nothing it
+        /// captures, such as the store, outlives the commit).
+        var job: (@Sendable () throws -> Void)?
+        var failure: (any Error)?
+    }
+
+    private let queue = DispatchQueue(label: "h2t-store.ingest.commit")
+    private let group = DispatchGroup()
+    private let state = Mutex(State())
+
+    /// The examples of the commit in flight, per feature set.
+    func inFlight() -> [String: Set<ExampleID>] { state.withLock { $0.inFlight } }
+
+    /// Throws the failure of a finished commit, without waiting.
+    func checkFailure() throws {
+        if let failure = state.withLock({ $0.failure }) { throw failure }
+    }
+
+    /// Waits for the commit in flight; throws its failure.
+    func wait() throws {
+        group.wait()
+        try checkFailure()
+    }
+
+    /// Waits for the commit in flight, ignoring its outcome.
+    func drain() { group.wait() }
+
+    /// Waits for the previous commit (throwing its failure), then starts `work` in the background.
+    func submit(examples: [String: Set<ExampleID>], _ work: @escaping @Sendable () throws -> Void) throws {
+        try wait()
+        state.withLock {
+            $0.inFlight = examples
+            $0.job = work
+        }
+        group.enter()
+        queue.async { [self] in
+            runJob()
+            group.leave()
+        }
+    }
+
+    /// Runs the pending job; it is released when this returns, before waiters are woken.
+    private func runJob() {
+        guard let job = state.withLock({ state -> (@Sendable () throws -> Void)? in
+            defer { state.job = nil }
+            return state.job
+        }) else { return }
+        var failure: (any Error)?
+        do { try job() } catch { failure = error }
+        state.withLock {
+            $0.inFlight = [:]
+            if $0.failure == nil { $0.failure = failure }
+        }
     }
 }

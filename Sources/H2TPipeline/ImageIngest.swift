@@ -98,7 +98,7 @@ public struct ImageIngest {
         preprocessing.alpha = .drop
         try preprocessing.validate()
         let writer = try FeatureSetWriter(store: store, backbone: try backboneManifest(preprocessing), targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: true)
         // The network's pooled layout must be the feature sets' layout, column for column.
         for manifest in writer.manifests {
             let layout = try network.pooledLayout(height: size, width: size, targetSize: manifest.targetSize)
@@ -121,6 +121,7 @@ public struct ImageIngest {
             progress?.advance(by: count)
             first += count
         }
+        try writer.finish()
         progress?.finish()
         return writer.summary(dataset: options.dataset, split: options.split, seen: seen, computed: computed, reused: reused,
                               skipped: skipped, started: started)

@@ -71,6 +71,47 @@ struct ExternalIngestTests {
         #expect(try store.allFeatureSets()[0].rowCount == Self.n)
     }
 
+    @Test("examples repeated across chunks are computed once, also while the previous chunk's commit is in flight")
+    func repeatsAcrossChunksWithOverlappedCommits() throws {
+        let dir = TemporaryDirectory()
+        // 40 rows naming 10 examples: each chunk of 8 repeats examples of the chunk just handed to
+        // the background commit. Same label for the same name.
+        let names = (0..<Self.n).map { "\"img\($0 % 10)\"" }.joined(separator: ",")
+        let labels = (0..<Self.n).map { "\"\($0 % 2 == 0 ? "cat" : "dog")\"" }.joined(separator: ",")
+        let (conv, _) = try writeInput(dir.file("a.safetensors"), metadata: ["example_ids": "[\(names)]", "labels": "[\(labels)]"])
+        var contents: [[Float]] = []
+        for (run, overlap) in [true, false, true, true].enumerated() {
+            let store = try FeatureStore(path: dir.file("store\(run)"))
+            var o = options()
+            o.overlapCommits = overlap
+            let summary = try ExternalIngest(store: store, options: o).run(paths: [dir.file("a.safetensors")])
+            #expect(summary.examplesComputed == 10, "overlap \(overlap)")
+            #expect(summary.examplesReused == Self.n - 10)
+            #expect(try store.allFeatureSets()[0].rowCount == 10)
+            let data = try store.read(featureSet: summary.featureSets[0].id, dataset: "pets", split: "train")
+            #expect(data.examples == (0..<10).map { ExampleID(name: "img\($0)") })
+            // The first occurrence's activations are the ones stored (row e of the input for img e).
+            #expect(abs(data.features[3, 0] - (conv[3 * 64 + 0] + conv[3 * 64 + 1] + conv[3 * 64 + 4] + conv[3 * 64 + 5]) / 4) < 1e-6)
+            #expect(try store.verify().ok)
+            contents.append(data.features.values)
+        }
+        #expect(Set(contents).count == 1, "overlapped and sequential commits store the same features")
+    }
+
+    @Test func overlappedCommitFailureSurfacesAndKeepsEarlierChunks() throws {
+        let dir = TemporaryDirectory()
+        _ = try writeInput(dir.file("a.safetensors"))
+        let storePath = dir.file("store")
+        let store = try FeatureStore(path: storePath)
+        // Commits: backbone, feature set, then one per chunk of 8: the last chunk's commit fails in
+        // the background; `run` must still throw it (from `finish`), and the first four chunks stay.
+        LMDBFaults.arm("mdb_txn_commit", path: storePath, code: EIO, skip: 6)
+        defer { LMDBFaults.disarm(path: storePath) }
+        #expect(throws: LMDBError.self) { _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("a.safetensors")]) }
+        #expect(try store.allFeatureSets()[0].rowCount == 32)
+        #expect(try store.verify().ok)
+    }
+
     @Test func interruptedIngestResumesWithoutDuplicatesOrGaps() throws {
         let dir = TemporaryDirectory()
         _ = try writeInput(dir.file("a.safetensors"))
