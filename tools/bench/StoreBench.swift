@@ -3,6 +3,8 @@ import CZstd
 import Dispatch
 import Foundation
 import H2TBackbone
+import H2TCore
+import H2TPipeline
 import H2TStore
 
 /// The `store` section of h2t-bench: the storage engine's performance targets (issue 2), each
@@ -11,7 +13,9 @@ import H2TStore
 /// Sub-sections: `codec` (ratio and speed per codec), `ingest` (ingest split into conversion,
 /// compression and LMDB, then whole-row and selected-column reads of the same store), `layout`
 /// (frame width × column block sweep on a smaller store), `rss` (peak memory of ingest in a
-/// child process per size). Stores live under `--tmp` (default /tmp) and are deleted.
+/// child process per size), `pipeline` (`ExternalIngest` end to end from a safetensors file, each
+/// chunk's commit overlapped with the next chunk's work vs sequential). Stores live under
+/// `--tmp` (default /tmp) and are deleted.
 enum StoreBench {
     struct Options {
         var sections: [String] = []
@@ -27,10 +31,11 @@ enum StoreBench {
         var tmp = "/tmp"
         var codec = TileCodec.default
         var columnBlock = 1024
+        var pipelineExamples = 4096
     }
 
     static let usage = """
-        usage: h2t-bench store [all|codec|real|ingest|layout|rss]... [--examples N] [--width D] [--reps R]
+        usage: h2t-bench store [all|codec|real|ingest|layout|rss|pipeline]... [--examples N] [--width D] [--reps R]
                                [--rss-sizes N,M] [--layout-examples N] [--codec-columns C]
                                [--dtype bfloat16|float16|float32] [--level L] [--frame-width F]
                                [--column-block B] [--tmp DIR] [--quick]
@@ -51,7 +56,8 @@ enum StoreBench {
         }
         while i < arguments.count {
             switch arguments[i] {
-            case "all", "codec", "real", "ingest", "layout", "rss", "rss-child": o.sections.append(arguments[i])
+            case "all", "codec", "real", "ingest", "layout", "rss", "rss-child", "pipeline": o.sections.append(arguments[i])
+            case "--pipeline-examples": o.pipelineExamples = int()
             case "--examples": o.examples = int()
             case "--width": o.width = int()
             case "--reps": o.reps = max(1, int())
@@ -73,7 +79,7 @@ enum StoreBench {
             }
             i += 1
         }
-        if o.sections.isEmpty || o.sections.contains("all") { o.sections = ["codec", "real", "ingest", "layout", "rss"] }
+        if o.sections.isEmpty || o.sections.contains("all") { o.sections = ["codec", "real", "ingest", "layout", "rss", "pipeline"] }
         if o.sections == ["rss-child"] { try rssChild(o); return }
 
         print("h2t-bench store: \(o.examples) examples × \(o.width) features, segments of \(o.segmentRows) rows, "
@@ -88,6 +94,7 @@ enum StoreBench {
             case "ingest": try ingestSection(o, generator)
             case "layout": try layoutSection(o, generator)
             case "rss": try rssSection(o)
+            case "pipeline": try pipelineSection(o, generator)
             default: break
             }
         }
@@ -811,5 +818,56 @@ enum StoreBench {
         let stored = try s.store.environment.usedBytes()
         print("RSS \(before) \(procStatusKiB("VmHWM")) \(seconds) \(o.examples * o.width * 4) \(stored) "
               + "\(procStatusKiB("RssAnon")) \(procStatusKiB("RssFile"))")
+    }
+
+    /// `ExternalIngest` end to end (read, pool, encode, commit with fsync) from one safetensors
+    /// file of `--pipeline-examples` rows × `--width` columns in 2-D taps (pooling passes them
+    /// through), each chunk's commit overlapped with the next chunk's work vs sequential, in
+    /// alternating order; a fresh store per run.
+    static func pipelineSection(_ o: Options, _ gen: ActivationGenerator) throws {
+        let n = o.pipelineExamples
+        let dir = "\(o.tmp)/h2t-sbench-\(getpid())-pipeline"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var values = [Float](repeating: 0, count: n * o.width)
+        values.withUnsafeMutableBufferPointer { gen.fill(rows: 0..<n, into: $0.baseAddress!) }
+        // Column-major per tap: the file holds one [n, tapWidth] tensor per tap.
+        var writer = SafetensorsWriter(metadata: ["example_ids": "[" + (0..<n).map { "\"e\($0)\"" }.joined(separator: ",") + "]"])
+        var tap = [Float](repeating: 0, count: n * gen.tapWidth)
+        for (t, start) in stride(from: 0, to: o.width, by: gen.tapWidth).enumerated() {
+            let w = min(gen.tapWidth, o.width - start)
+            for r in 0..<n { for j in 0..<w { tap[r * w + j] = values[r * o.width + start + j] } }
+            tap.withUnsafeBytes { writer.append("tap\(t)", dtype: "F32", shape: [n, w], bytes: UnsafeRawBufferPointer(rebasing: $0[0..<(n * w * 4)])) }
+        }
+        values = []
+        let file = dir + "/acts.safetensors"
+        try writer.write(to: file)
+        let inputBytes = Double(n * o.width * 4)
+        var seconds: [Bool: [Double]] = [true: [], false: []]
+        for rep in 0..<o.reps {
+            for overlap in rep % 2 == 0 ? [false, true] : [true, false] {
+                let path = dir + "/store-\(rep)-\(overlap)"
+                let store = try FeatureStore(path: path)
+                var options = ExternalIngestOptions(backboneName: "bench", dataset: "bench", split: "train", targetSizes: [1 << 30])
+                options.codec = o.codec
+                options.columnBlock = o.columnBlock
+                options.segmentRows = o.segmentRows
+                options.overlapCommits = overlap
+                let t0 = now()
+                let summary = try ExternalIngest(store: store, options: options).run(paths: [file])
+                seconds[overlap]!.append(now() - t0)
+                precondition(summary.examplesComputed == n)
+                try? FileManager.default.removeItem(atPath: path)
+                print("  rep \(rep + 1), \(overlap ? "overlapped" : "sequential"): \(fmt(seconds[overlap]!.last!, 2)) s (load \(loadAverage()))")
+                fflush(nil)
+            }
+        }
+        let sequential = median(seconds[false]!), overlapped = median(seconds[true]!)
+        var table = Table("ExternalIngest end to end, \(n) × \(o.width) float32 (\(fmt(inputBytes / 1e9, 2)) GB) from safetensors, chunks of \(o.segmentRows), fsync'd; medians of \(o.reps)",
+                          ["commits", "seconds", "MB/s", "vs sequential"])
+        table.add(["sequential (baseline)", fmt(sequential, 2), fmt(inputBytes / sequential / 1e6, 0), "1.00x"])
+        table.add(["overlapped with the next chunk (default)", fmt(overlapped, 2), fmt(inputBytes / overlapped / 1e6, 0), fmt(sequential / overlapped, 2) + "x"])
+        table.print()
     }
 }
