@@ -115,7 +115,7 @@ public enum FitPipeline {
             inputs.append(FeatureSetInput(name: info.id, train: features))
         }
         let readSeconds = seconds(clock.now - readStart)
-        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions")
+        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
         var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: settings)
 
         // Only the columns each method uses, for the test split.

@@ -64,6 +64,7 @@ public struct HeadComparison: Sendable, Hashable, Codable {
             ("solver", ha.solver.map(String.init) ?? "-", hb.solver.map(String.init) ?? "-"),
             ("folds", ha.folds.map(String.init) ?? "-", hb.folds.map(String.init) ?? "-"),
             ("head_l2", text(ha.headL2), text(hb.headL2)),
+            ("normalization", a.normalization.rule, b.normalization.rule),
             ("features", "\(a.inputCount)", "\(b.inputCount)"),
             ("feature_set", String(a.lineage.featureSet.prefix(12)), String(b.lineage.featureSet.prefix(12))),
             ("dataset", a.lineage.dataset, b.lineage.dataset),

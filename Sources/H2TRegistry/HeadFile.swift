@@ -14,7 +14,9 @@ import H2TTrain
 /// - `selected_tap` I64 `[d]`: tap order (position in the feature set's tap list) of each input;
 ///   inputs with the same value form one normalisation group;
 /// - `selected_local` I64 `[d]`: index of each input inside its tap.
-/// Before `weight`, each group of `x` is scaled to unit L2 norm per example (zero stays zero).
+/// Before `weight`, `x` is formed by the record's normalisation rule: `per_tap_unit_l2_over_kept`
+/// scales each group to unit L2 norm per example (zero stays zero); `raw_selected` uses the
+/// stored values as they are.
 public enum HeadFile {
     /// The metadata format tag.
     public static let format = "h2t.head-file/1"

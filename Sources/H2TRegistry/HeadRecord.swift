@@ -28,7 +28,9 @@ public struct TapIndices: Sendable, Hashable, Codable {
 /// How the head's inputs are normalised before the linear layer.
 public struct NormalizationRule: Sendable, Hashable, Codable {
     /// `per_tap_unit_l2_over_kept`: for each example and each tap, the kept features of that tap
-    /// are scaled to unit L2 norm (a zero vector stays zero), then concatenated in tap order.
+    /// are scaled to unit L2 norm (a zero vector stays zero), then concatenated in tap order;
+    /// `raw_selected`: the kept features as stored, concatenated in tap order (per-tap training
+    /// constants are folded into the weights). The values of `HeadInputRule`.
     public var rule: String
     /// Plain-language statement of the rule, for readers of exported files.
     public var description: String

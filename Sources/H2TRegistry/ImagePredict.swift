@@ -153,7 +153,7 @@ public final class ImagePredictor: Sendable {
 
     /// Predictions for decoded images.
     public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2) throws -> Predictions {
-        let applier = HeadApplier(head: head)
+        let applier = try HeadApplier(head: head)
         var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
         var first = 0
         while first < images.count {

@@ -45,8 +45,13 @@ public struct HeadApplier: Sendable {
     let subsetTaps: [TapRange]
     let inputRule: HeadInputRule
 
-    /// Prepares `head` for application.
-    public init(head: HeadRecord) {
+    /// Prepares `head` for application; a normalisation rule this version does not know (a head
+    /// written by a newer h2t-store) is refused rather than guessed.
+    public init(head: HeadRecord) throws {
+        guard let rule = head.normalization.inputRule else {
+            throw RegistryError.invalidHead("\(head.task)@v\(head.version) uses normalisation rule '\(head.normalization.rule)', which this h2t-store does not know")
+        }
+        inputRule = rule
         self.head = head
         linear = LinearHead(inputCount: head.inputCount, classCount: head.classNames.count, weights: head.weights, bias: head.bias)
         var offset = 0
@@ -56,8 +61,6 @@ public struct HeadApplier: Sendable {
             offset += tap.indices.count
         }
         subsetTaps = taps
-        // `HeadRecord` checks the rule when it is registered or imported.
-        inputRule = head.normalization.inputRule ?? .perTapUnitL2
     }
 
     /// Predictions for `rows` rows of `values` (`rows × inputCount`, selected-column order).
@@ -115,7 +118,7 @@ extension Registry {
     public func predict(_ head: HeadRecord, examples: [ExampleID], batchSize: Int = 65_536) throws -> Predictions {
         let info = try featureSet(of: head)
         try checkLayout(head, info)
-        let applier = HeadApplier(head: head)
+        let applier = try HeadApplier(head: head)
         let columns = head.selectedIndices
         var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
         var first = 0

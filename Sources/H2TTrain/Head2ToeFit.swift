@@ -83,6 +83,13 @@ public struct FitSettings: Codable, Sendable, Hashable {
     /// each start two BLAS threads on two cores.
     public var singleThreadedBlasInWorkers: Bool
 
+    /// Default keep fractions (see `init` for why).
+    public static let defaultFractions: [Double] = [0.01, 0.05, 0.1, 0.2, 0.35, 0.5]
+    /// Default group-lasso strengths, × λ_max (see `init`).
+    public static let defaultLambdas: [Double] = [0.1, 0.03, 0.01]
+    /// Default ridge strengths of the final head (see `init`).
+    public static let defaultRidges: [Double] = [1e-5, 1e-4, 1e-3]
+
     /// Defaults, chosen for `N ≈ 1000`, `D ≈ 10⁴–10⁵`, `K ≈ 10` (VTAB-1k-like):
     /// - fractions 0.01, 0.05, 0.1, 0.2, 0.35, 0.5: the paper's 0.01/0.1/0.2 plus 0.05 between
     ///   them, and 0.35/0.5 because on the real protocol (MobileNetV2 on Fashion-MNIST) CV picked
@@ -98,10 +105,6 @@ public struct FitSettings: Codable, Sendable, Hashable {
     /// - the proximal solver only (Adam is the reference's parity path, not a better optimum);
     /// - 5 stratified folds as the VTAB-1k protocol; seed 0; one worker per core;
     /// - kept taps weighted by their training share (see `KeptTapScaling.trainingShare`).
-    public static let defaultFractions: [Double] = [0.01, 0.05, 0.1, 0.2, 0.35, 0.5]
-    public static let defaultLambdas: [Double] = [0.1, 0.03, 0.01]
-    public static let defaultRidges: [Double] = [1e-5, 1e-4, 1e-3]
-
     public init(fractions: [Double] = FitSettings.defaultFractions, lambdas: [Double] = FitSettings.defaultLambdas,
                 lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
                 folds: Int = 5, stratified: Bool = true,
@@ -166,12 +169,12 @@ public struct FeatureSetInput: Sendable {
 /// Head2Toe model selection and training on cached features (DESIGN.md §1 steps 3–7).
 public enum Head2ToeFit {
     /// Checks the inputs, normalises them, runs the cross-validation sweep over the grid
-    /// (feature sets × solvers × λ × fractions) and the two baselines, picks the best grid point,
-    /// retrains it on the whole training split and evaluates it once on test.
+    /// (feature sets × solvers × λ × fractions × ridges) and the two baselines (× ridges), picks
+    /// the best grid point, retrains it on the whole training split and evaluates it once on test.
     ///
     /// Selection rule: highest pooled CV accuracy; ties go to the smaller fraction (fewer
-    /// features to read and store), then the larger λ (sparser), then the earlier feature set,
-    /// then the earlier solver. All checks run before any numeric work.
+    /// features to read and store), then the larger λ (sparser), then the larger ridge, then the
+    /// earlier feature set, then the earlier solver. All checks run before any numeric work.
     public static func run(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
                            classCount: Int, settings: FitSettings = FitSettings()) throws -> FitReport {
         let clock = ContinuousClock()
@@ -190,8 +193,9 @@ public enum Head2ToeFit {
                                    stratified: settings.stratified, seed: settings.seed)
         let prepared = clock.now
 
-        // Cross-validation: one task per (feature set, solver, fold) runs the whole λ path and
-        // every fraction; one per (feature set, fold) for all features; one per fold for the probe.
+        // Cross-validation: one task per (feature set, solver, fold) runs the whole λ path, every
+        // fraction and every ridge; one per (feature set, fold) for all features; one per fold
+        // for the probe (both baselines over every ridge).
         var tasks: [CVTask] = []
         for s in sets.indices { for v in settings.solvers.indices { for f in 0..<settings.folds { tasks.append(.head2toe(set: s, solver: v, fold: f)) } } }
         for s in sets.indices { for f in 0..<settings.folds { tasks.append(.allFeatures(set: s, fold: f)) } }
@@ -467,9 +471,9 @@ struct CVContext: Sendable {
             for (i, ri) in train.enumerated() { for (j, rj) in train.enumerated() { block[i * m + j] = gram[ri * n + rj] } }
             var cross = [Float](repeating: 0, count: validation.count * m)
             for (i, ri) in validation.enumerated() { for (j, rj) in train.enumerated() { cross[i * m + j] = gram[ri * n + rj] } }
-            let path = FinalHead.kernelPath(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
-                                            solver: settings.headSolver, ridges: settings.ridges)
-            let correct = path.map { a, bias, _ in
+            let correct = settings.ridges.map { ridge in
+                let (a, bias, _) = FinalHead.fitKernel(gram: block, labels: train.map { Int32(labels[$0]) }, classCount: classCount,
+                                                      settings: HeadSettings(solver: settings.headSolver, l2: ridge))
                 let z = KernelModel(gram: [], rowCount: 0, classCount: classCount, mu: 0)
                     .crossForward(cross: cross, rows: validation.count, coef: a, bias: bias)
                 let predictions = SoftmaxCrossEntropy.predictions(logits: z, rowCount: validation.count, classCount: classCount)

@@ -49,14 +49,17 @@ public struct LinearHead: Codable, Sendable, Hashable {
 public struct HeadSettings: Codable, Sendable, Hashable {
     /// FISTA stopping rule.
     public var solver: ProximalSettings
-    /// Ridge strength `μ` of `μ/2 ‖W‖²` (bias unpenalised).
+    /// Ridge strength `μ` of `μ/2 ‖W‖²` (bias unpenalised); `Head2ToeFit` takes it from the
+    /// `FitSettings.ridges` grid axis.
     ///
     /// Why not 0: with `N ≈ 800` training rows and hundreds to thousands of kept features the
     /// classes are almost always linearly separable, so the unregularised minimiser is at
     /// infinity and the result would depend on where the solver stops. `1e-4` is small next to
     /// the mean cross-entropy of a fitted head (it shrinks logits by well under 1%), makes the
     /// problem strongly convex with a unique solution that the numpy reference reaches too, and
-    /// lets the kernel form (`d > n`) run the same iterates as the primal form.
+    /// lets the kernel form (`d > n`) run the same iterates as the primal form. At `1e-5` (and
+    /// at 0, which is accepted) the solver may stop at its iteration cap instead of converging;
+    /// the head is then that iterate, the same in cross-validation and in the final fit.
     public var l2: Double
 
     /// Defaults: at most 1000 iterations, relative tolerance 1e-5, `μ = 1e-4`.
@@ -94,7 +97,7 @@ public enum FinalHead {
                 throw TrainError.shapeMismatch(what: "Gram matrix", expected: n * n, actual: precomputed.count)
             }
             let gram = precomputed ?? gramMatrix(features)
-            let (a, bias, report) = kernelPath(gram: gram, labels: y, classCount: k, solver: settings.solver, ridges: [settings.l2])[0]
+            let (a, bias, report) = fitKernel(gram: gram, labels: y, classCount: k, settings: settings)
             let w = GroupLasso.fullGradient(features: features, rows: Array(0..<n), logitGradient: a, classCount: k)
             return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
         }
@@ -108,37 +111,21 @@ public enum FinalHead {
         return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
     }
 
-    /// One head per ridge strength in `ridges` (in that order), on the same rows: the kernel
-    /// form's Gram matrix (or `gram`, when given) is computed once and shared by every strength,
-    /// and the strengths are solved from the largest down, each starting from the previous
-    /// solution and step size (a warm start: the problems differ only in `μ`).
+    /// One head per ridge strength in `ridges` (in that order), on the same rows, each exactly
+    /// as `fit(features:labels:classCount:settings:)` would train it alone (a cold start, so the
+    /// head that cross-validation scores is the head a final fit trains); the kernel form's Gram
+    /// matrix (or `gram`, when given) is computed once and shared by every strength.
+    ///
+    /// Not warm-started from the next larger ridge: the relative-step stopping rule would then
+    /// stop after one step, still at the larger ridge's solution.
     public static func fit(features: FeatureMatrix, labels: [Int], classCount k: Int, solver: ProximalSettings,
                            ridges: [Double], gram precomputed: [Float]? = nil) throws -> [(head: LinearHead, report: SolverReport)] {
-        for ridge in ridges { try HeadSettings(solver: solver, l2: ridge).validate() }
-        guard labels.count == features.rowCount else {
-            throw TrainError.shapeMismatch(what: "labels", expected: features.rowCount, actual: labels.count)
+        let useKernel = features.columnCount > features.rowCount
+        let gram = useKernel ? (precomputed ?? gramMatrix(features)) : nil
+        return try ridges.map { ridge in
+            try fit(features: features, labels: labels, classCount: k, settings: HeadSettings(solver: solver, l2: ridge),
+                    forceKernel: useKernel, gram: gram)
         }
-        let n = features.rowCount, d = features.columnCount
-        let y = labels.map { Int32($0) }
-        let gram = d > n ? (precomputed ?? gramMatrix(features)) : nil
-        if let gram, gram.count != n * n { throw TrainError.shapeMismatch(what: "Gram matrix", expected: n * n, actual: gram.count) }
-        if let gram {
-            return kernelPath(gram: gram, labels: y, classCount: k, solver: solver, ridges: ridges).map { a, bias, report in
-                let w = GroupLasso.fullGradient(features: features, rows: Array(0..<n), logitGradient: a, classCount: k)
-                return (LinearHead(inputCount: d, classCount: k, weights: w, bias: bias), report)
-            }
-        }
-        var coef = [Float](repeating: 0, count: d * k)
-        var bias = GroupLasso.priorBias(labels: y, classCount: k)
-        var lipschitz = 0.0
-        var results = [(head: LinearHead, report: SolverReport)?](repeating: nil, count: ridges.count)
-        for index in ridges.indices.sorted(by: { ridges[$0] > ridges[$1] }) {
-            let model = PrimalModel(x: features.values, rowCount: n, featureCount: d, classCount: k,
-                                    penaltyKind: ridges[index] > 0 ? .ridge(ridges[index]) : .none)
-            let report = ProximalGradient.minimize(model, labels: y, coef: &coef, bias: &bias, lipschitz: &lipschitz, settings: solver)
-            results[index] = (LinearHead(inputCount: d, classCount: k, weights: coef, bias: bias), report)
-        }
-        return results.map { $0! }
     }
 
     /// `X Xᵀ` (`n × n`) of a row-major matrix.
@@ -155,23 +142,18 @@ public enum FinalHead {
         return gram
     }
 
-    /// Kernel-form FISTA on a Gram matrix of the training rows, one solution per ridge in
-    /// `ridges` (in that order): the coefficients `A` (`n × K`, `W = Xᵀ A`), the bias and the
-    /// report. The ridges are solved from the largest down, each warm-started from the previous
-    /// solution and step size.
-    static func kernelPath(gram: [Float], labels y: [Int32], classCount k: Int, solver: ProximalSettings, ridges: [Double])
-        -> [(coefficients: [Float], bias: [Float], report: SolverReport)] {
+    /// Kernel-form FISTA on a Gram matrix of the training rows; returns the coefficients `A`
+    /// (`n × K`, `W = Xᵀ A`), the bias and the report.
+    static func fitKernel(gram: [Float], labels y: [Int32], classCount k: Int, settings: HeadSettings)
+        -> (coefficients: [Float], bias: [Float], report: SolverReport) {
         let n = y.count
+        let model = KernelModel(gram: gram, rowCount: n, classCount: k, mu: settings.l2)
         var a = [Float](repeating: 0, count: n * k)
         var bias = GroupLasso.priorBias(labels: y, classCount: k)
         var lipschitz = 0.0
-        var results = [(coefficients: [Float], bias: [Float], report: SolverReport)?](repeating: nil, count: ridges.count)
-        for index in ridges.indices.sorted(by: { ridges[$0] > ridges[$1] }) {
-            let model = KernelModel(gram: gram, rowCount: n, classCount: k, mu: ridges[index])
-            let report = ProximalGradient.minimize(model, labels: y, coef: &a, bias: &bias, lipschitz: &lipschitz, settings: solver)
-            results[index] = (a, bias, report)
-        }
-        return results.map { $0! }
+        let report = ProximalGradient.minimize(model, labels: y, coef: &a, bias: &bias, lipschitz: &lipschitz,
+                                               settings: settings.solver)
+        return (a, bias, report)
     }
 }
 

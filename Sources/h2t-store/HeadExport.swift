@@ -6,7 +6,7 @@ struct HeadExport: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export",
         abstract: "Write a self-contained head file (safetensors: weight, bias, selected indices; record as metadata JSON).",
-        discussion: "PyTorch: `from safetensors.torch import load_file; t = load_file(path); lin = torch.nn.Linear(t['weight'].shape[1], t['weight'].shape[0]); lin.load_state_dict({'weight': t['weight'], 'bias': t['bias']})`; normalise each group of inputs with equal `selected_tap` to unit L2 first.")
+        discussion: "PyTorch: `from safetensors.torch import load_file; t = load_file(path); lin = torch.nn.Linear(t['weight'].shape[1], t['weight'].shape[0]); lin.load_state_dict({'weight': t['weight'], 'bias': t['bias']})`; when the record's normalization rule is per_tap_unit_l2_over_kept, first scale each group of inputs with equal `selected_tap` to unit L2 per example; raw_selected heads take the stored values as they are.")
 
     @Argument(help: "NAME, NAME@vN or NAME@alias.") var reference: String
     @Option(name: .long, help: "Output file (default: <task>-v<N>.safetensors).") var out: String?

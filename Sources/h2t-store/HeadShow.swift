@@ -25,7 +25,7 @@ struct HeadShow: ParsableCommand {
         print("  classes      \(head.classNames.count): \(head.classNames.joined(separator: ", "))")
         print("  features     \(head.inputCount) of feature set \(l.featureSet.prefix(12)) (F_T \(h.targetSize)), \(head.selection.count) taps")
         print("  normalise    \(head.normalization.rule)")
-        print("  chosen       fraction \(h.fraction.map { "\($0)" } ?? "-"), λ \(h.lambda.map { "\($0)" } ?? "-") (absolute \(h.lambdaAbsolute.map { String(format: "%.3g", $0) } ?? "-")), \(h.folds.map(String.init) ?? "-") folds")
+        print("  chosen       fraction \(h.fraction.map { "\($0)" } ?? "-"), λ \(h.lambda.map { "\($0)" } ?? "-") (absolute \(h.lambdaAbsolute.map { String(format: "%.3g", $0) } ?? "-")), head ridge \(h.headL2.map { "\($0)" } ?? "-"), \(h.folds.map(String.init) ?? "-") folds")
         print("  backbone     \(l.architecture) (\(l.backbone.prefix(12)))")
         print("  data         \(l.dataset)/\(l.train.split) (\(l.train.count) examples, digest \(l.train.digest.prefix(12)))"
               + (l.test.map { ", tested on \(l.dataset)/\($0.split) (\($0.count), digest \($0.digest.prefix(12)))" } ?? ""))

@@ -267,6 +267,7 @@ struct RealDataCLITests {
     /// 1024 in one pass, `fit` with the default grid (5-fold CV), the head registered.
     @Test func vtab1kProtocolOnFashionMNIST() throws {
         let store = ["--store", dir + "/protocol"]
+        defer { try? FileManager.default.removeItem(atPath: dir + "/protocol") }  // about 2 GB
         for (split, limit) in [("train", ["--limit", "1000"]), ("test", [])] {
             let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--fashion-mnist", split, "--dataset", "fashion-mnist",
                                       "--split", split, "--target-size", "512", "--target-size", "1024", "--json"] + limit + store)

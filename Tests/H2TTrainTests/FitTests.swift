@@ -70,6 +70,22 @@ struct FitTests {
         #expect(decoded.head2toe.head == h2t.head)
     }
 
+    @Test("a grid point's CV score does not depend on the other ridges in the grid")
+    func ridgePointsAreIndependent() throws {
+        let (sets, train, test, _) = try Self.problem()
+        var settings = Self.settings
+        settings.workers = 1
+        settings.ridges = [1e-5, 1e-4, 1e-3]
+        let grid = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
+        settings.ridges = [1e-5]
+        let alone = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
+        func key(_ r: CVRow) -> String { "\(r.method) \(r.featureSet) \(r.lambda ?? -1) \(r.fraction ?? -1)" }
+        let expected = Dictionary(uniqueKeysWithValues: alone.cvTable.map { (key($0), $0.foldAccuracies) })
+        let rows = grid.cvTable.filter { $0.ridge == 1e-5 }
+        #expect(rows.count == alone.cvTable.count)
+        for row in rows { #expect(row.foldAccuracies == expected[key(row)], "\(key(row))") }
+    }
+
     @Test("deterministic given a seed (proximal and Adam)")
     func determinism() throws {
         let (sets, train, test, _) = try Self.problem()

@@ -165,7 +165,7 @@ enum RegistryBench {
             selectedTimes.append(try StoreBench.time { labelsSelected = try registry.predict(head, examples: ids).labels })
             wholeTimes.append(try StoreBench.time {
                 // Whole rows, 1000 at a time (bounded memory), then the same columns and head.
-                let applier = HeadApplier(head: head)
+                let applier = try HeadApplier(head: head)
                 var labels: [Int] = []
                 var first = 0
                 while first < count {
