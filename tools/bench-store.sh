@@ -4,7 +4,7 @@
 # peak RSS of ingest. Prints tables of medians with ratios against baselines measured in the same run.
 #
 #   tools/bench-store.sh                 # everything, 10,000 × 50,000, 3 repetitions (several minutes)
-#   tools/bench-store.sh codec           # one section: codec | ingest | layout | rss
+#   tools/bench-store.sh codec           # one section: codec | real | ingest | layout | rss | pipeline
 #   tools/bench-store.sh --quick         # small sizes, a smoke test
 #   tools/bench-store.sh ingest --examples 20000 --reps 5 --frame-width 16
 #
