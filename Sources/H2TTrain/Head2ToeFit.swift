@@ -327,7 +327,7 @@ public enum Head2ToeFit {
         var (head, report) = try FinalHead.fit(features: kept?.inputs ?? set.train, labels: trainLabels, classCount: classCount,
                                                settings: HeadSettings(solver: settings.headSolver, l2: ridge), gram: kept == nil ? gram : nil)
         // The stored head applies to inputs formed by its input rule from the selected columns alone.
-        if let kept { head = head.foldingTapScales(kept.fold, taps: kept.inputs.taps) }
+        if let kept { head = head.foldingTapScales(kept.tapScales, taps: kept.inputs.taps) }
         let rule = scaling?.inputRule ?? .perTapUnitL2
         var metrics: ClassificationMetrics?
         if let test = set.test {

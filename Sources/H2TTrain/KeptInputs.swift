@@ -32,34 +32,26 @@ extension FeatureMatrix {
     /// on these inputs (`LinearHead.foldingTapScales`), after which it applies to inputs formed
     /// by `scaling.inputRule` (`headInputs`).
     public func keptInputs(norms: [Float], rows: [Int], columns: [Int], scaling: KeptTapScaling,
-                           statisticsRows: [Int]) -> (inputs: FeatureMatrix, fold: [Float]) {
+                           statisticsRows: [Int]) -> (inputs: FeatureMatrix, tapScales: [Float]) {
+        var inputs = headInputs(norms: norms, rows: rows, columns: columns, rule: scaling.inputRule)
         switch scaling {
         case .unit:
-            let inputs = gathered(rows: rows, columns: columns, renormalize: true)
             return (inputs, [Float](repeating: 1, count: inputs.taps.count))
         case .trainingShare:
-            var inputs = gathered(rows: rows, columns: columns, renormalize: true)
             let shares = keptTapShares(rows: statisticsRows, columns: columns)
             inputs.scaleTaps(by: shares)
             return (inputs, shares)
         case .trainingConstant:
-            let source = tapIndicesOfSubset(columns)
-            let constants = source.map { t -> Float in
+            // Raw values over the RMS, on the statistics rows, of each kept tap's full norm.
+            let constants = tapIndicesOfSubset(columns).map { t -> Float in
                 var sum = 0.0
                 for row in statisticsRows { sum += Double(norms[row * taps.count + t]) * Double(norms[row * taps.count + t]) }
                 let rms = (sum / Double(max(statisticsRows.count, 1))).squareRoot()
                 return rms > 0 ? Float(rms) : 1
             }
-            // Normalised value × its norm = the raw value; divided by the tap's training constant.
-            var inputs = gathered(rows: rows, columns: columns, renormalize: false)
-            var factors = [Float](repeating: 0, count: rows.count * source.count)
-            for (r, row) in rows.enumerated() {
-                for (t, tap) in source.enumerated() {
-                    factors[r * source.count + t] = norms[row * taps.count + tap] / constants[t]
-                }
-            }
-            inputs.scaleRowTaps(by: factors)
-            return (inputs, constants.map { 1 / $0 })
+            let inverse = constants.map { 1 / $0 }
+            inputs.scaleTaps(by: inverse)
+            return (inputs, inverse)
         }
     }
 

@@ -61,10 +61,19 @@ struct NetworkBehaviourTests {
         let taps = BackboneArchitecture.mobileNetV2.taps(height: 64, width: 64)
         let last = try #require(taps.first { $0.aliases.contains("block3.output") })
         #expect(Set(upTo.keys) == Set(taps.prefix(last.order + 1).map(\.name)))
-        for (name, values) in upTo { #expect(values == all[name], "\(name)") }
+        // The same values up to float rounding: the runs are bit-identical alone, but other suites
+        // of this process change OpenBLAS's (global) thread count while they fit heads in
+        // parallel, and a GEMM split over a different number of threads may round differently.
+        func same(_ a: [Float]?, _ b: [Float]?) -> Bool {
+            guard let a, let b, a.count == b.count else { return false }
+            let scale = max(b.map { abs($0) }.max() ?? 0, 1e-6)
+            return zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 * scale }
+        }
+        for (name, values) in upTo { #expect(same(values, all[name]), "\(name)") }
         let only = try collect(.only(["pre_logits", "block0.depthwise.relu6"]))
         #expect(Set(only.keys) == ["pool", "block0.depthwise.relu6"])
-        #expect(only["pool"] == all["pool"])
+        #expect(same(only["pool"], all["pool"]))
+        #expect(same(only["block0.depthwise.relu6"], all["block0.depthwise.relu6"]))
         #expect(throws: NetworkError.self) { try collect(.only(["no.such.tap"])) }
     }
 

@@ -100,7 +100,7 @@ struct TrainingConstantTests {
         let columns = [1, 3, 5, 6, 8, 9, 14]
         let rows = Array(0..<12)
         let statisticsRows = [1, 2, 4, 6, 8, 10]
-        func kept(_ m: FeatureMatrix, statistics: [Int] = statisticsRows) -> (inputs: FeatureMatrix, fold: [Float]) {
+        func kept(_ m: FeatureMatrix, statistics: [Int] = statisticsRows) -> (inputs: FeatureMatrix, tapScales: [Float]) {
             var x = m
             let norms = x.normalizeTaps()
             return x.keptInputs(norms: norms, rows: rows, columns: columns, scaling: .trainingConstant, statisticsRows: statistics)
@@ -110,7 +110,7 @@ struct TrainingConstantTests {
         var changed = raw
         for j in 0..<changed.columnCount { changed.values[7 * changed.columnCount + j] *= 25 }
         let other = kept(changed)
-        #expect(other.fold == base.fold)
+        #expect(other.tapScales == base.tapScales)
         let k = columns.count
         for r in rows where r != 7 {
             #expect(Array(other.inputs.values[(r * k)..<((r + 1) * k)]) == Array(base.inputs.values[(r * k)..<((r + 1) * k)]), "row \(r)")
@@ -121,9 +121,9 @@ struct TrainingConstantTests {
         var statistic = raw
         for j in 0..<statistic.columnCount { statistic.values[4 * statistic.columnCount + j] *= 25 }
         let moved = kept(statistic)
-        for (a, b) in zip(moved.fold, base.fold) { #expect(a < b * 0.9, "a larger statistics row means a larger c_t") }
+        for (a, b) in zip(moved.tapScales, base.tapScales) { #expect(a < b * 0.9, "a larger statistics row means a larger c_t") }
         // Another set of statistics rows gives other constants.
-        #expect(kept(raw, statistics: [0, 3, 5, 7, 9, 11]).fold != base.fold)
+        #expect(kept(raw, statistics: [0, 3, 5, 7, 9, 11]).tapScales != base.tapScales)
     }
 
     @Test("zero slices: a zero row stays zero; a tap that is zero on every statistics row gets constant 1")
