@@ -80,7 +80,9 @@ public struct FitSettings: Codable, Sendable, Hashable {
     /// Parallel workers over (feature set, solver, fold) tasks; 0 means one per active core.
     public var workers: Int
     /// Make OpenBLAS single-threaded while the parallel workers run, so that two workers do not
-    /// each start two BLAS threads on two cores.
+    /// each start two BLAS threads on two cores. OpenBLAS's thread count is process-wide: other
+    /// BLAS work in the same process during the fit runs single-threaded too (and a GEMM split
+    /// differently may round differently); turn this off when embedding a fit next to such work.
     public var singleThreadedBlasInWorkers: Bool
 
     /// Default keep fractions (see `init` for why).
