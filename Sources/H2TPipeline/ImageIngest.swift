@@ -66,12 +66,9 @@ public struct ImageIngest {
         self.options = options
     }
 
-    /// The content identity of a decoded image.
+    /// The content identity of a decoded image (`ExampleID(imagePixels:...)`).
     public static func exampleID(pixels: UnsafeBufferPointer<UInt8>, width: Int, height: Int, channels: Int) -> ExampleID {
-        var hasher = SHA256()
-        hasher.update(Array("h2t.image:\(width)x\(height)x\(channels):".utf8))
-        hasher.update(UnsafeRawBufferPointer(pixels))
-        return ExampleID(digest: hasher.finalize())
+        ExampleID(imagePixels: pixels, width: width, height: height, channels: channels)
     }
 
     /// The backbone manifest for `preprocessing` (architecture, weights digest, preprocessing, taps).

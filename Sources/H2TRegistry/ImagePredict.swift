@@ -26,6 +26,7 @@ public final class ImagePredictor: Sendable {
     public let allowAnySize: Bool
     let pooling: Head2ToePooling
     let taps: [BackboneTap]
+    let store: FeatureStore
 
     /// Prepares `head` (with its feature set manifest and backbone manifest from `registry`'s store)
     /// on `network`. Fails when the head's backbone is not a built-in architecture, when `network`
@@ -64,6 +65,7 @@ public final class ImagePredictor: Sendable {
         }
         self.head = head
         self.network = network
+        store = registry.store
         preprocessing = recorded
         self.allowAnySize = allowAnySize
         inputHeight = height
@@ -151,23 +153,63 @@ public final class ImagePredictor: Sendable {
         return out
     }
 
-    /// Predictions for decoded images.
+    /// Predictions for decoded images, every one through the backbone.
     public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2) throws -> Predictions {
+        try predict(images, names: names, batchSize: batchSize, threads: threads, reuseStored: false).predictions
+    }
+
+    /// Predictions for decoded images. With `reuseStored`, an image whose pixels were ingested
+    /// into the head's feature set (the same content id ingest gives it) skips the backbone: its
+    /// selected columns are read from the store, so it gets exactly the prediction of
+    /// `Registry.predict(_:examples:)` on that example, from the stored values the head was
+    /// trained on (the codec's precision, e.g. bfloat16); the others run through the backbone.
+    /// Returns how many came from the store.
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2,
+                        reuseStored: Bool) throws -> (predictions: Predictions, fromStore: Int) {
         let applier = try HeadApplier(head: head)
+        let d = head.inputCount
         var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
+        var fromStore = 0
         var first = 0
+        // One batch at a time, so memory stays bounded by the batch whatever the number of images.
         while first < images.count {
-            let end = min(first + batchSize, images.count)
-            let chunkNames = Array(names[first..<end])
-            let input = try batch(Array(images[first..<end]), names: chunkNames)
-            let features = try selectedFeatures(input, count: end - first, threads: threads)
-            let part = try applier.apply(features, rows: end - first, inputs: chunkNames)
+            let range = first..<min(first + batchSize, images.count)
+            var features = [Float](repeating: 0, count: range.count * d)
+            var compute = Array(range)
+            if reuseStored {
+                let ids = range.map { i in
+                    images[i].pixels.withUnsafeBufferPointer {
+                        ExampleID(imagePixels: $0, width: images[i].width, height: images[i].height, channels: images[i].channels)
+                    }
+                }
+                let missing = try store.missing(ids, in: head.lineage.featureSet)
+                let stored = range.indices.filter { !missing[$0 - range.lowerBound] }
+                if !stored.isEmpty {
+                    let values = try store.read(featureSet: head.lineage.featureSet, examples: stored.map { ids[$0 - range.lowerBound] },
+                                                columns: head.selectedIndices).values
+                    for (row, i) in stored.enumerated() {
+                        let at = (i - range.lowerBound) * d
+                        features.replaceSubrange(at..<(at + d), with: values[(row * d)..<((row + 1) * d)])
+                    }
+                }
+                compute = range.filter { missing[$0 - range.lowerBound] }
+                fromStore += stored.count
+            }
+            if !compute.isEmpty {
+                let input = try batch(compute.map { images[$0] }, names: compute.map { $0 < names.count ? names[$0] : "image \($0)" })
+                let computed = try selectedFeatures(input, count: compute.count, threads: threads)
+                for (row, i) in compute.enumerated() {
+                    let at = (i - range.lowerBound) * d
+                    features.replaceSubrange(at..<(at + d), with: computed[(row * d)..<((row + 1) * d)])
+                }
+            }
+            let part = try applier.apply(features, rows: range.count, inputs: Array(names[range]))
             out.inputs += part.inputs
             out.labels += part.labels
             out.probabilities += part.probabilities
-            first = end
+            first = range.upperBound
         }
-        return out
+        return (out, fromStore)
     }
 }
 

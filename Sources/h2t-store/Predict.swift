@@ -18,6 +18,8 @@ struct Predict: ParsableCommand {
     @Option(name: .long, help: "Write predictions here instead of stdout.") var out: String?
     @Option(name: .long, help: "Artefact cache with the backbone weights (default $H2T_CACHE or ~/.cache/h2t-store).") var cache: String?
     @Flag(name: .long, help: "With --images: resize images of any size, even if the head records the size of its training images.") var anySize = false
+    @Flag(name: .long, help: "With --images: run the backbone even for images whose pixels are already in the head's feature set (by default their stored features are read, as predict on stored examples would).")
+    var recompute = false
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -28,6 +30,8 @@ struct Predict: ParsableCommand {
         var source: String
         var classNames: [String]
         var count: Int
+        /// With --images: how many images were found in the store (their features read, not computed).
+        var fromStore: Int?
         var predictions: [Row]
         struct Row: Encodable {
             var input: String
@@ -49,6 +53,7 @@ struct Predict: ParsableCommand {
         let head = try registry.head(try parseReference(reference))
         let predictions: Predictions
         let source: String
+        var fromStore: Int?
         if let dataset, let split {
             predictions = try registry.predict(head, dataset: dataset, split: split).predictions
             source = "\(dataset)/\(split)"
@@ -68,8 +73,12 @@ struct Predict: ParsableCommand {
                 throw ValidationError("head \(head.reference) reads features of backbone '\(backbone.architecture)', which h2t-store cannot run; ingest activations computed elsewhere and predict with --dataset/--split")
             }
             let network = try BackboneNetwork.load(architecture, from: ArtifactCache(explicitRoot: cache))
-            predictions = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: anySize).predict(decoded, names: names)
+            let predictor = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: anySize)
+            (predictions, fromStore) = try predictor.predict(decoded, names: names, reuseStored: !recompute)
             source = path
+            if !output.json, let fromStore, fromStore > 0 {
+                FileHandle.standardError.write(Data("predict: \(fromStore) of \(decoded.count) images are stored examples of the head's feature set: their stored features were read (--recompute runs the backbone on them)\n".utf8))
+            }
         }
         let text: String
         if output.json || format == "json" {
@@ -77,10 +86,10 @@ struct Predict: ParsableCommand {
                 Output.Row(input: predictions.inputs[i], label: head.classNames[predictions.labels[i]], labelIndex: predictions.labels[i],
                            probabilities: Array(predictions.probabilities(of: i)))
             }
-            if out == nil { return try printJSON(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, predictions: rows)) }
+            if out == nil { return try printJSON(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, fromStore: fromStore, predictions: rows)) }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            text = String(decoding: try encoder.encode(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, predictions: rows)), as: UTF8.self) + "\n"
+            text = String(decoding: try encoder.encode(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, fromStore: fromStore, predictions: rows)), as: UTF8.self) + "\n"
         } else {
             var lines = ["input,label," + head.classNames.map { "p_" + csvField($0) }.joined(separator: ",")]
             for i in predictions.inputs.indices {

@@ -297,6 +297,20 @@ struct RealDataCLITests {
         try CLI.expectValid(eval.stdout, schema: "eval-output")
         #expect((evaluated["metrics"] as? [String: Any])?["accuracy"] as? Double == h2t, "\(eval.stdout.prefix(300))")
         #expect(evaluated["same_as_recorded_test"] as? Bool == true)
+        // The test images as new images: all 10,000 are stored examples (same pixels, same content
+        // id), so their stored features are read and the labels are predict-on-stored-examples'.
+        let images = try CLI.run(["predict", "fashion-mnist@prod", "--images", cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", "--json"] + store)
+        #expect(images.status == 0, "\(images.stderr)")
+        try CLI.expectValid(images.stdout, schema: "predict-output")
+        let stored = try CLI.run(["predict", "fashion-mnist@prod", "--dataset", "fashion-mnist", "--split", "test", "--json"] + store)
+        func labels(_ stdout: String) throws -> [Int] {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(stdout.utf8)) as? [String: Any])
+            return (object["predictions"] as? [[String: Any]] ?? []).compactMap { $0["label_index"] as? Int }
+        }
+        let fromImages = try #require(try JSONSerialization.jsonObject(with: Data(images.stdout.utf8)) as? [String: Any])
+        #expect(fromImages["from_store"] as? Int == 10000)
+        #expect(try labels(images.stdout) == labels(stored.stdout))
+        #expect(try labels(images.stdout).count == 10000)
     }
 
     @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {

@@ -20,7 +20,8 @@ struct ImagePredictTests {
         let images: [DecodedImage]
         let ids: [ExampleID]
 
-        init() throws {
+        /// `contentIDs`: store the images under their content ids (as image ingest does) instead of names.
+        init(contentIDs: Bool = false) throws {
             network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
             store = try FeatureStore(path: directory.file("store"))
             registry = Registry(store: store)
@@ -36,7 +37,9 @@ struct ImagePredictTests {
                                            pixels: (0..<(32 * 32 * channels)).map { _ in UInt8(random.next() % 256) }))
             }
             self.images = images
-            ids = (0..<images.count).map { ExampleID(name: "image-\($0)") }
+            ids = contentIDs
+                ? images.map { image in image.pixels.withUnsafeBufferPointer { ExampleID(imagePixels: $0, width: 32, height: 32, channels: image.channels) } }
+                : (0..<images.count).map { ExampleID(name: "image-\($0)") }
             let manifest = writer.manifests[0]
             // A synthetic head on three taps; the deepest (order 30) is mid-network.
             var selection: [TapIndices] = []
@@ -88,6 +91,32 @@ struct ImagePredictTests {
         #expect(zip(fromImages.probabilities, fromStore.probabilities).allSatisfy { abs($0 - $1) < 1e-5 })
     }
 
+    @Test("images already ingested into the head's feature set are read from the store, the rest computed")
+    func storedImagesAreReadNotRecomputed() throws {
+        let s = try Setup(contentIDs: true)
+        let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
+        var random = SeededRandom(state: 77)
+        let unseen = DecodedImage(width: 32, height: 32, channels: 3, pixels: (0..<(32 * 32 * 3)).map { _ in UInt8(random.next() % 256) })
+        let images = [s.images[3], unseen, s.images[0], s.images[4]]
+        let names = ["three", "unseen", "zero", "four"]
+        let (reused, fromStore) = try predictor.predict(images, names: names, batchSize: 2, reuseStored: true)
+        #expect(fromStore == 3)
+        #expect(reused.inputs == names)
+        // The stored ones get exactly the prediction of predict on the stored examples.
+        let stored = try s.registry.predict(s.head, examples: [s.ids[3], s.ids[0], s.ids[4]])
+        #expect([reused.labels[0], reused.labels[2], reused.labels[3]] == stored.labels)
+        let k = s.head.classNames.count
+        let picked = [0, 2, 3].flatMap { Array(reused.probabilities[($0 * k)..<(($0 + 1) * k)]) }
+        #expect(zip(picked, stored.probabilities).allSatisfy { abs($0 - $1) <= 1e-6 })
+        // The unseen one, and everything with reuse off, run through the backbone.
+        let (recomputed, none) = try predictor.predict(images, names: names, batchSize: 2, reuseStored: false)
+        #expect(none == 0)
+        #expect(recomputed.labels == reused.labels)
+        #expect(zip(recomputed.probabilities, reused.probabilities).allSatisfy { abs($0 - $1) < 1e-5 })
+        let alone = try predictor.predict([unseen], names: ["unseen"])
+        #expect(zip(alone.probabilities, reused.probabilities[k..<(2 * k)]).allSatisfy { abs($0 - $1) < 1e-5 })
+    }
+
     @Test func imagesOfTheWrongSizeOrChannelsAreRefused() throws {
         let s = try Setup()
         let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
@@ -128,6 +157,7 @@ extension ImagePredictTests {
         let rows = json?["predictions"] as? [[String: Any]] ?? []
         #expect(rows.count == 2)
         #expect(rows.first?["label_index"] as? Int == expected.labels[0])
+        #expect(json?["from_store"] as? Int == 0, "stored under names, not content ids: computed")
         let csv = try CLI.run(["predict", "shapes", "--images", idx, "--store", s.store.path])
         #expect(csv.stdout.hasPrefix("input,label,p_a,p_b,p_c\nimages.idx#0,"))
         let small = s.directory.file("small.idx")

@@ -120,6 +120,15 @@ public struct ExampleID: Sendable, Hashable, Comparable, CustomStringConvertible
         bytes = digest
     }
 
+    /// The content identity of a decoded image (`channels`-interleaved 8-bit pixels): the same
+    /// pixels give the same example however they were read (an IDX stack, a PNG, a JPEG).
+    public init(imagePixels pixels: UnsafeBufferPointer<UInt8>, width: Int, height: Int, channels: Int) {
+        var hasher = SHA256()
+        hasher.update(Array("h2t.image:\(width)x\(height)x\(channels):".utf8))
+        hasher.update(UnsafeRawBufferPointer(pixels))
+        self.init(digest: hasher.finalize())
+    }
+
     /// Parses 64 hex digits; `nil` if malformed.
     public init?(hex: String) {
         guard hex.utf8.count == 64 else { return nil }
