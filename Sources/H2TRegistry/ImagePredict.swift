@@ -166,6 +166,10 @@ public final class ImagePredictor: Sendable {
     /// Returns how many came from the store.
     public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2,
                         reuseStored: Bool) throws -> (predictions: Predictions, fromStore: Int) {
+        guard names.count == images.count else {
+            throw RegistryError.invalidInput("\(images.count) images but \(names.count) names")
+        }
+        guard batchSize > 0 else { throw RegistryError.invalidInput("batch size must be positive, got \(batchSize)") }
         let applier = try HeadApplier(head: head)
         let d = head.inputCount
         var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
@@ -196,7 +200,7 @@ public final class ImagePredictor: Sendable {
                 fromStore += stored.count
             }
             if !compute.isEmpty {
-                let input = try batch(compute.map { images[$0] }, names: compute.map { $0 < names.count ? names[$0] : "image \($0)" })
+                let input = try batch(compute.map { images[$0] }, names: compute.map { names[$0] })
                 let computed = try selectedFeatures(input, count: compute.count, threads: threads)
                 for (row, i) in compute.enumerated() {
                     let at = (i - range.lowerBound) * d
