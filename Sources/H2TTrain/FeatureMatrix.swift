@@ -186,6 +186,18 @@ public struct FeatureMatrix: Sendable {
     /// row and tap, row-major).
     public mutating func scaleRowTaps(by factors: [Float]) {
         precondition(factors.count == rowCount * taps.count, "one factor per row and tap")
+        let count = taps.count
+        scaleSlices { row, t in factors[row * count + t] }
+    }
+
+    /// Multiplies every column of tap `t` by `scales[t]` (one scale per tap, in tap order).
+    public mutating func scaleTaps(by scales: [Float]) {
+        precondition(scales.count == taps.count, "one scale per tap")
+        scaleSlices { _, t in scales[t] }
+    }
+
+    /// Multiplies each row's slice of tap `t` by `factor(row, t)`.
+    private mutating func scaleSlices(_ factor: (Int, Int) -> Float) {
         let d = columnCount
         let taps = self.taps
         values.withUnsafeMutableBufferPointer { buffer in
@@ -193,23 +205,7 @@ public struct FeatureMatrix: Sendable {
             for row in 0..<rowCount {
                 let rowBase = base + row * d
                 for (t, tap) in taps.enumerated() {
-                    let factor = factors[row * taps.count + t]
-                    for j in tap.offset..<(tap.offset + tap.width) { rowBase[j] *= factor }
-                }
-            }
-        }
-    }
-
-    /// Multiplies every column of tap `t` by `scales[t]` (one scale per tap, in tap order).
-    public mutating func scaleTaps(by scales: [Float]) {
-        precondition(scales.count == taps.count, "one scale per tap")
-        let d = columnCount
-        let taps = self.taps
-        values.withUnsafeMutableBufferPointer { buffer in
-            guard let base = buffer.baseAddress else { return }
-            for row in 0..<rowCount {
-                let rowBase = base + row * d
-                for (tap, scale) in zip(taps, scales) {
+                    let scale = factor(row, t)
                     for j in tap.offset..<(tap.offset + tap.width) { rowBase[j] *= scale }
                 }
             }

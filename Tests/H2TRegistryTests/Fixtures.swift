@@ -15,18 +15,37 @@ struct RegistryFixture {
     let featureSet: String
     let registry: Registry
 
-    init(train: Int = 60, test: Int = 30, targetSizes: [Int] = [16], path: String? = nil) throws {
+    /// How the examples are drawn.
+    enum Examples {
+        /// A strong class signal in `mid`.
+        case plain
+        /// A weak class signal in `mid`, and every example multiplied by its own scale in
+        /// [0.25, 4): per-tap normalisation removes that scale, the raw rule does not, so the two
+        /// input rules give different predictions (with `plain` they agree).
+        case scaled
+    }
+
+    init(train: Int = 60, test: Int = 30, targetSizes: [Int] = [16], path: String? = nil, examples: Examples = .plain) throws {
         store = try FeatureStore(path: path ?? directory.file("store"))
         var ids: [String] = []
-        for (split, count, seed) in [("train", train, UInt64(1)), ("test", test, UInt64(2))] {
+        let seeds: (UInt64, UInt64) = examples == .plain ? (1, 2) : (11, 12)
+        for (split, count, seed) in [("train", train, seeds.0), ("test", test, seeds.1)] {
             var random = SeededRandom(state: seed)
             var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
             var labels: [String] = [], names: [String] = []
             for e in 0..<count {
                 let label = e % 3
-                for _ in 0..<64 { conv.append(random.uniform()) }
-                for j in 0..<16 { mid.append(random.uniform() * 0.5 + (j % 3 == label ? 1.5 : 0)) }
-                for _ in 0..<8 { logits.append(random.uniform()) }
+                switch examples {
+                case .plain:
+                    for _ in 0..<64 { conv.append(random.uniform()) }
+                    for j in 0..<16 { mid.append(random.uniform() * 0.5 + (j % 3 == label ? 1.5 : 0)) }
+                    for _ in 0..<8 { logits.append(random.uniform()) }
+                case .scaled:
+                    let scale = Float(pow(16.0, Double(random.uniform()))) / 4
+                    for _ in 0..<64 { conv.append(scale * random.uniform()) }
+                    for j in 0..<16 { mid.append(scale * (random.uniform() + (j % 3 == label ? 0.45 : 0))) }
+                    for _ in 0..<8 { logits.append(scale * random.uniform()) }
+                }
                 labels.append(Self.classNames[label])
                 names.append("\(split)-\(e)")
             }

@@ -181,39 +181,9 @@ struct TrainingConstantRegistryTests {
 }
 
 extension RegistryFixture {
-    /// The fixture's layout (taps conv 4×4×4, mid 16, logits 8; classes ant, bee, cat) with a weak
-    /// class signal in `mid` and every example multiplied by its own scale in [0.25, 4): per-tap
-    /// normalisation removes that scale, the raw rule does not, so the two rules give different
-    /// predictions here (the default fixture's signal is so strong that they agree).
+    /// The fixture with `.scaled` examples (see `RegistryFixture.Examples`).
     init(scaledExamples train: Int, test: Int) throws {
-        store = try FeatureStore(path: directory.file("store"))
-        var ids: [String] = []
-        for (split, count, seed) in [("train", train, UInt64(11)), ("test", test, UInt64(12))] {
-            var random = SeededRandom(state: seed)
-            var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
-            var labels: [String] = [], names: [String] = []
-            for e in 0..<count {
-                let label = e % 3
-                let scale = Float(pow(16.0, Double(random.uniform()))) / 4
-                for _ in 0..<64 { conv.append(scale * random.uniform()) }
-                for j in 0..<16 { mid.append(scale * (random.uniform() + (j % 3 == label ? 0.45 : 0))) }
-                for _ in 0..<8 { logits.append(scale * random.uniform()) }
-                labels.append(Self.classNames[label])
-                names.append("\(split)-\(e)")
-            }
-            let path = directory.file("\(split).safetensors")
-            func jsonArray(_ items: [String]) -> String { "[" + items.map { "\"\($0)\"" }.joined(separator: ",") + "]" }
-            try writeSafetensors(path, tensors: [("conv", [count, 4, 4, 4], conv), ("mid", [count, 16], mid), ("logits", [count, 8], logits)],
-                                 metadata: ["example_ids": jsonArray(names), "labels": jsonArray(labels),
-                                            "class_names": jsonArray(Self.classNames)])
-            var options = ExternalIngestOptions(backboneName: "toy", dataset: "toys", split: split, targetSizes: [16])
-            options.columnBlock = 16
-            options.segmentRows = 32
-            options.codec = .lossless
-            ids = try ExternalIngest(store: store, options: options).run(paths: [path]).featureSets.map(\.id)
-        }
-        featureSet = ids[0]
-        registry = Registry(store: store)
+        try self.init(train: train, test: test, examples: .scaled)
     }
 }
 
