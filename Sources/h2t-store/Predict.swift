@@ -45,6 +45,7 @@ struct Predict: ParsableCommand {
         let sources = [dataset != nil || split != nil, examples != nil, images != nil].filter { $0 }.count
         guard sources == 1 else { throw ValidationError("give exactly one input: --dataset with --split, --examples, or --images") }
         if (dataset == nil) != (split == nil) { throw ValidationError("--dataset and --split go together") }
+        if images == nil, recompute || anySize { throw ValidationError("--\(recompute ? "recompute" : "any-size") applies to --images only") }
         guard format == "csv" || format == "json" else { throw ValidationError("--format must be csv or json") }
     }
 
