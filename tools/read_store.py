@@ -48,7 +48,9 @@ import zstandard
 #: Store format version (``meta/format``, u32 little-endian) this reader understands.
 STORE_FORMAT_VERSION = 1
 #: Tile format version (u16 at tile offset 4) this reader understands.
-TILE_FORMAT_VERSION = 1
+TILE_FORMAT_VERSION = 2
+#: Oldest tile format version this reader understands (version 1 tiles carry no binding).
+OLDEST_TILE_FORMAT_VERSION = 1
 #: The named databases the Swift store creates. All are plain (no dupsort, no integer keys):
 #: LMDB refuses to open a named database with flags other than those it was created with.
 TABLES = ("meta", "backbones", "featuresets", "segments", "tiles", "rows", "rowexamples",
@@ -228,14 +230,15 @@ def _split_items(store: _Store, txn, dataset: str, split: str) -> Tuple[List[byt
 class _TileHeader:
     __slots__ = ("dtype", "planes", "compressed", "rows", "cols", "frame_width", "frame_count", "table", "data")
 
-    def __init__(self, tile: bytes, key: str):
+    def __init__(self, tile: bytes, key: str, binding: bytes):
         if len(tile) < _TILE_FIXED_HEADER:
             raise StoreFormatError(f"tile {key}: truncated ({len(tile)} bytes)")
         if tile[:4] != _TILE_MAGIC:
             raise StoreFormatError(f"tile {key}: bad magic")
         version, dtype_code, compression = struct.unpack_from("<HBB", tile, 4)
-        if version != TILE_FORMAT_VERSION:
-            raise StoreFormatError(f"tile {key}: format version {version} (this reader reads {TILE_FORMAT_VERSION})")
+        if not OLDEST_TILE_FORMAT_VERSION <= version <= TILE_FORMAT_VERSION:
+            raise StoreFormatError(f"tile {key}: format version {version} (this reader reads "
+                                   f"{OLDEST_TILE_FORMAT_VERSION}..{TILE_FORMAT_VERSION})")
         if dtype_code not in _DTYPES or compression > 1:
             raise StoreFormatError(f"tile {key}: unknown codec (dtype {dtype_code}, compression {compression})")
         self.dtype, self.planes = _DTYPES[dtype_code]
@@ -248,8 +251,12 @@ class _TileHeader:
         if len(tile) < self.data:
             raise StoreFormatError(f"tile {key}: frame table cut short")
         crc = zlib.crc32(tile[_TILE_FIXED_HEADER:self.data], zlib.crc32(tile[:24]))
+        if version >= 2:
+            # Version 2 binds the tile to its key and its segment's row count (format doc, section 5).
+            crc = zlib.crc32(binding, crc)
         if crc != header_crc:
-            raise StoreFormatError(f"tile {key}: header checksum mismatch (corrupted)")
+            raise StoreFormatError(f"tile {key}: header checksum mismatch (corrupted, misplaced, "
+                                   "or its segment's row count disagrees)")
         # Per frame: (offset from data start, [plane lengths], crc).
         self.table = []
         for f in range(self.frame_count):
@@ -302,13 +309,19 @@ def _decode_frame(tile: bytes, header: _TileHeader, frame: int, key: str,
     return values.reshape(header.frame_columns(frame), header.rows)
 
 
-def decode_tile(tile: bytes, columns: Optional[Sequence[int]] = None, key: str = "?",
+def tile_binding(key: bytes, rows: int) -> bytes:
+    """What a version-2 tile stored under ``key`` for a segment of ``rows`` rows is bound to."""
+    return bytes(key) + struct.pack("<I", rows)
+
+
+def decode_tile(tile: bytes, binding: bytes, columns: Optional[Sequence[int]] = None, key: str = "?",
                 decompressor: Optional[zstandard.ZstdDecompressor] = None) -> np.ndarray:
     """Decodes a tile (all columns, or only the tile-local ``columns``) to float32 ``(rows, k)``.
 
-    The header CRC is always checked; each frame that is read is checked against its CRC.
+    The header CRC is always checked (for version 2, over ``binding`` too: see ``tile_binding``);
+    each frame that is read is checked against its CRC.
     """
-    header = _TileHeader(tile, key)
+    header = _TileHeader(tile, key, binding)
     decompressor = decompressor or zstandard.ZstdDecompressor()
     wanted = list(range(header.cols)) if columns is None else list(columns)
     out = np.empty((header.rows, len(wanted)), dtype=np.float32)
@@ -382,7 +395,7 @@ def _read(store: _Store, txn, fs: dict, examples: Sequence[bytes], columns: Opti
             tile = txn.get(key, db=store.dbs["tiles"])
             if tile is None:
                 raise StoreFormatError(f"store is inconsistent: missing tile {text}")
-            values = decode_tile(tile, local_cols, key=text, decompressor=decompressor)
+            values = decode_tile(tile, tile_binding(key, count), local_cols, key=text, decompressor=decompressor)
             # decode_tile checked the header CRC, so these fields can be trusted.
             tile_rows, tile_cols = struct.unpack_from("<II", tile, 8)
             expected_cols = min(block_width, width - block * block_width)

@@ -15,7 +15,7 @@ struct CodecTests {
         let tile = values.withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
         var out = [Float](repeating: -1, count: values.count)
         try tile.withUnsafeBytes { bytes in
-            try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, into: $0.baseAddress!, destStride: Self.cols) }
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: Self.cols) }
         }
         return out
     }
@@ -37,7 +37,7 @@ struct CodecTests {
         let tie: [Float] = [1 + 1.0 / 256, 1 + 3.0 / 256]
         let tile = tie.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: 2, rows: 1, cols: 2) }
         var out = [Float](repeating: 0, count: 2)
-        try tile.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, into: $0.baseAddress!, destStride: 2) } }
+        try tile.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, binding: [], into: $0.baseAddress!, destStride: 2) } }
         #expect(out == [1, 1 + 4.0 / 256])
     }
 
@@ -55,7 +55,7 @@ struct CodecTests {
         let rows = [RowPick(local: 30, out: 0), RowPick(local: 1, out: 1)]
         var out = [Float](repeating: 0, count: 6)
         try tile.withUnsafeBytes { b in
-            try out.withUnsafeMutableBufferPointer { try TileDecoder().decode(b, columns: picks, rows: rows, into: $0.baseAddress!, destStride: 3) }
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decode(b, binding: [], columns: picks, rows: rows, into: $0.baseAddress!, destStride: 3) }
         }
         #expect(out == [full[30 * 23 + 2], full[30 * 23 + 9], full[30 * 23 + 22], full[1 * 23 + 2], full[1 * 23 + 9], full[1 * 23 + 22]])
     }
@@ -67,7 +67,7 @@ struct CodecTests {
         for position in stride(from: 0, to: tile.count, by: 7) {
             var damaged = tile
             damaged[position] ^= 0x5A
-            #expect(throws: TileError.self) { _ = try damaged.withUnsafeBytes { try decoder.verify($0) } }
+            #expect(throws: TileError.self) { _ = try damaged.withUnsafeBytes { try decoder.verify($0, binding: []) } }
         }
     }
 
@@ -75,13 +75,61 @@ struct CodecTests {
         let values = sample()
         var tile = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
         let truncated = Array(tile.prefix(20))
-        #expect(throws: TileError.self) { _ = try truncated.withUnsafeBytes { try TileHeader(parsing: $0) } }
+        #expect(throws: TileError.self) { _ = try truncated.withUnsafeBytes { try TileHeader(parsing: $0, binding: []) } }
         tile[4] = 9
         do {
-            _ = try tile.withUnsafeBytes { try TileHeader(parsing: $0) }
+            _ = try tile.withUnsafeBytes { try TileHeader(parsing: $0, binding: []) }
             Issue.record("a version-9 tile was accepted")
         } catch {
             #expect("\(error)".contains("version 9"))
         }
+    }
+
+    func encoded(_ codec: TileCodec = .default) -> [UInt8] {
+        sample().withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }
+    }
+
+    @Test func aBoundTileReadsOnlyUnderItsKeyAndRowCount() throws {
+        let key: [UInt8] = Array(repeating: 0xAB, count: 16) + [0, 0, 0, 16, 0, 0, 0, 1]
+        var tile = encoded()
+        TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: Self.rows))
+        let decoder = TileDecoder()
+        #expect(try tile.withUnsafeBytes { try decoder.verify($0, binding: TileCodec.binding(key: key, rows: Self.rows)) } == Self.rows * Self.cols)
+        var otherBlock = key
+        otherBlock[23] = 2
+        var otherSegment = key
+        otherSegment[19] = 32
+        for binding in [TileCodec.binding(key: otherBlock, rows: Self.rows), TileCodec.binding(key: otherSegment, rows: Self.rows),
+                        TileCodec.binding(key: key, rows: Self.rows + 1), []] {
+            #expect(throws: TileError.headerChecksumMismatch) { _ = try tile.withUnsafeBytes { try decoder.verify($0, binding: binding) } }
+        }
+    }
+
+    /// A version-1 tile (no binding) as an earlier h2t-store wrote it: the header CRC covers the
+    /// header and the frame table only.
+    @Test func versionOneTilesStillRead() throws {
+        var tile = encoded(TileCodec(dtype: .float32))
+        tile[4] = 1
+        tile[5] = 0
+        let dataOffset = 28 + ((Self.cols + 3) / 4) * 4 * (4 + 2)
+        let crc = crc32(Array(tile[0..<24]) + Array(tile[28..<dataOffset]))
+        tile[24] = UInt8(crc & 0xFF); tile[25] = UInt8(crc >> 8 & 0xFF); tile[26] = UInt8(crc >> 16 & 0xFF); tile[27] = UInt8(crc >> 24)
+        var out = [Float](repeating: -1, count: Self.rows * Self.cols)
+        // Whatever binding the reader passes, a version-1 tile has none to check.
+        try tile.withUnsafeBytes { b in
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, binding: [1, 2, 3], into: $0.baseAddress!, destStride: Self.cols) }
+        }
+        #expect(out == sample())
+        #expect(try tile.withUnsafeBytes { try TileHeader(parsing: $0, binding: []) }.version == 1)
+    }
+
+    /// CRC-32 (IEEE, as zlib), bit by bit: an independent check of the header checksum rule.
+    func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+        }
+        return ~crc
     }
 }

@@ -169,4 +169,107 @@ struct FeatureStoreTests {
         #expect(!other.cached)
         #expect(try store.cachedMatrices().count == 2)
     }
+
+    /// Two tiles of equal size swapped in the `tiles` table (a misdirected write): both blocks of
+    /// segment 0, and block 0 of two segments of 16 rows. Each is caught by `verify` and by reads.
+    @Test(arguments: [(0, 0, 0, 1), (0, 0, 16, 0)])
+    func misplacedTilesAreCaught(swap: (Int, Int, Int, Int)) throws {
+        let dir = TemporaryDirectory()
+        // Uncompressed: tiles of equal shape have equal size, as a swap that LMDB cannot notice needs.
+        let (store, fs, ids, _, _) = try makeStore(dir, rows: 48, segment: 16, codec: TileCodec(dtype: .float32, compressed: false))
+        let tiles = store.environment.table("tiles")
+        let prefix = Array(fs.utf8.prefix(32)).chunked2()
+        func key(_ segment: Int, _ block: Int) -> [UInt8] { prefix + be32(segment) + be32(block) }
+        try store.environment.write { txn in
+            let a = try #require(try txn.get(tiles, key(swap.0, swap.1)).map(Array.init))
+            let b = try #require(try txn.get(tiles, key(swap.2, swap.3)).map(Array.init))
+            #expect(a.count == b.count)
+            try txn.put(tiles, key(swap.0, swap.1), b)
+            try txn.put(tiles, key(swap.2, swap.3), a)
+        }
+        let report = try store.verify()
+        #expect(report.problems.count == 2)
+        #expect(report.problems.allSatisfy { $0.contains("header checksum") })
+        #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[0]]) }
+        #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[swap.2]], columns: [swap.3 * 8]) }
+    }
+
+    /// A segment record whose row count disagrees with its tiles, and a dataset record whose split
+    /// count disagrees with its items, are errors for every read, not only for `verify`.
+    @Test func countsThatDisagreeWithTheDataAreReadErrors() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, ids, _, _) = try makeStore(dir, rows: 48, segment: 16)
+        let prefix = Array(fs.utf8.prefix(32)).chunked2()
+        try store.environment.write { txn in
+            try txn.put(store.environment.table("segments"), prefix + be32(16), [15, 0, 0, 0])
+        }
+        // Row 16 now falls in a segment that claims 15 rows: its tiles no longer match.
+        #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[16]]) }
+        #expect(!(try store.verify().ok))
+
+        let dir2 = TemporaryDirectory()
+        let (store2, fs2, _, _, _) = try makeStore(dir2, rows: 20, segment: 16)
+        try store2.environment.write { txn in
+            let datasets = store2.environment.table("datasets")
+            let value = try #require(try txn.get(datasets, Array("toy".utf8)).map { String(decoding: $0, as: UTF8.self) })
+            try txn.put(datasets, Array("toy".utf8), Array(value.replacingOccurrences(of: "20", with: "21").utf8))
+        }
+        do {
+            _ = try store2.read(featureSet: fs2, dataset: "toy", split: "train")
+            Issue.record("a split whose count disagrees with its items was read")
+        } catch {
+            #expect("\(error)".contains("toy/train holds 20 items but its dataset record says 21"))
+        }
+    }
+
+    /// Two writers that computed the same examples (two ingests into one store): the later commit
+    /// keeps what the earlier stored and adds only the rest, re-encoded; neither fails.
+    @Test func overlappingCommitsStoreEveryExampleOnce() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, ids, values, width) = try makeStore(dir, rows: 10, segment: 10, codec: .default)
+        let manifest = try store.featureSet(fs).manifest
+        // A second writer's chunk: examples 5..<10 (stored) and 10..<14 (new), interleaved.
+        var generator = ActivationGenerator(state: 99)
+        let fresh = generator.matrix(rows: 4, cols: width)
+        let order = [5, 10, 6, 11, 12, 7, 8, 13, 9]
+        let chunkIDs = order.map { $0 < 10 ? ids[$0] : ExampleID(name: "ex\($0)") }
+        func row(_ i: Int) -> [Float] {
+            i < 10 ? Array(values[(i * width)..<((i + 1) * width)]) : Array(fresh[((i - 10) * width)..<((i - 9) * width)])
+        }
+        let chunk: [Float] = order.flatMap(row)
+        let tiles = chunk.withUnsafeBufferPointer { SegmentEncoder(manifest: manifest).encode($0.baseAddress!, rows: order.count) }
+        try store.commit(segments: [SegmentPayload(featureSet: fs, examples: chunkIDs, tiles: tiles)],
+                         examples: chunkIDs.map { ($0, ExampleRecord(name: "x", source: "second writer")) },
+                         datasets: [DatasetAppend(dataset: "toy", classNames: ["a", "b"], split: "train", items: zip(chunkIDs, order).map { ($0, $1 % 2) })])
+        let info = try store.featureSet(fs)
+        #expect(info.rowCount == 14)
+        #expect(info.segmentCount == 2)
+        #expect(try store.verify().ok)
+        let expected = try store.read(featureSet: fs, examples: ids)
+        let again = try store.read(featureSet: fs, examples: chunkIDs)
+        for (r, i) in order.enumerated() {
+            let want: [Float] = i < 10 ? Array(expected.row(i)) : row(i).map(bfloat16Rounded)
+            #expect(Array(again.row(r)) == want)
+        }
+        // The same chunk once more: nothing to add, and no error.
+        try store.commit(segments: [SegmentPayload(featureSet: fs, examples: chunkIDs, tiles: tiles)], examples: [], datasets: [])
+        #expect(try store.featureSet(fs).rowCount == 14)
+    }
+}
+
+private func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+
+/// What a bfloat16 tile gives back for `x` (round to nearest even).
+private func bfloat16Rounded(_ x: Float) -> Float {
+    let bits = x.bitPattern
+    let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000
+    return Float(bitPattern: rounded)
+}
+
+private extension Array where Element == UInt8 {
+    /// Hex digits (ASCII) to bytes: the first 32 hex digits of a feature-set id are its 16-byte key prefix.
+    func chunked2() -> [UInt8] {
+        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
+        return stride(from: 0, to: count, by: 2).map { nibble(self[$0]) << 4 | nibble(self[$0 + 1]) }
+    }
 }

@@ -230,7 +230,7 @@ enum RegistryBench {
             try txn.scan(tiles, prefix: fs16) { key, value in
                 whole += value.count
                 let block = Int(key[20]) << 24 | Int(key[21]) << 16 | Int(key[22]) << 8 | Int(key[23])
-                let header = try TileHeader(parsing: value)
+                let header = try TileHeader(parsing: value, binding: nil)
                 if framesByBlock.isEmpty {
                     for c in columns { framesByBlock[c / manifest.columnBlock, default: []].insert((c % manifest.columnBlock) / header.frameWidth) }
                 }

@@ -194,7 +194,7 @@ enum StoreBench {
                     decodeTimes.append(try measure {
                         try decodedPadded.withUnsafeMutableBufferPointer { d in
                             for b in 0..<blocks {
-                                try tiles[b].withUnsafeBytes { try decoder.decodeAll($0, into: d.baseAddress! + b * blockWidth, destStride: pitch) }
+                                try tiles[b].withUnsafeBytes { try decoder.decodeAll($0, binding: [], into: d.baseAddress! + b * blockWidth, destStride: pitch) }
                             }
                         }
                     })
@@ -317,16 +317,16 @@ enum StoreBench {
         var stride1024: [Sample] = [], strideWide: [Sample] = [], twoStep: [Sample] = [], twoStep1024: [Sample] = []
         for _ in 0..<max(3, o.reps) {
             stride1024.append(try measure {
-                for t in tiles { try t.withUnsafeBytes { try decoder.decodeAll($0, into: narrow, destStride: blockWidth) } }
+                for t in tiles { try t.withUnsafeBytes { try decoder.decodeAll($0, binding: [], into: narrow, destStride: blockWidth) } }
             })
             strideWide.append(try measure {
-                for (b, t) in tiles.enumerated() { try t.withUnsafeBytes { try decoder.decodeAll($0, into: far + b * blockWidth, destStride: wide) } }
+                for (b, t) in tiles.enumerated() { try t.withUnsafeBytes { try decoder.decodeAll($0, binding: [], into: far + b * blockWidth, destStride: wide) } }
             })
             twoStep1024.append(try measure {
                 for t in tiles {
                     try t.withUnsafeBytes { tile in
                         for (g, picks) in groupPicks.enumerated() {
-                            try decoder.decode(tile, columns: picks, into: scratch, destStride: group)
+                            try decoder.decode(tile, binding: [], columns: picks, into: scratch, destStride: group)
                             var d = narrow + g * group
                             var s = UnsafePointer(scratch)
                             for _ in 0..<rows {
@@ -342,7 +342,7 @@ enum StoreBench {
                 for (b, t) in tiles.enumerated() {
                     try t.withUnsafeBytes { tile in
                         for (g, picks) in groupPicks.enumerated() {
-                            try decoder.decode(tile, columns: picks, into: scratch, destStride: group)
+                            try decoder.decode(tile, binding: [], columns: picks, into: scratch, destStride: group)
                             var d = far + b * blockWidth + g * group
                             var s = UnsafePointer(scratch)
                             for _ in 0..<rows {

@@ -11,18 +11,26 @@ import CZstd
 ///
 /// ```
 /// 0   "H2TT"            magic
-/// 4   u16 version       = 1
+/// 4   u16 version       = 2 (1 is still read)
 /// 6   u8  dtype         0 float32, 1 float16, 2 bfloat16
 /// 7   u8  compression   0 none, 1 zstd per byte plane
 /// 8   u32 rows
 /// 12  u32 cols
 /// 16  u32 frameWidth    columns per frame (the last frame may be narrower)
 /// 20  u32 frameCount
-/// 24  u32 headerCRC     CRC-32 (zlib) of bytes 0..<24 followed by the frame table
+/// 24  u32 headerCRC     CRC-32 (zlib) of bytes 0..<24, the frame table and (version 2) the binding
 /// 28  frame table       per frame: u32 offset (from the data start), u32 length per plane, u32 CRC-32 of the frame's bytes
 /// ... data              frames in order; in a frame, planes in order
 /// ```
 /// A plane whose stored length equals its raw length (`rows × frameColumns` bytes) is stored raw.
+///
+/// Version 2 binds a tile to where it is stored: the header CRC also covers a *binding*, the
+/// tile's LMDB key followed by its segment's row count (u32 LE), which is not stored in the tile.
+/// A tile written under one key and found under another (a misdirected write, two tiles of equal
+/// size swapped) or read against a segment record of another row count fails its header check.
+/// The encoder cannot know the key (a segment's first row is assigned inside the commit), so it
+/// writes the CRC of the header and table alone and the store calls `bind(_:to:)` when it puts
+/// the tile, which continues that CRC over the binding.
 public struct TileCodec: Sendable, Hashable, Codable {
     /// Storage type of the values.
     public var dtype: StorageDType
@@ -47,9 +55,29 @@ public struct TileCodec: Sendable, Hashable, Codable {
     public static let lossless = TileCodec(dtype: .float32)
 
     static let magic: [UInt8] = Array("H2TT".utf8)
-    /// The tile format version this build reads and writes.
-    public static let formatVersion: UInt16 = 1
+    /// The tile format version this build writes.
+    public static let formatVersion: UInt16 = 2
+    /// The oldest tile format version this build reads (version 1: no binding).
+    public static let oldestReadableVersion: UInt16 = 1
     static let fixedHeaderSize = 28
+
+    /// The binding of a tile stored under `key` for a segment of `rows` rows: what a version-2
+    /// header CRC covers after the header and the frame table.
+    public static func binding(key: [UInt8], rows: Int) -> [UInt8] {
+        let r = UInt32(truncatingIfNeeded: rows)
+        return key + [UInt8(truncatingIfNeeded: r), UInt8(truncatingIfNeeded: r >> 8), UInt8(truncatingIfNeeded: r >> 16), UInt8(truncatingIfNeeded: r >> 24)]
+    }
+
+    /// Binds a freshly encoded version-2 tile to `binding` (continues its header CRC over it).
+    /// Call it exactly once, when the tile's key is known.
+    public static func bind(_ tile: inout [UInt8], to binding: [UInt8]) {
+        precondition(tile.count >= fixedHeaderSize, "bind(_:to:) needs an encoded tile")
+        tile.withUnsafeMutableBytes { bytes in
+            let unbound = loadLE32(UnsafeRawBufferPointer(bytes), 24)
+            let bound = binding.withUnsafeBytes { crc32(continuing: unbound, $0) }
+            storeLE32(bytes.baseAddress!, 24, bound)
+        }
+    }
 }
 
 /// Errors found while decoding a tile. The store adds the key and feature set to the message.
@@ -66,9 +94,9 @@ public enum TileError: Error, CustomStringConvertible, Sendable, Equatable {
         switch self {
         case .truncated(let what): return "tile is truncated (\(what))"
         case .badMagic: return "not a tile (bad magic)"
-        case .unsupportedVersion(let v): return "tile format version \(v) is not supported by this h2t-store (reads version \(TileCodec.formatVersion)); upgrade h2t-store"
+        case .unsupportedVersion(let v): return "tile format version \(v) is not supported by this h2t-store (reads versions \(TileCodec.oldestReadableVersion)...\(TileCodec.formatVersion)); upgrade h2t-store"
         case .unknownCodec(let d, let c): return "unknown tile codec (dtype code \(d), compression code \(c))"
-        case .headerChecksumMismatch: return "tile header checksum mismatch (corrupted)"
+        case .headerChecksumMismatch: return "tile header checksum mismatch (corrupted, stored under the wrong key, or its segment's row count disagrees)"
         case .frameChecksumMismatch(let f): return "tile frame \(f) checksum mismatch (corrupted)"
         case .decompressionFailed(let f, let reason): return "tile frame \(f) does not decompress: \(reason)"
         }
@@ -89,6 +117,8 @@ public struct TileHeader: Sendable {
     public let frameWidth: Int
     /// Number of frames.
     public let frameCount: Int
+    /// Tile format version (1 or 2).
+    public let version: UInt16
     let tableOffset: Int
     let dataOffset: Int
 
@@ -120,12 +150,16 @@ func crc32(continuing crc: UInt32, _ p: UnsafeRawBufferPointer) -> UInt32 {
 }
 
 extension TileHeader {
-    /// Parses and checks the header and frame table of `tile`.
-    public init(parsing tile: UnsafeRawBufferPointer) throws(TileError) {
+    /// Parses and checks the header and frame table of `tile`. A version-2 tile must carry the
+    /// binding it was stored with (`TileCodec.binding(key:rows:)`); version-1 tiles have none.
+    /// With `binding` nil the header CRC is not checked: only for accounting (`du`), never
+    /// before decoding values.
+    public init(parsing tile: UnsafeRawBufferPointer, binding: [UInt8]?) throws(TileError) {
         guard tile.count >= TileCodec.fixedHeaderSize else { throw .truncated("\(tile.count) bytes, header needs \(TileCodec.fixedHeaderSize)") }
         guard tile[0] == 0x48, tile[1] == 0x32, tile[2] == 0x54, tile[3] == 0x54 else { throw .badMagic }
         let version = UInt16(littleEndian: tile.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-        guard version == TileCodec.formatVersion else { throw .unsupportedVersion(version) }
+        guard (TileCodec.oldestReadableVersion...TileCodec.formatVersion).contains(version) else { throw .unsupportedVersion(version) }
+        self.version = version
         guard let dtype = StorageDType(code: tile[6]), tile[7] <= 1 else { throw .unknownCodec(dtype: tile[6], compression: tile[7]) }
         self.dtype = dtype
         compressed = tile[7] == 1
@@ -137,8 +171,10 @@ extension TileHeader {
         dataOffset = tableOffset + frameCount * 4 * (dtype.byteWidth + 2)
         guard frameWidth > 0, frameCount == (cols + frameWidth - 1) / frameWidth else { throw .truncated("inconsistent frame count") }
         guard tile.count >= dataOffset else { throw .truncated("frame table cut short") }
+        guard let binding else { return }
         var crc = crc32(UnsafeRawBufferPointer(rebasing: tile[0..<24]))
         crc = crc32(continuing: crc, UnsafeRawBufferPointer(rebasing: tile[tableOffset..<dataOffset]))
+        if version >= 2 { crc = binding.withUnsafeBytes { crc32(continuing: crc, $0) } }
         guard crc == loadLE32(tile, 24) else { throw .headerChecksumMismatch }
     }
 }

@@ -42,9 +42,10 @@ public final class TileDecoder {
     /// Decodes the columns `columns` (sorted by `local`) of the rows `rows` (all rows in order
     /// when `nil`) of `tile` into `dest`, writing value (r, c) at `dest[r.out * destStride + c.out]`.
     /// Only the frames holding the picked columns are read, checksummed and decompressed.
-    public func decode(_ tile: UnsafeRawBufferPointer, columns: [ColumnPick], rows: [RowPick]? = nil,
+    /// `binding` is what the tile was bound to when stored (`TileCodec.binding(key:rows:)`).
+    public func decode(_ tile: UnsafeRawBufferPointer, binding: [UInt8], columns: [ColumnPick], rows: [RowPick]? = nil,
                        into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
-        let header = try TileHeader(parsing: tile)
+        let header = try TileHeader(parsing: tile, binding: binding)
         // Picks outside the tile would read out of bounds: a tile that disagrees with its segment.
         if let bad = columns.first(where: { $0.local < 0 || $0.local >= header.cols }) {
             throw TileError.truncated("column \(bad.local) asked of a tile with \(header.cols) columns")
@@ -64,9 +65,10 @@ public final class TileDecoder {
         }
     }
 
-    /// Decodes every column of `tile` into `dest` (row-major with `destStride`), all rows.
-    public func decodeAll(_ tile: UnsafeRawBufferPointer, into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
-        let header = try TileHeader(parsing: tile)
+    /// Decodes every column of `tile` (stored with `binding`) into `dest` (row-major with
+    /// `destStride`), all rows.
+    public func decodeAll(_ tile: UnsafeRawBufferPointer, binding: [UInt8], into dest: UnsafeMutablePointer<Float>, destStride: Int) throws {
+        let header = try TileHeader(parsing: tile, binding: binding)
         for frame in 0..<header.frameCount {
             framePicks.removeAll(keepingCapacity: true)
             let first = frame * header.frameWidth
@@ -75,10 +77,10 @@ public final class TileDecoder {
         }
     }
 
-    /// Checks every frame's checksum and that it decompresses to the right size; returns the
-    /// number of values in the tile.
-    public func verify(_ tile: UnsafeRawBufferPointer) throws -> Int {
-        let header = try TileHeader(parsing: tile)
+    /// Checks the header against `binding`, every frame's checksum and that it decompresses to
+    /// the right size; returns the number of values in the tile.
+    public func verify(_ tile: UnsafeRawBufferPointer, binding: [UInt8]) throws -> Int {
+        let header = try TileHeader(parsing: tile, binding: binding)
         for frame in 0..<header.frameCount { try expandFrame(frame, of: tile, header: header) }
         return header.rows * header.cols
     }

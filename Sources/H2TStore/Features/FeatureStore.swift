@@ -261,18 +261,31 @@ public final class FeatureStore: Sendable {
         return names
     }
 
-    /// The ordered items of `dataset/split`.
+    /// The ordered items of `dataset/split`. An item count that disagrees with the dataset's
+    /// manifest is an error (a damaged store), not a shorter or longer split.
     public func split(dataset: String, split: String) throws -> SplitItems {
-        let manifest = try self.dataset(dataset)
-        guard manifest.splits[split] != nil else {
-            throw StoreError.unknownSplit(dataset: dataset, split: split, known: manifest.splits.keys.sorted())
-        }
-        return try environment.read { txn in
+        try environment.read { txn in
+            // Manifest and items from one transaction: a concurrent append changes both at once.
+            guard let value = try txn.get(datasets, Array(dataset.utf8)) else {
+                throw StoreError.unknownDataset(dataset, known: try allDatasetNames(txn))
+            }
+            let manifest = try CanonicalJSON.decode(DatasetManifest.self, from: value)
+            guard let expected = manifest.splits[split] else {
+                throw StoreError.unknownSplit(dataset: dataset, split: split, known: manifest.splits.keys.sorted())
+            }
             var items = SplitItems(examples: [], labels: [])
+            items.examples.reserveCapacity(expected)
+            items.labels.reserveCapacity(expected)
             try txn.scan(splitItems, prefix: Keys.split(dataset, split)) { _, value in
+                guard value.count == 36 else {
+                    throw StoreError.inconsistent("an item of \(dataset)/\(split) has \(value.count) bytes, expected 36 (run `h2t-store verify`)")
+                }
                 items.examples.append(ExampleID(digest: Array(value[0..<32])))
                 items.labels.append(Keys.readU32LE(value, 32))
                 return true
+            }
+            guard items.examples.count == expected else {
+                throw StoreError.inconsistent("\(dataset)/\(split) holds \(items.examples.count) items but its dataset record says \(expected) (run `h2t-store verify`)")
             }
             return items
         }
@@ -347,8 +360,11 @@ public final class FeatureStore: Sendable {
     /// Commits, in one transaction, new rows for one or several feature sets, the example
     /// records, and dataset items. Either all of it lands or none of it.
     ///
-    /// Rows already present in a feature set make the commit fail (a concurrent ingest added them):
-    /// re-running the ingest resumes without duplicates.
+    /// Two writers may compute the same examples at once (two ingests into one store): LMDB runs
+    /// their commits one after the other, and a commit keeps what the other already stored. Rows
+    /// of a payload that are present by then are dropped from its tiles (decoded and re-encoded
+    /// without them, which is exact: the values are already in the stored dtype), so every
+    /// example is stored once and neither writer fails.
     public func commit(segments payloads: [SegmentPayload], examples records: [(ExampleID, ExampleRecord)],
                        datasets appends: [DatasetAppend]) throws {
         let encodedRecords = try records.map { ($0.0, try CanonicalJSON.encode($0.1)) }
@@ -365,22 +381,46 @@ public final class FeatureStore: Sendable {
                     throw StoreError.inconsistent("segment for \(payload.featureSet.prefix(12)) has \(payload.tiles.count) tiles, expected \(manifest.columnBlocks)")
                 }
                 let fs = Keys.fsPrefix(payload.featureSet)
+                var newRows = payload.examples, newTiles = payload.tiles
+                let present = try payload.examples.map { try txn.get(rows, Keys.row(fs, example: $0)) != nil }
+                if present.contains(true) {
+                    let keep = present.indices.filter { !present[$0] }
+                    guard !keep.isEmpty else { continue }
+                    newRows = keep.map { payload.examples[$0] }
+                    newTiles = try Self.keepingRows(keep, of: payload.tiles, manifest: manifest)
+                }
                 let start = try segmentList(txn, payload.featureSet).last.map { $0.start + $0.count } ?? 0
-                for (offset, example) in payload.examples.enumerated() {
+                for (offset, example) in newRows.enumerated() {
                     guard try txn.get(examples, example.bytes) != nil else { throw StoreError.unknownExample(example.hex) }
-                    let rowKey = Keys.row(fs, example: example)
-                    if try txn.get(rows, rowKey) != nil {
-                        throw StoreError.invalidArgument("example \(example.hex.prefix(12)) was added to feature set \(payload.featureSet.prefix(12)) by a concurrent ingest; re-run to resume")
-                    }
-                    try txn.put(rows, rowKey, Keys.u32(start + offset))
+                    try txn.put(rows, Keys.row(fs, example: example), Keys.u32(start + offset))
                     try txn.put(rowExamples, Keys.rowExample(fs, row: start + offset), example.bytes)
                 }
-                for (block, tile) in payload.tiles.enumerated() {
-                    try txn.put(tiles, Keys.tile(fs, segment: start, block: block), tile)
+                for (block, var tile) in newTiles.enumerated() {
+                    let key = Keys.tile(fs, segment: start, block: block)
+                    TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: newRows.count))
+                    try txn.put(tiles, key, tile)
                 }
-                try txn.put(segments, Keys.segment(fs, start: start), Keys.u32LE(payload.examples.count))
+                try txn.put(segments, Keys.segment(fs, start: start), Keys.u32LE(newRows.count))
             }
             for append in appends { try appendDataset(txn, append) }
+        }
+    }
+
+    /// The rows `keep` (ascending) of freshly encoded, not yet bound tiles, re-encoded.
+    static func keepingRows(_ keep: [Int], of tiles: [[UInt8]], manifest: FeatureSetManifest) throws -> [[UInt8]] {
+        let decoder = TileDecoder()
+        let encoder = TileEncoder(codec: manifest.codec)
+        let picks = keep.enumerated().map { RowPick(local: $0.element, out: $0.offset) }
+        return try tiles.enumerated().map { block, tile in
+            let cols = min(manifest.columnBlock, manifest.width - block * manifest.columnBlock)
+            var values = [Float](repeating: 0, count: keep.count * cols)
+            try tile.withUnsafeBytes { bytes in
+                try values.withUnsafeMutableBufferPointer { out in
+                    try decoder.decode(bytes, binding: [], columns: (0..<cols).map { ColumnPick(local: $0, out: $0) }, rows: picks,
+                                       into: out.baseAddress!, destStride: cols)
+                }
+            }
+            return values.withUnsafeBufferPointer { encoder.encode($0.baseAddress!, rowStride: cols, rows: keep.count, cols: cols) }
         }
     }
 }

@@ -108,17 +108,19 @@ extension FeatureStore {
                     expectedStart = segment.start + segment.count
                     for block in 0..<info.manifest.columnBlocks {
                         let key = Keys.describeTile(info.id, segment: segment.start, block: block)
-                        guard let tile = try txn.get(tiles, Keys.tile(fs, segment: segment.start, block: block)) else {
+                        let tileKey = Keys.tile(fs, segment: segment.start, block: block)
+                        guard let tile = try txn.get(tiles, tileKey) else {
                             report.problems.append("\(key): missing")
                             continue
                         }
                         do {
-                            let header = try TileHeader(parsing: tile)
+                            let binding = TileCodec.binding(key: tileKey, rows: segment.count)
+                            let header = try TileHeader(parsing: tile, binding: binding)
                             let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
                             if header.rows != segment.count || header.cols != cols {
                                 report.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
                             }
-                            report.valuesChecked += try decoder.verify(tile)
+                            report.valuesChecked += try decoder.verify(tile, binding: binding)
                         } catch {
                             report.problems.append("\(key): \(error)")
                         }
@@ -191,7 +193,8 @@ extension FeatureStore {
                 try txn.scan(tiles, prefix: fs) { key, value in
                     total += value.count
                     let block = Keys.readU32BE(key, 20)
-                    guard let header = try? TileHeader(parsing: value) else { return true }
+                    // Accounting only (no values are decoded): the header is not checked against its key.
+                    guard let header = try? TileHeader(parsing: value, binding: nil) else { return true }
                     // Apportion each frame's bytes to the taps whose columns it holds.
                     for (f, bytes) in header.frameByteCounts(value).enumerated() {
                         let first = block * m.columnBlock + f * header.frameWidth

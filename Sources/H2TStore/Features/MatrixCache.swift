@@ -50,7 +50,9 @@ extension FeatureStore {
             var out = FeatureMatrix(rows: meta.rows, cols: meta.columns)
             let tile = UnsafeRawBufferPointer(rebasing: value[(4 + jsonLength)...])
             do {
-                try out.values.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(tile, into: $0.baseAddress!, destStride: meta.columns) }
+                try out.values.withUnsafeMutableBufferPointer {
+                    try TileDecoder().decodeAll(tile, binding: TileCodec.binding(key: key, rows: meta.rows), into: $0.baseAddress!, destStride: meta.columns)
+                }
             } catch let error as TileError {
                 throw StoreError.corruptTile(key: "matrices/\(SHA256.hex(key).prefix(12))", reason: error.description)
             }
@@ -62,9 +64,10 @@ extension FeatureStore {
         let matrix = try read(info, examples: items.examples, columns: columns)
         var codec = info.manifest.codec
         codec.frameWidth = max(codec.frameWidth, 1)
-        let tile = matrix.values.withUnsafeBufferPointer {
+        var tile = matrix.values.withUnsafeBufferPointer {
             TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rows, cols: columns.count)
         }
+        TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: matrix.rows))
         let meta = try CanonicalJSON.encode(CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
                                                              rows: matrix.rows, columns: columns.count))
         if !readOnlyEnvironment {

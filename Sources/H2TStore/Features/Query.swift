@@ -164,8 +164,9 @@ extension FeatureStore {
                             var base = dest.value
                             // Identity rows: the segment's first row lands at the first pick's output row.
                             if item.rows == nil { base += item.firstOut * outCols }
+                            let binding = TileCodec.binding(key: key, rows: segs[item.segment].count)
                             do {
-                                try decoder.decode(tile, columns: block.picks, rows: item.rows, into: base, destStride: outCols)
+                                try decoder.decode(tile, binding: binding, columns: block.picks, rows: item.rows, into: base, destStride: outCols)
                             } catch let error as TileError {
                                 throw StoreError.corruptTile(key: Keys.describeTile(fsID, segment: start, block: block.block), reason: error.description)
                             }
