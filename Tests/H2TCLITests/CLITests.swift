@@ -240,6 +240,35 @@ struct CLITests {
         #expect(((ls["feature_sets"] as! [[String: Any]])[0]["rows"] as! Int) == 600)
         #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
     }
+
+    /// Two ingests of the same inputs into one store at once compute the same examples in
+    /// parallel; LMDB runs their commits one after the other, and the later keeps what the
+    /// earlier stored. Both finish without error and every example is stored once.
+    @Test func twoIngestsOfTheSameInputsBothFinishWithEachExampleOnce() throws {
+        let n = 1200
+        try writeInput(dir + "/same.safetensors", n: n, prefix: "s")
+        let processes = try (0..<2).map { _ -> (Process, Pipe) in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLI.binary)
+            p.arguments = ["ingest", "--store", dir + "/store", "--external", "toy", "--dataset", "toy", "--split", "train",
+                           "--target-size", "32", "--column-block", "64", "--segment-rows", "20", "--json", dir + "/same.safetensors"]
+            let err = Pipe()
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = err
+            try p.run()
+            return (p, err)
+        }
+        for (p, err) in processes {
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            #expect(p.terminationStatus == 0, "\(stderr)")
+        }
+        let ls = try JSONSerialization.jsonObject(with: Data(try CLI.run(["ls", "--json", "--store", dir + "/store"]).stdout.utf8)) as! [String: Any]
+        #expect(((ls["feature_sets"] as! [[String: Any]])[0]["rows"] as! Int) == n)
+        let splits = ((ls["datasets"] as! [[String: Any]])[0]["splits"] as! [[String: Any]])
+        #expect((splits[0]["count"] as! Int) == n)
+        #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
+    }
 }
 
 /// Real weights and real images (the artefacts `tools/fetch-artifacts` pins; CI fetches them first).
