@@ -11,6 +11,8 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
     case nonFinite(file: String, tap: String, example: Int)
     case badLabels(file: String, reason: String)
     case duplicateExample(file: String, example: String)
+    case conflictingDuplicate(example: String, first: String, second: String)
+    case emptyTap(file: String, tap: String, shape: [Int])
 
     public var description: String {
         switch self {
@@ -24,6 +26,10 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
             return "\(file): tap '\(tap)' has NaN or Inf in example \(example); fix the input or pass --allow-nonfinite to store it anyway"
         case .badLabels(let file, let reason): return "\(file): \(reason)"
         case .duplicateExample(let file, let example): return "\(file): example '\(example)' appears twice with different labels"
+        case .conflictingDuplicate(let example, let first, let second):
+            return "example id '\(example)' is given twice with different activations (\(first) and \(second)); give each example its own id"
+        case .emptyTap(let file, let tap, let shape):
+            return "\(file): tap '\(tap)' has per-example shape \(shape), which holds no values; drop the tap or fix its shape"
         }
     }
 }
@@ -157,6 +163,7 @@ public struct ExternalIngest {
                 throw IngestError.inconsistentTaps(file: source.path, reason: "its taps \(shapes.map(\.name)) or shapes differ from \(sources[0].path)'s")
             }
         }
+        try Self.checkRepeatedIDs(sources)
         let classNames = try resolveClassNames(sources)
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
@@ -263,9 +270,45 @@ public struct ExternalIngest {
         return all.sorted()
     }
 
+    /// Refuses, before anything is written, an example id given twice (in one file or across
+    /// files) with different activations: keeping either would silently drop the other. Repeats
+    /// with bit-identical activations are one example, stored once.
+    static func checkRepeatedIDs(_ sources: [ActivationSource]) throws {
+        var first: [String: (source: Int, index: Int)] = [:]
+        for (s, source) in sources.enumerated() {
+            guard let names = source.names else { continue }
+            for (index, name) in names.enumerated() {
+                guard let earlier = first[name] else {
+                    first[name] = (s, index)
+                    continue
+                }
+                if !sameActivations(sources[earlier.source], earlier.index, source, index) {
+                    throw IngestError.conflictingDuplicate(example: name, first: "\(sources[earlier.source].path) example \(earlier.index)",
+                                                           second: "\(source.path) example \(index)")
+                }
+            }
+        }
+    }
+
+    /// Whether example `i` of `a` and example `j` of `b` have bit-identical values in every tap.
+    static func sameActivations(_ a: ActivationSource, _ i: Int, _ b: ActivationSource, _ j: Int) -> Bool {
+        zip(a.taps, b.taps).allSatisfy { tapA, tapB in
+            let n = tapA.entry.rowElements
+            guard n == tapB.entry.rowElements else { return false }
+            var x = [Float](repeating: 0, count: n), y = x
+            x.withUnsafeMutableBufferPointer { tapA.readRows(i, count: 1, into: $0.baseAddress!) }
+            y.withUnsafeMutableBufferPointer { tapB.readRows(j, count: 1, into: $0.baseAddress!) }
+            return zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern }
+        }
+    }
+
     static func tapShapes(_ source: ActivationSource, layout: ActivationLayout) throws -> [TapDescriptor] {
         try source.taps.map { tap in
             let rest = Array(tap.entry.shape.dropFirst())
+            // A tap with no values per example would pool to 0/0 (NaN) or a 0-wide feature set.
+            if !rest.isEmpty, rest.contains(0) {
+                throw IngestError.emptyTap(file: source.path, tap: tap.entry.name, shape: rest)
+            }
             switch rest.count {
             case 1: return TapDescriptor(name: tap.entry.name, shape: rest)
             case 3: return TapDescriptor(name: tap.entry.name, shape: layout == .nchw ? rest : [rest[2], rest[0], rest[1]])

@@ -57,6 +57,18 @@ private enum ImageReference {
         #expect(throws: ImageInputError.self) { try IDX.readImages(path: png) }
     }
 
+    /// 0×N and N×0 images would all hash to one example and pool to nothing: an input error.
+    @Test(arguments: [(0, 0), (0, 5), (4, 0)])
+    func emptyImagesAreRefused(size: (Int, Int)) throws {
+        let path = NSTemporaryDirectory() + "h2t-empty-\(size.0)x\(size.1)-\(UUID().uuidString).idx3"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let header: [UInt8] = [0, 0, 8, 3, 0, 0, 0, 3, 0, 0, 0, UInt8(size.0), 0, 0, 0, UInt8(size.1)]
+        try Data(header + [UInt8](repeating: 1, count: 3 * size.0 * size.1)).write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: ImageInputError.self) { try IDX.readImages(path: path) }
+        #expect(error?.description.hasPrefix("\(path): ") == true)
+        #expect(error?.description.contains("\(size.0)×\(size.1) pixels") == true)
+    }
+
     @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages) && TestPaths.cache.isPresent(.fashionMNISTTestLabels),
                    "run tools/fetch-artifacts fashion_mnist"))
     func realFashionMNISTTestSplit() throws {

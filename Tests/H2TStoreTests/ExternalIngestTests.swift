@@ -75,10 +75,15 @@ struct ExternalIngestTests {
     func repeatsAcrossChunksWithOverlappedCommits() throws {
         let dir = TemporaryDirectory()
         // 40 rows naming 10 examples: each chunk of 8 repeats examples of the chunk just handed to
-        // the background commit. Same label for the same name.
+        // the background commit. Same label and same activations for the same name.
         let names = (0..<Self.n).map { "\"img\($0 % 10)\"" }.joined(separator: ",")
         let labels = (0..<Self.n).map { "\"\($0 % 2 == 0 ? "cat" : "dog")\"" }.joined(separator: ",")
-        let (conv, _) = try writeInput(dir.file("a.safetensors"), metadata: ["example_ids": "[\(names)]", "labels": "[\(labels)]"])
+        var generator = ActivationGenerator(state: 3)
+        let conv10 = generator.matrix(rows: 10, cols: 64), logits10 = generator.matrix(rows: 10, cols: 8)
+        let conv = (0..<Self.n).flatMap { conv10[($0 % 10 * 64)..<($0 % 10 * 64 + 64)] }
+        let logits = (0..<Self.n).flatMap { logits10[($0 % 10 * 8)..<($0 % 10 * 8 + 8)] }
+        try writeSafetensors(dir.file("a.safetensors"), tensors: [("conv", [Self.n, 4, 4, 4], conv), ("logits", [Self.n, 8], logits)],
+                             metadata: ["example_ids": "[\(names)]", "labels": "[\(labels)]"])
         var contents: [[Float]] = []
         for (run, overlap) in [true, false, true, true].enumerated() {
             let store = try FeatureStore(path: dir.file("store\(run)"))
@@ -90,7 +95,7 @@ struct ExternalIngestTests {
             #expect(try store.allFeatureSets()[0].rowCount == 10)
             let data = try store.read(featureSet: summary.featureSets[0].id, dataset: "pets", split: "train")
             #expect(data.examples == (0..<10).map { ExampleID(name: "img\($0)") })
-            // The first occurrence's activations are the ones stored (row e of the input for img e).
+            // Row e of the input for img e.
             #expect(abs(data.features[3, 0] - (conv[3 * 64 + 0] + conv[3 * 64 + 1] + conv[3 * 64 + 4] + conv[3 * 64 + 5]) / 4) < 1e-6)
             #expect(try store.verify().ok)
             contents.append(data.features.values)
@@ -187,6 +192,52 @@ struct ExternalIngestTests {
         expectError(dir.file("rank.safetensors"), "per-example shape [2, 2]")
         expectError(dir.file("missing.safetensors"), "no such file")
         #expect(try store.verify().ok)
+    }
+
+    /// An id given twice with different activations would keep one and silently drop the other:
+    /// refused before anything is written, naming both positions; in one file and across files.
+    @Test func repeatedIdsWithDifferentActivationsAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let ids = ["a", "b", "c", "b"]
+        let meta = ["example_ids": "[" + ids.map { "\"\($0)\"" }.joined(separator: ",") + "]"]
+        var generator = ActivationGenerator(state: 5)
+        var vector = generator.matrix(rows: 4, cols: 6)
+        try writeSafetensors(dir.file("diff.safetensors"), tensors: [("v", [4, 6], vector)], metadata: meta)
+        vector.replaceSubrange(18..<24, with: vector[6..<12])
+        try writeSafetensors(dir.file("same.safetensors"), tensors: [("v", [4, 6], vector)], metadata: meta)
+        try writeSafetensors(dir.file("other.safetensors"), tensors: [("v", [1, 6], Array(vector[0..<6].map { $0 + 1 }))],
+                             metadata: ["example_ids": "[\"c\"]"])
+        let store = try FeatureStore(path: dir.file("store"))
+        func expectRefused(_ paths: [String], _ fragments: [String]) {
+            do {
+                _ = try ExternalIngest(store: store, options: options()).run(paths: paths)
+                Issue.record("\(paths) accepted")
+            } catch {
+                for fragment in fragments { #expect("\(error)".contains(fragment), "\(error)") }
+            }
+        }
+        expectRefused([dir.file("diff.safetensors")], ["'b'", "diff.safetensors example 1", "diff.safetensors example 3"])
+        expectRefused([dir.file("same.safetensors"), dir.file("other.safetensors")],
+                      ["'c'", "same.safetensors example 2", "other.safetensors example 0"])
+        #expect(try store.allFeatureSets().allSatisfy { $0.rowCount == 0 }, "nothing written before the error")
+        // Identical repeats are one example.
+        let summary = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("same.safetensors")])
+        #expect(try store.featureSet(summary.featureSets[0].id).rowCount == 3)
+    }
+
+    /// A tap with no values per example ([N, C, 0, 0], [N, 0]) would store NaN or a 0-wide feature set.
+    @Test(arguments: [[3, 2, 0, 0], [3, 0], [3, 0, 4, 4]])
+    func emptyTapsAreRefused(shape: [Int]) throws {
+        let dir = TemporaryDirectory()
+        try writeSafetensors(dir.file("empty.safetensors"), tensors: [("ok", [3, 2], [1, 2, 3, 4, 5, 6]), ("empty", shape, [])])
+        let store = try FeatureStore(path: dir.file("store"))
+        do {
+            _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("empty.safetensors")])
+            Issue.record("a tap of shape \(shape) was accepted")
+        } catch {
+            #expect("\(error)".contains("empty.safetensors: tap 'empty' has per-example shape \(Array(shape.dropFirst()))"), "\(error)")
+        }
+        #expect(try store.allFeatureSets().isEmpty)
     }
 
     @Test func npyFolderWithTapOrderAndLabels() throws {

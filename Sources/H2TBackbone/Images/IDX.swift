@@ -91,6 +91,10 @@ public enum IDX {
         guard array.shape.count == 3 else {
             throw ImageInputError.notIDX(file: path, reason: "an images file has 3 dimensions, this one has \(array.shape)")
         }
+        // Empty images would all hash to one example id and pool to nothing.
+        guard array.shape[1] > 0, array.shape[2] > 0 else {
+            throw ImageInputError.notIDX(file: path, reason: "its images are \(array.shape[1])×\(array.shape[2]) pixels; an image needs at least one")
+        }
         return GrayscaleImages(count: array.shape[0], height: array.shape[1], width: array.shape[2], pixels: array.values)
     }
 
