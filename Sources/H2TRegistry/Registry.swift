@@ -118,9 +118,12 @@ public final class Registry: Sendable {
     // MARK: Register
 
     /// Registers `draft` as the next version of its task, atomically: the version number is taken
-    /// inside the write transaction, so two concurrent registrations get distinct numbers.
-    public func register(_ draft: HeadDraft, createdAt: Date = Date()) throws -> HeadRecord {
+    /// inside the write transaction, so two concurrent registrations get distinct numbers. With
+    /// `alias`, the alias moves to the new version in the same transaction: a kill can leave
+    /// neither or both, never a new version without its alias.
+    public func register(_ draft: HeadDraft, alias: String? = nil, createdAt: Date = Date()) throws -> HeadRecord {
         try draft.validate()
+        if let alias { try Naming.checkAlias(alias) }
         for (key, value) in draft.tags {
             try Naming.checkTagKey(key)
             try Naming.checkTagValue(value)
@@ -141,6 +144,7 @@ public final class Registry: Sendable {
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.entryPart), try CanonicalJSON.encode(HeadEntry(record.summary)))
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.bodyPart), body)
             for (key, value) in draft.tags { try putTag(txn, draft.task, version, key, value) }
+            if let alias { _ = try moveAlias(txn, task: draft.task, alias: alias, to: version) }
             return record
         }
     }

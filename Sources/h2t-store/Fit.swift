@@ -103,8 +103,7 @@ struct Fit: ParsableCommand {
                                      trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
             let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: store)
             let registry = Registry(store: store)
-            let record = try registry.register(draft)
-            if let alias { _ = try registry.setAlias(alias, to: try HeadReference(parsing: "\(record.task)@v\(record.version)")) }
+            let record = try registry.register(draft, alias: alias)
             registered = .init(task: record.task, version: record.version)
         }
         let summary = FitSummary(outcome: outcome, head: registered)

@@ -1,7 +1,7 @@
 import Foundation
 import H2TCore
 import H2TRegistry
-import H2TStore
+@_spi(Testing) import H2TStore
 import H2TTrain
 import Testing
 
@@ -28,6 +28,30 @@ struct RegistryTests {
         // Per-tap grouping agrees with the trainer's.
         #expect(stored.selection.map(\.tap) == outcome.report.head2toe.selectedPerTap.map(\.tap))
         #expect(stored.selection.map(\.indices) == outcome.report.head2toe.selectedPerTap.map(\.indices))
+    }
+
+    /// `fit --alias` registers the version and moves the alias in one transaction: a failed (or
+    /// killed) commit leaves neither, and a commit that lands holds both.
+    @Test func registerWithAnAliasIsOneTransaction() throws {
+        let fixture = try RegistryFixture()
+        let outcome = try fixture.fit()
+        let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
+                                 trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
+        let draft = try HeadDraft(task: "toys", report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: fixture.store)
+        let path = fixture.store.path
+        defer { LMDBFaults.disarm(path: path) }
+        LMDBFaults.arm("mdb_txn_commit", path: path, code: 5 /* EIO */)
+        #expect(throws: LMDBError.self) { try fixture.registry.register(draft, alias: "prod") }
+        #expect(throws: RegistryError.self) { try fixture.registry.head("toys") }
+        #expect(try fixture.registry.aliases(task: "toys").isEmpty)
+        // The commit after the registration's would be a second transaction's: it must not be needed.
+        LMDBFaults.arm("mdb_txn_commit", path: path, code: 5, skip: 1)
+        let record = try fixture.registry.register(draft, alias: "prod")
+        #expect(record.version == 1)
+        #expect(try fixture.registry.aliases(task: "toys").map(\.version) == [1])
+        #expect(try fixture.registry.head("toys@prod").version == 1)
+        #expect(try fixture.registry.aliasHistory(task: "toys", alias: "prod").map(\.to) == [1])
+        #expect(throws: RegistryError.self) { try fixture.registry.register(draft, alias: "bad alias!") }
     }
 
     @Test func unknownNamesVersionsAndAliasesSuggestTheNearest() throws {
