@@ -241,6 +241,37 @@ struct CLITests {
         #expect(try CLI.run(["verify", "--store", dir + "/store"]).status == 0)
     }
 
+    /// A disk that fills during an ingest: one line saying the disk is full, where and how much
+    /// is free; a non-zero exit; every earlier commit intact. Needs a small tmpfs (root).
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/mount")))
+    func fullDiskIsNamedAndLosesNothing() throws {
+        let mountPoint = dir + "/tiny"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        guard try CLI.run(["-t", "tmpfs", "-o", "size=3m", "tmpfs", mountPoint], executable: "/usr/bin/mount").status == 0 else { return }
+        defer { _ = try? CLI.run([mountPoint], executable: "/usr/bin/umount") }
+        let store = mountPoint + "/store"
+        try writeInput(dir + "/small.safetensors", n: 200, prefix: "small")
+        try writeInput(dir + "/big.safetensors", n: 6000, prefix: "big", seed: 5)
+        let small = try CLI.run(["ingest", "--store", store, "--external", "toy", "--dataset", "toy", "--split", "small",
+                                 "--target-size", "512", "--dtype", "float32", "--zstd-level", "0", "--json", dir + "/small.safetensors"])
+        #expect(small.status == 0, "\(small.stderr)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(small.stdout.utf8)) as? [String: Any])
+        let featureSet = try #require((summary["feature_sets"] as? [[String: Any]])?.first?["id"] as? String)
+        let export = ["export", "--store", store, "--feature-set", featureSet, "--dataset", "toy", "--split", "small", "--out"]
+        let before = try CLI.run(export + [dir + "/before.npy"])
+        #expect(before.status == 0, "\(before.stderr)")
+        let big = try CLI.run(["ingest", "--store", store, "--external", "toy", "--dataset", "toy", "--split", "big",
+                               "--target-size", "512", "--dtype", "float32", "--zstd-level", "0", dir + "/big.safetensors"])
+        #expect(big.status != 0)
+        #expect(big.stderr.contains("the disk holding the store is full"), "\(big.stderr)")
+        #expect(big.stderr.contains(store))
+        #expect(big.stderr.split(separator: "\n").count == 1, "\(big.stderr)")
+        #expect(try CLI.run(["verify", "--store", store]).status == 0)
+        let after = try CLI.run(export + [dir + "/after.npy"])
+        #expect(after.status == 0, "\(after.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/before.npy")) == Data(contentsOf: URL(fileURLWithPath: dir + "/after.npy")))
+    }
+
     /// Two ingests of the same inputs into one store at once compute the same examples in
     /// parallel; LMDB runs their commits one after the other, and the later keeps what the
     /// earlier stored. Both finish without error and every example is stored once.

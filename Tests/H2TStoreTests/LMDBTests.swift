@@ -66,6 +66,21 @@ struct LMDBTests {
         #expect(error.hint != nil)
     }
 
+    /// A full disk says so, where, and how much is free (LMDB reports a short write as EIO, so an
+    /// EIO with almost no free space is read as a full disk too).
+    @Test func diskFullSaysSoWithTheFreeSpace() throws {
+        let dir = TemporaryDirectory()
+        let full = LMDBError(code: 28, call: "mdb_txn_commit", path: dir.path).description
+        #expect(full.hasPrefix("mdb_txn_commit failed on \(dir.path): No space left on device"))
+        #expect(full.contains("the disk holding the store is full, "))
+        #expect(full.contains(" free: free some space and re-run"))
+        // Plenty of space here: an EIO is an I/O error, with the free space for context.
+        let io = LMDBError(code: 5, call: "mdb_txn_commit", path: dir.path).description
+        #expect(io.contains("Input/output error"))
+        #expect(io.contains("free on the disk holding the store"))
+        #expect(!io.contains("is full"))
+    }
+
     @Test func childAfterForkIsRefused() throws {
         let dir = TemporaryDirectory()
         let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))

@@ -1,4 +1,9 @@
 import CLMDB
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// An error from the LMDB layer: the failing call, the environment path, and LMDB's return code.
 ///
@@ -59,9 +64,37 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable, Equatable {
         default:
             if code == 2 /* ENOENT */ { return "the store does not exist; `h2t-store ingest` creates one" }
             if code == 13 /* EACCES */ { return "check the permissions of the store directory" }
-            if code == 28 /* ENOSPC */ { return "the disk is full" }
+            if code == 28 /* ENOSPC */ || code == 5 /* EIO */ { return diskHint }
             return nil
         }
+    }
+
+    /// Below this much free space, an I/O error on a write is taken for a full disk: LMDB reports
+    /// a short write (what a full disk gives) as EIO, not ENOSPC.
+    static let nearlyFull = 256 << 20
+
+    /// For ENOSPC and EIO: whether the disk is full, and how much space is free where the store is.
+    var diskHint: String? {
+        guard let free = Self.freeBytes(path) else { return code == 28 ? "the disk is full" : nil }
+        let amount = Self.formatBytes(free)
+        if code == 28 || free < Self.nearlyFull {
+            return "the disk holding the store is full, \(amount) free: free some space and re-run; what was committed before is intact"
+        }
+        return "\(amount) free on the disk holding the store"
+    }
+
+    /// Bytes available to this user on the file system holding `path`.
+    static func freeBytes(_ path: String) -> Int? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return Int(info.f_bavail) * Int(info.f_frsize)
+    }
+
+    static func formatBytes(_ bytes: Int) -> String {
+        if bytes < 1 << 20 { return "\(bytes / 1024) KiB" }
+        if bytes < 1 << 30 { return "\(bytes >> 20) MiB" }
+        let tenths = bytes * 10 >> 30
+        return "\(tenths / 10).\(tenths % 10) GiB"
     }
 
     public var description: String {
