@@ -44,7 +44,7 @@ let package = Package(
             name: "h2t-store",
             dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        // Benchmarks (run by tools/bench.sh in release).
+        // Benchmarks (run in release by tools/bench-*.sh, or directly: h2t-bench registry / map).
         .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry"],
                           path: "tools/bench", swiftSettings: numericSettings),
 

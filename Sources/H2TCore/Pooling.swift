@@ -1,4 +1,4 @@
-/// Head2Toe's pooling rule (DESIGN.md §1 step 2), the one implementation shared by the backbone
+/// Head2Toe's pooling rule (docs/architecture.md §1 step 2), the one implementation shared by the backbone
 /// path and the external-activation ingest.
 ///
 /// A tap is either a flat vector per example (passed through) or a square spatial map stored

@@ -35,7 +35,7 @@ public struct NormalizationRule: Sendable, Hashable, Codable {
     /// Plain-language statement of the rule, for readers of exported files.
     public var description: String
 
-    /// DESIGN.md §1 step 6: the kept subset of each tap re-normalised per example (the baselines
+    /// docs/architecture.md §1 step 6: the kept subset of each tap re-normalised per example (the baselines
     /// and heads trained with `KeptTapScaling.unit` or `.trainingShare`).
     public static let perTapUnitL2OverKept = NormalizationRule(
         rule: HeadInputRule.perTapUnitL2.rawValue,

@@ -83,7 +83,7 @@ public struct FeatureMatrix: Sendable {
         }
     }
 
-    /// Scales each tap's slice of every row to unit L2 norm (DESIGN.md §1 step 3); a zero slice
+    /// Scales each tap's slice of every row to unit L2 norm (docs/architecture.md §1 step 3); a zero slice
     /// stays zero. Returns the norms it divided by, `rowCount × taps.count` row-major (0 for a
     /// zero slice), so that `value × norm` gives back the raw value.
     ///
@@ -130,7 +130,7 @@ public struct FeatureMatrix: Sendable {
     }
 
     /// The rows `rows` (in that order) and columns `columns` (sorted ascending), with each tap's
-    /// kept subset re-normalised to unit L2 (DESIGN.md §1 step 6) when `renormalize` is set.
+    /// kept subset re-normalised to unit L2 (docs/architecture.md §1 step 6) when `renormalize` is set.
     public func gathered(rows: [Int], columns: [Int], renormalize: Bool) -> FeatureMatrix {
         let d = columnCount
         let k = columns.count

@@ -83,7 +83,7 @@ public struct GroupLassoSolution: Sendable {
     /// Solver summary.
     public var report: SolverReport
 
-    /// Feature scores `s_i = ‖W_i‖²` (DESIGN.md §1 step 5).
+    /// Feature scores `s_i = ‖W_i‖²` (docs/architecture.md §1 step 5).
     public var scores: [Double] {
         GroupSoftThreshold.rowNorms(weights, rows: weights.count / max(classCount, 1), columns: classCount).map { $0 * $0 }
     }
@@ -107,7 +107,7 @@ public struct GroupLassoSolution: Sendable {
     }
 }
 
-/// Group-lasso selection (DESIGN.md §1 step 4).
+/// Group-lasso selection (docs/architecture.md §1 step 4).
 public enum GroupLasso {
     /// `floor(D · fraction)`, at least 1; a `1e-9` guard keeps products such as `0.29 · 100`
     /// (28.999…96 in binary) from losing a feature.

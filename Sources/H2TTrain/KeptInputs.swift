@@ -1,7 +1,7 @@
 /// How a stored head's inputs are formed from the raw pooled values of the columns it reads.
 public enum HeadInputRule: String, Codable, Sendable, Hashable {
     /// For each example and each tap, the head's columns of that tap scaled to unit L2 norm (a
-    /// zero vector stays zero), concatenated in tap order (DESIGN.md §1 step 6). The baselines
+    /// zero vector stays zero), concatenated in tap order (docs/architecture.md §1 step 6). The baselines
     /// keep whole taps, so for them this is plain per-tap normalisation.
     case perTapUnitL2 = "per_tap_unit_l2_over_kept"
     /// The raw pooled values of the head's columns as stored; any per-tap constants learned on

@@ -74,7 +74,7 @@ public struct HeadSettings: Codable, Sendable, Hashable {
     }
 }
 
-/// The final head of DESIGN.md §1 step 6 on an already gathered (and re-normalised) matrix.
+/// The final head of docs/architecture.md §1 step 6 on an already gathered (and re-normalised) matrix.
 public enum FinalHead {
     /// Fits `W, b` on all rows of `features` with FISTA on mean cross-entropy + `μ/2‖W‖²`.
     ///

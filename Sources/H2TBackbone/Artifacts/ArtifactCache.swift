@@ -26,7 +26,7 @@ public struct ArtifactPin: Sendable, Hashable, Codable {
     public let sha256: String
 }
 
-/// The artefacts the project pins (DESIGN.md §5).
+/// The artefacts the project pins (docs/architecture.md §6).
 public enum Artifact: String, CaseIterable, Sendable, Codable {
     /// torchvision ImageNet-1k MobileNetV2 weights (legacy PyTorch pickle).
     case mobilenetV2 = "mobilenet_v2"

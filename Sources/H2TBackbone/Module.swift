@@ -1,4 +1,0 @@
-import H2TCore
-
-/// Namespace placeholder until the module's first real file lands.
-enum H2TBackboneModule {}
