@@ -1,61 +1,104 @@
 import Foundation
 import Glibc
 
-/// Progress of a long-running job (items done, rate, time left), drawn on stderr when it is a
-/// terminal and silent otherwise or when `enabled` is false (e.g. under `--json`).
+/// Progress of a long-running job (items done, rate, time left) on stderr; stdout is never touched.
+///
+/// On a terminal the line is redrawn in place at most ten times a second. Off a terminal (a file
+/// or a pipe: CI logs, `nohup`, a pipeline) a redrawn line would be unreadable, so a plain line
+/// is printed every `interval` seconds and once more by `finish()`; a job shorter than the
+/// interval prints only that last line. The interval is 10 s, or `H2T_PROGRESS_INTERVAL`
+/// (seconds, ≥ 0) when set. Nothing is printed when `enabled` is false (`--json`, `--quiet`).
 public final class ProgressReporter: @unchecked Sendable {
     // @unchecked Sendable: all state is guarded by `lock`.
+
+    /// How the reporter prints.
+    public enum Style: Sendable {
+        /// One line redrawn in place (`\r`, erase to end of line).
+        case terminal
+        /// Plain lines, one per interval and one at the end.
+        case plain(interval: Double)
+    }
+
+    /// Seconds between plain lines when `H2T_PROGRESS_INTERVAL` is not set.
+    public static let defaultInterval = 10.0
+
     private let label: String
     private let unit: String
     private var total: Int?
     private let enabled: Bool
-    private let start = Date()
-    private var lastDraw = Date.distantPast
+    private let style: Style
+    private let start: Date
+    private var lastDraw: Date
     private var done = 0
     private let lock = NSLock()
 
-    /// Creates a reporter; it draws only if `enabled` and stderr is a terminal.
-    public init(label: String, unit: String = "items", total: Int? = nil, enabled: Bool = true) {
+    /// Creates a reporter; `style` defaults to `.terminal` when stderr is a terminal, else
+    /// `.plain` at `H2T_PROGRESS_INTERVAL` or `defaultInterval` seconds.
+    public init(label: String, unit: String = "items", total: Int? = nil, enabled: Bool = true, style: Style? = nil) {
         self.label = label
         self.unit = unit
         self.total = total
-        self.enabled = enabled && isatty(STDERR_FILENO) == 1
+        self.enabled = enabled
+        let style = style ?? Self.styleForStderr()
+        self.style = style
+        let now = Date()
+        start = now
+        // A plain reporter waits one interval before its first line; the terminal draws at once.
+        if case .plain = style { lastDraw = now } else { lastDraw = .distantPast }
+    }
+
+    /// The style for the process's stderr and environment.
+    public static func styleForStderr(environment: [String: String] = ProcessInfo.processInfo.environment) -> Style {
+        if isatty(STDERR_FILENO) == 1 { return .terminal }
+        let interval = environment["H2T_PROGRESS_INTERVAL"].flatMap(Double.init).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
+        return .plain(interval: interval ?? defaultInterval)
     }
 
     /// Sets or changes the total.
     public func setTotal(_ total: Int) { lock.withLock { self.total = total } }
 
-    /// Records `count` more items done and redraws at most ten times a second.
+    /// Records `count` more items done and prints if the style's interval has passed.
     public func advance(by count: Int) {
         lock.withLock {
             done += count
-            guard enabled, Date().timeIntervalSince(lastDraw) >= 0.1 else { return }
-            lastDraw = Date()
-            draw()
+            guard enabled else { return }
+            let interval: Double
+            switch style {
+            case .terminal: interval = 0.1
+            case .plain(let seconds): interval = seconds
+            }
+            let now = Date()
+            guard now.timeIntervalSince(lastDraw) >= interval else { return }
+            lastDraw = now
+            draw(final: false)
         }
     }
 
-    /// Draws the final state and ends the line.
+    /// Prints the final state (and ends the terminal's line).
     public func finish() {
         lock.withLock {
             guard enabled else { return }
-            draw()
-            FileHandle.standardError.write(Data("\n".utf8))
+            draw(final: true)
         }
     }
 
-    private func draw() {
+    private func draw(final: Bool) {
         let elapsed = max(Date().timeIntervalSince(start), 1e-6)
         let rate = Double(done) / elapsed
-        var line = "\r\(label): \(done)"
-        if let total { line += "/\(total) \(unit)" } else { line += " \(unit)" }
-        line += String(format: "  %.1f %@/s", rate, unit)
-        if let total, rate > 0, done < total {
+        let count = total.map { "\(done)/\($0) \(unit)" } ?? "\(done) \(unit)"
+        let rateText = String(format: "%.1f %@/s", rate, unit)
+        var timeText = String(format: "%.1fs", elapsed)
+        if !final, let total, rate > 0, done < total {
             let left = Int(Double(total - done) / rate)
-            line += String(format: "  %d:%02d left", left / 60, left % 60)
-        } else {
-            line += String(format: "  %.1fs", elapsed)
+            timeText = String(format: "%d:%02d left", left / 60, left % 60)
         }
-        FileHandle.standardError.write(Data((line + "\u{1B}[K").utf8))
+        let line: String
+        switch style {
+        case .terminal:
+            line = "\r\(label): \(count)  \(rateText)  \(timeText)\u{1B}[K" + (final ? "\n" : "")
+        case .plain:
+            line = final ? "\(label): done, \(count) in \(timeText), \(rateText)\n" : "\(label): \(count), \(rateText), \(timeText)\n"
+        }
+        FileHandle.standardError.write(Data(line.utf8))
     }
 }

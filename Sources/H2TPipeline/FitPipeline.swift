@@ -57,8 +57,10 @@ public struct FitOutcome: Sendable, Codable {
 /// Head2Toe sweep with baselines (H2TTrain), and evaluates every method once on the test split
 /// reading only the columns it uses (the selected ones are materialised in the store's matrix cache).
 public enum FitPipeline {
-    /// Runs the fit. Every input check happens before any numeric work.
-    public static func run(store: FeatureStore, request: FitRequest, log: ((String) -> Void)? = nil) throws -> FitOutcome {
+    /// Runs the fit. Every input check happens before any numeric work. `log` receives one line
+    /// per stage; `progress` counts the cross-validation tasks.
+    public static func run(store: FeatureStore, request: FitRequest, log: ((String) -> Void)? = nil,
+                           progress: ProgressReporter? = nil) throws -> FitOutcome {
         // Checks first: dataset, splits, feature sets, grid, labels.
         guard !request.featureSets.isEmpty else { throw TrainError.emptyGridAxis("feature sets (--feature-set)") }
         try request.settings.validate()
@@ -116,7 +118,8 @@ public enum FitPipeline {
         }
         let readSeconds = seconds(clock.now - readStart)
         log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
-        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: settings)
+        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: settings,
+                                         progress: progress)
 
         // Only the columns each method uses, for the test split.
         let testStart = clock.now

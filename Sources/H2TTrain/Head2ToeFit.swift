@@ -1,6 +1,7 @@
 import COpenBLAS
 import Dispatch
 import Foundation
+import H2TCore
 
 /// The optimiser that produces the group-lasso scores for selection.
 public enum SelectionSolver: Codable, Sendable, Hashable {
@@ -31,7 +32,7 @@ public enum KeptTapScaling: String, Codable, Sendable, Hashable {
     /// weight rows afterwards, so the stored head applies to the plain per-tap re-normalised subset
     /// and prediction reads only the selected columns, as with `unit`.
     ///
-    /// Why (measured, DESIGN.md §1 protocol, MobileNetV2 F_T 512 on Fashion-MNIST, 5-fold CV on
+    /// Why (measured, docs/architecture.md §1 protocol, MobileNetV2 F_T 512 on Fashion-MNIST, 5-fold CV on
     /// the 1,000 training images): over 12 grid points (λ 0.5/0.1/0.025 × fractions 0.05–0.3)
     /// this beat `unit` at 11 and by 0.5 points of CV accuracy on average.
     case trainingShare
@@ -168,7 +169,7 @@ public struct FeatureSetInput: Sendable {
     }
 }
 
-/// Head2Toe model selection and training on cached features (DESIGN.md §1 steps 3–7).
+/// Head2Toe model selection and training on cached features (docs/architecture.md §1 steps 3–7).
 public enum Head2ToeFit {
     /// Checks the inputs, normalises them, runs the cross-validation sweep over the grid
     /// (feature sets × solvers × λ × fractions × ridges) and the two baselines (× ridges), picks
@@ -177,8 +178,10 @@ public enum Head2ToeFit {
     /// Selection rule: highest pooled CV accuracy; ties go to the smaller fraction (fewer
     /// features to read and store), then the larger λ (sparser), then the larger ridge, then the
     /// earlier feature set, then the earlier solver. All checks run before any numeric work.
+    /// `progress` counts the cross-validation tasks as they finish.
     public static func run(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
-                           classCount: Int, settings: FitSettings = FitSettings()) throws -> FitReport {
+                           classCount: Int, settings: FitSettings = FitSettings(),
+                           progress: ProgressReporter? = nil) throws -> FitReport {
         let clock = ContinuousClock()
         let started = clock.now
         try settings.validate()
@@ -207,10 +210,13 @@ public enum Head2ToeFit {
         let grams = sets.map { FinalHead.gramMatrix($0.train) }
         let context = CVContext(sets: sets, norms: trainNorms, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
+        progress?.setTotal(tasks.count)
         let results = try ParallelRunner.map(tasks, workers: settings.workers,
                                              singleThreadedBLAS: settings.singleThreadedBlasInWorkers) { task in
-            try context.run(task)
+            defer { progress?.advance(by: 1) }
+            return try context.run(task)
         }
+        progress?.finish()
         let table = context.table(tasks: tasks, results: results)
         let crossValidated = clock.now
 

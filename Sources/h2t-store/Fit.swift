@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import H2TCore
 import H2TPipeline
 import H2TRegistry
 import H2TStore
@@ -42,6 +43,7 @@ struct Fit: ParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     static func list(_ values: [Double]) -> String { values.map { String($0) }.joined(separator: ",") }
 
@@ -89,10 +91,11 @@ struct Fit: ParsableCommand {
         }
         let request = FitRequest(dataset: dataset, trainSplit: trainSplit, testSplit: testSplit == "none" ? nil : testSplit,
                                  featureSets: chosen, trainLimit: trainLimit, settings: try settings())
-        let quiet = output.json
-        let outcome = try FitPipeline.run(store: store, request: request) { message in
-            if !quiet { FileHandle.standardError.write(Data("fit: \(message)\n".utf8)) }
-        }
+        let reports = progressOptions.reports(json: output.json)
+        let progress = ProgressReporter(label: "fit: cross-validation", unit: "tasks", enabled: reports)
+        let outcome = try FitPipeline.run(store: store, request: request, log: { message in
+            if reports { FileHandle.standardError.write(Data("fit: \(message)\n".utf8)) }
+        }, progress: progress)
         if let reportOut {
             let data = try FitReport.jsonEncoder().encode(outcome)
             do { try data.write(to: URL(fileURLWithPath: reportOut)) } catch { throw ValidationError("cannot write \(reportOut): \(error.localizedDescription)") }

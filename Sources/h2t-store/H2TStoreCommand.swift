@@ -31,6 +31,17 @@ struct OutputOptions: ParsableArguments {
     var json = false
 }
 
+/// `--quiet`, for the commands that report progress on stderr (ingest, fit, verify).
+struct ProgressOptions: ParsableArguments {
+    @Flag(name: .long, help: ArgumentHelp(
+        "Print no progress or status lines on stderr (errors still go there); --json implies it.",
+        discussion: "On a terminal progress is one redrawn line; on a file or pipe, a plain line every 10 s (H2T_PROGRESS_INTERVAL seconds) and one at the end."))
+    var quiet = false
+
+    /// Whether progress and status lines go to stderr, given the command's `--json`.
+    func reports(json: Bool) -> Bool { !quiet && !json }
+}
+
 /// Prints `value` as pretty, key-sorted JSON with snake_case keys on stdout (every `--json`
 /// output; outputs carry no dictionaries keyed by user names, which the key strategy would rewrite).
 func printJSON<T: Encodable>(_ value: T) throws {

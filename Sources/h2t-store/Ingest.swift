@@ -97,6 +97,7 @@ struct Ingest: ParsableCommand {
     @OptionGroup var codecOptions: CodecOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     func validate() throws {
         if let bad = targetSizes.first(where: { $0 <= 0 }) { throw ValidationError("--target-size must be positive, got \(bad)") }
@@ -128,7 +129,7 @@ struct Ingest: ParsableCommand {
         options.segmentRows = codecOptions.segmentRows
         options.allowNonFinite = allowNonfinite
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: !output.json)
+        let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: progressOptions.reports(json: output.json))
         let summary = try ExternalIngest(store: store, options: options).run(paths: inputs, progress: progress)
         try report(summary, json: output.json)
     }
@@ -156,7 +157,7 @@ extension Ingest {
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-        let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: !output.json)
+        let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: progressOptions.reports(json: output.json))
         let summary = try ImageIngest(store: store, network: network, options: options).run(source, progress: progress)
         try report(summary, json: output.json)
     }

@@ -9,10 +9,11 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
+    @OptionGroup var progressOptions: ProgressOptions
 
     func run() throws {
         let store = try storeOptions.open(create: false)
-        let report = try store.verify(progress: ProgressReporter(label: "verify", unit: "tiles", enabled: !output.json))
+        let report = try store.verify(progress: ProgressReporter(label: "verify", unit: "tiles", enabled: progressOptions.reports(json: output.json)))
         if output.json {
             try printJSON(report)
         } else {

@@ -28,10 +28,12 @@ struct CLI {
     }
 
     @discardableResult
-    static func run(_ arguments: [String], executable: String = binary, stdin: String? = nil) throws -> Result {
+    static func run(_ arguments: [String], executable: String = binary, stdin: String? = nil,
+                    environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
