@@ -131,7 +131,7 @@ struct ActivationSource {
 
 /// Ingests activations computed elsewhere (PyTorch, JAX): safetensors files or folders of `.npy`.
 ///
-/// Input conventions (README "External activations"):
+/// Input conventions (docs/external-activations.md):
 /// - safetensors: one tensor per tap, first axis = examples, taps in the file's data order;
 ///   `__metadata__` may hold `example_ids`, `labels` and `class_names` as JSON arrays (labels are
 ///   class names, or integer indices into `class_names`).

@@ -346,7 +346,7 @@ struct RealDataCLITests {
         let h2t = try #require(test["head2toe"]), probe = try #require(test["linear_probe"]), all = try #require(test["all_features"])
         // The criteria: at least 5 points over the linear probe; not below all features.
         // The second is checked up to 0.5 points, 1.5 standard errors of a 10,000-image test
-        // set: the two are tied on this task (README, "The main job"), and the last bits of the
+        // set: the two are tied on this task (docs/benchmarks.md, "The main job"), and the last bits of the
         // features (BLAS kernels of another CPU) may move CV among its equal top points.
         #expect(h2t >= probe + 0.05, "head2toe \(h2t), probe \(probe)")
         #expect(h2t >= all - 0.005, "head2toe \(h2t), all features \(all)")

@@ -49,7 +49,7 @@ public struct TileCodec: Sendable, Hashable, Codable {
         self.frameWidth = frameWidth
     }
 
-    /// The default, chosen by `h2t-bench codec` on realistic activations (see README).
+    /// The default, chosen by `h2t-bench codec` on realistic activations (see docs/benchmarks.md, "Storage").
     public static let `default` = TileCodec()
     /// Lossless float32 with zstd byte planes.
     public static let lossless = TileCodec(dtype: .float32)
