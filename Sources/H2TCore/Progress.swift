@@ -12,7 +12,7 @@ public final class ProgressReporter: @unchecked Sendable {
     // @unchecked Sendable: all state is guarded by `lock`.
 
     /// How the reporter prints.
-    public enum Style: Sendable {
+    private enum Style {
         /// One line redrawn in place (`\r`, erase to end of line).
         case terminal
         /// Plain lines, one per interval and one at the end.
@@ -20,7 +20,7 @@ public final class ProgressReporter: @unchecked Sendable {
     }
 
     /// Seconds between plain lines when `H2T_PROGRESS_INTERVAL` is not set.
-    public static let defaultInterval = 10.0
+    static let defaultInterval = 10.0
 
     private let label: String
     private let unit: String
@@ -32,14 +32,13 @@ public final class ProgressReporter: @unchecked Sendable {
     private var done = 0
     private let lock = NSLock()
 
-    /// Creates a reporter; `style` defaults to `.terminal` when stderr is a terminal, else
-    /// `.plain` at `H2T_PROGRESS_INTERVAL` or `defaultInterval` seconds.
-    public init(label: String, unit: String = "items", total: Int? = nil, enabled: Bool = true, style: Style? = nil) {
+    /// Creates a reporter for the process's stderr (a terminal or not); it prints only if `enabled`.
+    public init(label: String, unit: String = "items", total: Int? = nil, enabled: Bool = true) {
         self.label = label
         self.unit = unit
         self.total = total
         self.enabled = enabled
-        let style = style ?? Self.styleForStderr()
+        let style = Self.styleForStderr()
         self.style = style
         let now = Date()
         start = now
@@ -47,10 +46,12 @@ public final class ProgressReporter: @unchecked Sendable {
         if case .plain = style { lastDraw = now } else { lastDraw = .distantPast }
     }
 
-    /// The style for the process's stderr and environment.
-    public static func styleForStderr(environment: [String: String] = ProcessInfo.processInfo.environment) -> Style {
+    /// Redrawn on a terminal; else plain lines every `H2T_PROGRESS_INTERVAL` (if a number ≥ 0) or
+    /// `defaultInterval` seconds.
+    private static func styleForStderr() -> Style {
         if isatty(STDERR_FILENO) == 1 { return .terminal }
-        let interval = environment["H2T_PROGRESS_INTERVAL"].flatMap(Double.init).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
+        let setting = ProcessInfo.processInfo.environment["H2T_PROGRESS_INTERVAL"]
+        let interval = setting.flatMap(Double.init).flatMap { $0 >= 0 && $0.isFinite ? $0 : nil }
         return .plain(interval: interval ?? defaultInterval)
     }
 
