@@ -9,8 +9,8 @@ struct Classify: ParsableCommand {
 
     @Argument(help: "PNG or JPEG files.") var images: [String]
     @Option(name: .long, help: "mobilenet_v2 or efficientnet_lite0.") var backbone: BackboneArchitecture = .mobileNetV2
-    @Option(name: .long, help: "Square input size (the weights were trained at 224).") var inputSize: Int = 224
-    @Option(name: .long, help: "Classes to print per image.") var top: Int = 5
+    @Option(name: .long, parsing: .unconditional, help: "Square input size, 32...1024 (the weights were trained at 224).") var inputSize: Int = 224
+    @Option(name: .long, parsing: .unconditional, help: "Classes to print per image, 1...1000.") var top: Int = 5
     @OptionGroup var cacheOptions: CacheOptions
     @OptionGroup var output: OutputOptions
 
@@ -21,8 +21,8 @@ struct Classify: ParsableCommand {
 
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image") }
-        guard (32...1024).contains(inputSize) else { throw ValidationError("--input-size must be in 32...1024, got \(inputSize)") }
-        guard (1...1000).contains(top) else { throw ValidationError("--top must be in 1...1000, got \(top)") }
+        try checkRange("--input-size", inputSize, .within(32...1024))
+        try checkRange("--top", top, .within(1...1000, "ImageNet has 1000 classes"))
     }
 
     func run() throws {

@@ -22,19 +22,19 @@ struct Fit: ParsableCommand {
     @Option(name: .long, help: "Test split, evaluated once; 'none' to skip.") var testSplit: String = "test"
     @Option(name: .customLong("feature-set"), help: "Feature set id or prefix (repeat: one per target size). Default: every feature set holding the training split.")
     var featureSets: [String] = []
-    @Option(name: .long, help: "Use the first N training examples (VTAB-1k uses 1000).") var trainLimit: Int?
-    @Option(name: .long, help: "Comma-separated keep fractions, each in (0, 1].") var fractions = Fit.list(FitSettings.defaultFractions)
-    @Option(name: .long, help: "Comma-separated group-lasso strengths (× λ_max unless --absolute-lambda).")
+    @Option(name: .long, parsing: .unconditional, help: "Use the first N training examples (VTAB-1k uses 1000).") var trainLimit: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Comma-separated keep fractions, each in (0, 1].") var fractions = Fit.list(FitSettings.defaultFractions)
+    @Option(name: .long, parsing: .unconditional, help: "Comma-separated group-lasso strengths, each >= 0 (× λ_max unless --absolute-lambda).")
     var lambdas = Fit.list(FitSettings.defaultLambdas)
-    @Option(name: .long, help: "Comma-separated ridge strengths of the final head, every method (a CV axis).")
+    @Option(name: .long, parsing: .unconditional, help: "Comma-separated ridge strengths of the final head, each >= 0, every method (a CV axis).")
     var ridges = Fit.list(FitSettings.defaultRidges)
     @Flag(name: .long, help: "Read --lambdas as absolute values, as the reference code does.") var absoluteLambda = false
     @Option(name: .long, help: "Selection solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
     var solver: String = "proximal"
     @Option(name: .long, help: "Head2Toe's kept subsets in the final head: unit (re-normalised per tap and example), training-share (re-normalised, weighted by the share selection saw), training-constant (raw values over one training constant per tap).")
     var keptScaling = "training-share"
-    @Option(name: .long, help: "Cross-validation folds.") var folds: Int = 5
-    @Option(name: .long, help: "Seed of folds and Adam batches.") var seed: UInt64 = 0
+    @Option(name: .long, parsing: .unconditional, help: "Cross-validation folds (at least 2).") var folds: Int = 5
+    @Option(name: .long, parsing: .unconditional, help: "Seed of folds and Adam batches (0...2^64-1).") var seed: UInt64 = 0
     @Option(name: .long, help: "Registry task name of the new head version (default: the dataset name).") var task: String?
     @Option(name: .long, help: "Move this alias (e.g. staging) to the new version.") var alias: String?
     @Flag(name: .long, help: "Do not register the head (only report).") var noRegister = false
@@ -58,10 +58,11 @@ struct Fit: ParsableCommand {
 
     func settings() throws -> FitSettings {
         let fractionList = try parseList(fractions, option: "fractions")
-        for f in fractionList where !(f > 0 && f <= 1) { throw ValidationError("--fractions: \(f) is not in (0, 1]") }
+        try checkRange("--fractions", fractionList, .fraction)
         let lambdaList = try parseList(lambdas, option: "lambdas")
+        try checkRange("--lambdas", lambdaList, .finiteNonNegative)
         let ridgeList = try parseList(ridges, option: "ridges")
-        for r in ridgeList where !(r >= 0 && r.isFinite) { throw ValidationError("--ridges: \(r) is not a finite number >= 0") }
+        try checkRange("--ridges", ridgeList, .finiteNonNegative)
         let solvers: [SelectionSolver]
         switch solver {
         case "proximal": solvers = [.proximal(GroupLassoSettings())]
@@ -77,7 +78,11 @@ struct Fit: ParsableCommand {
                            solvers: solvers, folds: folds, ridges: ridgeList, keptTapScaling: scaling, probeTap: probeTap, seed: seed)
     }
 
-    func validate() throws { _ = try settings() }
+    func validate() throws {
+        try checkRange("--train-limit", trainLimit, .positiveCount)
+        try checkRange("--folds", folds, .atLeast(2, "cross-validation needs two folds"))
+        _ = try settings()
+    }
 
     func run() throws {
         let store = try storeOptions.open(create: false)

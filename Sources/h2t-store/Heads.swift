@@ -13,7 +13,7 @@ struct Heads: ParsableCommand {
     @Option(name: .long, help: "Only heads an alias of this name points to (e.g. prod).") var alias: String?
     @Option(name: .long, help: "Sort key.") var sort: String?
     @Flag(name: .long, help: "Only the latest version of each task.") var latest = false
-    @Option(name: .long, help: "Print at most N heads.") var limit: Int?
+    @Option(name: .long, parsing: .unconditional, help: "Print at most N heads.") var limit: Int?
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -24,6 +24,10 @@ struct Heads: ParsableCommand {
         var heads: [ListingView]
     }
 
+    func validate() throws {
+        try checkRange("--limit", limit, .positiveCount)
+    }
+
     func run() throws {
         let registry = try openRegistry(storeOptions)
         let tags: [(key: String, value: String?)] = tag.map { text in
@@ -32,7 +36,7 @@ struct Heads: ParsableCommand {
         }
         var heads = try registry.list(HeadFilter(task: task, tags: tags, alias: alias, sort: sort, latestOnly: latest))
         let total = heads.count
-        if let limit { heads = Array(heads.prefix(max(0, limit))) }
+        if let limit { heads = Array(heads.prefix(limit)) }
         if output.json { return try printJSON(Output(count: total, heads: heads.map(ListingView.init))) }
         if heads.isEmpty { return print("no heads") }
         print(table(["HEAD", "TEST", "CV", "PROBE TEST", "ALL TEST", "FEATURES", "F_T", "DATASET", "ALIASES", "TAGS", "CREATED"], heads.map { h in

@@ -9,13 +9,13 @@ import H2TStore
 struct CodecOptions: ParsableArguments {
     @Option(name: .long, help: "Stored dtype: bfloat16 (default), float16 or float32 (lossless).")
     var dtype: StorageDType = .bfloat16
-    @Option(name: .long, help: "zstd level for the byte planes (1-3 are the useful range; 0 stores planes raw).")
+    @Option(name: .long, parsing: .unconditional, help: "zstd level for the byte planes, 0...19 (1-3 are the useful range; 0 stores planes raw).")
     var zstdLevel: Int = TileCodec.default.level
-    @Option(name: .long, help: "Columns per independently decodable frame.")
+    @Option(name: .long, parsing: .unconditional, help: "Columns per independently decodable frame.")
     var frameWidth: Int = TileCodec.default.frameWidth
-    @Option(name: .long, help: "Columns per tile.")
+    @Option(name: .long, parsing: .unconditional, help: "Columns per tile.")
     var columnBlock: Int = 1024
-    @Option(name: .long, help: "Examples per commit (bounds memory; a killed ingest loses at most one).")
+    @Option(name: .long, parsing: .unconditional, help: "Examples per commit (bounds memory; a killed ingest loses at most one).")
     var segmentRows: Int = 512
 
     var codec: TileCodec {
@@ -23,10 +23,10 @@ struct CodecOptions: ParsableArguments {
     }
 
     func validate() throws {
-        guard (0...19).contains(zstdLevel) else { throw ValidationError("--zstd-level must be in 0...19, got \(zstdLevel)") }
-        guard frameWidth > 0 else { throw ValidationError("--frame-width must be positive, got \(frameWidth)") }
-        guard columnBlock > 0 else { throw ValidationError("--column-block must be positive, got \(columnBlock)") }
-        guard segmentRows > 0 else { throw ValidationError("--segment-rows must be positive, got \(segmentRows)") }
+        try checkRange("--zstd-level", zstdLevel, .within(0...19))
+        try checkRange("--frame-width", frameWidth, .positiveCount)
+        try checkRange("--column-block", columnBlock, .positiveCount)
+        try checkRange("--segment-rows", segmentRows, .positiveCount)
     }
 }
 
@@ -69,11 +69,11 @@ struct Ingest: ParsableCommand {
     var labels: String?
     @Option(name: .long, help: "Image folder: one subfolder per class of PNG/JPEG files.")
     var folder: String?
-    @Option(name: .long, help: "Square backbone input size (default 64 for sources up to 64 px, else 224).")
+    @Option(name: .long, parsing: .unconditional, help: "Square backbone input size, 32...1024 (default 64 for sources up to 64 px, else 224).")
     var inputSize: Int?
-    @Option(name: .long, help: "Ingest only the first N images.")
+    @Option(name: .long, parsing: .unconditional, help: "Ingest only the first N images.")
     var limit: Int?
-    @Option(name: .long, help: "Images per backbone batch.")
+    @Option(name: .long, parsing: .unconditional, help: "Images per backbone batch.")
     var batchSize: Int = 32
     @OptionGroup var cacheOptions: CacheOptions
 
@@ -87,7 +87,7 @@ struct Ingest: ParsableCommand {
     var dataset: String
     @Option(name: .long, help: "Split the examples join.")
     var split: String = "train"
-    @Option(name: .customLong("target-size"), help: "Head2Toe pooling target size F_T (repeat for several feature sets in one pass).")
+    @Option(name: .customLong("target-size"), parsing: .unconditionalSingleValue, help: "Head2Toe pooling target size F_T (repeat for several feature sets in one pass).")
     var targetSizes: [Int] = [8192]
     @Option(name: .long, help: "Comma-separated class names (labels are indices into them).")
     var classNames: String?
@@ -100,7 +100,11 @@ struct Ingest: ParsableCommand {
     @OptionGroup var progressOptions: ProgressOptions
 
     func validate() throws {
-        if let bad = targetSizes.first(where: { $0 <= 0 }) { throw ValidationError("--target-size must be positive, got \(bad)") }
+        try checkRange("--target-size", targetSizes, .positiveCount)
+        // Image options are checked whatever the source: a bad value is an error even where unused.
+        try checkRange("--input-size", inputSize, .within(32...1024))
+        try checkRange("--limit", limit, .positiveCount)
+        try checkRange("--batch-size", batchSize, .positiveCount)
         switch (backbone, external) {
         case (nil, nil): throw ValidationError("name the backbone: --backbone mobilenet_v2|efficientnet_lite0 for images, or --external NAME for activations computed elsewhere")
         case (.some, .some): throw ValidationError("--backbone and --external exclude each other")
@@ -110,9 +114,6 @@ struct Ingest: ParsableCommand {
             if let fashionMnist, !["train", "test"].contains(fashionMnist) { throw ValidationError("--fashion-mnist must be train or test, got '\(fashionMnist)'") }
             if labels != nil && idx == nil { throw ValidationError("--labels goes with --idx") }
             guard inputs.isEmpty else { throw ValidationError("with --backbone, images come from --fashion-mnist, --idx or --folder, not positional files") }
-            if let inputSize, !(32...1024).contains(inputSize) { throw ValidationError("--input-size must be in 32...1024, got \(inputSize)") }
-            if let limit, limit <= 0 { throw ValidationError("--limit must be positive, got \(limit)") }
-            guard batchSize > 0 else { throw ValidationError("--batch-size must be positive, got \(batchSize)") }
         case (nil, .some):
             guard !inputs.isEmpty else { throw ValidationError("give at least one safetensors file or .npy folder") }
         }
