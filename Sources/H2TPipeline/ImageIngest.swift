@@ -35,6 +35,11 @@ public struct ImageIngestOptions: Sendable {
     public var batchSize: Int = 32
     /// Threads for the backbone.
     public var threads: Int = 2
+    /// Fail instead of skipping: a file of an image folder that would be left out (not an image,
+    /// unreadable, corrupt) is an error. Every file is decoded once before anything is written
+    /// (an extra decode per image, small beside the backbone pass), so a bad file stops the
+    /// ingest before its first commit.
+    public var strict = false
 
     /// Creates options.
     public init(architecture: BackboneArchitecture, targetSizes: [Int], dataset: String, split: String) {
@@ -42,6 +47,26 @@ public struct ImageIngestOptions: Sendable {
         self.targetSizes = targetSizes
         self.dataset = dataset
         self.split = split
+    }
+}
+
+/// Why an image ingest stopped.
+public enum ImageIngestError: Error, CustomStringConvertible, Sendable {
+    /// Under `strict`, files that would have been skipped; `stored` examples were committed
+    /// before they were found (0 when the check before writing found them).
+    case skippedUnderStrict(skipped: [IngestSummary.SkippedInput], stored: Int)
+
+    /// One line naming the first file.
+    public var description: String {
+        switch self {
+        case let .skippedUnderStrict(skipped, stored):
+            let first = skipped.first.map { "\($0.path): \($0.reason)" } ?? ""
+            let more = skipped.count > 1 ? " and \(skipped.count - 1) more" : ""
+            let outcome = stored == 0
+                ? "no example was stored"
+                : "the \(stored) examples before them are stored (a re-run resumes after them)"
+            return "--strict: \(skipped.count) file\(skipped.count == 1 ? "" : "s") cannot be ingested (\(first)\(more)); \(outcome)"
+        }
     }
 }
 
@@ -85,6 +110,10 @@ public struct ImageIngest {
         guard options.segmentRows > 0, options.batchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
         if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
         let reader = try ImageReader(source, limit: options.limit)
+        if options.strict {
+            let bad = reader.scanSkipped + reader.undecodable(0..<reader.count)
+            guard bad.isEmpty else { throw ImageIngestError.skippedUnderStrict(skipped: bad, stored: 0) }
+        }
         var classNames = options.classNames ?? reader.classNames
         if classNames.count <= (reader.maxLabel ?? -1) {
             throw IngestError.badLabels(file: reader.path, reason: "label \(reader.maxLabel!) is outside the \(classNames.count) class names given")
@@ -110,6 +139,10 @@ public struct ImageIngest {
         while first < reader.count {
             let count = min(options.segmentRows, reader.count - first)
             let segment = try reader.segment(first..<(first + count), preprocessing: preprocessing)
+            // Checked before writing, so only a file changed since can fail here.
+            if options.strict, !segment.skipped.isEmpty {
+                throw ImageIngestError.skippedUnderStrict(skipped: segment.skipped, stored: seen)
+            }
             skipped += segment.skipped
             let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer)
             computed += result.computed
@@ -220,6 +253,24 @@ struct ImageReader {
         }
     }
 
+    /// The files of `range` that do not decode (none for IDX stacks), as `segment` would skip them.
+    func undecodable(_ range: Range<Int>) -> [IngestSummary.SkippedInput] {
+        guard let folder else { return [] }
+        return folder.items[range].compactMap { item in
+            do {
+                _ = try folder.decode(item)
+                return nil
+            } catch {
+                return .init(path: item.path, reason: Self.skipReason(error))
+            }
+        }
+    }
+
+    /// Why a file that failed to decode is skipped, in the words of the scan's reasons.
+    static func skipReason(_ error: any Error) -> String {
+        (error as? ImageInputError).map { ImageFolder.skipReason($0).description } ?? "\(error)"
+    }
+
     func segment(_ range: Range<Int>, preprocessing: Preprocessing) throws -> ImageSegment {
         if let (images, labels) = idx {
             let size = images.width * images.height
@@ -249,7 +300,7 @@ struct ImageReader {
                 names.append(String(item.path.dropFirst(folder.root.count).drop { $0 == "/" }))
                 sources.append(item.path)
             } catch {
-                skipped.append(.init(path: item.path, reason: "\(error)"))
+                skipped.append(.init(path: item.path, reason: Self.skipReason(error)))
             }
         }
         return ImageSegment(tensor: preprocessing.tensor(images), ids: ids, labels: labels, names: names, sources: sources, skipped: skipped)

@@ -75,6 +75,8 @@ struct Ingest: ParsableCommand {
     var limit: Int?
     @Option(name: .long, parsing: .unconditional, help: "Images per backbone batch.")
     var batchSize: Int = 32
+    @Flag(name: .long, help: "With --folder: fail, before storing anything, if a file would be skipped (not an image, unreadable or corrupt) instead of skipping it.")
+    var strict = false
     @OptionGroup var cacheOptions: CacheOptions
 
     @Option(name: .long, help: "Name of the external backbone that produced the activations.")
@@ -114,8 +116,10 @@ struct Ingest: ParsableCommand {
             if let fashionMnist, !["train", "test"].contains(fashionMnist) { throw ValidationError("--fashion-mnist must be train or test, got '\(fashionMnist)'") }
             if labels != nil && idx == nil { throw ValidationError("--labels goes with --idx") }
             guard inputs.isEmpty else { throw ValidationError("with --backbone, images come from --fashion-mnist, --idx or --folder, not positional files") }
+            if strict, folder == nil { throw ValidationError("--strict applies to --folder only (IDX files have no files to skip)") }
         case (nil, .some):
             guard !inputs.isEmpty else { throw ValidationError("give at least one safetensors file or .npy folder") }
+            if strict { throw ValidationError("--strict applies to --folder only (external inputs are never skipped in part)") }
         }
     }
 
@@ -154,20 +158,36 @@ extension Ingest {
         options.inputSize = inputSize
         options.limit = limit
         options.batchSize = batchSize
+        options.strict = strict
         options.codec = codecOptions.codec
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: progressOptions.reports(json: output.json))
-        let summary = try ImageIngest(store: store, network: network, options: options).run(source, progress: progress)
+        let summary: IngestSummary
+        do {
+            summary = try ImageIngest(store: store, network: network, options: options).run(source, progress: progress)
+        } catch let error as ImageIngestError {
+            // The error names the first file; every file gets its line, as without --strict.
+            if case let .skippedUnderStrict(skipped, _) = error { reportSkipped(skipped) }
+            throw error
+        }
         try report(summary, json: output.json)
     }
 }
 
-/// Prints an ingest summary as a table or JSON.
+/// Prints an ingest summary as a table or JSON on stdout; skipped files go to stderr as well
+/// (in both modes), since a file left out is a warning a caller must not miss.
 func report(_ summary: IngestSummary, json: Bool) throws {
+    reportSkipped(summary.skipped)
     if json { return try printJSON(summary) }
     print("ingested \(summary.examplesSeen) examples into \(summary.dataset)/\(summary.split): \(summary.examplesComputed) computed, \(summary.examplesReused) already stored, \(String(format: "%.1f", summary.seconds)) s (\(String(format: "%.0f", summary.examplesPerSecond)) examples/s)")
     print(table(["FEATURE SET", "F_T", "FEATURES"], summary.featureSets.map { [String($0.id.prefix(12)), "\($0.targetSize)", "\($0.width)"] }))
-    for skipped in summary.skipped { print("skipped \(skipped.path): \(skipped.reason)") }
+}
+
+/// One stderr line per skipped file, then their count.
+func reportSkipped(_ skipped: [IngestSummary.SkippedInput]) {
+    guard !skipped.isEmpty else { return }
+    let lines = skipped.map { "ingest: skipped \($0.path): \($0.reason)\n" }.joined()
+    FileHandle.standardError.write(Data((lines + "ingest: \(skipped.count) file\(skipped.count == 1 ? "" : "s") skipped\n").utf8))
 }

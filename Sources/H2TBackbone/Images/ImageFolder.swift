@@ -151,7 +151,9 @@ public struct ImageFolder: Sendable {
         return Batch(tensor: preprocessing.tensor(images), items: used, skipped: failed)
     }
 
-    static func skipReason(_ error: ImageInputError) -> SkipReason {
+    /// The reason a decode error gives for skipping its file (without the path, which
+    /// `Skipped` carries).
+    public static func skipReason(_ error: ImageInputError) -> SkipReason {
         switch error {
         case .unreadable(_, let reason): .unreadable(reason)
         case .unexpectedChannelCount(_, let n, let detail): .unexpectedChannelCount(n, detail)
