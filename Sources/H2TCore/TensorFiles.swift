@@ -141,10 +141,12 @@ public struct SafetensorsFile: Sendable {
         file = try MappedFile(path: path)
         let bytes = file.bytes
         guard bytes.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
-        let headerLength = Int(UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self)))
-        guard headerLength > 1, headerLength <= bytes.count - 8, headerLength < 100_000_000 else {
-            throw TensorFileError.malformed(path: path, reason: "header length \(headerLength) does not fit in a \(bytes.count)-byte file (truncated?)")
+        // Compared as read (unsigned): as an Int, a length of 2^63 or more would be negative (or trap).
+        let declaredLength = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
+        guard declaredLength > 1, declaredLength <= UInt64(bytes.count - 8), declaredLength < 100_000_000 else {
+            throw TensorFileError.malformed(path: path, reason: "header length \(declaredLength) does not fit in a \(bytes.count)-byte file (truncated?)")
         }
+        let headerLength = Int(declaredLength)
         let header = Data(bytes[8..<(8 + headerLength)])
         guard let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
             throw TensorFileError.malformed(path: path, reason: "header is not a JSON object")

@@ -363,6 +363,9 @@ public struct ExternalIngest {
             guard tap.entry.dtype.isFloat else {
                 throw TensorFileError.unsupportedDType(path: path, tensor: tap.entry.name, dtype: tap.entry.dtype.rawValue)
             }
+            guard !tap.entry.shape.isEmpty else {
+                throw IngestError.inconsistentTaps(file: path, reason: "tap '\(tap.entry.name)' is a scalar (shape []); every tap needs a first axis of examples")
+            }
             guard let n = tap.entry.shape.first, n == firstTap.entry.shape.first else {
                 throw IngestError.exampleCountMismatch(file: path, tap: tap.entry.name, count: tap.entry.shape.first ?? 0,
                                                        expected: firstTap.entry.shape.first ?? 0, expectedFrom: firstTap.entry.name)

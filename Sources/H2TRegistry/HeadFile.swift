@@ -120,20 +120,40 @@ public enum HeadFile {
         b.withUnsafeMutableBufferPointer { bias.readRows(0, count: k, into: $0.baseAddress!) }
         var weights = [Float](repeating: 0, count: d * k)
         for c in 0..<k { for i in 0..<d { weights[i * k + c] = w[c * d + i] } }
-        let expected = meta.selection.flatMap { tap in tap.indices.map { tap.offset + $0 } }
-        if let indices = tensors["selected_indices"], indices.entry.shape == [d] {
-            guard indices.integers() == expected else {
-                throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'selected_indices' disagrees with the metadata's per-tap selection")
-            }
-        } else {
-            throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'selected_indices' must be an integer [\(d)] tensor")
-        }
+        try checkSelectionTensors(tensors, selection: meta.selection, path: path)
         let head = HeadRecord(task: meta.task, version: meta.version, createdAt: meta.createdAt, classNames: meta.classNames,
                               selection: meta.selection, normalization: meta.normalization, weights: weights, bias: b,
                               hyperParameters: meta.hyperParameters, metrics: meta.metrics, cvCurves: meta.cvCurves,
                               testMetrics: meta.testMetrics, lineage: meta.lineage)
         do { try head.draft.validate() } catch { throw RegistryError.invalidHeadFile(path: path, reason: error.description) }
         return (head, meta.tags)
+    }
+
+    /// Checks `selected_indices`, `selected_tap` and `selected_local` position by position against
+    /// the metadata's per-tap selection (which import then checks against the feature set's
+    /// taps): a PyTorch user reads these tensors, not the metadata, so they must say the same.
+    /// The error names the tensor and its first disagreeing position.
+    static func checkSelectionTensors(_ tensors: [String: MappedTensor], selection: [TapIndices], path: String) throws {
+        let positions = selection.flatMap { tap in tap.indices.map { (tap: tap, local: $0) } }
+        let d = positions.count
+        func check(_ name: String, expected: (TapIndices, Int) -> Int, explain: (Int, TapIndices, Int) -> String) throws {
+            guard let tensor = tensors[name], tensor.entry.shape == [d], !tensor.entry.dtype.isFloat, tensor.entry.dtype != .bool else {
+                throw RegistryError.invalidHeadFile(path: path, reason: "tensor '\(name)' must be an integer [\(d)] tensor")
+            }
+            let values = tensor.integers()
+            guard let i = positions.indices.first(where: { values[$0] != expected(positions[$0].tap, positions[$0].local) }) else { return }
+            throw RegistryError.invalidHeadFile(path: path, reason: "tensor '\(name)' disagrees with the head's selection at position \(i): "
+                                                + explain(values[i], positions[i].tap, positions[i].local))
+        }
+        try check("selected_indices", expected: { $0.offset + $1 }) { value, tap, local in
+            "column \(value), expected \(tap.offset + local) (index \(local) of tap '\(tap.tap)', columns \(tap.offset)..<\(tap.offset + tap.width))"
+        }
+        try check("selected_tap", expected: { tap, _ in tap.order }) { value, tap, local in
+            "tap \(value), but column \(tap.offset + local) is in tap \(tap.order) ('\(tap.tap)')"
+        }
+        try check("selected_local", expected: { _, local in local }) { value, tap, local in
+            "index \(value), but column \(tap.offset + local) is index \(local) of tap '\(tap.tap)' (columns \(tap.offset)..<\(tap.offset + tap.width))"
+        }
     }
 }
 
