@@ -176,11 +176,12 @@ extension Ingest {
     }
 }
 
-/// Prints an ingest summary as a table or JSON on stdout; skipped files go to stderr as well
-/// (in both modes), since a file left out is a warning a caller must not miss.
+/// Prints an ingest summary as a table or JSON on stdout. Skipped files are warnings on stderr
+/// (not status lines: `--quiet` keeps them, as the table does not list them); with `--json` they
+/// are in its `skipped` and stderr carries errors only.
 func report(_ summary: IngestSummary, json: Bool) throws {
-    reportSkipped(summary.skipped)
     if json { return try printJSON(summary) }
+    reportSkipped(summary.skipped)
     print("ingested \(summary.examplesSeen) examples into \(summary.dataset)/\(summary.split): \(summary.examplesComputed) computed, \(summary.examplesReused) already stored, \(String(format: "%.1f", summary.seconds)) s (\(String(format: "%.0f", summary.examplesPerSecond)) examples/s)")
     print(table(["FEATURE SET", "F_T", "FEATURES"], summary.featureSets.map { [String($0.id.prefix(12)), "\($0.targetSize)", "\($0.width)"] }))
 }

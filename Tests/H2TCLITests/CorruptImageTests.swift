@@ -59,14 +59,19 @@ struct CorruptImageTests {
         #expect(skipped.map { $0["path"] ?? "" } == bad)
         // Reasons read as the scan's do, without the path again.
         #expect(skipped.allSatisfy { $0["reason"]?.hasPrefix("undecodable: ") == true }, "\(skipped)")
-        #expect(json.stderr.split(separator: "\n").map(String.init) == bad.indices.map { "ingest: skipped \(bad[$0]): \(skipped[$0]["reason"]!)" } + ["ingest: 3 files skipped"])
+        // --json keeps stderr for errors: the skipped files are in the JSON.
+        #expect(json.stderr.isEmpty, "\(json.stderr)")
 
-        // Text mode: the table on stdout, the warnings on stderr only.
-        let text = try ingest([])
-        #expect(text.status == 0, "\(text.stderr)")
-        #expect(text.stdout.hasPrefix("ingested 2 examples into d/train: 0 computed, 2 already stored"), "\(text.stdout)")
-        #expect(!text.stdout.contains("skipped"), "\(text.stdout)")
-        #expect(text.stderr.contains("ingest: 3 files skipped\n"), "\(text.stderr)")
+        // Text mode: the table on stdout, one warning per file and the count on stderr, also
+        // with --quiet (which silences progress, not warnings).
+        for quiet in [[], ["--quiet"]] {
+            let text = try ingest(quiet)
+            #expect(text.status == 0, "\(text.stderr)")
+            #expect(text.stdout.hasPrefix("ingested 2 examples into d/train: 0 computed, 2 already stored"), "\(text.stdout)")
+            #expect(!text.stdout.contains("skipped"), "\(text.stdout)")
+            let warnings = text.stderr.split(separator: "\n").map(String.init).filter { $0.hasPrefix("ingest: ") && $0.contains("skipped") }
+            #expect(warnings == bad.indices.map { "ingest: skipped \(bad[$0]): \(skipped[$0]["reason"]!)" } + ["ingest: 3 files skipped"], "\(quiet): \(text.stderr)")
+        }
     }
 
     @Test func strictIsRefusedWhereNothingCanBeSkipped() throws {
