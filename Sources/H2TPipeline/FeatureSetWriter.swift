@@ -160,7 +160,8 @@ public final class FeatureChunk {
             let columns = manifest.taps[tap]
             matrices[f].withUnsafeMutableBufferPointer { m in
                 let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
-                manifest.pooling.pool(activation, shape: columns.sourceShape, into: out)
+                // A manifest's taps always carry their source shape (`FeatureSetManifest.init` sets it; the schema requires it).
+                manifest.pooling.pool(activation, shape: columns.sourceShape!, into: out)
             }
         }
     }

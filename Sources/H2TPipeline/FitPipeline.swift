@@ -33,6 +33,9 @@ public struct FitRequest: Sendable {
 
 /// The outcome of a fit: the training report (with test metrics filled in from the store) and
 /// the lineage needed to register the head.
+///
+/// Encoded flat (`--report-out`): the lineage's fields sit next to `report`, as they did before
+/// the lineage had a type of its own.
 public struct FitOutcome: Sendable, Codable {
     /// The training report (`schemas/fit-output.schema.json`).
     public var report: FitReport
@@ -41,16 +44,53 @@ public struct FitOutcome: Sendable, Codable {
     /// Backbone id of the feature sets.
     public var backbone: String
     /// Dataset, splits and their content hashes.
-    public var dataset: String
-    public var trainSplit: String
-    public var trainDigest: String
-    public var trainCount: Int
-    public var testSplit: String?
-    public var testDigest: String?
+    public var lineage: FitLineage
+    /// Class names of the dataset, in label order.
     public var classNames: [String]
-    /// Seconds spent reading features from the store (train, full width) and evaluating test (selected columns).
+    /// Seconds spent reading features from the store (train, full width).
     public var readSeconds: Double
+    /// Seconds spent evaluating on test (selected columns).
     public var testSeconds: Double
+
+    /// Creates an outcome.
+    public init(report: FitReport, featureSets: [String], backbone: String, lineage: FitLineage, classNames: [String],
+                readSeconds: Double, testSeconds: Double) {
+        self.report = report
+        self.featureSets = featureSets
+        self.backbone = backbone
+        self.lineage = lineage
+        self.classNames = classNames
+        self.readSeconds = readSeconds
+        self.testSeconds = testSeconds
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case report, featureSets, backbone, classNames, readSeconds, testSeconds
+    }
+
+    /// Decodes the flat layout.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        report = try container.decode(FitReport.self, forKey: .report)
+        featureSets = try container.decode([String].self, forKey: .featureSets)
+        backbone = try container.decode(String.self, forKey: .backbone)
+        classNames = try container.decode([String].self, forKey: .classNames)
+        readSeconds = try container.decode(Double.self, forKey: .readSeconds)
+        testSeconds = try container.decode(Double.self, forKey: .testSeconds)
+        lineage = try FitLineage(from: decoder)
+    }
+
+    /// Encodes the flat layout: the lineage's keys share the outcome's object.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(report, forKey: .report)
+        try container.encode(featureSets, forKey: .featureSets)
+        try container.encode(backbone, forKey: .backbone)
+        try container.encode(classNames, forKey: .classNames)
+        try container.encode(readSeconds, forKey: .readSeconds)
+        try container.encode(testSeconds, forKey: .testSeconds)
+        try lineage.encode(to: encoder)
+    }
 }
 
 /// `h2t-store fit` as a library call: reads cached features through the query layer, runs the
@@ -110,9 +150,8 @@ public enum FitPipeline {
         var inputs: [FeatureSetInput] = []
         for info in infos {
             log?("reading \(train.examples.count) × \(info.manifest.width) features of \(info.id.prefix(12)) (F_T \(info.manifest.targetSize))")
-            let matrix = try store.read(featureSet: info.id, examples: train.examples)
-            let features = try H2TTrain.FeatureMatrix(rowCount: matrix.rows, columnCount: matrix.cols, values: matrix.values,
-                                                      taps: info.manifest.taps.map { TapRange(name: $0.name, offset: $0.offset, width: $0.width) })
+            // All columns: the matrix carries the feature set's tap layout.
+            let features = try store.read(featureSet: info.id, examples: train.examples)
             try features.validate(featureSet: info.id, split: "\(request.dataset)/\(request.trainSplit)")
             inputs.append(FeatureSetInput(name: info.id, train: features))
         }
@@ -126,22 +165,22 @@ public enum FitPipeline {
         var testDigest: String?
         if let testSplit = request.testSplit, let test {
             testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
-            for keyPath in [\FitReport.head2toe, \FitReport.linearProbe, \FitReport.allFeatures] {
-                let method = report[keyPath: keyPath]
+            for fitMethod in FitMethod.allCases {
+                let method = report[fitMethod]
                 let info = infos.first { $0.id == method.featureSet }!
                 log?("testing \(method.method) on \(test.examples.count) examples × \(method.selectedIndices.count) features")
                 let predictions = try predict(store: store, info: info, method: method, dataset: request.dataset, split: testSplit,
-                                              examples: test.examples, materialise: method.method != "all_features")
+                                              examples: test.examples, materialise: fitMethod != .allFeatures)
                 let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
-                report[keyPath: keyPath].test = metrics
-                report[keyPath: keyPath].testAccuracy = metrics.accuracy
+                report[fitMethod].test = metrics
+                report[fitMethod].testAccuracy = metrics.accuracy
             }
             report.testCount = test.examples.count
         }
-        return FitOutcome(report: report, featureSets: infos.map(\.id), backbone: infos[0].manifest.backbone,
-                          dataset: request.dataset, trainSplit: request.trainSplit,
-                          trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),
-                          trainCount: train.examples.count, testSplit: request.testSplit, testDigest: testDigest,
+        let lineage = FitLineage(dataset: request.dataset, trainSplit: request.trainSplit,
+                                 trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),
+                                 trainCount: train.examples.count, testSplit: request.testSplit, testDigest: testDigest)
+        return FitOutcome(report: report, featureSets: infos.map(\.id), backbone: infos[0].manifest.backbone, lineage: lineage,
                           classNames: dataset.classNames, readSeconds: readSeconds, testSeconds: seconds(clock.now - testStart))
     }
 
@@ -151,17 +190,14 @@ public enum FitPipeline {
     public static func predict(store: FeatureStore, info: FeatureSetInfo, method: MethodResult, dataset: String, split: String,
                                examples: [ExampleID], materialise: Bool) throws -> [Int] {
         let columns = method.selectedIndices
-        let layout = try H2TTrain.FeatureMatrix(rowCount: 0, columnCount: info.manifest.width, values: [],
-                                                taps: info.manifest.taps.map { TapRange(name: $0.name, offset: $0.offset, width: $0.width) })
-        let subsetTaps = layout.tapsOfSubset(columns)
-        func classify(_ values: [Float], rows: Int) throws -> [Int] {
-            var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: columns.count, values: values, taps: subsetTaps)
+        // The selected columns are ascending, so the matrices read carry their tap layout.
+        func classify(_ selected: FeatureMatrix) -> [Int] {
+            var matrix = selected
             matrix.applyInputRule(method.inputRule)
             return method.head.predict(matrix)
         }
         if materialise {
-            let selected = try store.selectedMatrix(featureSet: info.id, dataset: dataset, split: split, columns: columns)
-            return try classify(selected.matrix.features.values, rows: selected.matrix.features.rows)
+            return classify(try store.selectedMatrix(featureSet: info.id, dataset: dataset, split: split, columns: columns).matrix.features)
         }
         // Wide reads go in batches so memory stays bounded.
         let batch = max(1, (256 << 20) / max(columns.count * 4, 1))
@@ -169,8 +205,7 @@ public enum FitPipeline {
         var first = 0
         while first < examples.count {
             let chunk = Array(examples[first..<min(first + batch, examples.count)])
-            let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns.count == info.manifest.width ? nil : columns)
-            out += try classify(matrix.values, rows: matrix.rows)
+            out += classify(try store.read(featureSet: info.id, examples: chunk, columns: columns.count == info.manifest.width ? nil : columns))
             first += chunk.count
         }
         return out

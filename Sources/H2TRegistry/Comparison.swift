@@ -55,7 +55,7 @@ public struct HeadComparison: Sendable, Hashable, Codable {
         func text(_ v: Double?) -> String { v.map { "\($0)" } ?? "-" }
         let ha = a.hyperParameters, hb = b.hyperParameters
         let pairs: [(String, String, String)] = [
-            ("method", ha.method, hb.method),
+            ("method", ha.method.rawValue, hb.method.rawValue),
             ("target_size", "\(ha.targetSize)", "\(hb.targetSize)"),
             ("fraction", text(ha.fraction), text(hb.fraction)),
             ("lambda", text(ha.lambda), text(hb.lambda)),

@@ -4,29 +4,6 @@ import H2TCore
 import H2TStore
 import H2TTrain
 
-/// The data lineage of a fit that its report does not carry: dataset, splits and their digests.
-public struct FitLineage: Sendable, Hashable {
-    /// Dataset name.
-    public var dataset: String
-    /// Training split, its `splitDigest` and the number of rows trained on.
-    public var trainSplit: String
-    public var trainDigest: String
-    public var trainCount: Int
-    /// Test split and its digest, if the fit was tested.
-    public var testSplit: String?
-    public var testDigest: String?
-
-    /// Creates a lineage (`FitOutcome` has every field under the same name).
-    public init(dataset: String, trainSplit: String, trainDigest: String, trainCount: Int, testSplit: String? = nil, testDigest: String? = nil) {
-        self.dataset = dataset
-        self.trainSplit = trainSplit
-        self.trainDigest = trainDigest
-        self.trainCount = trainCount
-        self.testSplit = testSplit
-        self.testDigest = testDigest
-    }
-}
-
 extension HeadDraft {
     /// The Head2Toe head of a fit report as a draft. The report names feature sets by store id (or
     /// a prefix); the store supplies their taps, target sizes and backbone.
@@ -35,11 +12,8 @@ extension HeadDraft {
     ///   - method: which of the report's heads to register (`head2toe` by default; the baselines can
     ///     be registered too, e.g. as a reference head).
     public init(task: String, report: FitReport, classNames: [String], lineage: FitLineage, store: FeatureStore,
-                method: String = "head2toe", tags: [String: String] = [:]) throws {
-        let methods = ["head2toe": report.head2toe, "linear_probe": report.linearProbe, "all_features": report.allFeatures]
-        guard let chosen = methods[method] else {
-            throw RegistryError.invalidHead("unknown method '\(method)' (use head2toe, linear_probe or all_features)")
-        }
+                method: FitMethod = .head2toe, tags: [String: String] = [:]) throws {
+        let chosen = report[method]
         var infos: [String: FeatureSetInfo] = [:]
         func info(_ name: String) throws -> FeatureSetInfo {
             if let hit = infos[name] { return hit }
@@ -71,7 +45,7 @@ extension HeadDraft {
             MethodScore(method: m.method, featureSet: try info(m.featureSet).id, keptFeatures: m.selectedIndices.count,
                         cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy)
         }
-        let lambdaScale: String? = method == "head2toe" ? report.settings.lambdaScale.rawValue : nil
+        let lambdaScale: String? = method == .head2toe ? report.settings.lambdaScale.rawValue : nil
         let curves = try report.cvTable.map { row in
             let rowInfo = try info(row.featureSet)
             return CVPoint(method: row.method, featureSet: rowInfo.id, targetSize: rowInfo.manifest.targetSize, solver: row.solver,
@@ -79,8 +53,7 @@ extension HeadDraft {
                            foldAccuracies: row.foldAccuracies)
         }
         var testMetrics: [String: ClassificationMetrics] = [:]
-        for (name, m) in methods { if let test = m.test { testMetrics[name] = test } }
-        let others = ["linear_probe": report.linearProbe, "all_features": report.allFeatures]
+        for fitMethod in FitMethod.allCases { if let test = report[fitMethod].test { testMetrics[fitMethod.rawValue] = test } }
         self.init(
             task: task, classNames: classNames, selection: selection, normalization: NormalizationRule(chosen.inputRule),
             weights: chosen.head.weights, bias: chosen.head.bias,
@@ -88,8 +61,8 @@ extension HeadDraft {
                                              lambdaAbsolute: chosen.lambdaAbsolute, lambdaScale: lambdaScale, solver: chosen.solver,
                                              folds: report.settings.folds, headL2: chosen.ridge,
                                              settings: try JSONValue(encoding: report.settings)),
-            metrics: HeadMetrics(head: try score(chosen), linearProbe: try others["linear_probe"].map(score),
-                                 allFeatures: try others["all_features"].map(score)),
+            metrics: HeadMetrics(head: try score(chosen), linearProbe: try score(report.linearProbe),
+                                 allFeatures: try score(report.allFeatures)),
             cvCurves: curves, testMetrics: testMetrics,
             lineage: HeadLineage(featureSet: fs.id, backbone: manifest.backbone, architecture: backbone.architecture, dataset: lineage.dataset,
                                  train: SplitLineage(split: lineage.trainSplit, digest: lineage.trainDigest, count: lineage.trainCount),
@@ -133,7 +106,7 @@ extension Registry {
     /// registers it as the next version of `task` (see `register(_:)`).
     @discardableResult
     public func register(task: String, report: FitReport, classNames: [String], lineage: FitLineage,
-                         method: String = "head2toe", tags: [String: String] = [:]) throws -> HeadRecord {
+                         method: FitMethod = .head2toe, tags: [String: String] = [:]) throws -> HeadRecord {
         try register(try HeadDraft(task: task, report: report, classNames: classNames, lineage: lineage, store: store,
                                    method: method, tags: tags))
     }

@@ -63,8 +63,8 @@ public struct NormalizationRule: Sendable, Hashable, Codable {
 
 /// Chosen hyper-parameters and the grid they were chosen from.
 public struct HyperParameters: Sendable, Hashable, Codable {
-    /// `head2toe` (or a baseline name when a baseline head is registered).
-    public var method: String
+    /// `head2toe` (or a baseline when a baseline head is registered).
+    public var method: FitMethod
     /// Head2Toe pooling target size `F_T` of the chosen feature set.
     public var targetSize: Int
     /// Keep fraction.
@@ -85,7 +85,7 @@ public struct HyperParameters: Sendable, Hashable, Codable {
     public var settings: JSONValue
 
     /// Creates hyper-parameters.
-    public init(method: String, targetSize: Int, fraction: Double? = nil, lambda: Double? = nil, lambdaAbsolute: Double? = nil,
+    public init(method: FitMethod, targetSize: Int, fraction: Double? = nil, lambda: Double? = nil, lambdaAbsolute: Double? = nil,
                 lambdaScale: String? = nil, solver: Int? = nil, folds: Int? = nil, headL2: Double? = nil, settings: JSONValue = .null) {
         self.method = method
         self.targetSize = targetSize
@@ -102,8 +102,8 @@ public struct HyperParameters: Sendable, Hashable, Codable {
 
 /// One method's scores.
 public struct MethodScore: Sendable, Hashable, Codable {
-    /// `head2toe`, `linear_probe` or `all_features`.
-    public var method: String
+    /// Which method.
+    public var method: FitMethod
     /// Feature set id the method read.
     public var featureSet: String
     /// Input features of its head.
@@ -114,7 +114,7 @@ public struct MethodScore: Sendable, Hashable, Codable {
     public var testAccuracy: Double?
 
     /// Creates a score.
-    public init(method: String, featureSet: String, keptFeatures: Int, cvAccuracy: Double, testAccuracy: Double?) {
+    public init(method: FitMethod, featureSet: String, keptFeatures: Int, cvAccuracy: Double, testAccuracy: Double?) {
         self.method = method
         self.featureSet = featureSet
         self.keptFeatures = keptFeatures
@@ -142,8 +142,8 @@ public struct HeadMetrics: Sendable, Hashable, Codable {
 
 /// One point of the cross-validation sweep (a row of the CV table).
 public struct CVPoint: Sendable, Hashable, Codable {
-    /// `head2toe`, `linear_probe` or `all_features`.
-    public var method: String
+    /// Which method.
+    public var method: FitMethod
     /// Feature set id.
     public var featureSet: String
     /// Its pooling target size.
@@ -164,7 +164,7 @@ public struct CVPoint: Sendable, Hashable, Codable {
     public var foldAccuracies: [Double]
 
     /// Creates a point.
-    public init(method: String, featureSet: String, targetSize: Int, solver: Int?, lambda: Double?, fraction: Double?,
+    public init(method: FitMethod, featureSet: String, targetSize: Int, solver: Int?, lambda: Double?, fraction: Double?,
                 ridge: Double? = nil, keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
         self.method = method
         self.featureSet = featureSet
@@ -434,8 +434,8 @@ public struct HeadEntry: Sendable, Hashable, Codable {
     public var version: Int
     /// Registration time, ISO 8601 UTC.
     public var createdAt: String
-    /// `head2toe` (or a baseline name).
-    public var method: String
+    /// `head2toe` (or a baseline).
+    public var method: FitMethod
     /// Pooling target size `F_T` of its feature set.
     public var targetSize: Int
     /// Input features `d`.

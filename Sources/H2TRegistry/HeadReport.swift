@@ -1,5 +1,6 @@
 import Foundation
 import H2TStore
+import H2TTrain
 
 /// A self-contained HTML report of one head: inline SVG charts and inline CSS, no script, no
 /// network access. Sections: scores against the baselines, CV curves (accuracy against keep
@@ -50,7 +51,7 @@ public enum HeadReportPage {
         html += cvChart(head)
         html += "<h2>Selected features per tap, in network order</h2><p class=\"sub\">Which layers Head2Toe chose: kept features per tap (bar height), tap width in the tooltip.</p>"
         html += tapChart(head, taps: taps)
-        if let test = head.testMetrics[h.method] ?? head.testMetrics["head2toe"] {
+        if let test = head.testMetrics[h.method.rawValue] ?? head.testMetrics[FitMethod.head2toe.rawValue] {
             html += "<h2>Confusion matrix (test, \(test.count) examples)</h2><p class=\"sub\">Rows: true class; columns: predicted class.</p>"
             html += confusionChart(test.confusion, classNames: head.classNames, perClass: test.perClassAccuracy)
         }
@@ -108,7 +109,7 @@ public enum HeadReportPage {
     static func cvChart(_ head: HeadRecord) -> String {
         // Head2Toe curves at the chosen final-head ridge; each baseline at its best ridge.
         let chosenRidge = head.hyperParameters.headL2
-        let points = head.cvCurves.filter { $0.method == "head2toe" && $0.fraction != nil && ($0.ridge == nil || $0.ridge == chosenRidge) }
+        let points = head.cvCurves.filter { $0.method == .head2toe && $0.fraction != nil && ($0.ridge == nil || $0.ridge == chosenRidge) }
         guard !points.isEmpty else { return "<p class=\"sub\">No cross-validation curves recorded.</p>" }
         struct Series { var label: String; var points: [(x: Double, y: Double, chosen: Bool)] }
         var groups: [String: Series] = [:]
@@ -120,9 +121,9 @@ public enum HeadReportPage {
                 && p.fraction == head.hyperParameters.fraction && p.solver == head.hyperParameters.solver
             groups[key]!.points.append((p.fraction!, p.cvAccuracy, chosen))
         }
-        let baselines = Dictionary(grouping: head.cvCurves.filter { $0.method != "head2toe" }) { "\($0.method) \($0.featureSet)" }
+        let baselines = Dictionary(grouping: head.cvCurves.filter { $0.method != .head2toe }) { "\($0.method) \($0.featureSet)" }
             .values.map { rows in rows.max { ($0.cvAccuracy, $0.ridge ?? 0) < ($1.cvAccuracy, $1.ridge ?? 0) }! }
-            .sorted { ($0.method, $0.targetSize) < ($1.method, $1.targetSize) }
+            .sorted { ($0.method.rawValue, $0.targetSize) < ($1.method.rawValue, $1.targetSize) }
         let ys = points.map(\.cvAccuracy) + baselines.map(\.cvAccuracy)
         let spread = (ys.max() ?? 1) - (ys.min() ?? 0)
         let step = spread > 0.25 ? 0.1 : 0.05
@@ -150,9 +151,9 @@ public enum HeadReportPage {
         svg += "<text transform=\"translate(14 \(f(top + ph / 2))) rotate(-90)\" text-anchor=\"middle\" font-size=\"12\">CV accuracy</text>"
         var legend = "<div class=\"legend\">"
         for (i, b) in baselines.enumerated() {
-            let color = b.method == "linear_probe" ? "#6c757d" : "#adb5bd"
-            svg += "<line x1=\"\(f(left))\" x2=\"\(f(left + pw))\" y1=\"\(f(Y(b.cvAccuracy)))\" y2=\"\(f(Y(b.cvAccuracy)))\" stroke=\"\(color)\" stroke-dasharray=\"6 4\"><title>\(esc(b.method)) (F_T \(b.targetSize)): \(pct(b.cvAccuracy))</title></line>"
-            legend += "<span><i style=\"background:\(color)\"></i>\(esc(b.method == "linear_probe" ? "linear probe" : "all features")) F<sub>T</sub> \(b.targetSize) (\(pct(b.cvAccuracy)))</span>"
+            let color = b.method == .linearProbe ? "#6c757d" : "#adb5bd"
+            svg += "<line x1=\"\(f(left))\" x2=\"\(f(left + pw))\" y1=\"\(f(Y(b.cvAccuracy)))\" y2=\"\(f(Y(b.cvAccuracy)))\" stroke=\"\(color)\" stroke-dasharray=\"6 4\"><title>\(esc(b.method.rawValue)) (F_T \(b.targetSize)): \(pct(b.cvAccuracy))</title></line>"
+            legend += "<span><i style=\"background:\(color)\"></i>\(esc(b.method == .linearProbe ? "linear probe" : "all features")) F<sub>T</sub> \(b.targetSize) (\(pct(b.cvAccuracy)))</span>"
             _ = i
         }
         for (i, key) in order.enumerated() {

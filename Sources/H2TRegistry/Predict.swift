@@ -42,7 +42,7 @@ public struct HeadApplier: Sendable {
     /// The head.
     public let head: HeadRecord
     let linear: LinearHead
-    let subsetTaps: [TapRange]
+    let subsetTaps: [TapColumns]
     let inputRule: HeadInputRule
 
     /// Prepares `head` for application; a normalisation rule this version does not know (a head
@@ -55,9 +55,9 @@ public struct HeadApplier: Sendable {
         self.head = head
         linear = LinearHead(inputCount: head.inputCount, classCount: head.classNames.count, weights: head.weights, bias: head.bias)
         var offset = 0
-        var taps: [TapRange] = []
+        var taps: [TapColumns] = []
         for tap in head.selection {
-            taps.append(TapRange(name: tap.tap, offset: offset, width: tap.indices.count))
+            taps.append(TapColumns(name: tap.tap, offset: offset, width: tap.indices.count))
             offset += tap.indices.count
         }
         subsetTaps = taps
@@ -67,7 +67,7 @@ public struct HeadApplier: Sendable {
     public func apply(_ values: [Float], rows: Int, inputs: [String]) throws -> Predictions {
         let d = head.inputCount, k = head.classNames.count
         guard values.count == rows * d else { throw RegistryError.invalidInput("\(values.count) values for \(rows) rows × \(d) selected features") }
-        var matrix = try H2TTrain.FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: subsetTaps)
+        var matrix = try FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: subsetTaps)
         matrix.applyInputRule(inputRule)
         let logits = linear.logits(matrix)
         var probabilities = [Float](repeating: 0, count: rows * k)
@@ -77,14 +77,7 @@ public struct HeadApplier: Sendable {
             var best = row.startIndex
             for i in row.indices where row[i] > row[best] { best = i }
             labels[r] = best - row.startIndex
-            let top = row[best]
-            var sum: Float = 0
-            for (j, v) in row.enumerated() {
-                let e = expf(v - top)
-                probabilities[r * k + j] = e
-                sum += e
-            }
-            for j in 0..<k { probabilities[r * k + j] /= sum }
+            probabilities.replaceSubrange((r * k)..<((r + 1) * k), with: Softmax.probabilities(row))
         }
         return Predictions(classNames: head.classNames, inputs: inputs, labels: labels, probabilities: probabilities)
     }
@@ -125,7 +118,7 @@ extension Registry {
         repeat {
             let chunk = Array(examples[first..<min(first + batchSize, examples.count)])
             let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns)
-            let part = try applier.apply(matrix.values, rows: matrix.rows, inputs: chunk.map(\.hex))
+            let part = try applier.apply(matrix.values, rows: matrix.rowCount, inputs: chunk.map(\.hex))
             out.inputs += part.inputs
             out.labels += part.labels
             out.probabilities += part.probabilities

@@ -363,18 +363,13 @@ public final class Registry: Sendable {
 
     /// Decodes listing entries on all cores, in order.
     static func decodeEntries(_ values: [Data]) throws -> [HeadEntry] {
-        let workers = values.count < 256 ? 1 : max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
-        let results = WorkerSlots<Result<HeadEntry, any Error>>(count: values.count)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
+        let workers = values.count < 256 ? 1 : min(8, ProcessInfo.processInfo.activeProcessorCount)
+        let entries = WorkerSlots<HeadEntry>(count: values.count)
+        try Parallel.forEachWorker(itemCount: values.count, workers: workers) { _, next in
             let decoder = JSONDecoder()
-            var i = w * values.count / workers
-            let end = (w + 1) * values.count / workers
-            while i < end {
-                results.set(i, Result { try decoder.decode(HeadEntry.self, from: values[i]) })
-                i += 1
-            }
+            while let i = next() { entries.set(i, try decoder.decode(HeadEntry.self, from: values[i])) }
         }
-        return try results.values.map { try $0!.get() }
+        return entries.values.map { $0! }
     }
 
     // MARK: Aliases

@@ -1,36 +1,12 @@
-/// A contiguous block of columns that came from one backbone tap.
-public struct TapRange: Codable, Sendable, Hashable {
-    /// The tap's name as the feature set records it.
-    public var name: String
-    /// First column of the tap in the concatenated feature vector.
-    public var offset: Int
-    /// Number of columns.
-    public var width: Int
+@_exported import struct H2TCore.FeatureMatrix
+@_exported import struct H2TCore.TapColumns
 
-    /// Creates a tap range.
-    public init(name: String, offset: Int, width: Int) {
-        self.name = name
-        self.offset = offset
-        self.width = width
-    }
-}
-
-/// A dense row-major `rowCount × columnCount` Float matrix whose columns are partitioned into taps.
-///
-/// Rows are examples; the taps must cover `0..<columnCount` in order without gaps or overlaps,
-/// because per-tap normalisation needs to know the tap of every column.
-public struct FeatureMatrix: Sendable {
-    /// Number of examples.
-    public let rowCount: Int
-    /// Number of features `D`.
-    public let columnCount: Int
-    /// Row-major values, `rowCount * columnCount` of them.
-    public var values: [Float]
-    /// The column partition, ordered by offset.
-    public let taps: [TapRange]
-
+// The matrix type lives in H2TCore, shared with the store's query layer; the trainer adds the
+// operations of Head2Toe's input pipeline (checks, per-tap normalisation, gathering, scaling).
+// Re-exported because it is the trainer's input type: users of H2TTrain need not import H2TCore.
+extension FeatureMatrix {
     /// Wraps `values`; checks only the buffer size (call `validate` for the tap layout and finiteness).
-    public init(rowCount: Int, columnCount: Int, values: [Float], taps: [TapRange]) throws {
+    public init(rowCount: Int, columnCount: Int, values: [Float], taps: [TapColumns]) throws {
         guard rowCount >= 0, columnCount >= 0 else {
             throw TrainError.invalidSetting("negative matrix shape \(rowCount)×\(columnCount)")
         }
@@ -38,10 +14,7 @@ public struct FeatureMatrix: Sendable {
             throw TrainError.shapeMismatch(what: "feature matrix \(rowCount)×\(columnCount)",
                                            expected: rowCount * columnCount, actual: values.count)
         }
-        self.rowCount = rowCount
-        self.columnCount = columnCount
-        self.values = values
-        self.taps = taps
+        self.init(rowCount: rowCount, columnCount: columnCount, wrapping: values, taps: taps)
     }
 
     /// Checks that the taps partition the columns in order and that every value is finite.
@@ -58,7 +31,7 @@ public struct FeatureMatrix: Sendable {
     }
 
     /// Checks that `taps` partition `0..<columnCount` in order, with unique names and positive widths.
-    public static func validateTapLayout(_ taps: [TapRange], columnCount: Int, featureSet: String) throws {
+    public static func validateTapLayout(_ taps: [TapColumns], columnCount: Int, featureSet: String) throws {
         guard !taps.isEmpty else {
             throw TrainError.invalidTapLayout(featureSet: featureSet, reason: "no taps")
         }
@@ -112,21 +85,6 @@ public struct FeatureMatrix: Sendable {
             }
         }
         return norms
-    }
-
-    /// The taps of the column subset `columns` (sorted ascending), with offsets in the subset;
-    /// taps that keep no column are dropped.
-    public func tapsOfSubset(_ columns: [Int]) -> [TapRange] {
-        var result: [TapRange] = []
-        var position = 0
-        for tap in taps {
-            let start = position
-            while position < columns.count, columns[position] < tap.offset + tap.width { position += 1 }
-            if position > start {
-                result.append(TapRange(name: tap.name, offset: start, width: position - start))
-            }
-        }
-        return result
     }
 
     /// The rows `rows` (in that order) and columns `columns` (sorted ascending), with each tap's
@@ -210,11 +168,5 @@ public struct FeatureMatrix: Sendable {
                 }
             }
         }
-    }
-
-    /// The columns of the tap named `name`.
-    public func columns(ofTap name: String) -> Range<Int>? {
-        guard let tap = taps.first(where: { $0.name == name }) else { return nil }
-        return tap.offset..<(tap.offset + tap.width)
     }
 }

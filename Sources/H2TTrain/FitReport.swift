@@ -1,17 +1,35 @@
 import Foundation
 
-/// The kept columns of one tap, as indices inside the tap (`0..<width`).
-public struct TapSelection: Codable, Sendable, Hashable {
+/// The kept columns of one tap, as indices inside the tap (`0..<width`), in the trainer's terms.
+///
+/// The registry's `TapIndices` says the same with where the tap sits (network order, offset,
+/// width), which it takes from the feature set's manifest, the authority on layout; the fit
+/// report keeps this smaller form, which is its `--report-out` format.
+public struct KeptTapIndices: Codable, Sendable, Hashable {
     /// Tap name.
     public var tap: String
     /// Local column indices inside the tap, ascending.
     public var indices: [Int]
 }
 
+/// The three ways a fit trains a head. Its raw values are the names stored in registry records
+/// and printed by `--json` outputs (`head2toe`, `linear_probe`, `all_features`).
+public enum FitMethod: String, Codable, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// Group-lasso selection of features from every tap, then a fresh head on the kept ones.
+    case head2toe
+    /// Baseline: a head on the probe tap (the pre-logits) only.
+    case linearProbe = "linear_probe"
+    /// Baseline: a head on every feature, no selection.
+    case allFeatures = "all_features"
+
+    /// The raw value, so that interpolation prints the stored name.
+    public var description: String { rawValue }
+}
+
 /// One method's outcome: what it chose, how it scored in cross-validation and on test, and its head.
 public struct MethodResult: Codable, Sendable {
-    /// `head2toe`, `linear_probe` or `all_features`.
-    public var method: String
+    /// Which method.
+    public var method: FitMethod
     /// The feature set (target size) the method ended up using.
     public var featureSet: String
     /// Keep fraction (Head2Toe only).
@@ -35,7 +53,7 @@ public struct MethodResult: Codable, Sendable {
     /// The head's input columns, as global column indices of the feature set, ascending.
     public var selectedIndices: [Int]
     /// The same columns grouped by tap.
-    public var selectedPerTap: [TapSelection]
+    public var selectedPerTap: [KeptTapIndices]
     /// The final head on the selected columns (in `selectedIndices` order, inputs formed by `inputRule`).
     public var head: LinearHead
     /// Final-head solver summary.
@@ -46,8 +64,8 @@ public struct MethodResult: Codable, Sendable {
 
 /// One row of the cross-validation table.
 public struct CVRow: Codable, Sendable, Hashable {
-    /// `head2toe`, `linear_probe` or `all_features`.
-    public var method: String
+    /// Which method.
+    public var method: FitMethod
     /// Feature set name.
     public var featureSet: String
     /// Index into `FitSettings.solvers` (Head2Toe rows).
@@ -88,6 +106,33 @@ public struct FeatureSetSummary: Codable, Sendable, Hashable {
     public var tapCount: Int
 }
 
+/// The data lineage of a fit that its report does not carry: dataset, splits and their digests
+/// (`FeatureStore.splitDigest`). The pipeline fills it in; the registry records it with the head.
+public struct FitLineage: Codable, Sendable, Hashable {
+    /// Dataset name.
+    public var dataset: String
+    /// Training split.
+    public var trainSplit: String
+    /// `splitDigest` of the whole training split.
+    public var trainDigest: String
+    /// Rows trained on (a training limit may use a prefix of the split).
+    public var trainCount: Int
+    /// Test split, if the fit was tested.
+    public var testSplit: String?
+    /// `splitDigest` of the test split, if the fit was tested.
+    public var testDigest: String?
+
+    /// Creates a lineage.
+    public init(dataset: String, trainSplit: String, trainDigest: String, trainCount: Int, testSplit: String? = nil, testDigest: String? = nil) {
+        self.dataset = dataset
+        self.trainSplit = trainSplit
+        self.trainDigest = trainDigest
+        self.trainCount = trainCount
+        self.testSplit = testSplit
+        self.testDigest = testDigest
+    }
+}
+
 /// Everything a fit produced: the `h2t-store fit --json` payload and what the registry stores.
 ///
 /// Encode it with `FitReport.jsonEncoder()` (snake_case keys, sorted): `head2toe.test_accuracy`,
@@ -117,6 +162,24 @@ public struct FitReport: Codable, Sendable {
     public var foldAssignment: [Int]
     /// Timings.
     public var timings: FitTimings
+
+    /// The outcome of `method`.
+    public subscript(method: FitMethod) -> MethodResult {
+        get {
+            switch method {
+            case .head2toe: head2toe
+            case .linearProbe: linearProbe
+            case .allFeatures: allFeatures
+            }
+        }
+        set {
+            switch method {
+            case .head2toe: head2toe = newValue
+            case .linearProbe: linearProbe = newValue
+            case .allFeatures: allFeatures = newValue
+            }
+        }
+    }
 
     /// A JSON encoder with the report's conventions (snake_case keys, sorted keys).
     public static func jsonEncoder() -> JSONEncoder {

@@ -30,7 +30,7 @@ public struct LinearHead: Codable, Sendable, Hashable {
     /// The head that gives on `x` the logits this head gives on `x` with tap `t`'s columns
     /// multiplied by `scales[t]`: each tap's weight rows multiplied by its scale. `taps` partition
     /// the head's inputs.
-    public func foldingTapScales(_ scales: [Float], taps: [TapRange]) -> LinearHead {
+    public func foldingTapScales(_ scales: [Float], taps: [TapColumns]) -> LinearHead {
         precondition(scales.count == taps.count, "one scale per tap")
         var w = weights
         for (tap, scale) in zip(taps, scales) {

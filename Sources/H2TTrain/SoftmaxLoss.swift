@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 
 /// Mean softmax cross-entropy of a logit matrix, the smooth part of every objective here.
 ///
@@ -19,13 +20,7 @@ enum SoftmaxCrossEntropy {
             var p = [Double](repeating: 0, count: k)
             for row in 0..<n {
                 let zr = z.baseAddress! + row * k
-                var maxValue = -Double.infinity
-                for c in 0..<k { maxValue = max(maxValue, Double(zr[c])) }
-                var sum = 0.0
-                for c in 0..<k {
-                    p[c] = exp(Double(zr[c]) - maxValue)
-                    sum += p[c]
-                }
+                let (maxValue, sum) = p.withUnsafeMutableBufferPointer { Softmax.exponentials(of: zr, count: k, into: $0.baseAddress!) }
                 let label = Int(labels[row])
                 total += log(sum) - (Double(zr[label]) - maxValue)
                 if let gradient {

@@ -19,10 +19,10 @@ public struct SyntheticFeatures: Sendable {
         func uniform() -> Double { (Double(rng.next() >> 11) + 0.5) / 9_007_199_254_740_992.0 }
         func normal() -> Double { (-2 * log(uniform())).squareRoot() * cos(2 * Double.pi * uniform()) }
         let d = tapWidths.reduce(0, +)
-        var taps: [TapRange] = []
+        var taps: [TapColumns] = []
         var offset = 0
         for (i, width) in tapWidths.enumerated() {
-            taps.append(TapRange(name: "tap\(i)", offset: offset, width: width))
+            taps.append(TapColumns(name: "tap\(i)", offset: offset, width: width))
             offset += width
         }
         let stride = max(1, d / max(informativeCount, 1))

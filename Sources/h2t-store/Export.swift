@@ -41,7 +41,7 @@ struct Export: ParsableCommand {
         let store = try storeOptions.open(create: false)
         let columns = try allColumns
         let matrix = try store.read(featureSet: featureSet, dataset: dataset, split: split, columns: columns.isEmpty ? nil : columns)
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.features.rows), \(matrix.features.cols)), }"
+        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.features.rowCount), \(matrix.features.columnCount)), }"
         while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
         header += "\n"
         var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
@@ -51,9 +51,9 @@ struct Export: ParsableCommand {
             throw ValidationError("cannot write \(out): \(error.localizedDescription)")
         }
         if output.json {
-            try printJSON(["path": out, "rows": "\(matrix.features.rows)", "cols": "\(matrix.features.cols)"])
+            try printJSON(["path": out, "rows": "\(matrix.features.rowCount)", "cols": "\(matrix.features.columnCount)"])
         } else {
-            print("wrote \(matrix.features.rows)×\(matrix.features.cols) float32 to \(out)")
+            print("wrote \(matrix.features.rowCount)×\(matrix.features.columnCount) float32 to \(out)")
         }
     }
 }

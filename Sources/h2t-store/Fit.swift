@@ -107,9 +107,8 @@ struct Fit: ParsableCommand {
         }
         var registered: FitSummary.RegisteredHead?
         if !noRegister {
-            let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
-                                     trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
-            let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: store)
+            let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: outcome.lineage,
+                                      store: store)
             let registry = Registry(store: store)
             let record = try registry.register(draft, alias: alias)
             registered = .init(task: record.task, version: record.version)
@@ -123,12 +122,12 @@ struct Fit: ParsableCommand {
         }
         let sizes = Dictionary(uniqueKeysWithValues: try outcome.featureSets.map { ($0, try store.featureSet($0).manifest.targetSize) })
         print(table(["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "RIDGE", "CV ACC", "TEST ACC"], summary.methods.map { m in
-            [m.method, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
+            [m.method.rawValue, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
              String(m.ridge),
              String(format: "%.4f", m.cvAccuracy), m.testAccuracy.map { String(format: "%.4f", $0) } ?? "-"]
         }))
         print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
-                     outcome.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
+                     outcome.lineage.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
                      outcome.report.timings.crossValidation, outcome.testSeconds))
         if let registered { print("registered head \(registered.task)@v\(registered.version)" + (alias.map { " (alias \($0))" } ?? "")) }
     }
@@ -138,7 +137,7 @@ struct Fit: ParsableCommand {
 /// `test_accuracy` and `cv_accuracy`, plus lineage.
 struct FitSummary: Encodable {
     struct Method: Encodable {
-        var method: String
+        var method: FitMethod
         var featureSet: String
         var features: Int
         var fraction: Double?
@@ -173,18 +172,18 @@ struct FitSummary: Encodable {
     }
 
     init(outcome: FitOutcome, head: RegisteredHead? = nil) {
-        dataset = outcome.dataset
-        trainSplit = outcome.trainSplit
-        trainDigest = outcome.trainDigest
-        trainCount = outcome.trainCount
-        testSplit = outcome.testSplit
-        testDigest = outcome.testDigest
+        dataset = outcome.lineage.dataset
+        trainSplit = outcome.lineage.trainSplit
+        trainDigest = outcome.lineage.trainDigest
+        trainCount = outcome.lineage.trainCount
+        testSplit = outcome.lineage.testSplit
+        testDigest = outcome.lineage.testDigest
         testCount = outcome.report.testCount
         backbone = outcome.backbone
         featureSets = outcome.featureSets
         seconds = outcome.readSeconds + outcome.report.timings.total + outcome.testSeconds
         self.head = head
-        methods = [outcome.report.head2toe, outcome.report.linearProbe, outcome.report.allFeatures].map { m in
+        methods = FitMethod.allCases.map { outcome.report[$0] }.map { m in
             Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,
                    ridge: m.ridge, cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
                    selectedPerTap: m.selectedPerTap.map { TapCount(tap: $0.tap, count: $0.indices.count) })

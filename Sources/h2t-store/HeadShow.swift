@@ -33,7 +33,7 @@ struct HeadShow: ParsableCommand {
         if !tags.isEmpty { print("  tags         \(tags.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))") }
         print("")
         print(table(["METHOD", "CV", "TEST", "FEATURES"], [m.head, m.linearProbe, m.allFeatures].compactMap { $0 }.map {
-            [$0.method, percent($0.cvAccuracy), percent($0.testAccuracy), "\($0.keptFeatures)"]
+            [$0.method.rawValue, percent($0.cvAccuracy), percent($0.testAccuracy), "\($0.keptFeatures)"]
         }))
         print("")
         print(table(["TAP", "ORDER", "KEPT", "OF"], head.selection.map { [$0.tap, "\($0.order)", "\($0.indices.count)", "\($0.width)"] }))

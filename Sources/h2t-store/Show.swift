@@ -48,7 +48,7 @@ struct Show: ParsableCommand {
         print("  examples   \(info.rowCount) in \(info.segmentCount) segments")
         print("  features   \(m.width) from \(m.taps.count) taps\n")
         print(table(["TAP", "SHAPE", "COLUMNS", "WIDTH"], m.taps.map {
-            [$0.name, $0.sourceShape.map(String.init).joined(separator: "×"), "\($0.offset)..<\($0.offset + $0.width)", "\($0.width)"]
+            [$0.name, ($0.sourceShape ?? []).map(String.init).joined(separator: "×"), "\($0.offset)..<\($0.offset + $0.width)", "\($0.width)"]
         }))
     }
 }

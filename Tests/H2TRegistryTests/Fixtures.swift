@@ -77,8 +77,7 @@ struct RegistryFixture {
     func register(_ task: String, outcome: FitOutcome? = nil, tags: [String: String] = [:]) throws -> HeadRecord {
         let fitted = try outcome ?? fit()
         return try registry.register(task: task, report: fitted.report, classNames: fitted.classNames,
-                                     lineage: FitLineage(dataset: fitted.dataset, trainSplit: fitted.trainSplit, trainDigest: fitted.trainDigest,
-                                                         trainCount: fitted.trainCount, testSplit: fitted.testSplit, testDigest: fitted.testDigest),
+                                     lineage: fitted.lineage,
                                      tags: tags)
     }
 }

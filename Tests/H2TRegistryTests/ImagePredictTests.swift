@@ -52,8 +52,8 @@ struct ImagePredictTests {
             let draft = HeadDraft(
                 task: "shapes", classNames: ["a", "b", "c"], selection: selection,
                 weights: (0..<(d * 3)).map { _ in random.uniform() - 0.5 }, bias: [0.1, -0.2, 0.05],
-                hyperParameters: HyperParameters(method: "head2toe", targetSize: 64),
-                metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
+                hyperParameters: HyperParameters(method: .head2toe, targetSize: 64),
+                metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
                                      linearProbe: nil, allFeatures: nil),
                 lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2", dataset: "imgs",
                                      train: SplitLineage(split: "all", digest: "", count: 5), test: nil, seed: 0))
@@ -202,8 +202,8 @@ struct RecordedPreprocessingTests {
         let d = selection.reduce(0) { $0 + $1.indices.count }
         let head = try registry.register(HeadDraft(
             task: "gray", classNames: ["x", "y"], selection: selection, weights: (0..<(2 * d)).map { _ in random.uniform() - 0.5 }, bias: [0, 0],
-            hyperParameters: HyperParameters(method: "head2toe", targetSize: 64),
-            metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
+            hyperParameters: HyperParameters(method: .head2toe, targetSize: 64),
+            metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
             lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2", dataset: "gray",
                                  train: SplitLineage(split: "all", digest: "", count: 3), test: nil, seed: 0,
                                  sourceImage: SourceImageSize(height: 28, width: 28, channels: 1))))

@@ -23,7 +23,7 @@ struct RegistryTests {
         #expect(stored.metrics.head.testAccuracy == outcome.report.head2toe.testAccuracy)
         #expect(stored.metrics.linearProbe?.cvAccuracy == outcome.report.linearProbe.cvAccuracy)
         #expect(stored.cvCurves.count == outcome.report.cvTable.count)
-        #expect(stored.testMetrics["head2toe"]?.confusion == outcome.report.head2toe.test?.confusion)
+        #expect(stored.testMetrics[FitMethod.head2toe.rawValue]?.confusion == outcome.report.head2toe.test?.confusion)
         #expect(try fixture.registry.head("toys").version == 2)
         // Per-tap grouping agrees with the trainer's.
         #expect(stored.selection.map(\.tap) == outcome.report.head2toe.selectedPerTap.map(\.tap))
@@ -35,8 +35,7 @@ struct RegistryTests {
     @Test func registerWithAnAliasIsOneTransaction() throws {
         let fixture = try RegistryFixture()
         let outcome = try fixture.fit()
-        let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
-                                 trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
+        let lineage = outcome.lineage
         let draft = try HeadDraft(task: "toys", report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: fixture.store)
         let path = fixture.store.path
         defer { LMDBFaults.disarm(path: path) }

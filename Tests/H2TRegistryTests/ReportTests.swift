@@ -19,7 +19,7 @@ struct ReportTests {
             #expect(html.contains(section), "missing \(section)")
         }
         // One CV line per (target size, λ) of the grid, and one cell per confusion entry.
-        let lambdas = Set(head.cvCurves.filter { $0.method == "head2toe" }.compactMap(\.lambda))
+        let lambdas = Set(head.cvCurves.filter { $0.method == .head2toe }.compactMap(\.lambda))
         #expect(html.components(separatedBy: "<polyline").count - 1 == lambdas.count)
         let k = head.classNames.count
         #expect(html.components(separatedBy: "<title>true ").count - 1 == k * k)

@@ -60,11 +60,11 @@ struct TrainingConstantRegistryTests {
         // Independently: the head's weights applied to the raw stored columns, no normalisation.
         let items = try fixture.store.split(dataset: "toys", split: "test")
         let rawColumns = try fixture.store.read(featureSet: fixture.featureSet, examples: items.examples, columns: stored.selectedIndices)
-        let expected = Self.rawProbabilities(stored, values: rawColumns.values, rows: rawColumns.rows)
+        let expected = Self.rawProbabilities(stored, values: rawColumns.values, rows: rawColumns.rowCount)
         let predictions = try fixture.registry.predict(stored, examples: items.examples, batchSize: 7)
         #expect(predictions.labels == expected.map { p in p.firstIndex(of: p.max()!)! })
         var worst = 0.0
-        for i in 0..<rawColumns.rows {
+        for i in 0..<rawColumns.rowCount {
             for (a, b) in zip(predictions.probabilities(of: i), expected[i]) { worst = max(worst, abs(Double(a) - b)) }
         }
         #expect(worst <= 1e-4, "registry probabilities are softmax(raw x W + b)")
@@ -72,10 +72,10 @@ struct TrainingConstantRegistryTests {
         #expect(ClassificationMetrics(predictions: predictions.labels, labels: items.labels, classCount: 3).accuracy == report.head2toe.testAccuracy)
 
         // The same weights on per-tap normalised inputs would give other probabilities: the rule matters here.
-        var normalised = try H2TTrain.FeatureMatrix(rowCount: rawColumns.rows, columnCount: stored.inputCount, values: rawColumns.values,
+        var normalised = try FeatureMatrix(rowCount: rawColumns.rowCount, columnCount: stored.inputCount, values: rawColumns.values,
                                                     taps: HeadApplierTaps.of(stored))
         normalised.normalizeTaps()
-        let wrong = Self.rawProbabilities(stored, values: normalised.values, rows: rawColumns.rows)
+        let wrong = Self.rawProbabilities(stored, values: normalised.values, rows: rawColumns.rowCount)
         let gap = zip(wrong, expected).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
         #expect(gap > 0.05)
         let wrongLabels = wrong.map { p in p.firstIndex(of: p.max()!)! }
@@ -96,11 +96,11 @@ struct TrainingConstantRegistryTests {
         let fixture = try RegistryFixture(scaledExamples: 90, test: 60)
         let outcome = try Self.fit(fixture, .trainingConstant)
         let info = try fixture.store.featureSet(fixture.featureSet)
-        let taps = info.manifest.taps.map { TapRange(name: $0.name, offset: $0.offset, width: $0.width) }
-        func matrix(_ split: String) throws -> (H2TTrain.FeatureMatrix, [Int]) {
+        let taps = info.manifest.taps.map { TapColumns(name: $0.name, offset: $0.offset, width: $0.width) }
+        func matrix(_ split: String) throws -> (FeatureMatrix, [Int]) {
             let items = try fixture.store.split(dataset: "toys", split: split)
             let m = try fixture.store.read(featureSet: info.id, examples: items.examples)
-            return (try H2TTrain.FeatureMatrix(rowCount: m.rows, columnCount: m.cols, values: m.values, taps: taps), items.labels)
+            return (try FeatureMatrix(rowCount: m.rowCount, columnCount: m.columnCount, values: m.values, taps: taps), items.labels)
         }
         let (train, trainLabels) = try matrix("train")
         let (test, testLabels) = try matrix("test")
@@ -116,10 +116,9 @@ struct TrainingConstantRegistryTests {
     @Test func baselinesOfATrainingConstantFitAndDefaultHeadsKeepPerTapNormalisation() throws {
         let fixture = try RegistryFixture()
         let outcome = try Self.fit(fixture, .trainingConstant)
-        let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
-                                 trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
-        for (method, result) in [("linear_probe", outcome.report.linearProbe), ("all_features", outcome.report.allFeatures)] {
-            let head = try fixture.registry.register(task: "toys-\(method.replacingOccurrences(of: "_", with: "-"))", report: outcome.report,
+        let lineage = outcome.lineage
+        for (method, result) in [(FitMethod.linearProbe, outcome.report.linearProbe), (.allFeatures, outcome.report.allFeatures)] {
+            let head = try fixture.registry.register(task: "toys-\(method.rawValue.replacingOccurrences(of: "_", with: "-"))", report: outcome.report,
                                                      classNames: outcome.classNames, lineage: lineage, method: method)
             #expect(head.normalization.rule == "per_tap_unit_l2_over_kept", "\(method)")
             #expect(head.normalization == .perTapUnitL2OverKept)
@@ -189,11 +188,11 @@ extension RegistryFixture {
 
 /// The subset taps a head's applier uses (one per selected tap, in order), built independently.
 enum HeadApplierTaps {
-    static func of(_ head: HeadRecord) -> [TapRange] {
+    static func of(_ head: HeadRecord) -> [TapColumns] {
         var offset = 0
         return head.selection.map { tap in
             defer { offset += tap.indices.count }
-            return TapRange(name: tap.tap, offset: offset, width: tap.indices.count)
+            return TapColumns(name: tap.tap, offset: offset, width: tap.indices.count)
         }
     }
 }

@@ -67,7 +67,7 @@ struct FeatureStoreTests {
             var batches = try store.batches(featureSet: fs, dataset: "toy", split: "train", batchSize: 8, seed: seed, columns: [1])
             var seen: [ExampleID] = []
             while let batch = try batches.nextBatch() {
-                #expect(batch.features.rows <= 8)
+                #expect(batch.features.rowCount <= 8)
                 for (r, id) in batch.examples.enumerated() {
                     let index = ids.firstIndex(of: id)!
                     #expect(batch.features[r, 0] == values[index * width + 1])

@@ -42,7 +42,7 @@ struct FitTests {
                                          settings: Self.settings)
         let h2t = report.head2toe
         let ridges = Self.settings.ridges
-        #expect(report.cvTable.filter { $0.method == "head2toe" }.count == 4 * ridges.count)
+        #expect(report.cvTable.filter { $0.method == .head2toe }.count == 4 * ridges.count)
         // The ridge is a CV axis of every method: each method's final ridge is its best CV row's.
         for m in [h2t, report.linearProbe, report.allFeatures] {
             let rows = report.cvTable.filter { $0.method == m.method }
@@ -151,7 +151,7 @@ struct FitTests {
         #expect(throws: TrainError.unknownTap(featureSet: "ft", tap: "nope")) { try fit { $0.probeTap = "nope" } }
         #expect(throws: TrainError.invalidSetting("folds must be >= 2, got 1")) { try fit { $0.folds = 1 } }
         let badTaps = try FeatureMatrix(rowCount: 100, columnCount: 140, values: sets[0].train.values,
-                                        taps: [TapRange(name: "a", offset: 0, width: 100)])
+                                        taps: [TapColumns(name: "a", offset: 0, width: 100)])
         #expect(throws: TrainError.invalidTapLayout(featureSet: "ft", reason: "taps cover 100 columns, matrix has 140")) {
             try fit([FeatureSetInput(name: "ft", train: badTaps, test: nil)], test: [])
         }

@@ -38,11 +38,11 @@ enum Check {
         zip(a, b).map { abs(Double($0) - Double($1)) }.max() ?? 0
     }
 
-    static func taps(_ widths: [Int]) -> [TapRange] {
+    static func taps(_ widths: [Int]) -> [TapColumns] {
         var offset = 0
         return widths.enumerated().map { i, w in
             defer { offset += w }
-            return TapRange(name: "tap\(i)", offset: offset, width: w)
+            return TapColumns(name: "tap\(i)", offset: offset, width: w)
         }
     }
 

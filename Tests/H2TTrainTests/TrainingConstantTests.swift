@@ -38,7 +38,7 @@ struct TrainingConstantTests {
     }
 
     /// Index in `taps` of the tap holding each of `columns`.
-    static func tapIndex(of column: Int, in taps: [TapRange]) -> Int {
+    static func tapIndex(of column: Int, in taps: [TapColumns]) -> Int {
         taps.firstIndex { column >= $0.offset && column < $0.offset + $0.width }!
     }
 
@@ -298,7 +298,7 @@ struct TrainingConstantTests {
                 }
             }
         }
-        let rows = report.cvTable.filter { $0.method == "head2toe" }
+        let rows = report.cvTable.filter { $0.method == .head2toe }
         #expect(rows.count == settings.lambdas.count * settings.fractions.count * settings.ridges.count)
         for row in rows {
             let li = settings.lambdas.firstIndex(of: row.lambda!)!, fi = settings.fractions.firstIndex(of: row.fraction!)!

@@ -61,10 +61,10 @@ enum RegistryBench {
                 let draft = HeadDraft(
                     task: "task\(i % tasks)", classNames: (0..<10).map { "class\($0)" }, selection: selection,
                     weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
-                    hyperParameters: HyperParameters(method: "head2toe", targetSize: 8192, fraction: 0.01, lambda: 0.25),
-                    metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: fs, keptFeatures: d, cvAccuracy: test - 0.01, testAccuracy: test),
-                                         linearProbe: MethodScore(method: "linear_probe", featureSet: fs, keptFeatures: 1280, cvAccuracy: 0.7, testAccuracy: 0.69),
-                                         allFeatures: MethodScore(method: "all_features", featureSet: fs, keptFeatures: 50_000, cvAccuracy: 0.8, testAccuracy: 0.8)),
+                    hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192, fraction: 0.01, lambda: 0.25),
+                    metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: fs, keptFeatures: d, cvAccuracy: test - 0.01, testAccuracy: test),
+                                         linearProbe: MethodScore(method: .linearProbe, featureSet: fs, keptFeatures: 1280, cvAccuracy: 0.7, testAccuracy: 0.69),
+                                         allFeatures: MethodScore(method: .allFeatures, featureSet: fs, keptFeatures: 50_000, cvAccuracy: 0.8, testAccuracy: 0.8)),
                     lineage: HeadLineage(featureSet: fs, backbone: bb, architecture: "mobilenet_v2", dataset: "fashion-mnist",
                                          train: SplitLineage(split: "train", digest: fs, count: 1000),
                                          test: SplitLineage(split: "test", digest: bb, count: 10_000), seed: UInt64(i)),
@@ -152,8 +152,8 @@ enum RegistryBench {
         let head = try registry.register(HeadDraft(
             task: "bench", classNames: (0..<10).map { "c\($0)" }, selection: selection,
             weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
-            hyperParameters: HyperParameters(method: "head2toe", targetSize: 8192),
-            metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: fsID, keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
+            hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192),
+            metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: fsID, keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
             lineage: HeadLineage(featureSet: fsID, backbone: writer.backboneID, architecture: "external:bench", dataset: "bench",
                                  train: SplitLineage(split: "all", digest: "", count: count), test: nil, seed: 0)))
 
@@ -334,8 +334,8 @@ enum RegistryBench {
         let d = selection.reduce(0) { $0 + $1.indices.count }
         return HeadDraft(task: task, classNames: (0..<10).map { "c\($0)" }, selection: selection,
                          weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
-                         hyperParameters: HyperParameters(method: "head2toe", targetSize: 8192),
-                         metrics: HeadMetrics(head: MethodScore(method: "head2toe", featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
+                         hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192),
+                         metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
                                               linearProbe: nil, allFeatures: nil),
                          lineage: HeadLineage(featureSet: writer.featureSetIDs[0], backbone: writer.backboneID, architecture: "mobilenet_v2",
                                               dataset: "none", train: SplitLineage(split: "none", digest: "", count: 0), test: nil, seed: 0))

@@ -602,7 +602,7 @@ enum StoreBench {
                 t.storedBytes = try synced.store.environment.usedBytes()
 
                 // Reads of the synced store, warm page cache (it was just written).
-                // What `FeatureMatrix(rows:cols:)` costs before any decoding: a zero-filled array
+                // What `FeatureMatrix(rowCount:columnCount:)` costs before any decoding: a zero-filled array
                 // (measured first, in the same memory state as the read that follows).
                 r.zeroFill = measure {
                     let zeros = [Float](repeating: 0, count: n * width)

@@ -197,11 +197,9 @@ public final class BackboneNetwork: @unchecked Sendable {
             activations.withExample(0) { buffer in logits.values.withLock { $0 = Array(buffer) } }
         }
         let values = logits.values.withLock { $0 }
-        let peak = values.max() ?? 0
-        let exps = values.map { Double(exponential(Double($0 - peak))) }
-        let total = exps.reduce(0, +)
+        let probabilities = Softmax.probabilities(values)
         return values.indices.sorted { values[$0] > values[$1] }.prefix(max(0, k)).map {
-            ImageNetPrediction(classIndex: $0, logit: values[$0], probability: Float(exps[$0] / total))
+            ImageNetPrediction(classIndex: $0, logit: values[$0], probability: probabilities[$0])
         }
     }
 
@@ -367,6 +365,10 @@ public struct TapActivations {
 }
 
 /// Where one tap's pooled features sit in a row of ``PooledFeatures``.
+///
+/// `TapColumns` (H2TCore) plus the tap's network order, by which the pooling pass places each
+/// computed tap; kept apart because only the forward pass has that order (a feature set's
+/// manifest numbers its taps by list position).
 public struct PooledTapColumns: Sendable, Hashable, Codable {
     /// Tap name.
     public let name: String
@@ -492,14 +494,6 @@ final class LogitsBox: Sendable {
     let values = Mutex<[Float]>([])
 }
 
-@inline(__always)
-func exponential(_ x: Double) -> Double {
-    #if canImport(Glibc)
-    return Glibc.exp(x)
-    #else
-    return Darwin.exp(x)
-    #endif
-}
 
 #if canImport(Glibc)
 import Glibc

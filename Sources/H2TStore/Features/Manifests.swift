@@ -2,6 +2,11 @@ import H2TCore
 
 /// One tap of a backbone: a named intermediate activation and its per-example shape
 /// (`[C, H, W]` for spatial maps, channel-first; `[C]` for vectors).
+///
+/// Distinct from the backbone layer's `BackboneTap` (which adds network order, kind, checkpoint
+/// module and aliases, none of which the store keeps, and which external activations lack) and
+/// from `TapColumns` (where the tap's pooled features sit in a feature-set row): this is the
+/// backbone manifest's record of a tap, part of the backbone's identity.
 public struct TapDescriptor: Sendable, Hashable, Codable {
     /// Stable tap name, e.g. `features.3.conv.1`.
     public var name: String
@@ -39,21 +44,6 @@ public struct BackboneManifest: Sendable, Hashable, Codable {
 
     /// The content-derived identity.
     public func identity() throws -> String { try CanonicalJSON.identity(of: self) }
-}
-
-/// Where one tap's pooled features sit in a feature-set row.
-public struct TapColumns: Sendable, Hashable, Codable {
-    /// Tap name.
-    public var name: String
-    /// Raw per-example shape of the tap.
-    public var sourceShape: [Int]
-    /// First column of the tap in the row.
-    public var offset: Int
-    /// Number of pooled features.
-    public var width: Int
-
-    /// The tap's columns as a range.
-    public var columns: Range<Int> { offset..<(offset + width) }
 }
 
 /// A feature set: one backbone pooled to one target size, stored with one codec. Immutable; its

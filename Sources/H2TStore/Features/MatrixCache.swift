@@ -47,7 +47,7 @@ extension FeatureStore {
             guard let value = try txn.get(matrices, key) else { return nil }
             let jsonLength = Keys.readU32LE(value, 0)
             let meta = try CanonicalJSON.decode(CachedMatrixInfo.self, from: value[4..<(4 + jsonLength)])
-            var out = FeatureMatrix(rows: meta.rows, cols: meta.columns)
+            var out = FeatureMatrix(rowCount: meta.rows, columnCount: meta.columns, taps: Self.tapLayout(info.manifest, columns: columns))
             let tile = UnsafeRawBufferPointer(rebasing: value[(4 + jsonLength)...])
             do {
                 try out.values.withUnsafeMutableBufferPointer {
@@ -58,18 +58,18 @@ extension FeatureStore {
             }
             return out
         }
-        if let hit, hit.rows == items.examples.count {
+        if let hit, hit.rowCount == items.examples.count {
             return (LabelledMatrix(features: hit, labels: items.labels, examples: items.examples), true)
         }
         let matrix = try read(info, examples: items.examples, columns: columns)
         var codec = info.manifest.codec
         codec.frameWidth = max(codec.frameWidth, 1)
         var tile = matrix.values.withUnsafeBufferPointer {
-            TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rows, cols: columns.count)
+            TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rowCount, cols: columns.count)
         }
-        TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: matrix.rows))
+        TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: matrix.rowCount))
         let meta = try CanonicalJSON.encode(CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
-                                                             rows: matrix.rows, columns: columns.count))
+                                                             rows: matrix.rowCount, columns: columns.count))
         if !readOnlyEnvironment {
             try environment.write { txn in try txn.put(matrices, key, Keys.u32LE(meta.count) + meta + tile) }
         }

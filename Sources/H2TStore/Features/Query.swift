@@ -1,37 +1,4 @@
-import Synchronization
-import Dispatch
 import H2TCore
-
-/// A dense row-major float matrix.
-public struct FeatureMatrix: Sendable, Hashable {
-    /// Number of rows (examples).
-    public var rows: Int
-    /// Number of columns (features).
-    public var cols: Int
-    /// `rows × cols` values, row-major.
-    public var values: [Float]
-
-    /// A zero matrix.
-    public init(rows: Int, cols: Int) {
-        self.rows = rows
-        self.cols = cols
-        values = [Float](repeating: 0, count: rows * cols)
-    }
-
-    /// Wraps existing values.
-    public init(rows: Int, cols: Int, values: [Float]) {
-        precondition(values.count == rows * cols, "values do not match \(rows)×\(cols)")
-        self.rows = rows
-        self.cols = cols
-        self.values = values
-    }
-
-    /// Row `r` as an array.
-    public func row(_ r: Int) -> ArraySlice<Float> { values[(r * cols)..<((r + 1) * cols)] }
-
-    /// Value at `(r, c)`.
-    public subscript(r: Int, c: Int) -> Float { values[r * cols + c] }
-}
 
 /// A labelled matrix read from a dataset split.
 public struct LabelledMatrix: Sendable {
@@ -48,7 +15,8 @@ extension FeatureStore {
     /// only `columns` (global indices, in the order given; the output has `columns.count` columns).
     ///
     /// Only the tiles holding the requested columns are touched, and inside them only the frames
-    /// holding those columns are checksummed and decompressed. Decoding runs on both cores.
+    /// holding those columns are checksummed and decompressed. Decoding runs on both cores. The
+    /// matrix carries the feature set's tap layout when `columns` is `nil` or ascending.
     public func read(featureSet: String, examples: [ExampleID], columns: [Int]? = nil) throws -> FeatureMatrix {
         let info = try self.featureSet(featureSet)
         return try read(info, examples: examples, columns: columns)
@@ -83,28 +51,50 @@ extension FeatureStore {
         if let columns, let bad = columns.first(where: { $0 < 0 || $0 >= manifest.width }) {
             throw StoreError.invalidArgument("column \(bad) is outside feature set \(info.id.prefix(12)) (width \(manifest.width))")
         }
-        let outCols = columns?.count ?? manifest.width
-        guard !examples.isEmpty, outCols > 0 else { return FeatureMatrix(rows: examples.count, cols: outCols) }
+        let outColumns = columns?.count ?? manifest.width
+        let taps = Self.tapLayout(manifest, columns: columns)
+        guard !examples.isEmpty, outColumns > 0 else { return FeatureMatrix(rowCount: examples.count, columnCount: outColumns, taps: taps) }
+        let (segments, rowsBySegment) = try rowsBySegment(info, examples: examples)
+        let blocks = Self.columnsByBlock(manifest, columns: columns)
+        let work = Self.tileReads(segments: segments, rowsBySegment: rowsBySegment, blockCount: blocks.count)
+        // Every cell is written exactly once by the decoders (rows and columns were resolved above,
+        // and any failure throws), so the output is not zero-filled first: that fill alone cost a
+        // third of a whole-row read's CPU time (see docs/benchmarks.md).
+        return try FeatureMatrix(rowCount: examples.count, columnCount: outColumns, taps: taps) { buffer in
+            try decode(work, of: info.id, segments: segments, blocks: blocks, into: buffer.baseAddress!, stride: outColumns)
+        }
+    }
 
-        // Resolve rows and group them by segment.
+    /// The tap layout of a read: the feature set's taps for every column, their subset for
+    /// ascending columns, none for columns in another order (they follow no tap layout).
+    static func tapLayout(_ manifest: FeatureSetManifest, columns: [Int]?) -> [TapColumns] {
+        guard let columns else { return manifest.taps }
+        guard zip(columns, columns.dropFirst()).allSatisfy({ $0 < $1 }) else { return [] }
+        return manifest.taps.subset(columns)
+    }
+
+    /// The feature set's segments and, per segment (index), where each requested example sits in
+    /// it and in the output.
+    private func rowsBySegment(_ info: FeatureSetInfo, examples: [ExampleID]) throws -> ([Segment], [Int: [RowPick]]) {
         let fs = Keys.fsPrefix(info.id)
-        let (segs, rowNumbers) = try environment.read { txn -> ([Segment], [Int]) in
-            let segs = try segmentList(txn, info.id)
+        let (segments, rowNumbers) = try environment.read { txn -> ([Segment], [Int]) in
+            let segments = try segmentList(txn, info.id)
             let numbers = try examples.map { example -> Int in
                 guard let value = try txn.get(rows, Keys.row(fs, example: example)) else {
                     throw StoreError.missingExample(example: example.hex, featureSet: info.id)
                 }
                 return Keys.readU32BE(value, 0)
             }
-            return (segs, numbers)
+            return (segments, numbers)
         }
-        let starts = segs.map(\.start)
-        let storedRows = segs.last.map { $0.start + $0.count } ?? 0
+        let starts = segments.map(\.start)
+        let storedRows = segments.last.map { $0.start + $0.count } ?? 0
         var picksBySegment: [Int: [RowPick]] = [:]
         for (out, row) in rowNumbers.enumerated() {
             guard row < storedRows else {
                 throw StoreError.inconsistent("example \(examples[out].hex.prefix(12)) maps to row \(row) of feature set \(info.id.prefix(12)), which stores \(storedRows) rows")
             }
+            // The last segment starting at or before `row`.
             var lo = 0, hi = starts.count - 1
             while lo < hi {
                 let mid = (lo + hi + 1) / 2
@@ -112,75 +102,74 @@ extension FeatureStore {
             }
             picksBySegment[lo, default: []].append(RowPick(local: row - starts[lo], out: out))
         }
+        return (segments, picksBySegment)
+    }
 
-        // Group requested columns by column block.
+    /// The requested columns grouped by column block (tile column), ascending inside each block.
+    static func columnsByBlock(_ manifest: FeatureSetManifest, columns: [Int]?) -> [(block: Int, picks: [ColumnPick])] {
         let blockWidth = manifest.columnBlock
-        var picksByBlock: [(block: Int, picks: [ColumnPick])] = []
-        if let columns {
-            var grouped: [Int: [ColumnPick]] = [:]
-            for (out, c) in columns.enumerated() { grouped[c / blockWidth, default: []].append(ColumnPick(local: c % blockWidth, out: out)) }
-            picksByBlock = grouped.keys.sorted().map { ($0, grouped[$0]!.sorted { $0.local < $1.local }) }
-        } else {
-            for block in 0..<manifest.columnBlocks {
+        guard let columns else {
+            return (0..<manifest.columnBlocks).map { block in
                 let first = block * blockWidth
-                let n = min(blockWidth, manifest.width - first)
-                picksByBlock.append((block, (0..<n).map { ColumnPick(local: $0, out: first + $0) }))
+                return (block, (0..<min(blockWidth, manifest.width - first)).map { ColumnPick(local: $0, out: first + $0) })
             }
         }
+        var grouped: [Int: [ColumnPick]] = [:]
+        for (out, c) in columns.enumerated() { grouped[c / blockWidth, default: []].append(ColumnPick(local: c % blockWidth, out: out)) }
+        return grouped.keys.sorted().map { ($0, grouped[$0]!.sorted { $0.local < $1.local }) }
+    }
 
-        struct Work { var segment: Int; var rows: [RowPick]?; var blockIndex: Int; var firstOut: Int }
-        var work: [Work] = []
-        for (segment, picks) in picksBySegment.sorted(by: { $0.key < $1.key }) {
+    /// One tile to decode: a segment's rows (`nil`: all of them, in order, landing from output row
+    /// `firstOut`) and one column block (an index into the block list).
+    struct TileRead: Sendable {
+        var segment: Int
+        var rows: [RowPick]?
+        var blockIndex: Int
+        var firstOut: Int
+    }
+
+    /// Every (segment, column block) tile a read touches.
+    static func tileReads(segments: [Segment], rowsBySegment: [Int: [RowPick]], blockCount: Int) -> [TileRead] {
+        var work: [TileRead] = []
+        for (segment, picks) in rowsBySegment.sorted(by: { $0.key < $1.key }) {
             let sorted = picks.sorted { $0.local < $1.local }
             // A whole segment read in order decodes with the contiguous fast path.
-            let identity = sorted.count == segs[segment].count && sorted.enumerated().allSatisfy { $0.element.local == $0.offset }
+            let identity = sorted.count == segments[segment].count && sorted.enumerated().allSatisfy { $0.element.local == $0.offset }
                 && zip(sorted, sorted.dropFirst()).allSatisfy { $0.out + 1 == $1.out }
             let firstOut = sorted.first?.out ?? 0
-            for b in picksByBlock.indices { work.append(Work(segment: segment, rows: identity ? nil : sorted, blockIndex: b, firstOut: firstOut)) }
+            for b in 0..<blockCount { work.append(TileRead(segment: segment, rows: identity ? nil : sorted, blockIndex: b, firstOut: firstOut)) }
         }
-        let workList = work
-        let blocks = picksByBlock
-        let fsID = info.id
-        let failure = FirstError()
-        // Every cell is written exactly once by the decoders (rows and columns were resolved above,
-        // and any failure throws), so the output is not zero-filled first: that fill alone cost a
-        // third of a whole-row read's CPU time (tools/bench-store.sh).
-        let values = try [Float](unsafeUninitializedCapacity: examples.count * outCols) { buffer, initialized in
-            let dest = UnsafeSendable(buffer.baseAddress!)
-            let workers = min(2, workList.count)
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                let decoder = TileDecoder()
-                do {
-                    try environment.read { txn in
-                        var i = worker
-                        while i < workList.count, !failure.isSet {
-                            let item = workList[i]
-                            let start = segs[item.segment].start
-                            let block = blocks[item.blockIndex]
-                            let key = Keys.tile(fs, segment: start, block: block.block)
-                            guard let tile = try txn.get(tiles, key) else {
-                                throw StoreError.inconsistent("missing tile \(Keys.describeTile(fsID, segment: start, block: block.block))")
-                            }
-                            var base = dest.value
-                            // Identity rows: the segment's first row lands at the first pick's output row.
-                            if item.rows == nil { base += item.firstOut * outCols }
-                            let binding = TileCodec.binding(key: key, rows: segs[item.segment].count)
-                            do {
-                                try decoder.decode(tile, binding: binding, columns: block.picks, rows: item.rows, into: base, destStride: outCols)
-                            } catch let error as TileError {
-                                throw StoreError.corruptTile(key: Keys.describeTile(fsID, segment: start, block: block.block), reason: error.description)
-                            }
-                            i += workers
-                        }
+        return work
+    }
+
+    /// Decodes `work` into the output rows at `destination` (`stride` floats per row), on both
+    /// cores, one read transaction and one decoder per worker.
+    private func decode(_ work: [TileRead], of featureSet: String, segments: [Segment], blocks: [(block: Int, picks: [ColumnPick])],
+                        into destination: UnsafeMutablePointer<Float>, stride: Int) throws {
+        let fs = Keys.fsPrefix(featureSet)
+        try Parallel.forEachWorker(itemCount: work.count, workers: 2) { _, next in
+            let decoder = TileDecoder()
+            try environment.read { txn in
+                while let index = next() {
+                    let item = work[index]
+                    let start = segments[item.segment].start
+                    let block = blocks[item.blockIndex]
+                    let key = Keys.tile(fs, segment: start, block: block.block)
+                    guard let tile = try txn.get(tiles, key) else {
+                        throw StoreError.inconsistent("missing tile \(Keys.describeTile(featureSet, segment: start, block: block.block))")
                     }
-                } catch {
-                    failure.set(error)
+                    var base = destination
+                    // Identity rows: the segment's first row lands at the first pick's output row.
+                    if item.rows == nil { base += item.firstOut * stride }
+                    let binding = TileCodec.binding(key: key, rows: segments[item.segment].count)
+                    do {
+                        try decoder.decode(tile, binding: binding, columns: block.picks, rows: item.rows, into: base, destStride: stride)
+                    } catch let error as TileError {
+                        throw StoreError.corruptTile(key: Keys.describeTile(featureSet, segment: start, block: block.block), reason: error.description)
+                    }
                 }
             }
-            if let error = failure.error { throw error }
-            initialized = examples.count * outCols
         }
-        return FeatureMatrix(rows: examples.count, cols: outCols, values: values)
     }
 
     /// Seeded, shuffled mini-batches of a split, streamed one batch at a time, so splits larger
@@ -192,15 +181,6 @@ extension FeatureStore {
         let items = try self.split(dataset: dataset, split: split)
         return SplitBatches(store: self, info: info, items: items, batchSize: batchSize, seed: seed, columns: columns)
     }
-}
-
-/// The first error thrown by any worker.
-final class FirstError: Sendable {
-    private let stored = Mutex<(any Error)?>(nil)
-
-    var isSet: Bool { stored.withLock { $0 != nil } }
-    var error: (any Error)? { stored.withLock { $0 } }
-    func set(_ error: any Error) { stored.withLock { if $0 == nil { $0 = error } } }
 }
 
 /// Shuffled mini-batches over a split. The order is a seeded shuffle of example positions

@@ -1,4 +1,3 @@
-import Dispatch
 import H2TCore
 
 /// Encodes a block of rows into the tiles of one feature set, using both cores.
@@ -22,16 +21,13 @@ public final class SegmentEncoder: @unchecked Sendable {
         let width = manifest.width
         let blockWidth = manifest.columnBlock
         let out = WorkerSlots<[UInt8]>(count: blocks)
-        let workers = encoders.count
-        let source = UnsafeSendable(features)
-        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+        // Encoding cannot fail, so the only error `forEachWorker` could rethrow is none.
+        try! Parallel.forEachWorker(itemCount: blocks, workers: encoders.count) { worker, next in
             let encoder = encoders[worker]
-            var block = worker
-            while block < blocks {
+            while let block = next() {
                 let first = block * blockWidth
                 let cols = min(blockWidth, width - first)
-                out.set(block, encoder.encode(source.value + first, rowStride: width, rows: rows, cols: cols))
-                block += workers
+                out.set(block, encoder.encode(features + first, rowStride: width, rows: rows, cols: cols))
             }
         }
         return out.values.map { $0! }
