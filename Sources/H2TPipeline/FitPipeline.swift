@@ -101,7 +101,53 @@ public enum FitPipeline {
     /// per stage; `progress` counts the cross-validation tasks.
     public static func run(store: FeatureStore, request: FitRequest, log: ((String) -> Void)? = nil,
                            progress: ProgressReporter? = nil) throws -> FitOutcome {
-        // Checks first: dataset, splits, feature sets, grid, labels.
+        let checked = try check(store: store, request: request)
+        let (train, infos) = (checked.train, checked.infos)
+        let settings = try withProbeTap(request.settings, infos[0])
+
+        // Full width for the selection step.
+        let clock = ContinuousClock()
+        let readStart = clock.now
+        var inputs: [FeatureSetInput] = []
+        for info in infos {
+            log?("reading \(train.examples.count) × \(info.manifest.width) features of \(info.id.prefix(12)) (F_T \(info.manifest.targetSize))")
+            // All columns: the matrix carries the feature set's tap layout.
+            let features = try store.read(featureSet: info.id, examples: train.examples)
+            try features.validate(featureSet: info.id, split: "\(request.dataset)/\(request.trainSplit)")
+            inputs.append(FeatureSetInput(name: info.id, train: features))
+        }
+        let readSeconds = seconds(clock.now - readStart)
+        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
+        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: checked.classNames.count, settings: settings,
+                                         progress: progress)
+
+        // Only the columns each method uses, for the test split.
+        let testStart = clock.now
+        var testDigest: String?
+        if let testSplit = request.testSplit, let test = checked.test {
+            testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
+            try evaluate(&report, store: store, infos: infos, dataset: request.dataset, split: testSplit, test: test,
+                         classCount: checked.classNames.count, log: log)
+        }
+        let lineage = FitLineage(dataset: request.dataset, trainSplit: request.trainSplit,
+                                 trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),
+                                 trainCount: train.examples.count, testSplit: request.testSplit, testDigest: testDigest)
+        return FitOutcome(report: report, featureSets: infos.map(\.id), backbone: infos[0].manifest.backbone, lineage: lineage,
+                          classNames: checked.classNames, readSeconds: readSeconds, testSeconds: seconds(clock.now - testStart))
+    }
+
+    /// What `run` reads, once checked: the training split (cut to the limit), the test split,
+    /// the feature sets and the dataset's class names.
+    struct CheckedRequest {
+        var train: SplitItems
+        var test: SplitItems?
+        var infos: [FeatureSetInfo]
+        var classNames: [String]
+    }
+
+    /// Every check of `request` against the store: dataset, splits, feature sets of one backbone
+    /// holding every example, grid, at least two training classes.
+    static func check(store: FeatureStore, request: FitRequest) throws -> CheckedRequest {
         guard !request.featureSets.isEmpty else { throw TrainError.emptyGridAxis("feature sets (--feature-set)") }
         try request.settings.validate()
         let dataset = try store.dataset(request.dataset)
@@ -117,7 +163,6 @@ public enum FitPipeline {
         guard backbones.count == 1 else {
             throw StoreError.invalidArgument("feature sets \(infos.map { $0.id.prefix(12) }) come from different backbones; fit one backbone at a time")
         }
-        let classCount = dataset.classNames.count
         let distinct = Set(train.labels)
         guard distinct.count >= 2 else {
             throw StoreError.invalidArgument("split \(request.dataset)/\(request.trainSplit) has a single class (\(distinct.first.map { dataset.classNames[$0] } ?? "none")); a classifier needs at least two")
@@ -132,56 +177,38 @@ public enum FitPipeline {
                 if let i = missing.firstIndex(of: true) { throw StoreError.missingExample(example: test.examples[i].hex, featureSet: info.id) }
             }
         }
+        return CheckedRequest(train: train, test: test, infos: infos, classNames: dataset.classNames)
+    }
 
-        // The linear probe reads the pre-logits: the tap named so (or `pool`, its name in the
-        // built-in backbones), else the last tap that is not the logits.
-        var settings = request.settings
+    /// `settings` with the linear probe's tap resolved: the tap named `pre_logits` (or `pool`, its
+    /// name in the built-in backbones), else the last tap that is not the logits. A tap given
+    /// explicitly must exist.
+    static func withProbeTap(_ settings: FitSettings, _ info: FeatureSetInfo) throws -> FitSettings {
+        var settings = settings
+        let names = info.manifest.taps.map(\.name)
         if settings.probeTap == nil {
-            let names = infos[0].manifest.taps.map(\.name)
             settings.probeTap = ["pre_logits", "prelogits", "pool"].first { names.contains($0) }
                 ?? (names.last == "logits" && names.count > 1 ? names[names.count - 2] : names.last)
-        } else if let tap = settings.probeTap, !infos[0].manifest.taps.contains(where: { $0.name == tap }) {
-            throw StoreError.invalidArgument("--probe-tap '\(tap)' is not a tap of feature set \(infos[0].id.prefix(12))")
+        } else if let tap = settings.probeTap, !names.contains(tap) {
+            throw StoreError.invalidArgument("--probe-tap '\(tap)' is not a tap of feature set \(info.id.prefix(12))")
         }
+        return settings
+    }
 
-        // Full width for the selection step.
-        let clock = ContinuousClock()
-        let readStart = clock.now
-        var inputs: [FeatureSetInput] = []
-        for info in infos {
-            log?("reading \(train.examples.count) × \(info.manifest.width) features of \(info.id.prefix(12)) (F_T \(info.manifest.targetSize))")
-            // All columns: the matrix carries the feature set's tap layout.
-            let features = try store.read(featureSet: info.id, examples: train.examples)
-            try features.validate(featureSet: info.id, split: "\(request.dataset)/\(request.trainSplit)")
-            inputs.append(FeatureSetInput(name: info.id, train: features))
+    /// Evaluates every method of `report` once on the test split, reading only its columns.
+    static func evaluate(_ report: inout FitReport, store: FeatureStore, infos: [FeatureSetInfo], dataset: String, split: String,
+                         test: SplitItems, classCount: Int, log: ((String) -> Void)?) throws {
+        for fitMethod in FitMethod.allCases {
+            let method = report[fitMethod]
+            let info = infos.first { $0.id == method.featureSet }!
+            log?("testing \(method.method) on \(test.examples.count) examples × \(method.selectedIndices.count) features")
+            let predictions = try predict(store: store, info: info, method: method, dataset: dataset, split: split,
+                                          examples: test.examples, materialise: fitMethod != .allFeatures)
+            let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
+            report[fitMethod].test = metrics
+            report[fitMethod].testAccuracy = metrics.accuracy
         }
-        let readSeconds = seconds(clock.now - readStart)
-        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
-        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: classCount, settings: settings,
-                                         progress: progress)
-
-        // Only the columns each method uses, for the test split.
-        let testStart = clock.now
-        var testDigest: String?
-        if let testSplit = request.testSplit, let test {
-            testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
-            for fitMethod in FitMethod.allCases {
-                let method = report[fitMethod]
-                let info = infos.first { $0.id == method.featureSet }!
-                log?("testing \(method.method) on \(test.examples.count) examples × \(method.selectedIndices.count) features")
-                let predictions = try predict(store: store, info: info, method: method, dataset: request.dataset, split: testSplit,
-                                              examples: test.examples, materialise: fitMethod != .allFeatures)
-                let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
-                report[fitMethod].test = metrics
-                report[fitMethod].testAccuracy = metrics.accuracy
-            }
-            report.testCount = test.examples.count
-        }
-        let lineage = FitLineage(dataset: request.dataset, trainSplit: request.trainSplit,
-                                 trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),
-                                 trainCount: train.examples.count, testSplit: request.testSplit, testDigest: testDigest)
-        return FitOutcome(report: report, featureSets: infos.map(\.id), backbone: infos[0].manifest.backbone, lineage: lineage,
-                          classNames: dataset.classNames, readSeconds: readSeconds, testSeconds: seconds(clock.now - testStart))
+        report.testCount = test.examples.count
     }
 
     /// Predicts a method's classes on stored examples, reading only its columns: the head's

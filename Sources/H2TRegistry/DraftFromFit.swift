@@ -70,8 +70,8 @@ extension HeadDraft {
                                  seed: report.settings.seed,
                                  sourceImage: Self.probeSourceImage(store: store, dataset: lineage.dataset, split: lineage.trainSplit)),
             tags: tags)
-        guard chosen.head.inputCount == inputCount, chosen.head.classCount == classNames.count else {
-            throw RegistryError.invalidHead("the \(method) head has \(chosen.head.inputCount) inputs and \(chosen.head.classCount) classes, the selection \(inputCount) and the dataset \(classNames.count)")
+        guard chosen.head.inputCount == model.inputCount, chosen.head.classCount == classNames.count else {
+            throw RegistryError.invalidHead("the \(method) head has \(chosen.head.inputCount) inputs and \(chosen.head.classCount) classes, the selection \(model.inputCount) and the dataset \(classNames.count)")
         }
     }
 }

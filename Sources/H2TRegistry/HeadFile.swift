@@ -21,21 +21,41 @@ public enum HeadFile {
     /// The metadata format tag.
     public static let format = "h2t.head-file/1"
 
-    /// What the JSON metadata holds: the record without the tensors.
+    /// What the JSON metadata holds: the record without the tensors, and the tags, in one flat
+    /// object (`schemas/head-file.schema.json`).
     struct Metadata: Codable {
         var format: String
-        var task: String
         var version: Int
         var createdAt: String
-        var classNames: [String]
-        var selection: [TapIndices]
-        var normalization: NormalizationRule
-        var hyperParameters: HyperParameters
-        var metrics: HeadMetrics
-        var cvCurves: [CVPoint]
-        var testMetrics: [String: ClassificationMetrics]
-        var lineage: HeadLineage
         var tags: [String: String]
+        /// Weights and bias are empty here: they are the file's tensors.
+        var model: HeadModel
+
+        init(_ head: HeadRecord, tags: [String: String]) {
+            format = HeadFile.format
+            version = head.version
+            createdAt = head.createdAt
+            self.tags = tags
+            model = head.model
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: HeadField.self)
+            format = try container.decode(String.self, forKey: HeadField("format"))
+            version = try container.decode(Int.self, forKey: HeadField("version"))
+            createdAt = try container.decode(String.self, forKey: HeadField("createdAt"))
+            tags = try container.decode([String: String].self, forKey: HeadField("tags"))
+            model = try HeadModel(fieldsFrom: container, tensors: false)
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: HeadField.self)
+            try container.encode(format, forKey: HeadField("format"))
+            try container.encode(version, forKey: HeadField("version"))
+            try container.encode(createdAt, forKey: HeadField("createdAt"))
+            try container.encode(tags, forKey: HeadField("tags"))
+            try model.encodeFields(into: &container, tensors: false)
+        }
     }
 
     /// Writes `head` (with `tags`) to `path`.
@@ -46,10 +66,7 @@ public enum HeadFile {
         let indices = head.selectedIndices.map(Int64.init)
         let tapOrder = head.selection.flatMap { tap in tap.indices.map { _ in Int64(tap.order) } }
         let local = head.selection.flatMap { $0.indices.map(Int64.init) }
-        let metadata = Metadata(format: format, task: head.task, version: head.version, createdAt: head.createdAt, classNames: head.classNames,
-                                selection: head.selection, normalization: head.normalization, hyperParameters: head.hyperParameters,
-                                metrics: head.metrics, cvCurves: head.cvCurves, testMetrics: head.testMetrics, lineage: head.lineage, tags: tags)
-        let json = String(decoding: try CanonicalJSON.encode(metadata), as: UTF8.self)
+        let json = String(decoding: try CanonicalJSON.encode(Metadata(head, tags: tags)), as: UTF8.self)
         var data: [UInt8] = []
         var entries: [(String, String, [Int], Int, Int)] = []
         func add(_ name: String, _ dtype: String, _ shape: [Int], _ bytes: [UInt8]) {
@@ -108,7 +125,7 @@ public enum HeadFile {
         }
         guard meta.format == format else { throw RegistryError.invalidHeadFile(path: path, reason: "format '\(meta.format)', this h2t-store reads \(format)") }
         let tensors = Dictionary(uniqueKeysWithValues: file.tensors.map { ($0.entry.name, $0) })
-        let d = meta.selection.reduce(0) { $0 + $1.indices.count }, k = meta.classNames.count
+        let d = meta.model.inputCount, k = meta.model.classNames.count
         guard let weight = tensors["weight"], weight.entry.dtype.isFloat, weight.entry.shape == [k, d] else {
             throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'weight' must be a float [\(k), \(d)] tensor")
         }
@@ -120,12 +137,12 @@ public enum HeadFile {
         b.withUnsafeMutableBufferPointer { bias.readRows(0, count: k, into: $0.baseAddress!) }
         var weights = [Float](repeating: 0, count: d * k)
         for c in 0..<k { for i in 0..<d { weights[i * k + c] = w[c * d + i] } }
-        try checkSelectionTensors(tensors, selection: meta.selection, path: path)
-        let head = HeadRecord(task: meta.task, version: meta.version, createdAt: meta.createdAt, classNames: meta.classNames,
-                              selection: meta.selection, normalization: meta.normalization, weights: weights, bias: b,
-                              hyperParameters: meta.hyperParameters, metrics: meta.metrics, cvCurves: meta.cvCurves,
-                              testMetrics: meta.testMetrics, lineage: meta.lineage)
-        do { try head.draft.validate() } catch { throw RegistryError.invalidHeadFile(path: path, reason: error.description) }
+        try checkSelectionTensors(tensors, selection: meta.model.selection, path: path)
+        var model = meta.model
+        model.weights = weights
+        model.bias = b
+        let head = HeadRecord(model, version: meta.version, createdAt: meta.createdAt)
+        do { try model.validate() } catch { throw RegistryError.invalidHeadFile(path: path, reason: error.description) }
         return (head, meta.tags)
     }
 

@@ -256,8 +256,11 @@ public enum H2TRegistryInfo {
     public static let toolVersion = "0.1.0"
 }
 
-/// Everything a new head version holds, before the registry numbers it.
-public struct HeadDraft: Sendable, Hashable {
+/// The head model: a linear classifier on selected features of one feature set, with how it was
+/// chosen and where it came from. Defined once; every other form derives from it: a draft adds
+/// initial tags, a record adds its version number and registration time, and the stored
+/// (`HeadSummary`, `HeadEntry`, `HeadBody`), file (`HeadFile`) and `--json` forms are built from it.
+public struct HeadModel: Sendable, Hashable {
     /// Task name (the head's name).
     public var task: String
     /// Class names; logits follow this order.
@@ -276,17 +279,15 @@ public struct HeadDraft: Sendable, Hashable {
     public var metrics: HeadMetrics
     /// The cross-validation sweep.
     public var cvCurves: [CVPoint]
-    /// Test metrics (accuracy, per class, confusion) per method name.
+    /// Test metrics (accuracy, per class, confusion) per method name (`FitMethod` raw values).
     public var testMetrics: [String: ClassificationMetrics]
     /// Lineage.
     public var lineage: HeadLineage
-    /// Initial tags.
-    public var tags: [String: String]
 
-    /// Creates a draft; `register` checks it.
+    /// Creates a head model.
     public init(task: String, classNames: [String], selection: [TapIndices], normalization: NormalizationRule = .perTapUnitL2OverKept,
                 weights: [Float], bias: [Float], hyperParameters: HyperParameters, metrics: HeadMetrics, cvCurves: [CVPoint] = [],
-                testMetrics: [String: ClassificationMetrics] = [:], lineage: HeadLineage, tags: [String: String] = [:]) {
+                testMetrics: [String: ClassificationMetrics] = [:], lineage: HeadLineage) {
         self.task = task
         self.classNames = classNames
         self.selection = selection
@@ -298,11 +299,12 @@ public struct HeadDraft: Sendable, Hashable {
         self.cvCurves = cvCurves
         self.testMetrics = testMetrics
         self.lineage = lineage
-        self.tags = tags
     }
 
     /// Input features `d` (kept features over all taps).
     public var inputCount: Int { selection.reduce(0) { $0 + $1.indices.count } }
+    /// Global column indices of the kept features in the feature set, ascending (weight row order).
+    public var selectedIndices: [Int] { selection.flatMap { tap in tap.indices.map { tap.offset + $0 } } }
 
     /// Checks shapes and indices; throws a one-line `RegistryError.invalidHead`.
     public func validate() throws(RegistryError) {
@@ -334,52 +336,81 @@ public struct HeadDraft: Sendable, Hashable {
     }
 }
 
-/// A registered head: an immutable, numbered version of a task.
+/// Everything a new head version holds, before the registry numbers it: the model and its
+/// initial tags. The model's fields read and write through the draft (`draft.task`).
+@dynamicMemberLookup
+public struct HeadDraft: Sendable, Hashable {
+    /// The head.
+    public var model: HeadModel
+    /// Initial tags.
+    public var tags: [String: String]
+
+    /// Wraps a model.
+    public init(_ model: HeadModel, tags: [String: String] = [:]) {
+        self.model = model
+        self.tags = tags
+    }
+
+    /// Creates a draft; `register` checks it.
+    public init(task: String, classNames: [String], selection: [TapIndices], normalization: NormalizationRule = .perTapUnitL2OverKept,
+                weights: [Float], bias: [Float], hyperParameters: HyperParameters, metrics: HeadMetrics, cvCurves: [CVPoint] = [],
+                testMetrics: [String: ClassificationMetrics] = [:], lineage: HeadLineage, tags: [String: String] = [:]) {
+        self.init(HeadModel(task: task, classNames: classNames, selection: selection, normalization: normalization, weights: weights,
+                            bias: bias, hyperParameters: hyperParameters, metrics: metrics, cvCurves: cvCurves,
+                            testMetrics: testMetrics, lineage: lineage),
+                  tags: tags)
+    }
+
+    /// A field of the model.
+    public subscript<Value>(dynamicMember field: WritableKeyPath<HeadModel, Value>) -> Value {
+        get { model[keyPath: field] }
+        set { model[keyPath: field] = newValue }
+    }
+
+    /// A derived property of the model (`inputCount`, `selectedIndices`).
+    public subscript<Value>(dynamicMember property: KeyPath<HeadModel, Value>) -> Value { model[keyPath: property] }
+
+    /// Checks shapes and indices; throws a one-line `RegistryError.invalidHead`.
+    public func validate() throws(RegistryError) { try model.validate() }
+}
+
+/// A registered head: an immutable, numbered version of a task. The model's fields read through
+/// the record (`record.weights`).
+@dynamicMemberLookup
 public struct HeadRecord: Sendable, Hashable {
-    /// Task name.
-    public var task: String
+    /// The head.
+    public var model: HeadModel
     /// Version number (1, 2, ...), never reused.
     public var version: Int
     /// Registration time, ISO 8601 UTC.
     public var createdAt: String
-    /// Class names; logits follow this order.
-    public var classNames: [String]
-    /// Kept features per tap, in network order.
-    public var selection: [TapIndices]
-    /// Normalisation applied before the linear layer.
-    public var normalization: NormalizationRule
-    /// Row-major `d × K` weights.
-    public var weights: [Float]
-    /// `K` biases.
-    public var bias: [Float]
-    /// Chosen hyper-parameters.
-    public var hyperParameters: HyperParameters
-    /// Scores and baselines.
-    public var metrics: HeadMetrics
-    /// The cross-validation sweep.
-    public var cvCurves: [CVPoint]
-    /// Test metrics per method.
-    public var testMetrics: [String: ClassificationMetrics]
-    /// Lineage.
-    public var lineage: HeadLineage
+
+    /// Numbers a model.
+    public init(_ model: HeadModel, version: Int, createdAt: String) {
+        self.model = model
+        self.version = version
+        self.createdAt = createdAt
+    }
+
+    /// A field of the model.
+    public subscript<Value>(dynamicMember field: WritableKeyPath<HeadModel, Value>) -> Value {
+        get { model[keyPath: field] }
+        set { model[keyPath: field] = newValue }
+    }
+
+    /// A derived property of the model (`inputCount`, `selectedIndices`).
+    public subscript<Value>(dynamicMember property: KeyPath<HeadModel, Value>) -> Value { model[keyPath: property] }
 
     /// `NAME@vN`.
-    public var reference: String { "\(task)@v\(version)" }
-    /// Input features `d`.
-    public var inputCount: Int { selection.reduce(0) { $0 + $1.indices.count } }
-    /// Global column indices of the kept features in the feature set, ascending (weight row order).
-    public var selectedIndices: [Int] { selection.flatMap { tap in tap.indices.map { tap.offset + $0 } } }
+    public var reference: String { "\(model.task)@v\(version)" }
     /// The head as a draft (for re-registering, e.g. after import).
-    public var draft: HeadDraft {
-        HeadDraft(task: task, classNames: classNames, selection: selection, normalization: normalization, weights: weights, bias: bias,
-                  hyperParameters: hyperParameters, metrics: metrics, cvCurves: cvCurves, testMetrics: testMetrics, lineage: lineage)
-    }
+    public var draft: HeadDraft { HeadDraft(model) }
 
     /// The summary part (what listings need).
     public var summary: HeadSummary {
-        HeadSummary(task: task, version: version, createdAt: createdAt, classNames: classNames, inputCount: inputCount,
-                    perTap: selection.map { TapCount(tap: $0.tap, order: $0.order, kept: $0.indices.count, width: $0.width) },
-                    hyperParameters: hyperParameters, metrics: metrics, lineage: lineage)
+        HeadSummary(task: model.task, version: version, createdAt: createdAt, classNames: model.classNames, inputCount: model.inputCount,
+                    perTap: model.selection.map { TapCount(tap: $0.tap, order: $0.order, kept: $0.indices.count, width: $0.width) },
+                    hyperParameters: model.hyperParameters, metrics: model.metrics, lineage: model.lineage)
     }
 }
 
@@ -488,6 +519,70 @@ struct HeadBody: Sendable, Hashable, Codable {
     var bias: [Float]
     var cvCurves: [CVPoint]
     var testMetrics: [String: ClassificationMetrics]
+
+    /// The body part of `model`.
+    init(_ model: HeadModel) {
+        selection = model.selection
+        normalization = model.normalization
+        weights = model.weights
+        bias = model.bias
+        cvCurves = model.cvCurves
+        testMetrics = model.testMetrics
+    }
+}
+
+extension HeadModel {
+    /// The model a stored summary and body describe together.
+    init(summary: HeadSummary, body: HeadBody) {
+        self.init(task: summary.task, classNames: summary.classNames, selection: body.selection, normalization: body.normalization,
+                  weights: body.weights, bias: body.bias, hyperParameters: summary.hyperParameters, metrics: summary.metrics,
+                  cvCurves: body.cvCurves, testMetrics: body.testMetrics, lineage: summary.lineage)
+    }
+}
+
+/// The JSON key of one field in a head form written flat (`HeadFile`'s metadata, `head show --json`).
+public struct HeadField: CodingKey, Hashable, Sendable {
+    /// The key.
+    public var stringValue: String
+    /// Keys are strings only.
+    public var intValue: Int? { nil }
+
+    /// A key named `name`.
+    public init(_ name: String) { stringValue = name }
+    /// A key named `stringValue`.
+    public init?(stringValue: String) { self.init(stringValue) }
+    /// Keys are strings only.
+    public init?(intValue: Int) { nil }
+}
+
+extension HeadModel {
+    /// Writes the model's fields, under their property names, into a form's object; with
+    /// `tensors` false, weights and bias are left out (a head file carries them as tensors).
+    public func encodeFields(into container: inout KeyedEncodingContainer<HeadField>, tensors: Bool) throws {
+        try container.encode(task, forKey: HeadField("task"))
+        try container.encode(classNames, forKey: HeadField("classNames"))
+        try container.encode(selection, forKey: HeadField("selection"))
+        try container.encode(normalization, forKey: HeadField("normalization"))
+        try container.encode(hyperParameters, forKey: HeadField("hyperParameters"))
+        try container.encode(metrics, forKey: HeadField("metrics"))
+        try container.encode(cvCurves, forKey: HeadField("cvCurves"))
+        try container.encode(testMetrics, forKey: HeadField("testMetrics"))
+        try container.encode(lineage, forKey: HeadField("lineage"))
+        if tensors {
+            try container.encode(weights, forKey: HeadField("weights"))
+            try container.encode(bias, forKey: HeadField("bias"))
+        }
+    }
+
+    /// Reads the fields `encodeFields` writes; with `tensors` false, weights and bias are empty
+    /// until the caller fills them in.
+    public init(fieldsFrom container: KeyedDecodingContainer<HeadField>, tensors: Bool) throws {
+        func field<Value: Decodable>(_ name: String) throws -> Value { try container.decode(Value.self, forKey: HeadField(name)) }
+        self.init(task: try field("task"), classNames: try field("classNames"), selection: try field("selection"),
+                  normalization: try field("normalization"), weights: tensors ? try field("weights") : [],
+                  bias: tensors ? try field("bias") : [], hyperParameters: try field("hyperParameters"), metrics: try field("metrics"),
+                  cvCurves: try field("cvCurves"), testMetrics: try field("testMetrics"), lineage: try field("lineage"))
+    }
 }
 
 /// What a removed version leaves behind, so its number is never reused and lookups can say it was removed.

@@ -129,17 +129,13 @@ public final class Registry: Sendable {
             try Naming.checkTagValue(value)
         }
         let created = Self.now(createdAt)
-        let body = try CanonicalJSON.encode(HeadBody(selection: draft.selection, normalization: draft.normalization, weights: draft.weights,
-                                                     bias: draft.bias, cvCurves: draft.cvCurves, testMetrics: draft.testMetrics))
+        let body = try CanonicalJSON.encode(HeadBody(draft.model))
         return try store.environment.write { txn in
             let prefix = RegistryKeys.task(draft.task)
             let version = try txn.lastKey(heads, prefix: prefix).map { key in
                 key.withUnsafeBytes { RegistryKeys.readU32($0, prefix.count) } + 1
             } ?? 1
-            let record = HeadRecord(task: draft.task, version: version, createdAt: created, classNames: draft.classNames,
-                                    selection: draft.selection, normalization: draft.normalization, weights: draft.weights,
-                                    bias: draft.bias, hyperParameters: draft.hyperParameters, metrics: draft.metrics,
-                                    cvCurves: draft.cvCurves, testMetrics: draft.testMetrics, lineage: draft.lineage)
+            let record = HeadRecord(draft.model, version: version, createdAt: created)
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.summaryPart), try CanonicalJSON.encode(record.summary))
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.entryPart), try CanonicalJSON.encode(HeadEntry(record.summary)))
             try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.bodyPart), body)
@@ -253,10 +249,7 @@ public final class Registry: Sendable {
             guard body.schema == "h2t.head-body/1" else {
                 throw RegistryError.unsupportedRecord(key: "registry/\(reference.task)@v\(version)/body", schema: body.schema)
             }
-            return HeadRecord(task: summary.task, version: summary.version, createdAt: summary.createdAt, classNames: summary.classNames,
-                              selection: body.selection, normalization: body.normalization, weights: body.weights, bias: body.bias,
-                              hyperParameters: summary.hyperParameters, metrics: summary.metrics, cvCurves: body.cvCurves,
-                              testMetrics: body.testMetrics, lineage: summary.lineage)
+            return HeadRecord(HeadModel(summary: summary, body: body), version: summary.version, createdAt: summary.createdAt)
         }
     }
 
@@ -270,7 +263,7 @@ public final class Registry: Sendable {
         if let sort = filter.sort, !HeadFilter.sortKeys.contains(sort) {
             throw RegistryError.invalidName(kind: "sort key", name: sort, reason: "use one of \(HeadFilter.sortKeys.joined(separator: ", "))")
         }
-        var listings: [HeadListing] = try store.environment.read { txn in
+        let listings: [HeadListing] = try store.environment.read { txn in
             // Candidate heads from the tag index when a tag filter is given (no full scan).
             var allowed: Set<HeadKey>? = nil
             for (key, value) in filter.tags {
@@ -329,16 +322,25 @@ public final class Registry: Sendable {
             for i in out.indices { out[i].tags = tagsByHead[out[i].entry.reference] ?? [:] }
             return out
         }
-        if filter.latestOnly {
-            var latest: [String: Int] = [:]
-            for (i, l) in listings.enumerated() where (latest[l.entry.task].map { listings[$0].entry.version < l.entry.version } ?? true) {
-                latest[l.entry.task] = i
-            }
-            listings = latest.values.sorted().map { listings[$0] }
+        if filter.latestOnly { listings = Self.latestVersions(listings) }
+        return Self.sorted(listings, by: filter.sort)
+    }
+
+    /// The latest version of each task among `listings`, in the order of their first listing.
+    static func latestVersions(_ listings: [HeadListing]) -> [HeadListing] {
+        var latest: [String: Int] = [:]
+        for (i, l) in listings.enumerated() where (latest[l.entry.task].map { listings[$0].entry.version < l.entry.version } ?? true) {
+            latest[l.entry.task] = i
         }
+        return latest.values.sorted().map { listings[$0] }
+    }
+
+    /// `listings` sorted by `key` (one of `HeadFilter.sortKeys`; `nil` or `task` keeps key order):
+    /// best first, ties in listing order.
+    static func sorted(_ listings: [HeadListing], by key: String?) -> [HeadListing] {
         func metric(_ l: HeadListing) -> Double {
             let e = l.entry
-            switch filter.sort {
+            switch key {
             case "test_accuracy": return e.testAccuracy ?? -1
             case "cv_accuracy": return e.cvAccuracy
             case "gain_vs_probe":
@@ -349,16 +351,15 @@ public final class Registry: Sendable {
             default: return 0
             }
         }
-        switch filter.sort {
-        case nil, "task": break
-        case "created": listings.sort { $0.entry.createdAt > $1.entry.createdAt }
+        switch key {
+        case nil, "task": return listings
+        case "created": return listings.sorted { $0.entry.createdAt > $1.entry.createdAt }
         default:
             let keys = listings.map(metric)
-            listings = zip(keys, listings).enumerated().sorted { a, b in
+            return zip(keys, listings).enumerated().sorted { a, b in
                 a.element.0 != b.element.0 ? a.element.0 > b.element.0 : a.offset < b.offset
             }.map(\.element.1)
         }
-        return listings
     }
 
     /// Decodes listing entries on all cores, in order.

@@ -41,45 +41,31 @@ struct ListingView: Encodable {
     }
 }
 
-/// A head as printed by `head show --json` (weights only on request).
+/// A head as printed by `head show --json` (`schemas/head-show-output.schema.json`): the record's
+/// fields flat, with its reference, tags and aliases; weights and bias only on request.
 struct HeadView: Encodable {
-    var schema = "h2t.head-view/1"
-    var task: String
-    var version: Int
-    var reference: String
-    var createdAt: String
-    var classNames: [String]
-    var inputCount: Int
-    var selection: [TapIndices]
-    var normalization: NormalizationRule
-    var hyperParameters: HyperParameters
-    var metrics: HeadMetrics
-    var cvCurves: [CVPoint]
-    var testMetrics: [String: ClassificationMetrics]
-    var lineage: HeadLineage
+    var head: HeadRecord
     var tags: [TagView]
     var aliases: [String]
-    var weights: [Float]?
-    var bias: [Float]?
+    var includeWeights: Bool
 
     init(_ head: HeadRecord, tags: [String: String], aliases: [String], includeWeights: Bool) {
-        task = head.task
-        version = head.version
-        reference = head.reference
-        createdAt = head.createdAt
-        classNames = head.classNames
-        inputCount = head.inputCount
-        selection = head.selection
-        normalization = head.normalization
-        hyperParameters = head.hyperParameters
-        metrics = head.metrics
-        cvCurves = head.cvCurves
-        testMetrics = head.testMetrics
-        lineage = head.lineage
+        self.head = head
         self.tags = TagView.list(tags)
         self.aliases = aliases
-        weights = includeWeights ? head.weights : nil
-        bias = includeWeights ? head.bias : nil
+        self.includeWeights = includeWeights
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: HeadField.self)
+        try container.encode("h2t.head-view/1", forKey: HeadField("schema"))
+        try container.encode(head.version, forKey: HeadField("version"))
+        try container.encode(head.reference, forKey: HeadField("reference"))
+        try container.encode(head.createdAt, forKey: HeadField("createdAt"))
+        try container.encode(head.inputCount, forKey: HeadField("inputCount"))
+        try container.encode(tags, forKey: HeadField("tags"))
+        try container.encode(aliases, forKey: HeadField("aliases"))
+        try head.model.encodeFields(into: &container, tensors: includeWeights)
     }
 }
 
