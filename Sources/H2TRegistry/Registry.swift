@@ -263,7 +263,7 @@ public final class Registry: Sendable {
         if let sort = filter.sort, !HeadFilter.sortKeys.contains(sort) {
             throw RegistryError.invalidName(kind: "sort key", name: sort, reason: "use one of \(HeadFilter.sortKeys.joined(separator: ", "))")
         }
-        let listings: [HeadListing] = try store.environment.read { txn in
+        var listings: [HeadListing] = try store.environment.read { txn in
             // Candidate heads from the tag index when a tag filter is given (no full scan).
             var allowed: Set<HeadKey>? = nil
             for (key, value) in filter.tags {

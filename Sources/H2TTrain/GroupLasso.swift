@@ -263,11 +263,10 @@ public enum GroupLasso {
         rng.shuffle(&order)
         var position = 0
         var w = [Float](repeating: 0, count: d * k), b = [Float](repeating: 0, count: k)
-        var mw = w, vw = w, mb = b, vb = b
+        var weightMoments = AdamMoments(count: d * k), biasMoments = AdamMoments(count: k)
         var xb = [Float](repeating: 0, count: batch * d)
         var gradW = [Float](repeating: 0, count: d * k)
         var batchRows = [Int](repeating: 0, count: batch)
-        let b1 = Float(settings.beta1), b2 = Float(settings.beta2), eps = Float(settings.epsilon)
         for step in 0..<settings.steps {
             for i in 0..<batch {
                 if position == order.count {
@@ -277,58 +276,13 @@ public enum GroupLasso {
                 batchRows[i] = order[position]
                 position += 1
             }
-            features.values.withUnsafeBufferPointer { px in
-                xb.withUnsafeMutableBufferPointer { pb in
-                    for (i, row) in batchRows.enumerated() {
-                        (pb.baseAddress! + i * d).update(from: px.baseAddress! + row * d, count: d)
-                    }
-                }
-            }
-            let model = PrimalModel(x: xb, rowCount: batch, featureCount: d, classCount: k, penaltyKind: .none)
-            let z = model.forward(coef: w, bias: b)
-            var g = [Float](repeating: 0, count: batch * k)
-            let yb = batchRows.map { Int32(labels[$0]) }
-            _ = g.withUnsafeMutableBufferPointer {
-                SoftmaxCrossEntropy.evaluate(logits: z, labels: yb, classCount: k, gradient: $0.baseAddress!)
-            }
-            xb.withUnsafeBufferPointer { px in
-                g.withUnsafeBufferPointer { pg in
-                    gradW.withUnsafeMutableBufferPointer { pr in
-                        BLAS.sgemm(transA: true, m: d, n: k, k: batch, a: px.baseAddress!, lda: d,
-                                   b: pg.baseAddress!, ldb: k, c: pr.baseAddress!, ldc: k)
-                    }
-                }
-            }
-            let gradB = g.withUnsafeBufferPointer { Vec.columnSums($0.baseAddress!, rows: batch, columns: k) }.map { Float($0) }
+            let gradB = batchGradient(features, rows: batchRows, labels: labels, classCount: k, weights: w, bias: b,
+                                      batchScratch: &xb, weightGradient: &gradW)
+            addGroupSubgradient(&gradW, weights: w, rowCount: d, classCount: k, lambda: lambda)
             let t = Float(step + 1)
             let rate = Float(settings.learningRate * 0.5 * (1 + cos(Double.pi * Double(step) / Double(settings.steps))))
-            let c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t)
-            w.withUnsafeMutableBufferPointer { pw in
-                gradW.withUnsafeMutableBufferPointer { pg in
-                    mw.withUnsafeMutableBufferPointer { pm in
-                        vw.withUnsafeMutableBufferPointer { pv in
-                            for r in 0..<d {
-                                var s: Float = 0
-                                for c in 0..<k { s += pw[r * k + c] * pw[r * k + c] }
-                                if s > 0, lambda > 0 {
-                                    let scale = Float(lambda) / s.squareRoot()
-                                    for c in 0..<k { pg[r * k + c] += scale * pw[r * k + c] }
-                                }
-                            }
-                            for i in 0..<pw.count {
-                                pm[i] = b1 * pm[i] + (1 - b1) * pg[i]
-                                pv[i] = b2 * pv[i] + (1 - b2) * pg[i] * pg[i]
-                                pw[i] -= rate * (pm[i] / c1) / ((pv[i] / c2).squareRoot() + eps)
-                            }
-                        }
-                    }
-                }
-            }
-            for c in 0..<k {
-                mb[c] = b1 * mb[c] + (1 - b1) * gradB[c]
-                vb[c] = b2 * vb[c] + (1 - b2) * gradB[c] * gradB[c]
-                b[c] -= rate * (mb[c] / c1) / ((vb[c] / c2).squareRoot() + eps)
-            }
+            weightMoments.step(&w, gradient: gradW, rate: rate, t: t, settings: settings)
+            biasMoments.step(&b, gradient: gradB, rate: rate, t: t, settings: settings)
         }
         // Final objective on all training rows (one pass), for the report.
         let full = PrimalModel(x: features.values, rowCount: features.rowCount, featureCount: d, classCount: k, penaltyKind: .none)
@@ -342,5 +296,83 @@ public enum GroupLasso {
         return GroupLassoSolution(lambda: lambda, weights: w, bias: b, gradientNorms: [], classCount: k,
                                   report: SolverReport(iterations: settings.steps, objective: objective, converged: true,
                                                        activeRows: active))
+    }
+
+    /// The mean cross-entropy gradient of one mini-batch: gathers its rows into `batchScratch`,
+    /// writes `Xᵀ G` into `weightGradient` and returns the bias gradient (column sums of `G`).
+    static func batchGradient(_ features: FeatureMatrix, rows batchRows: [Int], labels: [Int], classCount k: Int,
+                              weights w: [Float], bias b: [Float], batchScratch xb: inout [Float], weightGradient gradW: inout [Float]) -> [Float] {
+        let d = features.columnCount, batch = batchRows.count
+        features.values.withUnsafeBufferPointer { px in
+            xb.withUnsafeMutableBufferPointer { pb in
+                for (i, row) in batchRows.enumerated() {
+                    (pb.baseAddress! + i * d).update(from: px.baseAddress! + row * d, count: d)
+                }
+            }
+        }
+        let model = PrimalModel(x: xb, rowCount: batch, featureCount: d, classCount: k, penaltyKind: .none)
+        let z = model.forward(coef: w, bias: b)
+        var g = [Float](repeating: 0, count: batch * k)
+        let yb = batchRows.map { Int32(labels[$0]) }
+        _ = g.withUnsafeMutableBufferPointer {
+            SoftmaxCrossEntropy.evaluate(logits: z, labels: yb, classCount: k, gradient: $0.baseAddress!)
+        }
+        xb.withUnsafeBufferPointer { px in
+            g.withUnsafeBufferPointer { pg in
+                gradW.withUnsafeMutableBufferPointer { pr in
+                    BLAS.sgemm(transA: true, m: d, n: k, k: batch, a: px.baseAddress!, lda: d,
+                               b: pg.baseAddress!, ldb: k, c: pr.baseAddress!, ldc: k)
+                }
+            }
+        }
+        return g.withUnsafeBufferPointer { Vec.columnSums($0.baseAddress!, rows: batch, columns: k) }.map { Float($0) }
+    }
+
+    /// Adds the group-lasso subgradient `λ W_i/‖W_i‖` of each non-zero weight row to `gradient`
+    /// (0 at a zero row).
+    static func addGroupSubgradient(_ gradient: inout [Float], weights: [Float], rowCount d: Int, classCount k: Int, lambda: Double) {
+        guard lambda > 0 else { return }
+        weights.withUnsafeBufferPointer { pw in
+            gradient.withUnsafeMutableBufferPointer { pg in
+                for r in 0..<d {
+                    var s: Float = 0
+                    for c in 0..<k { s += pw[r * k + c] * pw[r * k + c] }
+                    if s > 0 {
+                        let scale = Float(lambda) / s.squareRoot()
+                        for c in 0..<k { pg[r * k + c] += scale * pw[r * k + c] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adam's first and second moment estimates of one parameter array.
+struct AdamMoments {
+    var first: [Float]
+    var second: [Float]
+
+    init(count: Int) {
+        first = [Float](repeating: 0, count: count)
+        second = first
+    }
+
+    /// One Adam step of `parameters` at step number `t` (from 1) with learning rate `rate`.
+    mutating func step(_ parameters: inout [Float], gradient: [Float], rate: Float, t: Float, settings: AdamSettings) {
+        let b1 = Float(settings.beta1), b2 = Float(settings.beta2), eps = Float(settings.epsilon)
+        let c1 = 1 - pow(b1, t), c2 = 1 - pow(b2, t)
+        parameters.withUnsafeMutableBufferPointer { pw in
+            gradient.withUnsafeBufferPointer { pg in
+                first.withUnsafeMutableBufferPointer { pm in
+                    second.withUnsafeMutableBufferPointer { pv in
+                        for i in 0..<pw.count {
+                            pm[i] = b1 * pm[i] + (1 - b1) * pg[i]
+                            pv[i] = b2 * pv[i] + (1 - b2) * pg[i] * pg[i]
+                            pw[i] -= rate * (pm[i] / c1) / ((pv[i] / c2).squareRoot() + eps)
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -70,6 +70,27 @@ public enum PyTorchCheckpoint {
             return value
         }
 
+        try checkLegacyHeader(file: file) { try next() }
+
+        // Storages announced by persistent ids: key -> (type, element count).
+        var storages: [String: (type: WeightElementType, count: Int)] = [:]
+        let root = try next { pid in try legacyStorage(pid, file: file, announced: &storages) }
+        guard case .list(let keyList) = try next() else {
+            throw WeightFileError.malformed(file: file, reason: "legacy storage key list is not a list")
+        }
+
+        let storageBytes = try legacyStorageRanges(bytes, from: &position, keys: keyList.items, announced: storages, file: file)
+        return try buildStateDict(root: root, file: file, policy: policy) { storage in
+            guard let range = storageBytes[storage.key] else {
+                throw WeightFileError.malformed(file: file, reason: "storage \(storage.key) is used but not in the key list")
+            }
+            return bytes[range]
+        }
+    }
+
+    /// Checks the three pickles that open a legacy checkpoint, read one at a time by `next`:
+    /// magic number, protocol version and system info (little-endian only).
+    private static func checkLegacyHeader(file: String, next: () throws -> PickleValue) throws {
         guard case .bigInt(let magic) = try next(), magic == legacyMagic else {
             throw WeightFileError.unknownFormat(file: file, reason: "legacy checkpoint magic number missing")
         }
@@ -82,43 +103,46 @@ public enum PyTorchCheckpoint {
         if case .bool(false)? = sysInfo.values[.string("little_endian")] {
             throw WeightFileError.unknownFormat(file: file, reason: "big-endian checkpoints are not supported")
         }
+    }
 
-        // Storages announced by persistent ids: key -> (type, element count).
-        var storages: [String: (type: WeightElementType, count: Int)] = [:]
-        let root = try next { pid in
-            guard case .tuple(let t) = pid, t.count == 6, case .string("storage") = t[0],
-                  case .global(.storageType(let type, _)) = t[1], case .string(let key) = t[2],
-                  case .string = t[3], case .int(let size) = t[4], let count = Int(exactly: size), count >= 0 else {
-                throw WeightFileError.malformed(file: file, reason: "unexpected legacy persistent id \(pid.typeName)")
-            }
-            if let known = storages[key], known.type != type || known.count != count {
-                throw WeightFileError.malformed(file: file, reason: "storage \(key) announced twice with different types or sizes")
-            }
-            storages[key] = (type, count)
-            var reference = StorageReference(key: key, elementType: type, rootCount: count, viewCount: count)
-            switch t[5] {
-            case .none:
-                break
-            case .tuple(let view):
-                // (view_key, offset, view_size): a slice of the root storage.
-                guard view.count == 3, case .int(let offset) = view[1], case .int(let viewSize) = view[2],
-                      offset >= 0, viewSize >= 0, offset + viewSize <= Int64(count) else {
-                    throw WeightFileError.malformed(file: file, reason: "bad storage view of \(key)")
-                }
-                reference.viewOffset = Int(offset)
-                reference.viewCount = Int(viewSize)
-            default:
-                throw WeightFileError.malformed(file: file, reason: "bad storage view metadata of \(key)")
-            }
-            return .storage(reference)
+    /// The storage a legacy persistent id announces, recorded in `announced` (key → element type
+    /// and count; an id repeated with another type or size is malformed).
+    private static func legacyStorage(_ pid: PickleValue, file: String,
+                                      announced storages: inout [String: (type: WeightElementType, count: Int)]) throws -> PickleValue {
+        guard case .tuple(let t) = pid, t.count == 6, case .string("storage") = t[0],
+              case .global(.storageType(let type, _)) = t[1], case .string(let key) = t[2],
+              case .string = t[3], case .int(let size) = t[4], let count = Int(exactly: size), count >= 0 else {
+            throw WeightFileError.malformed(file: file, reason: "unexpected legacy persistent id \(pid.typeName)")
         }
-        guard case .list(let keyList) = try next() else {
-            throw WeightFileError.malformed(file: file, reason: "legacy storage key list is not a list")
+        if let known = storages[key], known.type != type || known.count != count {
+            throw WeightFileError.malformed(file: file, reason: "storage \(key) announced twice with different types or sizes")
         }
+        storages[key] = (type, count)
+        var reference = StorageReference(key: key, elementType: type, rootCount: count, viewCount: count)
+        switch t[5] {
+        case .none:
+            break
+        case .tuple(let view):
+            // (view_key, offset, view_size): a slice of the root storage.
+            guard view.count == 3, case .int(let offset) = view[1], case .int(let viewSize) = view[2],
+                  offset >= 0, viewSize >= 0, offset + viewSize <= Int64(count) else {
+                throw WeightFileError.malformed(file: file, reason: "bad storage view of \(key)")
+            }
+            reference.viewOffset = Int(offset)
+            reference.viewCount = Int(viewSize)
+        default:
+            throw WeightFileError.malformed(file: file, reason: "bad storage view metadata of \(key)")
+        }
+        return .storage(reference)
+    }
 
-        // The raw storages follow, in key-list order, each as an int64 count and its bytes.
+    /// The byte range of each raw storage, which follow the pickles in key-list order, each as an
+    /// int64 element count and its bytes; `position` ends after the last one.
+    private static func legacyStorageRanges(_ bytes: [UInt8], from position: inout Int, keys: [PickleValue],
+                                            announced storages: [String: (type: WeightElementType, count: Int)],
+                                            file: String) throws -> [String: Range<Int>] {
         var storageBytes: [String: Range<Int>] = [:]
-        for item in keyList.items {
+        for item in keys {
             guard case .string(let key) = item else {
                 throw WeightFileError.malformed(file: file, reason: "storage key is a \(item.typeName)")
             }
@@ -143,12 +167,7 @@ public enum PyTorchCheckpoint {
         guard position == bytes.count else {
             throw WeightFileError.malformed(file: file, reason: "\(bytes.count - position) unexpected bytes after the last storage")
         }
-        return try buildStateDict(root: root, file: file, policy: policy) { storage in
-            guard let range = storageBytes[storage.key] else {
-                throw WeightFileError.malformed(file: file, reason: "storage \(storage.key) is used but not in the key list")
-            }
-            return bytes[range]
-        }
+        return storageBytes
     }
 
     // MARK: Zip layout
