@@ -15,17 +15,8 @@ import Darwin
 /// Debian's OpenBLAS 0.3.21 is a `DYNAMIC_ARCH` build: at load time it picks one table of
 /// kernels ("core") from CPUID, or from `OPENBLAS_CORETYPE` if that variable is set. Both inputs
 /// are outside our control: a CPU newer than the 0.3.21 tables can be mapped to an old core, and
-/// shells on this project's machines export `OPENBLAS_CORETYPE=Haswell`. Measured here (AMD EPYC,
-/// family 26, AVX-512; `cblas_sgemm`, best of 20; GFLOP/s at 1 / 2 threads):
-///
-/// | core        | 1024³        | 96×1024×32 (a 1×1-conv shape) |
-/// |-------------|--------------|-------------------------------|
-/// | Cooperlake  | 234 / 451    | 173 / 142                     |
-/// | SkylakeX    | 234 / 428    | 172 / 147                     |
-/// | Haswell     | 126 / 250    | 117 / 105                     |
-/// | Zen         | 127 / 230    |  99 /  90                     |
-///
-/// so the AVX-512 tables are about 1.9× faster on large products, 1.5× on small ones.
+/// shells on this project's machines export `OPENBLAS_CORETYPE=Haswell`. On AVX-512 machines the
+/// AVX-512 tables are much faster than the Haswell ones (see docs/benchmarks.md).
 ///
 /// The mechanism: the library is linked at build time (pkg-config `-lopenblas`), so its
 /// constructor has run before any Swift code, and a `dlopen` of the same soname would return that

@@ -189,39 +189,6 @@ struct RestrictedUnpickler {
                 stack.append(try memoValue(Int(try readByte("memo index"))))
             case 0x6A: // LONG_BINGET
                 stack.append(try memoValue(Int(try readUInt32("memo index"))))
-            case 0x4A: // BININT
-                stack.append(.int(Int64(Int32(bitPattern: try readUInt32("int")))))
-            case 0x4B: // BININT1
-                stack.append(.int(Int64(try readByte("int"))))
-            case 0x4D: // BININT2
-                let b = try read(2, "int")
-                stack.append(.int(Int64(b[0]) | Int64(b[1]) << 8))
-            case 0x8A: // LONG1
-                let n = Int(try readByte("long length"))
-                stack.append(Self.makeInteger(try read(n, "long")))
-            case 0x8B: // LONG4
-                let n = Int(try readUInt32("long length"))
-                guard n <= 1 << 16 else { throw malformed("integer of \(n) bytes") }
-                stack.append(Self.makeInteger(try read(n, "long")))
-            case 0x58: // BINUNICODE
-                stack.append(.string(try readString(Int(try readUInt32("string length")))))
-            case 0x8C: // SHORT_BINUNICODE
-                stack.append(.string(try readString(Int(try readByte("string length")))))
-            case 0x8D: // BINUNICODE8
-                stack.append(.string(try readString(try readLength64("string length"))))
-            case 0x43: // SHORT_BINBYTES
-                stack.append(.bytes(try read(Int(try readByte("bytes length")), "bytes")))
-            case 0x42: // BINBYTES
-                stack.append(.bytes(try read(Int(try readUInt32("bytes length")), "bytes")))
-            case 0x4E: // NONE
-                stack.append(.none)
-            case 0x88: // NEWTRUE
-                stack.append(.bool(true))
-            case 0x89: // NEWFALSE
-                stack.append(.bool(false))
-            case 0x47: // BINFLOAT (big-endian IEEE double)
-                let b = try read(8, "float")
-                stack.append(.float(Double(bitPattern: b.reduce(UInt64(0)) { $0 << 8 | UInt64($1) })))
             case 0x63: // GLOBAL "module\nname\n"
                 let module = try readLine("global module")
                 let name = try readLine("global name")
@@ -242,27 +209,8 @@ struct RestrictedUnpickler {
                 stack.append(try apply(global, args))
             case 0x51: // BINPERSID
                 stack.append(try persistentLoad(try pop()))
-            case 0x73: // SETITEM
-                let value = try pop(), key = try pop()
-                try dictOnTop().set(try dictKey(key), value)
-            case 0x75: // SETITEMS
-                let items = try popToMark()
-                guard items.count % 2 == 0 else { throw malformed("SETITEMS with an odd number of values") }
-                let dict = try dictOnTop()
-                for i in stride(from: 0, to: items.count, by: 2) { dict.set(try dictKey(items[i]), items[i + 1]) }
-            case 0x61: // APPEND
-                let value = try pop()
-                try listOnTop().items.append(value)
-            case 0x65: // APPENDS
-                let items = try popToMark()
-                try listOnTop().items.append(contentsOf: items)
-            case 0x62: // BUILD: only a dict's attribute state (torch's `_metadata`) is accepted
-                let state = try pop()
-                let target = try dictOnTop(opcode: "BUILD")
-                switch state {
-                case .dict, .none: target.buildState = state
-                default: throw malformed("BUILD with a \(state.typeName) state")
-                }
+            case 0x73, 0x75, 0x61, 0x65, 0x62: // SETITEM, SETITEMS, APPEND, APPENDS, BUILD
+                try fillContainer(opcode)
             case 0x30: // POP
                 if marks.last == stack.count { marks.removeLast() } else { _ = try pop() }
             case 0x31: // POP_MARK
@@ -270,8 +218,84 @@ struct RestrictedUnpickler {
             case 0x32: // DUP
                 stack.append(try top())
             default:
-                throw WeightFileError.refusedOpcode(file: file, opcode: Self.opcodeName(opcode), offset: opcodeOffset)
+                guard let value = try literal(opcode) else {
+                    throw WeightFileError.refusedOpcode(file: file, opcode: Self.opcodeName(opcode), offset: opcodeOffset)
+                }
+                stack.append(value)
             }
+        }
+    }
+
+    /// Runs an opcode that fills the dict or list on the stack from the values above it
+    /// (SETITEM, SETITEMS, APPEND, APPENDS, BUILD).
+    private mutating func fillContainer(_ opcode: UInt8) throws {
+        switch opcode {
+        case 0x73: // SETITEM
+            let value = try pop(), key = try pop()
+            try dictOnTop().set(try dictKey(key), value)
+        case 0x75: // SETITEMS
+            let items = try popToMark()
+            guard items.count % 2 == 0 else { throw malformed("SETITEMS with an odd number of values") }
+            let dict = try dictOnTop()
+            for i in stride(from: 0, to: items.count, by: 2) { dict.set(try dictKey(items[i]), items[i + 1]) }
+        case 0x61: // APPEND
+            let value = try pop()
+            try listOnTop().items.append(value)
+        case 0x65: // APPENDS
+            let items = try popToMark()
+            try listOnTop().items.append(contentsOf: items)
+        case 0x62: // BUILD: only a dict's attribute state (torch's `_metadata`) is accepted
+            let state = try pop()
+            let target = try dictOnTop(opcode: "BUILD")
+            switch state {
+            case .dict, .none: target.buildState = state
+            default: throw malformed("BUILD with a \(state.typeName) state")
+            }
+        default:
+            preconditionFailure("opcode \(opcode) does not fill a container")
+        }
+    }
+
+    /// The value a literal opcode pushes (integers, strings, bytes, `None`, booleans, floats),
+    /// read from its operand; `nil` for any other opcode.
+    private mutating func literal(_ opcode: UInt8) throws -> PickleValue? {
+        switch opcode {
+        case 0x4A: // BININT
+            return .int(Int64(Int32(bitPattern: try readUInt32("int"))))
+        case 0x4B: // BININT1
+            return .int(Int64(try readByte("int")))
+        case 0x4D: // BININT2
+            let b = try read(2, "int")
+            return .int(Int64(b[0]) | Int64(b[1]) << 8)
+        case 0x8A: // LONG1
+            let n = Int(try readByte("long length"))
+            return Self.makeInteger(try read(n, "long"))
+        case 0x8B: // LONG4
+            let n = Int(try readUInt32("long length"))
+            guard n <= 1 << 16 else { throw malformed("integer of \(n) bytes") }
+            return Self.makeInteger(try read(n, "long"))
+        case 0x58: // BINUNICODE
+            return .string(try readString(Int(try readUInt32("string length"))))
+        case 0x8C: // SHORT_BINUNICODE
+            return .string(try readString(Int(try readByte("string length"))))
+        case 0x8D: // BINUNICODE8
+            return .string(try readString(try readLength64("string length")))
+        case 0x43: // SHORT_BINBYTES
+            return .bytes(try read(Int(try readByte("bytes length")), "bytes"))
+        case 0x42: // BINBYTES
+            return .bytes(try read(Int(try readUInt32("bytes length")), "bytes"))
+        case 0x4E: // NONE
+            // Spelled out: a bare `.none` would be the optional's nil, "not a literal".
+            return PickleValue.none
+        case 0x88: // NEWTRUE
+            return .bool(true)
+        case 0x89: // NEWFALSE
+            return .bool(false)
+        case 0x47: // BINFLOAT (big-endian IEEE double)
+            let b = try read(8, "float")
+            return .float(Double(bitPattern: b.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }))
+        default:
+            return nil
         }
     }
 
