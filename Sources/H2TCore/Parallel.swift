@@ -33,9 +33,10 @@ public enum Parallel {
             let index = state.next.add(1, ordering: .relaxed).oldValue
             return index < itemCount && !state.failed ? index : nil
         }
-        let previousBLASThreads = BLAS.threadCount
-        if singleThreadedBLAS, threads > 1 { BLAS.setThreadCount(1) }
-        defer { if singleThreadedBLAS, threads > 1 { BLAS.setThreadCount(previousBLASThreads) } }
+        // Only a run that asks touches BLAS (its first use selects the kernels; see `BLAS`).
+        let previousBLASThreads = singleThreadedBLAS && threads > 1 ? BLAS.threadCount : nil
+        if previousBLASThreads != nil { BLAS.setThreadCount(1) }
+        defer { if let previousBLASThreads { BLAS.setThreadCount(previousBLASThreads) } }
         if threads == 1 {
             try body(0, next)
             return

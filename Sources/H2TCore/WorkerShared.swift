@@ -1,5 +1,5 @@
-/// Small pieces for handing data to parallel workers (`DispatchQueue.concurrentPerform`), shared
-/// by every module so there is one audited place for the `@unchecked Sendable` they need.
+/// Small pieces for handing data to parallel workers (`Parallel`, `DispatchQueue.concurrentPerform`),
+/// shared by every module so there is one audited place for the `@unchecked Sendable` they need.
 
 /// Carries a value (a pointer into a buffer that outlives the concurrent section, a per-worker
 /// workspace) into a concurrently executed closure.

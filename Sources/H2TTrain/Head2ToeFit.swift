@@ -126,6 +126,25 @@ public enum Head2ToeFit {
         }
     }
 
+    /// Head2Toe's final fit at the chosen grid point: the group-lasso path on every training row
+    /// down to the chosen λ, the chosen fraction of its ranking, and a fresh head on those columns.
+    static func finalHead2Toe(best: BestPoint, context: CVContext, testNorms: [[Float]], testLabels: [Int]) throws -> MethodResult {
+        let settings = context.settings
+        let allRows = Array(0..<context.labels.count)
+        let lambdaRatios = settings.lambdas.sorted(by: >).filter { $0 >= best.lambda }
+        let selection = try context.selectionPath(set: best.set, solver: best.solver, rows: allRows, lambdas: lambdaRatios).last!
+        let columns = selection.solution.selection(fraction: best.fraction)
+        var result = try finalMethod(method: .head2toe, set: context.sets[best.set], norms: (context.norms[best.set], testNorms[best.set]),
+                                     columns: columns, scaling: settings.keptTapScaling, ridge: best.ridge, trainLabels: context.labels,
+                                     testLabels: testLabels, classCount: context.classCount, settings: settings, cvAccuracy: best.accuracy)
+        result.fraction = best.fraction
+        result.lambda = best.lambda
+        result.lambdaAbsolute = selection.solution.lambda
+        result.solver = best.solver
+        result.selectionReport = selection.solution.report
+        return result
+    }
+
     /// Fits a method's final head on the whole training split and evaluates it on test.
     /// `scaling` forms the inputs from the kept `columns` (`nil`: every column as normalised,
     /// the all-features baseline, which may pass its `gram`); `norms` are the train and test

@@ -1,5 +1,6 @@
 import Foundation
 import H2TCore
+import H2TPipeline
 import H2TRegistry
 @_spi(Testing) import H2TStore
 import H2TTrain
@@ -51,6 +52,20 @@ struct RegistryTests {
         #expect(try fixture.registry.head("toys@prod").version == 1)
         #expect(try fixture.registry.aliasHistory(task: "toys", alias: "prod").map(\.to) == [1])
         #expect(throws: RegistryError.self) { try fixture.registry.register(draft, alias: "bad alias!") }
+    }
+
+    /// `fit --report-out` writes the outcome flat: the lineage's fields sit next to `report`, as
+    /// before the lineage had a type of its own, and the file reads back.
+    @Test func reportOutKeepsTheLineageFlat() throws {
+        let fixture = try RegistryFixture()
+        let outcome = try fixture.fit()
+        let json = try FitReport.jsonEncoder().encode(outcome)
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        #expect(Set(object.keys) == ["report", "feature_sets", "backbone", "class_names", "read_seconds", "test_seconds",
+                                     "dataset", "train_split", "train_digest", "train_count", "test_split", "test_digest"])
+        #expect(object["train_digest"] as? String == outcome.lineage.trainDigest)
+        let decoded = try FitReport.jsonDecoder().decode(FitOutcome.self, from: json)
+        #expect(decoded.lineage == outcome.lineage && decoded.classNames == outcome.classNames)
     }
 
     @Test func unknownNamesVersionsAndAliasesSuggestTheNearest() throws {

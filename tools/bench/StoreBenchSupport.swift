@@ -1,5 +1,5 @@
-import Dispatch
 import Foundation
+import H2TCore
 
 // Support for the `store` section of h2t-bench: timing, tables, memory readings, and the
 // generator of realistic pooled activations. Everything is nested in `StoreBench` so that the
@@ -115,12 +115,6 @@ extension StoreBench {
         }
     }
 
-    /// A mutable pointer shared by workers that write disjoint rows.
-    struct RowsPointer: @unchecked Sendable {
-        // @unchecked Sendable: each worker writes only its own rows.
-        let pointer: UnsafeMutablePointer<Float>
-    }
-
     /// Realistic pooled post-activation features, generated one row (example) at a time, so a
     /// dataset of any size is produced batch by batch and never held whole.
     ///
@@ -191,14 +185,9 @@ extension StoreBench {
 
         /// Writes rows `rows` to `dest` (row-major, `width` per row), on both cores.
         func fill(rows: Range<Int>, into dest: UnsafeMutablePointer<Float>) {
-            let target = RowsPointer(pointer: dest)
-            let workers = 2
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                var r = rows.lowerBound + worker
-                while r < rows.upperBound {
-                    self.fill(row: r, into: target.pointer + (r - rows.lowerBound) * self.width)
-                    r += workers
-                }
+            // Each row is generated from its own seed, so which worker writes it does not matter.
+            try! Parallel.forEachWorker(itemCount: rows.count, workers: 2) { _, next in
+                while let i = next() { self.fill(row: rows.lowerBound + i, into: dest + i * self.width) }
             }
         }
     }
