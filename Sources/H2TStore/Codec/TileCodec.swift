@@ -170,6 +170,12 @@ extension TileHeader {
         tableOffset = TileCodec.fixedHeaderSize
         dataOffset = tableOffset + frameCount * 4 * (dtype.byteWidth + 2)
         guard frameWidth > 0, frameCount == (cols + frameWidth - 1) / frameWidth else { throw .truncated("inconsistent frame count") }
+        // Decoding multiplies rows, columns and bytes per value: a header whose product does not
+        // fit in an Int is corrupt, and must not trap.
+        let (values, overflow) = rows.multipliedReportingOverflow(by: cols)
+        guard !overflow, !values.multipliedReportingOverflow(by: dtype.byteWidth).overflow else {
+            throw .truncated("\(rows) rows × \(cols) columns")
+        }
         guard tile.count >= dataOffset else { throw .truncated("frame table cut short") }
         guard let binding else { return }
         var crc = crc32(UnsafeRawBufferPointer(rebasing: tile[0..<24]))

@@ -149,29 +149,36 @@ public final class FuzzRunner {
 
     // MARK: Tiles
 
+    /// The key every fuzzed tile is bound to (format 2 binds a tile to its key and its segment's
+    /// row count); the harness recomputes the header CRC over it.
+    static let tileKey = [UInt8](repeating: 0xAB, count: 16) + [0, 0, 2, 0, 0, 0, 0, 1]
+
     /// Decodes a tile every way the store does: verify, then all columns, then a few columns of a few rows.
     private static func decodeTile(_ bytes: [UInt8]) throws {
         let decoder = TileDecoder()
         try bytes.withUnsafeBytes { tile in
-            let values = try decoder.verify(tile)
-            let header = try TileHeader(parsing: tile)
+            let unbound = try TileHeader(parsing: tile, binding: nil)
+            let binding = TileCodec.binding(key: tileKey, rows: unbound.rows)
+            let values = try decoder.verify(tile, binding: binding)
+            let header = try TileHeader(parsing: tile, binding: binding)
             // The store sizes its buffers from the segment, not the tile; a tile bigger than a
             // test buffer is only verified.
             guard values <= 1 << 22, header.rows > 0, header.cols > 0 else { return }
             var dest = [Float](repeating: 0, count: header.rows * header.cols)
             try dest.withUnsafeMutableBufferPointer { out in
-                try decoder.decodeAll(tile, into: out.baseAddress!, destStride: header.cols)
+                try decoder.decodeAll(tile, binding: binding, into: out.baseAddress!, destStride: header.cols)
                 let columns = stride(from: 0, to: header.cols, by: 3).map { ColumnPick(local: $0, out: $0) }
                 let rows = stride(from: 0, to: header.rows, by: 2).map { RowPick(local: $0, out: $0) }
-                try decoder.decode(tile, columns: columns, rows: rows, into: out.baseAddress!, destStride: header.cols)
-                try decoder.decode(tile, columns: columns, into: out.baseAddress!, destStride: header.cols)
+                try decoder.decode(tile, binding: binding, columns: columns, rows: rows, into: out.baseAddress!, destStride: header.cols)
+                try decoder.decode(tile, binding: binding, columns: columns, into: out.baseAddress!, destStride: header.cols)
             }
         }
     }
 
     /// `bytes` with the header and frame checksums recomputed wherever the layout
     /// (`schemas/store-format.md` §5) lets them be found: random bytes almost never carry a
-    /// matching CRC-32, and the interesting code runs after the checks.
+    /// matching CRC-32, and the interesting code runs after the checks. Version 2 headers are
+    /// bound to `tileKey`.
     static func withValidChecksums(_ bytes: [UInt8]) -> [UInt8] {
         var tile = bytes
         guard tile.count >= 28, tile.starts(with: Array("H2TT".utf8)) else { return tile }
@@ -197,7 +204,10 @@ public final class FuzzRunner {
             guard start + length <= tile.count else { continue }
             store(CRC32.checksum(tile[start..<(start + length)]), at: entry + 4 + 4 * planes)
         }
-        store(CRC32.checksum(tile[0..<24] + tile[28..<dataOffset]), at: 24)
+        let version = Int(tile[4]) | Int(tile[5]) << 8
+        var covered = Array(tile[0..<24] + tile[28..<dataOffset])
+        if version >= 2 { covered += TileCodec.binding(key: tileKey, rows: le32(8)) }
+        store(CRC32.checksum(covered), at: 24)
         return tile
     }
 }

@@ -1,8 +1,8 @@
 // h2t-fuzz: the fuzz harnesses of Tests/Fuzz/Harness, two ways.
 //
 // Built with `-sanitize=fuzzer,address -D H2T_LIBFUZZER` (tools/fuzz), it is a libFuzzer binary:
-// libFuzzer provides `main` and calls `LLVMFuzzerTestOneInput` with each input, for the target
-// named by the environment variable H2T_FUZZ_TARGET. Built normally, it replays files or folders
+// libFuzzer's driver calls `LLVMFuzzerTestOneInput` with each input, for the target named by the
+// environment variable H2T_FUZZ_TARGET. Built normally, it replays files or folders
 // through a target (`h2t-fuzz NAME PATH...`), which is how a crash found by the fuzzer is
 // re-run under a debugger or a plain build.
 import Foundation
@@ -31,6 +31,23 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     return 0
 }
+
+/// libFuzzer's driver, which its own `main` would call (compiler-rt's FuzzerInterface.h).
+@_silgen_name("LLVMFuzzerRunDriver")
+private func runFuzzerDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ testOneInput: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+) -> CInt
+
+/// The entry point. SwiftPM links every executable with `main` defined as `<module>_main` (so
+/// that tests can link the executable's module), which shadows libFuzzer's `main`; this is what
+/// libFuzzer's `main` does.
+@_cdecl("h2t_fuzz_main")
+public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    var argc = argc, argv = argv
+    return runFuzzerDriver(&argc, &argv, fuzzOneInput)
+}
 #else
 /// Replays inputs through a harness: `h2t-fuzz NAME FILE-OR-FOLDER...`.
 @main
@@ -39,7 +56,7 @@ struct FuzzReplay {
         let arguments = Array(CommandLine.arguments.dropFirst())
         guard let name = arguments.first, let target = FuzzTarget(rawValue: name), arguments.count >= 2 else {
             FileHandle.standardError.write(Data("""
-                usage: h2t-fuzz NAME FILE-OR-FOLDER...   (NAME: \(FuzzTarget.allCases.map(\\.rawValue).joined(separator: ", ")))
+                usage: h2t-fuzz NAME FILE-OR-FOLDER...   (NAME: \(FuzzTarget.allCases.map { $0.rawValue }.joined(separator: ", ")))
                 replays every file through the harness NAME; exits 1 on a finding, crashes on a crash.
 
                 """.utf8))
