@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore", "H2TCore"]),
-        .testTarget(name: "H2TFuzzTests", dependencies: ["H2TFuzzHarness", "H2TBackbone"]),
+        .testTarget(name: "H2TFuzzTests", dependencies: ["H2TFuzzHarness", "H2TCore"]),
         .testTarget(name: "H2TRegistryTests", dependencies: ["H2TTestSupport", "H2TRegistry", "H2TStore", "H2TTrain", "H2TPipeline", "H2TBackbone"]),
     ],
     swiftLanguageModes: [.v6]
