@@ -26,8 +26,12 @@ let package = Package(
         // libjpeg behind setjmp/longjmp, so that its fatal errors return a status instead of exiting.
         .target(name: "CJPEGDecode", linkerSettings: [.linkedLibrary("jpeg")]),
 
+        // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
+        // trap instead of undefined behaviour. The one exception is this numeric kernel (Head2Toe's pooling
+        // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability-notes.md).
+        .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", dependencies: ["COpenBLAS"], linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels"], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
