@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What -Ounchecked buys (issue 12, item 10): the same benchmarks, quick settings, on two release
 # builds of h2t-bench in one run: `-Ounchecked` on every Swift module (.build-unchecked, as the
-# package was built before) and the package as it is (.build, plain -O). Rounds alternate
+# package was built before) and the package as it is (.build: checked -O, -Ounchecked only in the
+# H2TKernels target). Rounds alternate
 # which build goes first, so drifting load on a shared machine hits both alike; prints the
 # median over rounds and the ratio checked / unchecked (> 1: the checked build is faster).
 #
