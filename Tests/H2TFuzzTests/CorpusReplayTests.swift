@@ -28,8 +28,9 @@ import Testing
         }
     }
 
-    /// The harness's own check: an error that does not name the file is a finding.
-    @Test func anErrorNotNamingTheFileIsAFinding() throws {
+    /// A refused input's error names the scratch file the harness handed the reader (what the
+    /// harness checks on every input; an error without it is a finding).
+    @Test func refusedInputsNameTheScratchFile() throws {
         let runner = try FuzzRunner(.npy)
         guard case .rejected(let message) = try runner.run(Array("not numpy".utf8)) else {
             Issue.record("garbage accepted as .npy")
