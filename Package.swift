@@ -18,6 +18,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 (BoringSSL's assembly on Linux, CryptoKit on Apple platforms): ids and example ids.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System-library shims: a module map and one header each, no logic.
@@ -28,7 +30,7 @@ let package = Package(
         .systemLibrary(name: "CImageCodecs", pkgConfig: "libpng", providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
 
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", dependencies: ["COpenBLAS"], swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"], swiftSettings: numericSettings),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.

@@ -599,7 +599,7 @@ enum StoreBench {
                     }
                     first += rows
                 }
-                t.storedBytes = try synced.store.environment.usedBytes()
+                t.storedBytes = try synced.store.usedBytes()
 
                 // Reads of the synced store, warm page cache (it was just written).
                 // What `FeatureMatrix(rows:cols:)` costs before any decoding: a zero-filled array
@@ -815,7 +815,7 @@ enum StoreBench {
             first += rows
         }
         let seconds = now() - t0
-        let stored = try s.store.environment.usedBytes()
+        let stored = try s.store.usedBytes()
         print("RSS \(before) \(procStatusKiB("VmHWM")) \(seconds) \(o.examples * o.width * 4) \(stored) "
               + "\(procStatusKiB("RssAnon")) \(procStatusKiB("RssFile"))")
     }
