@@ -4,7 +4,7 @@ import Foundation
 /// platform. Manifests are identified by the SHA-256 of these bytes (`schemas/store-format.md` §3
 /// documents the form for readers in other languages).
 ///
-/// Written by `CanonicalJSONWriter` (here), not by Foundation's `JSONEncoder`, whose `.sortedKeys`
+/// Written by the small writer below (`CanonicalJSONEncoder`), not by Foundation's `JSONEncoder`, whose `.sortedKeys`
 /// order is not specified and differs between platforms. On Linux the bytes equal what
 /// `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]` writes (the stores' ids were made
 /// that way), which `CanonicalJSONTests` checks.
