@@ -34,6 +34,13 @@ struct GarbageOrphanTests {
         #expect(try fixture.store.tileBytes(featureSet: other.id) == 0)
         #expect(try fixture.store.verify().ok)
         #expect(try fixture.store.allFeatureSets().map(\.id) == [fixture.featureSet])
+        // Ids are checked before anything is deleted: an empty or malformed one would be a prefix
+        // of every key.
         #expect(throws: StoreError.self) { try fixture.store.deleteOrphanedFeatureData(keyPrefix: "not hex") }
+        #expect(throws: StoreError.self) { try fixture.store.deleteFeatureSet("", check: { _ in }) }
+        #expect(throws: StoreError.self) { try fixture.store.deleteFeatureSet(String(fixture.featureSet.prefix(32)), check: { _ in }) }
+        #expect(throws: StoreError.self) { _ = try fixture.store.tileBytes(featureSet: "3fa1") }
+        #expect(try fixture.store.tileBytes(featureSet: fixture.featureSet) > 0)
+        #expect(try fixture.store.verify().ok)
     }
 }

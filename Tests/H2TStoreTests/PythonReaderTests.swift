@@ -94,15 +94,18 @@ struct PythonReaderTests {
                                                              "note": .string("a/b \"q\""), "flip": .bool(false), "crop": .null]),
                                      taps: [TapDescriptor(name: "x", shape: [3])])
         let otherID = try store.register(backbone: other)
+        // A feature set of store format 2 with a pooling rule other than the default.
+        let ruledID = try store.register(featureSet: FeatureSetManifest(backbone: other, backboneID: otherID, targetSize: 4,
+                                                                         poolingRule: PoolingRule(name: "head2toe-avgpool", version: 2)))
         let result = try PyReaderEnv.runScript("tools/check_schemas.py", [fixture.storePath])
         try result.expectSuccess()
-        // 2 backbones, 1 feature set, 1 dataset, 12 examples.
-        #expect(result.stdout.contains("16 records valid"), "\(result.stdout)")
+        // 2 backbones, 2 feature sets, 1 dataset, 12 examples.
+        #expect(result.stdout.contains("17 records valid"), "\(result.stdout)")
         let dump = try PyReaderEnv.run(["--manifests"], store: fixture.storePath)
         try dump.expectSuccess()
         let json = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: [String: Any]])
         #expect(Set(json["backbones"]?.keys.map { $0 } ?? []) == [fixture.backboneID, otherID])
-        #expect(json["featuresets"]?.keys.first == fixture.featureSetID)
+        #expect(Set(json["featuresets"]?.keys.map { $0 } ?? []) == [fixture.featureSetID, ruledID])
     }
 
     @Test("read_store.py refuses corrupted tiles (naming the key) and unknown store versions",

@@ -519,7 +519,7 @@ enum StoreBench {
     }
 
     static func rawRowKey(_ row: Int) -> [UInt8] {
-        [UInt8(truncatingIfNeeded: row >> 24), UInt8(truncatingIfNeeded: row >> 16), UInt8(truncatingIfNeeded: row >> 8), UInt8(truncatingIfNeeded: row)]
+        U32BE.encode(row)
     }
 
     static func scatteredColumns(count: Int, width: Int, seed: UInt64) -> [Int] {

@@ -24,7 +24,8 @@ extension FeatureStore {
             }
             var used = Set<String>()
             for id in ids {
-                try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(FeatureSetPrefix(id: id))) { _, example in
+                let fs = try FeatureSetPrefix.checked(id)
+                try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(fs)) { _, example in
                     if datasetExamples.contains(example) { used.insert(id) }
                     return !used.contains(id)
                 }
@@ -36,16 +37,18 @@ extension FeatureStore {
     /// Bytes of the tiles of a feature set, given by its id or by the 32-hex-digit key prefix
     /// of `OrphanedFeatureData`.
     public func tileBytes(featureSet idOrKeyPrefix: String) throws -> Int {
-        try environment.read { txn in
-            try txn.scanSizes(tables.tiles, prefix: TileKey.prefix(FeatureSetPrefix(id: idOrKeyPrefix))).bytes
-        }
+        let fs = try FeatureSetPrefix.checked(idOrKeyPrefix)
+        return try environment.read { txn in try txn.scanSizes(tables.tiles, prefix: TileKey.prefix(fs)).bytes }
     }
 
     /// Data under key prefixes that no feature-set manifest has, in key order.
     public func orphanedFeatureData() throws -> [OrphanedFeatureData] {
         try environment.read { txn in
             var known = Set<FeatureSetPrefix>()
-            try txn.scanKeys(tables.featureSets) { id in known.insert(FeatureSetPrefix(id: id)); return true }
+            try txn.scanKeys(tables.featureSets) { id in
+                if let prefix = try? FeatureSetPrefix.checked(id) { known.insert(prefix) }
+                return true
+            }
             var orphans = Set<FeatureSetPrefix>()
             for table in tables.featureSetData {
                 for prefix in try distinctPrefixes(txn, table) where !known.contains(prefix) { orphans.insert(prefix) }
@@ -61,19 +64,21 @@ extension FeatureStore {
     /// feature set meanwhile; it throws to keep it); the data follows in bounded transactions, so
     /// a crash in between leaves data that `orphanedFeatureData` finds.
     public func deleteFeatureSet(_ id: String, check: (borrowing LMDBTransaction) throws -> Void) throws {
+        let fs = try FeatureSetPrefix.checked(id)
+        guard id.utf8.count == 64 else { throw StoreError.invalidArgument("'\(id)' is not a feature-set id (64 hex digits)") }
         try environment.write { txn in
             try check(txn)
             try txn.delete(tables.featureSets, id)
         }
-        try deleteFeatureSetData(FeatureSetPrefix(id: id))
+        try deleteFeatureSetData(fs)
     }
 
     /// Deletes the data under a key prefix of `orphanedFeatureData` (32 hex digits).
     public func deleteOrphanedFeatureData(keyPrefix: String) throws {
-        guard keyPrefix.utf8.count == 2 * FeatureSetPrefix.byteCount, Hex.decode(keyPrefix) != nil else {
+        guard keyPrefix.utf8.count == 2 * FeatureSetPrefix.byteCount else {
             throw StoreError.invalidArgument("'\(keyPrefix)' is not a 32-hex-digit feature-set key prefix")
         }
-        try deleteFeatureSetData(FeatureSetPrefix(id: keyPrefix))
+        try deleteFeatureSetData(try FeatureSetPrefix.checked(keyPrefix))
     }
 
     /// Deletes the backbones among `ids` that no feature set names (checked again in the
@@ -119,8 +124,9 @@ extension FeatureStore {
     /// undecoded: for benchmarks that account for the bytes a read touches.
     @_spi(Testing) public func scanTiles(featureSet id: String,
                                          _ body: (_ segment: Int, _ block: Int, _ tile: UnsafeRawBufferPointer) throws -> Bool) throws {
+        let fs = try FeatureSetPrefix.checked(id)
         try environment.read { txn in
-            try txn.scan(tables.tiles, prefix: TileKey.prefix(FeatureSetPrefix(id: id))) { key, tile in
+            try txn.scan(tables.tiles, prefix: TileKey.prefix(fs)) { key, tile in
                 try body(key.segment, key.block, tile)
             }
         }

@@ -258,12 +258,12 @@ public final class FeatureStore: Sendable {
 
     /// Which of `ids` have no row yet in feature set `fsID`.
     public func missing(_ ids: [ExampleID], in fsID: String) throws -> [Bool] {
-        let fs = FeatureSetPrefix(id: fsID)
-        return try environment.read { txn in
+        try environment.read { txn in
             // A prefix or a mistyped id would silently report every example as missing.
             guard try txn.contains(tables.featureSets, fsID) else {
                 throw StoreError.unknownFeatureSet(fsID, known: [])
             }
+            let fs = FeatureSetPrefix(id: fsID)
             return try ids.map { try !txn.contains(tables.rows, (fs, $0)) }
         }
     }

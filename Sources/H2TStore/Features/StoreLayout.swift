@@ -58,8 +58,22 @@ struct FeatureSetPrefix: Hashable, Sendable {
     /// The 16 bytes.
     let bytes: [UInt8]
 
-    /// The prefix of feature set `id` (64 hex digits; its first 32 are used).
-    init(id: String) { bytes = Hex.decode(id.prefix(32)) ?? [] }
+    /// The prefix of feature set `id` (64 hex digits; its first 32 are used). Ids come from
+    /// stored manifests or were checked by `checked(_:)`: an empty prefix would match every key.
+    init(id: String) {
+        bytes = Hex.decode(id.prefix(32)) ?? []
+        precondition(bytes.count == Self.byteCount, "'\(id)' is not a feature-set id")
+    }
+
+    /// The prefix of `idOrKeyPrefix` (a 64-digit id or the 32-digit prefix of one), or an error
+    /// for anything else (a caller's input).
+    static func checked(_ idOrKeyPrefix: String) throws -> FeatureSetPrefix {
+        let digits = idOrKeyPrefix.utf8.count
+        guard digits == 2 * byteCount || digits == 64, let bytes = Hex.decode(idOrKeyPrefix) else {
+            throw StoreError.invalidArgument("'\(idOrKeyPrefix)' is neither a feature-set id (64 hex digits) nor its key prefix (32)")
+        }
+        return FeatureSetPrefix(bytes: Array(bytes.prefix(byteCount)))
+    }
 
     init(bytes: [UInt8]) { self.bytes = bytes }
 
