@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 (BoringSSL's assembly on Linux, CryptoKit on Apple platforms): ids and example ids.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System-library shims: a module map and one header each, no logic.
@@ -31,7 +33,7 @@ let package = Package(
         // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability-notes.md).
         .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels"], linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.

@@ -1,5 +1,9 @@
 import Foundation
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Errors reading tensor files (safetensors, `.npy`), naming the file and what is wrong.
 public enum TensorFileError: Error, CustomStringConvertible, Sendable {

@@ -110,7 +110,7 @@ struct Fit: ParsableCommand {
             let lineage = FitLineage(dataset: outcome.dataset, trainSplit: outcome.trainSplit, trainDigest: outcome.trainDigest,
                                      trainCount: outcome.trainCount, testSplit: outcome.testSplit, testDigest: outcome.testDigest)
             let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: lineage, store: store)
-            let registry = Registry(store: store)
+            let registry = try Registry(store: store)
             let record = try registry.register(draft, alias: alias)
             registered = .init(task: record.task, version: record.version)
         }

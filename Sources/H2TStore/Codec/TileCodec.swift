@@ -64,8 +64,9 @@ public struct TileCodec: Sendable, Hashable, Codable {
     /// The binding of a tile stored under `key` for a segment of `rows` rows: what a version-2
     /// header CRC covers after the header and the frame table.
     public static func binding(key: [UInt8], rows: Int) -> [UInt8] {
-        let r = UInt32(truncatingIfNeeded: rows)
-        return key + [UInt8(truncatingIfNeeded: r), UInt8(truncatingIfNeeded: r >> 8), UInt8(truncatingIfNeeded: r >> 16), UInt8(truncatingIfNeeded: r >> 24)]
+        var w = ByteWriter(key)
+        w.u32LE(Int(UInt32(truncatingIfNeeded: rows)))
+        return w.bytes
     }
 
     /// Binds a freshly encoded version-2 tile to `binding` (continues its header CRC over it).

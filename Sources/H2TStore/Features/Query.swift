@@ -87,14 +87,14 @@ extension FeatureStore {
         guard !examples.isEmpty, outCols > 0 else { return FeatureMatrix(rows: examples.count, cols: outCols) }
 
         // Resolve rows and group them by segment.
-        let fs = Keys.fsPrefix(info.id)
+        let fs = FeatureSetPrefix(id: info.id)
         let (segs, rowNumbers) = try environment.read { txn -> ([Segment], [Int]) in
             let segs = try segmentList(txn, info.id)
             let numbers = try examples.map { example -> Int in
-                guard let value = try txn.get(rows, Keys.row(fs, example: example)) else {
+                guard let row = try txn.get(tables.rows, (fs, example)) else {
                     throw StoreError.missingExample(example: example.hex, featureSet: info.id)
                 }
-                return Keys.readU32BE(value, 0)
+                return row
             }
             return (segs, numbers)
         }
@@ -157,9 +157,9 @@ extension FeatureStore {
                             let item = workList[i]
                             let start = segs[item.segment].start
                             let block = blocks[item.blockIndex]
-                            let key = Keys.tile(fs, segment: start, block: block.block)
-                            guard let tile = try txn.get(tiles, key) else {
-                                throw StoreError.inconsistent("missing tile \(Keys.describeTile(fsID, segment: start, block: block.block))")
+                            let key = TileKey.encode((fs, start, block.block))
+                            guard let tile = try txn.get(tables.tiles, (fs, start, block.block)) else {
+                                throw StoreError.inconsistent("missing tile \(TileKey.describe(fsID, segment: start, block: block.block))")
                             }
                             var base = dest.value
                             // Identity rows: the segment's first row lands at the first pick's output row.
@@ -168,7 +168,7 @@ extension FeatureStore {
                             do {
                                 try decoder.decode(tile, binding: binding, columns: block.picks, rows: item.rows, into: base, destStride: outCols)
                             } catch let error as TileError {
-                                throw StoreError.corruptTile(key: Keys.describeTile(fsID, segment: start, block: block.block), reason: error.description)
+                                throw StoreError.corruptTile(key: TileKey.describe(fsID, segment: start, block: block.block), reason: error.description)
                             }
                             i += workers
                         }
