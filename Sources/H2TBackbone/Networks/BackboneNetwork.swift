@@ -130,7 +130,9 @@ public final class BackboneNetwork: Sendable {
     /// ImageNet top-`k` classes for one preprocessed image (`3 × height × width`), best first.
     public func classify(_ image: [Float], height: Int, width: Int, top k: Int = 5) throws -> [ImageNetPrediction] {
         let logits = LogitsBox()
-        try run(image, count: 1, height: height, width: width, taps: .only([interpreter.network.ops[interpreter.network.ops.count - 1].name]), threads: 1) { activations in
+        // The last operation is the classifier (a description has at least one operation).
+        let classifier = interpreter.network.ops[interpreter.network.ops.count - 1].name
+        try run(image, count: 1, height: height, width: width, taps: .only([classifier]), threads: 1) { activations in
             activations.withExample(0) { buffer in logits.values.withLock { $0 = Array(buffer) } }
         }
         let values = logits.values.withLock { $0 }
