@@ -30,7 +30,7 @@ let package = Package(
 
         // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
         // trap instead of undefined behaviour. The one exception is this numeric kernel (Head2Toe's pooling
-        // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability-notes.md).
+        // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability.md).
         .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
         .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),

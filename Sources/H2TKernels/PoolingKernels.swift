@@ -1,5 +1,5 @@
 /// The inner loops of Head2Toe's pooling over raw memory: the one numeric kernel where
-/// `-Ounchecked` measurably pays (docs/reliability-notes.md, "Safe builds"), so it lives in this
+/// `-Ounchecked` measurably pays (docs/reliability.md, "Safe builds"), so it lives in this
 /// target, the only one built with it. Nothing here reads a file or checks a size: the caller
 /// (`H2TCore.Head2ToePooling`, built with every check) validates shapes and buffer sizes first.
 public enum PoolingKernels {
