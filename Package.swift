@@ -2,9 +2,6 @@
 // h2t-store: an on-disk feature store and model registry for Head2Toe transfer learning.
 import PackageDescription
 
-/// Release builds of the numeric modules are what users run; these flags are safe in debug too.
-let numericSettings: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
-
 let package = Package(
     name: "h2t-store",
     platforms: [.macOS(.v15)],
@@ -18,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // SHA-256 (BoringSSL's assembly on Linux, CryptoKit on Apple platforms): ids and example ids.
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // System-library shims: a module map and one header each, no logic.
@@ -26,19 +25,25 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CImageCodecs", pkgConfig: "libpng", providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
+        // libjpeg behind setjmp/longjmp, so that its fatal errors return a status instead of exiting.
+        .target(name: "CJPEGDecode", linkerSettings: [.linkedLibrary("jpeg")]),
 
+        // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
+        // trap instead of undefined behaviour. The one exception is this numeric kernel (Head2Toe's pooling
+        // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability.md).
+        .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", dependencies: ["COpenBLAS"], swiftSettings: numericSettings, linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
-        .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"], swiftSettings: numericSettings),
+        .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
-        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs", "CZlib"], swiftSettings: numericSettings),
+        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
         // Training: pure numerics, arrays in and a fit report out.
-        .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"], swiftSettings: numericSettings),
+        .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"]),
         // Pipelines that join the layers: external-activation ingest, image ingest.
-        .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone", "H2TTrain"], swiftSettings: numericSettings),
+        .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone", "H2TTrain"]),
         // Registry: heads, versions, aliases, tags, lineage, prediction, reports.
-        .target(name: "H2TRegistry", dependencies: ["H2TCore", "H2TStore", "H2TTrain", "H2TBackbone"], swiftSettings: numericSettings),
+        .target(name: "H2TRegistry", dependencies: ["H2TCore", "H2TStore", "H2TTrain", "H2TBackbone"]),
         // The command-line tool: parses, calls the libraries, formats.
         .executableTarget(
             name: "h2t-store",
@@ -46,7 +51,12 @@ let package = Package(
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks (run in release by tools/bench-*.sh, or directly: h2t-bench registry / map).
         .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry"],
-                          path: "tools/bench", swiftSettings: numericSettings),
+                          path: "tools/bench"),
+
+        // Fuzzing (tools/fuzz): the harnesses, one per reader of untrusted bytes; the executable is a
+        // libFuzzer binary when built with -D H2T_LIBFUZZER, a replayer of inputs otherwise.
+        .target(name: "H2TFuzzHarness", dependencies: ["H2TCore", "H2TStore", "H2TBackbone", "H2TRegistry"], path: "Tests/Fuzz/Harness"),
+        .executableTarget(name: "h2t-fuzz", dependencies: ["H2TFuzzHarness"], path: "Tests/Fuzz/Runner"),
 
         // Helpers shared by the test targets (temporary directories, seeded numbers, safetensors files).
         .target(name: "H2TTestSupport", dependencies: ["H2TCore"], path: "Tests/Support"),
@@ -54,6 +64,7 @@ let package = Package(
         .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore", "H2TCore"]),
+        .testTarget(name: "H2TFuzzTests", dependencies: ["H2TFuzzHarness", "H2TCore"]),
         .testTarget(name: "H2TRegistryTests", dependencies: ["H2TTestSupport", "H2TRegistry", "H2TStore", "H2TTrain", "H2TPipeline", "H2TBackbone"]),
     ],
     swiftLanguageModes: [.v6]

@@ -115,7 +115,7 @@ def read_legacy_checkpoint(path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Architectures (the same tables as Sources/H2TBackbone/Networks/Architecture.swift).
+# Architectures (the same tables as the descriptions in Sources/H2TBackbone/Networks/Backbones/).
 
 WEIGHTS = {
     "mobilenet_v2": ("weights/mobilenet_v2-b0353104.pth",

@@ -45,18 +45,21 @@ import lmdb
 import numpy as np
 import zstandard
 
-#: Store format version (``meta/format``, u32 little-endian) this reader understands.
-STORE_FORMAT_VERSION = 1
+#: Store format versions (``meta/format``, u32 little-endian) this reader understands. Version 2
+#: only adds the optional ``poolingRule`` of feature-set manifests, which reading features ignores.
+STORE_FORMAT_VERSIONS = (1, 2)
 #: Tile format version (u16 at tile offset 4) this reader understands.
 TILE_FORMAT_VERSION = 2
 #: Oldest tile format version this reader understands (version 1 tiles carry no binding).
 OLDEST_TILE_FORMAT_VERSION = 1
-#: The named databases the Swift store creates. All are plain (no dupsort, no integer keys):
-#: LMDB refuses to open a named database with flags other than those it was created with.
+#: The named databases of the feature store this reader opens (the store also has ``matrices``, a
+#: cache, and the registry keeps its own tables beside them; neither is needed to read features).
+#: All are plain (no dupsort, no integer keys): LMDB refuses to open a named database with flags
+#: other than those it was created with.
 TABLES = ("meta", "backbones", "featuresets", "segments", "tiles", "rows", "rowexamples",
-          "examples", "datasets", "splititems", "splitmembers", "registry")
-#: Named-database slots to reserve; the Swift code uses len(TABLES) + 4.
-MAX_DBS = len(TABLES) + 4
+          "examples", "datasets", "splititems", "splitmembers")
+#: Named-database slots to reserve (at least the number opened).
+MAX_DBS = 16
 
 _TILE_MAGIC = b"H2TT"
 _TILE_FIXED_HEADER = 28
@@ -99,10 +102,11 @@ class _Store:
             self.env.close()
             raise StoreFormatError(f"{path} is not an h2t-store (no format record)")
         (version,) = struct.unpack("<I", raw)
-        if version != STORE_FORMAT_VERSION:
+        if version not in STORE_FORMAT_VERSIONS:
             self.env.close()
             raise StoreFormatError(
-                f"store {path} has format version {version}; this reader reads version {STORE_FORMAT_VERSION}")
+                f"store {path} has format version {version}; this reader reads versions "
+                f"{', '.join(map(str, STORE_FORMAT_VERSIONS))}")
 
     def close(self) -> None:
         self.env.close()

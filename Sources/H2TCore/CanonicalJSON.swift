@@ -1,13 +1,21 @@
 import Foundation
 
-/// Canonical JSON: keys sorted, no insignificant whitespace, slashes unescaped. Manifests are
-/// identified by the SHA-256 of this form, so equal descriptions always get equal ids.
+/// Canonical JSON: the one byte form of a value, so that equal descriptions get equal ids on every
+/// platform. Manifests are identified by the SHA-256 of these bytes (`schemas/store-format.md` §3
+/// documents the form for readers in other languages).
+///
+/// Written by the small writer below (`CanonicalJSONEncoder`), not by Foundation's `JSONEncoder`, whose `.sortedKeys`
+/// order is not specified and differs between platforms. On Linux the bytes equal what
+/// `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]` writes (the stores' ids were made
+/// that way), which `CanonicalJSONTests` checks.
 public enum CanonicalJSON {
     /// The canonical bytes of `value`.
     public static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(value))
+        let root = try CanonicalJSONEncoder.node(for: value, codingPath: [])
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        root.write(into: &out)
+        return out
     }
 
     /// Decodes a value from JSON bytes.
@@ -55,5 +63,283 @@ public enum JSONValue: Sendable, Hashable, Codable {
     /// Converts any `Encodable` value into a `JSONValue`.
     public init<T: Encodable>(encoding value: T) throws {
         self = try CanonicalJSON.decode(JSONValue.self, from: try CanonicalJSON.encode(value))
+    }
+}
+
+// MARK: - The writer
+
+/// A node of the JSON tree being built. Containers are reference types so that nested encoding
+/// containers can fill them after they were attached to their parent.
+final class CanonicalJSONNode {
+    enum Content {
+        case null
+        case bool(Bool)
+        /// A number, already written in its canonical text.
+        case number(String)
+        case string(String)
+        case array([CanonicalJSONNode])
+        /// Members by key; written sorted by the keys' UTF-8 bytes. A key encoded twice keeps its
+        /// last value (as `JSONEncoder` does).
+        case object([String: CanonicalJSONNode])
+    }
+
+    var content: Content
+
+    init(_ content: Content) { self.content = content }
+
+    /// The canonical form (documented in `schemas/store-format.md` §3):
+    /// - no whitespace; object members sorted by the keys' UTF-8 bytes (= code-point order; a key
+    ///   sorts before every longer key it prefixes);
+    /// - strings: `"` and `\` escaped, `\b \t \n \f \r` for those controls, `\u00xx` (lowercase hex)
+    ///   for the other controls below U+0020; everything else, `/` and non-ASCII included, as UTF-8;
+    /// - integers in decimal; floating-point numbers as Swift's `description` (shortest digits that
+    ///   round-trip) with a trailing `.0` removed.
+    func write(into out: inout [UInt8]) {
+        switch content {
+        case .null: out.append(contentsOf: [0x6E, 0x75, 0x6C, 0x6C])
+        case .bool(let b): out.append(contentsOf: Array((b ? "true" : "false").utf8))
+        case .number(let text): out.append(contentsOf: text.utf8)
+        case .string(let s): Self.writeString(s, into: &out)
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (i, item) in items.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                item.write(into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            let sorted = members.map { (key: Array($0.key.utf8), value: $0.value) }
+                .sorted { $0.key.lexicographicallyPrecedes($1.key) }
+            for (i, member) in sorted.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                Self.writeString(utf8: member.key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                member.value.write(into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    static func writeString(_ s: String, into out: inout [UInt8]) {
+        var s = s
+        s.withUTF8 { writeString(utf8: $0, into: &out) }
+    }
+
+    static func writeString(utf8 bytes: some Collection<UInt8>, into out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [0x5C, 0x22])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5C, 0x5C])
+            case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+            case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+            case 0..<0x20:
+                out.append(contentsOf: Array("\\u00".utf8))
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0xF)])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// The canonical text of a floating-point number; non-finite values have none.
+    static func number<F: BinaryFloatingPoint & LosslessStringConvertible>(_ value: F, codingPath: [any CodingKey]) throws -> CanonicalJSONNode {
+        guard value.isFinite else {
+            throw EncodingError.invalidValue(value, .init(codingPath: codingPath, debugDescription: "\(value) has no JSON form"))
+        }
+        var text = value.description
+        if text.hasSuffix(".0") { text.removeLast(2) }
+        return CanonicalJSONNode(.number(text))
+    }
+}
+
+/// The `Encoder` behind `CanonicalJSON.encode`: builds a `CanonicalJSONNode` tree.
+final class CanonicalJSONEncoder: Encoder {
+    let codingPath: [any CodingKey]
+    var userInfo: [CodingUserInfoKey: Any] { [:] }
+    /// What this encoder produced (`nil` until a container was asked for).
+    var root: CanonicalJSONNode?
+
+    init(codingPath: [any CodingKey]) { self.codingPath = codingPath }
+
+    /// The node of one value. Foundation types that `JSONEncoder` writes in a special form are
+    /// written the same way (`Data` as base64, `URL` as its absolute string, `Decimal` as a number).
+    static func node<T: Encodable>(for value: T, codingPath: [any CodingKey]) throws -> CanonicalJSONNode {
+        switch value {
+        case let v as String: return CanonicalJSONNode(.string(v))
+        case let v as Bool: return CanonicalJSONNode(.bool(v))
+        case let v as Double: return try CanonicalJSONNode.number(v, codingPath: codingPath)
+        case let v as Float: return try CanonicalJSONNode.number(v, codingPath: codingPath)
+        case let v as Data: return CanonicalJSONNode(.string(v.base64EncodedString()))
+        case let v as URL: return CanonicalJSONNode(.string(v.absoluteString))
+        case let v as Decimal: return CanonicalJSONNode(.number(v.description))
+        default: break
+        }
+        let encoder = CanonicalJSONEncoder(codingPath: codingPath)
+        try value.encode(to: encoder)
+        // A value that encoded nothing is an empty object, as with `JSONEncoder`.
+        return encoder.root ?? CanonicalJSONNode(.object([:]))
+    }
+
+    /// The root node as a container of `content`'s kind, created on first use.
+    func rootContainer(_ empty: CanonicalJSONNode.Content) -> CanonicalJSONNode {
+        if let root { return root }
+        let node = CanonicalJSONNode(empty)
+        root = node
+        return node
+    }
+
+    func container<Key: CodingKey>(keyedBy type: Key.Type) -> KeyedEncodingContainer<Key> {
+        KeyedEncodingContainer(KeyedContainer<Key>(node: rootContainer(.object([:])), codingPath: codingPath))
+    }
+
+    func unkeyedContainer() -> any UnkeyedEncodingContainer {
+        UnkeyedContainer(node: rootContainer(.array([])), codingPath: codingPath)
+    }
+
+    func singleValueContainer() -> any SingleValueEncodingContainer { SingleValueContainer(encoder: self) }
+
+    struct KeyedContainer<Key: CodingKey>: KeyedEncodingContainerProtocol {
+        let node: CanonicalJSONNode
+        let codingPath: [any CodingKey]
+
+        func set(_ child: CanonicalJSONNode, _ key: Key) {
+            guard case .object(var members) = node.content else { return }
+            node.content = .null // release the dictionary's storage so the insert does not copy it
+            members[key.stringValue] = child
+            node.content = .object(members)
+        }
+
+        mutating func encodeNil(forKey key: Key) throws { set(CanonicalJSONNode(.null), key) }
+        mutating func encode(_ value: Bool, forKey key: Key) throws { set(CanonicalJSONNode(.bool(value)), key) }
+        mutating func encode(_ value: String, forKey key: Key) throws { set(CanonicalJSONNode(.string(value)), key) }
+        mutating func encode(_ value: Double, forKey key: Key) throws { set(try .number(value, codingPath: codingPath + [key]), key) }
+        mutating func encode(_ value: Float, forKey key: Key) throws { set(try .number(value, codingPath: codingPath + [key]), key) }
+        mutating func encode(_ value: Int, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: Int8, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: Int16, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: Int32, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: Int64, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: UInt, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: UInt8, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: UInt16, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: UInt32, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode(_ value: UInt64, forKey key: Key) throws { set(CanonicalJSONNode(.number(String(value))), key) }
+        mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
+            set(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath + [key]), key)
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type, forKey key: Key) -> KeyedEncodingContainer<NestedKey> {
+            let child = CanonicalJSONNode(.object([:]))
+            set(child, key)
+            return KeyedEncodingContainer(KeyedContainer<NestedKey>(node: child, codingPath: codingPath + [key]))
+        }
+
+        mutating func nestedUnkeyedContainer(forKey key: Key) -> any UnkeyedEncodingContainer {
+            let child = CanonicalJSONNode(.array([]))
+            set(child, key)
+            return UnkeyedContainer(node: child, codingPath: codingPath + [key])
+        }
+
+        mutating func superEncoder() -> any Encoder { superEncoder(key: "super") }
+        mutating func superEncoder(forKey key: Key) -> any Encoder { superEncoder(key: key.stringValue) }
+
+        private func superEncoder(key: String) -> any Encoder {
+            let encoder = CanonicalJSONEncoder(codingPath: codingPath)
+            let child = CanonicalJSONNode(.object([:]))
+            encoder.root = child
+            if case .object(var members) = node.content {
+                members[key] = child
+                node.content = .object(members)
+            }
+            return encoder
+        }
+    }
+
+    struct UnkeyedContainer: UnkeyedEncodingContainer {
+        let node: CanonicalJSONNode
+        let codingPath: [any CodingKey]
+        var count: Int {
+            if case .array(let items) = node.content { return items.count }
+            return 0
+        }
+
+        func append(_ child: CanonicalJSONNode) {
+            guard case .array(var items) = node.content else { return }
+            node.content = .null // release the array's storage so the append does not copy it
+            items.append(child)
+            node.content = .array(items)
+        }
+
+        mutating func encodeNil() throws { append(CanonicalJSONNode(.null)) }
+        mutating func encode(_ value: Bool) throws { append(CanonicalJSONNode(.bool(value))) }
+        mutating func encode(_ value: String) throws { append(CanonicalJSONNode(.string(value))) }
+        mutating func encode(_ value: Double) throws { append(try .number(value, codingPath: codingPath)) }
+        mutating func encode(_ value: Float) throws { append(try .number(value, codingPath: codingPath)) }
+        mutating func encode(_ value: Int) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int8) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int16) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int32) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int64) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt8) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt16) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt32) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt64) throws { append(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode<T: Encodable>(_ value: T) throws {
+            append(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath))
+        }
+
+        mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
+            let child = CanonicalJSONNode(.object([:]))
+            append(child)
+            return KeyedEncodingContainer(KeyedContainer<NestedKey>(node: child, codingPath: codingPath))
+        }
+
+        mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
+            let child = CanonicalJSONNode(.array([]))
+            append(child)
+            return UnkeyedContainer(node: child, codingPath: codingPath)
+        }
+
+        mutating func superEncoder() -> any Encoder {
+            let encoder = CanonicalJSONEncoder(codingPath: codingPath)
+            let child = CanonicalJSONNode(.object([:]))
+            encoder.root = child
+            append(child)
+            return encoder
+        }
+    }
+
+    struct SingleValueContainer: SingleValueEncodingContainer {
+        let encoder: CanonicalJSONEncoder
+        var codingPath: [any CodingKey] { encoder.codingPath }
+
+        func set(_ node: CanonicalJSONNode) { encoder.root = node }
+
+        mutating func encodeNil() throws { set(CanonicalJSONNode(.null)) }
+        mutating func encode(_ value: Bool) throws { set(CanonicalJSONNode(.bool(value))) }
+        mutating func encode(_ value: String) throws { set(CanonicalJSONNode(.string(value))) }
+        mutating func encode(_ value: Double) throws { set(try .number(value, codingPath: codingPath)) }
+        mutating func encode(_ value: Float) throws { set(try .number(value, codingPath: codingPath)) }
+        mutating func encode(_ value: Int) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int8) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int16) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int32) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: Int64) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt8) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt16) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt32) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode(_ value: UInt64) throws { set(CanonicalJSONNode(.number(String(value)))) }
+        mutating func encode<T: Encodable>(_ value: T) throws {
+            set(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath))
+        }
     }
 }

@@ -1,3 +1,5 @@
+import H2TKernels
+
 /// Head2Toe's pooling rule (docs/architecture.md §1 step 2), the one implementation shared by the backbone
 /// path and the external-activation ingest.
 ///
@@ -48,35 +50,13 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         precondition(output.count == outputWidth(shape: shape), "output width mismatch")
         let source = input.baseAddress!
         guard let p = window(channels: c, width: w) else {
-            let scale = 1 / Float(plane)
-            for ch in 0..<c { output[ch] = Self.sum(source + ch * plane, count: plane) * scale }
+            PoolingKernels.globalAverage(source, channels: c, plane: plane, into: output.baseAddress!)
             return
         }
-        // Window pooling: add the window's `p` input rows into one row (contiguous, so the
-        // compiler vectorises it), then sum each run of `p` values of that row.
-        let oh = (h - p) / p + 1, ow = (w - p) / p + 1
-        let used = ow * p
-        let scale = 1 / Float(p * p)
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(used, 1)) { rowSum in
-            var o = 0
-            for ch in 0..<c {
-                let base = source + ch * plane
-                for i in 0..<oh {
-                    let first = base + (i * p) * w
-                    for k in 0..<used { rowSum[k] = first[k] }
-                    for di in 1..<max(p, 1) {
-                        let row = first + di * w
-                        for k in 0..<used { rowSum[k] += row[k] }
-                    }
-                    for j in 0..<ow {
-                        var total: Float = 0
-                        for k in (j * p)..<((j + 1) * p) { total += rowSum[k] }
-                        output[o] = total * scale
-                        o += 1
-                    }
-                }
-            }
-        }
+        // The window is chosen from the width (maps are square); a map with fewer rows than the
+        // window would have the unchecked kernel read past the plane.
+        precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
+        PoolingKernels.windowAverage(source, channels: c, height: h, width: w, window: p, into: output.baseAddress!)
     }
 
     /// Pooled feature `feature` of one example's tap (`C × H × W` channel-first, or a vector),
@@ -90,6 +70,7 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         guard let p = window(channels: c, width: w) else {
             return Self.sum(source + feature * plane, count: plane) * (1 / Float(plane))
         }
+        precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         let oh = (h - p) / p + 1, ow = (w - p) / p + 1
         let ch = feature / (oh * ow), cell = feature % (oh * ow)
         let i = cell / ow, j = cell % ow
@@ -103,21 +84,7 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         return total * (1 / Float(p * p))
     }
 
-    /// Sum of `count` floats with eight independent accumulators (vectorisable).
+    /// Sum of `count` floats, as `pool` adds them (the kernel's eight accumulators).
     @inline(__always)
-    static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
-        var lanes = SIMD8<Float>()
-        var i = 0
-        let raw = UnsafeRawPointer(values)
-        while i + 8 <= count {
-            lanes += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
-        var total = lanes.sum()
-        while i < count {
-            total += values[i]
-            i += 1
-        }
-        return total
-    }
+    static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float { PoolingKernels.sum(values, count: count) }
 }

@@ -1,5 +1,9 @@
 import Foundation
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Progress of a long-running job (items done, rate, time left) on stderr; stdout is never touched.
 ///

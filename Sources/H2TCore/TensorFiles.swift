@@ -1,5 +1,9 @@
 import Foundation
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Errors reading tensor files (safetensors, `.npy`), naming the file and what is wrong.
 public enum TensorFileError: Error, CustomStringConvertible, Sendable {
@@ -166,11 +170,14 @@ public struct SafetensorsFile: Sendable {
             }
             guard let dtype = TensorDType(rawValue: dtypeName) else { throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: dtypeName) }
             guard shape.allSatisfy({ $0 >= 0 }) else { throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' has a negative dimension") }
-            let count = shape.reduce(1, *) * dtype.size
-            guard offsets[0] >= 0, offsets[1] - offsets[0] == count else {
+            // Sizes and offsets come from the file: checked arithmetic, so a lie is an error, not a trap.
+            guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= bytes.count else {
+                throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' of shape \(shape) is larger than the file")
+            }
+            guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == count else {
                 throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' data_offsets \(offsets) do not match shape \(shape) × \(dtype.size) bytes")
             }
-            guard dataStart + offsets[1] <= bytes.count else {
+            guard offsets[1] <= bytes.count - dataStart else {
                 throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' runs past the end of the file (truncated?)")
             }
             entries.append(TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart + offsets[0], byteCount: count))
@@ -220,7 +227,7 @@ public struct NpyFile: Sendable {
         }
         let descr = descrField.split(separator: "'").first.map(String.init) ?? ""
         guard !fortranField.hasPrefix("True") else { throw TensorFileError.malformed(path: path, reason: "Fortran-order arrays are not supported; save with np.ascontiguousarray") }
-        guard let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        guard let open = shapeField.firstIndex(of: "("), let close = shapeField[open...].firstIndex(of: ")") else {
             throw TensorFileError.malformed(path: path, reason: "bad shape in header")
         }
         let shape = try shapeField[shapeField.index(after: open)..<close].split(separator: ",").map { part -> Int in
@@ -234,13 +241,25 @@ public struct NpyFile: Sendable {
             throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: descr)
         }
         let dataStart = headerStart + headerLength
-        let count = shape.reduce(1, *) * dtype.size
-        guard dataStart + count <= bytes.count else {
-            throw TensorFileError.malformed(path: path, reason: "data is \(bytes.count - dataStart) bytes, shape \(shape) needs \(count) (truncated?)")
+        guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= bytes.count - dataStart else {
+            let needed = byteCount(shape: shape, elementSize: dtype.size).map { "\($0)" } ?? "more than 2^63"
+            throw TensorFileError.malformed(path: path, reason: "data is \(bytes.count - dataStart) bytes, shape \(shape) needs \(needed) (truncated?)")
         }
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         tensor = MappedTensor(entry: TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count), file: file)
     }
+}
+
+/// Bytes of a tensor of `shape`, or nil when that product overflows, or would without its zero
+/// dimensions: shapes are read from files, and readers multiply parts of them (elements per row).
+func byteCount(shape: [Int], elementSize: Int) -> Int? {
+    var bound = elementSize
+    for dimension in shape {
+        let (product, overflow) = bound.multipliedReportingOverflow(by: max(dimension, 1))
+        if overflow { return nil }
+        bound = product
+    }
+    return shape.contains(0) ? 0 : bound
 }
 
 /// Writes safetensors files: tensors in the order given, little-endian, with string metadata.

@@ -25,6 +25,8 @@ public final class FeatureSetWriter {
     /// Their ids.
     public let featureSetIDs: [String]
     private let encoders: [SegmentEncoder]
+    /// Each feature set's pooling rule, checked to be one this build implements.
+    let poolings: [Head2ToePooling]
     private let committer: BackgroundCommitter?
 
     /// Registers the backbone and one feature set per target size.
@@ -40,6 +42,7 @@ public final class FeatureSetWriter {
             manifests.append(FeatureSetManifest(backbone: backbone, backboneID: backboneID, targetSize: size, codec: codec, columnBlock: columnBlock))
         }
         self.manifests = manifests
+        poolings = try manifests.map { try $0.pooling() }
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
         encoders = manifests.map { SegmentEncoder(manifest: $0) }
         committer = overlapCommits ? BackgroundCommitter() : nil
@@ -160,8 +163,7 @@ public final class FeatureChunk {
             let columns = manifest.taps[tap]
             matrices[f].withUnsafeMutableBufferPointer { m in
                 let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
-                // A manifest's taps always carry their source shape (`FeatureSetManifest.init` sets it; the schema requires it).
-                manifest.pooling.pool(activation, shape: columns.sourceShape!, into: out)
+                writer.poolings[f].pool(activation, shape: columns.sourceShape!, into: out)
             }
         }
     }

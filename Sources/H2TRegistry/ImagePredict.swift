@@ -72,7 +72,7 @@ public final class ImagePredictor: Sendable {
         inputWidth = width
         taps = network.taps(height: height, width: width)
         tapCount = taps.count
-        pooling = info.manifest.pooling
+        pooling = try info.manifest.pooling()
         let deepest = head.selection.max { $0.order < $1.order }!
         deepestTap = deepest.tap
         deepestTapOrder = deepest.order

@@ -86,24 +86,27 @@ public struct HeadFilter: Sendable, Hashable {
 }
 
 /// The model registry: numbered immutable head versions per task, movable aliases with history,
-/// tags, removal and garbage collection, kept in the store's LMDB environment (tables `registry`,
-/// `aliases`, `tags`; key layout in `RegistryKeys` and `schemas/registry-format.md`).
+/// tags, removal and garbage collection, kept in the store's LMDB environment in tables of its own
+/// (`RegistryTables`; layout in `schemas/registry-format.md`).
 ///
 /// Every change is one LMDB write transaction, so concurrent writers (threads or processes) are
 /// serialised and none of their updates is lost.
 public final class Registry: Sendable {
     /// The store holding the registry.
     public let store: FeatureStore
-    let heads: LMDBTable
-    let aliasTable: LMDBTable
-    let tagTable: LMDBTable
+    /// Names of the registry's tables (`schemas/registry-format.md`).
+    public static var tableNames: [String] { RegistryTables.names }
+    let heads: Table<HeadPartKey, RawBytes>
+    let aliasTable: Table<AliasKey, RawBytes>
+    let tagTable: Table<TagKey, RawBytes>
 
-    /// Opens the registry of `store`.
-    public init(store: FeatureStore) {
+    /// Opens the registry of `store`, creating its tables when the store is writable and has none.
+    public init(store: FeatureStore) throws {
         self.store = store
-        heads = store.environment.table("registry")
-        aliasTable = store.environment.table("aliases")
-        tagTable = store.environment.table("tags")
+        let tables = try RegistryTables(store: store)
+        heads = tables.heads
+        aliasTable = tables.aliases
+        tagTable = tables.tags
     }
 
     static func now(_ date: Date = Date()) -> String {
@@ -130,15 +133,12 @@ public final class Registry: Sendable {
         }
         let created = Self.now(createdAt)
         let body = try CanonicalJSON.encode(HeadBody(draft.model))
-        return try store.environment.write { txn in
-            let prefix = RegistryKeys.task(draft.task)
-            let version = try txn.lastKey(heads, prefix: prefix).map { key in
-                key.withUnsafeBytes { RegistryKeys.readU32($0, prefix.count) } + 1
-            } ?? 1
+        return try store.write { txn in
+            let version = try txn.lastKey(heads, prefix: HeadPartKey.prefix(task: draft.task)).map { $0.version + 1 } ?? 1
             let record = HeadRecord(draft.model, version: version, createdAt: created)
-            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.summaryPart), try CanonicalJSON.encode(record.summary))
-            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.entryPart), try CanonicalJSON.encode(HeadEntry(record.summary)))
-            try txn.put(heads, RegistryKeys.head(draft.task, version, RegistryKeys.bodyPart), body)
+            try txn.put(heads, (draft.task, version, .summary), try CanonicalJSON.encode(record.summary))
+            try txn.put(heads, (draft.task, version, .entry), try CanonicalJSON.encode(HeadEntry(record.summary)))
+            try txn.put(heads, (draft.task, version, .body), body)
             for (key, value) in draft.tags { try putTag(txn, draft.task, version, key, value) }
             if let alias { _ = try moveAlias(txn, task: draft.task, alias: alias, to: version) }
             return record
@@ -149,7 +149,7 @@ public final class Registry: Sendable {
 
     /// Every task name with at least one version (live or removed), sorted.
     public func tasks() throws -> [String] {
-        try store.environment.read { txn in try taskNames(txn) }
+        try store.read { txn in try taskNames(txn) }
     }
 
     func taskNames(_ txn: borrowing LMDBTransaction) throws -> [String] {
@@ -158,13 +158,13 @@ public final class Registry: Sendable {
         // Skip from one task to the next: position after "task\0\xFF..." with a range seek.
         while true {
             var found: String?
-            try txn.scan(heads, prefix: [], from: start) { key, _ in
-                if let zero = key.firstIndex(of: 0) { found = String(decoding: key[..<zero], as: UTF8.self) }
+            try txn.scanKeys(heads, from: start) { key in
+                found = key.task
                 return false
             }
             guard let name = found else { break }
             names.append(name)
-            start = Array(name.utf8) + [1]
+            start = HeadPartKey.after(task: name)
         }
         return names
     }
@@ -172,11 +172,9 @@ public final class Registry: Sendable {
     /// Live versions of `task`, ascending, and removed ones.
     func versions(_ txn: borrowing LMDBTransaction, _ task: String) throws -> (live: [Int], removed: [Int]) {
         var live: [Int] = [], removed: [Int] = []
-        let prefix = RegistryKeys.task(task)
-        try txn.scan(heads, prefix: prefix) { key, value in
-            guard key.count == prefix.count + 5, key[prefix.count + 4] == RegistryKeys.summaryPart else { return true }
-            let version = RegistryKeys.readU32(key, prefix.count)
-            if Self.isTombstone(value) { removed.append(version) } else { live.append(version) }
+        try txn.scan(heads, prefix: HeadPartKey.prefix(task: task)) { key, value in
+            guard key.part == .summary else { return true }
+            if Self.isTombstone(value) { removed.append(key.version) } else { live.append(key.version) }
             return true
         }
         return (live, removed)
@@ -193,7 +191,7 @@ public final class Registry: Sendable {
 
     /// The version `reference` selects (throws with a suggestion when it selects nothing).
     public func resolve(_ reference: HeadReference) throws -> Int {
-        try store.environment.read { txn in try resolve(txn, reference) }
+        try store.read { txn in try resolve(txn, reference) }
     }
 
     func resolve(_ txn: borrowing LMDBTransaction, _ reference: HeadReference) throws -> Int {
@@ -223,15 +221,14 @@ public final class Registry: Sendable {
 
     /// The summary of the head `reference` selects.
     public func summary(_ reference: HeadReference) throws -> HeadSummary {
-        try store.environment.read { txn in
+        try store.read { txn in
             let version = try resolve(txn, reference)
             return try readSummary(txn, reference.task, version)
         }
     }
 
     func readSummary(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int) throws -> HeadSummary {
-        let key = RegistryKeys.head(task, version, RegistryKeys.summaryPart)
-        guard let value = try txn.get(heads, key) else { throw RegistryError.unknownVersion(task: task, version: version, available: []) }
+        guard let value = try txn.get(heads, (task, version, .summary)) else { throw RegistryError.unknownVersion(task: task, version: version, available: []) }
         let summary = try CanonicalJSON.decode(HeadSummary.self, from: value)
         guard summary.schema == "h2t.head/1" else { throw RegistryError.unsupportedRecord(key: "registry/\(task)@v\(version)", schema: summary.schema) }
         return summary
@@ -239,10 +236,10 @@ public final class Registry: Sendable {
 
     /// The full record (weights, indices, curves) of the head `reference` selects.
     public func head(_ reference: HeadReference) throws -> HeadRecord {
-        try store.environment.read { txn in
+        try store.read { txn in
             let version = try resolve(txn, reference)
             let summary = try readSummary(txn, reference.task, version)
-            guard let value = try txn.get(heads, RegistryKeys.head(reference.task, version, RegistryKeys.bodyPart)) else {
+            guard let value = try txn.get(heads, (reference.task, version, .body)) else {
                 throw RegistryError.invalidHead("registry/\(reference.task)@v\(version) has no body")
             }
             let body = try CanonicalJSON.decode(HeadBody.self, from: value)
@@ -263,18 +260,13 @@ public final class Registry: Sendable {
         if let sort = filter.sort, !HeadFilter.sortKeys.contains(sort) {
             throw RegistryError.invalidName(kind: "sort key", name: sort, reason: "use one of \(HeadFilter.sortKeys.joined(separator: ", "))")
         }
-        var listings: [HeadListing] = try store.environment.read { txn in
+        var listings: [HeadListing] = try store.read { txn in
             // Candidate heads from the tag index when a tag filter is given (no full scan).
             var allowed: Set<HeadKey>? = nil
             for (key, value) in filter.tags {
                 var hits = Set<HeadKey>()
-                try txn.scan(tagTable, prefix: RegistryKeys.tagIndexPrefix(key, value)) { k, _ in
-                    // ... | task | 00 | version u32
-                    let tail = k.count
-                    let version = RegistryKeys.readU32(k, tail - 4)
-                    var start = tail - 5
-                    while start > 0, k[start - 1] != 0 { start -= 1 }
-                    hits.insert(HeadKey(task: String(decoding: k[start..<(tail - 5)], as: UTF8.self), version: version))
+                try txn.scanKeys(tagTable, prefix: TagKey.indexPrefix(key: key, value: value)) { k in
+                    if case .index(_, _, let task, let version) = k { hits.insert(HeadKey(task: task, version: version)) }
                     return true
                 }
                 allowed = allowed.map { $0.intersection(hits) } ?? hits
@@ -289,18 +281,18 @@ public final class Registry: Sendable {
             // Copy the candidate entries out of the map; they are decoded after the transaction,
             // on every core (decoding dominates a listing).
             var raw: [(ref: String, bytes: Data)] = []
-            let prefix = filter.task.map(RegistryKeys.task) ?? []
+            let prefix = filter.task.map { HeadPartKey.prefix(task: $0) } ?? []
             if let allowed {
                 // Filtered: point lookups of the candidates, in key order (task bytes, then version).
                 let ordered = allowed.filter { filter.task == nil || $0.task == filter.task }.sorted {
                     $0.task != $1.task ? Array($0.task.utf8).lexicographicallyPrecedes(Array($1.task.utf8)) : $0.version < $1.version
                 }
                 for head in ordered {
-                    if let value = try txn.get(heads, RegistryKeys.head(head.task, head.version, RegistryKeys.entryPart)) { raw.append(("", Data(value))) }
+                    if let value = try txn.get(heads, (head.task, head.version, .entry)) { raw.append(("", Data(value))) }
                 }
             } else {
                 try txn.scan(heads, prefix: prefix) { key, value in
-                    guard key.count >= 6, key[key.count - 1] == RegistryKeys.entryPart, key[key.count - 6] == 0 else { return true }
+                    guard key.part == .entry else { return true }
                     raw.append(("", Data(value)))
                     return true
                 }
@@ -313,7 +305,7 @@ public final class Registry: Sendable {
             // Tags of the listed heads.
             var tagsByHead: [String: [String: String]] = [:]
             if !out.isEmpty {
-                try txn.scan(tagTable, prefix: [UInt8(ascii: "h")] + prefix) { _, value in
+                try txn.scan(tagTable, prefix: TagKey.headPrefix(task: filter.task)) { _, value in
                     let tag = try decoder.decode(StoredTag.self, from: Data(value))
                     tagsByHead["\(tag.task)@v\(tag.version)", default: [:]][tag.key] = tag.value
                     return true
@@ -376,12 +368,12 @@ public final class Registry: Sendable {
     // MARK: Aliases
 
     func aliasState(_ txn: borrowing LMDBTransaction, _ task: String, _ alias: String) throws -> AliasState? {
-        try txn.get(aliasTable, RegistryKeys.aliasCurrent(task, alias)).map { try CanonicalJSON.decode(AliasState.self, from: $0) }
+        try txn.get(aliasTable, .current(task: task, alias: alias)).map { try CanonicalJSON.decode(AliasState.self, from: $0) }
     }
 
     func aliasStates(_ txn: borrowing LMDBTransaction, task: String?) throws -> [AliasState] {
         var out: [AliasState] = []
-        try txn.scan(aliasTable, prefix: RegistryKeys.aliasCurrentPrefix(task)) { _, value in
+        try txn.scan(aliasTable, prefix: AliasKey.currentPrefix(task: task)) { _, value in
             out.append(try CanonicalJSON.decode(AliasState.self, from: value))
             return true
         }
@@ -390,14 +382,14 @@ public final class Registry: Sendable {
 
     /// Current aliases (of one task, or all), sorted by task and name.
     public func aliases(task: String? = nil) throws -> [AliasState] {
-        try store.environment.read { txn in try aliasStates(txn, task: task) }
+        try store.read { txn in try aliasStates(txn, task: task) }
     }
 
     /// The history of `task@alias`, oldest first.
     public func aliasHistory(task: String, alias: String) throws -> [AliasEvent] {
-        try store.environment.read { txn in
+        try store.read { txn in
             var out: [AliasEvent] = []
-            try txn.scan(aliasTable, prefix: RegistryKeys.aliasHistoryPrefix(task, alias)) { _, value in
+            try txn.scan(aliasTable, prefix: AliasKey.historyPrefix(task: task, alias: alias)) { _, value in
                 out.append(try CanonicalJSON.decode(AliasEvent.self, from: value))
                 return true
             }
@@ -410,7 +402,7 @@ public final class Registry: Sendable {
     @discardableResult
     public func setAlias(_ alias: String, to target: HeadReference) throws -> AliasEvent {
         try Naming.checkAlias(alias)
-        return try store.environment.write { txn in
+        return try store.write { txn in
             let version = try resolve(txn, target)
             return try moveAlias(txn, task: target.task, alias: alias, to: version)
         }
@@ -420,7 +412,7 @@ public final class Registry: Sendable {
     @discardableResult
     public func deleteAlias(_ alias: String, task: String) throws -> AliasEvent {
         try Naming.checkAlias(alias)
-        return try store.environment.write { txn in
+        return try store.write { txn in
             guard try aliasState(txn, task, alias) != nil else {
                 _ = try resolve(txn, HeadReference(task: task)) // unknown task: say so first
                 let known = try aliasStates(txn, task: task).map(\.alias)
@@ -432,18 +424,17 @@ public final class Registry: Sendable {
 
     private func moveAlias(_ txn: borrowing LMDBTransaction, task: String, alias: String, to version: Int?) throws -> AliasEvent {
         let previous = try aliasState(txn, task, alias)
-        let historyPrefix = RegistryKeys.aliasHistoryPrefix(task, alias)
-        let seq = try txn.lastKey(aliasTable, prefix: historyPrefix).map { key in
-            key.withUnsafeBytes { RegistryKeys.readU32($0, historyPrefix.count) } + 1
-        } ?? 1
+        let last = try txn.lastKey(aliasTable, prefix: AliasKey.historyPrefix(task: task, alias: alias))
+        var seq = 1
+        if case .history(_, _, let lastSeq) = last { seq = lastSeq + 1 }
         let at = Self.now()
         let event = AliasEvent(task: task, alias: alias, seq: seq, from: previous?.version, to: version, at: at, actor: Self.actor)
-        try txn.put(aliasTable, RegistryKeys.aliasHistory(task, alias, seq: seq), try CanonicalJSON.encode(event))
+        try txn.put(aliasTable, .history(task: task, alias: alias, seq: seq), try CanonicalJSON.encode(event))
         if let version {
-            try txn.put(aliasTable, RegistryKeys.aliasCurrent(task, alias),
+            try txn.put(aliasTable, .current(task: task, alias: alias),
                         try CanonicalJSON.encode(AliasState(task: task, alias: alias, version: version, seq: seq, updatedAt: at)))
         } else {
-            try txn.delete(aliasTable, RegistryKeys.aliasCurrent(task, alias))
+            try txn.delete(aliasTable, .current(task: task, alias: alias))
         }
         return event
     }
@@ -459,27 +450,27 @@ public final class Registry: Sendable {
     }
 
     private func putTag(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int, _ key: String, _ value: String) throws {
-        let headKey = RegistryKeys.tag(task, version, key)
+        let headKey = TagKey.Item.ofHead(task: task, version: version, key: key)
         if let old = try txn.get(tagTable, headKey) {
             let previous = try CanonicalJSON.decode(StoredTag.self, from: old)
-            try txn.delete(tagTable, RegistryKeys.tagIndex(key, previous.value, task, version))
+            try txn.delete(tagTable, .index(key: key, value: previous.value, task: task, version: version))
         }
         try txn.put(tagTable, headKey, try CanonicalJSON.encode(StoredTag(task: task, version: version, key: key, value: value)))
-        try txn.put(tagTable, RegistryKeys.tagIndex(key, value, task, version), [])
+        try txn.put(tagTable, .index(key: key, value: value, task: task, version: version), [])
     }
 
     private func deleteTag(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int, _ key: String) throws -> Bool {
-        let headKey = RegistryKeys.tag(task, version, key)
+        let headKey = TagKey.Item.ofHead(task: task, version: version, key: key)
         guard let old = try txn.get(tagTable, headKey) else { return false }
         let previous = try CanonicalJSON.decode(StoredTag.self, from: old)
-        try txn.delete(tagTable, RegistryKeys.tagIndex(key, previous.value, task, version))
+        try txn.delete(tagTable, .index(key: key, value: previous.value, task: task, version: version))
         try txn.delete(tagTable, headKey)
         return true
     }
 
     private func tagsOf(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int) throws -> [String: String] {
         var out: [String: String] = [:]
-        try txn.scan(tagTable, prefix: RegistryKeys.tagsOfHead(task, version)) { _, value in
+        try txn.scan(tagTable, prefix: TagKey.headPrefix(task: task, version: version)) { _, value in
             let tag = try CanonicalJSON.decode(StoredTag.self, from: value)
             out[tag.key] = tag.value
             return true
@@ -495,7 +486,7 @@ public final class Registry: Sendable {
             try Naming.checkTagKey(key)
             try Naming.checkTagValue(value)
         }
-        return try store.environment.write { txn in
+        return try store.write { txn in
             let version = try resolve(txn, reference)
             for key in remove { _ = try deleteTag(txn, reference.task, version, key) }
             for (key, value) in set.sorted(by: { $0.key < $1.key }) { try putTag(txn, reference.task, version, key, value) }
@@ -505,7 +496,7 @@ public final class Registry: Sendable {
 
     /// Tags of the head `reference` selects.
     public func tags(_ reference: HeadReference) throws -> [String: String] {
-        try store.environment.read { txn in
+        try store.read { txn in
             let version = try resolve(txn, reference)
             return try tagsOf(txn, reference.task, version)
         }
@@ -517,15 +508,15 @@ public final class Registry: Sendable {
     /// Refuses when an alias points to it (the alias would be orphaned).
     @discardableResult
     public func remove(_ reference: HeadReference) throws -> HeadSummary {
-        try store.environment.write { txn in
+        try store.write { txn in
             let version = try resolve(txn, reference)
             let pointing = try aliasStates(txn, task: reference.task).filter { $0.version == version }.map(\.alias)
             guard pointing.isEmpty else { throw RegistryError.aliasedVersion(task: reference.task, version: version, aliases: pointing) }
             let summary = try readSummary(txn, reference.task, version)
             for key in try tagsOf(txn, reference.task, version).keys { _ = try deleteTag(txn, reference.task, version, key) }
-            try txn.delete(heads, RegistryKeys.head(reference.task, version, RegistryKeys.bodyPart))
-            try txn.delete(heads, RegistryKeys.head(reference.task, version, RegistryKeys.entryPart))
-            try txn.put(heads, RegistryKeys.head(reference.task, version, RegistryKeys.summaryPart),
+            try txn.delete(heads, (reference.task, version, .body))
+            try txn.delete(heads, (reference.task, version, .entry))
+            try txn.put(heads, (reference.task, version, .summary),
                         try CanonicalJSON.encode(RemovedHead(task: reference.task, version: version, removedAt: Self.now())))
             return summary
         }

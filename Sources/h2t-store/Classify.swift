@@ -8,7 +8,7 @@ struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "ImageNet top-5 classes of PNG/JPEG images with a built-in backbone.")
 
     @Argument(help: "PNG or JPEG files.") var images: [String]
-    @Option(name: .long, help: "mobilenet_v2 or efficientnet_lite0.") var backbone: BackboneArchitecture = .mobileNetV2
+    @Option(name: .long, help: "\(BackboneArchitecture.names(separator: " or ")).") var backbone: BackboneArchitecture = .mobileNetV2
     @Option(name: .long, parsing: .unconditional, help: "Square input size, 32...1024 (the weights were trained at 224).") var inputSize: Int = 224
     @Option(name: .long, parsing: .unconditional, help: "Classes to print per image, 1...1000.") var top: Int = 5
     @OptionGroup var cacheOptions: CacheOptions

@@ -109,7 +109,7 @@ struct Fit: ParsableCommand {
         if !noRegister {
             let draft = try HeadDraft(task: task ?? dataset, report: outcome.report, classNames: outcome.classNames, lineage: outcome.lineage,
                                       store: store)
-            let registry = Registry(store: store)
+            let registry = try Registry(store: store)
             let record = try registry.register(draft, alias: alias)
             registered = .init(task: record.task, version: record.version)
         }

@@ -31,7 +31,10 @@ struct CodecOptions: ParsableArguments {
 }
 
 extension StorageDType: ExpressibleByArgument {}
-extension BackboneArchitecture: ExpressibleByArgument {}
+extension BackboneArchitecture: ExpressibleByArgument {
+    /// The built-in backbone names for help texts, e.g. `mobilenet_v2|efficientnet_lite0`.
+    static func names(separator: String) -> String { allCases.map(\.rawValue).joined(separator: separator) }
+}
 
 /// Where the pinned artefacts (weights, datasets) live.
 struct CacheOptions: ParsableArguments {
@@ -47,7 +50,7 @@ struct Ingest: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ingest activations into the store (resumable: examples already stored are skipped).",
         discussion: """
-        Images through a built-in backbone: --backbone mobilenet_v2|efficientnet_lite0 with --fashion-mnist \
+        Images through a built-in backbone: --backbone \(BackboneArchitecture.names(separator: "|")) with --fashion-mnist \
         train|test, --idx IMAGES [--labels LABELS], or --folder DIR (one subfolder per class of PNG/JPEG). \
         Every tap is pooled with Head2Toe's rule for each --target-size in the same pass.
 
@@ -59,7 +62,7 @@ struct Ingest: ParsableCommand {
     @Argument(help: "Safetensors files or .npy folders (with --external).")
     var inputs: [String] = []
 
-    @Option(name: .long, help: "Built-in backbone to run over images: mobilenet_v2 or efficientnet_lite0.")
+    @Option(name: .long, help: "Built-in backbone to run over images: \(BackboneArchitecture.names(separator: " or ")).")
     var backbone: BackboneArchitecture?
     @Option(name: .long, help: "Fashion-MNIST split from the artefact cache: train or test.")
     var fashionMnist: String?
@@ -108,7 +111,7 @@ struct Ingest: ParsableCommand {
         try checkRange("--limit", limit, .positiveCount)
         try checkRange("--batch-size", batchSize, .positiveCount)
         switch (backbone, external) {
-        case (nil, nil): throw ValidationError("name the backbone: --backbone mobilenet_v2|efficientnet_lite0 for images, or --external NAME for activations computed elsewhere")
+        case (nil, nil): throw ValidationError("name the backbone: --backbone \(BackboneArchitecture.names(separator: "|")) for images, or --external NAME for activations computed elsewhere")
         case (.some, .some): throw ValidationError("--backbone and --external exclude each other")
         case (.some, nil):
             let sources = [fashionMnist != nil, idx != nil, folder != nil].filter { $0 }.count

@@ -6,7 +6,7 @@ import H2TTrain
 
 /// Opens the registry of the store the options name (never creates a store).
 func openRegistry(_ options: StoreOptions) throws -> Registry {
-    Registry(store: try options.open(create: false))
+    try Registry(store: try options.open(create: false))
 }
 
 /// Parses a head reference argument into a one-line validation error on bad syntax.

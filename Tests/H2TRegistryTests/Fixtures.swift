@@ -62,7 +62,7 @@ struct RegistryFixture {
             ids = summary.featureSets.map(\.id)
         }
         featureSet = ids[0]
-        registry = Registry(store: store)
+        registry = try Registry(store: store)
     }
 
     /// A real (small) fit through the lead's pipeline.

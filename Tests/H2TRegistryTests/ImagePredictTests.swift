@@ -24,7 +24,7 @@ struct ImagePredictTests {
         init(contentIDs: Bool = false) throws {
             network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
             store = try FeatureStore(path: directory.file("store"))
-            registry = Registry(store: store)
+            registry = try Registry(store: store)
             let taps = network.taps(height: 32, width: 32)
             let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                             taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
@@ -183,7 +183,7 @@ struct RecordedPreprocessingTests {
         let directory = TemporaryDirectory(prefix: "h2t-reg")
         let network = try BackboneNetwork.load(.mobileNetV2, from: ArtifactCache())
         let store = try FeatureStore(path: directory.file("store"))
-        let registry = Registry(store: store)
+        let registry = try Registry(store: store)
         let preprocessing = Preprocessing(architecture: .mobileNetV2, size: 32)
         let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                         preprocessing: try JSONValue(encoding: preprocessing),

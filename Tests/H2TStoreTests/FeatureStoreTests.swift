@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 @_spi(Testing) import H2TStore
 import H2TPipeline
 import Testing
@@ -87,9 +88,9 @@ struct FeatureStoreTests {
     @Test func corruptedTileIsNamedByVerifyAndReads() throws {
         let dir = TemporaryDirectory()
         let (store, fs, ids, _, _) = try makeStore(dir, codec: .default)
-        let tiles = store.environment.table("tiles")
+        let tiles = store.rawEnvironment.table("tiles")
         // Flip a byte in the middle of the first tile's data.
-        try store.environment.write { txn in
+        try store.rawEnvironment.write { txn in
             var key: [UInt8] = []
             var value: [UInt8] = []
             try txn.scan(tiles, prefix: []) { k, v in key = Array(k); value = Array(v); return false }
@@ -177,10 +178,10 @@ struct FeatureStoreTests {
         let dir = TemporaryDirectory()
         // Uncompressed: tiles of equal shape have equal size, as a swap that LMDB cannot notice needs.
         let (store, fs, ids, _, _) = try makeStore(dir, rows: 48, segment: 16, codec: TileCodec(dtype: .float32, compressed: false))
-        let tiles = store.environment.table("tiles")
-        let prefix = Array(fs.utf8.prefix(32)).chunked2()
+        let tiles = store.rawEnvironment.table("tiles")
+        let prefix = Hex.decode(fs.prefix(32))!
         func key(_ segment: Int, _ block: Int) -> [UInt8] { prefix + be32(segment) + be32(block) }
-        try store.environment.write { txn in
+        try store.rawEnvironment.write { txn in
             let a = try #require(try txn.get(tiles, key(swap.0, swap.1)).map(Array.init))
             let b = try #require(try txn.get(tiles, key(swap.2, swap.3)).map(Array.init))
             #expect(a.count == b.count)
@@ -199,9 +200,9 @@ struct FeatureStoreTests {
     @Test func countsThatDisagreeWithTheDataAreReadErrors() throws {
         let dir = TemporaryDirectory()
         let (store, fs, ids, _, _) = try makeStore(dir, rows: 48, segment: 16)
-        let prefix = Array(fs.utf8.prefix(32)).chunked2()
-        try store.environment.write { txn in
-            try txn.put(store.environment.table("segments"), prefix + be32(16), [15, 0, 0, 0])
+        let prefix = Hex.decode(fs.prefix(32))!
+        try store.rawEnvironment.write { txn in
+            try txn.put(store.rawEnvironment.table("segments"), prefix + be32(16), [15, 0, 0, 0])
         }
         // Row 16 now falls in a segment that claims 15 rows: its tiles no longer match.
         #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[16]]) }
@@ -209,8 +210,8 @@ struct FeatureStoreTests {
 
         let dir2 = TemporaryDirectory()
         let (store2, fs2, _, _, _) = try makeStore(dir2, rows: 20, segment: 16)
-        try store2.environment.write { txn in
-            let datasets = store2.environment.table("datasets")
+        try store2.rawEnvironment.write { txn in
+            let datasets = store2.rawEnvironment.table("datasets")
             let value = try #require(try txn.get(datasets, Array("toy".utf8)).map { String(decoding: $0, as: UTF8.self) })
             try txn.put(datasets, Array("toy".utf8), Array(value.replacingOccurrences(of: "20", with: "21").utf8))
         }
@@ -264,12 +265,4 @@ private func bfloat16Rounded(_ x: Float) -> Float {
     let bits = x.bitPattern
     let rounded = (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) & 0xFFFF_0000
     return Float(bitPattern: rounded)
-}
-
-private extension Array where Element == UInt8 {
-    /// Hex digits (ASCII) to bytes: the first 32 hex digits of a feature-set id are its 16-byte key prefix.
-    func chunked2() -> [UInt8] {
-        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
-        return stride(from: 0, to: count, by: 2).map { nibble(self[$0]) << 4 | nibble(self[$0 + 1]) }
-    }
 }

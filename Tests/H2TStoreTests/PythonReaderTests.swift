@@ -1,6 +1,6 @@
 import Foundation
 import H2TCore
-import H2TStore
+@_spi(Testing) import H2TStore
 import Testing
 
 /// The on-disk format is a public contract: `tools/read_store.py` (py-lmdb + zstandard + numpy,
@@ -94,15 +94,18 @@ struct PythonReaderTests {
                                                              "note": .string("a/b \"q\""), "flip": .bool(false), "crop": .null]),
                                      taps: [TapDescriptor(name: "x", shape: [3])])
         let otherID = try store.register(backbone: other)
+        // A feature set of store format 2 with a pooling rule other than the default.
+        let ruledID = try store.register(featureSet: FeatureSetManifest(backbone: other, backboneID: otherID, targetSize: 4,
+                                                                         poolingRule: PoolingRule(name: "head2toe-avgpool", version: 2)))
         let result = try PyReaderEnv.runScript("tools/check_schemas.py", [fixture.storePath])
         try result.expectSuccess()
-        // 2 backbones, 1 feature set, 1 dataset, 12 examples.
-        #expect(result.stdout.contains("16 records valid"), "\(result.stdout)")
+        // 2 backbones, 2 feature sets, 1 dataset, 12 examples.
+        #expect(result.stdout.contains("17 records valid"), "\(result.stdout)")
         let dump = try PyReaderEnv.run(["--manifests"], store: fixture.storePath)
         try dump.expectSuccess()
         let json = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: [String: Any]])
         #expect(Set(json["backbones"]?.keys.map { $0 } ?? []) == [fixture.backboneID, otherID])
-        #expect(json["featuresets"]?.keys.first == fixture.featureSetID)
+        #expect(Set(json["featuresets"]?.keys.map { $0 } ?? []) == [fixture.featureSetID, ruledID])
     }
 
     @Test("read_store.py refuses corrupted tiles (naming the key) and unknown store versions",
@@ -114,14 +117,14 @@ struct PythonReaderTests {
         let fsPrefix = String(fixture.featureSetID.prefix(12))
         let args = ["--featureset", fsPrefix, "--dataset", "toy", "--split", "train", "--out", fixture.dir + "/x.npy"]
         // Key of the tile of the second segment (first row 7), column block 1.
-        let key = Array(PyReaderFixture.bytes(hex: fixture.featureSetID).prefix(16)) + [0, 0, 0, 7] + [0, 0, 0, 1]
-        let tiles = store.environment.table("tiles")
-        let original = try #require(try store.environment.read { try $0.bytes(tiles, key) })
+        let key = Hex.decode(fixture.featureSetID.prefix(32))! + [0, 0, 0, 7] + [0, 0, 0, 1]
+        let tiles = store.rawEnvironment.table("tiles")
+        let original = try #require(try store.rawEnvironment.read { try $0.bytes(tiles, key) })
 
         func corrupt(at index: Int) throws -> PyReaderEnv.Result {
             var bad = original
             bad[index] ^= 0x10
-            try store.environment.write { try $0.put(tiles, key, bad) }
+            try store.rawEnvironment.write { try $0.put(tiles, key, bad) }
             return try PyReaderEnv.run(args, store: fixture.storePath)
         }
         let frameFlip = try corrupt(at: original.count - 1)
@@ -133,14 +136,17 @@ struct PythonReaderTests {
         #expect(headerFlip.status == 1)
         #expect(headerFlip.stderr.contains("tiles/\(fsPrefix)/rows@7/block1: header checksum mismatch"), "\(headerFlip.stderr)")
 
-        try store.environment.write { try $0.put(tiles, key, original) }
+        try store.rawEnvironment.write { try $0.put(tiles, key, original) }
         try PyReaderEnv.run(args, store: fixture.storePath).expectSuccess()
 
-        let meta = store.environment.table("meta")
-        try store.environment.write { try $0.put(meta, Array("format".utf8), [2, 0, 0, 0]) }
+        let meta = store.rawEnvironment.table("meta")
+        // Version 1 (a store written before the pooling rule was recorded) and 2 are read; 3 is not.
+        try store.rawEnvironment.write { try $0.put(meta, Array("format".utf8), [1, 0, 0, 0]) }
+        try PyReaderEnv.run(args, store: fixture.storePath).expectSuccess()
+        try store.rawEnvironment.write { try $0.put(meta, Array("format".utf8), [3, 0, 0, 0]) }
         let newer = try PyReaderEnv.run(args, store: fixture.storePath)
         #expect(newer.status == 1)
-        #expect(newer.stderr.contains("format version 2"), "\(newer.stderr)")
+        #expect(newer.stderr.contains("format version 3"), "\(newer.stderr)")
     }
 }
 
@@ -230,16 +236,6 @@ fileprivate struct PyReaderFixture {
         var upper = bits >> 16
         if lower > 0x8000 || (lower == 0x8000 && upper & 1 == 1) { upper += 1 }
         return Float(bitPattern: upper << 16)
-    }
-
-    static func bytes(hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var chars = Array(hex.utf8)[...]
-        while chars.count >= 2 {
-            out.append(UInt8(String(decoding: chars.prefix(2), as: UTF8.self), radix: 16)!)
-            chars = chars.dropFirst(2)
-        }
-        return out
     }
 }
 

@@ -49,7 +49,7 @@ enum MapBench {
                                          examples: ids.map { ($0, ExampleRecord(name: "", source: "bench")) }, datasets: [])
                     }
                     let elapsed = StoreBench.now() - start
-                    (growths, finalMap) = store.environment.mapStatistics
+                    (growths, finalMap) = store.mapStatistics
                     return elapsed
                 }()
                 times.append(seconds)

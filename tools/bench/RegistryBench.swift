@@ -4,7 +4,7 @@ import H2TBackbone
 import H2TCore
 import H2TPipeline
 import H2TRegistry
-import H2TStore
+@_spi(Testing) import H2TStore
 
 /// The `registry` section of h2t-bench (release build):
 /// 1. listing 10,000 registered heads (library and CLI);
@@ -45,7 +45,7 @@ enum RegistryBench {
 
     static func listing(root: String, count: Int) throws {
         let store = try FeatureStore(path: root, noSync: true)
-        let registry = Registry(store: store)
+        let registry = try Registry(store: store)
         let fs = String(repeating: "ab", count: 32), bb = String(repeating: "cd", count: 32)
         var rng = StoreBench.SplitMix(11)
         let tasks = max(1, count / 100)
@@ -73,7 +73,7 @@ enum RegistryBench {
             }
             for t in 0..<tasks { try registry.setAlias("prod", to: HeadReference(task: "task\(t)")) }
         }
-        try store.environment.sync()
+        try store.sync()
         var table = StoreBench.Table("registry", ["listing \(count) heads", "median wall s", "median CPU s", "heads/s (wall)"])
         func row(_ name: String, _ body: () throws -> Int) rethrows {
             var samples: [StoreBench.Sample] = []
@@ -109,7 +109,7 @@ enum RegistryBench {
     static func storedPrediction(root: String, count: Int) throws {
         let taps = 50, tapWidth = 1000, width = taps * tapWidth
         let store = try FeatureStore(path: root, noSync: true)
-        let registry = Registry(store: store)
+        let registry = try Registry(store: store)
         let backbone = BackboneManifest(architecture: "external:bench", weightsSHA256: nil,
                                         taps: (0..<taps).map { TapDescriptor(name: "tap\($0)", shape: [tapWidth]) })
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [8192])
@@ -135,7 +135,7 @@ enum RegistryBench {
                 first += chunkIDs.count
             }
         }
-        try store.environment.sync()
+        try store.sync()
         let fsID = writer.featureSetIDs[0], manifest = writer.manifests[0]
         // 1% of the columns, scattered over every tap.
         var rng = StoreBench.SplitMix(3)
@@ -222,14 +222,11 @@ enum RegistryBench {
     /// header and frame table of each tile with a selected column plus the frames holding one;
     /// for the whole read, every tile in full.
     static func frameBytes(store: FeatureStore, featureSet: String, manifest: FeatureSetManifest, columns: [Int]) throws -> (Int, Int) {
-        let fs16 = Registry.keyPrefix(featureSet: featureSet)
-        let tiles = store.environment.table("tiles")
         var selected = 0, whole = 0
         var framesByBlock: [Int: Set<Int>] = [:]
-        try store.environment.read { txn in
-            try txn.scan(tiles, prefix: fs16) { key, value in
+        do {
+            try store.scanTiles(featureSet: featureSet) { _, block, value in
                 whole += value.count
-                let block = Int(key[20]) << 24 | Int(key[21]) << 16 | Int(key[22]) << 8 | Int(key[23])
                 let header = try TileHeader(parsing: value, binding: nil)
                 if framesByBlock.isEmpty {
                     for c in columns { framesByBlock[c / manifest.columnBlock, default: []].insert((c % manifest.columnBlock) / header.frameWidth) }
@@ -258,7 +255,7 @@ enum RegistryBench {
         let root = NSTemporaryDirectory() + "h2t-bench-exit-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: root) }
         let store = try FeatureStore(path: root, noSync: true)
-        let registry = Registry(store: store)
+        let registry = try Registry(store: store)
         let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                         taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [8192])

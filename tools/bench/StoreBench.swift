@@ -519,7 +519,7 @@ enum StoreBench {
     }
 
     static func rawRowKey(_ row: Int) -> [UInt8] {
-        [UInt8(truncatingIfNeeded: row >> 24), UInt8(truncatingIfNeeded: row >> 16), UInt8(truncatingIfNeeded: row >> 8), UInt8(truncatingIfNeeded: row)]
+        U32BE.encode(row)
     }
 
     static func scatteredColumns(count: Int, width: Int, seed: UInt64) -> [Int] {
@@ -599,7 +599,7 @@ enum StoreBench {
                     }
                     first += rows
                 }
-                t.storedBytes = try synced.store.environment.usedBytes()
+                t.storedBytes = try synced.store.usedBytes()
 
                 // Reads of the synced store, warm page cache (it was just written).
                 // What `FeatureMatrix(rowCount:columnCount:)` costs before any decoding: a zero-filled array
@@ -815,7 +815,7 @@ enum StoreBench {
             first += rows
         }
         let seconds = now() - t0
-        let stored = try s.store.environment.usedBytes()
+        let stored = try s.store.usedBytes()
         print("RSS \(before) \(procStatusKiB("VmHWM")) \(seconds) \(o.examples * o.width * 4) \(stored) "
               + "\(procStatusKiB("RssAnon")) \(procStatusKiB("RssFile"))")
     }

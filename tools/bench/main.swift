@@ -13,6 +13,8 @@ case "registry":
     try RegistryBench.run(arguments: Array(benchArguments.dropFirst()))
 case "map":
     try MapBench.run(arguments: Array(benchArguments.dropFirst()))
+case "hash":
+    try HashBench.run(arguments: Array(benchArguments.dropFirst()))
 case "backbone":
     try BackboneBench.run(arguments: Array(benchArguments.dropFirst()))
 default:
@@ -21,4 +23,5 @@ default:
     print(BackboneBench.usage)
     print(RegistryBench.usage)
     print(MapBench.usage)
+    print(HashBench.usage)
 }

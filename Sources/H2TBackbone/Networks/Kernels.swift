@@ -261,8 +261,9 @@ public enum NetworkKernels {
         }
     }
 
-    /// Dense `k × k` convolution (the stem) by im2col + one GEMM: input `N × Cin × H × W`
-    /// (the preprocessed batch), output `Cout × N × OH × OW`.
+    /// Dense `k × k` convolution (e.g. the stem) by im2col + one GEMM: input `N × Cin × H × W`
+    /// (the preprocessed batch) or, with `inputChannelMajor`, `Cin × N × H × W` (an activation);
+    /// output `Cout × N × OH × OW`.
     ///
     /// - Parameters:
     ///   - weightsWithBias: `Cout × (Cin·k·k + 1)`, each row the flattened kernel then the bias
@@ -273,7 +274,7 @@ public enum NetworkKernels {
         batch: Int, inputChannels: Int, height: Int, width: Int,
         outputChannels: Int, kernel: Int, stride: Int, padding: Padding2D,
         weightsWithBias: UnsafePointer<Float>,
-        columns: UnsafeMutablePointer<Float>
+        columns: UnsafeMutablePointer<Float>, inputChannelMajor: Bool = false
     ) {
         let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
         let n = batch * oh * ow
@@ -282,7 +283,7 @@ public enum NetworkKernels {
                 for kx in 0..<kernel {
                     let row = columns + ((ci * kernel + ky) * kernel + kx) * n
                     for b in 0..<batch {
-                        let plane = input + (b * inputChannels + ci) * height * width
+                        let plane = input + (inputChannelMajor ? ci * batch + b : b * inputChannels + ci) * height * width
                         for oy in 0..<oh {
                             let iy = oy * stride + ky - padding.top
                             let dst = row + (b * oh + oy) * ow

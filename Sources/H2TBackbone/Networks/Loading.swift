@@ -1,13 +1,3 @@
-extension BackboneArchitecture {
-    /// The pinned checkpoint of this backbone in the artefact cache.
-    public var weightsArtifact: Artifact {
-        switch self {
-        case .mobileNetV2: .mobilenetV2
-        case .efficientNetLite0: .efficientnetLite0
-        }
-    }
-}
-
 extension BackboneNetwork {
     /// Loads the pinned weights of `architecture` from the artefact cache (SHA-256 verified) and
     /// builds the network.

@@ -1,4 +1,6 @@
 /// One tap of a backbone: a distinct intermediate tensor Head2Toe may read, in network order.
+/// Each operation of a ``NetworkDescription`` produces one; the list is derived from the
+/// description (``NetworkDescription/taps(height:width:)``).
 ///
 /// ## Naming
 ///
@@ -98,6 +100,11 @@ public enum NetworkError: Error, CustomStringConvertible, Equatable {
     case invalidInput(String)
     /// A tap name that the network does not have.
     case unknownTap(name: String, known: Int)
+    /// A network description that is not well formed (a name used twice, an unknown reference,
+    /// channel counts that do not match).
+    case invalidDescription(network: String, detail: String)
+    /// A well-formed description with an operation the kernels cannot run.
+    case unsupported(network: String, detail: String)
 
     /// One line.
     public var description: String {
@@ -108,50 +115,10 @@ public enum NetworkError: Error, CustomStringConvertible, Equatable {
             "invalid network input: \(reason)"
         case .unknownTap(let name, let known):
             "unknown tap '\(name)' (the network has \(known) taps; see BackboneNetwork.taps(height:width:))"
+        case .invalidDescription(let network, let detail):
+            "network description \(network) is invalid: \(detail)"
+        case .unsupported(let network, let detail):
+            "network \(network) cannot run on these kernels: \(detail)"
         }
-    }
-}
-
-extension NetworkSpec {
-    /// The ordered taps for a `height × width` input; mirrors `BackboneNetwork.forward`.
-    func taps(height: Int, width: Int) -> [BackboneTap] {
-        var taps: [BackboneTap] = []
-        func add(_ name: String, _ shape: [Int], _ kind: BackboneTap.Kind, _ module: String, _ aliases: [String] = []) {
-            taps.append(BackboneTap(order: taps.count, name: name, shape: shape, kind: kind, module: module, aliases: aliases))
-        }
-        func module(_ unit: ConvUnit) -> String { "\(unit.convKey)+\(unit.bnKey)" }
-        var (h, w) = padding(stem, height: height, width: width)
-            .outputSize(height: height, width: width, kernel: stem.kernel, stride: stem.stride)
-        add("stem.conv_bn", [stem.outputChannels, h, w], .convBN, module(stem))
-        add("stem.relu6", [stem.outputChannels, h, w], .relu6, module(stem))
-        for block in blocks {
-            let p = "block\(block.index)"
-            if let expand = block.expand {
-                add("\(p).expand.conv_bn", [expand.outputChannels, h, w], .convBN, module(expand))
-                add("\(p).expand.relu6", [expand.outputChannels, h, w], .relu6, module(expand))
-            }
-            let dw = block.depthwise
-            (h, w) = padding(dw, height: h, width: w).outputSize(height: h, width: w, kernel: dw.kernel, stride: dw.stride)
-            add("\(p).depthwise.conv_bn", [dw.outputChannels, h, w], .convBN, module(dw))
-            add("\(p).depthwise.relu6", [dw.outputChannels, h, w], .relu6, module(dw))
-            let c = block.project.outputChannels
-            if block.residual {
-                add("\(p).project.conv_bn", [c, h, w], .convBN, module(block.project))
-                add("\(p).residual_add", [c, h, w], .residualAdd, block.modulePath, ["\(p).output"])
-            } else {
-                add("\(p).project.conv_bn", [c, h, w], .convBN, module(block.project), ["\(p).output"])
-            }
-        }
-        add("head.conv_bn", [head.outputChannels, h, w], .convBN, module(head))
-        add("head.relu6", [head.outputChannels, h, w], .relu6, module(head))
-        add("pool", [head.outputChannels], .globalPool, "avgpool", ["pre_logits"])
-        add("logits", [classes], .logits, classifierWeight.replacingSuffix(".weight"))
-        return taps
-    }
-}
-
-extension String {
-    fileprivate func replacingSuffix(_ suffix: String) -> String {
-        hasSuffix(suffix) ? String(dropLast(suffix.count)) : self
     }
 }

@@ -48,6 +48,37 @@ final class PickleList {
     var items: [PickleValue] = []
 }
 
+/// Every list and dict one checkpoint's pickles created. A hostile pickle can put a list inside
+/// itself (DUP, APPEND), a reference cycle that would outlive the read; the reader clears the
+/// arena when it is done with the values, which breaks every cycle.
+final class PickleArena {
+    private var lists: [PickleList] = []
+    private var dicts: [PickleDict] = []
+
+    func list() -> PickleList {
+        let list = PickleList()
+        lists.append(list)
+        return list
+    }
+
+    func dict() -> PickleDict {
+        let dict = PickleDict()
+        dicts.append(dict)
+        return dict
+    }
+
+    /// Empties every container; the values built from them must no longer be needed.
+    func clear() {
+        for list in lists { list.items.removeAll() }
+        for dict in dicts {
+            dict.values.removeAll()
+            dict.buildState = nil
+        }
+        lists.removeAll()
+        dicts.removeAll()
+    }
+}
+
 /// A dict keeps insertion order (Python dicts and OrderedDict both do).
 final class PickleDict {
     enum Key: Hashable {
@@ -131,16 +162,19 @@ struct RestrictedUnpickler {
     private(set) var position: Int
     /// Resolves a persistent id (the tuple torch writes for each storage).
     let persistentLoad: (PickleValue) throws -> PickleValue
+    /// Where lists and dicts are made (the caller clears it when done with the values).
+    let arena: PickleArena
 
     private var stack: [PickleValue] = []
     private var marks: [Int] = []
     private var memo: [Int: PickleValue] = [:]
 
-    init(bytes: [UInt8], file: String, position: Int = 0,
+    init(bytes: [UInt8], file: String, position: Int = 0, arena: PickleArena,
          persistentLoad: @escaping (PickleValue) throws -> PickleValue) {
         self.bytes = bytes
         self.file = file
         self.position = position
+        self.arena = arena
         self.persistentLoad = persistentLoad
     }
 
@@ -166,9 +200,9 @@ struct RestrictedUnpickler {
             case 0x28: // MARK
                 marks.append(stack.count)
             case 0x7D: // EMPTY_DICT
-                stack.append(.dict(PickleDict()))
+                stack.append(.dict(arena.dict()))
             case 0x5D: // EMPTY_LIST
-                stack.append(.list(PickleList()))
+                stack.append(.list(arena.list()))
             case 0x29: // EMPTY_TUPLE
                 stack.append(.tuple([]))
             case 0x74: // TUPLE
@@ -312,7 +346,7 @@ struct RestrictedUnpickler {
         switch global {
         case .orderedDict:
             guard args.isEmpty else { throw malformed("OrderedDict called with \(args.count) arguments") }
-            return .dict(PickleDict())
+            return .dict(arena.dict())
         case .rebuildTensorV2:
             // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
             guard args.count == 6 || args.count == 7 else {

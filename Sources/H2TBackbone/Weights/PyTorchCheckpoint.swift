@@ -63,8 +63,10 @@ public enum PyTorchCheckpoint {
             throw WeightFileError.malformed(file: file, reason: "persistent id outside the state dict")
         }
         var position = 0
+        let arena = PickleArena()
+        defer { arena.clear() }
         func next(_ load: @escaping (PickleValue) throws -> PickleValue = noPersistentIDs) throws -> PickleValue {
-            var machine = RestrictedUnpickler(bytes: bytes, file: file, position: position, persistentLoad: load)
+            var machine = RestrictedUnpickler(bytes: bytes, file: file, position: position, arena: arena, persistentLoad: load)
             let value = try machine.load()
             position = machine.position
             return value
@@ -185,7 +187,10 @@ public enum PyTorchCheckpoint {
                 throw WeightFileError.unknownFormat(file: file, reason: "byte order '\(text)' is not supported")
             }
         }
-        var machine = RestrictedUnpickler(bytes: Array(try archive.contents(of: pickle)), file: "\(file):\(pickle.name)") { pid in
+        let arena = PickleArena()
+        defer { arena.clear() }
+        var machine = RestrictedUnpickler(bytes: Array(try archive.contents(of: pickle)), file: "\(file):\(pickle.name)",
+                                          arena: arena) { pid in
             // ('storage', storage_type, key, location, numel)
             guard case .tuple(let t) = pid, t.count == 5, case .string("storage") = t[0],
                   case .global(.storageType(let type, _)) = t[1], case .string(let key) = t[2],

@@ -64,8 +64,9 @@ public struct TileCodec: Sendable, Hashable, Codable {
     /// The binding of a tile stored under `key` for a segment of `rows` rows: what a version-2
     /// header CRC covers after the header and the frame table.
     public static func binding(key: [UInt8], rows: Int) -> [UInt8] {
-        let r = UInt32(truncatingIfNeeded: rows)
-        return key + [UInt8(truncatingIfNeeded: r), UInt8(truncatingIfNeeded: r >> 8), UInt8(truncatingIfNeeded: r >> 16), UInt8(truncatingIfNeeded: r >> 24)]
+        var w = ByteWriter(key)
+        w.u32LE(Int(UInt32(truncatingIfNeeded: rows)))
+        return w.bytes
     }
 
     /// Binds a freshly encoded version-2 tile to `binding` (continues its header CRC over it).
@@ -170,6 +171,12 @@ extension TileHeader {
         tableOffset = TileCodec.fixedHeaderSize
         dataOffset = tableOffset + frameCount * 4 * (dtype.byteWidth + 2)
         guard frameWidth > 0, frameCount == (cols + frameWidth - 1) / frameWidth else { throw .truncated("inconsistent frame count") }
+        // Decoding multiplies rows, columns and bytes per value: a header whose product does not
+        // fit in an Int is corrupt, and must not trap.
+        let (values, overflow) = rows.multipliedReportingOverflow(by: cols)
+        guard !overflow, !values.multipliedReportingOverflow(by: dtype.byteWidth).overflow else {
+            throw .truncated("\(rows) rows × \(cols) columns")
+        }
         guard tile.count >= dataOffset else { throw .truncated("frame table cut short") }
         guard let binding else { return }
         var crc = crc32(UnsafeRawBufferPointer(rebasing: tile[0..<24]))

@@ -101,6 +101,22 @@ public final class TileDecoder {
         guard crc32(UnsafeRawBufferPointer(rebasing: tile[start..<(start + total)])) == stored else {
             throw TileError.frameChecksumMismatch(frame: frame)
         }
+        // The scratch size comes from the header: before allocating it, each compressed plane's
+        // zstd frame must declare that it expands to exactly one plane (the encoder's frames
+        // always state their size), so a header claiming billions of rows over a few bytes of
+        // data is an error, not an out-of-memory crash.
+        var planeStart = start
+        for p in 0..<planes {
+            let length = planeLength(p)
+            if length != planeValues {
+                guard header.compressed else { throw TileError.truncated("raw plane of frame \(frame) has the wrong length") }
+                let declared = ZSTD_getFrameContentSize(tile.baseAddress! + planeStart, length)
+                guard declared == UInt64(planeValues) else {
+                    throw TileError.decompressionFailed(frame: frame, reason: "plane \(p) does not declare \(planeValues) bytes")
+                }
+            }
+            planeStart += length
+        }
         if scratch.count < planeValues * planes { scratch = [UInt8](repeating: 0, count: planeValues * planes) }
         var offset = start
         let context = self.context

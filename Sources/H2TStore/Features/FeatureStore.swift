@@ -60,22 +60,28 @@ public struct DatasetAppend: Sendable {
 }
 
 /// The on-disk feature store: backbones, feature sets, examples, datasets and feature tiles in
-/// one LMDB environment (see `schemas/store-format.md`).
+/// one LMDB environment (see `schemas/store-format.md`). Its tables, keys and values are declared
+/// in `StoreTables` and written only here.
 ///
 /// Thread-safe: reads run in parallel; writes are serialised by LMDB (across processes too).
 public final class FeatureStore: Sendable {
-    /// The store format version this build reads and writes.
-    public static let formatVersion: UInt32 = 1
+    /// The store format version this build writes into new stores.
+    public static let formatVersion: UInt32 = 2
+    /// The store format versions this build reads (and writes into: see `schemas/store-format.md` §2).
+    public static let readableFormatVersions: ClosedRange<UInt32> = 1...2
 
-    static let tableNames = ["meta", "backbones", "featuresets", "segments", "tiles", "rows", "rowexamples",
-                             "examples", "datasets", "splititems", "splitmembers", "matrices", "registry", "aliases", "tags"]
+    /// Names of the store's own tables (`schemas/store-format.md` §1).
+    public static var tableNames: [String] { StoreTables.names }
+
+    /// Tables the environment has room for (LMDB's `max_dbs`): the store's 12 and up to 8 of
+    /// layers that keep their records beside the features (the registry's 3).
+    public static let maxTables = 20
 
     /// The store directory.
     public let path: String
-    /// The LMDB environment (exposed for the registry layer, which keeps its tables here too).
-    public let environment: LMDBEnvironment
-
-    let meta, backbones, featureSets, segments, tiles, rows, rowExamples, examples, datasets, splitItems, splitMembers, matrices: LMDBTable
+    /// The LMDB environment; the store's tables are reached through `tables` only.
+    let environment: LMDBEnvironment
+    let tables: StoreTables
 
     /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true.
     public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false) throws {
@@ -86,31 +92,69 @@ public final class FeatureStore: Sendable {
             }
         }
         environment = try LMDBEnvironment(path: path, options: .init(
-            mapSize: mapSize, tables: Self.tableNames, readOnly: readOnly, noSync: noSync))
-        let env = environment
-        meta = env.table("meta"); backbones = env.table("backbones"); featureSets = env.table("featuresets")
-        segments = env.table("segments"); tiles = env.table("tiles"); rows = env.table("rows")
-        rowExamples = env.table("rowexamples"); examples = env.table("examples"); datasets = env.table("datasets")
-        splitItems = env.table("splititems"); splitMembers = env.table("splitmembers"); matrices = env.table("matrices")
+            mapSize: mapSize, tables: StoreTables.names, readOnly: readOnly, noSync: noSync, maxTables: Self.maxTables))
+        tables = StoreTables(environment)
         try checkFormat(readOnly: readOnly)
     }
 
     private func checkFormat(readOnly: Bool) throws {
-        let key = Array("format".utf8)
-        let stored: UInt32? = try environment.read { txn in
-            try txn.get(meta, key).map { Keys.readU32LE($0, 0) }.map(UInt32.init)
-        }
+        let stored = try environment.read { txn in try txn.get(tables.meta, StoreTables.formatKey) }
         if let stored {
-            guard stored == Self.formatVersion else { throw StoreError.unsupportedFormat(path: path, found: stored) }
+            guard Self.readableFormatVersions.contains(UInt32(stored)) else {
+                throw StoreError.unsupportedFormat(path: path, found: UInt32(stored))
+            }
             return
         }
         guard !readOnly else { throw StoreError.notAStore(path: path) }
         try environment.write { txn in
-            if try txn.get(meta, key) == nil {
-                try txn.put(meta, key, Keys.u32LE(Int(Self.formatVersion)))
+            if try txn.get(tables.meta, StoreTables.formatKey) == nil {
+                try txn.put(tables.meta, StoreTables.formatKey, Int(Self.formatVersion))
             }
         }
     }
+
+    /// The format version recorded in the store (1 or 2).
+    public func storedFormatVersion() throws -> UInt32 {
+        try environment.read { txn in UInt32(try txn.get(tables.meta, StoreTables.formatKey) ?? 0) }
+    }
+
+    /// Whether writes are refused.
+    public var isReadOnly: Bool { environment.readOnly }
+
+    /// Bytes used by the data file.
+    public func usedBytes() throws -> Int { try environment.usedBytes() }
+
+    /// How many times the map grew, and its size in bytes.
+    public var mapStatistics: (growths: Int, mapSize: Int) { environment.mapStatistics }
+
+    /// Flushes the data file to disk (for stores opened with `noSync`).
+    public func sync() throws { try environment.sync() }
+
+    /// The environment, for tests and benchmarks that damage or inspect the store on purpose.
+    @_spi(Testing) public var rawEnvironment: LMDBEnvironment { environment }
+
+    // MARK: Tables of other layers
+
+    /// Opens (creating them when the store is writable) the tables of a layer that keeps its own
+    /// records in this store's environment, as the registry does; that layer owns their names and
+    /// layout. Names of the store's own tables are refused.
+    public func companionTables(_ names: [String]) throws -> [LMDBTable] {
+        if let taken = names.first(where: StoreTables.names.contains) {
+            throw StoreError.invalidArgument("table '\(taken)' belongs to the feature store")
+        }
+        do {
+            return try environment.openTables(names)
+        } catch let error as LMDBError where error.code == LMDBError.notFound {
+            throw StoreError.invalidArgument("store \(path) has no table \(names.joined(separator: ", ")) yet; open it writable once to create them")
+        }
+    }
+
+    /// Runs `body` in a read transaction (for the tables of `companionTables`).
+    public func read<R>(_ body: (borrowing LMDBTransaction) throws -> R) throws -> R { try environment.read(body) }
+
+    /// Runs `body` in the write transaction (for the tables of `companionTables`): commits when it
+    /// returns, aborts when it throws, and may run it again after growing the map.
+    public func write<R>(_ body: (borrowing LMDBTransaction) throws -> R) throws -> R { try environment.write(body) }
 
     // MARK: Manifests
 
@@ -118,23 +162,29 @@ public final class FeatureStore: Sendable {
     @discardableResult
     public func register(backbone: BackboneManifest) throws -> String {
         let id = try backbone.identity()
-        let bytes = try CanonicalJSON.encode(backbone)
         try environment.write { txn in
-            if try txn.get(backbones, Array(id.utf8)) == nil { try txn.put(backbones, Array(id.utf8), bytes) }
+            if try !txn.contains(tables.backbones, id) { try txn.put(tables.backbones, id, backbone) }
         }
         return id
     }
 
     /// Stores a feature-set manifest (idempotent; its backbone must be registered) and returns its id.
+    ///
+    /// A manifest with a pooling rule other than the version-1 default needs store format 2: a
+    /// version-1 store is upgraded in the same transaction (`schemas/store-format.md` §2).
     @discardableResult
     public func register(featureSet: FeatureSetManifest) throws -> String {
         let id = try featureSet.identity()
-        let bytes = try CanonicalJSON.encode(featureSet)
         try environment.write { txn in
-            guard try txn.get(backbones, Array(featureSet.backbone.utf8)) != nil else {
+            guard try txn.contains(tables.backbones, featureSet.backbone) else {
                 throw StoreError.inconsistent("feature set \(id.prefix(12)) names unknown backbone \(featureSet.backbone.prefix(12))")
             }
-            if try txn.get(featureSets, Array(id.utf8)) == nil { try txn.put(featureSets, Array(id.utf8), bytes) }
+            if try !txn.contains(tables.featureSets, id) {
+                if featureSet.needsFormat2, try txn.get(tables.meta, StoreTables.formatKey) ?? 0 < 2 {
+                    try txn.put(tables.meta, StoreTables.formatKey, 2)
+                }
+                try txn.put(tables.featureSets, id, featureSet)
+            }
         }
         return id
     }
@@ -143,8 +193,8 @@ public final class FeatureStore: Sendable {
     public func allBackbones() throws -> [(id: String, manifest: BackboneManifest)] {
         try environment.read { txn in
             var out: [(String, BackboneManifest)] = []
-            try txn.scan(backbones, prefix: []) { key, value in
-                out.append((String(decoding: key, as: UTF8.self), try CanonicalJSON.decode(BackboneManifest.self, from: value)))
+            try txn.scan(tables.backbones) { id, manifest in
+                out.append((id, manifest))
                 return true
             }
             return out
@@ -154,10 +204,10 @@ public final class FeatureStore: Sendable {
     /// The backbone with this id.
     public func backbone(_ id: String) throws -> BackboneManifest {
         try environment.read { txn in
-            guard let value = try txn.get(backbones, Array(id.utf8)) else {
+            guard let manifest = try txn.get(tables.backbones, id) else {
                 throw StoreError.inconsistent("unknown backbone \(id.prefix(12))")
             }
-            return try CanonicalJSON.decode(BackboneManifest.self, from: value)
+            return manifest
         }
     }
 
@@ -165,8 +215,8 @@ public final class FeatureStore: Sendable {
     public func allFeatureSets() throws -> [FeatureSetInfo] {
         try environment.read { txn in
             var manifests: [(String, FeatureSetManifest)] = []
-            try txn.scan(featureSets, prefix: []) { key, value in
-                manifests.append((String(decoding: key, as: UTF8.self), try CanonicalJSON.decode(FeatureSetManifest.self, from: value)))
+            try txn.scan(tables.featureSets) { id, manifest in
+                manifests.append((id, manifest))
                 return true
             }
             return try manifests.map { id, manifest in
@@ -196,9 +246,9 @@ public final class FeatureStore: Sendable {
 
     func segmentList(_ txn: borrowing LMDBTransaction, _ fsID: String) throws -> [Segment] {
         var out: [Segment] = []
-        let prefix = Keys.fsPrefix(fsID)
-        try txn.scan(segments, prefix: prefix) { key, value in
-            out.append(Segment(start: Keys.readU32BE(key, 16), count: Keys.readU32LE(value, 0)))
+        let fs = FeatureSetPrefix(id: fsID)
+        try txn.scan(tables.segments, prefix: SegmentKey.prefix(fs)) { key, count in
+            out.append(Segment(start: key.start, count: count))
             return true
         }
         return out
@@ -208,37 +258,35 @@ public final class FeatureStore: Sendable {
 
     /// Which of `ids` have no row yet in feature set `fsID`.
     public func missing(_ ids: [ExampleID], in fsID: String) throws -> [Bool] {
-        let prefix = Keys.fsPrefix(fsID)
-        return try environment.read { txn in
+        try environment.read { txn in
             // A prefix or a mistyped id would silently report every example as missing.
-            guard try txn.get(featureSets, Array(fsID.utf8)) != nil else {
+            guard try txn.contains(tables.featureSets, fsID) else {
                 throw StoreError.unknownFeatureSet(fsID, known: [])
             }
-            return try ids.map { try txn.get(rows, prefix + $0.bytes) == nil }
+            let fs = FeatureSetPrefix(id: fsID)
+            return try ids.map { try !txn.contains(tables.rows, (fs, $0)) }
         }
     }
 
     /// Which of `ids` are not yet in `dataset/split`.
     public func missing(_ ids: [ExampleID], dataset: String, split: String) throws -> [Bool] {
-        let prefix = Keys.split(dataset, split)
+        let prefix = SplitPrefix(dataset: dataset, split: split)
         return try environment.read { txn in
-            try ids.map { try txn.get(splitMembers, prefix + $0.bytes) == nil }
+            try ids.map { try !txn.contains(tables.splitMembers, (prefix, $0)) }
         }
     }
 
     /// The record of an example.
     public func example(_ id: ExampleID) throws -> ExampleRecord? {
-        try environment.read { txn in
-            try txn.get(examples, id.bytes).map { try CanonicalJSON.decode(ExampleRecord.self, from: $0) }
-        }
+        try environment.read { txn in try txn.get(tables.examples, id) }
     }
 
     /// Every dataset manifest.
     public func allDatasets() throws -> [DatasetManifest] {
         try environment.read { txn in
             var out: [DatasetManifest] = []
-            try txn.scan(datasets, prefix: []) { _, value in
-                out.append(try CanonicalJSON.decode(DatasetManifest.self, from: value))
+            try txn.scan(tables.datasets) { _, manifest in
+                out.append(manifest)
                 return true
             }
             return out
@@ -248,16 +296,16 @@ public final class FeatureStore: Sendable {
     /// The dataset named `name`.
     public func dataset(_ name: String) throws -> DatasetManifest {
         try environment.read { txn in
-            guard let value = try txn.get(datasets, Array(name.utf8)) else {
+            guard let manifest = try txn.get(tables.datasets, name) else {
                 throw StoreError.unknownDataset(name, known: try allDatasetNames(txn))
             }
-            return try CanonicalJSON.decode(DatasetManifest.self, from: value)
+            return manifest
         }
     }
 
     private func allDatasetNames(_ txn: borrowing LMDBTransaction) throws -> [String] {
         var names: [String] = []
-        try txn.scan(datasets, prefix: []) { key, _ in names.append(String(decoding: key, as: UTF8.self)); return true }
+        try txn.scanKeys(tables.datasets) { name in names.append(name); return true }
         return names
     }
 
@@ -266,23 +314,23 @@ public final class FeatureStore: Sendable {
     public func split(dataset: String, split: String) throws -> SplitItems {
         try environment.read { txn in
             // Manifest and items from one transaction: a concurrent append changes both at once.
-            guard let value = try txn.get(datasets, Array(dataset.utf8)) else {
+            guard let manifest = try txn.get(tables.datasets, dataset) else {
                 throw StoreError.unknownDataset(dataset, known: try allDatasetNames(txn))
             }
-            let manifest = try CanonicalJSON.decode(DatasetManifest.self, from: value)
             guard let expected = manifest.splits[split] else {
                 throw StoreError.unknownSplit(dataset: dataset, split: split, known: manifest.splits.keys.sorted())
             }
             var items = SplitItems(examples: [], labels: [])
             items.examples.reserveCapacity(expected)
             items.labels.reserveCapacity(expected)
-            try txn.scan(splitItems, prefix: Keys.split(dataset, split)) { _, value in
-                guard value.count == 36 else {
-                    throw StoreError.inconsistent("an item of \(dataset)/\(split) has \(value.count) bytes, expected 36 (run `h2t-store verify`)")
+            do {
+                try txn.scan(tables.splitItems, prefix: SplitPrefix(dataset: dataset, split: split).bytes) { _, item in
+                    items.examples.append(item.example)
+                    items.labels.append(item.label)
+                    return true
                 }
-                items.examples.append(ExampleID(digest: Array(value[0..<32])))
-                items.labels.append(Keys.readU32LE(value, 32))
-                return true
+            } catch let error as ByteLayoutError {
+                throw StoreError.inconsistent("an item of \(dataset)/\(split) is damaged: \(error.reason) (run `h2t-store verify`)")
             }
             guard items.examples.count == expected else {
                 throw StoreError.inconsistent("\(dataset)/\(split) holds \(items.examples.count) items but its dataset record says \(expected) (run `h2t-store verify`)")
@@ -296,13 +344,13 @@ public final class FeatureStore: Sendable {
         Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: try self.split(dataset: dataset, split: split))
     }
 
-    /// The split digest of already-read items.
+    /// The split digest of already-read items: SHA-256 of the class names as canonical JSON, then
+    /// each item's `example32 | label u32 LE`.
     static func splitDigest(classNames: [String], items: SplitItems) -> String {
         var hasher = SHA256()
         hasher.update((try? CanonicalJSON.encode(classNames)) ?? [])
         for (e, l) in zip(items.examples, items.labels) {
-            hasher.update(e.bytes)
-            hasher.update(Keys.u32LE(l))
+            hasher.update(SplitItemValue.encode((e, l)))
         }
         return hasher.hexFinalize()
     }
@@ -311,7 +359,7 @@ public final class FeatureStore: Sendable {
     /// examples: no features are computed or copied).
     public func appendToDataset(_ append: DatasetAppend) throws {
         try environment.write { txn in
-            for (example, _) in append.items where try txn.get(examples, example.bytes) == nil {
+            for (example, _) in append.items where try !txn.contains(tables.examples, example) {
                 throw StoreError.unknownExample(example.hex)
             }
             try appendDataset(txn, append)
@@ -319,40 +367,38 @@ public final class FeatureStore: Sendable {
     }
 
     func appendDataset(_ txn: borrowing LMDBTransaction, _ append: DatasetAppend) throws {
-        let nameKey = Array(append.dataset.utf8)
         guard !append.dataset.isEmpty, !append.dataset.utf8.contains(0), !append.split.isEmpty, !append.split.utf8.contains(0) else {
             throw StoreError.invalidArgument("dataset and split names must be non-empty and contain no NUL byte")
         }
         var manifest: DatasetManifest
-        if let value = try txn.get(datasets, nameKey) {
-            manifest = try CanonicalJSON.decode(DatasetManifest.self, from: value)
+        if let stored = try txn.get(tables.datasets, append.dataset) {
+            manifest = stored
             guard manifest.classNames == append.classNames else {
                 throw StoreError.classNamesConflict(dataset: append.dataset, stored: manifest.classNames, new: append.classNames)
             }
         } else {
             manifest = DatasetManifest(name: append.dataset, classNames: append.classNames)
         }
-        let prefix = Keys.split(append.dataset, append.split)
+        let prefix = SplitPrefix(dataset: append.dataset, split: append.split)
         var count = manifest.splits[append.split] ?? 0
         for (example, label) in append.items {
             guard label >= 0, label < append.classNames.count else {
                 throw StoreError.invalidArgument("label \(label) of example \(example.hex.prefix(12)) is outside the \(append.classNames.count) classes of dataset '\(append.dataset)'")
             }
-            if let index = try txn.get(splitMembers, prefix + example.bytes) {
-                let at = Keys.readU32BE(index, 0)
-                let stored = try txn.get(splitItems, prefix + Keys.u32(at)).map { Keys.readU32LE($0, 32) } ?? -1
+            if let at = try txn.get(tables.splitMembers, (prefix, example)) {
+                let stored = try txn.get(tables.splitItems, (prefix, at))?.label ?? -1
                 if stored != label {
                     throw StoreError.labelConflict(example: example.hex.prefix(12).description, dataset: append.dataset, split: append.split,
                                                    stored: stored >= 0 ? append.classNames[stored] : "?", new: append.classNames[label])
                 }
                 continue
             }
-            try txn.put(splitItems, prefix + Keys.u32(count), example.bytes + Keys.u32LE(label))
-            try txn.put(splitMembers, prefix + example.bytes, Keys.u32(count))
+            try txn.put(tables.splitItems, (prefix, count), (example, label))
+            try txn.put(tables.splitMembers, (prefix, example), count)
             count += 1
         }
         manifest.splits[append.split] = count
-        try txn.put(datasets, nameKey, try CanonicalJSON.encode(manifest))
+        try txn.put(tables.datasets, append.dataset, manifest)
     }
 
     // MARK: Commit
@@ -367,22 +413,23 @@ public final class FeatureStore: Sendable {
     /// example is stored once and neither writer fails.
     public func commit(segments payloads: [SegmentPayload], examples records: [(ExampleID, ExampleRecord)],
                        datasets appends: [DatasetAppend]) throws {
+        // Encoded outside the transaction, which may run more than once (map growth).
         let encodedRecords = try records.map { ($0.0, try CanonicalJSON.encode($0.1)) }
+        let examplesRaw = Table<ExampleIDCodec, RawBytes>(tables.examples.raw)
         try environment.write { txn in
-            for (id, bytes) in encodedRecords where try txn.get(examples, id.bytes) == nil {
-                try txn.put(examples, id.bytes, bytes)
+            for (id, bytes) in encodedRecords where try !txn.contains(examplesRaw, id) {
+                try txn.put(examplesRaw, id, bytes)
             }
             for payload in payloads where !payload.examples.isEmpty {
-                guard let value = try txn.get(featureSets, Array(payload.featureSet.utf8)) else {
+                guard let manifest = try txn.get(tables.featureSets, payload.featureSet) else {
                     throw StoreError.unknownFeatureSet(payload.featureSet, known: [])
                 }
-                let manifest = try CanonicalJSON.decode(FeatureSetManifest.self, from: value)
                 guard payload.tiles.count == manifest.columnBlocks else {
                     throw StoreError.inconsistent("segment for \(payload.featureSet.prefix(12)) has \(payload.tiles.count) tiles, expected \(manifest.columnBlocks)")
                 }
-                let fs = Keys.fsPrefix(payload.featureSet)
+                let fs = FeatureSetPrefix(id: payload.featureSet)
                 var newRows = payload.examples, newTiles = payload.tiles
-                let present = try payload.examples.map { try txn.get(rows, Keys.row(fs, example: $0)) != nil }
+                let present = try payload.examples.map { try txn.contains(tables.rows, (fs, $0)) }
                 if present.contains(true) {
                     let keep = present.indices.filter { !present[$0] }
                     guard !keep.isEmpty else { continue }
@@ -391,16 +438,16 @@ public final class FeatureStore: Sendable {
                 }
                 let start = try segmentList(txn, payload.featureSet).last.map { $0.start + $0.count } ?? 0
                 for (offset, example) in newRows.enumerated() {
-                    guard try txn.get(examples, example.bytes) != nil else { throw StoreError.unknownExample(example.hex) }
-                    try txn.put(rows, Keys.row(fs, example: example), Keys.u32(start + offset))
-                    try txn.put(rowExamples, Keys.rowExample(fs, row: start + offset), example.bytes)
+                    guard try txn.contains(examplesRaw, example) else { throw StoreError.unknownExample(example.hex) }
+                    try txn.put(tables.rows, (fs, example), start + offset)
+                    try txn.put(tables.rowExamples, (fs, start + offset), example)
                 }
                 for (block, var tile) in newTiles.enumerated() {
-                    let key = Keys.tile(fs, segment: start, block: block)
+                    let key = TileKey.encode((fs, start, block))
                     TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: newRows.count))
-                    try txn.put(tiles, key, tile)
+                    try txn.put(tables.tiles, (fs, start, block), tile)
                 }
-                try txn.put(segments, Keys.segment(fs, start: start), Keys.u32LE(newRows.count))
+                try txn.put(tables.segments, (fs, start), newRows.count)
             }
             for append in appends { try appendDataset(txn, append) }
         }

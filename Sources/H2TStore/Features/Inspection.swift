@@ -99,7 +99,7 @@ extension FeatureStore {
         try environment.read { txn in
             for info in infos {
                 report.featureSets += 1
-                let fs = Keys.fsPrefix(info.id)
+                let fs = FeatureSetPrefix(id: info.id)
                 var expectedStart = 0
                 for segment in try segmentList(txn, info.id) {
                     if segment.start != expectedStart {
@@ -107,9 +107,9 @@ extension FeatureStore {
                     }
                     expectedStart = segment.start + segment.count
                     for block in 0..<info.manifest.columnBlocks {
-                        let key = Keys.describeTile(info.id, segment: segment.start, block: block)
-                        let tileKey = Keys.tile(fs, segment: segment.start, block: block)
-                        guard let tile = try txn.get(tiles, tileKey) else {
+                        let key = TileKey.describe(info.id, segment: segment.start, block: block)
+                        let tileKey = TileKey.encode((fs, segment.start, block))
+                        guard let tile = try txn.get(tables.tiles, (fs, segment.start, block)) else {
                             report.problems.append("\(key): missing")
                             continue
                         }
@@ -129,20 +129,28 @@ extension FeatureStore {
                     }
                 }
                 var rowCount = 0
-                try txn.scan(rows, prefix: fs) { _, value in
-                    if Keys.readU32BE(value, 0) >= expectedStart { report.problems.append("rows/\(info.id.prefix(12)): a row number beyond the stored rows") }
-                    rowCount += 1
-                    return true
+                do {
+                    try txn.scan(tables.rows, prefix: RowKey.prefix(fs)) { _, row in
+                        if row >= expectedStart { report.problems.append("rows/\(info.id.prefix(12)): a row number beyond the stored rows") }
+                        rowCount += 1
+                        return true
+                    }
+                } catch let error as ByteLayoutError {
+                    report.problems.append("rows/\(info.id.prefix(12)): \(error.reason)")
                 }
                 if rowCount != expectedStart {
                     report.problems.append("rows/\(info.id.prefix(12)): \(rowCount) examples map to rows, but segments hold \(expectedStart) rows")
                 }
                 var reverseCount = 0
                 var missingExamples = 0
-                try txn.scan(rowExamples, prefix: fs) { _, value in
-                    reverseCount += 1
-                    if try txn.get(examples, Array(value)) == nil { missingExamples += 1 }
-                    return true
+                do {
+                    try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(fs)) { _, example in
+                        reverseCount += 1
+                        if try !txn.contains(tables.examples, example) { missingExamples += 1 }
+                        return true
+                    }
+                } catch let error as ByteLayoutError {
+                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(error.reason)")
                 }
                 if reverseCount != expectedStart {
                     report.problems.append("rowexamples/\(info.id.prefix(12)): \(reverseCount) entries for \(expectedStart) rows")
@@ -152,8 +160,8 @@ extension FeatureStore {
                 }
             }
             var manifests: [DatasetManifest] = []
-            try txn.scan(datasets, prefix: []) { _, value in
-                manifests.append(try CanonicalJSON.decode(DatasetManifest.self, from: value))
+            try txn.scan(tables.datasets) { _, manifest in
+                manifests.append(manifest)
                 return true
             }
             for manifest in manifests {
@@ -162,11 +170,15 @@ extension FeatureStore {
                     var count = 0
                     var unknown = 0
                     var badLabels = 0
-                    try txn.scan(splitItems, prefix: Keys.split(manifest.name, split)) { key, value in
-                        count += 1
-                        if try txn.get(examples, Array(value[0..<32])) == nil { unknown += 1 }
-                        if Keys.readU32LE(value, 32) >= manifest.classNames.count { badLabels += 1 }
-                        return true
+                    do {
+                        try txn.scan(tables.splitItems, prefix: SplitPrefix(dataset: manifest.name, split: split).bytes) { _, item in
+                            count += 1
+                            if try !txn.contains(tables.examples, item.example) { unknown += 1 }
+                            if item.label >= manifest.classNames.count { badLabels += 1 }
+                            return true
+                        }
+                    } catch let error as ByteLayoutError {
+                        report.problems.append("datasets/\(manifest.name)/\(split): \(error.reason)")
                     }
                     if count != expected { report.problems.append("datasets/\(manifest.name)/\(split): \(count) items, manifest says \(expected)") }
                     if unknown > 0 { report.problems.append("datasets/\(manifest.name)/\(split): \(unknown) items name unknown examples") }
@@ -187,12 +199,12 @@ extension FeatureStore {
             var bytesPerRow: [String: Double] = [:]
             for info in infos {
                 let m = info.manifest
-                let fs = Keys.fsPrefix(info.id)
+                let fs = FeatureSetPrefix(id: info.id)
                 var total = 0
                 var tapBytes = [Double](repeating: 0, count: m.taps.count)
-                try txn.scan(tiles, prefix: fs) { key, value in
+                try txn.scan(tables.tiles, prefix: TileKey.prefix(fs)) { key, value in
                     total += value.count
-                    let block = Keys.readU32BE(key, 20)
+                    let block = key.block
                     // Accounting only (no values are decoded): the header is not checked against its key.
                     guard let header = try? TileHeader(parsing: value, binding: nil) else { return true }
                     // Apportion each frame's bytes to the taps whose columns it holds.
@@ -218,18 +230,18 @@ extension FeatureStore {
             }
             var datasetUsages: [DiskUsageReport.DatasetUsage] = []
             for manifest in datasetList {
-                var members = Set<[UInt8]>()
+                var members = Set<ExampleID>()
                 for split in manifest.splits.keys {
-                    try txn.scan(splitItems, prefix: Keys.split(manifest.name, split)) { _, value in
-                        members.insert(Array(value[0..<32]))
+                    try txn.scan(tables.splitItems, prefix: SplitPrefix(dataset: manifest.name, split: split).bytes) { _, item in
+                        members.insert(item.example)
                         return true
                     }
                 }
                 var byFS: [DiskUsageReport.FeatureSetShare] = []
                 for info in infos {
-                    let fs = Keys.fsPrefix(info.id)
+                    let fs = FeatureSetPrefix(id: info.id)
                     var present = 0
-                    for example in members where try txn.get(rows, fs + example) != nil { present += 1 }
+                    for example in members where try txn.contains(tables.rows, (fs, example)) { present += 1 }
                     if present > 0 { byFS.append(.init(featureSet: info.id, bytes: Int((Double(present) * (bytesPerRow[info.id] ?? 0)).rounded()))) }
                 }
                 datasetUsages.append(.init(name: manifest.name, examples: members.count, byFeatureSet: byFS))

@@ -46,8 +46,37 @@ public struct BackboneManifest: Sendable, Hashable, Codable {
     public func identity() throws -> String { try CanonicalJSON.identity(of: self) }
 }
 
-/// A feature set: one backbone pooled to one target size, stored with one codec. Immutable; its
-/// id is the SHA-256 of its canonical JSON (schema `schemas/featureset.schema.json`).
+/// The rule that turns a tap's activation into pooled features, named and versioned: part of a
+/// feature set's identity, so that features pooled by another rule are never reused for it.
+public struct PoolingRule: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// Rule name, e.g. `head2toe-avgpool`.
+    public var name: String
+    /// Rule version; a changed rule gets a new version.
+    public var version: Int
+
+    /// Creates a rule reference.
+    public init(name: String, version: Int) {
+        self.name = name
+        self.version = version
+    }
+
+    /// Head2Toe's average pooling to a target size as `Head2ToePooling` implements it: the rule of
+    /// every feature set of store format 1, and the default.
+    public static let head2toeAvgPool = PoolingRule(name: "head2toe-avgpool", version: 1)
+
+    /// Rules this build can apply to new activations.
+    public static let implemented: [PoolingRule] = [.head2toeAvgPool]
+
+    public var description: String { "\(name) v\(version)" }
+}
+
+/// A feature set: one backbone pooled to one target size by one pooling rule, stored with one
+/// codec. Immutable; its id is the SHA-256 of its canonical JSON (schema
+/// `schemas/featureset.schema.json`).
+///
+/// The pooling rule is written into the manifest only when it is not `head2toe-avgpool` v1, so
+/// that the manifests (and ids) of feature sets made before the rule was recorded are unchanged,
+/// and a manifest without the field reads as rule v1 (`schemas/store-format.md` §2).
 public struct FeatureSetManifest: Sendable, Hashable, Codable {
     /// Schema tag.
     public var schema = "h2t.featureset/1"
@@ -63,14 +92,23 @@ public struct FeatureSetManifest: Sendable, Hashable, Codable {
     public var taps: [TapColumns]
     /// Total features per example (`D`).
     public var width: Int
+    /// The pooling rule as stored: `nil` for the default (omitted from the JSON).
+    private var storedPoolingRule: PoolingRule?
 
-    /// Lays out a feature set for `backbone`, pooling every tap to `targetSize`.
+    enum CodingKeys: String, CodingKey {
+        case schema, backbone, targetSize, codec, columnBlock, taps, width
+        case storedPoolingRule = "poolingRule"
+    }
+
+    /// Lays out a feature set for `backbone`, pooling every tap to `targetSize` with `poolingRule`
+    /// (whose column layout is that of `Head2ToePooling`).
     public init(backbone: BackboneManifest, backboneID: String, targetSize: Int,
-                codec: TileCodec = .default, columnBlock: Int = 1024) {
+                codec: TileCodec = .default, columnBlock: Int = 1024, poolingRule: PoolingRule = .head2toeAvgPool) {
         self.backbone = backboneID
         self.targetSize = targetSize
         self.codec = codec
         self.columnBlock = columnBlock
+        self.storedPoolingRule = poolingRule == .head2toeAvgPool ? nil : poolingRule
         let pooling = Head2ToePooling(targetSize: targetSize)
         var offset = 0
         var taps: [TapColumns] = []
@@ -89,8 +127,20 @@ public struct FeatureSetManifest: Sendable, Hashable, Codable {
     /// Number of column blocks (tiles per segment).
     public var columnBlocks: Int { (width + columnBlock - 1) / columnBlock }
 
-    /// The pooling rule.
-    public var pooling: Head2ToePooling { Head2ToePooling(targetSize: targetSize) }
+    /// The rule the features were pooled with (`head2toe-avgpool` v1 when the manifest has none).
+    public var poolingRule: PoolingRule { storedPoolingRule ?? .head2toeAvgPool }
+
+    /// Whether storing this manifest needs store format 2 (it records a non-default rule).
+    var needsFormat2: Bool { storedPoolingRule != nil }
+
+    /// The pooling to apply to new activations of this feature set; refuses a rule this build
+    /// does not implement (its features could not be matched).
+    public func pooling() throws -> Head2ToePooling {
+        guard poolingRule == .head2toeAvgPool else {
+            throw StoreError.unsupportedPoolingRule(poolingRule, implemented: PoolingRule.implemented)
+        }
+        return Head2ToePooling(targetSize: targetSize)
+    }
 
     /// Global column index of `(tap, index)`, or `nil` if out of range.
     public func column(tap: String, index: Int) -> Int? {
@@ -121,15 +171,8 @@ public struct ExampleID: Sendable, Hashable, Comparable, CustomStringConvertible
 
     /// Parses 64 hex digits; `nil` if malformed.
     public init?(hex: String) {
-        guard hex.utf8.count == 64 else { return nil }
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        var chars = Array(hex.utf8)[...]
-        while !chars.isEmpty {
-            guard let hi = Self.nibble(chars.removeFirst()), let lo = Self.nibble(chars.removeFirst()) else { return nil }
-            out.append(hi << 4 | lo)
-        }
-        bytes = out
+        guard hex.utf8.count == 64, let bytes = Hex.decode(hex) else { return nil }
+        self.bytes = bytes
     }
 
     /// The id of an example known only by a user-supplied name (external activations).
@@ -142,17 +185,8 @@ public struct ExampleID: Sendable, Hashable, Comparable, CustomStringConvertible
         self.init(digest: SHA256.hash(content))
     }
 
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 48...57: return c - 48
-        case 97...102: return c - 87
-        case 65...70: return c - 55
-        default: return nil
-        }
-    }
-
     /// Lowercase hex.
-    public var hex: String { SHA256.hex(bytes) }
+    public var hex: String { Hex.encode(bytes) }
     public var description: String { hex }
 
     public static func < (a: ExampleID, b: ExampleID) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }

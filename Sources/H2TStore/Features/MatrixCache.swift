@@ -20,16 +20,7 @@ extension FeatureStore {
     /// The cache key (hex) of the selected matrix of `columns` of a split with content hash
     /// `splitDigest` in `featureSet` (an id): what garbage collection checks against.
     public static func matrixKeyHex(featureSet: String, splitDigest: String, columns: [Int]) -> String {
-        SHA256.hex(matrixKey(featureSet: featureSet, splitDigest: splitDigest, columns: columns))
-    }
-
-    /// The cache key of the selected matrix of `columns` of `dataset/split` in `featureSet`.
-    static func matrixKey(featureSet: String, splitDigest: String, columns: [Int]) -> [UInt8] {
-        var hasher = SHA256()
-        hasher.update(Array(featureSet.utf8))
-        hasher.update(Array(splitDigest.utf8))
-        for c in columns { hasher.update(Keys.u32LE(c)) }
-        return hasher.finalize()
+        Hex.encode(MatrixKey.make(featureSet: featureSet, splitDigest: splitDigest, columns: columns))
     }
 
     /// The selected columns of a split as a dense matrix, materialised once and cached in the
@@ -42,19 +33,17 @@ extension FeatureStore {
         let info = try self.featureSet(featureSet)
         let items = try self.split(dataset: dataset, split: split)
         let digest = Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: items)
-        let key = Self.matrixKey(featureSet: info.id, splitDigest: digest, columns: columns)
+        let key = MatrixKey.make(featureSet: info.id, splitDigest: digest, columns: columns)
         let hit: FeatureMatrix? = try environment.read { txn in
-            guard let value = try txn.get(matrices, key) else { return nil }
-            let jsonLength = Keys.readU32LE(value, 0)
-            let meta = try CanonicalJSON.decode(CachedMatrixInfo.self, from: value[4..<(4 + jsonLength)])
-            var out = FeatureMatrix(rowCount: meta.rows, columnCount: meta.columns, taps: Self.tapLayout(info.manifest, columns: columns))
-            let tile = UnsafeRawBufferPointer(rebasing: value[(4 + jsonLength)...])
+            guard let record = try txn.get(tables.matrices, key) else { return nil }
+            var out = FeatureMatrix(rowCount: record.info.rows, columnCount: record.info.columns, taps: Self.tapLayout(info.manifest, columns: columns))
             do {
                 try out.values.withUnsafeMutableBufferPointer {
-                    try TileDecoder().decodeAll(tile, binding: TileCodec.binding(key: key, rows: meta.rows), into: $0.baseAddress!, destStride: meta.columns)
+                    try TileDecoder().decodeAll(record.tile, binding: TileCodec.binding(key: key, rows: record.info.rows),
+                                                into: $0.baseAddress!, destStride: record.info.columns)
                 }
             } catch let error as TileError {
-                throw StoreError.corruptTile(key: "matrices/\(SHA256.hex(key).prefix(12))", reason: error.description)
+                throw StoreError.corruptTile(key: "matrices/\(Hex.encode(key).prefix(12))", reason: error.description)
             }
             return out
         }
@@ -68,10 +57,10 @@ extension FeatureStore {
             TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rowCount, cols: columns.count)
         }
         TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: matrix.rowCount))
-        let meta = try CanonicalJSON.encode(CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
-                                                             rows: matrix.rowCount, columns: columns.count))
-        if !readOnlyEnvironment {
-            try environment.write { txn in try txn.put(matrices, key, Keys.u32LE(meta.count) + meta + tile) }
+        let record = (info: CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
+                                             rows: matrix.rowCount, columns: columns.count), tile: tile)
+        if !isReadOnly {
+            try environment.write { txn in try txn.put(tables.matrices, key, record) }
         }
         return (LabelledMatrix(features: matrix, labels: items.labels, examples: items.examples), false)
     }
@@ -80,14 +69,19 @@ extension FeatureStore {
     public func cachedMatrices() throws -> [(key: String, info: CachedMatrixInfo, bytes: Int)] {
         try environment.read { txn in
             var out: [(String, CachedMatrixInfo, Int)] = []
-            try txn.scan(matrices, prefix: []) { key, value in
-                let jsonLength = Keys.readU32LE(value, 0)
-                out.append((SHA256.hex(Array(key)), try CanonicalJSON.decode(CachedMatrixInfo.self, from: value[4..<(4 + jsonLength)]), value.count))
+            try txn.scan(tables.matrices) { key, record in
+                out.append((Hex.encode(key), record.info, record.bytes))
                 return true
             }
             return out
         }
     }
 
-    private var readOnlyEnvironment: Bool { environment.readOnly }
+    /// Deletes the cached matrices whose keys (hex, as `cachedMatrices` gives them) are listed.
+    public func deleteCachedMatrices(_ keys: [String]) throws {
+        guard !keys.isEmpty else { return }
+        try environment.write { txn in
+            for key in keys { if let bytes = Hex.decode(key) { try txn.delete(tables.matrices, bytes) } }
+        }
+    }
 }

@@ -76,14 +76,14 @@ extension FeatureStore {
     /// The feature set's segments and, per segment (index), where each requested example sits in
     /// it and in the output.
     private func rowsBySegment(_ info: FeatureSetInfo, examples: [ExampleID]) throws -> ([Segment], [Int: [RowPick]]) {
-        let fs = Keys.fsPrefix(info.id)
+        let fs = FeatureSetPrefix(id: info.id)
         let (segments, rowNumbers) = try environment.read { txn -> ([Segment], [Int]) in
             let segments = try segmentList(txn, info.id)
             let numbers = try examples.map { example -> Int in
-                guard let value = try txn.get(rows, Keys.row(fs, example: example)) else {
+                guard let row = try txn.get(tables.rows, (fs, example)) else {
                     throw StoreError.missingExample(example: example.hex, featureSet: info.id)
                 }
-                return Keys.readU32BE(value, 0)
+                return row
             }
             return (segments, numbers)
         }
@@ -146,7 +146,7 @@ extension FeatureStore {
     /// cores, one read transaction and one decoder per worker.
     private func decode(_ work: [TileRead], of featureSet: String, segments: [Segment], blocks: [(block: Int, picks: [ColumnPick])],
                         into destination: UnsafeMutablePointer<Float>, stride: Int) throws {
-        let fs = Keys.fsPrefix(featureSet)
+        let fs = FeatureSetPrefix(id: featureSet)
         try Parallel.forEachWorker(itemCount: work.count, workers: 2) { _, next in
             let decoder = TileDecoder()
             try environment.read { txn in
@@ -154,9 +154,9 @@ extension FeatureStore {
                     let item = work[index]
                     let start = segments[item.segment].start
                     let block = blocks[item.blockIndex]
-                    let key = Keys.tile(fs, segment: start, block: block.block)
-                    guard let tile = try txn.get(tiles, key) else {
-                        throw StoreError.inconsistent("missing tile \(Keys.describeTile(featureSet, segment: start, block: block.block))")
+                    let key = TileKey.encode((fs, start, block.block))
+                    guard let tile = try txn.get(tables.tiles, (fs, start, block.block)) else {
+                        throw StoreError.inconsistent("missing tile \(TileKey.describe(featureSet, segment: start, block: block.block))")
                     }
                     var base = destination
                     // Identity rows: the segment's first row lands at the first pick's output row.
@@ -165,7 +165,7 @@ extension FeatureStore {
                     do {
                         try decoder.decode(tile, binding: binding, columns: block.picks, rows: item.rows, into: base, destStride: stride)
                     } catch let error as TileError {
-                        throw StoreError.corruptTile(key: Keys.describeTile(featureSet, segment: start, block: block.block), reason: error.description)
+                        throw StoreError.corruptTile(key: TileKey.describe(featureSet, segment: start, block: block.block), reason: error.description)
                     }
                 }
             }

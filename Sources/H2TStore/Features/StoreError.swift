@@ -13,11 +13,13 @@ public enum StoreError: Error, CustomStringConvertible, Sendable {
     case invalidArgument(String)
     case labelConflict(example: String, dataset: String, split: String, stored: String, new: String)
     case classNamesConflict(dataset: String, stored: [String], new: [String])
+    case unsupportedPoolingRule(PoolingRule, implemented: [PoolingRule])
 
     public var description: String {
         switch self {
         case .unsupportedFormat(let path, let found):
-            return "store \(path) has format version \(found); this h2t-store reads version \(FeatureStore.formatVersion) (upgrade h2t-store, or use a new store path)"
+            let readable = FeatureStore.readableFormatVersions
+            return "store \(path) has format version \(found); this h2t-store reads versions \(readable.lowerBound) to \(readable.upperBound) (upgrade h2t-store, or use a new store path)"
         case .notAStore(let path): return "\(path) is not an h2t-store (no format record)"
         case .unknownFeatureSet(let id, let known):
             return "unknown feature set '\(id)'" + (known.isEmpty ? " (the store has none)" : " (known: \(known.joined(separator: ", ")))")
@@ -35,6 +37,8 @@ public enum StoreError: Error, CustomStringConvertible, Sendable {
             return "example \(example) is already in \(dataset)/\(split) with label '\(stored)', not '\(new)'"
         case .classNamesConflict(let dataset, let stored, let new):
             return "dataset '\(dataset)' has classes \(stored), not \(new)"
+        case .unsupportedPoolingRule(let rule, let implemented):
+            return "feature set pooled with rule \(rule), which this h2t-store does not implement (it implements \(implemented.map(\.description).joined(separator: ", "))); upgrade h2t-store, or ingest into a new feature set"
         }
     }
 }

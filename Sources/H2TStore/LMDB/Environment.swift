@@ -1,6 +1,10 @@
 import CLMDB
 import Foundation
+#if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Synchronization
 
 /// An open LMDB environment: the one owner of the `MDB_env` handle.
@@ -34,6 +38,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
         public var noSync = false
         /// Maximum number of concurrent read transactions across processes.
         public var maxReaders: UInt32 = 252
+        /// How many tables may be open at once, counting those opened later with `openTables`
+        /// (`nil`: the tables named here plus 4).
+        public var maxTables: Int?
 
         /// Creates options with defaults.
         public init(mapSize: Int = 64 << 30, tables: [String] = [], readOnly: Bool = false, noSync: Bool = false) {
@@ -41,6 +48,12 @@ public final class LMDBEnvironment: @unchecked Sendable {
             self.tables = tables
             self.readOnly = readOnly
             self.noSync = noSync
+        }
+
+        /// Options with room for `maxTables` tables in all.
+        public init(mapSize: Int = 64 << 30, tables: [String] = [], readOnly: Bool = false, noSync: Bool = false, maxTables: Int) {
+            self.init(mapSize: mapSize, tables: tables, readOnly: readOnly, noSync: noSync)
+            self.maxTables = maxTables
         }
     }
 
@@ -51,7 +64,9 @@ public final class LMDBEnvironment: @unchecked Sendable {
 
     let handle: OpaquePointer
     private let openedByPID: pid_t
-    private var tableHandles: [String: MDB_dbi] = [:]
+    private let tableHandles = Mutex<[String: MDB_dbi]>([:])
+    /// Serialises `mdb_dbi_open` (LMDB allows one transaction at a time to open handles).
+    private let openingTables = Mutex<Void>(())
     private let resizeLock = ReadWriteLock()
     private let canonicalPath: String
     private let stats = Mutex<(growths: Int, currentMapSize: Int)>((0, 0))
@@ -85,7 +100,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
         handle = env!
         openedByPID = getpid()
         do {
-            try lmdbCall("mdb_env_set_maxdbs", path: path) { mdb_env_set_maxdbs(handle, MDB_dbi(max(options.tables.count, 1) + 4)) }
+            try lmdbCall("mdb_env_set_maxdbs", path: path) { mdb_env_set_maxdbs(handle, MDB_dbi(options.maxTables ?? (max(options.tables.count, 1) + 4))) }
             try lmdbCall("mdb_env_set_maxreaders", path: path) { mdb_env_set_maxreaders(handle, options.maxReaders) }
             try lmdbCall("mdb_env_set_mapsize", path: path) { mdb_env_set_mapsize(handle, options.mapSize) }
             var flags = UInt32(MDB_NOTLS)
@@ -97,7 +112,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
             var info = MDB_envinfo()
             try lmdbCall("mdb_env_info", path: path) { mdb_env_info(handle, &info) }
             stats.withLock { $0.currentMapSize = info.me_mapsize }
-            try openTables(options.tables)
+            try openHandles(options.tables)
         } catch {
             mdb_env_close(handle)
             Self.openPaths.withLock { _ = $0.remove(canonicalPath) }
@@ -110,11 +125,12 @@ public final class LMDBEnvironment: @unchecked Sendable {
         _ = Self.openPaths.withLock { $0.remove(canonicalPath) }
     }
 
-    private func openTables(_ names: [String]) throws(LMDBError) {
+    private func openHandles(_ names: [String]) throws(LMDBError) {
         guard !names.isEmpty else { return }
         var txn: OpaquePointer?
         let flags = readOnly ? UInt32(MDB_RDONLY) : 0
         try lmdbCall("mdb_txn_begin", path: path) { mdb_txn_begin(handle, nil, flags, &txn) }
+        var opened: [String: MDB_dbi] = [:]
         for name in names {
             var dbi: MDB_dbi = 0
             do {
@@ -126,14 +142,31 @@ public final class LMDBEnvironment: @unchecked Sendable {
                 // A read-only open of a store that lacks a table is a store of another format.
                 throw LMDBError(code: error.code, call: "mdb_dbi_open(\(name))", path: path)
             }
-            tableHandles[name] = dbi
+            opened[name] = dbi
         }
         try lmdbCall("mdb_txn_commit", path: path, whenInjected: { mdb_txn_abort(txn) }) { mdb_txn_commit(txn) }
+        tableHandles.withLock { $0.merge(opened) { old, _ in old } }
     }
 
-    /// The handle of a table named at open.
+    /// Opens (creating them unless read-only) tables that were not named when opening, e.g. those
+    /// of a layer that keeps its records beside another's. Tables already open are returned as
+    /// they are. Call it before the transactions that use the tables begin.
+    public func openTables(_ names: [String]) throws -> [LMDBTable] {
+        try checkProcess()
+        try openingTables.withLock { (_: inout Void) throws(LMDBError) -> Void in
+            let missing = tableHandles.withLock { handles in names.filter { handles[$0] == nil } }
+            guard !missing.isEmpty else { return }
+            // No map resize may run while the opening transaction is live.
+            resizeLock.lockShared()
+            defer { resizeLock.unlock() }
+            try openHandles(missing)
+        }
+        return names.map(table)
+    }
+
+    /// The handle of an open table.
     public func table(_ name: String) -> LMDBTable {
-        guard let dbi = tableHandles[name] else { preconditionFailure("table \(name) was not named when opening \(path)") }
+        guard let dbi = tableHandles.withLock({ $0[name] }) else { preconditionFailure("table \(name) was not opened in \(path)") }
         return LMDBTable(name: name, dbi: dbi)
     }
 

@@ -1,19 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+// The SHA-256 that H2TCore carried before it took swift-crypto's (Sources/H2TCore/SHA256.swift
+// until issue 13): kept here, unchanged, as the baseline of `h2t-bench hash`, so that the choice
+// can be re-measured on another machine (docs/benchmarks-identity.md).
 
-/// SHA-256 (FIPS 180-4), used to verify pinned artefacts and to fingerprint stored data.
-///
-/// Written here rather than taken from a crypto library because the package must build from
-/// Debian packages alone and only needs the digest, not constant-time guarantees.
-///
-/// One-shot use: `SHA256.hash(bytes)`; incremental use: `var h = SHA256(); h.update(a);
-/// h.update(b); let digest = h.finalize()`.
-public struct SHA256: Sendable {
+struct HandWrittenSHA256 {
     /// Length of a digest in bytes.
-    public static let digestByteCount = 32
+    static let digestByteCount = 32
     /// Length of one compression block in bytes.
     static let blockByteCount = 64
 
@@ -24,28 +15,28 @@ public struct SHA256: Sendable {
     private var byteCount: UInt64 = 0
 
     /// Creates a hasher in the initial state.
-    public init() { pending.reserveCapacity(SHA256.blockByteCount) }
+    init() { pending.reserveCapacity(HandWrittenSHA256.blockByteCount) }
 
     /// Feeds `bytes` into the hash.
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+    mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard var base = bytes.baseAddress, bytes.count > 0 else { return }
         var remaining = bytes.count
         byteCount &+= UInt64(remaining)
         if !pending.isEmpty {
-            let take = min(SHA256.blockByteCount - pending.count, remaining)
+            let take = min(HandWrittenSHA256.blockByteCount - pending.count, remaining)
             pending.append(contentsOf: UnsafeRawBufferPointer(start: base, count: take))
             base += take
             remaining -= take
-            if pending.count == SHA256.blockByteCount {
-                pending.withUnsafeBytes { SHA256.compress(&state, blocks: $0.baseAddress!, count: 1) }
+            if pending.count == HandWrittenSHA256.blockByteCount {
+                pending.withUnsafeBytes { HandWrittenSHA256.compress(&state, blocks: $0.baseAddress!, count: 1) }
                 pending.removeAll(keepingCapacity: true)
             }
         }
-        let fullBlocks = remaining / SHA256.blockByteCount
+        let fullBlocks = remaining / HandWrittenSHA256.blockByteCount
         if fullBlocks > 0 {
-            SHA256.compress(&state, blocks: base, count: fullBlocks)
-            base += fullBlocks * SHA256.blockByteCount
-            remaining -= fullBlocks * SHA256.blockByteCount
+            HandWrittenSHA256.compress(&state, blocks: base, count: fullBlocks)
+            base += fullBlocks * HandWrittenSHA256.blockByteCount
+            remaining -= fullBlocks * HandWrittenSHA256.blockByteCount
         }
         if remaining > 0 {
             pending.append(contentsOf: UnsafeRawBufferPointer(start: base, count: remaining))
@@ -53,29 +44,23 @@ public struct SHA256: Sendable {
     }
 
     /// Feeds the bytes of `bytes` into the hash.
-    public mutating func update(_ bytes: [UInt8]) {
+    mutating func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { update($0) }
-    }
-
-    /// Feeds the UTF-8 bytes of `string` into the hash.
-    public mutating func update(_ string: String) {
-        var copy = string
-        copy.withUTF8 { update(UnsafeRawBufferPointer($0)) }
     }
 
     /// Returns the 32-byte digest of everything fed so far. The hasher itself is not changed,
     /// so more bytes may be fed afterwards (the digest then covers the longer message).
-    public func finalize() -> [UInt8] {
+    func finalize() -> [UInt8] {
         var state = self.state
         // Padding: 0x80, zeros up to 56 mod 64, then the message length in bits, big-endian.
         var tail = pending
         tail.append(0x80)
-        while tail.count % SHA256.blockByteCount != 56 { tail.append(0) }
+        while tail.count % HandWrittenSHA256.blockByteCount != 56 { tail.append(0) }
         let bitCount = byteCount &* 8
         for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bitCount >> UInt64(shift))) }
-        tail.withUnsafeBytes { SHA256.compress(&state, blocks: $0.baseAddress!, count: $0.count / SHA256.blockByteCount) }
+        tail.withUnsafeBytes { HandWrittenSHA256.compress(&state, blocks: $0.baseAddress!, count: $0.count / HandWrittenSHA256.blockByteCount) }
         var digest = [UInt8]()
-        digest.reserveCapacity(SHA256.digestByteCount)
+        digest.reserveCapacity(HandWrittenSHA256.digestByteCount)
         for word in state.words {
             digest.append(UInt8(truncatingIfNeeded: word >> 24))
             digest.append(UInt8(truncatingIfNeeded: word >> 16))
@@ -85,79 +70,11 @@ public struct SHA256: Sendable {
         return digest
     }
 
-    /// Returns the digest as 64 lowercase hexadecimal characters.
-    public func hexFinalize() -> String { SHA256.hex(finalize()) }
-
-    // MARK: One-shot helpers
-
     /// The 32-byte digest of `bytes`.
-    public static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        var hasher = SHA256()
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var hasher = HandWrittenSHA256()
         hasher.update(bytes)
         return hasher.finalize()
-    }
-
-    /// The 32-byte digest of `bytes`.
-    public static func hash(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.withUnsafeBytes { hash($0) }
-    }
-
-    /// The digest of `bytes` as 64 lowercase hexadecimal characters.
-    public static func hexDigest(_ bytes: UnsafeRawBufferPointer) -> String { hex(hash(bytes)) }
-
-    /// The digest of `bytes` as 64 lowercase hexadecimal characters.
-    public static func hexDigest(_ bytes: [UInt8]) -> String { hex(hash(bytes)) }
-
-    /// The digest of the UTF-8 bytes of `string` as 64 lowercase hexadecimal characters.
-    public static func hexDigest(_ string: String) -> String {
-        var hasher = SHA256()
-        hasher.update(string)
-        return hasher.hexFinalize()
-    }
-
-    /// The digest of the file at `path`, read in 1 MiB chunks, as 64 lowercase hex characters.
-    ///
-    /// - Throws: `SHA256.FileError` naming the path when it cannot be opened or read.
-    public static func hexDigest(fileAtPath path: String) throws -> String {
-        guard let file = fopen(path, "rb") else { throw FileError(path: path, errno: errno) }
-        defer { fclose(file) }
-        var hasher = SHA256()
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = fread(buffer, 1, chunk, file)
-            if n > 0 { hasher.update(UnsafeRawBufferPointer(start: buffer, count: n)) }
-            if n < chunk {
-                if ferror(file) != 0 { throw FileError(path: path, errno: errno) }
-                break
-            }
-        }
-        return hasher.hexFinalize()
-    }
-
-    /// Lowercase hexadecimal spelling of `bytes`.
-    public static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// A file could not be opened or read while hashing it.
-    public struct FileError: Error, CustomStringConvertible {
-        /// The file that failed.
-        public let path: String
-        /// The C `errno` at the failure.
-        public let errno: Int32
-        /// One line naming the file and the system reason.
-        public var description: String {
-            "cannot read \(path) for hashing: \(String(cString: strerror(errno)))"
-        }
     }
 
     // MARK: Compression
