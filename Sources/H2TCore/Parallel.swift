@@ -9,10 +9,14 @@ import Synchronization
 /// the first error stops the claiming and is rethrown once every worker has returned. Results
 /// never depend on which worker ran an item.
 public enum Parallel {
-    /// The number of workers to start for `items` items when `requested` are asked for (0 means
-    /// one per active core): never more than the items, at least one.
-    public static func workerCount(_ requested: Int, items: Int) -> Int {
-        let available = requested > 0 ? requested : ProcessInfo.processInfo.activeProcessorCount
+    /// One worker per core this process may use: the default of every parallel API.
+    public static var defaultWorkers: Int { ProcessInfo.processInfo.activeProcessorCount }
+
+    /// The number of workers to start for `items` items when `requested` are asked for (nil or 0
+    /// means one per active core): never more than the items, at least one.
+    public static func workerCount(_ requested: Int?, items: Int) -> Int {
+        let requested = requested ?? 0
+        let available = requested > 0 ? requested : defaultWorkers
         return max(1, min(available, items))
     }
 
@@ -24,7 +28,7 @@ public enum Parallel {
     ///   - singleThreadedBLAS: make OpenBLAS single-threaded while more than one worker runs, so
     ///     that each worker's products do not each start a thread per core (OpenBLAS's thread
     ///     count is process-wide; it is restored on return).
-    public static func forEachWorker(itemCount: Int, workers: Int = 0, singleThreadedBLAS: Bool = false,
+    public static func forEachWorker(itemCount: Int, workers: Int? = nil, singleThreadedBLAS: Bool = false,
                                      _ body: (_ worker: Int, _ next: () -> Int?) throws -> Void) throws {
         guard itemCount > 0 else { return }
         let threads = workerCount(workers, items: itemCount)
@@ -53,7 +57,7 @@ public enum Parallel {
 
     /// `body(index)` for every index in `0..<count`, on `workers` threads (0: one per active
     /// core), results in index order.
-    public static func map<Output>(count: Int, workers: Int = 0, singleThreadedBLAS: Bool = false,
+    public static func map<Output>(count: Int, workers: Int? = nil, singleThreadedBLAS: Bool = false,
                                    _ body: (Int) throws -> Output) throws -> [Output] {
         let slots = WorkerSlots<Output>(count: count)
         try forEachWorker(itemCount: count, workers: workers, singleThreadedBLAS: singleThreadedBLAS) { _, next in
@@ -64,7 +68,7 @@ public enum Parallel {
 
     /// `body(item)` for every item, on `workers` threads (0: one per active core), results in
     /// the items' order.
-    public static func map<Item, Output>(_ items: [Item], workers: Int = 0, singleThreadedBLAS: Bool = false,
+    public static func map<Item, Output>(_ items: [Item], workers: Int? = nil, singleThreadedBLAS: Bool = false,
                                          _ body: (Item) throws -> Output) throws -> [Output] {
         try map(count: items.count, workers: workers, singleThreadedBLAS: singleThreadedBLAS) { try body(items[$0]) }
     }

@@ -47,7 +47,7 @@ public final class BackboneNetwork: Sendable {
     ///   - threads: workers splitting the batch (capped by `count`).
     public func run(
         _ batch: [Float], count: Int, height: Int, width: Int,
-        taps selection: TapSelection = .all, threads: Int = 2,
+        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers,
         body: @Sendable (TapActivations) -> Void
     ) throws {
         try interpreter.run(batch, count: count, height: height, width: width, taps: selection, threads: threads, body: body)
@@ -78,7 +78,7 @@ public final class BackboneNetwork: Sendable {
     @discardableResult
     public func pooledFeatures(
         _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
-        taps selection: TapSelection = .all, threads: Int = 2,
+        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers,
         into outputs: [UnsafeMutableBufferPointer<Float>]
     ) throws -> [PooledLayout] {
         guard !targetSizes.isEmpty else { throw NetworkError.invalidInput("no target size") }
@@ -114,7 +114,7 @@ public final class BackboneNetwork: Sendable {
     /// features (one ``PooledFeatures`` per target size, in the order given).
     public func pooledFeatures(
         _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
-        taps selection: TapSelection = .all, threads: Int = 2
+        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers
     ) throws -> [PooledFeatures] {
         let layouts = try targetSizes.map { try pooledLayout(height: height, width: width, targetSize: $0, taps: selection) }
         let buffers = layouts.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, $0.width * count)) }
