@@ -34,7 +34,7 @@ public struct ImageIngestOptions: Sendable {
     /// Images per backbone batch.
     public var batchSize: Int = 32
     /// Threads for the backbone.
-    public var threads: Int = 2
+    public var threads: Int = Parallel.defaultWorkers
     /// Fail instead of skipping: a file of an image folder that would be left out (not an image,
     /// unreadable, corrupt) is an error. Every file is decoded once before anything is written
     /// (an extra decode per image, small beside the backbone pass), so a bad file stops the

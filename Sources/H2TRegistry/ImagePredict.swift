@@ -115,7 +115,7 @@ public final class ImagePredictor: Sendable {
     }
 
     /// The head's selected features (raw pooled values, selected-column order) of a preprocessed batch.
-    public func selectedFeatures(_ batch: [Float], count: Int, threads: Int = 2) throws -> [Float] {
+    public func selectedFeatures(_ batch: [Float], count: Int, threads: Int = Parallel.defaultWorkers) throws -> [Float] {
         let d = head.inputCount
         var out = [Float](repeating: 0, count: count * d)
         // Where each selected tap's kept features start in a row, by tap order.
@@ -154,7 +154,7 @@ public final class ImagePredictor: Sendable {
     }
 
     /// Predictions for decoded images, every one through the backbone.
-    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2) throws -> Predictions {
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = Parallel.defaultWorkers) throws -> Predictions {
         try predict(images, names: names, batchSize: batchSize, threads: threads, reuseStored: false).predictions
     }
 
@@ -164,7 +164,7 @@ public final class ImagePredictor: Sendable {
     /// `Registry.predict(_:examples:)` on that example, from the stored values the head was
     /// trained on (the codec's precision, e.g. bfloat16); the others run through the backbone.
     /// Returns how many came from the store.
-    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = 2,
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = Parallel.defaultWorkers,
                         reuseStored: Bool) throws -> (predictions: Predictions, fromStore: Int) {
         guard names.count == images.count else {
             throw RegistryError.invalidInput("\(images.count) images but \(names.count) names")

@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 
 /// The optimiser that produces the group-lasso scores for selection.
 public enum SelectionSolver: Codable, Sendable, Hashable {
@@ -103,7 +104,7 @@ public struct FitSettings: Codable, Sendable, Hashable {
                 folds: Int = 5, stratified: Bool = true,
                 headSolver: ProximalSettings = HeadSettings().solver, ridges: [Double] = FitSettings.defaultRidges,
                 keptTapScaling: KeptTapScaling = .trainingShare, probeTap: String? = nil,
-                seed: UInt64 = 0, workers: Int = 0, singleThreadedBlasInWorkers: Bool = true) {
+                seed: UInt64 = 0, workers: Int = Parallel.defaultWorkers, singleThreadedBlasInWorkers: Bool = true) {
         self.fractions = fractions
         self.lambdas = lambdas
         self.lambdaScale = lambdaScale

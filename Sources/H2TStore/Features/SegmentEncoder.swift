@@ -10,7 +10,7 @@ public final class SegmentEncoder: @unchecked Sendable {
     private let encoders: [TileEncoder]
 
     /// Creates an encoder for a feature set, with `workers` threads.
-    public init(manifest: FeatureSetManifest, workers: Int = 2) {
+    public init(manifest: FeatureSetManifest, workers: Int = Parallel.defaultWorkers) {
         self.manifest = manifest
         encoders = (0..<max(1, workers)).map { _ in TileEncoder(codec: manifest.codec) }
     }
