@@ -1,4 +1,5 @@
 import ArgumentParser
+import H2TCore
 import Foundation
 import H2TStore
 
@@ -17,6 +18,7 @@ struct Export: ParsableCommand {
     // arrive here, as positionals.
     @Argument(help: .hidden) var moreColumns: [String] = []
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
 
@@ -38,7 +40,7 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
-        let store = try storeOptions.open(create: false)
+        let store = try storeOptions.open(create: false, parallelism: try threadOptions.parallelism)
         let columns = try allColumns
         let matrix = try store.read(featureSet: featureSet, dataset: dataset, split: split, columns: columns.isEmpty ? nil : columns)
         var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.features.rowCount), \(matrix.features.columnCount)), }"

@@ -84,7 +84,7 @@ enum StoreBench {
 
         print("h2t-bench store: \(o.examples) examples × \(o.width) features, segments of \(o.segmentRows) rows, "
               + "codec \(describe(o.codec)), columnBlock \(o.columnBlock), \(o.reps) repetitions (medians)")
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, load average at start \(loadAverage()) "
+        print("machine: \(Parallel.defaultWorkers) cores, load average at start \(loadAverage()) "
               + "(shared machine: compare ratios, not absolute times)")
         let generator = ActivationGenerator(width: o.width, seed: o.seed)
         for section in o.sections {
@@ -261,7 +261,7 @@ enum StoreBench {
         let input = Preprocessing(architecture: .mobileNetV2, size: size).tensor(dataset.images, range: 0..<rows)
         var pooled: [PooledFeatures] = []
         let seconds = try time {
-            pooled = try network.pooledFeatures(input, count: rows, height: size, width: size, targetSizes: [8192], threads: 2)
+            pooled = try network.pooledFeatures(input, count: rows, height: size, width: size, targetSizes: [8192], parallelism: .allCores)
         }
         let features = pooled[0]
         let cols = features.width

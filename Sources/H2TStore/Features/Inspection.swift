@@ -89,44 +89,71 @@ public struct DiskUsageReport: Sendable, Codable {
 }
 
 extension FeatureStore {
+    /// One tile's verification: whether it exists, what is wrong with it, how many values it holds.
+    struct TileCheck: Sendable {
+        var present = true
+        var problems: [String] = []
+        var values = 0
+    }
+
+    /// Verifies every tile of `segments` of a feature set, on the store's threads (one read
+    /// transaction and one decoder per worker), in (segment, block) order.
+    func verifyTiles(_ info: FeatureSetInfo, segments: [Segment], progress: ProgressReporter?) throws -> [TileCheck] {
+        let blocks = info.manifest.columnBlocks
+        let fs = FeatureSetPrefix(id: info.id)
+        let checks = WorkerSlots<TileCheck>(count: segments.count * blocks)
+        try Parallel.forEachWorker(itemCount: segments.count * blocks, parallelism: parallelism) { _, next in
+            let decoder = TileDecoder()
+            try environment.read { txn in
+                while let index = next() {
+                    let segment = segments[index / blocks], block = index % blocks
+                    let key = TileKey.describe(info.id, segment: segment.start, block: block)
+                    var check = TileCheck()
+                    if let tile = try txn.get(tables.tiles, (fs, segment.start, block)) {
+                        do {
+                            let binding = TileCodec.binding(key: TileKey.encode((fs, segment.start, block)), rows: segment.count)
+                            let header = try TileHeader(parsing: tile, binding: binding)
+                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
+                            if header.rows != segment.count || header.cols != cols {
+                                check.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
+                            }
+                            check.values = try decoder.verify(tile, binding: binding)
+                        } catch {
+                            check.problems.append("\(key): \(error)")
+                        }
+                        progress?.advance(by: 1)
+                    } else {
+                        check = TileCheck(present: false, problems: ["\(key): missing"])
+                    }
+                    checks.set(index, check)
+                }
+            }
+        }
+        return checks.values.map { $0! }
+    }
+
     /// Re-reads every tile, verifies header and frame checksums and decompression, and checks
     /// row, segment, example and dataset counts against each other.
     public func verify(progress: ProgressReporter? = nil) throws -> VerifyReport {
         var report = VerifyReport()
         let infos = try allFeatureSets()
         progress?.setTotal(infos.reduce(0) { $0 + $1.segmentCount * $1.manifest.columnBlocks })
-        let decoder = TileDecoder()
         try environment.read { txn in
             for info in infos {
                 report.featureSets += 1
                 let fs = FeatureSetPrefix(id: info.id)
                 var expectedStart = 0
-                for segment in try segmentList(txn, info.id) {
+                let segments = try segmentList(txn, info.id)
+                for segment in segments {
                     if segment.start != expectedStart {
                         report.problems.append("segments/\(info.id.prefix(12))/rows@\(segment.start): expected a segment at row \(expectedStart) (gap or overlap)")
                     }
                     expectedStart = segment.start + segment.count
-                    for block in 0..<info.manifest.columnBlocks {
-                        let key = TileKey.describe(info.id, segment: segment.start, block: block)
-                        let tileKey = TileKey.encode((fs, segment.start, block))
-                        guard let tile = try txn.get(tables.tiles, (fs, segment.start, block)) else {
-                            report.problems.append("\(key): missing")
-                            continue
-                        }
-                        do {
-                            let binding = TileCodec.binding(key: tileKey, rows: segment.count)
-                            let header = try TileHeader(parsing: tile, binding: binding)
-                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
-                            if header.rows != segment.count || header.cols != cols {
-                                report.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
-                            }
-                            report.valuesChecked += try decoder.verify(tile, binding: binding)
-                        } catch {
-                            report.problems.append("\(key): \(error)")
-                        }
-                        report.tilesChecked += 1
-                        progress?.advance(by: 1)
-                    }
+                }
+                for tile in try verifyTiles(info, segments: segments, progress: progress) {
+                    report.problems += tile.problems
+                    report.valuesChecked += tile.values
+                    report.tilesChecked += tile.present ? 1 : 0
                 }
                 var rowCount = 0
                 do {
