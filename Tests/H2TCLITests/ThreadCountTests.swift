@@ -70,7 +70,7 @@ struct ThreadCountTests {
     @Test func sourcesHoldNoFixedThreadCounts() throws {
         let root = CLI.packageRoot
         let fixedCount = #/(?i)\b(threads|workers|threadCount|workerCount|maxConcurrent\w*)\s*(:\s*Int\??\s*=|:|=)\s*([2-9]|[1-9][0-9]+)\b/#
-        let rules: [(pattern: Regex<Substring>, name: String, allowedIn: Set<String>)] = [
+        let rules: [(pattern: Regex<AnyRegexOutput>, name: String, allowedIn: Set<String>)] = [
             (try Regex(#"activeProcessorCount|openblas_get_num_procs|sysconf\(\s*_SC_NPROCESSORS"#), "core count", ["Sources/H2TCore/Parallel.swift"]),
             (try Regex(#"openblas_set_num_threads"#), "OpenBLAS thread setting", ["Sources/H2TCore/BLAS.swift"]),
             (try Regex(#"concurrentPerform\("#), "raw thread pool", ["Sources/H2TCore/Parallel.swift"]),
