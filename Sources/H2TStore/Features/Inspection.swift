@@ -144,7 +144,7 @@ extension FeatureStore {
                 var reverseCount = 0
                 var missingExamples = 0
                 do {
-                    try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(fs)) { _, example in
+                    try txn.scan(tables.rowExamples, prefix: FeatureSetRowKey.prefix(fs)) { _, example in
                         reverseCount += 1
                         if try !txn.contains(tables.examples, example) { missingExamples += 1 }
                         return true
