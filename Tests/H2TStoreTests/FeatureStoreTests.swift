@@ -44,6 +44,32 @@ struct FeatureStoreTests {
         #expect(all.labels == (0..<50).map { $0 % 2 })
     }
 
+    /// `exportNPY` in chunks that do not divide the rows (7 per chunk over 50 rows in segments of
+    /// 16): a valid .npy header, then the split's rows byte for byte; an unwritable path is an
+    /// error naming it and leaves no file.
+    @Test func exportWritesTheSplitInChunks() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, _, values, width) = try makeStore(dir)
+        for (columns, chunk) in [(nil, 7), ([width - 1, 0, 9], 50), (nil, 64)] as [([Int]?, Int)] {
+            let path = dir.file("x.npy")
+            let summary = try store.exportNPY(featureSet: fs, dataset: "toy", split: "train", columns: columns, to: path, rowsPerChunk: chunk)
+            let data = try Data(contentsOf: URL(fileURLWithPath: path))
+            let headerLength = Int(data[8]) | Int(data[9]) << 8
+            #expect(Array(data.prefix(6)) == [0x93] + Array("NUMPY".utf8))
+            #expect((10 + headerLength) % 64 == 0)
+            let header = String(decoding: data[10..<(10 + headerLength)], as: UTF8.self)
+            let cols = columns?.count ?? width
+            #expect(header.contains("'shape': (50, \(cols))"), "\(header)")
+            #expect(summary.rows == 50 && summary.columns == cols)
+            let floats = data.dropFirst(10 + headerLength).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+            let expected = (0..<50).flatMap { r in (columns ?? Array(0..<width)).map { values[r * width + $0] } }
+            #expect(floats == expected)
+        }
+        let bad = dir.file("no-such-folder/x.npy")
+        #expect(throws: NPYExportError.self) { _ = try store.exportNPY(featureSet: fs, dataset: "toy", split: "train", to: bad) }
+        #expect(!FileManager.default.fileExists(atPath: bad))
+    }
+
     @Test func selectedColumnsByIndexAndByTap() throws {
         let dir = TemporaryDirectory()
         let (store, fs, ids, values, width) = try makeStore(dir)

@@ -66,13 +66,14 @@ enum TrainBench {
 
         var studyRows: [(String, Double)] = []
         if blasStudy {
-            for (label, workers, single) in [("sweep, 1 worker, BLAS 2 threads", 1, false),
-                                             ("sweep, 2 workers, BLAS 2 threads each", 2, false),
-                                             ("sweep, 2 workers, BLAS 1 thread each (default)", 2, true)] {
+            let cores = Parallel.defaultWorkers
+            for (label, workers, single) in [("sweep, 1 worker, BLAS \(cores) threads", 1, false),
+                                             ("sweep, \(cores) workers, BLAS \(cores) threads each", cores, false),
+                                             ("sweep, \(cores) workers, BLAS 1 thread each (default)", cores, true)] {
                 let start = Date()
                 // Off the default: the BLAS count is set here and the fit leaves it alone.
                 let parallelism = Parallelism(threads: workers, setsBLASThreads: single)
-                _ = try BLAS.withThreadLimit(single ? workers : 2) {
+                _ = try BLAS.withThreadLimit(single ? workers : cores) {
                     try Head2ToeFit.run(featureSets: [FeatureSetInput(name: "synthetic", train: train, test: test)],
                                         trainLabels: trainLabels, testLabels: testLabels, classCount: 10,
                                         parallelism: parallelism)

@@ -40,19 +40,31 @@ extension FeatureStore {
         let width = columns?.count ?? info.manifest.width
         let rows = items.examples.count
         let file = try NPYFileWriter(path: path)
+        // Two chunk buffers, used in turn: chunk k decodes into one while chunk k-1 is written
+        // from the other (reused, so the pages are faulted in once, not once per chunk).
+        let chunkRows = min(rowsPerChunk, max(rows, 1))
+        let buffers = (0..<2).map { _ in UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, chunkRows * width)) }
+        let writer = ChunkWriter(file: file)
+        defer {
+            writer.drain()
+            buffers.forEach { $0.deallocate() }
+        }
         do {
             try file.write(Self.npyHeader(rows: rows, columns: width))
-            let writer = ChunkWriter(file: file)
-            var first = 0
+            var first = 0, chunk = 0
             while first < rows {
-                let chunk = Array(items.examples[first..<min(first + rowsPerChunk, rows)])
-                let matrix = try read(info, examples: chunk, columns: columns)
-                try writer.enqueue(matrix)
-                first += chunk.count
+                let examples = Array(items.examples[first..<min(first + chunkRows, rows)])
+                let buffer = buffers[chunk % 2]
+                try writer.checkFailure()
+                try read(info, examples: examples, columns: columns, into: buffer.baseAddress)
+                writer.enqueue(UnsafeRawBufferPointer(start: buffer.baseAddress, count: examples.count * width * MemoryLayout<Float>.stride))
+                first += examples.count
+                chunk += 1
             }
             try writer.finish()
             try file.close()
         } catch {
+            writer.drain()
             file.abandon()
             throw error
         }
@@ -71,30 +83,49 @@ extension FeatureStore {
 }
 
 /// Writes each chunk on a background queue while the caller decodes the next one; at most one
-/// write is in flight, so memory holds two chunks.
+/// write is in flight, so with two buffers used in turn the one being decoded into is never the
+/// one being written.
 private final class ChunkWriter: @unchecked Sendable {
-    // @unchecked Sendable: `failure` is written by the queue and read only after waiting for it.
+    // @unchecked Sendable: `failure` is behind its lock; `file` is used by the queue only.
     private let file: NPYFileWriter
     private let queue = DispatchQueue(label: "h2t.export.writer")
     private let inFlight = DispatchSemaphore(value: 1)
-    private var failure: (any Error)?
+    private let failureLock = NSLock()
+    private var failureValue: (any Error)?
+    private var failure: (any Error)? {
+        get { failureLock.withLock { failureValue } }
+        set { failureLock.withLock { failureValue = newValue } }
+    }
 
     init(file: NPYFileWriter) { self.file = file }
 
-    func enqueue(_ matrix: FeatureMatrix) throws {
+    /// Throws the failure of an earlier write. (The buffer of two chunks ago is free: `enqueue`
+    /// of the last chunk waited for its write.)
+    func checkFailure() throws {
+        if let failure { throw failure }
+    }
+
+    /// Starts writing `bytes` once the write in flight is done; `bytes` must stay valid until
+    /// the next call returns (or `drain`).
+    func enqueue(_ bytes: UnsafeRawBufferPointer) {
         inFlight.wait()
-        if let failure { inFlight.signal(); throw failure }
-        let chunk = UnsafeSendable(matrix)
+        let chunk = UnsafeSendable(bytes)
         queue.async { [self] in
             defer { inFlight.signal() }
-            do { try chunk.value.values.withUnsafeBytes { try file.write($0) } } catch { failure = error }
+            do { try file.write(chunk.value) } catch { failure = error }
         }
     }
 
+    /// Waits for the last write; throws its failure.
     func finish() throws {
-        inFlight.wait()
-        defer { inFlight.signal() }
+        drain()
         if let failure { throw failure }
+    }
+
+    /// Waits for the last write.
+    func drain() {
+        inFlight.wait()
+        inFlight.signal()
     }
 }
 

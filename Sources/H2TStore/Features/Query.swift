@@ -49,21 +49,29 @@ extension FeatureStore {
 
     func read(_ info: FeatureSetInfo, examples: [ExampleID], columns: [Int]?) throws -> FeatureMatrix {
         let manifest = info.manifest
+        let outColumns = columns?.count ?? manifest.width
+        let taps = Self.tapLayout(manifest, columns: columns)
+        // Every cell is written exactly once by the decoders (rows and columns are resolved
+        // first, and any failure throws), so the output is not zero-filled first: that fill alone
+        // cost a third of a whole-row read's CPU time (see docs/benchmarks.md).
+        return try FeatureMatrix(rowCount: examples.count, columnCount: outColumns, taps: taps) { buffer in
+            try read(info, examples: examples, columns: columns, into: buffer.baseAddress!)
+        }
+    }
+
+    /// Decodes the rows of `examples` (all columns or `columns`) into `destination`, row-major
+    /// with one row per example (`columns?.count ?? width` floats each): every cell is written.
+    func read(_ info: FeatureSetInfo, examples: [ExampleID], columns: [Int]?, into destination: UnsafeMutablePointer<Float>?) throws {
+        let manifest = info.manifest
         if let columns, let bad = columns.first(where: { $0 < 0 || $0 >= manifest.width }) {
             throw StoreError.invalidArgument("column \(bad) is outside feature set \(info.id.prefix(12)) (width \(manifest.width))")
         }
         let outColumns = columns?.count ?? manifest.width
-        let taps = Self.tapLayout(manifest, columns: columns)
-        guard !examples.isEmpty, outColumns > 0 else { return FeatureMatrix(rowCount: examples.count, columnCount: outColumns, taps: taps) }
+        guard !examples.isEmpty, outColumns > 0, let destination else { return }
         let (segments, rowsBySegment) = try rowsBySegment(info, examples: examples)
         let blocks = Self.columnsByBlock(manifest, columns: columns)
         let work = Self.tileReads(segments: segments, rowsBySegment: rowsBySegment, blockCount: blocks.count)
-        // Every cell is written exactly once by the decoders (rows and columns were resolved above,
-        // and any failure throws), so the output is not zero-filled first: that fill alone cost a
-        // third of a whole-row read's CPU time (see docs/benchmarks.md).
-        return try FeatureMatrix(rowCount: examples.count, columnCount: outColumns, taps: taps) { buffer in
-            try decode(work, of: info.id, segments: segments, blocks: blocks, into: buffer.baseAddress!, stride: outColumns)
-        }
+        try decode(work, of: info.id, segments: segments, blocks: blocks, into: destination, stride: outColumns)
     }
 
     /// The tap layout of a read: the feature set's taps for every column, their subset for
