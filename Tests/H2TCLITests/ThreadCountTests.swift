@@ -74,7 +74,7 @@ struct ThreadCountTests {
             (try Regex(#"activeProcessorCount|openblas_get_num_procs|sysconf\(\s*_SC_NPROCESSORS"#), "core count", ["Sources/H2TCore/Parallel.swift"]),
             (try Regex(#"openblas_set_num_threads"#), "OpenBLAS thread setting", ["Sources/H2TCore/BLAS.swift"]),
             (try Regex(#"concurrentPerform\("#), "raw thread pool", ["Sources/H2TCore/Parallel.swift"]),
-            (try Regex(#"min\(\s*[0-9]+\s*,\s*\w*(Parallel|Processor|processor|cores)"#), "capped core count", []),
+            (try Regex(#"min\(\s*[0-9]+\s*,\s*\w*(?:Parallel|Processor|processor|cores)"#), "capped core count", []),
         ]
         var problems: [String] = []
         var scanned = 0
