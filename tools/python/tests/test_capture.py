@@ -43,7 +43,7 @@ def raw_taps(model, x):
         def hook(m, i, out, name=name):
             calls[name] = calls.get(name, 0) + 1
             tap = name if calls[name] == 1 else f"{name}#{calls[name]}"
-            a = out.detach().float().numpy()
+            a = out.detach().float().numpy().copy()  # in-place modules (ReLU) change it later
             if a.ndim == 3:
                 n, t, d = a.shape
                 g = math.isqrt(t - 1)
