@@ -224,15 +224,15 @@ public struct ExternalIngest {
             }
         }
         try Self.checkRepeatedIDs(sources)
+        for source in sources {
+            guard let pooled = source.pooled else { continue }
+            for size in options.targetSizes where size > 0 { _ = try pooled.tensor(forTargetSize: size, in: source) }
+        }
         let classNames = try resolveClassNames(sources)
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
                                           codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits)
-        for source in sources {
-            guard let pooled = source.pooled else { continue }
-            for manifest in writer.manifests { _ = try pooled.tensor(forTargetSize: manifest.targetSize, in: source) }
-        }
         let total = sources.reduce(0) { $0 + $1.count }
         progress?.setTotal(total)
         var computed = 0, reused = 0
