@@ -9,4 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product h2t-store >&2
-H2T_STORE_BIN="${H2T_STORE_BIN:-$(swift build -c release --show-bin-path)/h2t-store}" exec python3 tools/python/benchmarks/bench_python.py "$@"
+swift build -c release --product h2t-bench >&2
+bin="$(swift build -c release --show-bin-path)"
+H2T_STORE_BIN="${H2T_STORE_BIN:-$bin/h2t-store}" H2T_BENCH_BIN="${H2T_BENCH_BIN:-$bin/h2t-bench}" exec python3 tools/python/benchmarks/bench_python.py "$@"

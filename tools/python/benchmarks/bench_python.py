@@ -1,8 +1,8 @@
 """Benchmark of the Python package against the Swift code on the same data, in the same run.
 
-1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``) versus the
-   Swift reader (``h2t-store export``, which also starts a process and writes the .npy; its
-   process start is measured with ``h2t-store ls`` and shown).
+1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``, opening the
+   store each time) versus the Swift reader in process (``h2t-bench read``: ``FeatureStore.read``)
+   and ``h2t-store export`` (process start and .npy writing included).
 2. Capture: ``capture`` (every leaf module hooked, pooled, streamed to ``h2t-store ingest``) versus
    the same model's plain forward pass over the same batches, at 64x64 and 224x224.
 
@@ -82,7 +82,15 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
     columns = np.sort(rng.choice(d, size=max(1, d // 100), replace=False)).tolist()
     out = scratch / "x.npy"
 
-    def swift(cols):
+    def swift_in_process(cols):
+        extra = ["--columns", ",".join(map(str, cols))] if cols else []
+        done = subprocess.run([args.bench_binary, "read", "--store", str(store), "--feature-set", fs, "--dataset", "bench",
+                               "--split", "train", "--reps", str(args.reps), *extra], capture_output=True, text=True)
+        if done.returncode != 0 or not done.stdout.strip().startswith("{"):
+            raise SystemExit(f"h2t-bench read failed: {done.stderr.strip() or done.stdout.strip()}")
+        return json.loads(done.stdout)["seconds"]
+
+    def swift_export(cols):
         extra = ["--columns", *map(str, cols)] if cols else []
         return lambda: run(binary, "export", "--feature-set", fs, "--dataset", "bench", "--split", "train",
                            "--out", str(out), "--store", str(store), *extra)
@@ -93,17 +101,18 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
                 s.read_split(fs, "bench", "train", cols)
         return read
 
-    start_cost = median_time(lambda: run(binary, "ls", "--store", str(store)), args.reps)
     rows = []
     for label, cols in [("whole rows", None), (f"1% of columns ({len(columns)})", columns)]:
-        t_swift, t_py = median_time(swift(cols), args.reps), median_time(python(cols), args.reps)
+        t_swift = swift_in_process(cols)
+        t_export = median_time(swift_export(cols), args.reps)
+        t_py = median_time(python(cols), args.reps)
         values = n * (d if cols is None else len(cols))
-        rows.append((label, t_swift, t_py, values))
-    print(f"(h2t-store process start, `ls`: {start_cost * 1000:.0f} ms median, included in the Swift column)")
-    print("| read | Swift `export` s | Python s | Swift Mvalues/s | Python Mvalues/s | Python / Swift throughput |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for label, t_swift, t_py, values in rows:
-        print(f"| {label} | {t_swift:.3f} | {t_py:.3f} | {values / t_swift / 1e6:.1f} | {values / t_py / 1e6:.1f} | {t_swift / t_py:.2f} |")
+        rows.append((label, t_swift, t_export, t_py, values))
+    print("| read | Swift reader s (in process) | `h2t-store export` s | Python s | Swift Mvalues/s | Python Mvalues/s | Python / Swift throughput |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, t_swift, t_export, t_py, values in rows:
+        print(f"| {label} | {t_swift:.3f} | {t_export:.3f} | {t_py:.3f} | {values / t_swift / 1e6:.1f} | "
+              f"{values / t_py / 1e6:.1f} | {t_swift / t_py:.2f} |")
 
 
 def bench_capture(args, binary: str, scratch: Path) -> None:
@@ -152,6 +161,7 @@ def main() -> int:
     if args.quick:
         args.examples, args.width, args.reps, args.capture_images_64, args.capture_images_224 = 2000, 1024, 1, 32, 16
     binary = os.environ.get("H2T_STORE_BIN", str(Path(__file__).resolve().parents[3] / ".build" / "release" / "h2t-store"))
+    args.bench_binary = os.environ.get("H2T_BENCH_BIN", str(Path(binary).parent / "h2t-bench"))
     print(f"# h2t_store (Python) benchmark\n{machine()}")
     scratch = Path(tempfile.mkdtemp(prefix="h2t-bench-python-", dir=args.tmp))
     try:
