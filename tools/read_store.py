@@ -2,8 +2,8 @@
 """Read features from an h2t-store directory without the Swift code: a command-line shim over the
 ``h2t_store`` package (``tools/python``), which reads the format of ``schemas/store-format.md``.
 
-Install the package with ``python3 -m pip install ./tools/python`` (``tools/setup`` does); when it
-is not installed, this script uses the copy beside it.
+It uses the package of this tree (``tools/python``); its dependencies are in
+``tools/requirements.txt``.
 
 Library use (kept for existing callers; new code should use ``h2t_store.Store``)::
 
@@ -32,14 +32,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-try:
-    import h2t_store
-except ImportError:  # not installed: the package beside this script
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
-    import h2t_store
+# The package of this tree (tools/python), before any installed copy.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "python"))
 
-from h2t_store import H2TStoreError, Store
-from h2t_store import H2TStoreError as StoreFormatError  # the name existing callers catch
+from h2t_store import H2TStoreError, Store  # noqa: E402
+from h2t_store import H2TStoreError as StoreFormatError  # noqa: E402  (the name existing callers catch)
 
 
 def list_feature_sets(path: str) -> List[dict]:
