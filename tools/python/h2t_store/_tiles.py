@@ -71,20 +71,31 @@ class TileHeader:
 
 
 def _combine(planes: np.ndarray, dtype: str) -> np.ndarray:
-    """Byte planes ``(P, ..., m)`` (plane p = byte p, least significant first) to float32 ``(..., m)``."""
-    stacked = np.ascontiguousarray(np.moveaxis(planes, 0, -1))  # (..., m, P): little-endian values
-    if dtype == "float32":
-        return stacked.view("<f4")[..., 0]
-    halves = stacked.view("<u2")[..., 0]
+    """Byte planes ``(P, ..., m)`` (plane p = byte p, least significant first) to float32 ``(..., m)``.
+
+    The bytes are laid into a float32 buffer in place (bfloat16: as its high half), so each plane
+    is read once and no integer widening pass is needed."""
+    count = planes.shape[0]
     if dtype == "float16":
-        return halves.view("<f2").astype(np.float32)
-    return (halves.astype(np.uint32) << 16).view(np.float32)  # bfloat16: the high half of a float32
+        halves = np.empty(planes.shape[1:] + (2,), dtype=np.uint8)
+        halves[..., 0], halves[..., 1] = planes[0], planes[1]
+        return halves.view("<f2")[..., 0].astype(np.float32)
+    full = np.empty(planes.shape[1:] + (4,), dtype=np.uint8)
+    if dtype == "float32":
+        for p in range(count):
+            full[..., p] = planes[p]
+    else:  # bfloat16: the high 16 bits of a float32
+        full[..., 0:2] = 0
+        full[..., 2], full[..., 3] = planes[0], planes[1]
+    return full.view("<f4")[..., 0]
 
 
 def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
-                  decompressor: Optional[zstandard.ZstdDecompressor] = None) -> np.ndarray:
-    """Decodes ``frames`` (ascending, unique) of a checked tile into float32 ``(rows, k)``, where
-    ``k`` is the sum of the frames' widths, columns in frame order. Each frame's CRC is checked."""
+                  decompressor: Optional[zstandard.ZstdDecompressor] = None, out: Optional[np.ndarray] = None,
+                  threads: int = 0) -> np.ndarray:
+    """Decodes ``frames`` (ascending, unique) of a checked tile into float32 ``(rows, k)`` (into
+    ``out`` when given), where ``k`` is the sum of the frames' widths, columns in frame order.
+    Each frame's CRC is checked."""
     rows, planes = header.rows, header.planes
     pieces: List[object] = []
     packed: List[bytes] = []
@@ -113,16 +124,19 @@ def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
         decompressor = decompressor or zstandard.ZstdDecompressor()
         sizes = struct.pack(f"={len(packed)}Q", *(pieces[i] for i in packed_at))
         try:
-            out = decompressor.multi_decompress_to_buffer(packed, decompressed_sizes=sizes, threads=-1 if len(packed) > 64 else 0)
+            decompressed = decompressor.multi_decompress_to_buffer(packed, decompressed_sizes=sizes, threads=threads)
         except zstandard.ZstdError as error:
             raise StoreFormatError(f"tile {header.name}: a frame does not decompress: {error}") from None
-        for i, segment in zip(packed_at, out):
+        for i, segment in zip(packed_at, decompressed):
             if len(segment) != pieces[i]:
                 raise StoreFormatError(f"tile {header.name}: a plane decompresses to {len(segment)} bytes, not {pieces[i]}")
             pieces[i] = segment
     raw = np.frombuffer(b"".join(pieces), dtype=np.uint8)  # type: ignore[arg-type]
-    widths = [header.frame_columns(f) for f in frames]
-    out = np.empty((rows, sum(widths)), dtype=np.float32)
+    widths = [min(header.frame_width, header.cols - f * header.frame_width) for f in frames]
+    if out is None:
+        out = np.empty((rows, sum(widths)), dtype=np.float32)
+    elif out.shape != (rows, sum(widths)):
+        raise ValueError(f"tile {header.name}: output of shape {out.shape} for {rows}x{sum(widths)} values")
     # Frames of full width form one block decoded at once; a narrower last frame is decoded alone.
     full = sum(1 for w in widths if w == header.frame_width)
     fw = header.frame_width
@@ -138,17 +152,20 @@ def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
 
 
 def decode_columns(tile: bytes, binding: bytes, columns: Optional[np.ndarray], name: str,
-                   decompressor: Optional[zstandard.ZstdDecompressor] = None) -> np.ndarray:
+                   decompressor: Optional[zstandard.ZstdDecompressor] = None, out: Optional[np.ndarray] = None,
+                   threads: int = 0) -> np.ndarray:
     """Decodes a tile (all columns, or the tile-local ``columns``, any order, repeats allowed) to
-    float32 ``(rows, k)``; only the frames holding those columns are checked and decompressed."""
+    float32 ``(rows, k)``; only the frames holding those columns are checked and decompressed.
+    All columns can be decoded into ``out`` (a view of the caller's output). ``threads``: zstd
+    decompression threads (0: this thread; -1: one per core)."""
     header = TileHeader(tile, name, binding)
     if columns is None:
-        return decode_frames(tile, header, range(header.frame_count), decompressor)
+        return decode_frames(tile, header, range(header.frame_count), decompressor, out, threads)
     columns = np.asarray(columns, dtype=np.int64)
     if columns.size and (columns.min() < 0 or columns.max() >= header.cols):
         raise StoreFormatError(f"tile {name}: column outside 0..<{header.cols}")
     frames = np.unique(columns // header.frame_width)
-    decoded = decode_frames(tile, header, frames.tolist(), decompressor)
+    decoded = decode_frames(tile, header, frames.tolist(), decompressor, threads=threads)
     # Position of each frame's first column inside `decoded`.
     starts = np.zeros(header.frame_count, dtype=np.int64)
     starts[frames] = np.arange(len(frames)) * header.frame_width

@@ -119,7 +119,7 @@ class Registry:
             raise ValueError(f"unknown sort key '{sort}' (use one of {', '.join(SORT_KEYS)})")
         if limit is not None and limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
-        with self.store.begin() as txn:
+        with self.store.begin(buffers=False) as txn:
             allowed: Optional[set] = None
             for text in tags:
                 key, eq, value = text.partition("=")
@@ -163,7 +163,7 @@ class Registry:
 
     def aliases(self, task: Optional[str] = None) -> List[Dict[str, Any]]:
         """Current aliases (``task``, ``alias``, ``version``, ...), sorted by task and name."""
-        with self.store.begin() as txn:
+        with self.store.begin(buffers=False) as txn:
             return self._alias_states(txn, task)
 
     def _alias_states(self, txn: lmdb.Transaction, task: Optional[str]) -> List[Dict[str, Any]]:
@@ -175,7 +175,7 @@ class Registry:
 
     def resolve(self, reference: str) -> Tuple[str, int]:
         """``NAME`` (latest live version), ``NAME@vN`` or ``NAME@alias`` to ``(task, version)``."""
-        with self.store.begin() as txn:
+        with self.store.begin(buffers=False) as txn:
             return self._resolve(txn, reference)
 
     def _resolve(self, txn: lmdb.Transaction, reference: str) -> Tuple[str, int]:
@@ -212,7 +212,7 @@ class Registry:
 
     def head(self, reference: str) -> Head:
         """The head ``reference`` selects, weights included."""
-        with self.store.begin() as txn:
+        with self.store.begin(buffers=False) as txn:
             task, version = self._resolve(txn, reference)
             base = task.encode() + b"\0" + struct.pack(">I", version) + b"\0"
             db = self.dbs["registry"]

@@ -12,6 +12,8 @@ import itertools
 import json
 import os
 import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -19,7 +21,7 @@ import lmdb
 import numpy as np
 import zstandard
 
-from ._tiles import decode_columns, tile_binding
+from ._tiles import TileHeader, decode_columns, tile_binding
 from .errors import NotFound, StoreFormatError
 
 #: Store format versions (``meta/format``, u32 LE) this reader understands.
@@ -168,7 +170,6 @@ class Store:
             self.close()
             raise
         self.format_version = version
-        self._decompressor = zstandard.ZstdDecompressor()
 
     def table(self, name: str) -> Any:
         """A named database of the environment (``None`` when the store has none of that name),
@@ -189,9 +190,11 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
 
-    def begin(self) -> lmdb.Transaction:
-        """A read transaction (one per public call)."""
-        return self.env.begin(buffers=False)
+    def begin(self, buffers: bool = True) -> lmdb.Transaction:
+        """A read transaction (one per public call). With ``buffers``, values and keys are
+        memoryviews into the map (no copy; valid until the transaction ends), so a read of 1% of
+        the columns does not copy whole tiles out of LMDB."""
+        return self.env.begin(buffers=buffers)
 
     # ------------------------------------------------------------------------------------------
     # Manifests
@@ -222,7 +225,7 @@ class Store:
     def datasets(self) -> Dict[str, Dict[str, Any]]:
         """Every dataset manifest by name (``classNames``, ``splits``: items per split)."""
         with self.begin() as txn:
-            return {k.decode("utf-8"): _json(k, v, "dataset") for k, v in txn.cursor(db=self.dbs["datasets"])}
+            return {bytes(k).decode("utf-8"): _json(k, v, "dataset") for k, v in txn.cursor(db=self.dbs["datasets"])}
 
     def dataset(self, name: str) -> Dict[str, Any]:
         with self.begin() as txn:
@@ -309,7 +312,7 @@ class Store:
             member_prefix = dataset.encode("utf-8") + b"\0" + split.encode("utf-8") + b"\0"
             for prefix, table in [(bytes.fromhex(f[:32]), "rows") for f in featureset_ids] + [(member_prefix, "splitmembers")]:
                 keys = [prefix + row.tobytes() for row in ids]
-                present = {k for k, _ in txn.cursor(db=self.dbs[table]).getmulti(keys)}
+                present = {bytes(k) for k, _ in txn.cursor(db=self.dbs[table]).getmulti(keys)}
                 done &= np.fromiter((k in present for k in keys), dtype=bool, count=len(keys))
         return done
 
@@ -334,13 +337,13 @@ class Store:
             cursor = txn.cursor(db=self.dbs["featuresets"])
             if cursor.set_range(ref.encode("ascii")):
                 for key, value in cursor:
-                    if not key.startswith(ref.encode("ascii")):
+                    if key[:len(ref)] != ref.encode("ascii"):
                         break
-                    matches.append((key, value))
+                    matches.append((bytes(key), value))
         if len(matches) > 1:
             raise NotFound(f"feature set prefix '{ref}' matches several feature sets; give more digits")
         if not matches:
-            known = [k.decode()[:12] for k in txn.cursor(db=self.dbs["featuresets"]).iternext(values=False)]
+            known = [bytes(k).decode()[:12] for k in txn.cursor(db=self.dbs["featuresets"]).iternext(values=False)]
             raise NotFound(f"unknown feature set '{ref}' in {self.path} (known: {', '.join(known) or 'none'})")
         return self._feature_set(txn, *matches[0])
 
@@ -351,7 +354,7 @@ class Store:
         values: List[bytes] = []
         if cursor.set_range(prefix):
             for key, value in cursor:
-                if not key.startswith(prefix):
+                if key[:len(prefix)] != prefix:
                     break
                 if len(key) != 20 or len(value) != 4:
                     raise StoreFormatError(f"segment record {key.hex()} has the wrong size")
@@ -368,7 +371,7 @@ class Store:
     def _dataset(self, txn: lmdb.Transaction, name: str) -> Dict[str, Any]:
         raw = txn.get(name.encode("utf-8"), db=self.dbs["datasets"])
         if raw is None:
-            known = [k.decode("utf-8", "replace") for k in txn.cursor(db=self.dbs["datasets"]).iternext(values=False)]
+            known = [bytes(k).decode("utf-8", "replace") for k in txn.cursor(db=self.dbs["datasets"]).iternext(values=False)]
             raise NotFound(f"unknown dataset '{name}' in {self.path} (datasets: {', '.join(known) or 'none'})")
         return _json(name.encode("utf-8"), raw, "dataset")
 
@@ -380,20 +383,18 @@ class Store:
         n = int(splits[split])
         prefix = dataset.encode("utf-8") + b"\0" + split.encode("utf-8") + b"\0"
         cursor = txn.cursor(db=self.dbs["splititems"])
-        items: List[Tuple[bytes, bytes]] = []
+        values = b""
+        first = last = b""
         if n and cursor.set_range(prefix):
-            # islice + list: the cursor is driven from C, no Python bytecode per item.
-            items = list(itertools.islice(cursor.iternext(), n))
-        keys = b"".join(k for k, _ in items)
-        values = b"".join(v for _, v in items)
-        width = len(prefix) + 4
-        if len(items) != n or len(keys) != n * width or len(values) != n * 36:
-            raise StoreFormatError(f"{dataset}/{split}: the manifest says {n} items, the split table disagrees")
-        key_array = np.frombuffer(keys, dtype=np.uint8).reshape(n, width)
-        index = key_array[:, len(prefix):].copy().view(">u4").reshape(n)
-        if n and (not np.all(key_array[:, :len(prefix)] == np.frombuffer(prefix, np.uint8))
-                  or not np.array_equal(index, np.arange(n))):
-            raise StoreFormatError(f"{dataset}/{split}: split items are not numbered 0..<{n}")
+            first = bytes(cursor.key())
+            # islice + join: the cursor is driven from C, no Python bytecode per item.
+            values = b"".join(itertools.islice(cursor.iternext(keys=False, values=True), n))
+            last = bytes(cursor.key())
+        # Keys are prefix | index u32 BE, sorted: n items from index 0 to index n - 1 are exactly
+        # the items 0..<n when every value has the documented size.
+        if n and (first != prefix + struct.pack(">I", 0) or last != prefix + struct.pack(">I", n - 1)) or len(values) != n * 36:
+            raise StoreFormatError(f"{dataset}/{split}: the manifest says {n} items, the split table disagrees "
+                                   "(items missing, misnumbered or of the wrong size)")
         value_array = np.frombuffer(values, dtype=np.uint8).reshape(n, 36)
         labels = value_array[:, 32:].copy().view("<u4").reshape(n).astype(np.int64)
         return Split(dataset, split, value_array[:, :32], labels, list(manifest.get("classNames", [])))
@@ -408,7 +409,7 @@ class Store:
         wanted = [keys[i:i + 48] for i in range(0, 48 * n, 48)]
         found = txn.cursor(db=self.dbs["rows"]).getmulti(wanted)
         if len(found) != n:
-            present = {k for k, _ in found}
+            present = {bytes(k) for k, _ in found}
             missing = next(k for k in wanted if k not in present)
             raise NotFound(f"example {missing[16:].hex()} has no features in feature set {fs.id[:12]}")
         values = b"".join(v for _, v in found)
@@ -431,30 +432,37 @@ class Store:
         prefix = bytes.fromhex(fs.id[:32])
         by_segment = np.argsort(segment, kind="stable")
         bounds = np.searchsorted(segment[by_segment], np.arange(len(fs.starts) + 1))
-        block_list = np.unique(blocks)
+        # Per column block: its output columns, its tile-local columns, whether that is the whole
+        # tile in order, and the output columns as a slice when they are consecutive.
+        plan = []
+        for b in np.unique(blocks).tolist():
+            out_cols = np.nonzero(blocks == b)[0]
+            local_cols = cols[out_cols] - b * block_width
+            expected_cols = min(block_width, width - b * block_width)
+            everything = len(local_cols) == expected_cols and np.array_equal(local_cols, np.arange(expected_cols))
+            plan.append((b, out_cols, local_cols, expected_cols, everything, _as_slice(out_cols)))
+        jobs = []
         for s in np.nonzero(np.diff(bounds))[0]:
             out_rows = by_segment[bounds[s]:bounds[s + 1]]
             start, count = int(fs.starts[s]), int(fs.counts[s])
             local_rows = rows[out_rows] - start
             whole_segment = len(out_rows) == count and np.array_equal(local_rows, np.arange(count))
-            for b in block_list:
-                out_cols = np.nonzero(blocks == b)[0]
-                key = prefix + struct.pack(">II", start, int(b))
+            row_part = _as_slice(out_rows) if whole_segment else None
+            for b, out_cols, local_cols, expected_cols, everything, col_part in plan:
+                key = prefix + struct.pack(">II", start, b)
                 name = f"tiles/{fs.id[:12]}/rows@{start}/block{b}"
                 tile = txn.get(key, db=self.dbs["tiles"])
                 if tile is None:
                     raise StoreFormatError(f"store is inconsistent: missing tile {name}")
-                expected_cols = min(block_width, width - int(b) * block_width)
+                binding = tile_binding(key, count)
                 tile_rows, tile_cols = struct.unpack_from("<II", tile, 8) if len(tile) >= 16 else (-1, -1)
-                local_cols = cols[out_cols] - int(b) * block_width
-                everything = len(local_cols) == expected_cols and np.array_equal(local_cols, np.arange(expected_cols))
-                values = decode_columns(tile, tile_binding(key, count), None if everything else local_cols, name, self._decompressor)
                 if tile_rows != count or tile_cols != expected_cols:
+                    TileHeader(tile, name, binding)  # a corrupted header says so first
                     raise StoreFormatError(f"tile {name}: {tile_rows}x{tile_cols}, expected {count}x{expected_cols}")
-                if whole_segment and len(out_cols) == len(cols):
-                    out[out_rows] = values
-                else:
-                    out[np.ix_(out_rows, out_cols)] = values if whole_segment else values[local_rows]
+                jobs.append((tile, binding, name, None if everything else local_cols, out_rows, out_cols,
+                             None if whole_segment else local_rows, row_part, col_part))
+        _decode_all(jobs, out)
+        return out
         return out
 
 
@@ -520,16 +528,66 @@ def _forget_inherited() -> None:
 os.register_at_fork(after_in_child=_forget_inherited)
 
 
+_local = threading.local()
+#: Values a read must select before its tiles are decoded on several threads.
+_POOL_VALUES = 1 << 20
+
+
+def _decode_job(job: tuple, out: np.ndarray, threads: int) -> None:
+    """Decodes one tile's wanted columns into its place in ``out`` (jobs write disjoint cells)."""
+    tile, binding, name, local_cols, out_rows, out_cols, local_rows, row_part, col_part = job
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    if local_cols is None and row_part is not None and col_part is not None:
+        # Decoded straight into its place in the output: no intermediate copy.
+        decode_columns(tile, binding, None, name, decompressor, out=out[row_part, col_part], threads=threads)
+        return
+    values = decode_columns(tile, binding, local_cols, name, decompressor, threads=threads)
+    if local_rows is not None:
+        values = values[local_rows]
+    if col_part is not None:
+        out[row_part if row_part is not None else out_rows, col_part] = values
+    else:
+        out[np.ix_(out_rows, out_cols)] = values
+
+
+def _decode_all(jobs: List[tuple], out: np.ndarray) -> None:
+    """Decodes the tiles on one thread per core (zstd and numpy release the GIL); a single tile
+    spreads its zstd frames over the cores instead."""
+    workers = min(os.cpu_count() or 1, len(jobs))
+    wanted = sum(len(job[4]) * (len(job[3]) if job[3] is not None else len(job[5])) for job in jobs)
+    if wanted < _POOL_VALUES:
+        # Small selections (a head's 1% of columns): thread hand-offs would cost more than they save.
+        for job in jobs:
+            _decode_job(job, out, threads=0)
+        return
+    if workers <= 1:
+        for job in jobs:
+            _decode_job(job, out, threads=-1)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in [pool.submit(_decode_job, job, out, 0) for job in jobs]:
+            done.result()
+
+
+def _as_slice(index: np.ndarray) -> Optional[slice]:
+    """``index`` as a slice when it is an ascending run of consecutive integers."""
+    if len(index) and index[-1] - index[0] == len(index) - 1 and (len(index) == 1 or np.all(np.diff(index) == 1)):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return None
+
+
 def _json(key: bytes, value: bytes, what: str) -> Dict[str, Any]:
     try:
-        return json.loads(value.decode("utf-8"))
+        return json.loads(bytes(value).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise StoreFormatError(f"{what} {key!r} is not valid JSON: {error}") from None
 
 
 def _check_identity(key: bytes, value: bytes, what: str) -> str:
     """A manifest's id is the SHA-256 of exactly its stored canonical JSON."""
-    ident = key.decode("ascii")
+    ident = bytes(key).decode("ascii")
     digest = hashlib.sha256(value).hexdigest()
     if digest != ident:
         raise StoreFormatError(f"{what} {ident[:12]}: stored JSON hashes to {digest[:12]}, not its id")
