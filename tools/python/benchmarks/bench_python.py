@@ -1,7 +1,7 @@
 """Benchmark of the Python package against the Swift code on the same data, in the same run.
 
-1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``, opening the
-   store each time) versus the Swift reader in process (``h2t-bench read``: ``FeatureStore.read``)
+1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``, the store
+   opened once) versus the Swift reader in process (``h2t-bench read``: ``FeatureStore.read``)
    and ``h2t-store export`` (process start and .npy writing included).
 2. Capture: ``capture`` (every leaf module hooked, pooled, streamed to ``h2t-store ingest``) versus
    the same model's plain forward pass over the same batches, at 64x64 and 224x224.
@@ -95,11 +95,10 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
         return lambda: run(binary, "export", "--feature-set", fs, "--dataset", "bench", "--split", "train",
                            "--out", str(out), "--store", str(store), *extra)
 
+    opened = Store(store)  # opened once, as the Swift reader's store is
+
     def python(cols):
-        def read():
-            with Store(store) as s:
-                s.read_split(fs, "bench", "train", cols)
-        return read
+        return lambda: opened.read_split(fs, "bench", "train", cols)
 
     rows = []
     for label, cols in [("whole rows", None), (f"1% of columns ({len(columns)})", columns)]:
