@@ -10,15 +10,16 @@ import numpy as np
 
 
 def write_safetensors(path: str, tensors: Dict[str, np.ndarray], metadata: Dict[str, str]) -> None:
-    """A safetensors file (8-byte LE header length, JSON header, data) of float32/float16/float64
-    arrays in the given order, with ``__metadata__``."""
-    codes = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64"}
+    """A safetensors file (8-byte LE header length, JSON header, data) of float32, float16, float64
+    or bfloat16 (given as uint16 bit patterns) arrays in the given order, with ``__metadata__``."""
+    # uint16 arrays hold bfloat16 bit patterns (numpy has no bfloat16).
+    codes = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<u2"): "BF16"}
     header: Dict[str, Any] = {"__metadata__": metadata}
     blobs, offset = [], 0
     for tensor_name, array in tensors.items():
         array = np.ascontiguousarray(array)
         if array.dtype.newbyteorder("<") not in codes:
-            raise ValueError(f"tensor '{tensor_name}' has dtype {array.dtype}; write float32, float16 or float64")
+            raise ValueError(f"tensor '{tensor_name}' has dtype {array.dtype}; write float32, float16, float64 or uint16 (bfloat16 bits)")
         data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
         header[tensor_name] = {"dtype": codes[array.dtype.newbyteorder("<")], "shape": list(array.shape),
                                "data_offsets": [offset, offset + len(data)]}

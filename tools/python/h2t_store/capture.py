@@ -136,6 +136,16 @@ class Codec:
     frame_width: int = 4
     column_block: int = 1024
 
+    def transfer(self, rows: torch.Tensor) -> np.ndarray:
+        """Pooled float32 rows in the stored dtype, converted on their device: the store would
+        round float32 to this dtype (to nearest, ties to even) anyway, so sending it rounded
+        stores the same bits and moves half the bytes."""
+        if self.dtype == "bfloat16":
+            return rows.to(torch.bfloat16).view(torch.int16).to("cpu").numpy().view(np.uint16)
+        if self.dtype == "float16":
+            return rows.to(torch.float16).to("cpu").numpy()
+        return rows.to("cpu").numpy()
+
     def manifest(self) -> Dict[str, Any]:
         return {"dtype": self.dtype, "compressed": self.zstd_level > 0, "level": max(self.zstd_level, 1),
                 "frameWidth": self.frame_width}
@@ -222,14 +232,15 @@ class _Hooks:
 
 def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str, List[int]]],
                 names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]]) -> None:
-    """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (float32, examples x width)
-    per target size and the metadata ``docs/external-activations.md`` describes."""
+    """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (examples x width; float32,
+    float16, or bfloat16 as uint16 bits) per target size and the metadata
+    ``docs/external-activations.md`` describes."""
     metadata = {"h2t.pooled": json.dumps({"taps": [{"name": n, "shape": list(s)} for n, s in taps]}),
                 "example_ids": json.dumps(list(names))}
     if labels is not None:
         metadata["labels"] = json.dumps([int(l) for l in labels])
         metadata["class_names"] = json.dumps(list(class_names or []))
-    write_safetensors(path, {f"h2t.pooled/{size}": np.asarray(m, dtype=np.float32) for size, m in rows.items()}, metadata)
+    write_safetensors(path, {f"h2t.pooled/{size}": m for size, m in rows.items()}, metadata)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +365,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     hooks = _Hooks(model, layers, sizes)
     was_training = model.training
     model.eval()
-    scratch = tempfile.mkdtemp(prefix="h2t-capture-")
+    # Chunk files live only until the CLI has stored them: in memory when the system has /dev/shm.
+    scratch = tempfile.mkdtemp(prefix="h2t-capture-", dir="/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None)
     summary: Optional[CaptureSummary] = None
     reader: Optional[Store] = None
     pending: Optional[Tuple[subprocess.Popen, str, List[str]]] = None
@@ -435,7 +447,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                         column = int((~torch.isfinite(row[bad])).nonzero()[0, 0])
                         raise CaptureError(f"NaN or Inf in tap '{_tap_of(summary.taps, column, f)}' for example "
                                            f"'{picked[bad]}'; nothing of its chunk was stored")
-                    chunk["rows"][f].append(row.to("cpu").numpy())
+                    chunk["rows"][f].append(codec.transfer(row))
                 chunk["names"].extend(picked)
                 if y is not None:
                     chunk["labels"].append(y[need])
