@@ -56,6 +56,17 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def paired_median_times(a, b, reps: int):
+    """Medians of ``a`` and ``b`` timed alternately ``reps`` times each."""
+    ta, tb = [], []
+    for _ in range(reps):
+        for fn, times in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(ta), statistics.median(tb)
+
+
 def run(binary: str, *arguments: str) -> None:
     done = subprocess.run([binary, *arguments], capture_output=True, text=True)
     if done.returncode != 0:
@@ -142,7 +153,8 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
                     class_names=["x"], chunk_size=64, binary=binary, progress=False)
 
         forward()  # warm-up
-        t_forward, t_capture = median_time(forward, args.reps), median_time(captured, args.reps)
+        # Alternated, so that a change in the machine's load hits both sides alike.
+        t_forward, t_capture = paired_median_times(forward, captured, args.reps)
         print(f"| {size}x{size} | {n} | {t_forward:.2f} | {t_capture:.2f} | {(t_capture / t_forward - 1) * 100:+.0f}% | {n / t_capture:.1f} |", flush=True)
 
 
