@@ -130,7 +130,8 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
     import torchvision
     from h2t_store.capture import capture
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    from h2t_store.store import default_threads
+    torch.set_num_threads(default_threads())
     print(f"\n## Capture: torchvision resnet18 (random weights), every leaf module hooked, target size 8192, CPU", flush=True)
     print("| input | images | forward s | capture s | overhead | capture images/s |")
     print("| --- | --- | --- | --- | --- | --- |")

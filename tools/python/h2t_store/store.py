@@ -528,6 +528,18 @@ def _forget_inherited() -> None:
 os.register_at_fork(after_in_child=_forget_inherited)
 
 
+def default_threads() -> int:
+    """Threads for decoding, by the project's policy (``Parallelism`` in the Swift code):
+    ``H2T_THREADS`` when it is a positive whole number, else every core this process may run on."""
+    text = os.environ.get("H2T_THREADS", "").strip()
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity mask on this platform
+        return os.cpu_count() or 1
+
+
 _local = threading.local()
 #: Values a read must select before its tiles are decoded on several threads.
 _POOL_VALUES = 1 << 20
@@ -555,7 +567,7 @@ def _decode_job(job: tuple, out: np.ndarray, threads: int) -> None:
 def _decode_all(jobs: List[tuple], out: np.ndarray) -> None:
     """Decodes the tiles on one thread per core (zstd and numpy release the GIL); a single tile
     spreads its zstd frames over the cores instead."""
-    workers = min(os.cpu_count() or 1, len(jobs))
+    workers = min(default_threads(), len(jobs))
     wanted = sum(len(job[4]) * (len(job[3]) if job[3] is not None else len(job[5])) for job in jobs)
     if wanted < _POOL_VALUES:
         # Small selections (a head's 1% of columns): thread hand-offs would cost more than they save.
