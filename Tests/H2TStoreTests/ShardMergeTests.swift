@@ -20,13 +20,20 @@ struct ShardMergeTests {
 
     init() throws {
         for (file, n, seed) in [("a", 37, UInt64(5)), ("b", 29, 6)] {
-            var generator = SeededRandom(state: seed)
-            try writeSafetensors(dir.file("\(file).safetensors"), tensors: [
-                ("conv", [n, 4, 4, 4], (0..<(n * 64)).map { _ in generator.uniform() - 0.5 }),
-                ("logits", [n, 8], (0..<(n * 8)).map { _ in generator.uniform() }),
-            ], metadata: ["example_ids": "[" + (0..<n).map { "\"\(file)\($0)\"" }.joined(separator: ",") + "]",
-                          "labels": "[" + (0..<n).map { "\"\(["cat", "dog", "fox"][$0 % 3])\"" }.joined(separator: ",") + "]"])
+            try Self.writeInput(dir.file("\(file).safetensors"), prefix: file, n: n, seed: seed)
         }
+    }
+
+    /// Examples `prefix0 ..< prefix(n-1)` with labels cycling over three classes; the first
+    /// `count` of them (default: all) are written.
+    static func writeInput(_ path: String, prefix: String, n: Int, seed: UInt64, count: Int? = nil) throws {
+        var generator = SeededRandom(state: seed)
+        let conv = (0..<(n * 64)).map { _ in generator.uniform() - 0.5 }
+        let logits = (0..<(n * 8)).map { _ in generator.uniform() }
+        let m = count ?? n
+        try writeSafetensors(path, tensors: [("conv", [m, 4, 4, 4], Array(conv[0..<(m * 64)])), ("logits", [m, 8], Array(logits[0..<(m * 8)]))],
+                             metadata: ["example_ids": "[" + (0..<m).map { "\"\(prefix)\($0)\"" }.joined(separator: ",") + "]",
+                                        "labels": "[" + (0..<m).map { "\"\(["cat", "dog", "fox"][$0 % 3])\"" }.joined(separator: ",") + "]"])
     }
 
     func options(shard: ShardSpec? = nil, targets: [Int] = [16, 4]) -> ExternalIngestOptions {
@@ -124,19 +131,22 @@ struct ShardMergeTests {
         #expect(try store.shardRecord() == sealed)
 
         // A shard killed before its seal: its commits are there, its record has no seal.
+        // Commits: backbone, two feature sets, the shard record, then one per chunk.
         let killed = dir.file("killed")
-        let partial = try FeatureStore(path: killed)
-        let storePath = killed
-        LMDBFaults.arm("mdb_txn_commit", path: storePath, code: EIO, skip: 3)
-        #expect(throws: (any Error).self) {
-            _ = try ExternalIngest(store: partial, options: options(shard: try ShardSpec(index: 1, count: 2))).run(paths: inputs)
+        do {
+            let partial = try FeatureStore(path: killed)
+            LMDBFaults.arm("mdb_txn_commit", path: killed, code: EIO, skip: 5)
+            defer { LMDBFaults.disarm(path: killed) }
+            #expect(throws: (any Error).self) {
+                _ = try ExternalIngest(store: partial, options: options(shard: try ShardSpec(index: 1, count: 2))).run(paths: inputs)
+            }
+            #expect(try partial.shardRecord() != nil && partial.shardRecord()?.seal == nil)
         }
-        LMDBFaults.disarm(path: storePath)
-        #expect(try partial.shardRecord()?.seal == nil)
         let first = try ingestShard(0, of: 2)
         #expect {
             _ = try FeatureStore(path: dir.file("t")).merge(shardPaths: [first, killed])
         } throws: { "\($0)".contains("\(killed): shard 1/2 of plan ") && "\($0)".contains("is not sealed") }
+        let partial = try FeatureStore(path: killed, create: false)
         let resumed = try ExternalIngest(store: partial, options: options(shard: try ShardSpec(index: 1, count: 2))).run(paths: inputs)
         #expect(resumed.shard?.state == "resumed" && resumed.examplesReused > 0)
         #expect(try partial.shardRecord()?.seal == sealed.seal)
@@ -208,14 +218,16 @@ struct ShardMergeTests {
     @Test func examplesTheTargetAlreadyHoldsAreKeptOnceAndTheRestEqualsASingleIngest() throws {
         let reference = try contents(try singleProcess())
         let shards = try (0..<2).map { try ingestShard($0, of: 2) }
-        // The target already holds file b (the second half, with the same values): those rows
-        // are not copied again; segments straddling the boundary are re-encoded without them.
+        // The target already holds b0 ... b9 with the same values: those rows are not copied
+        // again; the shard segment b8 ... b15 is re-encoded without b8 and b9.
+        let first10 = dir.file("b-first10.safetensors")
+        try Self.writeInput(first10, prefix: "b", n: 29, seed: 6, count: 10)
         let target = try FeatureStore(path: dir.file("target"))
         var o = options()
         o.dataset = "b-only"
-        _ = try ExternalIngest(store: target, options: o).run(paths: [inputs[1]])
+        _ = try ExternalIngest(store: target, options: o).run(paths: [first10])
         let summary = try target.merge(shardPaths: shards)
-        #expect(summary.rowsAdded == 2 * 37 && summary.tilesReencoded > 0)
+        #expect(summary.rowsAdded == 2 * (66 - 10) && summary.tilesReencoded > 0)
         expectEqual(try contents(target), reference)
         #expect(try target.verify().problems == [])
     }

@@ -284,28 +284,32 @@ extension FeatureStore {
                     key.start + (try txn.get(tables.segments, key) ?? 0)
                 } ?? 0
                 var counts = CopyCounts(rows: keep.count)
+                var tiles: [[UInt8]] = [], oldBindings: [[UInt8]] = []
                 for block in 0..<manifest.columnBlocks {
-                    let sourceKey = TileKey.encode((fs, segment.start, block))
                     guard let stored = try stxn.get(source.tables.tiles, (fs, segment.start, block)) else {
                         throw StoreError.inconsistent("shard \(source.path): tile \(TileKey.describe(id, segment: segment.start, block: block)) is missing")
                     }
-                    let oldBinding = TileCodec.binding(key: sourceKey, rows: segment.count)
-                    let newBinding = TileCodec.binding(key: TileKey.encode((fs, start, block)), rows: keep.count)
-                    var tile = Array(stored)
-                    do {
-                        if keep.count == segment.count {
-                            try TileCodec.rebind(&tile, from: oldBinding, to: newBinding)
-                            counts.tilesCopied += 1
-                        } else {
-                            tile = try Self.keepingRows(keep, of: [tile], manifest: manifest, bindings: [oldBinding])[0]
-                            TileCodec.bind(&tile, to: newBinding)
-                            counts.tilesReencoded += 1
-                        }
-                    } catch let error as TileError {
-                        throw StoreError.corruptTile(key: "\(source.path): \(TileKey.describe(id, segment: segment.start, block: block))", reason: error.description)
+                    tiles.append(Array(stored))
+                    oldBindings.append(TileCodec.binding(key: TileKey.encode((fs, segment.start, block)), rows: segment.count))
+                }
+                do {
+                    if keep.count < segment.count {
+                        tiles = try Self.keepingRows(keep, of: tiles, manifest: manifest, bindings: oldBindings)
+                        counts.tilesReencoded += tiles.count
                     }
-                    counts.tileBytes += tile.count
-                    try txn.put(tables.tiles, (fs, start, block), tile)
+                    for block in tiles.indices {
+                        let newBinding = TileCodec.binding(key: TileKey.encode((fs, start, block)), rows: keep.count)
+                        if keep.count < segment.count {
+                            TileCodec.bind(&tiles[block], to: newBinding)
+                        } else {
+                            try TileCodec.rebind(&tiles[block], from: oldBindings[block], to: newBinding)
+                            counts.tilesCopied += 1
+                        }
+                        counts.tileBytes += tiles[block].count
+                        try txn.put(tables.tiles, (fs, start, block), tiles[block])
+                    }
+                } catch let error as TileError {
+                    throw StoreError.corruptTile(key: "\(source.path): segment \(id.prefix(12))/rows@\(segment.start)", reason: error.description)
                 }
                 for (offset, k) in keep.enumerated() {
                     try copyExampleRecord(examples[k], txn, from: source, stxn)
