@@ -90,6 +90,37 @@ struct ShardCLITests {
         #expect(reused.status == 1 && reused.stderr.contains("is shard 0/2 of plan") && reused.stderr.contains("not shard 1/2"), "\(reused.stderr)")
     }
 
+    /// Image sources (real MobileNetV2 weights from the artefact cache): Fashion-MNIST and an
+    /// image folder with a file the ingest skips, sharded and merged, export equal to one ingest.
+    @Test func imageSourcesShardAndMergeToTheSingleIngest() throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let folder = dir + "/images"
+        let fixtures = CLI.packageRoot + "/Tests/H2TBackboneTests/Fixtures/images"
+        for (label, files) in [("a", ["rgb.jpg", "gray.png", "not_an_image.png"]), ("b", ["rgb.png", "palette.png", "cmyk.jpg", "rgba.png"])] {
+            try FileManager.default.createDirectory(atPath: folder + "/" + label, withIntermediateDirectories: true)
+            for file in files { try FileManager.default.copyItem(atPath: fixtures + "/" + file, toPath: folder + "/\(label)/" + file) }
+        }
+        let sources: [(String, [String])] = [("idx", ["--fashion-mnist", "train", "--limit", "10"]), ("folder", ["--folder", folder])]
+        for (name, source) in sources {
+            let options = ["--backbone", "mobilenet_v2", "--input-size", "32", "--target-size", "64", "--segment-rows", "2", "--dataset", "toy", "--quiet"] + source
+            let single = try CLI.run(["ingest", "--store", dir + "/\(name)-single"] + options)
+            #expect(single.status == 0, "\(single.stderr)")
+            var shards: [String] = []
+            for k in 0..<3 {
+                shards.append(dir + "/\(name)-shard-\(k)")
+                let shard = try CLI.run(["ingest", "--store", shards[k], "--shard", "\(k)/3"] + options)
+                #expect(shard.status == 0, "\(name) shard \(k): \(shard.stderr)")
+                // The file the folder scan skips is reported once, by shard 0.
+                #expect(shard.stderr.contains("not_an_image.png") == (name == "folder" && k == 0), "\(name) shard \(k): \(shard.stderr)")
+            }
+            let merge = try CLI.run(["merge", "--into", dir + "/\(name)-merged", "--quiet"] + shards)
+            #expect(merge.status == 0, "\(name): \(merge.stderr)")
+            let reference = try exports(dir + "/\(name)-single")
+            #expect(reference.count == 1)
+            #expect(try exports(dir + "/\(name)-merged") == reference, "\(name)")
+        }
+    }
+
     /// The Slurm array script run as processes with `SLURM_ARRAY_TASK_ID` set, as Slurm would
     /// (task 2 twice, as after a requeue), then the merge step.
     @Test func slurmArrayScriptsShardAndMerge() throws {
