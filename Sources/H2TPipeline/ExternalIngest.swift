@@ -13,6 +13,7 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
     case duplicateExample(file: String, example: String)
     case conflictingDuplicate(example: String, first: String, second: String)
     case emptyTap(file: String, tap: String, shape: [Int])
+    case badPooled(file: String, reason: String)
 
     public var description: String {
         switch self {
@@ -30,6 +31,7 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
             return "example id '\(example)' is given twice with different activations (\(first) and \(second)); give each example its own id"
         case .emptyTap(let file, let tap, let shape):
             return "\(file): tap '\(tap)' has per-example shape \(shape), which holds no values; drop the tap or fix its shape"
+        case .badPooled(let file, let reason): return "\(file): pre-pooled activations: \(reason)"
         }
     }
 }
@@ -149,6 +151,64 @@ struct ActivationSource {
     var names: [String]?
     var labels: [String]?
     var classNames: [String]?
+    /// Set for a file of activations already pooled (`h2t.pooled`): its taps' source shapes.
+    var pooled: PooledLayout?
+}
+
+/// The layout of a safetensors file of pre-pooled activations (docs/external-activations.md):
+/// `__metadata__["h2t.pooled"]` is `{"taps":[{"name","shape"}, ...]}` (each tap's per-example
+/// shape before pooling, channel-first), and tensor `h2t.pooled/F` holds, for target size `F`,
+/// each example's full pooled row (taps concatenated in order, Head2Toe's rule). The writer pooled
+/// where the activations were (e.g. on a GPU), so only the pooled rows travel; the backbone and
+/// feature-set manifests are those the raw activations would have given.
+struct PooledLayout {
+    static let metadataKey = "h2t.pooled"
+    static let tensorPrefix = "h2t.pooled/"
+    /// Taps with their source shapes, in column order.
+    var taps: [TapDescriptor]
+    /// Target size → index of its tensor among the source's tensors.
+    var tensorForSize: [Int: Int]
+
+    init(path: String, metadata: String, tensors: [MappedTensor]) throws {
+        struct Declared: Decodable {
+            struct Tap: Decodable { var name: String; var shape: [Int] }
+            var taps: [Tap]
+        }
+        guard let declared = try? JSONDecoder().decode(Declared.self, from: Data(metadata.utf8)), !declared.taps.isEmpty else {
+            throw IngestError.badPooled(file: path, reason: "metadata '\(Self.metadataKey)' is not {\"taps\":[{\"name\":...,\"shape\":[...]},...]} with at least one tap")
+        }
+        taps = try declared.taps.map { tap in
+            guard tap.shape.count == 1 || tap.shape.count == 3 else { throw IngestError.unsupportedTap(file: path, tap: tap.name, shape: tap.shape) }
+            guard tap.shape.allSatisfy({ $0 > 0 }) else { throw IngestError.emptyTap(file: path, tap: tap.name, shape: tap.shape) }
+            return TapDescriptor(name: tap.name, shape: tap.shape)
+        }
+        var sizes: [Int: Int] = [:]
+        for (i, tensor) in tensors.enumerated() {
+            let name = tensor.entry.name
+            guard name.hasPrefix(Self.tensorPrefix), let size = Int(name.dropFirst(Self.tensorPrefix.count)), size > 0 else {
+                throw IngestError.badPooled(file: path, reason: "tensor '\(name)' is not named \(Self.tensorPrefix)<target size>")
+            }
+            guard tensor.entry.shape.count == 2 else {
+                throw IngestError.badPooled(file: path, reason: "tensor '\(name)' has shape \(tensor.entry.shape); expected [examples, features]")
+            }
+            sizes[size] = i
+        }
+        tensorForSize = sizes
+    }
+
+    /// The tensor of target size `size`, checked to have the width Head2Toe's rule gives.
+    func tensor(forTargetSize size: Int, in source: ActivationSource) throws -> MappedTensor {
+        guard let i = tensorForSize[size] else {
+            throw IngestError.badPooled(file: source.path, reason: "no tensor \(Self.tensorPrefix)\(size) for --target-size \(size) (has \(tensorForSize.keys.sorted().map(String.init).joined(separator: ", ")))")
+        }
+        let pooling = Head2ToePooling(targetSize: size)
+        let width = taps.reduce(0) { $0 + pooling.outputWidth(shape: $1.shape) }
+        let tensor = source.taps[i]
+        guard tensor.entry.rowElements == width else {
+            throw IngestError.badPooled(file: source.path, reason: "tensor \(tensor.entry.name) has \(tensor.entry.rowElements) features per example; the declared taps pool to \(width) at target size \(size)")
+        }
+        return tensor
+    }
 }
 
 /// Ingests activations computed elsewhere (PyTorch, JAX): safetensors files or folders of `.npy`.
@@ -186,6 +246,10 @@ public struct ExternalIngest {
             }
         }
         try Self.checkRepeatedIDs(sources)
+        for source in sources {
+            guard let pooled = source.pooled else { continue }
+            for size in options.targetSizes where size > 0 { _ = try pooled.tensor(forTargetSize: size, in: source) }
+        }
         let classNames = try resolveClassNames(sources)
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
@@ -262,7 +326,21 @@ public struct ExternalIngest {
         let chunk = try writer.chunk(examples: keep.map { ids[$0] })
         var buffer: [Float] = []
         var transposed: [Float] = []
-        if chunk.needsAny {
+        if chunk.needsAny, let pooled = source.pooled {
+            for (f, manifest) in writer.manifests.enumerated() {
+                let tensor = try pooled.tensor(forTargetSize: manifest.targetSize, in: source)
+                buffer = [Float](repeating: 0, count: manifest.width)
+                for (k, e) in keep.enumerated() where chunk.missing[f][k] {
+                    try buffer.withUnsafeMutableBufferPointer { row in
+                        tensor.readRows(first + e, count: 1, into: row.baseAddress!)
+                        if !options.allowNonFinite, let bad = row.firstIndex(where: { !$0.isFinite }) {
+                            throw IngestError.nonFinite(file: source.path, tap: Self.tapName(pooled.taps, column: bad, pooling: writer.poolings[f]), example: first + e)
+                        }
+                        chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(row))
+                    }
+                }
+            }
+        } else if chunk.needsAny {
             for (t, tap) in source.taps.enumerated() {
                 let n = tap.entry.rowElements
                 if buffer.count < n { buffer = [Float](repeating: 0, count: n); transposed = buffer }
@@ -294,6 +372,16 @@ public struct ExternalIngest {
         try chunk.commit(records: records, datasets: [append])
         let computed = keep.indices.filter { chunk.needs($0) }.count
         return (computed, keep.count - computed)
+    }
+
+    /// The tap holding pooled column `column`.
+    static func tapName(_ taps: [TapDescriptor], column: Int, pooling: Head2ToePooling) -> String {
+        var offset = 0
+        for tap in taps {
+            offset += pooling.outputWidth(shape: tap.shape)
+            if column < offset { return tap.name }
+        }
+        return taps.last?.name ?? "?"
     }
 
     private func label(_ source: ActivationSource, index: Int, classNames: [String]) throws -> Int {
@@ -347,7 +435,11 @@ public struct ExternalIngest {
     }
 
     static func tapShapes(_ source: ActivationSource, layout: ActivationLayout) throws -> [TapDescriptor] {
-        try source.taps.map { tap in
+        if let pooled = source.pooled {
+            guard layout == .nchw else { throw IngestError.badPooled(file: source.path, reason: "declared shapes are channel-first; drop --layout nhwc") }
+            return pooled.taps
+        }
+        return try source.taps.map { tap in
             let rest = Array(tap.entry.shape.dropFirst())
             // A tap with no values per example would pool to 0/0 (NaN) or a 0-wide feature set.
             if !rest.isEmpty, rest.contains(0) {
@@ -368,6 +460,7 @@ public struct ExternalIngest {
         }
         let taps: [MappedTensor]
         var names: [String]?, labels: [String]?, classNames: [String]?
+        var pooled: PooledLayout?
         if isDirectory.boolValue {
             func lines(_ file: String) throws -> [String]? {
                 let full = (path as NSString).appendingPathComponent(file)
@@ -401,6 +494,11 @@ public struct ExternalIngest {
             names = try jsonList("example_ids")
             labels = try jsonList("labels")
             classNames = try jsonList("class_names")
+            if let declared = file.metadata[PooledLayout.metadataKey] {
+                pooled = try PooledLayout(path: path, metadata: declared, tensors: taps)
+                // Pooled rows cannot be hashed the way raw activations are: ids are required.
+                guard names != nil else { throw IngestError.badPooled(file: path, reason: "metadata 'example_ids' is required") }
+            }
         }
         guard let firstTap = taps.first else { throw IngestError.inconsistentTaps(file: path, reason: "no tensors") }
         for tap in taps {
@@ -422,6 +520,6 @@ public struct ExternalIngest {
         if let labels, labels.count != count {
             throw IngestError.badLabels(file: path, reason: "\(labels.count) labels for \(count) examples")
         }
-        return ActivationSource(path: path, taps: taps, count: count, names: names, labels: labels, classNames: classNames)
+        return ActivationSource(path: path, taps: taps, count: count, names: names, labels: labels, classNames: classNames, pooled: pooled)
     }
 }

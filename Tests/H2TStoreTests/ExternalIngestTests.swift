@@ -200,6 +200,53 @@ struct ExternalIngestTests {
 
     /// An id given twice with different activations would keep one and silently drop the other:
     /// refused before anything is written, naming both positions; in one file and across files.
+    /// Pre-pooled rows (what `h2t_store.capture` sends) give the backbone and feature sets the raw
+    /// activations give, with the same features; an inconsistent file is refused, naming it.
+    @Test func prePooledFilesMatchRawActivations() throws {
+        let dir = TemporaryDirectory()
+        _ = try writeInput(dir.file("raw.safetensors"))
+        let raw = try FeatureStore(path: dir.file("raw"))
+        let summary = try ExternalIngest(store: raw, options: options([16, 2])).run(paths: [dir.file("raw.safetensors")])
+        let rows = try summary.featureSets.map { try raw.read(featureSet: $0.id, dataset: "pets", split: "train").features }
+        let ids = "[" + (0..<Self.n).map { "\"img\($0)\"" }.joined(separator: ",") + "]"
+        let labels = "[" + (0..<Self.n).map { "\"\($0 % 2 == 0 ? "cat" : "dog")\"" }.joined(separator: ",") + "]"
+        let declared = #"{"taps":[{"name":"conv","shape":[4,4,4]},{"name":"logits","shape":[8]}]}"#
+        let metadata = ["example_ids": ids, "labels": labels, "h2t.pooled": declared]
+        try writeSafetensors(dir.file("pooled.safetensors"),
+                             tensors: [("h2t.pooled/16", [Self.n, rows[0].columnCount], rows[0].values),
+                                       ("h2t.pooled/2", [Self.n, rows[1].columnCount], rows[1].values)], metadata: metadata)
+        let pooled = try FeatureStore(path: dir.file("pooled"))
+        let again = try ExternalIngest(store: pooled, options: options([16, 2])).run(paths: [dir.file("pooled.safetensors")])
+        #expect(again.backbone == summary.backbone)
+        #expect(again.featureSets.map(\.id) == summary.featureSets.map(\.id))
+        for (f, fs) in again.featureSets.enumerated() {
+            let read = try pooled.read(featureSet: fs.id, dataset: "pets", split: "train")
+            #expect(read.features.values.map(\.bitPattern) == rows[f].values.map(\.bitPattern))
+            #expect(read.labels == (0..<Self.n).map { $0 % 2 })
+        }
+
+        func expectRefused(_ targets: [Int], _ tensors: [(name: String, shape: [Int], values: [Float])],
+                           _ metadata: [String: String], _ fragment: String, layout: ActivationLayout = .nchw) throws {
+            let path = dir.file("bad.safetensors")
+            try writeSafetensors(path, tensors: tensors, metadata: metadata)
+            var o = options(targets)
+            o.layout = layout
+            let target = try FeatureStore(path: dir.file("refused"))
+            #expect(throws: (any Error).self) { try ExternalIngest(store: target, options: o).run(paths: [path]) }
+            do { _ = try ExternalIngest(store: target, options: o).run(paths: [path]) } catch {
+                #expect("\(error)".contains(path) && "\(error)".contains(fragment), "\(error)")
+            }
+            #expect(try target.allFeatureSets().isEmpty)
+        }
+        let good: [(name: String, shape: [Int], values: [Float])] = [("h2t.pooled/16", [Self.n, 24], rows[0].values)]
+        try expectRefused([16, 4], good, metadata, "no tensor h2t.pooled/4")
+        try expectRefused([2], [("h2t.pooled/2", [Self.n, 24], rows[0].values)], metadata, "pool to 12 at target size 2")
+        try expectRefused([16], good, metadata.filter { $0.key != "example_ids" }, "'example_ids' is required")
+        try expectRefused([16], good, metadata.merging(["h2t.pooled": #"{"taps":[]}"#]) { $1 }, "at least one tap")
+        try expectRefused([16], [("conv", [Self.n, 24], rows[0].values)], metadata, "tensor 'conv' is not named h2t.pooled/")
+        try expectRefused([16], good, metadata, "drop --layout nhwc", layout: .nhwc)
+    }
+
     @Test func repeatedIdsWithDifferentActivationsAreRefused() throws {
         let dir = TemporaryDirectory()
         let ids = ["a", "b", "c", "b"]

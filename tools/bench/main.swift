@@ -11,6 +11,8 @@ case "codec":
     try StoreBench.run(arguments: ["codec"] + Array(benchArguments.dropFirst()))
 case "registry":
     try RegistryBench.run(arguments: Array(benchArguments.dropFirst()))
+case "read":
+    try ReadBench.run(arguments: Array(benchArguments.dropFirst()))
 case "map":
     try MapBench.run(arguments: Array(benchArguments.dropFirst()))
 case "hash":
@@ -23,5 +25,6 @@ default:
     print(BackboneBench.usage)
     print(RegistryBench.usage)
     print(MapBench.usage)
+    print(ReadBench.usage)
     print(HashBench.usage)
 }

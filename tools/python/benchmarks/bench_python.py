@@ -1,0 +1,178 @@
+"""Benchmark of the Python package against the Swift code on the same data, in the same run.
+
+1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``, opening the
+   store each time) versus the Swift reader in process (``h2t-bench read``: ``FeatureStore.read``)
+   and ``h2t-store export`` (process start and .npy writing included).
+2. Capture: ``capture`` (every leaf module hooked, pooled, streamed to ``h2t-store ingest``) versus
+   the same model's plain forward pass over the same batches, at 64x64 and 224x224.
+
+Prints tables of medians over ``--reps`` repetitions with the machine, its load and the date.
+Run through ``tools/bench-python.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from h2t_store import Store  # noqa: E402
+from h2t_store._safetensors import write_safetensors  # noqa: E402
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    avx512 = 0
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        avx512 = sum(1 for line in text.splitlines() if line.startswith("flags") and "avx512" in line)
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg()
+    return (f"{cpu}; {os.cpu_count()} cores; avx512 flags on {avx512} cores; load average "
+            f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+            f"Python {platform.python_version()}")
+
+
+def median_time(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(binary: str, *arguments: str) -> None:
+    done = subprocess.run([binary, *arguments], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"h2t-store {arguments[0]} failed: {done.stderr.strip()}")
+
+
+def bench_reads(args, binary: str, scratch: Path) -> None:
+    n, d = args.examples, args.width
+    store = scratch / "store"
+    rng = np.random.default_rng(0)
+    print(f"\n## Reads: {n} examples x {d} features (one pass-through tap), bfloat16 + zstd, default layout", flush=True)
+    per_file = max(1, 2_000_000 // d) * 32
+    for first in range(0, n, per_file):
+        count = min(per_file, n - first)
+        values = rng.lognormal(-1, 1.5, size=(count, d)).astype(np.float32)
+        values[rng.random(values.shape) < 0.3] = 0
+        path = scratch / "acts.safetensors"
+        write_safetensors(str(path), {"features": values}, {"example_ids": json.dumps([f"e{first + i}" for i in range(count)])})
+        run(binary, "ingest", "--external", "bench", "--dataset", "bench", "--split", "train", "--target-size", "8192",
+            "--store", str(store), "--quiet", str(path))
+        path.unlink()
+    with Store(store) as s:
+        fs = s.feature_sets()[0].id
+    columns = np.sort(rng.choice(d, size=max(1, d // 100), replace=False)).tolist()
+    out = scratch / "x.npy"
+
+    def swift_in_process(cols):
+        extra = ["--columns", ",".join(map(str, cols))] if cols else []
+        done = subprocess.run([args.bench_binary, "read", "--store", str(store), "--feature-set", fs, "--dataset", "bench",
+                               "--split", "train", "--reps", str(args.reps), *extra], capture_output=True, text=True)
+        if done.returncode != 0 or not done.stdout.strip().startswith("{"):
+            raise SystemExit(f"h2t-bench read failed: {done.stderr.strip() or done.stdout.strip()}")
+        return json.loads(done.stdout)["seconds"]
+
+    def swift_export(cols):
+        extra = ["--columns", *map(str, cols)] if cols else []
+        return lambda: run(binary, "export", "--feature-set", fs, "--dataset", "bench", "--split", "train",
+                           "--out", str(out), "--store", str(store), *extra)
+
+    def python(cols):
+        def read():
+            with Store(store) as s:
+                s.read_split(fs, "bench", "train", cols)
+        return read
+
+    rows = []
+    for label, cols in [("whole rows", None), (f"1% of columns ({len(columns)})", columns)]:
+        t_swift = swift_in_process(cols)
+        t_export = median_time(swift_export(cols), args.reps)
+        t_py = median_time(python(cols), args.reps)
+        values = n * (d if cols is None else len(cols))
+        rows.append((label, t_swift, t_export, t_py, values))
+    print("| read | Swift reader s (in process) | `h2t-store export` s | Python s | Swift Mvalues/s | Python Mvalues/s | Python / Swift throughput |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for label, t_swift, t_export, t_py, values in rows:
+        print(f"| {label} | {t_swift:.3f} | {t_export:.3f} | {t_py:.3f} | {values / t_swift / 1e6:.1f} | "
+              f"{values / t_py / 1e6:.1f} | {t_swift / t_py:.2f} |")
+
+
+def bench_capture(args, binary: str, scratch: Path) -> None:
+    import torch
+    import torchvision
+    from h2t_store.capture import capture
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"\n## Capture: torchvision resnet18 (random weights), every leaf module hooked, target size 8192, CPU", flush=True)
+    print("| input | images | forward s | capture s | overhead | capture images/s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for size, n in [(64, args.capture_images_64), (224, args.capture_images_224)]:
+        torch.manual_seed(0)
+        model = torchvision.models.resnet18(weights=None).eval()
+        x = torch.randn(n, 3, size, size)
+        batches = [(x[i:i + 16], torch.zeros(len(x[i:i + 16]), dtype=torch.long), [f"i{size}-{j}" for j in range(i, min(i + 16, n))])
+                   for i in range(0, n, 16)]
+
+        def forward():
+            with torch.inference_mode():
+                for b in batches:
+                    model(b[0])
+
+        def captured():
+            store = scratch / f"capture-{size}"
+            shutil.rmtree(store, ignore_errors=True)
+            capture(model, batches, store=str(store), dataset="c", split="train", target_sizes=[8192],
+                    class_names=["x"], chunk_size=64, binary=binary, progress=False)
+
+        forward()  # warm-up
+        t_forward, t_capture = median_time(forward, args.reps), median_time(captured, args.reps)
+        print(f"| {size}x{size} | {n} | {t_forward:.2f} | {t_capture:.2f} | {(t_capture / t_forward - 1) * 100:+.0f}% | {n / t_capture:.1f} |", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("section", nargs="?", choices=["reads", "capture", "all"], default="all")
+    parser.add_argument("--examples", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=8_192)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--capture-images-64", type=int, default=256)
+    parser.add_argument("--capture-images-224", type=int, default=64)
+    parser.add_argument("--tmp", default=tempfile.gettempdir())
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
+    args = parser.parse_args()
+    if args.quick:
+        args.examples, args.width, args.reps, args.capture_images_64, args.capture_images_224 = 2000, 1024, 1, 32, 16
+    binary = os.environ.get("H2T_STORE_BIN", str(Path(__file__).resolve().parents[3] / ".build" / "release" / "h2t-store"))
+    args.bench_binary = os.environ.get("H2T_BENCH_BIN", str(Path(binary).parent / "h2t-bench"))
+    print(f"# h2t_store (Python) benchmark\n{machine()}")
+    scratch = Path(tempfile.mkdtemp(prefix="h2t-bench-python-", dir=args.tmp))
+    try:
+        if args.section in ("reads", "all"):
+            bench_reads(args, binary, scratch)
+        if args.section in ("capture", "all"):
+            bench_capture(args, binary, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

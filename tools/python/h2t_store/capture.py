@@ -1,0 +1,480 @@
+"""Capture from any PyTorch model: hook its modules, pool every output with Head2Toe's rule on the
+model's own device, and stream the pooled rows to ``h2t-store ingest --external``, which stores
+them (``pip install h2t-store[torch]``).
+
+Only pooled rows leave the device. Each chunk goes to the CLI as a safetensors file of pre-pooled
+activations (``docs/external-activations.md``) that declares every tap's source shape, so the
+stored backbone and feature sets are exactly those an ingest of the raw activations would create
+(same ids), and a killed capture resumes like a killed ingest: examples already stored are
+skipped before the forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import cli
+from .errors import CaptureError, NotFound
+from ._safetensors import write_safetensors
+from .store import Store, example_id
+
+#: The pooling rule capture implements (``Head2ToePooling`` in ``Sources/H2TCore/Pooling.swift``).
+POOLING_RULE = ("head2toe-avgpool", 1)
+#: Layer filter: module names, or a predicate on (name, module).
+LayerFilter = Union[None, Sequence[str], Callable[[str, torch.nn.Module], bool]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Head2Toe's pooling rule, in torch
+
+
+def pooling_window(channels: int, width: int, target_size: int) -> Optional[int]:
+    """The average-pooling window for a ``channels x H x width`` map; ``None`` means global pooling.
+    ``C >= F_T``: global; else ``n = isqrt(F_T // C)``, ``p = W // n``; ``p == 0``: global."""
+    if channels >= target_size:
+        return None
+    n = int(math.sqrt(target_size // channels))
+    if n <= 0:
+        return None
+    p = width // n
+    return None if p == 0 else p
+
+
+def pooled_width(shape: Sequence[int], target_size: int) -> int:
+    """Features a tap of per-example ``shape`` (``[C]`` or ``[C, H, W]``) pools to."""
+    if len(shape) != 3:
+        return int(np.prod(shape))
+    c, h, w = shape
+    p = pooling_window(c, w, target_size)
+    return c if p is None else ((h - p) // p + 1) * ((w - p) // p + 1) * c
+
+
+def pool(x: torch.Tensor, target_size: int) -> torch.Tensor:
+    """Pools a batch ``[N, C]`` (passed through) or ``[N, C, H, W]`` to ``[N, features]`` in
+    float32, features in channel-major order (``c, i, j``), on ``x``'s device."""
+    x = x.float()
+    if x.dim() == 2:
+        return x
+    n, c, h, w = x.shape
+    p = pooling_window(c, w, target_size)
+    if p is None:
+        return x.mean(dim=(2, 3))
+    if p > h:
+        raise CaptureError(f"spatial map {list(x.shape[1:])} has fewer rows than the pooling window {p}")
+    return F.avg_pool2d(x, kernel_size=p, stride=p).reshape(n, -1)
+
+
+def split_output(name: str, output: Any) -> List[Tuple[str, torch.Tensor]]:
+    """A hooked output as taps ``(name, [N, C] or [N, C, H, W])``: vectors and channel-first maps
+    as they are; a token sequence ``[N, T, D]`` whose patch tokens form a square grid becomes the
+    grid ``[N, D, g, g]`` (named as the module) plus, when there is one more token first, the class
+    token as a vector (``name:cls``), as Head2Toe's reference treats vision transformers."""
+    if not isinstance(output, torch.Tensor):
+        raise CaptureError(f"module '{name}' returned {type(output).__name__}, not a tensor; "
+                           "pass layers=... naming modules whose outputs are tensors")
+    if not (output.is_floating_point()):
+        raise CaptureError(f"module '{name}' returned a {output.dtype} tensor; only floating-point outputs can be pooled")
+    if output.dim() == 1:
+        return [(name, output.reshape(-1, 1))]
+    if output.dim() in (2, 4):
+        return [(name, output)]
+    if output.dim() == 3:
+        n, t, d = output.shape
+        g = math.isqrt(max(t - 1, 0))
+        if t > 1 and g * g == t - 1:
+            grid = output[:, 1:].reshape(n, g, g, d).permute(0, 3, 1, 2)
+            return [(name + ":cls", output[:, 0]), (name, grid)]
+        g = math.isqrt(t)
+        if g * g == t:
+            return [(name, output.reshape(n, g, g, d).permute(0, 3, 1, 2))]
+    raise CaptureError(f"module '{name}' returned shape {list(output.shape)}; capture pools [N, C], [N, C, H, W] "
+                       "and token sequences [N, T, D] with a square patch grid; pass layers=... to leave it out")
+
+
+# ----------------------------------------------------------------------------------------------
+# Identity: manifests as the Swift store writes them
+
+
+def canonical_json(value: Any) -> bytes:
+    """The store's canonical JSON (``schemas/store-format.md`` section 3) for manifests made of
+    strings, integers, booleans, lists and objects: UTF-8, keys sorted, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's state_dict: every entry's name, dtype, shape and bytes, by name."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}\0{t.dtype}\0{list(t.shape)}\0".encode("utf-8"))
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Tile codec and layout of the feature sets (the CLI's ``--dtype``, ``--zstd-level``,
+    ``--frame-width``, ``--column-block``)."""
+
+    dtype: str = "bfloat16"
+    zstd_level: int = 1
+    frame_width: int = 4
+    column_block: int = 1024
+
+    def manifest(self) -> Dict[str, Any]:
+        return {"dtype": self.dtype, "compressed": self.zstd_level > 0, "level": max(self.zstd_level, 1),
+                "frameWidth": self.frame_width}
+
+    def arguments(self) -> List[str]:
+        return ["--dtype", self.dtype, "--zstd-level", str(self.zstd_level), "--frame-width", str(self.frame_width),
+                "--column-block", str(self.column_block)]
+
+
+def backbone_manifest(name: str, weights_sha256: str, taps: Sequence[Tuple[str, List[int]]]) -> Dict[str, Any]:
+    """The backbone manifest ``h2t-store ingest --external NAME`` records for these taps."""
+    return {"schema": "h2t.backbone/1", "architecture": f"external:{name}", "weightsSHA256": weights_sha256,
+            "preprocessing": {"layout": "nchw"}, "taps": [{"name": n, "shape": list(s)} for n, s in taps]}
+
+
+def featureset_manifest(backbone_id: str, taps: Sequence[Tuple[str, List[int]]], target_size: int, codec: Codec) -> Dict[str, Any]:
+    """The feature-set manifest the Swift store lays out for a backbone and target size."""
+    columns, offset = [], 0
+    for n, s in taps:
+        w = pooled_width(s, target_size)
+        columns.append({"name": n, "sourceShape": list(s), "offset": offset, "width": w})
+        offset += w
+    return {"schema": "h2t.featureset/1", "backbone": backbone_id, "targetSize": target_size, "codec": codec.manifest(),
+            "columnBlock": codec.column_block, "taps": columns, "width": offset}
+
+
+def manifest_id(manifest: Dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(manifest)).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# Hooks
+
+
+class _Hooks:
+    """Forward hooks that pool each output as the module produces it, so a batch's full
+    activations never accumulate. A module called several times in one forward gives one tap
+    per call (``name``, ``name#2``, ...)."""
+
+    def __init__(self, model: torch.nn.Module, layers: LayerFilter, target_sizes: Sequence[int]):
+        self.target_sizes = list(target_sizes)
+        named = list(model.named_modules())
+        if layers is None:
+            chosen = [(n, m) for n, m in named if not any(True for _ in m.children())]
+        elif callable(layers):
+            chosen = [(n, m) for n, m in named if layers(n, m)]
+        else:
+            by_name = dict(named)
+            unknown = [n for n in layers if n not in by_name]
+            if unknown:
+                raise NotFound(f"model has no module '{unknown[0]}' (e.g. {', '.join(n for n, _ in named[1:6])})")
+            chosen = [(n, by_name[n]) for n in layers]
+        if not chosen:
+            raise CaptureError("no module to hook: the layer filter selects nothing")
+        self.handles = [m.register_forward_hook(self._hook(n or type(m).__name__)) for n, m in chosen]
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls: Dict[str, int] = {}
+        self.taps: List[Tuple[str, List[int]]] = []
+        self.pooled: Dict[int, List[torch.Tensor]] = {f: [] for f in self.target_sizes}
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            count = self.calls.get(name, 0) + 1
+            self.calls[name] = count
+            for tap, x in split_output(name if count == 1 else f"{name}#{count}", output):
+                self.taps.append((tap, list(x.shape[1:])))
+                for f in self.target_sizes:
+                    try:
+                        self.pooled[f].append(pool(x.detach(), f))
+                    except CaptureError as error:
+                        raise CaptureError(f"tap '{tap}': {error}") from None
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+# ----------------------------------------------------------------------------------------------
+# Safetensors chunk files
+
+
+def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str, List[int]]],
+                names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]]) -> None:
+    """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (float32, examples x width)
+    per target size and the metadata ``docs/external-activations.md`` describes."""
+    metadata = {"h2t.pooled": json.dumps({"taps": [{"name": n, "shape": list(s)} for n, s in taps]}),
+                "example_ids": json.dumps(list(names))}
+    if labels is not None:
+        metadata["labels"] = json.dumps([int(l) for l in labels])
+        metadata["class_names"] = json.dumps(list(class_names or []))
+    write_safetensors(path, {f"h2t.pooled/{size}": np.asarray(m, dtype=np.float32) for size, m in rows.items()}, metadata)
+
+
+# ----------------------------------------------------------------------------------------------
+# Capture
+
+
+@dataclass
+class CaptureSummary:
+    """What a capture did."""
+
+    backbone: str
+    featuresets: Dict[int, str]
+    examples_seen: int = 0
+    examples_computed: int = 0
+    examples_skipped: int = 0
+    seconds: float = 0.0
+    taps: List[Tuple[str, List[int]]] = field(default_factory=list)
+
+
+class _Progress:
+    def __init__(self, total: Optional[int], enabled: bool):
+        self.total, self.enabled, self.started, self.last = total, enabled, time.monotonic(), 0.0
+
+    def update(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < 0.2):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        sys.stderr.write(f"\rcapture: {done}{of} examples, {rate:.0f}/s" + ("\n" if final else ""))
+        sys.stderr.flush()
+
+
+def _batch_parts(batch: Any) -> Tuple[torch.Tensor, Optional[Sequence[Any]], Optional[Sequence[Any]]]:
+    """``x``, or ``(x, labels)``, or ``(x, labels, ids)`` from a loader batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch, None, None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor) and len(batch) <= 3:
+        labels = batch[1] if len(batch) > 1 else None
+        ids = batch[2] if len(batch) > 2 else None
+        return batch[0], labels, ids
+    raise CaptureError(f"loader batches must be a tensor, (inputs, labels) or (inputs, labels, ids); got {type(batch).__name__}")
+
+
+def _names(x: torch.Tensor, ids: Optional[Sequence[Any]]) -> List[str]:
+    """Example names: the loader's ids, else the SHA-256 of each input's bytes (stable, so a resumed
+    capture recognises what it stored)."""
+    if ids is not None:
+        names = [str(i.item() if isinstance(i, torch.Tensor) else i) for i in ids]
+        if len(names) != len(x):
+            raise CaptureError(f"a batch has {len(x)} inputs but {len(names)} ids")
+        return names
+    flat = x.detach().to("cpu").contiguous().reshape(len(x), -1)
+    raw = flat.view(torch.uint8).numpy() if flat.dtype != torch.uint8 else flat.numpy()
+    return ["input-sha256:" + hashlib.sha256(row.tobytes()).hexdigest() for row in raw]
+
+
+def _labels(labels: Optional[Sequence[Any]], n: int, class_names: Optional[List[str]]) -> Optional[np.ndarray]:
+    if labels is None:
+        return None
+    if class_names is None:
+        raise CaptureError("the loader yields labels: give class_names=[...] (or use a dataset with .classes)")
+    if isinstance(labels, torch.Tensor):
+        values = labels.detach().to("cpu").reshape(-1).tolist()
+    else:
+        values = list(labels)
+    out = []
+    for v in values:
+        if isinstance(v, str):
+            if v not in class_names:
+                raise CaptureError(f"label '{v}' is not one of the classes {class_names}")
+            out.append(class_names.index(v))
+        else:
+            if not 0 <= int(v) < len(class_names):
+                raise CaptureError(f"label {int(v)} is outside the {len(class_names)} classes")
+            out.append(int(v))
+    if len(out) != n:
+        raise CaptureError(f"a batch has {n} inputs but {len(out)} labels")
+    return np.asarray(out, dtype=np.int64)
+
+
+def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, os.PathLike], dataset: str, split: str,
+            target_sizes: Sequence[int] = (8192,), layers: LayerFilter = None, name: Optional[str] = None,
+            class_names: Optional[Sequence[str]] = None, chunk_size: int = 512, device: Optional[Union[str, torch.device]] = None,
+            codec: Codec = Codec(), binary: Optional[str] = None, progress: Optional[bool] = None) -> CaptureSummary:
+    """Runs ``model`` over ``loader`` and stores every hooked output, pooled with Head2Toe's rule
+    for each of ``target_sizes``, as dataset ``dataset``/``split`` of the store at ``store``.
+
+    - Hooks every leaf module, or the modules ``layers`` names (a list of names or a predicate).
+    - Loader batches: ``x``, ``(x, labels)`` or ``(x, labels, ids)``; without ids an example is
+      named by the SHA-256 of its input. Labels index ``class_names`` (default: the loader's
+      dataset's ``.classes``).
+    - The backbone is ``external:NAME`` (``name`` defaults to the model's class path) with the
+      SHA-256 of its state_dict as weights digest; the model runs in eval mode under
+      ``torch.inference_mode`` and is put back in its mode afterwards.
+    - Examples already stored (in every feature set and the split) are skipped before the forward
+      pass; memory is bounded by ``chunk_size`` pooled rows (one chunk pooling, one being stored).
+    - Non-tensor outputs and NaN/Inf raise ``CaptureError`` naming the module and example; the
+      chunks before it stay stored (the store is valid and the capture resumable).
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    sizes = list(dict.fromkeys(int(s) for s in target_sizes))
+    if not sizes or min(sizes) <= 0:
+        raise ValueError(f"target_sizes must be positive integers, got {list(target_sizes)}")
+    store_path = os.fspath(store)
+    executable = cli.binary(binary)
+    if device is None:
+        parameter = next(iter(model.parameters()), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+    if class_names is None:
+        classes = getattr(getattr(loader, "dataset", None), "classes", None)
+        class_names = list(map(str, classes)) if classes is not None else None
+    class_list = list(class_names) if class_names is not None else None
+    name = name or f"{type(model).__module__}.{type(model).__qualname__}"
+    weights = state_dict_sha256(model)
+    total = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None  # type: ignore[attr-defined]
+    bar = _Progress(total, sys.stderr.isatty() if progress is None else progress)
+    started = time.monotonic()
+
+    hooks = _Hooks(model, layers, sizes)
+    was_training = model.training
+    model.eval()
+    scratch = tempfile.mkdtemp(prefix="h2t-capture-")
+    summary: Optional[CaptureSummary] = None
+    reader: Optional[Store] = None
+    pending: Optional[Tuple[subprocess.Popen, str, List[str]]] = None
+    chunk: Dict[str, Any] = {"rows": {f: [] for f in sizes}, "names": [], "labels": [], "count": 0}
+    seen = 0
+    chunk_index = 0
+
+    def finish_pending() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        process, path, arguments = pending
+        out, err = process.communicate()
+        pending = None
+        os.remove(path)
+        result = cli.parse_result(arguments, process.returncode, out, err)
+        got = {fs["target_size"]: fs["id"] for fs in result["feature_sets"]}
+        if summary is not None and (result["backbone"] != summary.backbone or got != summary.featuresets):
+            raise CaptureError(f"h2t-store stored backbone {result['backbone'][:12]} / feature sets {got}, but capture "
+                               f"expected {summary.backbone[:12]} / {summary.featuresets}: the pooling layouts disagree")
+
+    def flush() -> None:
+        nonlocal pending, chunk_index
+        if not chunk["count"]:
+            return
+        finish_pending()
+        assert summary is not None
+        path = os.path.join(scratch, f"chunk-{chunk_index:06d}.safetensors")
+        chunk_index += 1
+        rows = {f: np.concatenate(chunk["rows"][f]) for f in sizes}
+        write_chunk(path, rows, summary.taps, chunk["names"], np.concatenate(chunk["labels"]) if chunk["labels"] else None, class_list)
+        arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
+                     *[a for f in sizes for a in ("--target-size", str(f))], *codec.arguments(),
+                     "--segment-rows", str(chunk_size), "--store", store_path, "--json", path]
+        process = subprocess.Popen([executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pending = (process, path, arguments)
+        chunk.update(rows={f: [] for f in sizes}, names=[], labels=[], count=0)
+
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                x, labels, ids = _batch_parts(batch)
+                names = _names(x, ids)
+                y = _labels(labels, len(x), class_list)
+                seen += len(x)
+                need = np.ones(len(x), dtype=bool)
+                if summary is not None:
+                    if reader is None and os.path.isfile(os.path.join(store_path, "data.mdb")):
+                        reader = Store(store_path)
+                    if reader is not None:
+                        need = ~reader.stored(list(summary.featuresets.values()), [example_id(n) for n in names], dataset, split)
+                if not need.any():
+                    summary.examples_skipped += len(x)  # type: ignore[union-attr]
+                    bar.update(seen)
+                    continue
+                pick = torch.from_numpy(np.nonzero(need)[0])
+                inputs = (x if need.all() else x[pick]).to(device)
+                hooks.reset()
+                model(inputs)
+                if not hooks.taps:
+                    raise CaptureError("no hooked module ran during the forward pass")
+                if summary is None:
+                    backbone_id = manifest_id(backbone_manifest(name, weights, hooks.taps))
+                    ids_by_size = {f: manifest_id(featureset_manifest(backbone_id, hooks.taps, f, codec)) for f in sizes}
+                    summary = CaptureSummary(backbone_id, ids_by_size, taps=list(hooks.taps))
+                    if os.path.isfile(os.path.join(store_path, "data.mdb")):
+                        reader = Store(store_path)
+                        # The first batch ran whole; what of it is stored is skipped from here on.
+                elif hooks.taps != summary.taps:
+                    raise CaptureError(f"the hooked taps changed between batches (first: {len(summary.taps)} taps, "
+                                       f"now {len(hooks.taps)}; e.g. {_first_difference(summary.taps, hooks.taps)})")
+                picked = [names[i] for i in np.nonzero(need)[0]]
+                for f in sizes:
+                    row = torch.cat([p.reshape(len(picked), -1) for p in hooks.pooled[f]], dim=1)
+                    finite = torch.isfinite(row).all(dim=1)
+                    if not bool(finite.all()):
+                        bad = int((~finite).nonzero()[0, 0])
+                        column = int((~torch.isfinite(row[bad])).nonzero()[0, 0])
+                        raise CaptureError(f"NaN or Inf in tap '{_tap_of(summary.taps, column, f)}' for example "
+                                           f"'{picked[bad]}'; nothing of its chunk was stored")
+                    chunk["rows"][f].append(row.to("cpu").numpy())
+                chunk["names"].extend(picked)
+                if y is not None:
+                    chunk["labels"].append(y[need])
+                chunk["count"] += len(picked)
+                summary.examples_skipped += int((~need).sum())
+                summary.examples_computed += len(picked)
+                if chunk["count"] >= chunk_size:
+                    flush()
+                bar.update(seen)
+        flush()
+        finish_pending()
+    finally:
+        hooks.remove()
+        model.train(was_training)
+        if pending is not None:
+            # An error elsewhere: the chunk handed over is still stored (as a killed ingest would).
+            pending[0].communicate()
+        if reader is not None:
+            reader.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    bar.update(seen, final=True)
+    if summary is None:
+        raise CaptureError("the loader yielded no batches")
+    summary.examples_seen = seen
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _tap_of(taps: Sequence[Tuple[str, List[int]]], column: int, target_size: int) -> str:
+    offset = 0
+    for name, shape in taps:
+        offset += pooled_width(shape, target_size)
+        if column < offset:
+            return name
+    return taps[-1][0]
+
+
+def _first_difference(a: Sequence[Tuple[str, List[int]]], b: Sequence[Tuple[str, List[int]]]) -> str:
+    for x, y in zip(a, b):
+        if x != y:
+            return f"{x[0]} {x[1]} versus {y[0]} {y[1]}"
+    return f"{len(a)} versus {len(b)} taps"

@@ -1,0 +1,536 @@
+"""The feature store, read-only: ``Store(path)``.
+
+Follows ``schemas/store-format.md``. The environment is opened read-only with a reader slot in
+``lock.mdb`` (safe beside a running Swift writer), and every public call runs in one LMDB read
+transaction, so it sees one consistent commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import lmdb
+import numpy as np
+import zstandard
+
+from ._tiles import decode_columns, tile_binding
+from .errors import NotFound, StoreFormatError
+
+#: Store format versions (``meta/format``, u32 LE) this reader understands.
+STORE_FORMAT_VERSIONS = (1, 2)
+#: The feature store's tables this reader opens (all created with flags 0).
+TABLES = ("meta", "backbones", "featuresets", "segments", "tiles", "rows", "rowexamples",
+          "examples", "datasets", "splititems", "splitmembers")
+#: Named-database slots: the Swift store reserves 20.
+MAX_DBS = 20
+
+#: Example ids as accepted by the read calls: 64-hex-digit strings, 32 raw bytes, or a
+#: ``(n, 32)`` uint8 array.
+ExampleIds = Union[Sequence[str], Sequence[bytes], np.ndarray]
+#: Columns: global indices, or ``{tap name: local indices (None: the whole tap)}``.
+Columns = Union[None, Sequence[int], np.ndarray, Mapping[str, Optional[Sequence[int]]]]
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature set: its id, manifest, and segments (``starts[i]``, ``counts[i]``) in row order."""
+
+    id: str
+    manifest: Dict[str, Any]
+    starts: np.ndarray = field(repr=False)
+    counts: np.ndarray = field(repr=False)
+
+    @property
+    def rows(self) -> int:
+        return int(self.starts[-1] + self.counts[-1]) if len(self.starts) else 0
+
+    @property
+    def width(self) -> int:
+        return int(self.manifest["width"])
+
+    @property
+    def target_size(self) -> int:
+        return int(self.manifest["targetSize"])
+
+    @property
+    def backbone(self) -> str:
+        return str(self.manifest["backbone"])
+
+    @property
+    def taps(self) -> List[Dict[str, Any]]:
+        """Taps in column order: ``{"name", "offset", "width", "sourceShape"?}``."""
+        return list(self.manifest["taps"])
+
+    def columns(self, taps: Mapping[str, Optional[Sequence[int]]]) -> np.ndarray:
+        """Global column indices of ``{tap name: local indices}`` (``None``: every column of the tap),
+        in the order given."""
+        by_name = {t["name"]: t for t in self.manifest["taps"]}
+        parts = []
+        for name, local in taps.items():
+            if name not in by_name:
+                raise NotFound(f"feature set {self.id[:12]} has no tap '{name}' (taps: {', '.join(list(by_name)[:8])}"
+                               f"{', ...' if len(by_name) > 8 else ''})")
+            tap = by_name[name]
+            idx = np.arange(tap["width"]) if local is None else np.asarray(local, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= tap["width"]):
+                bad = idx[(idx < 0) | (idx >= tap["width"])][0]
+                raise NotFound(f"tap '{name}' of feature set {self.id[:12]} has no column {bad} (width {tap['width']})")
+            parts.append(idx + tap["offset"])
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A dataset split in index order: raw example ids ``(n, 32)`` uint8 and labels ``(n,)`` int64
+    indexing ``class_names``."""
+
+    dataset: str
+    split: str
+    example_ids: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    class_names: List[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def hex_ids(self) -> List[str]:
+        return [bytes(row).hex() for row in self.example_ids]
+
+
+def example_id(name: str) -> str:
+    """The id (64 hex digits) of an example known by ``name`` (external activations)."""
+    return hashlib.sha256(("h2t.example-name:" + name).encode("utf-8")).hexdigest()
+
+
+def _example_array(examples: ExampleIds) -> np.ndarray:
+    """Example ids as an ``(n, 32)`` uint8 array (errors name the bad id)."""
+    if isinstance(examples, np.ndarray) and examples.dtype == np.uint8:
+        if examples.ndim != 2 or examples.shape[1] != 32:
+            raise ValueError(f"example id array has shape {examples.shape}; expected (n, 32) uint8")
+        return examples
+    raw = []
+    for item in examples:
+        if isinstance(item, (bytes, bytearray, memoryview)) and len(item) == 32:
+            raw.append(bytes(item))
+            continue
+        try:
+            value = bytes.fromhex(item) if isinstance(item, str) else b""
+        except ValueError:
+            value = b""
+        if len(value) != 32:
+            raise ValueError(f"'{item!r}' is not an example id (64 hex digits or 32 bytes)")
+        raw.append(value)
+    return np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), 32)
+
+
+def _canonical_columns(fs: FeatureSet, columns: Columns) -> Optional[np.ndarray]:
+    if columns is None:
+        return None
+    if isinstance(columns, Mapping):
+        return fs.columns(columns)
+    cols = np.asarray(columns, dtype=np.int64).reshape(-1)
+    if cols.size and (cols.min() < 0 or cols.max() >= fs.width):
+        bad = cols[(cols < 0) | (cols >= fs.width)][0]
+        raise NotFound(f"column {bad} is outside feature set {fs.id[:12]} (width {fs.width})")
+    return cols
+
+
+class Store:
+    """A store directory opened read-only.
+
+    ``Store`` objects are not shared across ``fork``: LMDB forbids using one environment in two
+    processes, so the PyTorch datasets open their own in each worker.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = os.fspath(path)
+        if not os.path.isfile(os.path.join(self.path, "data.mdb")):
+            raise StoreFormatError(f"{self.path} is not an h2t-store (no data.mdb)")
+        self.pid = os.getpid()
+        self._key = (self.pid, os.path.realpath(self.path))
+        self.env, self.dbs = _acquire(self._key, self.path)
+        self._closed = False
+        try:
+            with self.env.begin(buffers=False) as txn:
+                raw = txn.get(b"format", db=self.dbs["meta"])
+            if raw is None or len(raw) != 4:
+                raise StoreFormatError(f"{self.path} is not an h2t-store (no format record)")
+            (version,) = struct.unpack("<I", raw)
+            if version not in STORE_FORMAT_VERSIONS:
+                raise StoreFormatError(f"store {self.path} has format version {version}; this reader reads versions 1, 2")
+        except BaseException:
+            self.close()
+            raise
+        self.format_version = version
+        self._decompressor = zstandard.ZstdDecompressor()
+
+    def table(self, name: str) -> Any:
+        """A named database of the environment (``None`` when the store has none of that name),
+        for the layers beside the feature store (the registry's tables)."""
+        return _table(self._key, name)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release(self._key)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    def begin(self) -> lmdb.Transaction:
+        """A read transaction (one per public call)."""
+        return self.env.begin(buffers=False)
+
+    # ------------------------------------------------------------------------------------------
+    # Manifests
+
+    def backbones(self) -> Dict[str, Dict[str, Any]]:
+        """Every backbone manifest by id (ids checked against the stored bytes)."""
+        with self.begin() as txn:
+            return {_check_identity(k, v, "backbone"): _json(k, v, "backbone")
+                    for k, v in txn.cursor(db=self.dbs["backbones"])}
+
+    def backbone(self, backbone_id: str) -> Dict[str, Any]:
+        with self.begin() as txn:
+            raw = txn.get(backbone_id.encode("ascii"), db=self.dbs["backbones"])
+        if raw is None:
+            raise NotFound(f"unknown backbone '{backbone_id}' in {self.path}")
+        return _json(backbone_id.encode(), raw, "backbone")
+
+    def feature_sets(self) -> List[FeatureSet]:
+        """Every feature set, sorted by id."""
+        with self.begin() as txn:
+            return [self._feature_set(txn, k, v) for k, v in txn.cursor(db=self.dbs["featuresets"])]
+
+    def feature_set(self, id_or_prefix: Union[str, FeatureSet]) -> FeatureSet:
+        """The feature set with this id, or the one whose id starts with this prefix (>= 4 hex digits)."""
+        with self.begin() as txn:
+            return self._resolve(txn, id_or_prefix)
+
+    def datasets(self) -> Dict[str, Dict[str, Any]]:
+        """Every dataset manifest by name (``classNames``, ``splits``: items per split)."""
+        with self.begin() as txn:
+            return {k.decode("utf-8"): _json(k, v, "dataset") for k, v in txn.cursor(db=self.dbs["datasets"])}
+
+    def dataset(self, name: str) -> Dict[str, Any]:
+        with self.begin() as txn:
+            return self._dataset(txn, name)
+
+    def split(self, dataset: str, split: str) -> Split:
+        """A split's example ids and labels, in index order."""
+        with self.begin() as txn:
+            return self._split(txn, dataset, split)
+
+    def examples(self) -> Dict[str, Dict[str, Any]]:
+        """Every example record by id (64 hex digits)."""
+        with self.begin() as txn:
+            return {k.hex(): _json(k, v, "example") for k, v in txn.cursor(db=self.dbs["examples"])}
+
+    def example(self, example: Union[str, bytes]) -> Dict[str, Any]:
+        """An example's record (``name``, ``source``)."""
+        raw_id = _example_array([example])[0].tobytes()
+        with self.begin() as txn:
+            raw = txn.get(raw_id, db=self.dbs["examples"])
+        if raw is None:
+            raise NotFound(f"unknown example {raw_id.hex()} in {self.path}")
+        return _json(raw_id, raw, "example")
+
+    # ------------------------------------------------------------------------------------------
+    # Features
+
+    def read_split(self, featureset: Union[str, FeatureSet], dataset: str, split: str,
+                   columns: Columns = None) -> Tuple[np.ndarray, np.ndarray]:
+        """A split's features ``X`` float32 ``(n, k)`` in split order (all columns, or ``columns``:
+        global indices or ``{tap: local indices}``) and labels ``(n,)`` int64."""
+        with self.begin() as txn:
+            fs = self._resolve(txn, featureset)
+            items = self._split(txn, dataset, split)
+            rows = self._rows(txn, fs, items.example_ids)
+            return self._gather(txn, fs, rows, _canonical_columns(fs, columns)), items.labels
+
+    def read_examples(self, featureset: Union[str, FeatureSet], examples: ExampleIds,
+                      columns: Columns = None) -> np.ndarray:
+        """Features of the given examples (in the order given) as float32 ``(n, k)``."""
+        ids = _example_array(examples)
+        with self.begin() as txn:
+            fs = self._resolve(txn, featureset)
+            return self._gather(txn, fs, self._rows(txn, fs, ids), _canonical_columns(fs, columns))
+
+    def read_rows(self, featureset: Union[str, FeatureSet], rows: Union[Sequence[int], np.ndarray],
+                  columns: Columns = None) -> np.ndarray:
+        """Features of the feature set's rows (row numbers, in the order given)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        with self.begin() as txn:
+            fs = self._resolve(txn, featureset)
+            if rows.size and (rows.min() < 0 or rows.max() >= fs.rows):
+                raise NotFound(f"row {rows[(rows < 0) | (rows >= fs.rows)][0]} is outside feature set {fs.id[:12]} ({fs.rows} rows)")
+            return self._gather(txn, fs, rows, _canonical_columns(fs, columns))
+
+    def split_rows(self, featureset: Union[str, FeatureSet], dataset: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+        """The feature-set rows of a split's examples (split order) and their labels."""
+        with self.begin() as txn:
+            fs = self._resolve(txn, featureset)
+            items = self._split(txn, dataset, split)
+            return self._rows(txn, fs, items.example_ids), items.labels
+
+    def batches(self, featureset: Union[str, FeatureSet], dataset: str, split: str, batch_size: int,
+                seed: Optional[int] = 0, columns: Columns = None, drop_last: bool = False) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Batches ``(X, y)`` of a split: shuffled with ``seed`` (a permutation of the whole split;
+        ``None``: split order). The selected columns of the split are read once, in one transaction."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        X, y = self.read_split(featureset, dataset, split, columns)
+        order = np.arange(len(y)) if seed is None else np.random.default_rng(seed).permutation(len(y))
+        stop = len(y) - (len(y) % batch_size if drop_last else 0)
+        for first in range(0, stop, batch_size):
+            pick = order[first:first + batch_size]
+            yield X[pick], y[pick]
+
+    def stored(self, featureset_ids: Sequence[str], examples: ExampleIds, dataset: str, split: str) -> np.ndarray:
+        """Per example: whether it has a row in every one of ``featureset_ids`` (full ids) and is
+        already a member of ``dataset``/``split`` (what a resumed ingest may skip)."""
+        ids = _example_array(examples)
+        done = np.ones(len(ids), dtype=bool)
+        if not len(ids):
+            return done
+        with self.begin() as txn:
+            member_prefix = dataset.encode("utf-8") + b"\0" + split.encode("utf-8") + b"\0"
+            for prefix, table in [(bytes.fromhex(f[:32]), "rows") for f in featureset_ids] + [(member_prefix, "splitmembers")]:
+                keys = [prefix + row.tobytes() for row in ids]
+                present = {k for k, _ in txn.cursor(db=self.dbs[table]).getmulti(keys)}
+                done &= np.fromiter((k in present for k in keys), dtype=bool, count=len(keys))
+        return done
+
+    # ------------------------------------------------------------------------------------------
+    # Internals (all take the caller's transaction)
+
+    def _feature_set(self, txn: lmdb.Transaction, key: bytes, value: bytes) -> FeatureSet:
+        ident = _check_identity(key, value, "feature set")
+        starts, counts = self._segments(txn, ident)
+        return FeatureSet(ident, _json(key, value, "feature set"), starts, counts)
+
+    def _resolve(self, txn: lmdb.Transaction, ref: Union[str, FeatureSet]) -> FeatureSet:
+        if isinstance(ref, FeatureSet):
+            ref = ref.id
+        ref = str(ref).lower()
+        if len(ref) == 64:
+            raw = txn.get(ref.encode("ascii"), db=self.dbs["featuresets"])
+            if raw is not None:
+                return self._feature_set(txn, ref.encode("ascii"), raw)
+        matches = []
+        if len(ref) >= 4:
+            cursor = txn.cursor(db=self.dbs["featuresets"])
+            if cursor.set_range(ref.encode("ascii")):
+                for key, value in cursor:
+                    if not key.startswith(ref.encode("ascii")):
+                        break
+                    matches.append((key, value))
+        if len(matches) > 1:
+            raise NotFound(f"feature set prefix '{ref}' matches several feature sets; give more digits")
+        if not matches:
+            known = [k.decode()[:12] for k in txn.cursor(db=self.dbs["featuresets"]).iternext(values=False)]
+            raise NotFound(f"unknown feature set '{ref}' in {self.path} (known: {', '.join(known) or 'none'})")
+        return self._feature_set(txn, *matches[0])
+
+    def _segments(self, txn: lmdb.Transaction, fs_id: str) -> Tuple[np.ndarray, np.ndarray]:
+        prefix = bytes.fromhex(fs_id[:32])
+        cursor = txn.cursor(db=self.dbs["segments"])
+        keys: List[bytes] = []
+        values: List[bytes] = []
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                if len(key) != 20 or len(value) != 4:
+                    raise StoreFormatError(f"segment record {key.hex()} has the wrong size")
+                keys.append(key)
+                values.append(value)
+        starts = np.frombuffer(b"".join(keys), dtype=">u4").reshape(-1, 5)[:, 4].astype(np.int64)
+        counts = np.frombuffer(b"".join(values), dtype="<u4").astype(np.int64)
+        expected = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
+        if not np.array_equal(starts, expected):
+            bad = int(np.nonzero(starts != expected)[0][0])
+            raise StoreFormatError(f"feature set {fs_id[:12]}: segment at row {starts[bad]}, expected {expected[bad]}")
+        return starts, counts
+
+    def _dataset(self, txn: lmdb.Transaction, name: str) -> Dict[str, Any]:
+        raw = txn.get(name.encode("utf-8"), db=self.dbs["datasets"])
+        if raw is None:
+            known = [k.decode("utf-8", "replace") for k in txn.cursor(db=self.dbs["datasets"]).iternext(values=False)]
+            raise NotFound(f"unknown dataset '{name}' in {self.path} (datasets: {', '.join(known) or 'none'})")
+        return _json(name.encode("utf-8"), raw, "dataset")
+
+    def _split(self, txn: lmdb.Transaction, dataset: str, split: str) -> Split:
+        manifest = self._dataset(txn, dataset)
+        splits = manifest.get("splits", {})
+        if split not in splits:
+            raise NotFound(f"dataset '{dataset}' has no split '{split}' (splits: {', '.join(sorted(splits)) or 'none'})")
+        n = int(splits[split])
+        prefix = dataset.encode("utf-8") + b"\0" + split.encode("utf-8") + b"\0"
+        cursor = txn.cursor(db=self.dbs["splititems"])
+        items: List[Tuple[bytes, bytes]] = []
+        if n and cursor.set_range(prefix):
+            # islice + list: the cursor is driven from C, no Python bytecode per item.
+            items = list(itertools.islice(cursor.iternext(), n))
+        keys = b"".join(k for k, _ in items)
+        values = b"".join(v for _, v in items)
+        width = len(prefix) + 4
+        if len(items) != n or len(keys) != n * width or len(values) != n * 36:
+            raise StoreFormatError(f"{dataset}/{split}: the manifest says {n} items, the split table disagrees")
+        key_array = np.frombuffer(keys, dtype=np.uint8).reshape(n, width)
+        index = key_array[:, len(prefix):].copy().view(">u4").reshape(n)
+        if n and (not np.all(key_array[:, :len(prefix)] == np.frombuffer(prefix, np.uint8))
+                  or not np.array_equal(index, np.arange(n))):
+            raise StoreFormatError(f"{dataset}/{split}: split items are not numbered 0..<{n}")
+        value_array = np.frombuffer(values, dtype=np.uint8).reshape(n, 36)
+        labels = value_array[:, 32:].copy().view("<u4").reshape(n).astype(np.int64)
+        return Split(dataset, split, value_array[:, :32], labels, list(manifest.get("classNames", [])))
+
+    def _rows(self, txn: lmdb.Transaction, fs: FeatureSet, ids: np.ndarray) -> np.ndarray:
+        """Row numbers of examples (``(n, 32)`` uint8) in feature set ``fs``."""
+        n = len(ids)
+        if n == 0:
+            return np.zeros(0, np.int64)
+        prefix = np.frombuffer(bytes.fromhex(fs.id[:32]), np.uint8)
+        keys = np.concatenate([np.broadcast_to(prefix, (n, 16)), ids], axis=1).tobytes()
+        wanted = [keys[i:i + 48] for i in range(0, 48 * n, 48)]
+        found = txn.cursor(db=self.dbs["rows"]).getmulti(wanted)
+        if len(found) != n:
+            present = {k for k, _ in found}
+            missing = next(k for k in wanted if k not in present)
+            raise NotFound(f"example {missing[16:].hex()} has no features in feature set {fs.id[:12]}")
+        values = b"".join(v for _, v in found)
+        if len(values) != 4 * n:
+            raise StoreFormatError(f"feature set {fs.id[:12]}: a row record has the wrong size")
+        return np.frombuffer(values, dtype=">u4").astype(np.int64)
+
+    def _gather(self, txn: lmdb.Transaction, fs: FeatureSet, rows: np.ndarray, columns: Optional[np.ndarray]) -> np.ndarray:
+        """Features of feature-set rows (any order, repeats allowed): every touched tile is decoded
+        once, only in the frames that hold the wanted columns."""
+        width, block_width = fs.width, int(fs.manifest["columnBlock"])
+        cols = np.arange(width, dtype=np.int64) if columns is None else columns
+        out = np.empty((len(rows), len(cols)), dtype=np.float32)
+        if not len(rows) or not len(cols):
+            return out
+        segment = np.searchsorted(fs.starts, rows, side="right") - 1
+        if segment.min() < 0 or np.any(rows >= fs.starts[segment] + fs.counts[segment]):
+            raise StoreFormatError(f"feature set {fs.id[:12]}: a row is in no segment")
+        blocks = cols // block_width
+        prefix = bytes.fromhex(fs.id[:32])
+        by_segment = np.argsort(segment, kind="stable")
+        bounds = np.searchsorted(segment[by_segment], np.arange(len(fs.starts) + 1))
+        block_list = np.unique(blocks)
+        for s in np.nonzero(np.diff(bounds))[0]:
+            out_rows = by_segment[bounds[s]:bounds[s + 1]]
+            start, count = int(fs.starts[s]), int(fs.counts[s])
+            local_rows = rows[out_rows] - start
+            whole_segment = len(out_rows) == count and np.array_equal(local_rows, np.arange(count))
+            for b in block_list:
+                out_cols = np.nonzero(blocks == b)[0]
+                key = prefix + struct.pack(">II", start, int(b))
+                name = f"tiles/{fs.id[:12]}/rows@{start}/block{b}"
+                tile = txn.get(key, db=self.dbs["tiles"])
+                if tile is None:
+                    raise StoreFormatError(f"store is inconsistent: missing tile {name}")
+                expected_cols = min(block_width, width - int(b) * block_width)
+                tile_rows, tile_cols = struct.unpack_from("<II", tile, 8) if len(tile) >= 16 else (-1, -1)
+                local_cols = cols[out_cols] - int(b) * block_width
+                everything = len(local_cols) == expected_cols and np.array_equal(local_cols, np.arange(expected_cols))
+                values = decode_columns(tile, tile_binding(key, count), None if everything else local_cols, name, self._decompressor)
+                if tile_rows != count or tile_cols != expected_cols:
+                    raise StoreFormatError(f"tile {name}: {tile_rows}x{tile_cols}, expected {count}x{expected_cols}")
+                if whole_segment and len(out_cols) == len(cols):
+                    out[out_rows] = values
+                else:
+                    out[np.ix_(out_rows, out_cols)] = values if whole_segment else values[local_rows]
+        return out
+
+
+# One environment per process and store directory: LMDB (and py-lmdb) refuse to open the same
+# environment twice in a process, so every ``Store`` of a path shares it, counted.
+_ENVS: Dict[Tuple[int, str], List[Any]] = {}
+
+
+def _acquire(key: Tuple[int, str], path: str) -> Tuple[Any, Dict[str, Any]]:
+    entry = _ENVS.get(key)
+    if entry is None:
+        try:
+            # lock=True: a reader slot in lock.mdb, so a concurrent writer never reuses pages this
+            # reader still sees. The map size is taken from the file.
+            env = lmdb.open(path, readonly=True, lock=True, create=False, subdir=True, max_dbs=MAX_DBS)
+        except lmdb.Error as error:
+            raise StoreFormatError(f"cannot open store {path}: {error}") from None
+        dbs: Dict[str, Any] = {}
+        for name in TABLES:
+            # No txn argument: a handle opened inside a read transaction dies with it.
+            try:
+                dbs[name] = env.open_db(name.encode(), create=False)
+            except lmdb.NotFoundError:
+                env.close()
+                raise StoreFormatError(f"{path} is not an h2t-store (no table '{name}')") from None
+        entry = _ENVS[key] = [env, dbs, 0]
+    entry[2] += 1
+    return entry[0], entry[1]
+
+
+def _table(key: Tuple[int, str], name: str) -> Any:
+    env, dbs, _ = _ENVS[key]
+    if name not in dbs:
+        try:
+            dbs[name] = env.open_db(name.encode(), create=False)
+        except lmdb.NotFoundError:
+            return None
+    return dbs[name]
+
+
+def _release(key: Tuple[int, str]) -> None:
+    entry = _ENVS.get(key)
+    if entry is None:
+        return
+    entry[2] -= 1
+    if entry[2] <= 0:
+        del _ENVS[key]
+        entry[0].close()
+
+
+def _forget_inherited() -> None:
+    """In a forked child: drop the parent's environments (py-lmdb would refuse to open the path
+    again in this process). Closing them only unmaps and closes descriptors; LMDB clears reader
+    slots of the closing process's own pid only, so the parent's slots stay."""
+    for key in [k for k in _ENVS if k[0] != os.getpid()]:
+        entry = _ENVS.pop(key)
+        try:
+            entry[0].close()
+        except lmdb.Error:
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+
+
+def _json(key: bytes, value: bytes, what: str) -> Dict[str, Any]:
+    try:
+        return json.loads(value.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise StoreFormatError(f"{what} {key!r} is not valid JSON: {error}") from None
+
+
+def _check_identity(key: bytes, value: bytes, what: str) -> str:
+    """A manifest's id is the SHA-256 of exactly its stored canonical JSON."""
+    ident = key.decode("ascii")
+    digest = hashlib.sha256(value).hexdigest()
+    if digest != ident:
+        raise StoreFormatError(f"{what} {ident[:12]}: stored JSON hashes to {digest[:12]}, not its id")
+    return ident
