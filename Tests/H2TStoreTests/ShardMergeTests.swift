@@ -232,6 +232,22 @@ struct ShardMergeTests {
         #expect(try target.verify().problems == [])
     }
 
+    @Test func moreShardsThanInputsLeavesSomeEmptyAndStillMerges() throws {
+        let small = dir.file("small.safetensors")
+        try Self.writeInput(small, prefix: "s", n: 3, seed: 8)
+        var paths: [String] = []
+        for k in 0..<5 {
+            paths.append(dir.file("small-\(k)"))
+            let store = try FeatureStore(path: paths[k])
+            _ = try ExternalIngest(store: store, options: options(shard: try ShardSpec(index: k, count: 5))).run(paths: [small])
+        }
+        let single = try FeatureStore(path: dir.file("small-single"))
+        _ = try ExternalIngest(store: single, options: options()).run(paths: [small])
+        let target = try FeatureStore(path: dir.file("small-merged"))
+        #expect(try target.merge(shardPaths: paths).itemsAdded == 3)
+        expectEqual(try contents(target), try contents(single))
+    }
+
     @Test("a merge interrupted at any commit leaves a valid store that a re-run completes (disk full: one clear error)")
     func interruptedMergeResumes() throws {
         let reference = try contents(try singleProcess())

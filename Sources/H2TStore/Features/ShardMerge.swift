@@ -171,8 +171,8 @@ extension FeatureStore {
     /// the shard), other labels or other class names.
     func checkConflicts(_ shard: OpenShard) throws {
         let record = shard.record
-        if let stored = try? dataset(record.dataset) {
-            let classes = try shard.store.dataset(record.dataset).classNames
+        if let stored = try? dataset(record.dataset), let shardDataset = try? shard.store.dataset(record.dataset) {
+            let classes = shardDataset.classNames
             guard stored.classNames == classes else {
                 throw StoreError.invalidArgument("\(shard.path): dataset '\(record.dataset)' has classes \(classes) there but \(stored.classNames) in \(path)")
             }
@@ -190,14 +190,20 @@ extension FeatureStore {
         for id in record.featureSets where (try? featureSet(id)) != nil {
             let examples = try shard.store.rowExamples(of: id)
             let shared = zip(examples, try missing(examples, in: id)).filter { !$0.1 }.map(\.0)
-            guard !shared.isEmpty else { continue }
-            let theirs = try shard.store.read(featureSet: id, examples: shared)
-            let ours = try read(featureSet: id, examples: shared)
-            for (r, example) in shared.enumerated() where !theirs.row(r).elementsEqual(ours.row(r), by: { $0.bitPattern == $1.bitPattern }) {
-                throw StoreError.invalidArgument("\(shard.path): example \(example.hex.prefix(12)) has other features in feature set \(id.prefix(12)) than \(path) holds for it; merge into a new store")
+            // In bounded batches: after an interrupted merge, most of a shard can be shared.
+            for first in stride(from: 0, to: shared.count, by: Self.comparedRowsPerBatch) {
+                let batch = Array(shared[first..<min(first + Self.comparedRowsPerBatch, shared.count)])
+                let theirs = try shard.store.read(featureSet: id, examples: batch)
+                let ours = try read(featureSet: id, examples: batch)
+                for (r, example) in batch.enumerated() where !theirs.row(r).elementsEqual(ours.row(r), by: { $0.bitPattern == $1.bitPattern }) {
+                    throw StoreError.invalidArgument("\(shard.path): example \(example.hex.prefix(12)) has other features in feature set \(id.prefix(12)) than \(path) holds for it; merge into a new store")
+                }
             }
         }
     }
+
+    /// Examples whose features are compared at once (bounds the memory of `checkConflicts`).
+    static let comparedRowsPerBatch = 512
 
     /// Every example with a row in feature set `id`, in row order.
     func rowExamples(of id: String) throws -> [ExampleID] {
@@ -240,8 +246,10 @@ extension FeatureStore {
                 progress?.advance(by: manifest.columnBlocks)
             }
         }
-        let items = try shard.store.split(dataset: record.dataset, split: record.split)
-        let classNames = try shard.store.dataset(record.dataset).classNames
+        // A shard with no inputs (more shards than inputs) has no dataset record.
+        let dataset = try? shard.store.dataset(record.dataset)
+        let items = dataset == nil ? SplitItems(examples: [], labels: []) : try shard.store.split(dataset: record.dataset, split: record.split)
+        let classNames = dataset?.classNames ?? []
         var first = 0
         repeat {
             let end = min(first + Self.itemsPerCommit, items.examples.count)
@@ -250,8 +258,8 @@ extension FeatureStore {
                 try shard.store.environment.read { source in
                     let before = try txn.get(tables.datasets, record.dataset)?.splits[record.split] ?? 0
                     for example in items.examples[first..<end] { try copyExampleRecord(example, txn, from: shard.store, source) }
-                    try appendDataset(txn, DatasetAppend(dataset: record.dataset, classNames: classNames, split: record.split,
-                                                         items: (first..<end).map { (items.examples[$0], items.labels[$0]) }))
+                    if first < end { try appendDataset(txn, DatasetAppend(dataset: record.dataset, classNames: classNames, split: record.split,
+                                                         items: (first..<end).map { (items.examples[$0], items.labels[$0]) })) }
                     if last { try txn.put(tables.shardRecords, StoreTables.mergedShardKey(plan: record.plan, shard: record.shard), record) }
                     return (try txn.get(tables.datasets, record.dataset)?.splits[record.split] ?? 0) - before
                 }

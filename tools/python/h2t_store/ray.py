@@ -96,7 +96,7 @@ def sharded_ingest(store: str, shard_root: str, num_shards: int, ingest_argument
         try:
             shards.append(ray.get(ref))
         except ray.exceptions.RayTaskError as error:
-            cause = error.as_instanceof_cause()
+            cause = getattr(error, "cause", None) or error
             raise H2TStoreError(f"shard {k}/{num_shards} failed after {max_retries} retries: {cause}") from None
         except ray.exceptions.WorkerCrashedError:
             raise H2TStoreError(f"shard {k}/{num_shards}: its worker died {max_retries + 1} times") from None
