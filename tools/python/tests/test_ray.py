@@ -44,11 +44,16 @@ def shard_record(shard_dir: str):
     """The shard store's ``meta["shard"]`` record (None until the ingest has written it)."""
     if not os.path.exists(os.path.join(shard_dir, "data.mdb")):
         return None
-    env = lmdb.open(shard_dir, readonly=True, lock=True, create=False, subdir=True, max_dbs=20)
+    try:
+        env = lmdb.open(shard_dir, readonly=True, lock=True, create=False, subdir=True, max_dbs=20)
+    except lmdb.Error:
+        return None
     try:
         meta = env.open_db(b"meta", create=False)
         with env.begin() as txn:
             return txn.get(b"shard", db=meta)
+    except lmdb.Error:  # the store is being created: its tables are not there yet
+        return None
     finally:
         env.close()
 
