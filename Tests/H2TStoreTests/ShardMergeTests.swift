@@ -27,7 +27,7 @@ struct ShardMergeTests {
     /// Examples `prefix0 ..< prefix(n-1)` with labels cycling over three classes; the first
     /// `count` of them (default: all) are written.
     static func writeInput(_ path: String, prefix: String, n: Int, seed: UInt64, count: Int? = nil) throws {
-        var generator = SeededRandom(state: seed)
+        var generator = SplitMix64(seed: seed)
         let conv = (0..<(n * 64)).map { _ in generator.uniform() - 0.5 }
         let logits = (0..<(n * 8)).map { _ in generator.uniform() }
         let m = count ?? n
@@ -201,7 +201,7 @@ struct ShardMergeTests {
         let shards = try (0..<2).map { try ingestShard($0, of: 2) }
         // Same example ids ("a0"...), other activations.
         let other = dir.file("other.safetensors")
-        var generator = SeededRandom(state: 99)
+        var generator = SplitMix64(seed: 99)
         try writeSafetensors(other, tensors: [("conv", [4, 4, 4, 4], (0..<256).map { _ in generator.uniform() }), ("logits", [4, 8], (0..<32).map { _ in generator.uniform() })],
                              metadata: ["example_ids": "[\"a0\",\"a1\",\"a2\",\"a3\"]", "labels": "[\"cat\",\"dog\",\"fox\",\"cat\"]"])
         let target = try FeatureStore(path: dir.file("target"))

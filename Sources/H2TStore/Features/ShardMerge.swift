@@ -209,7 +209,7 @@ extension FeatureStore {
     func rowExamples(of id: String) throws -> [ExampleID] {
         try environment.read { txn in
             var out: [ExampleID] = []
-            try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(FeatureSetPrefix(id: id))) { _, example in
+            try txn.scan(tables.rowExamples, prefix: FeatureSetRowKey.prefix(FeatureSetPrefix(id: id))) { _, example in
                 out.append(example)
                 return true
             }
@@ -278,7 +278,7 @@ extension FeatureStore {
         return try environment.write { txn in
             try source.environment.read { stxn in
                 var examples: [ExampleID] = []
-                try stxn.scan(source.tables.rowExamples, prefix: RowExampleKey.prefix(fs), from: RowExampleKey.encode((fs, segment.start))) { key, example in
+                try stxn.scan(source.tables.rowExamples, prefix: FeatureSetRowKey.prefix(fs), from: FeatureSetRowKey.encode((fs, segment.start))) { key, example in
                     guard key.row < segment.start + segment.count else { return false }
                     examples.append(example)
                     return true
@@ -288,8 +288,8 @@ extension FeatureStore {
                 }
                 let keep = try examples.indices.filter { try !txn.contains(tables.rows, (fs, examples[$0])) }
                 guard !keep.isEmpty else { return CopyCounts() }
-                let start = try txn.lastKey(tables.segments, prefix: SegmentKey.prefix(fs)).map { key in
-                    key.start + (try txn.get(tables.segments, key) ?? 0)
+                let start = try txn.lastKey(tables.segments, prefix: FeatureSetRowKey.prefix(fs)).map { key in
+                    key.row + (try txn.get(tables.segments, key) ?? 0)
                 } ?? 0
                 var counts = CopyCounts(rows: keep.count)
                 var tiles: [[UInt8]] = [], oldBindings: [[UInt8]] = []
