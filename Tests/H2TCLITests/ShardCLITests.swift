@@ -68,6 +68,27 @@ struct ShardCLITests {
         #expect(twice.status == 0 && twice.stdout.contains("merged 0 of 3 shards"), "\(twice.stdout)")
     }
 
+    /// A merge and an ingest of other data into the same store at once: LMDB's writer lock makes
+    /// them take turns; both finish and the merged data still equals one ingest.
+    @Test func mergeBesideAnotherWriterOfTheTarget() throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for k in 0..<2 { #expect(try ingest(dir + "/shard-\(k)", ["--shard", "\(k)/2", "--quiet"]).status == 0) }
+        #expect(try ingest(dir + "/single", ["--quiet"]).status == 0)
+        try writeInput(dir + "/other.safetensors", n: 400, prefix: "other", seed: 9)
+        let other = Process()
+        other.executableURL = URL(fileURLWithPath: CLI.binary)
+        other.arguments = ["ingest", "--store", dir + "/merged", "--external", "toy", "--dataset", "other", "--target-size", "32",
+                           "--column-block", "64", "--segment-rows", "10", "--quiet", dir + "/other.safetensors"]
+        other.standardOutput = FileHandle.nullDevice
+        try other.run()
+        let merge = try CLI.run(["merge", "--into", dir + "/merged", "--quiet", dir + "/shard-0", dir + "/shard-1"])
+        other.waitUntilExit()
+        #expect(merge.status == 0 && other.terminationStatus == 0, "\(merge.stderr)")
+        let merged = try exports(dir + "/merged")
+        for (id, bytes) in try exports(dir + "/single") { #expect(merged[id] == bytes) }
+        #expect(try CLI.run(["verify", "--store", dir + "/merged"]).status == 0)
+    }
+
     @Test func badShardSpecsAndMergesAreOneLineErrors() throws {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for (spec, words) in [("3/2", "K must be in 0...1"), ("2/2", "K must be in 0...1"), ("0/0", "N ≥ 1"), ("a/2", "K must be a number"),
