@@ -77,6 +77,8 @@ public struct ExternalIngestOptions: Sendable {
     public var classNames: [String]?
     /// Ingest only this shard of the examples (all files' examples in order), into a shard store.
     public var shard: ShardSpec?
+    /// Threads for the tile encoding.
+    public var parallelism: Parallelism = .default
 
     /// Creates options.
     public init(backboneName: String, dataset: String, split: String, targetSizes: [Int]) {
@@ -259,7 +261,8 @@ public struct ExternalIngest {
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits,
+                                          parallelism: options.parallelism)
         let total = sources.reduce(0) { $0 + $1.count }
         let shard = try options.shard.map { spec in
             try ShardRun(spec, plan: plan(paths: paths, total: total, classNames: classNames, writer: writer), store: store, writer: writer)
