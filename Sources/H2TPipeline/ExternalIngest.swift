@@ -75,6 +75,8 @@ public struct ExternalIngestOptions: Sendable {
     public var overlapCommits = true
     /// Class names given on the command line (override the files').
     public var classNames: [String]?
+    /// Ingest only this shard of the examples (all files' examples in order), into a shard store.
+    public var shard: ShardSpec?
     /// Threads for the tile encoding.
     public var parallelism: Parallelism = .default
 
@@ -108,6 +110,26 @@ public struct IngestSummary: Sendable, Codable {
     public var seconds: Double
     /// Examples per second.
     public var examplesPerSecond: Double
+    /// The shard, for a sharded ingest (`--shard K/N`).
+    public var shard: Shard?
+
+    /// A shard ingest's shard: which inputs it took and what its seal records.
+    public struct Shard: Sendable, Codable {
+        public var shard: Int
+        public var shards: Int
+        /// The run's plan digest (equal for every shard of the run).
+        public var plan: String
+        /// The shard's inputs: positions `firstInput ..< endInput` of `totalInputs`.
+        public var firstInput: Int
+        public var endInput: Int
+        public var totalInputs: Int
+        /// `started`, `resumed` (an unsealed shard store was completed) or `already_sealed`
+        /// (nothing was done).
+        public var state: String
+        /// Rows per feature set and dataset items in the sealed shard.
+        public var rows: [Int]
+        public var items: Int
+    }
 
     /// One feature set in the summary.
     public struct FeatureSetSummary: Sendable, Codable {
@@ -242,12 +264,24 @@ public struct ExternalIngest {
                                           codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits,
                                           parallelism: options.parallelism)
         let total = sources.reduce(0) { $0 + $1.count }
-        progress?.setTotal(total)
-        var computed = 0, reused = 0
+        let shard = try options.shard.map { spec in
+            try ShardRun(spec, plan: plan(paths: paths, total: total, classNames: classNames, writer: writer), store: store, writer: writer)
+        }
+        if let shard, shard.isSealed {
+            var summary = writer.summary(dataset: options.dataset, split: options.split, seen: 0, computed: 0, reused: 0, skipped: [], started: started)
+            summary.shard = try shard.seal(store)
+            return summary
+        }
+        let wanted = shard?.range ?? 0..<total
+        progress?.setTotal(wanted.count)
+        var computed = 0, reused = 0, offset = 0
         for source in sources {
-            var first = 0
-            while first < source.count {
-                let count = min(options.segmentRows, source.count - first)
+            // This file's examples inside the wanted range of all files' examples.
+            var first = max(wanted.lowerBound - offset, 0)
+            let end = min(wanted.upperBound - offset, source.count)
+            offset += source.count
+            while first < end {
+                let count = min(options.segmentRows, end - first)
                 let result = try ingestChunk(source, first: first, count: count, tapShapes: tapShapes, classNames: classNames, writer: writer)
                 computed += result.computed
                 reused += result.reused
@@ -257,8 +291,18 @@ public struct ExternalIngest {
         }
         try writer.finish()
         progress?.finish()
-        return writer.summary(dataset: options.dataset, split: options.split, seen: total, computed: computed, reused: reused,
-                              skipped: [], started: started)
+        var summary = writer.summary(dataset: options.dataset, split: options.split, seen: wanted.count, computed: computed, reused: reused,
+                                     skipped: [], started: started)
+        summary.shard = try shard?.seal(store)
+        return summary
+    }
+
+    /// The plan of a sharded ingest of `paths`: the files by name and size, the options that
+    /// change what is stored, and the feature sets.
+    private func plan(paths: [String], total: Int, classNames: [String], writer: FeatureSetWriter) -> IngestPlan {
+        IngestPlan(kind: "external", inputs: paths.map { PlannedInput($0) }, inputCount: total,
+                   options: ["layout": options.layout.rawValue, "allowNonFinite": "\(options.allowNonFinite)"],
+                   dataset: options.dataset, split: options.split, classNames: classNames, featureSets: writer.featureSetIDs)
     }
 
     private func ingestChunk(_ source: ActivationSource, first: Int, count: Int, tapShapes: [TapDescriptor],

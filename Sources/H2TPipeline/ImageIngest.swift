@@ -40,6 +40,8 @@ public struct ImageIngestOptions: Sendable {
     /// (an extra decode per image, small beside the backbone pass), so a bad file stops the
     /// ingest before its first commit.
     public var strict = false
+    /// Ingest only this shard of the images (after `limit`, in the source's order), into a shard store.
+    public var shard: ShardSpec?
 
     /// 32 images, or two of the backbone's slices per thread when that is more, so that every
     /// thread has work (a batch's slices are what its threads share).
@@ -119,8 +121,11 @@ public struct ImageIngest {
         guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
         if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
         let reader = try ImageReader(source, limit: options.limit)
+        // A shard reports the files the folder scan skipped only once, in shard 0.
+        let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
+        let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
         if options.strict {
-            let bad = reader.scanSkipped + reader.undecodable(0..<reader.count)
+            let bad = scanSkipped + reader.undecodable(wanted)
             guard bad.isEmpty else { throw ImageIngestError.skippedUnderStrict(skipped: bad, stored: 0) }
         }
         var classNames = options.classNames ?? reader.classNames
@@ -142,12 +147,20 @@ public struct ImageIngest {
                 throw StoreError.inconsistent("backbone layout for F_T \(manifest.targetSize) differs from feature set \(manifest.targetSize)")
             }
         }
-        progress?.setTotal(reader.count)
+        let shard = try options.shard.map { spec in
+            try ShardRun(spec, plan: reader.plan(options: options, inputSize: size, classNames: classNames, writer: writer), store: store, writer: writer)
+        }
+        if let shard, shard.isSealed {
+            var summary = writer.summary(dataset: options.dataset, split: options.split, seen: 0, computed: 0, reused: 0, skipped: [], started: started)
+            summary.shard = try shard.seal(store)
+            return summary
+        }
+        progress?.setTotal(wanted.count)
         var computed = 0, reused = 0, seen = 0
-        var skipped: [IngestSummary.SkippedInput] = reader.scanSkipped
-        var first = 0
-        while first < reader.count {
-            let count = min(options.segmentRows, reader.count - first)
+        var skipped: [IngestSummary.SkippedInput] = scanSkipped
+        var first = wanted.lowerBound
+        while first < wanted.upperBound {
+            let count = min(options.segmentRows, wanted.upperBound - first)
             let segment = try reader.segment(first..<(first + count), preprocessing: preprocessing)
             // Checked before writing, so only a file changed since can fail here.
             if options.strict, !segment.skipped.isEmpty {
@@ -163,8 +176,10 @@ public struct ImageIngest {
         }
         try writer.finish()
         progress?.finish()
-        return writer.summary(dataset: options.dataset, split: options.split, seen: seen, computed: computed, reused: reused,
-                              skipped: skipped, started: started)
+        var summary = writer.summary(dataset: options.dataset, split: options.split, seen: seen, computed: computed, reused: reused,
+                                     skipped: skipped, started: started)
+        summary.shard = try shard?.seal(store)
+        return summary
     }
 
     private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
@@ -223,6 +238,7 @@ struct ImageReader {
     let sourceHeight: Int
     let scanSkipped: [IngestSummary.SkippedInput]
     private let idx: (images: GrayscaleImages, labels: [UInt8]?)?
+    private let idxLabelsPath: String?
     private let folder: ImageFolder?
 
     init(_ source: ImageSource, limit: Int?) throws {
@@ -235,6 +251,7 @@ struct ImageReader {
                 throw IngestError.badLabels(file: labelsPath!, reason: "\(labels.count) labels for the \(images.count) images of \(imagesPath)")
             }
             idx = (images, labels)
+            idxLabelsPath = labelsPath
             folder = nil
             count = min(images.count, limit ?? images.count)
             maxLabel = labels.flatMap { $0.max() }.map(Int.init)
@@ -248,6 +265,7 @@ struct ImageReader {
             let scanned = try ImageFolder.scan(root)
             folder = scanned
             idx = nil
+            idxLabelsPath = nil
             count = min(scanned.items.count, limit ?? scanned.items.count)
             classNames = scanned.classNames
             maxLabel = scanned.items.map(\.label).max()
@@ -261,6 +279,21 @@ struct ImageReader {
                 sourceHeight = 224
             }
         }
+    }
+
+    /// The plan of a sharded ingest of this source: its files (IDX files by name and size, an
+    /// image folder by its files' paths inside it), the options that change what is stored, and
+    /// the feature sets.
+    func plan(options: ImageIngestOptions, inputSize: Int, classNames: [String], writer: FeatureSetWriter) -> IngestPlan {
+        var inputs: [PlannedInput]
+        if let folder {
+            inputs = folder.items.prefix(count).map { PlannedInput(name: String($0.path.dropFirst(folder.root.count).drop { $0 == "/" })) }
+        } else {
+            inputs = [PlannedInput(path)] + (idxLabelsPath.map { [PlannedInput($0)] } ?? [])
+        }
+        return IngestPlan(kind: folder == nil ? "idx" : "folder", inputs: inputs, inputCount: count,
+                          options: ["inputSize": "\(inputSize)"],
+                          dataset: options.dataset, split: options.split, classNames: classNames, featureSets: writer.featureSetIDs)
     }
 
     /// The files of `range` that do not decode (none for IDX stacks), as `segment` would skip them.

@@ -9,7 +9,7 @@ struct H2TStoreCommand: ParsableCommand {
         commandName: "h2t-store",
         abstract: "Feature store and model registry for Head2Toe transfer learning.",
         discussion: "Activations from every layer of a frozen backbone are computed once, pooled, and kept in LMDB with zstd; heads train on them in seconds.",
-        subcommands: [Ingest.self, Fit.self, Classify.self, List.self, Show.self, DiskUsage.self, Verify.self, Export.self,
+        subcommands: [Ingest.self, Fit.self, Classify.self, List.self, Show.self, DiskUsage.self, Verify.self, Export.self, Merge.self,
                       Heads.self, Head.self, Alias.self, Tag.self, Remove.self, GarbageCollect.self, Predict.self, Eval.self])
 }
 

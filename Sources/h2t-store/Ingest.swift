@@ -98,6 +98,10 @@ struct Ingest: ParsableCommand {
     var classNames: String?
     @Flag(name: .long, help: "Store NaN and Inf instead of rejecting the input.")
     var allowNonfinite = false
+    @Option(name: .long, help: ArgumentHelp(
+        "Ingest only shard K of N (K from 0) of the inputs into a shard store of its own, sealed when done; auto/N takes K from SLURM_ARRAY_TASK_ID.",
+        discussion: "Shards are contiguous ranges of the input order. Combine them with `h2t-store merge --into STORE SHARD...`."))
+    var shard: String?
 
     @OptionGroup var codecOptions: CodecOptions
     @OptionGroup var threadOptions: ThreadOptions
@@ -107,6 +111,11 @@ struct Ingest: ParsableCommand {
 
     func validate() throws {
         try checkRange("--target-size", targetSizes, .positiveCount)
+        do {
+            _ = try shardSpec()
+        } catch let error as StoreError {
+            throw ValidationError(error.description)
+        }
         // Image options are checked whatever the source: a bad value is an error even where unused.
         try checkRange("--input-size", inputSize, .within(32...1024))
         try checkRange("--limit", limit, .positiveCount)
@@ -127,6 +136,9 @@ struct Ingest: ParsableCommand {
         }
     }
 
+    /// The shard of `--shard`, if given.
+    func shardSpec() throws -> ShardSpec? { try shard.map { try ShardSpec.parse($0) } }
+
     func run() throws {
         let parallelism = try threadOptions.parallelism
         let store = try storeOptions.open(create: true, parallelism: parallelism)
@@ -138,6 +150,7 @@ struct Ingest: ParsableCommand {
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
         options.allowNonFinite = allowNonfinite
+        options.shard = try shardSpec()
         options.parallelism = parallelism
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: progressOptions.reports(json: output.json))
@@ -165,6 +178,7 @@ extension Ingest {
         options.limit = limit
         options.batchSize = batchSize
         options.strict = strict
+        options.shard = try shardSpec()
         options.parallelism = store.parallelism
         options.codec = codecOptions.codec
         options.columnBlock = codecOptions.columnBlock
@@ -189,6 +203,14 @@ extension Ingest {
 func report(_ summary: IngestSummary, json: Bool) throws {
     if json { return try printJSON(summary) }
     reportSkipped(summary.skipped)
+    if let shard = summary.shard {
+        let what = "shard \(shard.shard)/\(shard.shards) (inputs \(shard.firstInput)..<\(shard.endInput) of \(shard.totalInputs), plan \(shard.plan.prefix(12)))"
+        guard shard.state != "already_sealed" else {
+            print("\(what) is already sealed: nothing to do")
+            return
+        }
+        print("\(what) sealed: \(shard.items) items, rows per feature set \(shard.rows.map(String.init).joined(separator: ", "))\(shard.state == "resumed" ? " (resumed)" : "")")
+    }
     print("ingested \(summary.examplesSeen) examples into \(summary.dataset)/\(summary.split): \(summary.examplesComputed) computed, \(summary.examplesReused) already stored, \(String(format: "%.1f", summary.seconds)) s (\(String(format: "%.0f", summary.examplesPerSecond)) examples/s)")
     print(table(["FEATURE SET", "F_T", "FEATURES"], summary.featureSets.map { [String($0.id.prefix(12)), "\($0.targetSize)", "\($0.width)"] }))
 }

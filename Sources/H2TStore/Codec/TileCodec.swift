@@ -69,6 +69,21 @@ public struct TileCodec: Sendable, Hashable, Codable {
         return w.bytes
     }
 
+    /// Moves a stored tile to another key or segment: checks its header against `old` (the
+    /// binding it was stored with), then binds it to `new`. The header, frame table and frames
+    /// are untouched (no decode, no re-encode); a version-1 tile has no binding and is kept as is.
+    public static func rebind(_ tile: inout [UInt8], from old: [UInt8], to new: [UInt8]) throws {
+        let header = try tile.withUnsafeBytes { bytes in try TileHeader(parsing: bytes, binding: old) }
+        guard header.version >= 2 else { return }
+        tile.withUnsafeMutableBytes { bytes in
+            let raw = UnsafeRawBufferPointer(bytes)
+            var crc = crc32(UnsafeRawBufferPointer(rebasing: raw[0..<24]))
+            crc = crc32(continuing: crc, UnsafeRawBufferPointer(rebasing: raw[header.tableOffset..<header.dataOffset]))
+            crc = new.withUnsafeBytes { crc32(continuing: crc, $0) }
+            storeLE32(bytes.baseAddress!, 24, crc)
+        }
+    }
+
     /// Binds a freshly encoded version-2 tile to `binding` (continues its header CRC over it).
     /// Call it exactly once, when the tile's key is known.
     public static func bind(_ tile: inout [UInt8], to binding: [UInt8]) {

@@ -458,8 +458,9 @@ public final class FeatureStore: Sendable {
         }
     }
 
-    /// The rows `keep` (ascending) of freshly encoded, not yet bound tiles, re-encoded.
-    static func keepingRows(_ keep: [Int], of tiles: [[UInt8]], manifest: FeatureSetManifest) throws -> [[UInt8]] {
+    /// The rows `keep` (ascending) of tiles, re-encoded and not yet bound. The tiles are freshly
+    /// encoded and unbound, or stored ones checked against their `bindings` (one per tile).
+    static func keepingRows(_ keep: [Int], of tiles: [[UInt8]], manifest: FeatureSetManifest, bindings: [[UInt8]]? = nil) throws -> [[UInt8]] {
         let decoder = TileDecoder()
         let encoder = TileEncoder(codec: manifest.codec)
         let picks = keep.enumerated().map { RowPick(local: $0.element, out: $0.offset) }
@@ -468,7 +469,7 @@ public final class FeatureStore: Sendable {
             var values = [Float](repeating: 0, count: keep.count * cols)
             try tile.withUnsafeBytes { bytes in
                 try values.withUnsafeMutableBufferPointer { out in
-                    try decoder.decode(bytes, binding: [], columns: (0..<cols).map { ColumnPick(local: $0, out: $0) }, rows: picks,
+                    try decoder.decode(bytes, binding: bindings?[block] ?? [], columns: (0..<cols).map { ColumnPick(local: $0, out: $0) }, rows: picks,
                                        into: out.baseAddress!, destStride: cols)
                 }
             }

@@ -13,9 +13,18 @@ struct StoreTables: Sendable {
 
     /// The key of the format record in `meta`.
     static let formatKey = "format"
+    /// The key of the store's own shard record in `meta`.
+    static let shardKey = "shard"
+
+    /// The key in `meta` of the record of shard `shard` of run `plan` merged into this store.
+    static func mergedShardKey(plan: String, shard: Int) -> String { "merged:\(plan):\(shard)" }
 
     /// `"format"` → store format version, u32 LE.
     let meta: Table<UTF8Text, U32LE>
+    /// The shard records in `meta` (`schemas/store-format.md` §7): `"shard"` → this store's own
+    /// shard record; `"merged:" | plan | ":" | K` → the seal of a shard merged into this store.
+    /// Canonical JSON `h2t.shard/1`.
+    let shardRecords: Table<UTF8Text, CanonicalJSONRecord<ShardRecord>>
     /// Backbone id (64 hex digits) → canonical JSON manifest.
     let backbones: Table<UTF8Text, CanonicalJSONRecord<BackboneManifest>>
     /// Feature-set id (64 hex digits) → canonical JSON manifest.
@@ -41,7 +50,7 @@ struct StoreTables: Sendable {
 
     init(_ environment: LMDBEnvironment) {
         func table<K, V>(_ name: String) -> Table<K, V> { Table(environment.table(name)) }
-        meta = table("meta"); backbones = table("backbones"); featureSets = table("featuresets")
+        meta = table("meta"); shardRecords = table("meta"); backbones = table("backbones"); featureSets = table("featuresets")
         segments = table("segments"); tiles = table("tiles"); rows = table("rows"); rowExamples = table("rowexamples")
         examples = table("examples"); datasets = table("datasets"); splitItems = table("splititems")
         splitMembers = table("splitmembers"); matrices = table("matrices")
