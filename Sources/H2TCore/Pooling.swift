@@ -59,6 +59,35 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         PoolingKernels.windowAverage(source, channels: c, height: h, width: w, window: p, into: output.baseAddress!)
     }
 
+    /// Pools a spatial tap of `examples` examples stored channel-major (`C × examples × H × W`, the
+    /// backbone's activation layout) straight from the planes, without gathering each example
+    /// into a contiguous `C × H × W` copy first. Example `e`'s features go to
+    /// `output + e · rowStride`; every value is computed with exactly the operations of `pool`.
+    public func poolChannelMajor(_ input: UnsafePointer<Float>, shape: [Int], examples: Int,
+                                 into output: UnsafeMutablePointer<Float>, rowStride: Int) {
+        precondition(shape.count == 3, "channel-major pooling needs a spatial tap, got \(shape)")
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let plane = h * w
+        precondition(rowStride >= outputWidth(shape: shape), "row stride below the pooled width")
+        guard let p = window(channels: c, width: w) else {
+            for ch in 0..<c {
+                for e in 0..<examples {
+                    PoolingKernels.globalAverage(input + (ch * examples + e) * plane, channels: 1, plane: plane,
+                                                 into: output + e * rowStride + ch)
+                }
+            }
+            return
+        }
+        precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
+        let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
+        for ch in 0..<c {
+            for e in 0..<examples {
+                PoolingKernels.windowAverage(input + (ch * examples + e) * plane, channels: 1, height: h, width: w,
+                                             window: p, into: output + e * rowStride + ch * cells)
+            }
+        }
+    }
+
     /// Pooled feature `feature` of one example's tap (`C × H × W` channel-first, or a vector),
     /// with exactly the arithmetic of `pool` (same operations, same order), so computing only the
     /// features a head selected gives bit-identical values.
