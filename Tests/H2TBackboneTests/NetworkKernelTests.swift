@@ -195,11 +195,6 @@ struct NetworkBLASTests {
         #expect(BLAS.configuration.core.lowercased() == InstructionSet.selected.openBLASCore.lowercased(), "\(BLAS.configuration)")
     }
 
-    @Test("an H2T_ISA value that names no instruction set is a one-line error naming the variable")
-    func invalidCapMessage() {
-        let message = InstructionSetError(value: "avx9").description
-        #expect(message == "H2T_ISA=avx9 is not an instruction set; use baseline, avx2 or avx512")
-    }
 
     @Test("the selected OpenBLAS core computes correct products and is recorded")
     func selection() throws {
