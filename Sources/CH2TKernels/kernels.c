@@ -178,6 +178,82 @@ void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) {
     else add_avx2(values, other, count);
 }
 
+// MARK: window average (pooling)
+
+AVX2 static void window_average_avx2(const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                                     ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
+    const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
+    const float scale = 1.0f / (float)(p * p);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t q = 0; q < planes; q++) {
+        const float *plane = input + q * plane_stride;
+        float *out = output + q * output_stride;
+        for (ptrdiff_t i = 0; i < oh; i++) {
+            const float *first = plane + i * p * width;
+            // Column sums of the window's rows, top to bottom.
+            for (ptrdiff_t k = 0; k < used; k += 8) {
+                __m256i mask = tail_mask8(used - k);
+                __m256 acc = _mm256_maskload_ps(first + k, mask);
+                for (ptrdiff_t di = 1; di < p; di++) acc = _mm256_add_ps(acc, _mm256_maskload_ps(first + di * width + k, mask));
+                _mm256_maskstore_ps(columns + k, mask, acc);
+            }
+            // Each cell: its p columns left to right, one cell per lane.
+            for (ptrdiff_t j = 0; j < ow; j += 8) {
+                __m256i mask = tail_mask8(ow - j);
+                __m256i base = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)j), lane), _mm256_set1_epi32((int)p));
+                __m256 acc = _mm256_setzero_ps();
+                for (ptrdiff_t t = 0; t < p; t++) {
+                    __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), columns, _mm256_add_epi32(base, _mm256_set1_epi32((int)t)),
+                                                        _mm256_castsi256_ps(mask), 4);
+                    acc = _mm256_add_ps(acc, v);
+                }
+                _mm256_maskstore_ps(out + i * ow + j, mask, _mm256_mul_ps(acc, vscale));
+            }
+        }
+    }
+}
+
+AVX512 static void window_average_avx512(const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                                         ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
+    const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
+    const float scale = 1.0f / (float)(p * p);
+    const __m512 vscale = _mm512_set1_ps(scale);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (ptrdiff_t q = 0; q < planes; q++) {
+        const float *plane = input + q * plane_stride;
+        float *out = output + q * output_stride;
+        for (ptrdiff_t i = 0; i < oh; i++) {
+            const float *first = plane + i * p * width;
+            for (ptrdiff_t k = 0; k < used; k += 16) {
+                ptrdiff_t left = used - k;
+                __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                __m512 acc = _mm512_maskz_loadu_ps(mask, first + k);
+                for (ptrdiff_t di = 1; di < p; di++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, first + di * width + k));
+                _mm512_mask_storeu_ps(columns + k, mask, acc);
+            }
+            for (ptrdiff_t j = 0; j < ow; j += 16) {
+                ptrdiff_t left = ow - j;
+                __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                __m512i base = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)j), lane), _mm512_set1_epi32((int)p));
+                __m512 acc = _mm512_setzero_ps();
+                for (ptrdiff_t t = 0; t < p; t++) {
+                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, _mm512_add_epi32(base, _mm512_set1_epi32((int)t)),
+                                                        columns, 4);
+                    acc = _mm512_add_ps(acc, v);
+                }
+                _mm512_mask_storeu_ps(out + i * ow + j, mask, _mm512_mul_ps(acc, vscale));
+            }
+        }
+    }
+}
+
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
+    if (isa >= H2T_ISA_AVX512) window_average_avx512(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
+    else window_average_avx2(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
+}
+
 #else  // not x86-64: no variants; callers stay on their portable loops.
 
 int h2t_cpu_isa(void) { return H2T_ISA_BASELINE; }
@@ -192,5 +268,10 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
 }
 void h2t_relu6(int isa, float *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
 void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) { (void)isa; (void)values; (void)other; (void)count; }
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
+    (void)isa; (void)input; (void)planes; (void)plane_stride; (void)height; (void)width; (void)window; (void)output;
+    (void)output_stride; (void)scratch;
+}
 
 #endif

@@ -1,3 +1,4 @@
+import CH2TKernels
 import H2TKernels
 
 /// Head2Toe's pooling rule (docs/architecture.md §1 step 2), the one implementation shared by the backbone
@@ -62,9 +63,12 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
     /// Pools a spatial tap of `examples` examples stored channel-major (`C × examples × H × W`, the
     /// backbone's activation layout) straight from the planes, without gathering each example
     /// into a contiguous `C × H × W` copy first. Example `e`'s features go to
-    /// `output + e · rowStride`; every value is computed with exactly the operations of `pool`.
+    /// `output + e · rowStride`; every value is computed with exactly the operations of `pool`
+    /// (window averages on `CH2TKernels`' AVX2/AVX-512 variant when `isa` has one, which keeps
+    /// the order of the additions, so the values are bit-identical at every instruction set).
     public func poolChannelMajor(_ input: UnsafePointer<Float>, shape: [Int], examples: Int,
-                                 into output: UnsafeMutablePointer<Float>, rowStride: Int) {
+                                 into output: UnsafeMutablePointer<Float>, rowStride: Int,
+                                 isa: InstructionSet = .selected) {
         precondition(shape.count == 3, "channel-major pooling needs a spatial tap, got \(shape)")
         let (c, h, w) = (shape[0], shape[1], shape[2])
         let plane = h * w
@@ -80,6 +84,15 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         }
         precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
+        if isa != .baseline {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { columns in
+                for ch in 0..<c {
+                    h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, p,
+                                       output + ch * cells, rowStride, columns.baseAddress!)
+                }
+            }
+            return
+        }
         for ch in 0..<c {
             for e in 0..<examples {
                 PoolingKernels.windowAverage(input + (ch * examples + e) * plane, channels: 1, height: h, width: w,

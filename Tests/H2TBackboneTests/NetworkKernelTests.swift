@@ -233,3 +233,48 @@ struct NetworkBLASTests {
 }
 
 import Foundation
+
+@Suite("Pooling channel-major taps")
+struct ChannelMajorPoolingTests {
+    /// `poolChannelMajor` must give exactly what `pool` gives on each example's gathered copy (and
+    /// so what `pooledValue` gives a head at prediction time), at every runnable instruction set.
+    @Test("bit-identical to pooling each gathered example", arguments: [
+        // (channels, side, examples, target size): global, windows 1, 2 and 3 (20 cells a row), 4, 9 (ragged), 14, 28.
+        (40, 4, 3, 32), (8, 6, 5, 288), (4, 20, 3, 400), (2, 60, 2, 800), (16, 32, 3, 1024), (3, 37, 2, 48),
+        (24, 56, 17, 512), (5, 112, 2, 80),
+    ])
+    func matchesPool(channels: Int, side: Int, examples: Int, targetSize: Int) {
+        var random = NetworkTestRandom(seed: UInt64(channels * 100 + side))
+        let plane = side * side
+        let shape = [channels, side, side]
+        let input = random.array(channels * examples * plane)  // C × examples × H × W
+        let rule = Head2ToePooling(targetSize: targetSize)
+        let width = rule.outputWidth(shape: shape)
+        var expected = [Float](repeating: .nan, count: examples * width)
+        for e in 0..<examples {
+            var gathered = [Float](repeating: 0, count: channels * plane)
+            for c in 0..<channels {
+                for i in 0..<plane { gathered[c * plane + i] = input[(c * examples + e) * plane + i] }
+            }
+            gathered.withUnsafeBufferPointer { g in
+                expected.withUnsafeMutableBufferPointer { rule.pool(g, shape: shape, into: UnsafeMutableBufferPointer(rebasing: $0[(e * width)..<((e + 1) * width)])) }
+            }
+        }
+        for isa in NetworkKernelTests.runnableSets {
+            let stride = width + 3
+            var output = [Float](repeating: .nan, count: examples * stride)
+            input.withUnsafeBufferPointer { i in
+                output.withUnsafeMutableBufferPointer {
+                    rule.poolChannelMajor(i.baseAddress!, shape: shape, examples: examples, into: $0.baseAddress!, rowStride: stride, isa: isa)
+                }
+            }
+            for e in 0..<examples {
+                let got = output[(e * stride)..<(e * stride + width)].map { $0.bitPattern }
+                let want = expected[(e * width)..<((e + 1) * width)].map { $0.bitPattern }
+                let untouched = output[(e * stride + width)..<((e + 1) * stride)].allSatisfy { $0.isNaN }
+                #expect(got == want, "\(shape) F_T \(targetSize) example \(e) at \(isa)")
+                #expect(untouched, "wrote past the row at \(isa)")
+            }
+        }
+    }
+}

@@ -42,4 +42,14 @@ void h2t_relu6(int isa, float *values, ptrdiff_t count);
 /// `values[i] += other[i]`.
 void h2t_add(int isa, float *values, const float *other, ptrdiff_t count);
 
+/// Head2Toe's window average over `planes` planes of `height × width` (plane `q` at
+/// `input + q * plane_stride`), window and stride `window`, no padding: plane `q`'s
+/// `((height - window) / window + 1) × ((width - window) / window + 1)` cells go row-major to
+/// `output + q * output_stride`. Each cell is summed in exactly the order of H2TKernels'
+/// `PoolingKernels.windowAverage` (per column the window's rows top to bottom, then the columns
+/// left to right, from 0), then multiplied by `1 / (window * window)`, so every instruction set
+/// gives bit-identical values. `scratch` holds at least `width` floats.
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch);
+
 #endif
