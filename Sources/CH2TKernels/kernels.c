@@ -180,37 +180,52 @@ void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) {
 
 // MARK: window average (pooling)
 
+/// The `cells` cells of one plane from its column sums (`columns`: per output row, `ow * p`
+/// sums): each cell adds its `p` column sums left to right from 0, as the Swift kernel does. The
+/// order within a cell is fixed, so the speed comes from eight cells' independent chains at once.
+static inline void window_cells(const float *columns, ptrdiff_t cells, ptrdiff_t p, float scale, float *out) {
+    ptrdiff_t m = 0;
+    for (; m + 8 <= cells; m += 8) {
+        const float *c = columns + m * p;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (ptrdiff_t t = 0; t < p; t++) {
+            a0 += c[t]; a1 += c[p + t]; a2 += c[2 * p + t]; a3 += c[3 * p + t];
+            a4 += c[4 * p + t]; a5 += c[5 * p + t]; a6 += c[6 * p + t]; a7 += c[7 * p + t];
+        }
+        out[m] = a0 * scale; out[m + 1] = a1 * scale; out[m + 2] = a2 * scale; out[m + 3] = a3 * scale;
+        out[m + 4] = a4 * scale; out[m + 5] = a5 * scale; out[m + 6] = a6 * scale; out[m + 7] = a7 * scale;
+    }
+    for (; m + 4 <= cells; m += 4) {
+        const float *c = columns + m * p;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (ptrdiff_t t = 0; t < p; t++) { a0 += c[t]; a1 += c[p + t]; a2 += c[2 * p + t]; a3 += c[3 * p + t]; }
+        out[m] = a0 * scale; out[m + 1] = a1 * scale; out[m + 2] = a2 * scale; out[m + 3] = a3 * scale;
+    }
+    for (; m < cells; m++) {
+        float total = 0;
+        for (ptrdiff_t t = 0; t < p; t++) total += columns[m * p + t];
+        out[m] = total * scale;
+    }
+}
+
 AVX2 static void window_average_avx2(const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                                      ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
     const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
     const float scale = 1.0f / (float)(p * p);
-    const __m256 vscale = _mm256_set1_ps(scale);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t q = 0; q < planes; q++) {
         const float *plane = input + q * plane_stride;
-        float *out = output + q * output_stride;
+        // Column sums of each output row's window rows, top to bottom; rows stored back to back.
         for (ptrdiff_t i = 0; i < oh; i++) {
             const float *first = plane + i * p * width;
-            // Column sums of the window's rows, top to bottom.
+            float *sums = columns + i * used;
             for (ptrdiff_t k = 0; k < used; k += 8) {
                 __m256i mask = tail_mask8(used - k);
                 __m256 acc = _mm256_maskload_ps(first + k, mask);
                 for (ptrdiff_t di = 1; di < p; di++) acc = _mm256_add_ps(acc, _mm256_maskload_ps(first + di * width + k, mask));
-                _mm256_maskstore_ps(columns + k, mask, acc);
-            }
-            // Each cell: its p columns left to right, one cell per lane.
-            for (ptrdiff_t j = 0; j < ow; j += 8) {
-                __m256i mask = tail_mask8(ow - j);
-                __m256i base = _mm256_mullo_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)j), lane), _mm256_set1_epi32((int)p));
-                __m256 acc = _mm256_setzero_ps();
-                for (ptrdiff_t t = 0; t < p; t++) {
-                    __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), columns, _mm256_add_epi32(base, _mm256_set1_epi32((int)t)),
-                                                        _mm256_castsi256_ps(mask), 4);
-                    acc = _mm256_add_ps(acc, v);
-                }
-                _mm256_maskstore_ps(out + i * ow + j, mask, _mm256_mul_ps(acc, vscale));
+                _mm256_maskstore_ps(sums + k, mask, acc);
             }
         }
+        window_cells(columns, oh * ow, p, scale, output + q * output_stride);
     }
 }
 
@@ -218,33 +233,20 @@ AVX512 static void window_average_avx512(const float *input, ptrdiff_t planes, p
                                          ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
     const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
     const float scale = 1.0f / (float)(p * p);
-    const __m512 vscale = _mm512_set1_ps(scale);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (ptrdiff_t q = 0; q < planes; q++) {
         const float *plane = input + q * plane_stride;
-        float *out = output + q * output_stride;
         for (ptrdiff_t i = 0; i < oh; i++) {
             const float *first = plane + i * p * width;
+            float *sums = columns + i * used;
             for (ptrdiff_t k = 0; k < used; k += 16) {
                 ptrdiff_t left = used - k;
                 __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
                 __m512 acc = _mm512_maskz_loadu_ps(mask, first + k);
                 for (ptrdiff_t di = 1; di < p; di++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, first + di * width + k));
-                _mm512_mask_storeu_ps(columns + k, mask, acc);
-            }
-            for (ptrdiff_t j = 0; j < ow; j += 16) {
-                ptrdiff_t left = ow - j;
-                __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-                __m512i base = _mm512_mullo_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)j), lane), _mm512_set1_epi32((int)p));
-                __m512 acc = _mm512_setzero_ps();
-                for (ptrdiff_t t = 0; t < p; t++) {
-                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, _mm512_add_epi32(base, _mm512_set1_epi32((int)t)),
-                                                        columns, 4);
-                    acc = _mm512_add_ps(acc, v);
-                }
-                _mm512_mask_storeu_ps(out + i * ow + j, mask, _mm512_mul_ps(acc, vscale));
+                _mm512_mask_storeu_ps(sums + k, mask, acc);
             }
         }
+        window_cells(columns, oh * ow, p, scale, output + q * output_stride);
     }
 }
 

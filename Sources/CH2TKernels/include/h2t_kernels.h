@@ -48,7 +48,7 @@ void h2t_add(int isa, float *values, const float *other, ptrdiff_t count);
 /// `output + q * output_stride`. Each cell is summed in exactly the order of H2TKernels'
 /// `PoolingKernels.windowAverage` (per column the window's rows top to bottom, then the columns
 /// left to right, from 0), then multiplied by `1 / (window * window)`, so every instruction set
-/// gives bit-identical values. `scratch` holds at least `width` floats.
+/// gives bit-identical values. `scratch` holds at least `height * width` floats.
 void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch);
 
