@@ -30,7 +30,7 @@ struct RegistryFixture {
         var ids: [String] = []
         let seeds: (UInt64, UInt64) = examples == .plain ? (1, 2) : (11, 12)
         for (split, count, seed) in [("train", train, seeds.0), ("test", test, seeds.1)] {
-            var random = SeededRandom(state: seed)
+            var random = SplitMix64(seed: seed)
             var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
             var labels: [String] = [], names: [String] = []
             for e in 0..<count {

@@ -29,7 +29,7 @@ struct ImagePredictTests {
             let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                             taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
             let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-            var random = SeededRandom(state: 9)
+            var random = SplitMix64(seed: 9)
             var images: [DecodedImage] = []
             for i in 0..<5 {
                 let channels = i == 4 ? 1 : 3
@@ -95,7 +95,7 @@ struct ImagePredictTests {
     func storedImagesAreReadNotRecomputed() throws {
         let s = try Setup(contentIDs: true)
         let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
-        var random = SeededRandom(state: 77)
+        var random = SplitMix64(seed: 77)
         let unseen = DecodedImage(width: 32, height: 32, channels: 3, pixels: (0..<(32 * 32 * 3)).map { _ in UInt8(random.next() % 256) })
         let images = [s.images[3], unseen, s.images[0], s.images[4]]
         let names = ["three", "unseen", "zero", "four"]
@@ -189,7 +189,7 @@ struct RecordedPreprocessingTests {
                                         preprocessing: try JSONValue(encoding: preprocessing),
                                         taps: network.taps(height: 32, width: 32).map { TapDescriptor(name: $0.name, shape: $0.shape) })
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-        var random = SeededRandom(state: 21)
+        var random = SplitMix64(seed: 21)
         // 28×28 grayscale sources, as Fashion-MNIST, resized to 32×32 by the recorded rule.
         let images = (0..<3).map { _ in DecodedImage(width: 28, height: 28, channels: 1, pixels: (0..<784).map { _ in UInt8(random.next() % 256) }) }
         let ids = (0..<3).map { ExampleID(name: "gray-\($0)") }

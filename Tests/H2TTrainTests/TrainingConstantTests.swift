@@ -1,3 +1,4 @@
+import H2TCore
 import H2TTrain
 import Testing
 

@@ -247,8 +247,8 @@ public final class FeatureStore: Sendable {
     func segmentList(_ txn: borrowing LMDBTransaction, _ fsID: String) throws -> [Segment] {
         var out: [Segment] = []
         let fs = FeatureSetPrefix(id: fsID)
-        try txn.scan(tables.segments, prefix: SegmentKey.prefix(fs)) { key, count in
-            out.append(Segment(start: key.start, count: count))
+        try txn.scan(tables.segments, prefix: FeatureSetRowKey.prefix(fs)) { key, count in
+            out.append(Segment(start: key.row, count: count))
             return true
         }
         return out
