@@ -73,6 +73,8 @@ public struct ExternalIngestOptions: Sendable {
     public var overlapCommits = true
     /// Class names given on the command line (override the files').
     public var classNames: [String]?
+    /// Threads for the tile encoding.
+    public var parallelism: Parallelism = .default
 
     /// Creates options.
     public init(backboneName: String, dataset: String, split: String, targetSizes: [Int]) {
@@ -173,7 +175,8 @@ public struct ExternalIngest {
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits,
+                                          parallelism: options.parallelism)
         let total = sources.reduce(0) { $0 + $1.count }
         progress?.setTotal(total)
         var computed = 0, reused = 0

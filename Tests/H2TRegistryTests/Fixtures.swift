@@ -67,7 +67,7 @@ struct RegistryFixture {
 
     /// A real (small) fit through the lead's pipeline.
     func fit(seed: UInt64 = 0) throws -> FitOutcome {
-        let settings = FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, seed: seed, workers: 1)
+        let settings = FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, seed: seed)
         return try FitPipeline.run(store: store, request: FitRequest(dataset: "toys", trainSplit: "train", testSplit: "test",
                                                                      featureSets: [featureSet], settings: settings))
     }

@@ -64,7 +64,7 @@ struct ImagePredictTests {
             let chunk = try writer.chunk(examples: ids)
             let order = Dictionary(uniqueKeysWithValues: taps.map { ($0.name, $0.order) })
             let box = ChunkBox(chunk)
-            try network.run(batch, count: images.count, height: 32, width: 32, threads: 1) { activations in
+            try network.run(batch, count: images.count, height: 32, width: 32, parallelism: .serial) { activations in
                 for i in 0..<activations.count {
                     activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
                 }
@@ -81,7 +81,7 @@ struct ImagePredictTests {
         #expect(predictor.deepestTapOrder == 30 && predictor.tapCount == 99, "early exit at order 30 of 99 taps")
         // Same batch and thread split as the ingest: the network's arithmetic is identical, so the
         // per-cell pooling must reproduce Head2ToePooling.pool bit for bit.
-        let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, threads: 1)
+        let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, parallelism: .serial)
         let stored = try s.store.read(featureSet: s.head.lineage.featureSet, examples: s.ids, columns: s.head.selectedIndices)
         #expect(computed == stored.values, "per-cell pooling reproduces Head2ToePooling.pool bit for bit")
         // Other batchings change the network's rounding in the last bits only.
@@ -211,7 +211,7 @@ struct RecordedPreprocessingTests {
         let chunk = try writer.chunk(examples: ids)
         let box = ChunkBox(chunk)
         let order = Dictionary(uniqueKeysWithValues: network.taps(height: 32, width: 32).map { ($0.name, $0.order) })
-        try network.run(preprocessing.tensor(images), count: 3, height: 32, width: 32, threads: 1) { activations in
+        try network.run(preprocessing.tensor(images), count: 3, height: 32, width: 32, parallelism: .serial) { activations in
             for i in 0..<activations.count {
                 activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
             }
@@ -221,7 +221,7 @@ struct RecordedPreprocessingTests {
 
         let predictor = try ImagePredictor(head: head, registry: registry, network: network)
         #expect(predictor.preprocessing == preprocessing)
-        let computed = try predictor.selectedFeatures(try predictor.batch(images, names: []), count: 3, threads: 1)
+        let computed = try predictor.selectedFeatures(try predictor.batch(images, names: []), count: 3, parallelism: .serial)
         #expect(computed == (try store.read(featureSet: writer.featureSetIDs[0], examples: ids, columns: head.selectedIndices)).values)
         let fromImages = try predictor.predict(images, names: ["a", "b", "c"]).probabilities
         #expect(zip(fromImages, try registry.predict(head, examples: ids).probabilities).allSatisfy { abs($0 - $1) < 1e-5 })

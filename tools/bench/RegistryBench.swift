@@ -33,7 +33,7 @@ enum RegistryBench {
         let root = NSTemporaryDirectory() + "h2t-bench-registry-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { if !arguments.contains("--keep-store") { try? FileManager.default.removeItem(atPath: root) } }
-        say("h2t-bench registry: \(headCount) heads, \(exampleCount) stored examples, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(StoreBench.loadAverage())")
+        say("h2t-bench registry: \(headCount) heads, \(exampleCount) stored examples, \(Parallel.defaultWorkers) cores, load \(StoreBench.loadAverage())")
         let only = option(arguments, "--only")
         if only == nil || only == "listing" { try listing(root: root + "/heads", count: headCount) }
         if only == nil || only == "predict" { try storedPrediction(root: root + "/features", count: exampleCount) }

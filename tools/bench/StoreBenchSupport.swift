@@ -167,10 +167,10 @@ extension StoreBench {
             }}}}}
         }
 
-        /// Writes rows `rows` to `dest` (row-major, `width` per row), on both cores.
+        /// Writes rows `rows` to `dest` (row-major, `width` per row), on every core.
         func fill(rows: Range<Int>, into dest: UnsafeMutablePointer<Float>) {
             // Each row is generated from its own seed, so which worker writes it does not matter.
-            try! Parallel.forEachWorker(itemCount: rows.count, workers: 2) { _, next in
+            try! Parallel.forEachWorker(itemCount: rows.count, parallelism: .allCores) { _, next in
                 while let i = next() { self.fill(row: rows.lowerBound + i, into: dest + i * self.width) }
             }
         }

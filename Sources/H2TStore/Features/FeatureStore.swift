@@ -79,13 +79,18 @@ public final class FeatureStore: Sendable {
 
     /// The store directory.
     public let path: String
+    /// Threads the store's reads, decoding and checks run on.
+    public let parallelism: Parallelism
     /// The LMDB environment; the store's tables are reached through `tables` only.
     let environment: LMDBEnvironment
     let tables: StoreTables
 
-    /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true.
-    public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false) throws {
+    /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true;
+    /// its reads decode on `parallelism`'s threads.
+    public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false,
+                parallelism: Parallelism = .default) throws {
         self.path = path
+        self.parallelism = parallelism
         if !create || readOnly {
             guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
                 throw StoreError.invalidArgument("no store at \(path) (create one with `h2t-store ingest`)")

@@ -95,11 +95,10 @@ extension FeatureStore {
         var report = VerifyReport()
         let infos = try allFeatureSets()
         progress?.setTotal(infos.reduce(0) { $0 + $1.segmentCount * $1.manifest.columnBlocks })
-        let decoder = TileDecoder()
         try environment.read { txn in
             for info in infos {
                 report.featureSets += 1
-                let storedRows = try verifyTiles(txn, info, decoder: decoder, into: &report, progress: progress)
+                let storedRows = try verifyTiles(txn, info, into: &report, progress: progress)
                 try verifyRowMaps(txn, info, storedRows: storedRows, into: &report)
             }
             try verifySplits(txn, into: &report)
@@ -108,37 +107,66 @@ extension FeatureStore {
         return report
     }
 
-    /// Checks that the segments of a feature set follow each other without gaps and that every
-    /// tile is present, has its segment's shape and decodes; returns the rows the segments hold.
-    private func verifyTiles(_ txn: borrowing LMDBTransaction, _ info: FeatureSetInfo, decoder: TileDecoder,
-                             into report: inout VerifyReport, progress: ProgressReporter?) throws -> Int {
+    /// One tile's verification: whether it exists, what is wrong with it, how many values it holds.
+    struct TileCheck: Sendable {
+        var present = true
+        var problems: [String] = []
+        var values = 0
+    }
+
+    /// Verifies every tile of `segments` of a feature set, on the store's threads (one read
+    /// transaction and one decoder per worker), in (segment, block) order.
+    func checkTiles(_ info: FeatureSetInfo, segments: [Segment], progress: ProgressReporter?) throws -> [TileCheck] {
+        let blocks = info.manifest.columnBlocks
         let fs = FeatureSetPrefix(id: info.id)
+        let checks = WorkerSlots<TileCheck>(count: segments.count * blocks)
+        try Parallel.forEachWorker(itemCount: segments.count * blocks, parallelism: parallelism) { _, next in
+            let decoder = TileDecoder()
+            try environment.read { txn in
+                while let index = next() {
+                    let segment = segments[index / blocks], block = index % blocks
+                    let key = TileKey.describe(info.id, segment: segment.start, block: block)
+                    var check = TileCheck()
+                    if let tile = try txn.get(tables.tiles, (fs, segment.start, block)) {
+                        do {
+                            let binding = TileCodec.binding(key: TileKey.encode((fs, segment.start, block)), rows: segment.count)
+                            let header = try TileHeader(parsing: tile, binding: binding)
+                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
+                            if header.rows != segment.count || header.cols != cols {
+                                check.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
+                            }
+                            check.values = try decoder.verify(tile, binding: binding)
+                        } catch {
+                            check.problems.append("\(key): \(error)")
+                        }
+                        progress?.advance(by: 1)
+                    } else {
+                        check = TileCheck(present: false, problems: ["\(key): missing"])
+                    }
+                    checks.set(index, check)
+                }
+            }
+        }
+        return checks.values.map { $0! }
+    }
+
+    /// Checks that the segments of a feature set follow each other without gaps and that every
+    /// tile is present, has its segment's shape and decodes (on the store's threads); returns the
+    /// rows the segments hold.
+    private func verifyTiles(_ txn: borrowing LMDBTransaction, _ info: FeatureSetInfo,
+                             into report: inout VerifyReport, progress: ProgressReporter?) throws -> Int {
         var expectedStart = 0
-        for segment in try segmentList(txn, info.id) {
+        let segments = try segmentList(txn, info.id)
+        for segment in segments {
             if segment.start != expectedStart {
                 report.problems.append("segments/\(info.id.prefix(12))/rows@\(segment.start): expected a segment at row \(expectedStart) (gap or overlap)")
             }
             expectedStart = segment.start + segment.count
-            for block in 0..<info.manifest.columnBlocks {
-                let key = TileKey.describe(info.id, segment: segment.start, block: block)
-                guard let tile = try txn.get(tables.tiles, (fs, segment.start, block)) else {
-                    report.problems.append("\(key): missing")
-                    continue
-                }
-                do {
-                    let binding = TileCodec.binding(key: TileKey.encode((fs, segment.start, block)), rows: segment.count)
-                    let header = try TileHeader(parsing: tile, binding: binding)
-                    let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
-                    if header.rows != segment.count || header.cols != cols {
-                        report.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
-                    }
-                    report.valuesChecked += try decoder.verify(tile, binding: binding)
-                } catch {
-                    report.problems.append("\(key): \(error)")
-                }
-                report.tilesChecked += 1
-                progress?.advance(by: 1)
-            }
+        }
+        for tile in try checkTiles(info, segments: segments, progress: progress) {
+            report.problems += tile.problems
+            report.valuesChecked += tile.values
+            report.tilesChecked += tile.present ? 1 : 0
         }
         return expectedStart
     }
