@@ -28,16 +28,19 @@ let package = Package(
         // libjpeg behind setjmp/longjmp, so that its fatal errors return a status instead of exiting.
         .target(name: "CJPEGDecode", linkerSettings: [.linkedLibrary("jpeg")]),
 
+        // The backbone's vector loops for AVX2+FMA and AVX-512 (per-function target attributes), chosen at
+        // run time from CPUID (H2TCore's InstructionSet); a baseline CPU keeps the Swift loops.
+        .target(name: "CH2TKernels"),
         // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
         // trap instead of undefined behaviour. The one exception is this numeric kernel (Head2Toe's pooling
         // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability.md).
         .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
-        .target(name: "H2TCore", dependencies: ["COpenBLAS", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
+        .target(name: "H2TCore", dependencies: ["COpenBLAS", "CH2TKernels", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
-        .target(name: "H2TBackbone", dependencies: ["H2TCore", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
+        .target(name: "H2TBackbone", dependencies: ["H2TCore", "CH2TKernels", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
         // Training: pure numerics, arrays in and a fit report out.
         .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"]),
         // Pipelines that join the layers: external-activation ingest, image ingest.

@@ -21,8 +21,9 @@ Every statistic is bounded by max |Delta| (|mean(Delta)|, |rms(a) - rms(b)| and 
 difference are <= max |Delta|), so a Swift tap that passes the issue's criterion
 max|Delta| / max|ref| <= 1e-3 also passes these checks, and a wrong tap fails them.
 
-Also ``--bench``: throughput of ONNX Runtime returning all intermediates (used by
-``tools/bench-backbone.sh`` to compare with the Swift benchmark in the same run).
+Also ``bench``: throughput of ONNX Runtime returning all intermediates (used by
+``tools/bench-backbone.sh`` to compare with the Swift benchmark in the same run), or with
+``--outputs logits`` only the logits, a plain inference (``tools/bench-ingest``).
 
 Requirements (pinned; ``pip install -r`` these lines):
     numpy==2.4.6
@@ -33,6 +34,7 @@ Usage:
     tools/onnx_reference.py fixtures [--cache DIR] [--out Tests/H2TBackboneTests/Fixtures]
     tools/onnx_reference.py classify --network mobilenet_v2 IMAGE.png [--size 224]
     tools/onnx_reference.py bench [--size 64] [--batch 32] [--threads 2] [--seconds 10] [--json]
+                                  [--outputs all|logits] [--idx FILE.gz --count 512]
 
 The checkpoints are read from the artefact cache (``$H2T_CACHE`` or ``~/.cache/h2t-store``,
 fetched by ``tools/fetch-artifacts``); the images from the cache (scikit-image's chelsea.png and
@@ -160,8 +162,9 @@ def same_padding(size, kernel, stride):
 
 
 class GraphBuilder:
-    def __init__(self, network, state, height, width):
+    def __init__(self, network, state, height, width, logits_only=False):
         self.network, self.state = network, state
+        self.logits_only = logits_only
         self.nodes, self.inits, self.taps = [], [], []
         self.eps = 1e-5 if network == "mobilenet_v2" else 1e-3
         self.h, self.w = height, width
@@ -177,6 +180,10 @@ class GraphBuilder:
         return f"t{self.counter}"
 
     def tap(self, name, value, shape):
+        # Logits only: no intermediate is a graph output, so ORT may fuse across taps (Conv+BN+Clip)
+        # as in a plain inference.
+        if self.logits_only and name != "logits":
+            return
         self.nodes.append(helper.make_node("Identity", [value], [name]))
         self.taps.append((name, shape))
 
@@ -263,8 +270,8 @@ class GraphBuilder:
         return model, self.taps
 
 
-def build_model(network, state, height, width):
-    return GraphBuilder(network, state, height, width).build()
+def build_model(network, state, height, width, logits_only=False):
+    return GraphBuilder(network, state, height, width, logits_only).build()
 
 
 def session(model, threads):
@@ -516,30 +523,65 @@ def command_classify(args):
     print(json.dumps({"top5": top.tolist(), "logits": [float(logits[i]) for i in top]}))
 
 
+def bench_images(args):
+    """The batch the benchmark runs: random normal values, or (``--idx``) the first ``--count``
+    images of an IDX file preprocessed as the Swift ingest does (bilinear resize, normalisation)."""
+    if not args.idx:
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    with gzip.open(args.idx, "rb") if args.idx.endswith(".gz") else open(args.idx, "rb") as f:
+        magic, count, rows, cols = struct.unpack(">IIII", f.read(16))
+        assert magic == 2051, f"{args.idx}: not an IDX image file"
+        n = min(count, args.count)
+        pixels = np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, rows, cols)
+    resized = np.stack([resize_bilinear(np.repeat(p[:, :, None], 3, axis=2), args.size, args.size) for p in pixels])
+    return normalise(resized, args.network)
+
+
 def command_bench(args):
     cache = cache_dir(args.cache)
     network = args.network
     state = load_state(network, cache)
-    model, taps = build_model(network, state, args.size, args.size)
+    model, taps = build_model(network, state, args.size, args.size, logits_only=args.outputs == "logits")
     sess = session(model, args.threads)
-    rng = np.random.default_rng(0)
-    batch = rng.standard_normal((args.batch, 3, args.size, args.size)).astype(np.float32)
+    images = bench_images(args)
     names = [t for t, _ in taps]
-    sess.run(names, {"input": batch})
+    batches = [images[i:i + args.batch] for i in range(0, len(images), args.batch)]
+
+    def one_pass():
+        for b in batches:
+            sess.run(names, {"input": b})
+
+    one_pass()
     times = []
     start = time.perf_counter()
     while time.perf_counter() - start < args.seconds or len(times) < 3:
         t = time.perf_counter()
-        sess.run(names, {"input": batch})
+        one_pass()
         times.append(time.perf_counter() - t)
     times.sort()
     median = times[len(times) // 2]
     result = {"engine": "onnxruntime " + ort.__version__, "network": network, "size": args.size,
               "batch": args.batch, "threads": args.threads, "taps": len(names), "runs": len(times),
-              "median_seconds": median, "images_per_second": args.batch / median}
+              "images": len(images), "outputs": args.outputs, "isa": mlas_isa(),
+              "median_seconds": median, "images_per_second": len(images) / median}
     print(json.dumps(result) if args.json else
-          f"ORT {network} {args.size}x{args.size} batch {args.batch} threads {args.threads}: "
-          f"{args.batch / median:.1f} img/s (median of {len(times)})")
+          f"ORT {network} {args.size}x{args.size} batch {args.batch} threads {args.threads} {args.outputs} outputs: "
+          f"{len(images) / median:.1f} img/s (median of {len(times)}, ISA {result['isa']})")
+
+
+def mlas_isa():
+    """The widest x86 kernels ORT's MLAS dispatches to on this CPU (it picks them from CPUID, with
+    no override): AVX-512F, else AVX2+FMA, else SSE."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx2" in flags and "fma" in flags:
+        return "avx2"
+    return "sse"
 
 
 def main():
@@ -562,6 +604,10 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--outputs", choices=["all", "logits"], default="all",
+                   help="all: every tap is a graph output; logits: a plain inference")
+    p.add_argument("--idx", help="IDX image file: bench on its first --count images, preprocessed")
+    p.add_argument("--count", type=int, default=512)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=command_bench)
     args = parser.parse_args()

@@ -30,7 +30,8 @@ import Darwin
 /// product against a double-precision reference, and switch back if it does not match. Memory
 /// buffers and the thread pool are independent of the kernel table, so re-selection is safe
 /// before any concurrent BLAS call. `H2T_OPENBLAS_CORETYPE` overrides the choice: a core name, or
-/// `keep` to leave OpenBLAS's own selection alone.
+/// `keep` to leave OpenBLAS's own selection alone; otherwise `H2T_ISA` below the CPU's width (see
+/// ``InstructionSet``) selects the table of that width.
 public enum BLAS {
     /// `C = alpha * op(A) * op(B) + beta * C`, row-major; `op(X)` is `X` or its transpose.
     ///
@@ -246,12 +247,14 @@ enum KernelSelection {
             return BLASConfiguration(initialCore: initial, core: initial, preferredCore: nil,
                                      reason: "H2T_OPENBLAS_CORETYPE=keep", verified: false)
         }
-        let preferred = override ?? preferredCore()
+        // `H2T_ISA` below the CPU's width asks for the table of that width (measuring the narrower path).
+        let capped = InstructionSet.isCapped ? InstructionSet.selected.openBLASCore : nil
+        let preferred = override ?? capped ?? preferredCore()
         guard let preferred else {
             return BLASConfiguration(initialCore: initial, core: initial, preferredCore: nil,
                                      reason: "no preference derived for this CPU", verified: false)
         }
-        if override == nil && family(initial) >= family(preferred) {
+        if override == nil && capped == nil && family(initial) >= family(preferred) {
             return BLASConfiguration(initialCore: initial, core: initial, preferredCore: preferred,
                                      reason: "load-time choice is already of the preferred family", verified: false)
         }
@@ -262,7 +265,9 @@ enum KernelSelection {
         let selected = currentCore()
         if verify() {
             return BLASConfiguration(initialCore: initial, core: selected, preferredCore: preferred,
-                                     reason: override == nil ? "selected from CPU features" : "H2T_OPENBLAS_CORETYPE",
+                                     reason: override != nil ? "H2T_OPENBLAS_CORETYPE"
+                                         : capped != nil ? "\(InstructionSet.environmentVariable)=\(InstructionSet.selected)"
+                                         : "selected from CPU features",
                                      verified: true)
         }
         _ = reinitialise(to: initial)

@@ -1,3 +1,4 @@
+import CH2TKernels
 import H2TKernels
 
 /// Head2Toe's pooling rule (docs/architecture.md §1 step 2), the one implementation shared by the backbone
@@ -57,6 +58,47 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         // window would have the unchecked kernel read past the plane.
         precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         PoolingKernels.windowAverage(source, channels: c, height: h, width: w, window: p, into: output.baseAddress!)
+    }
+
+    /// Pools a spatial tap of `examples` examples stored channel-major (`C × examples × H × W`, the
+    /// backbone's activation layout) straight from the planes, without gathering each example
+    /// into a contiguous `C × H × W` copy first. Example `e`'s features go to
+    /// `output + e · rowStride`; every value is computed with exactly the operations of `pool`
+    /// (window averages on `CH2TKernels`' AVX2/AVX-512 variant when `isa` has one, which keeps
+    /// the order of the additions, so the values are bit-identical at every instruction set).
+    public func poolChannelMajor(_ input: UnsafePointer<Float>, shape: [Int], examples: Int,
+                                 into output: UnsafeMutablePointer<Float>, rowStride: Int,
+                                 isa: InstructionSet = .selected) {
+        precondition(shape.count == 3, "channel-major pooling needs a spatial tap, got \(shape)")
+        let (c, h, w) = (shape[0], shape[1], shape[2])
+        let plane = h * w
+        precondition(rowStride >= outputWidth(shape: shape), "row stride below the pooled width")
+        guard let p = window(channels: c, width: w) else {
+            for ch in 0..<c {
+                for e in 0..<examples {
+                    PoolingKernels.globalAverage(input + (ch * examples + e) * plane, channels: 1, plane: plane,
+                                                 into: output + e * rowStride + ch)
+                }
+            }
+            return
+        }
+        precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
+        let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
+        if isa != .baseline {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: plane) { columns in
+                for ch in 0..<c {
+                    h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, p,
+                                       output + ch * cells, rowStride, columns.baseAddress!)
+                }
+            }
+            return
+        }
+        for ch in 0..<c {
+            for e in 0..<examples {
+                PoolingKernels.windowAverage(input + (ch * examples + e) * plane, channels: 1, height: h, width: w,
+                                             window: p, into: output + e * rowStride + ch * cells)
+            }
+        }
     }
 
     /// Pooled feature `feature` of one example's tap (`C × H × W` channel-first, or a vector),

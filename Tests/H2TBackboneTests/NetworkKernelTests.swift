@@ -57,12 +57,24 @@ struct NetworkKernelTests {
 
     // Wide maps take the SIMD row path, narrow ones (output < 8 wide) the index-table path,
     // vectorised over the batch from 8 examples up.
-    @Test("depthwise kernel matches a naive loop", arguments: [
+    /// Every instruction set this CPU can run: the Swift loops and each C variant it supports.
+    static let runnableSets = InstructionSet.allCases.filter { $0 <= InstructionSet.detected }
+
+    @Test("depthwise kernel matches a naive loop at every runnable instruction set", arguments: [
         (3, 1, false, 9, 13, 3), (3, 2, false, 16, 16, 3), (3, 2, false, 7, 11, 3), (5, 1, true, 12, 10, 3),
         (5, 2, true, 16, 16, 3), (5, 2, true, 15, 9, 3), (3, 2, true, 2, 2, 3), (3, 1, true, 33, 20, 2),
         (3, 1, false, 4, 4, 11), (3, 2, false, 4, 4, 16), (5, 1, true, 2, 2, 9), (5, 2, true, 7, 7, 8),
+        // Wide rows (full 32-wide AVX-512 and 16-wide AVX2 steps plus tails); batches past 16.
+        (3, 1, false, 5, 45, 2), (3, 2, false, 6, 70, 2), (5, 1, true, 3, 41, 2), (3, 1, false, 4, 4, 19),
+        (5, 2, true, 6, 6, 21),
     ])
     func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int, batch: Int) {
+        for isa in Self.runnableSets {
+            depthwise(kernel: kernel, stride: stride, same: same, height: height, width: width, batch: batch, isa: isa)
+        }
+    }
+
+    func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int, batch: Int, isa: InstructionSet) {
         var random = NetworkTestRandom(seed: UInt64(kernel * 1000 + stride * 100 + height * 10 + batch))
         let channels = 5
         let padding = same ? Padding2D.same(height: height, width: width, kernel: kernel, stride: stride)
@@ -85,7 +97,7 @@ struct NetworkKernelTests {
                               count: NetworkKernels.depthwiseScratchCount(height: height, width: width, padding: padding))
         NetworkKernels.depthwise(input: input, output: &output, channels: channels, batch: batch, height: height,
                                  width: width, kernel: kernel, stride: stride, padding: padding,
-                                 weights: weights, bias: bias, scratch: &scratch)
+                                 weights: weights, bias: bias, scratch: &scratch, isa: isa)
         var worst: Float = 0
         for n in 0..<batch {
             let expected = naiveConvolution(input: examples[n], channels: channels, height: height, width: width,
@@ -97,7 +109,7 @@ struct NetworkKernelTests {
                 }
             }
         }
-        #expect(worst < 1e-5)
+        #expect(worst < 1e-5, "depthwise \(kernel)x\(kernel)/\(stride) \(height)x\(width) batch \(batch) at \(isa)")
     }
 
     @Test("stem convolution (im2col + GEMM) matches a naive loop", arguments: [false, true])
@@ -129,7 +141,7 @@ struct NetworkKernelTests {
         #expect(worst < 1e-5)
     }
 
-    @Test("pointwise convolution, ReLU6, add and global average match naive loops")
+    @Test("pointwise convolution, ReLU6, add (every runnable instruction set) and global average match naive loops")
     func pointwiseAndElementwise() {
         var random = NetworkTestRandom(seed: 11)
         let cin = 7, cout = 5, count = 37
@@ -148,15 +160,19 @@ struct NetworkKernelTests {
         }
         #expect(worst < 1e-5)
 
-        var values = (0..<21).map { Float($0) - 7.5 }
-        NetworkKernels.relu6(&values, count: values.count)
-        #expect(values == (0..<21).map { min(max(Float($0) - 7.5, 0), 6) })
+        for isa in Self.runnableSets {
+            for n in [5, 21, 45] {
+                var values = (0..<n).map { Float($0) * 0.5 - 7.25 }
+                NetworkKernels.relu6(&values, count: values.count, isa: isa)
+                #expect(values == (0..<n).map { min(max(Float($0) * 0.5 - 7.25, 0), 6) }, "relu6 \(n) at \(isa)")
 
-        var a = random.array(19)
-        let b = random.array(19)
-        let sum = zip(a, b).map { $0 + $1 }
-        NetworkKernels.add(&a, b, count: 19)
-        #expect(a == sum)
+                var a = random.array(n)
+                let b = random.array(n)
+                let sum = zip(a, b).map { $0 + $1 }
+                NetworkKernels.add(&a, b, count: n, isa: isa)
+                #expect(a == sum, "add \(n) at \(isa)")
+            }
+        }
 
         // C × N × plane → N × C means.
         let planes = random.array(3 * 2 * 5)
@@ -173,6 +189,13 @@ struct NetworkKernelTests {
 
 @Suite("BLAS kernel selection")
 struct NetworkBLASTests {
+    @Test("H2T_ISA below the CPU's width selects the OpenBLAS table of that width")
+    func cappedTable() {
+        guard InstructionSet.isCapped, ProcessInfo.processInfo.environment["H2T_OPENBLAS_CORETYPE"] == nil else { return }
+        #expect(BLAS.configuration.core.lowercased() == InstructionSet.selected.openBLASCore.lowercased(), "\(BLAS.configuration)")
+    }
+
+
     @Test("the selected OpenBLAS core computes correct products and is recorded")
     func selection() throws {
         let config = BLAS.configuration
@@ -197,12 +220,12 @@ struct NetworkBLASTests {
     }
 
     #if os(Linux) && arch(x86_64)
-    @Test("on an AVX-512 CPU the process runs an AVX-512 OpenBLAS core whatever OPENBLAS_CORETYPE says")
+    @Test("on an AVX-512 CPU the process runs an AVX-512 OpenBLAS core whatever OPENBLAS_CORETYPE says (unless H2T_ISA caps it)")
     func avx512() throws {
         let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
         let flags = Set(cpuinfo.split(separator: "\n").first { $0.hasPrefix("flags") }?.split(separator: " ").map(String.init) ?? [])
         guard ["avx512f", "avx512dq", "avx512bw", "avx512vl"].allSatisfy(flags.contains),
-              ProcessInfo.processInfo.environment["H2T_OPENBLAS_CORETYPE"] == nil else { return }
+              ProcessInfo.processInfo.environment["H2T_OPENBLAS_CORETYPE"] == nil, !InstructionSet.isCapped else { return }
         #expect(["skylakex", "cooperlake", "sapphirerapids"].contains(BLAS.configuration.core.lowercased()),
                 "\(BLAS.configuration)")
     }
@@ -210,3 +233,48 @@ struct NetworkBLASTests {
 }
 
 import Foundation
+
+@Suite("Pooling channel-major taps")
+struct ChannelMajorPoolingTests {
+    /// `poolChannelMajor` must give exactly what `pool` gives on each example's gathered copy (and
+    /// so what `pooledValue` gives a head at prediction time), at every runnable instruction set.
+    @Test("bit-identical to pooling each gathered example", arguments: [
+        // (channels, side, examples, target size): global, windows 1, 2 and 3 (20 cells a row), 4, 9 (ragged), 14, 28.
+        (40, 4, 3, 32), (8, 6, 5, 288), (4, 20, 3, 400), (2, 60, 2, 800), (16, 32, 3, 1024), (3, 37, 2, 48),
+        (24, 56, 17, 512), (5, 112, 2, 80),
+    ])
+    func matchesPool(channels: Int, side: Int, examples: Int, targetSize: Int) {
+        var random = NetworkTestRandom(seed: UInt64(channels * 100 + side))
+        let plane = side * side
+        let shape = [channels, side, side]
+        let input = random.array(channels * examples * plane)  // C × examples × H × W
+        let rule = Head2ToePooling(targetSize: targetSize)
+        let width = rule.outputWidth(shape: shape)
+        var expected = [Float](repeating: .nan, count: examples * width)
+        for e in 0..<examples {
+            var gathered = [Float](repeating: 0, count: channels * plane)
+            for c in 0..<channels {
+                for i in 0..<plane { gathered[c * plane + i] = input[(c * examples + e) * plane + i] }
+            }
+            gathered.withUnsafeBufferPointer { g in
+                expected.withUnsafeMutableBufferPointer { rule.pool(g, shape: shape, into: UnsafeMutableBufferPointer(rebasing: $0[(e * width)..<((e + 1) * width)])) }
+            }
+        }
+        for isa in NetworkKernelTests.runnableSets {
+            let stride = width + 3
+            var output = [Float](repeating: .nan, count: examples * stride)
+            input.withUnsafeBufferPointer { i in
+                output.withUnsafeMutableBufferPointer {
+                    rule.poolChannelMajor(i.baseAddress!, shape: shape, examples: examples, into: $0.baseAddress!, rowStride: stride, isa: isa)
+                }
+            }
+            for e in 0..<examples {
+                let got = output[(e * stride)..<(e * stride + width)].map { $0.bitPattern }
+                let want = expected[(e * width)..<((e + 1) * width)].map { $0.bitPattern }
+                let untouched = output[(e * stride + width)..<((e + 1) * stride)].allSatisfy { $0.isNaN }
+                #expect(got == want, "\(shape) F_T \(targetSize) example \(e) at \(isa)")
+                #expect(untouched, "wrote past the row at \(isa)")
+            }
+        }
+    }
+}

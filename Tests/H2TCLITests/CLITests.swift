@@ -328,6 +328,25 @@ struct RealDataCLITests {
         #expect(top1 == [285, 967])
     }
 
+    /// Every kernel path gives the same classes: the Swift loops a CPU without AVX2 runs, and the
+    /// AVX2 and AVX-512 variants where this CPU has them (`H2T_ISA` caps the process to each).
+    @Test(arguments: ["baseline", "avx2", "avx512"])
+    func classifyAgreesAtEveryInstructionSet(isa: String) throws {
+        let result = try CLI.run(["classify", "--backbone", "mobilenet_v2", "--json", cache + "/images/chelsea.png",
+                                  cache + "/images/coffee.png"], environment: ["H2T_ISA": isa])
+        #expect(result.status == 0, "\(result.stderr)")
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        #expect(list.map { (($0["top"] as! [[String: Any]])[0]["class_index"] as! Int) } == [285, 967])
+    }
+
+    @Test func invalidInstructionSetIsAOneLineError() throws {
+        let result = try CLI.run(["classify", "--backbone", "mobilenet_v2", cache + "/images/chelsea.png"],
+                                 environment: ["H2T_ISA": "avx9"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("H2T_ISA=avx9 is not an instruction set"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+
     /// Issue 4's protocol end to end, exactly as `tools/run-main` runs it: MobileNetV2 at 64×64
     /// over the first 1,000 Fashion-MNIST training images and all 10,000 test images, F_T 512 and
     /// 1024 in one pass, `fit` with the default grid (5-fold CV), the head registered.

@@ -9,13 +9,16 @@ import H2TCore
 enum BackboneBench {
     static let usage = """
         usage: h2t-bench backbone [--network mobilenet_v2|efficientnet_lite0] [--size 64] [--batch 32]
-                                  [--threads N (default: every core)] [--mode split|blas] [--targets 8192,...] [--seconds 10] [--json]
+                                  [--threads N (default: every core)] [--mode split|blas] [--targets 8192,...] [--seconds 10] [--clock wall|cpu] [--json]
                h2t-bench backbone gemm [--json]
+               h2t-bench backbone isa [--json]    (the kernels this process selects: CPU, H2T_ISA, OpenBLAS table)
         """
 
-    static func now() -> Double {
+    /// Seconds on the monotonic clock, or (`cpu`) of CPU time used by the whole process: on a
+    /// loaded shared machine the CPU time of a one-thread run is the steadier A/B measure.
+    static func now(cpu: Bool = false) -> Double {
         var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
+        clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t)
         return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
     }
 
@@ -29,15 +32,16 @@ enum BackboneBench {
         return args[i + 1]
     }
 
-    /// Repeats `body` for at least `seconds` (and 3 runs) after one warm-up; returns per-run times.
-    static func measure(seconds: Double, _ body: () throws -> Void) rethrows -> [Double] {
+    /// Repeats `body` for at least `seconds` (and 3 runs) after one warm-up; returns per-run times
+    /// (CPU seconds with `cpu`).
+    static func measure(seconds: Double, cpu: Bool = false, _ body: () throws -> Void) rethrows -> [Double] {
         try body()
         var times: [Double] = []
         let start = now()
         while now() - start < seconds || times.count < 3 {
-            let t = now()
+            let t = now(cpu: cpu)
             try body()
-            times.append(now() - t)
+            times.append(now(cpu: cpu) - t)
         }
         return times
     }
@@ -53,6 +57,7 @@ enum BackboneBench {
     static func run(arguments args: [String]) throws {
         let json = args.contains("--json")
         if args.first == "gemm" { return gemm(json: json) }
+        if args.first == "isa" { return isa(json: json) }
         guard !args.contains("--help") else { return print(usage) }
         let architecture = BackboneArchitecture(rawValue: option(args, "--network") ?? "mobilenet_v2") ?? .mobileNetV2
         let size = Int(option(args, "--size") ?? "") ?? 64
@@ -60,6 +65,7 @@ enum BackboneBench {
         let threads = Int(option(args, "--threads") ?? "") ?? Parallel.defaultWorkers
         let seconds = Double(option(args, "--seconds") ?? "") ?? 10
         let mode = option(args, "--mode") ?? "split"
+        let cpu = option(args, "--clock") == "cpu"
         let targets = (option(args, "--targets") ?? "8192").split(separator: ",").compactMap { Int($0) }
         let network = try BackboneNetwork.load(architecture, from: ArtifactCache())
         var random = SystemRandomNumberGenerator()
@@ -69,11 +75,12 @@ enum BackboneBench {
         let parallelism = mode == "split" ? Parallelism(threads: threads) : Parallelism(threads: 1, setsBLASThreads: false)
         let taps = network.taps(height: size, width: size).count
         let base: [String: Any] = ["engine": "swift", "network": architecture.rawValue, "size": size, "batch": batchSize,
-                                   "threads": threads, "mode": mode, "taps": taps, "blas_core": BLAS.configuration.core]
+                                   "threads": threads, "mode": mode, "taps": taps, "blas_core": BLAS.configuration.core,
+                                   "isa": InstructionSet.selected.description, "clock": cpu ? "cpu" : "wall"]
         let stage = option(args, "--stage") ?? "both"
         // Every tap computed and handed out (the callback touches each example's first value).
         if stage != "pooled" {
-        let computeTimes = try measure(seconds: seconds) {
+        let computeTimes = try measure(seconds: seconds, cpu: cpu) {
             try BLAS.withThreadLimit(mode == "blas" ? threads : 1) {
             try network.run(batch, count: batchSize, height: size, width: size, parallelism: parallelism) { a in
                 for i in 0..<a.count { _ = a.withExample(i) { $0[0] } }
@@ -94,7 +101,7 @@ enum BackboneBench {
         let layouts = try targets.map { try network.pooledLayout(height: size, width: size, targetSize: $0) }
         let buffers = layouts.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.width * batchSize) }
         defer { buffers.forEach { $0.deallocate() } }
-        let pooledTimes = try measure(seconds: seconds) {
+        let pooledTimes = try measure(seconds: seconds, cpu: cpu) {
             _ = try BLAS.withThreadLimit(mode == "blas" ? threads : 1) {
                 try network.pooledFeatures(batch, count: batchSize, height: size, width: size, targetSizes: targets,
                                            parallelism: parallelism, into: buffers)
@@ -109,6 +116,15 @@ enum BackboneBench {
         record["runs"] = pooledTimes.count
         emit(json, record, "swift \(architecture.rawValue) \(size)x\(size) batch \(batchSize) \(mode)/\(threads): all taps pooled "
              + "(F_T \(targets)) " + String(format: "%.1f img/s", Double(batchSize) / median(pooledTimes)))
+    }
+
+    /// The instruction set of the backbone kernels and the OpenBLAS table this process selects under
+    /// its environment (`H2T_ISA`, `H2T_OPENBLAS_CORETYPE`), for `tools/bench-ingest` to print.
+    static func isa(json: Bool) {
+        let blas = BLAS.configuration
+        emit(json, ["isa": InstructionSet.selected.description, "detected": InstructionSet.detected.description,
+                    "blas_core": blas.core, "blas_reason": blas.reason],
+             "kernels \(InstructionSet.selected) (CPU \(InstructionSet.detected)); \(blas)")
     }
 
     /// sgemm GFLOP/s on the kernel table this process runs (run it under different

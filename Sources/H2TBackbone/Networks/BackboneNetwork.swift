@@ -95,16 +95,13 @@ public final class BackboneNetwork: Sendable {
         let frozen = placement
         let rules = layouts.map(\.pooling), rowWidths = layouts.map(\.width)
         let bases = UnsafeSendable(outputs.map { $0.baseAddress! })
+        // Each tap is pooled by the worker that computed it, right after its layer, while the slice's
+        // activations are still in cache.
         try run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism) { activations in
-            let tap = activations.tap
-            for i in 0..<activations.count {
-                activations.withExample(i) { values in
-                    for r in rules.indices {
-                        let (offset, width) = frozen[r][tap.order]
-                        let row = bases.value[r] + (activations.firstExample + i) * rowWidths[r]
-                        rules[r].pool(values, shape: tap.shape, into: UnsafeMutableBufferPointer(start: row + offset, count: width))
-                    }
-                }
+            for r in rules.indices {
+                let (offset, width) = frozen[r][activations.tap.order]
+                let rows = bases.value[r] + activations.firstExample * rowWidths[r] + offset
+                activations.pool(rules[r], into: rows, width: width, rowStride: rowWidths[r])
             }
         }
         return layouts
@@ -190,6 +187,18 @@ public struct TapActivations {
             }
         }
         return try body(UnsafeBufferPointer(start: scratch, count: size))
+    }
+
+    /// Pools every example of the slice with `rule` into rows `rowStride` floats apart, `width`
+    /// features each; spatial taps are read in place (no per-example gather).
+    func pool(_ rule: Head2ToePooling, into rows: UnsafeMutablePointer<Float>, width: Int, rowStride: Int) {
+        guard channelMajor else {
+            for i in 0..<count {
+                withExample(i) { rule.pool($0, shape: tap.shape, into: UnsafeMutableBufferPointer(start: rows + i * rowStride, count: width)) }
+            }
+            return
+        }
+        rule.poolChannelMajor(base, shape: tap.shape, examples: count, into: rows, rowStride: rowStride)
     }
 
     /// Copies example `index` (channel-first, `tap.elementCount` floats) into `destination`.

@@ -1,3 +1,4 @@
+import CH2TKernels
 import H2TCore
 
 /// Zero padding around a 2-D map: rows added above/below, columns left/right.
@@ -42,6 +43,10 @@ public struct Padding2D: Sendable, Hashable, Codable {
 
 /// The convolution kernels the backbones run on.
 ///
+/// The 1×1 and stem convolutions are OpenBLAS GEMMs; the depthwise convolutions, ReLU6 and skip
+/// additions run on `CH2TKernels`' AVX2+FMA or AVX-512 variants when the CPU has them, else on the
+/// portable Swift loops here (`isa`, default ``InstructionSet/selected``; tests pass each set).
+///
 /// Activation layout ("channel-major batch", `C × N × H × W`): channel `c` of example `n` is the
 /// contiguous plane at `(c * N + n) * H * W`. It makes a 1×1 convolution over the whole batch one
 /// GEMM (`[Cout × Cin] · [Cin × N·H·W]`), so OpenBLAS packs each weight matrix once per batch
@@ -58,7 +63,7 @@ public enum NetworkKernels {
         channels: Int, batch: Int, height: Int, width: Int,
         kernel: Int, stride: Int, padding: Padding2D,
         weights: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-        scratch: UnsafeMutablePointer<Float>
+        scratch: UnsafeMutablePointer<Float>, isa: InstructionSet = .selected
     ) {
         precondition(stride == 1 || stride == 2, "depthwise stride must be 1 or 2")
         let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
@@ -68,7 +73,7 @@ public enum NetworkKernels {
         if ow < 8 {
             depthwiseSmall(input: input, output: output, planesPerChannel: batch, channels: channels,
                            height: height, width: width, outputSize: (oh, ow), kernel: kernel, stride: stride,
-                           padding: padding, weights: weights, bias: bias)
+                           padding: padding, weights: weights, bias: bias, isa: isa)
             return
         }
         // Zero the padded plane once; only the interior is rewritten per plane.
@@ -117,6 +122,10 @@ public enum NetworkKernels {
                         }
                     }
                 }
+                if isa != .baseline {
+                    h2t_depthwise_rows(Int32(isa.rawValue), dst, ow, oh, scratch, stride * wp, offsets, kernel * kernel, w, b)
+                    continue
+                }
                 for oy in 0..<oh {
                     depthwiseRow(out: dst + oy * ow, count: ow, rows: scratch + oy * stride * wp,
                                  offsets: offsets, taps: kernel * kernel, weights: w, bias: b)
@@ -132,7 +141,7 @@ public enum NetworkKernels {
     static func depthwiseSmall(
         input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, planesPerChannel: Int, channels: Int,
         height: Int, width: Int, outputSize: (Int, Int), kernel: Int, stride: Int, padding: Padding2D,
-        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+        weights: UnsafePointer<Float>, bias: UnsafePointer<Float>, isa: InstructionSet
     ) {
         let (oh, ow) = outputSize
         var starts: [Int] = [0]
@@ -178,7 +187,6 @@ public enum NetworkKernels {
                     let tIn = UnsafeMutablePointer<Float>.allocate(capacity: inPlane * n)
                     let tOut = UnsafeMutablePointer<Float>.allocate(capacity: outPlane * n)
                     defer { tIn.deallocate(); tOut.deallocate() }
-                    let vectorEnd = n & ~7
                     for c in 0..<channels {
                         let w = weights + c * kernel * kernel
                         let b = bias[c]
@@ -187,25 +195,9 @@ public enum NetworkKernels {
                             let src = block + m * inPlane
                             for i in 0..<inPlane { tIn[i * n + m] = src[i] }
                         }
-                        for p in 0..<outPlane {
-                            let out = tOut + p * n
-                            var m = 0
-                            while m < vectorEnd {
-                                var acc = SIMD8<Float>(repeating: b)
-                                for e in starts[p]..<starts[p + 1] {
-                                    let v = UnsafeRawPointer(tIn + ii[e] * n + m).loadUnaligned(as: SIMD8<Float>.self)
-                                    acc = acc + SIMD8(repeating: w[wi[e]]) * v
-                                }
-                                UnsafeMutableRawPointer(out + m).storeBytes(of: acc, as: SIMD8<Float>.self)
-                                m += 8
-                            }
-                            while m < n {
-                                var acc = b
-                                for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * tIn[ii[e] * n + m] }
-                                out[m] = acc
-                                m += 1
-                            }
-                        }
+                        depthwisePositions(output: tOut, input: tIn, examples: n, positions: outPlane,
+                                           starts: starts.baseAddress!, weightIndex: wi.baseAddress!,
+                                           inputIndex: ii.baseAddress!, weights: w, bias: b, isa: isa)
                         let dstBlock = output + c * n * outPlane
                         for m in 0..<n {
                             let dst = dstBlock + m * outPlane
@@ -213,6 +205,39 @@ public enum NetworkKernels {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// One channel of `depthwiseSmall` over position-major examples:
+    /// `output[p·n + m] = bias + Σ_e weights[weightIndex[e]] · input[inputIndex[e]·n + m]` for the
+    /// entries `e` of position `p` (`starts[p] ..< starts[p + 1]`).
+    static func depthwisePositions(
+        output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, examples n: Int, positions: Int,
+        starts: UnsafePointer<Int>, weightIndex wi: UnsafePointer<Int>, inputIndex ii: UnsafePointer<Int>,
+        weights w: UnsafePointer<Float>, bias b: Float, isa: InstructionSet
+    ) {
+        if isa != .baseline {
+            return h2t_depthwise_positions(Int32(isa.rawValue), output, input, n, positions, starts, wi, ii, w, b)
+        }
+        let vectorEnd = n & ~7
+        for p in 0..<positions {
+            let out = output + p * n
+            var m = 0
+            while m < vectorEnd {
+                var acc = SIMD8<Float>(repeating: b)
+                for e in starts[p]..<starts[p + 1] {
+                    let v = UnsafeRawPointer(input + ii[e] * n + m).loadUnaligned(as: SIMD8<Float>.self)
+                    acc = acc + SIMD8(repeating: w[wi[e]]) * v
+                }
+                UnsafeMutableRawPointer(out + m).storeBytes(of: acc, as: SIMD8<Float>.self)
+                m += 8
+            }
+            while m < n {
+                var acc = b
+                for e in starts[p]..<starts[p + 1] { acc += w[wi[e]] * input[ii[e] * n + m] }
+                out[m] = acc
+                m += 1
             }
         }
     }
@@ -335,7 +360,8 @@ public enum NetworkKernels {
     }
 
     /// `x = min(max(x, 0), 6)` in place.
-    public static func relu6(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    public static func relu6(_ values: UnsafeMutablePointer<Float>, count: Int, isa: InstructionSet = .selected) {
+        if isa != .baseline { return h2t_relu6(Int32(isa.rawValue), values, count) }
         // A plain select loop: LLVM vectorises it, whereas SIMD8.clamped calls generic
         // (unspecialised) min/max helpers.
         for i in 0..<count {
@@ -345,7 +371,9 @@ public enum NetworkKernels {
     }
 
     /// `x += y` in place.
-    public static func add(_ values: UnsafeMutablePointer<Float>, _ other: UnsafePointer<Float>, count: Int) {
+    public static func add(_ values: UnsafeMutablePointer<Float>, _ other: UnsafePointer<Float>, count: Int,
+                           isa: InstructionSet = .selected) {
+        if isa != .baseline { return h2t_add(Int32(isa.rawValue), values, other, count) }
         var i = 0
         while i + 8 <= count {
             let p = UnsafeMutableRawPointer(values + i)

@@ -1,11 +1,16 @@
+import H2TCore
+
 extension BackboneNetwork {
     /// Loads the pinned weights of `architecture` from the artefact cache (SHA-256 verified) and
     /// builds the network.
     ///
     /// - Throws: `ArtifactError` when the file is missing or differs from its pin (the message
     ///   says which command fetches it), `WeightFileError` for an unreadable checkpoint,
-    ///   `StateDictMismatch` when its keys do not fit.
+    ///   `StateDictMismatch` when its keys do not fit, `InstructionSetError` for an `H2T_ISA`
+    ///   that names no instruction set (checked here, before any kernel runs, so that a typo is an
+    ///   error rather than a silent fallback to the detected set).
     public static func load(_ architecture: BackboneArchitecture, from cache: ArtifactCache) throws -> BackboneNetwork {
+        try InstructionSet.validateEnvironment()
         let state = try PyTorchCheckpoint.read(architecture.weightsArtifact, from: cache)
         return try BackboneNetwork(architecture: architecture, weights: state)
     }

@@ -1,0 +1,55 @@
+#ifndef H2T_KERNELS_H
+#define H2T_KERNELS_H
+// The backbone's vector loops compiled for AVX2+FMA and for AVX-512 in one binary: each function
+// has one variant per instruction set (`__attribute__((target(...)))`), chosen per call by the
+// `isa` argument, which the caller takes from `h2t_cpu_isa()` (CPUID + XGETBV) capped by its own
+// policy (H2TCore's `InstructionSet`, which also reads H2T_ISA). Level 0 (no AVX2) is not handled
+// here: the caller keeps its portable Swift loops for it. No allocation, no I/O, no checks: the
+// Swift callers validate shapes and buffer sizes.
+#include <stddef.h>
+
+/// Instruction-set levels, in order of width.
+enum {
+    /// x86-64 baseline (SSE2) or a non-x86 CPU: the portable Swift kernels.
+    H2T_ISA_BASELINE = 0,
+    /// AVX2 with FMA (Haswell, Zen 1-3 and later).
+    H2T_ISA_AVX2 = 1,
+    /// AVX-512 F (Skylake-X, Ice Lake, Zen 4 and later), with the OS saving ZMM state.
+    H2T_ISA_AVX512 = 2,
+};
+
+/// The widest level this CPU and OS support (CPUID feature bits and the XCR0 state mask).
+int h2t_cpu_isa(void);
+
+/// Every output row of one depthwise plane:
+/// `out[oy * width + x] = bias + sum_t weights[t] * rows[oy * row_step + offsets[t] + x]`
+/// for `oy < height`, `x < width` (offsets already encode the kernel row and any stride-2 phase
+/// split of the padded input). `isa` must be AVX2 or AVX-512.
+void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
+                        ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
+                        const float *weights, float bias);
+
+/// Depthwise convolution of one channel over `n` examples stored position-major
+/// (`input[position * n + example]`): for each output position `p`,
+/// `output[p * n + m] = bias + sum_{e in starts[p] ..< starts[p + 1]} weights[weight_index[e]] * input[input_index[e] * n + m]`.
+void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                             const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
+                             const float *weights, float bias);
+
+/// `values[i] = min(max(values[i], 0), 6)`.
+void h2t_relu6(int isa, float *values, ptrdiff_t count);
+
+/// `values[i] += other[i]`.
+void h2t_add(int isa, float *values, const float *other, ptrdiff_t count);
+
+/// Head2Toe's window average over `planes` planes of `height × width` (plane `q` at
+/// `input + q * plane_stride`), window and stride `window`, no padding: plane `q`'s
+/// `((height - window) / window + 1) × ((width - window) / window + 1)` cells go row-major to
+/// `output + q * output_stride`. Each cell is summed in exactly the order of H2TKernels'
+/// `PoolingKernels.windowAverage` (per column the window's rows top to bottom, then the columns
+/// left to right, from 0), then multiplied by `1 / (window * window)`, so every instruction set
+/// gives bit-identical values. `scratch` holds at least `height * width` floats.
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch);
+
+#endif

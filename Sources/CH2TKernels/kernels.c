@@ -1,0 +1,279 @@
+// See include/h2t_kernels.h. Each public function switches on `isa` to a static variant compiled
+// for that instruction set; multiply-adds are fused (one rounding) in both variants.
+#include "h2t_kernels.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+int h2t_cpu_isa(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return H2T_ISA_BASELINE;
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!(fma && osxsave && avx)) return H2T_ISA_BASELINE;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    unsigned long long xcr0 = ((unsigned long long)hi << 32) | lo;
+    if ((xcr0 & 0x6) != 0x6) return H2T_ISA_BASELINE;  // XMM and YMM state
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return H2T_ISA_BASELINE;
+    int avx2 = (b >> 5) & 1, avx512f = (b >> 16) & 1;
+    if (!avx2) return H2T_ISA_BASELINE;
+    if (avx512f && (xcr0 & 0xe6) == 0xe6) return H2T_ISA_AVX512;  // + opmask, ZMM0-15 high, ZMM16-31
+    return H2T_ISA_AVX2;
+}
+
+// MARK: depthwise rows
+
+#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx2,fma")))
+
+AVX2 static inline __m256i tail_mask8(ptrdiff_t left) {
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), index);
+}
+
+AVX2 static void depthwise_rows_avx2(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
+                                     ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
+                                     const float *weights, float bias) {
+    for (ptrdiff_t oy = 0; oy < height; oy++) {
+        const float *r = rows + oy * row_step;
+        float *o = out + oy * width;
+        ptrdiff_t x = 0;
+        for (; x + 16 <= width; x += 16) {
+            __m256 acc0 = _mm256_set1_ps(bias), acc1 = acc0;
+            for (ptrdiff_t t = 0; t < taps; t++) {
+                __m256 w = _mm256_set1_ps(weights[t]);
+                const float *p = r + offsets[t] + x;
+                acc0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(p), acc0);
+                acc1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8), acc1);
+            }
+            _mm256_storeu_ps(o + x, acc0);
+            _mm256_storeu_ps(o + x + 8, acc1);
+        }
+        for (; x < width; x += 8) {
+            __m256i mask = tail_mask8(width - x);
+            __m256 acc = _mm256_set1_ps(bias);
+            for (ptrdiff_t t = 0; t < taps; t++) {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_maskload_ps(r + offsets[t] + x, mask), acc);
+            }
+            _mm256_maskstore_ps(o + x, mask, acc);
+        }
+    }
+}
+
+AVX512 static void depthwise_rows_avx512(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
+                                         ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
+                                         const float *weights, float bias) {
+    for (ptrdiff_t oy = 0; oy < height; oy++) {
+        const float *r = rows + oy * row_step;
+        float *o = out + oy * width;
+        ptrdiff_t x = 0;
+        for (; x + 32 <= width; x += 32) {
+            __m512 acc0 = _mm512_set1_ps(bias), acc1 = acc0;
+            for (ptrdiff_t t = 0; t < taps; t++) {
+                __m512 w = _mm512_set1_ps(weights[t]);
+                const float *p = r + offsets[t] + x;
+                acc0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(p), acc0);
+                acc1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16), acc1);
+            }
+            _mm512_storeu_ps(o + x, acc0);
+            _mm512_storeu_ps(o + x + 16, acc1);
+        }
+        for (; x < width; x += 16) {
+            ptrdiff_t left = width - x;
+            __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 acc = _mm512_set1_ps(bias);
+            for (ptrdiff_t t = 0; t < taps; t++) {
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(weights[t]), _mm512_maskz_loadu_ps(mask, r + offsets[t] + x), acc);
+            }
+            _mm512_mask_storeu_ps(o + x, mask, acc);
+        }
+    }
+}
+
+void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
+                        ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
+                        const float *weights, float bias) {
+    if (isa >= H2T_ISA_AVX512) depthwise_rows_avx512(out, width, height, rows, row_step, offsets, taps, weights, bias);
+    else depthwise_rows_avx2(out, width, height, rows, row_step, offsets, taps, weights, bias);
+}
+
+// MARK: depthwise over positions (small maps, examples in the vector lanes)
+
+AVX2 static void depthwise_positions_avx2(float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                                          const ptrdiff_t *starts, const ptrdiff_t *wi, const ptrdiff_t *ii,
+                                          const float *weights, float bias) {
+    for (ptrdiff_t p = 0; p < positions; p++) {
+        float *out = output + p * n;
+        for (ptrdiff_t m = 0; m < n; m += 8) {
+            __m256i mask = tail_mask8(n - m);
+            __m256 acc = _mm256_set1_ps(bias);
+            for (ptrdiff_t e = starts[p]; e < starts[p + 1]; e++) {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[wi[e]]), _mm256_maskload_ps(input + ii[e] * n + m, mask), acc);
+            }
+            _mm256_maskstore_ps(out + m, mask, acc);
+        }
+    }
+}
+
+AVX512 static void depthwise_positions_avx512(float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                                              const ptrdiff_t *starts, const ptrdiff_t *wi, const ptrdiff_t *ii,
+                                              const float *weights, float bias) {
+    for (ptrdiff_t p = 0; p < positions; p++) {
+        float *out = output + p * n;
+        for (ptrdiff_t m = 0; m < n; m += 16) {
+            ptrdiff_t left = n - m;
+            __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 acc = _mm512_set1_ps(bias);
+            for (ptrdiff_t e = starts[p]; e < starts[p + 1]; e++) {
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(weights[wi[e]]), _mm512_maskz_loadu_ps(mask, input + ii[e] * n + m), acc);
+            }
+            _mm512_mask_storeu_ps(out + m, mask, acc);
+        }
+    }
+}
+
+void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                             const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
+                             const float *weights, float bias) {
+    if (isa >= H2T_ISA_AVX512) depthwise_positions_avx512(output, input, n, positions, starts, weight_index, input_index, weights, bias);
+    else depthwise_positions_avx2(output, input, n, positions, starts, weight_index, input_index, weights, bias);
+}
+
+// MARK: element-wise
+
+AVX2 static void relu6_avx2(float *v, ptrdiff_t count) {
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6);
+    ptrdiff_t i = 0;
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(v + i, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(v + i), zero), six));
+    for (; i < count; i++) v[i] = v[i] < 0 ? 0 : (v[i] > 6 ? 6 : v[i]);
+}
+
+AVX512 static void relu6_avx512(float *v, ptrdiff_t count) {
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6);
+    ptrdiff_t i = 0;
+    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(v + i, _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(v + i), zero), six));
+    for (; i < count; i++) v[i] = v[i] < 0 ? 0 : (v[i] > 6 ? 6 : v[i]);
+}
+
+void h2t_relu6(int isa, float *values, ptrdiff_t count) {
+    if (isa >= H2T_ISA_AVX512) relu6_avx512(values, count);
+    else relu6_avx2(values, count);
+}
+
+AVX2 static void add_avx2(float *v, const float *o, ptrdiff_t count) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(v + i, _mm256_add_ps(_mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
+    for (; i < count; i++) v[i] += o[i];
+}
+
+AVX512 static void add_avx512(float *v, const float *o, ptrdiff_t count) {
+    ptrdiff_t i = 0;
+    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(v + i, _mm512_add_ps(_mm512_loadu_ps(v + i), _mm512_loadu_ps(o + i)));
+    for (; i < count; i++) v[i] += o[i];
+}
+
+void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) {
+    if (isa >= H2T_ISA_AVX512) add_avx512(values, other, count);
+    else add_avx2(values, other, count);
+}
+
+// MARK: window average (pooling)
+
+/// The `cells` cells of one plane from its column sums (`columns`: per output row, `ow * p`
+/// sums): each cell adds its `p` column sums left to right from 0, as the Swift kernel does. The
+/// order within a cell is fixed, so the speed comes from eight cells' independent chains at once.
+static inline void window_cells(const float *columns, ptrdiff_t cells, ptrdiff_t p, float scale, float *out) {
+    ptrdiff_t m = 0;
+    for (; m + 8 <= cells; m += 8) {
+        const float *c = columns + m * p;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+        for (ptrdiff_t t = 0; t < p; t++) {
+            a0 += c[t]; a1 += c[p + t]; a2 += c[2 * p + t]; a3 += c[3 * p + t];
+            a4 += c[4 * p + t]; a5 += c[5 * p + t]; a6 += c[6 * p + t]; a7 += c[7 * p + t];
+        }
+        out[m] = a0 * scale; out[m + 1] = a1 * scale; out[m + 2] = a2 * scale; out[m + 3] = a3 * scale;
+        out[m + 4] = a4 * scale; out[m + 5] = a5 * scale; out[m + 6] = a6 * scale; out[m + 7] = a7 * scale;
+    }
+    for (; m + 4 <= cells; m += 4) {
+        const float *c = columns + m * p;
+        float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (ptrdiff_t t = 0; t < p; t++) { a0 += c[t]; a1 += c[p + t]; a2 += c[2 * p + t]; a3 += c[3 * p + t]; }
+        out[m] = a0 * scale; out[m + 1] = a1 * scale; out[m + 2] = a2 * scale; out[m + 3] = a3 * scale;
+    }
+    for (; m < cells; m++) {
+        float total = 0;
+        for (ptrdiff_t t = 0; t < p; t++) total += columns[m * p + t];
+        out[m] = total * scale;
+    }
+}
+
+AVX2 static void window_average_avx2(const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                                     ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
+    const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
+    const float scale = 1.0f / (float)(p * p);
+    for (ptrdiff_t q = 0; q < planes; q++) {
+        const float *plane = input + q * plane_stride;
+        // Column sums of each output row's window rows, top to bottom; rows stored back to back.
+        for (ptrdiff_t i = 0; i < oh; i++) {
+            const float *first = plane + i * p * width;
+            float *sums = columns + i * used;
+            for (ptrdiff_t k = 0; k < used; k += 8) {
+                __m256i mask = tail_mask8(used - k);
+                __m256 acc = _mm256_maskload_ps(first + k, mask);
+                for (ptrdiff_t di = 1; di < p; di++) acc = _mm256_add_ps(acc, _mm256_maskload_ps(first + di * width + k, mask));
+                _mm256_maskstore_ps(sums + k, mask, acc);
+            }
+        }
+        window_cells(columns, oh * ow, p, scale, output + q * output_stride);
+    }
+}
+
+AVX512 static void window_average_avx512(const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                                         ptrdiff_t width, ptrdiff_t p, float *output, ptrdiff_t output_stride, float *columns) {
+    const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p;
+    const float scale = 1.0f / (float)(p * p);
+    for (ptrdiff_t q = 0; q < planes; q++) {
+        const float *plane = input + q * plane_stride;
+        for (ptrdiff_t i = 0; i < oh; i++) {
+            const float *first = plane + i * p * width;
+            float *sums = columns + i * used;
+            for (ptrdiff_t k = 0; k < used; k += 16) {
+                ptrdiff_t left = used - k;
+                __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                __m512 acc = _mm512_maskz_loadu_ps(mask, first + k);
+                for (ptrdiff_t di = 1; di < p; di++) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(mask, first + di * width + k));
+                _mm512_mask_storeu_ps(sums + k, mask, acc);
+            }
+        }
+        window_cells(columns, oh * ow, p, scale, output + q * output_stride);
+    }
+}
+
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
+    if (isa >= H2T_ISA_AVX512) window_average_avx512(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
+    else window_average_avx2(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
+}
+
+#else  // not x86-64: no variants; callers stay on their portable loops.
+
+int h2t_cpu_isa(void) { return H2T_ISA_BASELINE; }
+void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows, ptrdiff_t row_step,
+                        const ptrdiff_t *offsets, ptrdiff_t taps, const float *weights, float bias) {
+    (void)isa; (void)out; (void)width; (void)height; (void)rows; (void)row_step; (void)offsets; (void)taps; (void)weights; (void)bias;
+}
+void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                             const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
+                             const float *weights, float bias) {
+    (void)isa; (void)output; (void)input; (void)n; (void)positions; (void)starts; (void)weight_index; (void)input_index; (void)weights; (void)bias;
+}
+void h2t_relu6(int isa, float *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
+void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) { (void)isa; (void)values; (void)other; (void)count; }
+void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
+                        ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
+    (void)isa; (void)input; (void)planes; (void)plane_stride; (void)height; (void)width; (void)window; (void)output;
+    (void)output_stride; (void)scratch;
+}
+
+#endif
