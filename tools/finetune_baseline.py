@@ -22,7 +22,7 @@ with forward hooks on every convolution and linear layer at the input size; a tr
 counts 3x the forward MACs (forward, and a backward pass of about twice the forward).
 
 Usage:
-  tools/finetune_baseline.py run [--networks mobilenet_v2,efficientnet_lite0] [--steps 250]
+  tools/finetune_baseline.py run [--networks mobilenet_v2,efficientnet_lite0] [--steps 80]
         [--lrs 0.01,0.03,0.1] [--compare-h2t .build/release/h2t-store] [--out results.json] [--json]
   tools/finetune_baseline.py quick       # a few steps on a few images; the test suite runs it
   tools/finetune_baseline.py verify      # torch forward vs ONNX Runtime (tools/onnx_reference.py)
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -254,15 +255,16 @@ def accuracy(model, x, y, batch=250):
 
 
 class Clock:
-    """Wall time of named phases, summed."""
+    """Wall and CPU (this process, all threads) seconds of named phases, summed."""
 
     def __init__(self):
-        self.seconds = {}
+        self.seconds, self.cpu = {}, {}
 
     def __call__(self, name, function, *args, **kwargs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = function(*args, **kwargs)
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu_started
         return result
 
 
@@ -326,6 +328,7 @@ def finetune(args, network, data, state):
         "test_count": len(x_test),
         "seconds": {"trials": clock.seconds["trials"], "final": clock.seconds["final"], "test": clock.seconds["test"],
                     "train_total": clock.seconds["trials"] + clock.seconds["final"]},
+        "cpu_seconds": {"trials": clock.cpu["trials"], "final": clock.cpu["final"], "test": clock.cpu["test"]},
         "forward_macs_per_image": macs,
         "macs": {"train_total": training_macs, "test": macs * len(x_test),
                  "images_trained": images_trained, "images_evaluated": images_evaluated},
@@ -337,37 +340,50 @@ def finetune(args, network, data, state):
 # ---------------------------------------------------------------------------------------------
 # Head2Toe's cost, measured with the same clock.
 
-def run_h2t(binary, store, arguments, env):
-    started = time.perf_counter()
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_h2t(binary, store, arguments, env, phase, clock):
+    """Runs one h2t-store command; returns its JSON output; adds its wall and CPU seconds to `phase`."""
+    started, cpu_started = time.perf_counter(), children_cpu()
     result = subprocess.run([binary, *arguments, "--store", store, "--json"], capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - started
+    entry = clock.setdefault(phase, {"wall": 0.0, "cpu": 0.0})
+    entry["wall"] += time.perf_counter() - started
+    entry["cpu"] += children_cpu() - cpu_started
     if result.returncode != 0:
         raise RuntimeError(f"h2t-store {' '.join(arguments)} failed: {result.stderr.strip()}")
-    return json.loads(result.stdout) if result.stdout.strip() else None, seconds
+    return json.loads(result.stdout) if result.stdout.strip() else None
 
 
-def head2toe_cost(args, cache, macs_per_image, work):
+def head2toe_cost(args, cache, macs_per_image, store):
     """The main job's Head2Toe side and a second task, timed; returns the figures."""
     binary = os.path.abspath(args.compare_h2t)
     if not os.access(binary, os.X_OK):
         raise InputError(f"{binary}: not an executable h2t-store; run swift build -c release")
-    store = os.path.join(work, "h2t.store")
+    work = os.path.dirname(store)
     env = dict(os.environ, H2T_CACHE=cache)
     sizes = ["--target-size", "512", "--target-size", "1024"]
     common = ["--backbone", "mobilenet_v2", "--dataset", "fashion-mnist"]
-    say(args, "head2toe: ingest (train 1,000 + test 10,000)")
-    _, ingest_train = run_h2t(binary, store, ["ingest", *common, "--fashion-mnist", "train", "--limit", str(args.train_limit),
-                                              "--split", "train", *sizes], env)
-    _, ingest_test = run_h2t(binary, store, ["ingest", *common, "--fashion-mnist", "test", "--limit", str(args.test_limit),
-                                             "--split", "test", *sizes], env)
+    clock = {}
+    say(args, f"head2toe: ingest (train {args.train_limit} + test {args.test_limit})")
+    run_h2t(binary, store, ["ingest", *common, "--fashion-mnist", "train", "--limit", str(args.train_limit),
+                            "--split", "train", *sizes], env, "ingest", clock)
+    run_h2t(binary, store, ["ingest", *common, "--fashion-mnist", "test", "--limit", str(args.test_limit),
+                            "--split", "test", *sizes], env, "ingest", clock)
     say(args, "head2toe: fit (the whole sweep, final fits, test)")
-    report_path = os.path.join(work, "fit-report.json")
-    fit, fit_seconds = run_h2t(binary, store, ["fit", "--dataset", "fashion-mnist", "--train-limit", str(args.train_limit),
-                                               "--task", "fashion-mnist", "--report-out", report_path], env)
+    fit = run_h2t(binary, store, ["fit", "--dataset", "fashion-mnist", "--train-limit", str(args.train_limit),
+                                  "--task", "fashion-mnist"], env, "fit", clock)
     head_file = os.path.join(work, "head.safetensors")
-    run_h2t(binary, store, ["head", "export", "fashion-mnist@v1", "--out", head_file], env)
+    run_h2t(binary, store, ["head", "export", "fashion-mnist@v1", "--out", head_file], env, "export", clock)
     # The second task: the same images relabelled; ingest finds every example already stored.
-    coarse = {}
+    say(args, "head2toe: second task (4 coarse classes on the same images)")
     for split in ("train", "test"):
         images, labels = FASHION[split]
         y = read_idx(artefact(cache, labels, "Fashion-MNIST labels"))
@@ -375,22 +391,19 @@ def head2toe_cost(args, cache, macs_per_image, work):
         with gzip.open(relabelled, "wb") as f:
             f.write(bytes([0, 0, 8, 1]) + len(y).to_bytes(4, "big") + bytes(COARSE[v] for v in y))
         limit = args.train_limit if split == "train" else args.test_limit
-        _, coarse[f"ingest_{split}"] = run_h2t(binary, store, [
-            "ingest", "--backbone", "mobilenet_v2", "--idx", os.path.join(cache, images), "--labels", relabelled,
-            "--limit", str(limit), "--dataset", "fashion-coarse", "--split", split, "--classes", COARSE_NAMES, *sizes], env)
-    say(args, "head2toe: second task (4 coarse classes on the same images): fit")
-    coarse_fit, coarse["fit"] = run_h2t(binary, store, ["fit", "--dataset", "fashion-coarse", "--train-limit", str(args.train_limit),
-                                                        "--task", "fashion-coarse"], env)
+        run_h2t(binary, store, ["ingest", "--backbone", "mobilenet_v2", "--idx", os.path.join(cache, images), "--labels", relabelled,
+                                "--limit", str(limit), "--dataset", "fashion-coarse", "--split", split,
+                                "--class-names", COARSE_NAMES, *sizes], env, "second_task_ingest", clock)
+    coarse_fit = run_h2t(binary, store, ["fit", "--dataset", "fashion-coarse", "--train-limit", str(args.train_limit),
+                                         "--task", "fashion-coarse"], env, "second_task_fit", clock)
     methods = {m["method"]: m for m in fit["methods"]}
     images = args.train_limit + args.test_limit
     return {
-        "seconds": {"ingest_train": ingest_train, "ingest_test": ingest_test, "fit": fit_seconds,
-                    "first_task": ingest_train + ingest_test + fit_seconds,
-                    "second_task": coarse["ingest_train"] + coarse["ingest_test"] + coarse["fit"],
-                    "second_task_parts": coarse},
+        "seconds": clock,
         "macs": {"ingest": macs_per_image * images, "fit": None},
         "methods": {name: {"features": m["features"], "fraction": m.get("fraction"), "cv_accuracy": m["cv_accuracy"],
                            "test_accuracy": m["test_accuracy"]} for name, m in methods.items()},
+        "fit_seconds_reported": fit["seconds"],
         "second_task_accuracy": {m["method"]: m["test_accuracy"] for m in coarse_fit["methods"]},
         "head_bytes": os.path.getsize(head_file),
         "store_bytes": sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(store) for f in files),
@@ -407,13 +420,20 @@ def machine():
             for line in f:
                 if line.startswith("model name") and cpu == "unknown":
                     cpu = line.split(":", 1)[1].strip()
-                flags += line.count("avx512")
+                flags += "avx512" in line  # as `grep -c avx512 /proc/cpuinfo`
     except OSError:
         pass
     import torch
-    return {"cpu": cpu, "avx512_flags": flags, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu, "avx512_lines": flags, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average": list(os.getloadavg()), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "python": platform.python_version(), "torch": torch.__version__}
+
+
+def write(args, results):
+    """Writes the results so far to --out (a long run keeps what it measured if stopped)."""
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
 def command_run(args):
@@ -434,15 +454,18 @@ def command_run(args):
     if args.compare_h2t:
         macs = forward_macs(build("mobilenet_v2", load_state(cache, "mobilenet_v2")), INPUT_SIZE)
         work = tempfile.mkdtemp(prefix="h2t-finetune-", dir=args.work)
+        store = os.path.join(args.keep_store or work, "h2t.store")
         try:
-            results["head2toe"] = head2toe_cost(args, cache, macs, work)
+            results["head2toe"] = head2toe_cost(args, cache, macs, store)
             results["head2toe"]["load_average_after"] = list(os.getloadavg())
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        write(args, results)
     for network in args.networks:
         data = (preprocess(x_train_u8, network), y_train, preprocess(x_test_u8, network), y_test)
         results["finetune"].append(finetune(args, network, data, states[network]))
         results["finetune"][-1]["load_average_after"] = list(os.getloadavg())
+        write(args, results)
     results["machine"]["load_average_start"] = started["load_average"]
     results["machine"]["load_average_end"] = list(os.getloadavg())
     return results
@@ -517,19 +540,20 @@ def main():
     parser.add_argument("--cache", help="artefact cache (default $H2T_CACHE or ~/.cache/h2t-store)")
     parser.add_argument("--networks", default="mobilenet_v2,efficientnet_lite0")
     parser.add_argument("--lrs", default="0.01,0.03,0.1", help="learning rates tried on the 800/200 split")
-    parser.add_argument("--steps", type=int, default=250, help="SGD steps of every trial and of the final run")
+    parser.add_argument("--steps", type=int, default=80, help="SGD steps of every trial and of the final run")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-limit", type=int, default=1000)
     parser.add_argument("--test-limit", type=int, default=10000)
     parser.add_argument("--compare-h2t", metavar="BIN", help="also time h2t-store's ingest + fit (and a second task)")
     parser.add_argument("--work", help="folder for the temporary store (default: the system's)")
+    parser.add_argument("--keep-store", metavar="DIR", help="with --compare-h2t: build the store in DIR and keep it")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="verify: max |torch - onnx| / max |onnx| of the logits")
     parser.add_argument("--out", help="write the JSON results here")
     parser.add_argument("--json", action="store_true", help="print the JSON results on stdout, no progress")
     args = parser.parse_args()
     try:
-        args.networks = [n.strip() for n in args.networks.split(",") if n.strip()]
+        args.networks = [n.strip() for n in args.networks.split(",") if n.strip()]  # none: Head2Toe's side only
         try:
             args.lrs = [float(v) for v in args.lrs.split(",")]
         except ValueError:
