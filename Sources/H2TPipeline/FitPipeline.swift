@@ -119,6 +119,7 @@ public enum FitPipeline {
         let readSeconds = seconds(clock.now - readStart)
         log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
         var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: checked.classNames.count, settings: settings,
+                                         parallelism: store.parallelism,
                                          progress: progress)
 
         // Only the columns each method uses, for the test split.
@@ -126,8 +127,10 @@ public enum FitPipeline {
         var testDigest: String?
         if let testSplit = request.testSplit, let test = checked.test {
             testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
-            try evaluate(&report, store: store, infos: infos, dataset: request.dataset, split: testSplit, test: test,
-                         classCount: checked.classNames.count, log: log)
+            try store.parallelism.withBLAS {
+                try evaluate(&report, store: store, infos: infos, dataset: request.dataset, split: testSplit, test: test,
+                             classCount: checked.classNames.count, log: log)
+            }
         }
         let lineage = FitLineage(dataset: request.dataset, trainSplit: request.trainSplit,
                                  trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),

@@ -45,6 +45,7 @@ struct Fit: ParsableCommand {
     @Flag(name: .long, help: "Also train and test Head2Toe's best point at every keep fraction (accuracy against fraction, next to all features).")
     var fractionCurve = false
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var progressOptions: ProgressOptions
@@ -92,7 +93,7 @@ struct Fit: ParsableCommand {
     }
 
     func run() throws {
-        let store = try storeOptions.open(create: false)
+        let store = try storeOptions.open(create: false, parallelism: try threadOptions.parallelism)
         var chosen = featureSets
         if chosen.isEmpty {
             let train = try store.split(dataset: dataset, split: trainSplit)
