@@ -198,19 +198,21 @@ public enum FitPipeline {
         return settings
     }
 
-    /// Evaluates every method of `report` once on the test split, reading only its columns.
+    /// Evaluates every method of `report` (and each point of its fraction curve) once on the test
+    /// split, reading only its columns.
     static func evaluate(_ report: inout FitReport, store: FeatureStore, infos: [FeatureSetInfo], dataset: String, split: String,
                          test: SplitItems, classCount: Int, log: ((String) -> Void)?) throws {
-        for fitMethod in FitMethod.allCases {
-            let method = report[fitMethod]
+        func score(_ method: inout MethodResult) throws {
             let info = infos.first { $0.id == method.featureSet }!
-            log?("testing \(method.method) on \(test.examples.count) examples × \(method.selectedIndices.count) features")
+            log?("testing \(method.method)\(method.fraction.map { " (fraction \($0))" } ?? "") on \(test.examples.count) examples × \(method.selectedIndices.count) features")
             let predictions = try predict(store: store, info: info, method: method, dataset: dataset, split: split,
-                                          examples: test.examples, materialise: fitMethod != .allFeatures)
+                                          examples: test.examples, materialise: method.method != .allFeatures)
             let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
-            report[fitMethod].test = metrics
-            report[fitMethod].testAccuracy = metrics.accuracy
+            method.test = metrics
+            method.testAccuracy = metrics.accuracy
         }
+        for fitMethod in FitMethod.allCases { try score(&report[fitMethod]) }
+        for index in report.fractionCurve.indices { try score(&report.fractionCurve[index]) }
         report.testCount = test.examples.count
     }
 

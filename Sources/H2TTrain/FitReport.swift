@@ -82,6 +82,20 @@ public struct CVRow: Codable, Sendable, Hashable {
     public var cvAccuracy: Double
     /// Accuracy of each fold.
     public var foldAccuracies: [Double]
+
+    /// Creates a row.
+    public init(method: FitMethod, featureSet: String, solver: Int?, lambda: Double?, fraction: Double?, ridge: Double,
+                keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
+        self.method = method
+        self.featureSet = featureSet
+        self.solver = solver
+        self.lambda = lambda
+        self.fraction = fraction
+        self.ridge = ridge
+        self.keptFeatures = keptFeatures
+        self.cvAccuracy = cvAccuracy
+        self.foldAccuracies = foldAccuracies
+    }
 }
 
 /// Wall-clock seconds per phase.
@@ -158,6 +172,12 @@ public struct FitReport: Codable, Sendable {
     public var allFeatures: MethodResult
     /// The cross-validation table of every method and grid point.
     public var cvTable: [CVRow]
+    /// With `FitSettings.fractionCurve`: Head2Toe's best point at each keep fraction, ascending,
+    /// retrained on the whole training split (tested with the other methods); otherwise empty.
+    public var fractionCurve: [MethodResult] = []
+    /// With `SelectionRule.oneStandardError`: the CV accuracy a grid point needed (the best
+    /// point's minus one standard error over its folds).
+    public var selectionFloor: Double?
     /// Training fold of each training row (`0..<folds`), for reproducibility.
     public var foldAssignment: [Int]
     /// Timings.

@@ -46,6 +46,17 @@ public enum KeptTapScaling: String, Codable, Sendable, Hashable {
     case trainingConstant
 }
 
+/// How Head2Toe's grid point is picked from the cross-validation table.
+public enum SelectionRule: String, Codable, Sendable, Hashable, CaseIterable {
+    /// The highest pooled CV accuracy (ties: the smaller fraction, larger λ, larger ridge).
+    case best
+    /// The one-standard-error rule: the smallest keep fraction that has a grid point whose pooled
+    /// CV accuracy is within one standard error of the best point's, the error taken over the
+    /// best point's fold accuracies (sample standard deviation / √folds); at that fraction, its
+    /// best point. Differences the folds cannot resolve are traded for a smaller head.
+    case oneStandardError = "one_standard_error"
+}
+
 /// The hyper-parameter grid and protocol of a Head2Toe fit.
 public struct FitSettings: Codable, Sendable, Hashable {
     /// Keep fractions (global top-k by score).
@@ -69,6 +80,11 @@ public struct FitSettings: Codable, Sendable, Hashable {
     public var ridges: [Double]
     /// Weighting of the kept taps in Head2Toe's final head (the baselines keep whole taps).
     public var keptTapScaling: KeptTapScaling
+    /// How Head2Toe's grid point is chosen.
+    public var selectionRule: SelectionRule
+    /// Also train Head2Toe's best point at every keep fraction on the whole training split (for
+    /// the report's accuracy-against-fraction curve; the test split scores each of them).
+    public var fractionCurve: Bool
     /// The linear-probe tap (pre-logits), looked up in the first feature set; `nil` means the last tap.
     public var probeTap: String?
     /// Seed of fold assignment and Adam's batch order.
@@ -96,8 +112,8 @@ public struct FitSettings: Codable, Sendable, Hashable {
                 lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
                 folds: Int = 5, stratified: Bool = true,
                 headSolver: ProximalSettings = HeadSettings().solver, ridges: [Double] = FitSettings.defaultRidges,
-                keptTapScaling: KeptTapScaling = .trainingShare, probeTap: String? = nil,
-                seed: UInt64 = 0) {
+                keptTapScaling: KeptTapScaling = .trainingShare, selectionRule: SelectionRule = .best,
+                fractionCurve: Bool = false, probeTap: String? = nil, seed: UInt64 = 0) {
         self.fractions = fractions
         self.lambdas = lambdas
         self.lambdaScale = lambdaScale
@@ -107,6 +123,8 @@ public struct FitSettings: Codable, Sendable, Hashable {
         self.headSolver = headSolver
         self.ridges = ridges
         self.keptTapScaling = keptTapScaling
+        self.selectionRule = selectionRule
+        self.fractionCurve = fractionCurve
         self.probeTap = probeTap
         self.seed = seed
     }

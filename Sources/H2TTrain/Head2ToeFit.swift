@@ -26,9 +26,10 @@ public enum Head2ToeFit {
     /// (feature sets × solvers × λ × fractions × ridges) and the two baselines (× ridges), picks
     /// the best grid point, retrains it on the whole training split and evaluates it once on test.
     ///
-    /// Selection rule: highest pooled CV accuracy; ties go to the smaller fraction (fewer
-    /// features to read and store), then the larger λ (sparser), then the larger ridge, then the
-    /// earlier feature set, then the earlier solver. All checks run before any numeric work.
+    /// Selection rule (`settings.selectionRule`): highest pooled CV accuracy; ties go to the
+    /// smaller fraction (fewer features to read and store), then the larger λ (sparser), then the
+    /// larger ridge, then the earlier feature set, then the earlier solver; or the
+    /// one-standard-error rule over that order. All checks run before any numeric work.
     /// `progress` counts the cross-validation tasks as they finish.
     ///
     /// Threads: the Gram matrices, the cross-validation tasks (feature set, solver, fold) and the
@@ -70,7 +71,7 @@ public enum Head2ToeFit {
         let crossValidated = clock.now
 
         // Final fits on the whole training split, one independent task per method.
-        let bestH2T = try bestHead2Toe(table, settings: settings, sets: sets)
+        let (bestH2T, floor) = bestHead2Toe(table, rule: settings.selectionRule, sets: sets)
         let bestAll = bestBaseline(table, method: .allFeatures)
         let allSet = sets.first { $0.name == bestAll.featureSet }!
         let probeRow = bestBaseline(table, method: .linearProbe)
@@ -91,6 +92,11 @@ public enum Head2ToeFit {
             }
         }
         let (h2t, allFeatures, probe) = (finals[0], finals[1], finals[2])
+        let curve = settings.fractionCurve
+            ? try settings.fractions.sorted().map { fraction in
+                try finalHead2Toe(best: bestHead2Toe(table.filter { $0.fraction == fraction }, rule: .best, sets: sets).point,
+                                  context: context, testNorms: testNorms, testLabels: testLabels)
+            } : []
         let finished = clock.now
         func seconds(_ d: Duration) -> Double {
             Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
@@ -99,7 +105,7 @@ public enum Head2ToeFit {
             classCount: classCount, trainCount: trainLabels.count, testCount: testLabels.count,
             featureSets: sets.map { FeatureSetSummary(name: $0.name, columnCount: $0.train.columnCount, tapCount: $0.train.taps.count) },
             settings: settings, head2toe: h2t, linearProbe: probe, allFeatures: allFeatures, cvTable: table,
-            foldAssignment: folds,
+            fractionCurve: curve, selectionFloor: floor, foldAssignment: folds,
             timings: FitTimings(prepare: seconds(prepared - started), crossValidation: seconds(crossValidated - prepared),
                                 final: seconds(finished - crossValidated), total: seconds(finished - started)))
     }
@@ -199,21 +205,39 @@ public enum Head2ToeFit {
         var set: Int, solver: Int, lambda: Double, fraction: Double, ridge: Double, accuracy: Double
     }
 
-    /// The best Head2Toe row: highest CV accuracy; ties go to the smaller fraction, the larger λ,
-    /// the larger ridge (each the simpler model), then the earlier feature set and solver.
-    static func bestHead2Toe(_ table: [CVRow], settings: FitSettings, sets: [FeatureSetInput]) throws -> BestPoint {
-        let setIndex = Dictionary(uniqueKeysWithValues: sets.enumerated().map { ($0.element.name, $0.offset) })
-        var best: BestPoint?
-        for row in table where row.method == .head2toe {
-            let candidate = BestPoint(set: setIndex[row.featureSet]!, solver: row.solver!, lambda: row.lambda!,
-                                      fraction: row.fraction!, ridge: row.ridge, accuracy: row.cvAccuracy)
-            guard let current = best else { best = candidate; continue }
-            func key(_ p: BestPoint) -> (Double, Double, Double, Double, Int, Int) {
-                (p.accuracy, -p.fraction, p.lambda, p.ridge, -p.set, -p.solver)
-            }
-            if key(candidate) > key(current) { best = candidate }
+    /// The Head2Toe row of `table` that `rule` picks, and for the one-standard-error rule the CV
+    /// accuracy floor it applied. The order of rows: higher CV accuracy, then the smaller
+    /// fraction, the larger λ, the larger ridge (each the simpler model), then the earlier feature
+    /// set (in `featureSets` order) and solver.
+    public static func chosenRow(_ table: [CVRow], rule: SelectionRule, featureSets: [String]) -> (row: CVRow, floor: Double?) {
+        let setIndex = Dictionary(uniqueKeysWithValues: featureSets.enumerated().map { ($0.element, $0.offset) })
+        let rows = table.filter { $0.method == .head2toe }
+        func key(_ row: CVRow) -> (Double, Double, Double, Double, Int, Int) {
+            (row.cvAccuracy, -row.fraction!, row.lambda!, row.ridge, -setIndex[row.featureSet]!, -row.solver!)
         }
-        return best!
+        let best = rows.max { key($0) < key($1) }!
+        guard rule == .oneStandardError else { return (best, nil) }
+        let floor = best.cvAccuracy - standardError(best.foldAccuracies)
+        // Pooled accuracies of the same folds: the tolerance absorbs rounding only.
+        let within = rows.filter { $0.cvAccuracy >= floor - 1e-12 }
+        let fraction = within.map { $0.fraction! }.min()!
+        return (within.filter { $0.fraction == fraction }.max { key($0) < key($1) }!, floor)
+    }
+
+    /// `chosenRow` as a grid point of `sets`.
+    static func bestHead2Toe(_ table: [CVRow], rule: SelectionRule, sets: [FeatureSetInput]) -> (point: BestPoint, floor: Double?) {
+        let names = sets.map(\.name)
+        let (row, floor) = chosenRow(table, rule: rule, featureSets: names)
+        return (BestPoint(set: names.firstIndex(of: row.featureSet)!, solver: row.solver!, lambda: row.lambda!, fraction: row.fraction!,
+                          ridge: row.ridge, accuracy: row.cvAccuracy), floor)
+    }
+
+    /// Standard error of the mean of `values`: sample standard deviation over √count (0 for one value).
+    public static func standardError(_ values: [Double]) -> Double {
+        guard values.count > 1 else { return 0 }
+        let mean = values.reduce(0, +) / Double(values.count)
+        let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1)
+        return (variance / Double(values.count)).squareRoot()
     }
 
     /// The best row of a baseline: highest CV accuracy; ties go to the larger ridge, then the earlier row.

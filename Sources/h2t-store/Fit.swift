@@ -40,6 +40,10 @@ struct Fit: ParsableCommand {
     @Flag(name: .long, help: "Do not register the head (only report).") var noRegister = false
     @Option(name: .long, help: "Tap of the linear-probe baseline (default: the pre-logits: pre_logits or pool).") var probeTap: String?
     @Option(name: .long, help: "Write the full fit report (JSON) here.") var reportOut: String?
+    @Option(name: .long, help: "Head2Toe's grid point: best (highest CV accuracy) or one-se (the smallest keep fraction within one standard error, over folds, of the best).")
+    var selectionRule = "best"
+    @Flag(name: .long, help: "Also train and test Head2Toe's best point at every keep fraction (accuracy against fraction, next to all features).")
+    var fractionCurve = false
 
     @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
@@ -75,8 +79,11 @@ struct Fit: ParsableCommand {
         guard let scaling = scalings[keptScaling] else {
             throw ValidationError("--kept-scaling must be unit, training-share or training-constant, got '\(keptScaling)'")
         }
+        let rules: [String: SelectionRule] = ["best": .best, "one-se": .oneStandardError]
+        guard let rule = rules[selectionRule] else { throw ValidationError("--selection-rule must be best or one-se, got '\(selectionRule)'") }
         return FitSettings(fractions: fractionList, lambdas: lambdaList, lambdaScale: absoluteLambda ? .absolute : .relativeToMax,
-                           solvers: solvers, folds: folds, ridges: ridgeList, keptTapScaling: scaling, probeTap: probeTap, seed: seed)
+                           solvers: solvers, folds: folds, ridges: ridgeList, keptTapScaling: scaling, selectionRule: rule,
+                           fractionCurve: fractionCurve, probeTap: probeTap, seed: seed)
     }
 
     func validate() throws {
@@ -122,11 +129,21 @@ struct Fit: ParsableCommand {
             return
         }
         let sizes = Dictionary(uniqueKeysWithValues: try outcome.featureSets.map { ($0, try store.featureSet($0).manifest.targetSize) })
-        print(table(["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "RIDGE", "CV ACC", "TEST ACC"], summary.methods.map { m in
-            [m.method.rawValue, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
-             String(m.ridge),
-             String(format: "%.4f", m.cvAccuracy), m.testAccuracy.map { String(format: "%.4f", $0) } ?? "-"]
-        }))
+        func rows(_ methods: [FitSummary.Method]) -> [[String]] {
+            methods.map { m in
+                [m.method.rawValue, "\(sizes[m.featureSet] ?? 0)", "\(m.features)", m.fraction.map { String($0) } ?? "-", m.lambda.map { String($0) } ?? "-",
+                 String(m.ridge), String(format: "%.4f", m.cvAccuracy), m.testAccuracy.map { String(format: "%.4f", $0) } ?? "-"]
+            }
+        }
+        let header = ["METHOD", "F_T", "FEATURES", "FRACTION", "λ/λmax", "RIDGE", "CV ACC", "TEST ACC"]
+        print(table(header, rows(summary.methods)))
+        if let floor = summary.selectionFloor {
+            print(String(format: "\none-standard-error rule: the smallest fraction with CV accuracy >= %.4f", floor))
+        }
+        if !summary.fractionCurve.isEmpty {
+            print("\nHead2Toe's best point at each keep fraction, next to all features:")
+            print(table(header, rows(summary.fractionCurve + summary.methods.filter { $0.method == .allFeatures })))
+        }
         print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
                      outcome.lineage.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
                      outcome.report.timings.crossValidation, outcome.testSeconds))
@@ -164,6 +181,12 @@ struct FitSummary: Encodable {
     var backbone: String
     var featureSets: [String]
     var methods: [Method]
+    /// How Head2Toe's point was chosen (`best` or `one_standard_error`).
+    var selectionRule: SelectionRule
+    /// The one-standard-error rule's CV accuracy floor.
+    var selectionFloor: Double?
+    /// Head2Toe at each keep fraction (with `--fraction-curve`).
+    var fractionCurve: [Method]
     var seconds: Double
     var head: RegisteredHead?
 
@@ -184,10 +207,14 @@ struct FitSummary: Encodable {
         featureSets = outcome.featureSets
         seconds = outcome.readSeconds + outcome.report.timings.total + outcome.testSeconds
         self.head = head
-        methods = FitMethod.allCases.map { outcome.report[$0] }.map { m in
+        func method(_ m: MethodResult) -> Method {
             Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,
                    ridge: m.ridge, cvAccuracy: m.cvAccuracy, testAccuracy: m.testAccuracy,
                    selectedPerTap: m.selectedPerTap.map { TapCount(tap: $0.tap, count: $0.indices.count) })
         }
+        methods = FitMethod.allCases.map { method(outcome.report[$0]) }
+        selectionRule = outcome.report.settings.selectionRule
+        selectionFloor = outcome.report.selectionFloor
+        fractionCurve = outcome.report.fractionCurve.map(method)
     }
 }

@@ -126,6 +126,14 @@ struct CLITests {
         let summary = try JSONSerialization.jsonObject(with: Data(fit.stdout.utf8)) as! [String: Any]
         let methods = summary["methods"] as! [[String: Any]]
         #expect(methods.map { $0["method"] as! String } == ["head2toe", "linear_probe", "all_features"])
+        let oneSE = try CLI.run(["fit", "--dataset", "toy", "--fractions", "0.1,0.3", "--lambdas", "0.5", "--folds", "3",
+                                 "--selection-rule", "one-se", "--fraction-curve", "--no-register", "--json"] + store)
+        #expect(oneSE.status == 0, "\(oneSE.stderr)")
+        try CLI.expectValid(oneSE.stdout, schema: "fit-output")
+        let curve = (try JSONSerialization.jsonObject(with: Data(oneSE.stdout.utf8)) as! [String: Any])["fraction_curve"] as! [[String: Any]]
+        #expect(curve.map { $0["fraction"] as! Double } == [0.1, 0.3])
+        let badRule = try CLI.run(["fit", "--dataset", "toy", "--selection-rule", "median"] + store)
+        #expect(badRule.status != 0 && badRule.stderr.contains("--selection-rule"))
         // The class signal is in the spatial tap: Head2Toe must find it, the probe (vector tap) cannot.
         let h2t = methods[0]["test_accuracy"] as! Double
         let probe = methods[1]["test_accuracy"] as! Double

@@ -70,6 +70,50 @@ struct FitTests {
         #expect(decoded.head2toe.head == h2t.head)
     }
 
+    @Test("one-standard-error rule: the smallest fraction within one SE over folds of the best point")
+    func oneStandardErrorRule() throws {
+        func row(_ fraction: Double, _ lambda: Double, _ accuracy: Double, folds: [Double]? = nil) -> CVRow {
+            CVRow(method: .head2toe, featureSet: "ft", solver: 0, lambda: lambda, fraction: fraction, ridge: 1e-4,
+                  keptFeatures: Int(fraction * 1000), cvAccuracy: accuracy, foldAccuracies: folds ?? [accuracy])
+        }
+        // Best: fraction 0.5 at 0.90, folds with sample SD √0.001, so SE = √0.001 / √5 ≈ 0.014142 and
+        // the floor is ≈ 0.885858: 0.05 misses it (0.8858), 0.1 is the smallest fraction within it.
+        let table = [
+            row(0.01, 0.1, 0.85), row(0.05, 0.1, 0.8858), row(0.05, 0.03, 0.87), row(0.1, 0.1, 0.889), row(0.1, 0.03, 0.892),
+            row(0.2, 0.1, 0.895), row(0.5, 0.1, 0.90, folds: [0.88, 0.92, 0.90, 0.86, 0.94]), row(0.5, 0.03, 0.899),
+            CVRow(method: .allFeatures, featureSet: "ft", solver: nil, lambda: nil, fraction: nil, ridge: 1e-4,
+                  keptFeatures: 1000, cvAccuracy: 0.95, foldAccuracies: [0.95]),
+        ]
+        let best = Head2ToeFit.chosenRow(table, rule: .best, featureSets: ["ft"])
+        #expect(best.row.fraction == 0.5 && best.row.lambda == 0.1 && best.floor == nil)
+        let oneSE = Head2ToeFit.chosenRow(table, rule: .oneStandardError, featureSets: ["ft"])
+        #expect(abs(Head2ToeFit.standardError([0.88, 0.92, 0.90, 0.86, 0.94]) - 0.001.squareRoot() / 5.0.squareRoot()) < 1e-12)
+        #expect(abs(try #require(oneSE.floor) - (0.90 - 0.001.squareRoot() / 5.0.squareRoot())) < 1e-12)
+        // At that fraction, the best of its rows.
+        #expect(oneSE.row.fraction == 0.1 && oneSE.row.lambda == 0.03 && oneSE.row.cvAccuracy == 0.892)
+    }
+
+    @Test("one-SE fit and fraction curve: a head per fraction, each tested; the rule's head meets its floor")
+    func oneStandardErrorFitAndCurve() throws {
+        let (sets, train, test, _) = try Self.problem()
+        var settings = Self.settings
+        settings.selectionRule = .oneStandardError
+        settings.fractionCurve = true
+        let report = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
+        let floor = try #require(report.selectionFloor)
+        let best = report.cvTable.filter { $0.method == .head2toe }.map(\.cvAccuracy).max()!
+        #expect(report.head2toe.cvAccuracy >= floor - 1e-12 && floor <= best)
+        #expect(report.fractionCurve.map(\.fraction) == [0.05, 0.2])
+        for point in report.fractionCurve {
+            let rows = report.cvTable.filter { $0.method == .head2toe && $0.fraction == point.fraction }
+            #expect(point.cvAccuracy == rows.map(\.cvAccuracy).max(), "\(point.fraction!)")
+            #expect(point.testAccuracy != nil && point.selectedIndices.count == point.head.inputCount)
+        }
+        // The rule's head is the curve's point at its fraction.
+        let same = try #require(report.fractionCurve.first { $0.fraction == report.head2toe.fraction })
+        #expect(same.selectedIndices == report.head2toe.selectedIndices && same.testAccuracy == report.head2toe.testAccuracy)
+    }
+
     @Test("a grid point's CV score does not depend on the other ridges in the grid")
     func ridgePointsAreIndependent() throws {
         let (sets, train, test, _) = try Self.problem()
