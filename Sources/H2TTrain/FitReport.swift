@@ -158,10 +158,14 @@ public struct FitReport: Codable, Sendable {
     public var allFeatures: MethodResult
     /// The cross-validation table of every method and grid point.
     public var cvTable: [CVRow]
-    /// Training fold of each training row (`0..<folds`), for reproducibility.
+    /// Training fold of each training row (`0..<folds`; `-1`: held out for the stochastic
+    /// solver's stopping rule), for reproducibility.
     public var foldAssignment: [Int]
     /// Timings.
     public var timings: FitTimings
+    /// Which solver and validation rule the fit used, and its memory budget (`nil` in reports
+    /// written before the stochastic path existed).
+    public var plan: FitPlan?
 
     /// The outcome of `method`.
     public subscript(method: FitMethod) -> MethodResult {
