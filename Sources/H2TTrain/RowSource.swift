@@ -63,8 +63,9 @@ struct CachedColumns: RowSource {
 /// packed into windows of about `windowRows` rows (a group larger than that is cut), and each
 /// window's rows are shuffled. Mini-batches are consecutive slices of a window, so every read
 /// decodes whole segments and every batch still mixes rows of a window's segments.
-enum EpochPlan {
-    static func windows(rows: [Int], groups: [Int], windowRows: Int, seed: UInt64) -> [[Int]] {
+public enum EpochPlan {
+    /// The windows of one epoch over `rows`, `groups` giving every source row's locality group.
+    public static func windows(rows: [Int], groups: [Int], windowRows: Int, seed: UInt64) -> [[Int]] {
         var byGroup: [Int: [Int]] = [:]
         for row in rows { byGroup[groups[row], default: []].append(row) }
         var order = byGroup.keys.sorted()
@@ -87,7 +88,7 @@ enum EpochPlan {
     }
 
     /// Windows in a fixed order without shuffling (evaluation passes).
-    static func sequential(rows: [Int], groups: [Int], windowRows: Int) -> [[Int]] {
+    public static func sequential(rows: [Int], groups: [Int], windowRows: Int) -> [[Int]] {
         let sorted = rows.sorted { groups[$0] != groups[$1] ? groups[$0] < groups[$1] : $0 < $1 }
         return stride(from: 0, to: sorted.count, by: windowRows).map { Array(sorted[$0..<min($0 + windowRows, sorted.count)]) }
     }

@@ -66,6 +66,8 @@ final class StochasticModel: @unchecked Sendable {
     var table: [Float]
     var seen: [Bool]
     var seenCount = 0
+    /// Rows first seen in the batch being applied.
+    var pendingSeen = 0
     var step: Float = 0
     var initialBias: [Float]
     // Stopping rule.
@@ -131,48 +133,85 @@ final class StochasticModel: @unchecked Sendable {
         return z
     }
 
-    /// One proximal SAGA step on the batch `x` whose rows are the source rows `rows`.
-    func step(_ x: UnsafePointer<Float>, rows: ArraySlice<Int>, labels: [Int]) {
-        let k = classCount, d = featureCount, b = rows.count
-        let z = logits(x, rows: b, weights: weights, bias: bias)
-        var delta = [Float](repeating: 0, count: b * k)
+    /// One proximal SAGA step of every model in `models` (all of one input form) on the batch
+    /// `x` whose rows are the source rows `rows`. The models' weights are stacked side by side so
+    /// that the forward and the backward product read the batch once for all of them.
+    static func step(_ models: [StochasticModel], _ x: UnsafePointer<Float>, rows: ArraySlice<Int>, labels: [Int]) {
+        guard let first = models.first else { return }
+        let k = first.classCount, d = first.featureCount, b = rows.count, m = models.count, mk = m * k
+        var stacked = [Float](repeating: 0, count: d * mk)
+        for (i, model) in models.enumerated() {
+            model.weights.withUnsafeBufferPointer { pw in
+                for j in 0..<d { for c in 0..<k { stacked[j * mk + i * k + c] = pw[j * k + c] } }
+            }
+        }
+        var z = [Float](repeating: 0, count: b * mk)
+        var u = [Float](repeating: 0, count: d * mk)
+        if d > 0 {
+            stacked.withUnsafeBufferPointer { pw in
+                z.withUnsafeMutableBufferPointer { pz in
+                    BLAS.sgemm(m: b, n: mk, k: d, a: x, lda: d, b: pw.baseAddress!, ldb: mk, c: pz.baseAddress!, ldc: mk)
+                }
+            }
+        }
+        var delta = [Float](repeating: 0, count: b * mk)
+        let trained = models.enumerated().map { i, model in model.tableUpdate(z, stride: mk, offset: i * k, rows: rows, labels: labels, delta: &delta) }
+        guard trained.contains(where: { $0 > 0 }) else { return }
+        if d > 0 {
+            delta.withUnsafeBufferPointer { pd in
+                u.withUnsafeMutableBufferPointer { pu in
+                    BLAS.sgemm(transA: true, m: d, n: mk, k: b, a: x, lda: d, b: pd.baseAddress!, ldb: mk, c: pu.baseAddress!, ldc: mk)
+                }
+            }
+        }
+        for (i, model) in models.enumerated() where trained[i] > 0 {
+            model.apply(u, delta: delta, stride: mk, offset: i * k, batchRows: b, trained: trained[i])
+        }
+    }
+
+    /// For the batch's logits `z` (this model's columns at `offset` of rows of `stride`), writes the
+    /// change of each training row's logit gradient into `delta` (same layout), records the new
+    /// gradients in the table, and returns the number of training rows in the batch.
+    func tableUpdate(_ z: [Float], stride: Int, offset: Int, rows: ArraySlice<Int>, labels: [Int], delta: inout [Float]) -> Int {
+        let k = classCount
         var m = 0, newlySeen = 0
         var p = [Double](repeating: 0, count: k)
+        var logits = [Float](repeating: 0, count: k)
         for (r, row) in rows.enumerated() where roles[row] == 1 {
             m += 1
-            let (maxValue, sum) = z.withUnsafeBufferPointer { zb in
-                p.withUnsafeMutableBufferPointer { Softmax.exponentials(of: zb.baseAddress! + r * k, count: k, into: $0.baseAddress!) }
+            for c in 0..<k { logits[c] = z[r * stride + offset + c] + bias[c] }
+            let (_, sum) = logits.withUnsafeBufferPointer { zb in
+                p.withUnsafeMutableBufferPointer { Softmax.exponentials(of: zb.baseAddress!, count: k, into: $0.baseAddress!) }
             }
-            _ = maxValue
             let label = labels[row]
             let wasSeen = seen[row]
             if !wasSeen { newlySeen += 1; seen[row] = true }
             for c in 0..<k {
                 let g = Float(p[c] / sum - (c == label ? 1 : 0))
-                delta[r * k + c] = wasSeen ? g - table[row * k + c] : g
+                delta[r * stride + offset + c] = wasSeen ? g - table[row * k + c] : g
                 table[row * k + c] = g
             }
         }
-        guard m > 0 else { return }
-        var u = [Float](repeating: 0, count: d * k)
-        if d > 0 {
-            delta.withUnsafeBufferPointer { pd in
-                u.withUnsafeMutableBufferPointer { pu in
-                    BLAS.sgemm(transA: true, m: d, n: k, k: b, a: x, lda: d, b: pd.baseAddress!, ldb: k, c: pu.baseAddress!, ldc: k)
-                }
-            }
-        }
-        let ub = delta.withUnsafeBufferPointer { Vec.columnSums($0.baseAddress!, rows: b, columns: k) }
-        // v = (1/m) Σ (g_new − g_old) + mean of the table (rows seen before this batch).
+        pendingSeen = newlySeen
+        return m
+    }
+
+    /// The proximal step from the batch's `Xᵀ Δ` (`u`, this model's columns at `offset`) over
+    /// `trained` training rows: `v = (1/m) Σ Δ + mean of the table`, then the penalty's prox.
+    func apply(_ u: [Float], delta: [Float], stride: Int, offset: Int, batchRows: Int, trained m: Int) {
+        let k = classCount, d = featureCount
         let inverseM = 1 / Float(m)
         let inverseSeen: Float = seenCount > 0 ? 1 / Float(seenCount) : 0
         let eta = step
         weights.withUnsafeMutableBufferPointer { pw in
             u.withUnsafeBufferPointer { pu in
                 gradientSum.withUnsafeMutableBufferPointer { ps in
-                    for i in 0..<pw.count {
-                        pw[i] -= eta * (pu[i] * inverseM + ps[i] * inverseSeen)
-                        ps[i] += pu[i]
+                    for j in 0..<d {
+                        for c in 0..<k {
+                            let i = j * k + c, g = pu[j * stride + offset + c]
+                            pw[i] -= eta * (g * inverseM + ps[i] * inverseSeen)
+                            ps[i] += g
+                        }
                     }
                 }
             }
@@ -186,10 +225,12 @@ final class StochasticModel: @unchecked Sendable {
             }
         }
         for c in 0..<k {
-            bias[c] -= eta * Float(ub[c] * Double(inverseM) + biasGradientSum[c] * Double(inverseSeen))
-            biasGradientSum[c] += ub[c]
+            var ub = 0.0
+            for r in 0..<batchRows { ub += Double(delta[r * stride + offset + c]) }
+            bias[c] -= eta * Float(ub * Double(inverseM) + biasGradientSum[c] * Double(inverseSeen))
+            biasGradientSum[c] += ub
         }
-        seenCount += newlySeen
+        seenCount += pendingSeen
     }
 
     /// Sets the step from the formed first window `x` (`rows × d`): `1/(3 L_b)`, with `L_b` the
@@ -330,7 +371,7 @@ struct StochasticPass {
                     for start in stride(from: 0, to: window.count, by: settings.batchSize) {
                         let range = start..<min(start + settings.batchSize, window.count)
                         let step = { (x: UnsafePointer<Float>) in
-                            for model in users { model.step(x, rows: window[range], labels: labels) }
+                            StochasticModel.step(users, x, rows: window[range], labels: labels)
                         }
                         if let whole {
                             whole.values.withUnsafeBufferPointer { step($0.baseAddress! + start * whole.columnCount) }
@@ -385,7 +426,7 @@ struct StochasticPass {
         let k = classCount
         var out = models.map { _ in [Float](repeating: 0, count: rows.count * k) }
         let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
-        let parameters = models.map { current ? ($0.weights, $0.bias) : $0.result }
+        let parameters = models.map { current ? (weights: $0.weights, bias: $0.bias) : $0.result }
         try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
             for (f, form) in forms.enumerated() {
                 let users = models.indices.filter { models[$0].form == f }
@@ -403,5 +444,44 @@ struct StochasticPass {
             }
         }
         return out
+    }
+}
+
+/// One linear model trained by the stochastic pass, for library users and checks: mini-batch
+/// proximal SAGA on the rows of a source as they are (no normalisation), with the stopping rule
+/// measured on `heldOut` rows (or, with none, on the training rows).
+public enum StochasticSolver {
+    /// The penalty of the model.
+    public enum Penalty: Sendable, Hashable {
+        /// `μ/2 ‖W‖²` (bias unpenalised).
+        case ridge(Double)
+        /// `λ Σ_i ‖W_i‖₂` over feature rows (bias unpenalised).
+        case groupLasso(Double)
+    }
+
+    /// Trains on `rows` (default: every row not in `heldOut`); returns the kept iterate's
+    /// weights (`D × K`, row-major), bias and report (`iterations` counts epochs).
+    public static func fit(source: some RowSource, labels: [Int], classCount: Int, penalty: Penalty, rows: [Int]? = nil,
+                           heldOut: [Int] = [], settings: StochasticSettings = StochasticSettings(),
+                           seed: UInt64 = 0) throws -> (weights: [Float], bias: [Float], report: SolverReport) {
+        try settings.validate()
+        guard labels.count == source.rowCount else {
+            throw TrainError.shapeMismatch(what: "labels", expected: source.rowCount, actual: labels.count)
+        }
+        var roles = [UInt8](repeating: rows == nil ? 1 : 0, count: source.rowCount)
+        for row in rows ?? [] { roles[row] = 1 }
+        for row in heldOut { roles[row] = 2 }
+        let primal: PrimalPenalty = switch penalty {
+        case let .ridge(mu): mu > 0 ? .ridge(mu) : .none
+        case let .groupLasso(lambda): .groupLasso(lambda)
+        }
+        let model = StochasticModel(form: 0, penalty: primal, roles: roles, featureCount: source.columnCount, classCount: classCount,
+                                    labels: labels)
+        let pass = StochasticPass(source: source, readColumns: nil,
+                                  forms: [InputForm(columns: nil, taps: source.taps, renormalize: false, scales: nil)],
+                                  labels: labels, classCount: classCount, settings: settings, seed: seed)
+        try pass.train([model])
+        let (w, b) = model.result
+        return (w, b, model.report)
     }
 }

@@ -35,7 +35,7 @@ public enum StreamingFit {
         try check(featureSets: featureSets, trainLabels: trainLabels, classCount: classCount, settings: settings, scale: scale)
         let n = trainLabels.count
         let rule = scale.validation(rowCount: n, folds: settings.folds)
-        let protocolRows = Protocol(labels: trainLabels, classCount: classCount, settings: settings, scale: scale, rule: rule)
+        let protocolRows = RowPlan(labels: trainLabels, classCount: classCount, settings: settings, scale: scale, rule: rule)
         let probeName = settings.probeTap ?? featureSets[0].source.taps.last!.name
         let prepared = clock.now
 
@@ -43,10 +43,10 @@ public enum StreamingFit {
         var statistics: [SetStatistics] = []
         for (s, set) in featureSets.enumerated() {
             log?("statistics pass over \(n) × \(set.source.columnCount) features of \(set.name.prefix(12))")
-            let stats = try SetStatistics(source: set.source, labels: trainLabels, classCount: classCount, protocol: protocolRows,
+            let stats = try SetStatistics(source: set.source, labels: trainLabels, classCount: classCount, plan: protocolRows,
                                           settings: scale.stochastic)
             statistics.append(stats)
-            let runner = Runner(set: set, stats: stats, protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
+            let runner = Runner(featureSet: set, stats: stats, protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
                                 settings: settings, scale: scale, log: log)
             table += try runner.crossValidate(probe: s == 0 ? probeName : nil)
         }
@@ -58,7 +58,7 @@ public enum StreamingFit {
         let bestAll = Head2ToeFit.bestBaseline(table, method: .allFeatures)
         let probeRow = Head2ToeFit.bestBaseline(table, method: .linearProbe)
         func runner(_ s: Int) -> Runner {
-            Runner(set: featureSets[s], stats: statistics[s], protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
+            Runner(featureSet: featureSets[s], stats: statistics[s], protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
                    settings: settings, scale: scale, log: log)
         }
         log?("final fit on \(protocolRows.finalTrain.count) rows (\(protocolRows.heldOut.count) held out for the stopping rule)")
@@ -112,6 +112,17 @@ public enum StreamingFit {
         }
     }
 
+    /// `λ_max` of `rows` (per-tap normalised as the fit normalises them) from the statistics
+    /// pass's class sums: what the stochastic path scales `λ` by.
+    public static func lambdaMax(source: some RowSource, labels: [Int], classCount: Int, rows: [Int],
+                                 settings: StochasticSettings = StochasticSettings()) throws -> Double {
+        var folds = [Int](repeating: -1, count: source.rowCount)
+        for row in rows { folds[row] = 0 }
+        let plan = RowPlan(folds: folds, rule: .holdout(folds: 1))
+        return try SetStatistics(source: source, labels: labels, classCount: classCount, plan: plan, settings: settings)
+            .lambdaMax(excluding: nil)
+    }
+
     /// The fewest bytes the stochastic path needs: a window read at full width and the batch
     /// formed from it, the tap norms of every row, and per full-width model its weights, gradient
     /// sum, best iterate and `N × K` table (a model per validated fold and grid point), plus a
@@ -125,7 +136,7 @@ public enum StreamingFit {
 }
 
 /// The rows of the stochastic protocol: held out for the stopping rule, and the folds of the rest.
-struct Protocol {
+struct RowPlan {
     /// Training rows held out (never trained on), ascending.
     let heldOut: [Int]
     /// Fold of each row (`-1` for a held-out row).
@@ -133,6 +144,13 @@ struct Protocol {
     let rule: ValidationRule
     /// Rows the final fit trains on.
     let finalTrain: [Int]
+
+    init(folds: [Int], rule: ValidationRule) {
+        self.folds = folds
+        self.rule = rule
+        heldOut = folds.indices.filter { folds[$0] == -1 }
+        finalTrain = folds.indices.filter { folds[$0] >= 0 }
+    }
 
     init(labels: [Int], classCount: Int, settings: FitSettings, scale: ScaleSettings, rule: ValidationRule) {
         let n = labels.count
@@ -174,7 +192,7 @@ struct SetStatistics: Sendable {
     /// Rows per fold and class.
     let classCounts: [[Int]]
 
-    init(source: any RowSource, labels: [Int], classCount k: Int, protocol rows: Protocol, settings: StochasticSettings) throws {
+    init(source: any RowSource, labels: [Int], classCount k: Int, plan rows: RowPlan, settings: StochasticSettings) throws {
         let d = source.columnCount, t = source.taps.count, folds = rows.rule.folds
         var norms = [Float](repeating: 0, count: source.rowCount * t)
         var sums = [Float](repeating: 0, count: d * folds * k)

@@ -3,16 +3,16 @@ import H2TCore
 
 /// The stochastic path's work on one feature set: the cross-validation sweep and the final fits.
 struct Runner {
-    let set: StreamingFeatureSet
+    let featureSet: StreamingFeatureSet
     let stats: SetStatistics
-    let protocolRows: Protocol
+    let protocolRows: RowPlan
     let labels: [Int]
     let classCount: Int
     let settings: FitSettings
     let scale: ScaleSettings
     let log: ((String) -> Void)?
 
-    var source: any RowSource { set.source }
+    var source: any RowSource { featureSet.source }
     var width: Int { source.columnCount }
 
     /// Kept columns of one model: which fold it leaves out (`nil`: the final fit) and how its
@@ -98,20 +98,20 @@ struct Runner {
         }
         let probeColumns = probe.map { name in Array(source.taps.first { $0.name == name }!.columns) }
         if let probeColumns { for f in folds { specs.append(KeptSpec(fold: f, columns: probeColumns, scaling: .unit)) } }
-        let (keptPass, _) = try keptPass(specs)
+        let (heads, _) = try keptPass(specs)
         var models: [[StochasticModel]] = []
         for (s, spec) in specs.enumerated() {
             models.append(ridges.map { model(form: s, penalty: ridgePenalty($0), fold: spec.fold, width: spec.columns.count) })
         }
         log?("cross-validation: \(models.count * ridges.count) heads on kept columns, one stream")
-        try keptPass.train(models.flatMap { $0 }) { self.log?("  kept columns: epoch \($0)") }
+        try heads.train(models.flatMap { $0 }) { self.log?("  kept columns: epoch \($0)") }
         var keptCorrect: [[Int]] = []
-        for (s, spec) in specs.enumerated() { keptCorrect.append(try correct(keptPass, models[s], fold: spec.fold!).correct) }
+        for (s, spec) in specs.enumerated() { keptCorrect.append(try correct(heads, models[s], fold: spec.fold!).correct) }
 
         // The table, pooled over the validated folds as the exact path pools them.
         func row(_ method: FitMethod, lambda: Double?, fraction: Double?, ridge: Double, kept: Int, correct: [Int]) -> CVRow {
             let folds = zip(correct, validated).map { Double($0) / Double(max($1, 1)) }
-            return CVRow(method: method, featureSet: set.name, solver: method == .head2toe ? 0 : nil, lambda: lambda, fraction: fraction,
+            return CVRow(method: method, featureSet: featureSet.name, solver: method == .head2toe ? 0 : nil, lambda: lambda, fraction: fraction,
                          ridge: ridge, keptFeatures: kept, cvAccuracy: Double(correct.reduce(0, +)) / Double(max(validated.reduce(0, +), 1)),
                          foldAccuracies: folds)
         }
@@ -147,8 +147,8 @@ struct Runner {
         let reserved = StreamingFit.minimumBytes(rowCount: n, width: width, classCount: classCount, settings: settings, scale: scale)
             + specs.count * settings.ridges.count * (3 * (union.count / max(specs.count, 1) + 1) * classCount * 4 + n * classCount * 4)
         let inMemory = n * union.count * 4 + reserved <= scale.memoryBudget
-        let keptSource: any RowSource = inMemory
-            ? try CachedColumns(source: source, columns: union, windowRows: scale.stochastic.windowRows) : source
+        let keptSource: any RowSource = try inMemory
+            ? CachedColumns(source: source, columns: union, windowRows: scale.stochastic.windowRows) : source
         log?("kept columns: \(union.count) of \(width), \(inMemory ? "held in memory" : "streamed from the store")")
         let shares = try trainingShares(specs, union: union, position: position, source: keptSource, inMemory: inMemory)
         let forms = specs.enumerated().map { s, spec -> InputForm in
@@ -264,7 +264,7 @@ struct Runner {
         try fullPass(seed: settings.seed &+ 3).train([head]) { self.log?("  final all-features head: epoch \($0)") }
         let (w, b) = head.result
         let columns = Array(0..<width)
-        return (MethodResult(method: .allFeatures, featureSet: set.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
+        return (MethodResult(method: .allFeatures, featureSet: featureSet.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
                              ridge: ridge, inputRule: .perTapUnitL2, cvAccuracy: cvAccuracy, testAccuracy: nil, test: nil,
                              selectedIndices: columns, selectedPerTap: perTap(columns),
                              head: LinearHead(inputCount: width, classCount: classCount, weights: w, bias: b), headReport: head.report,
@@ -283,7 +283,7 @@ struct Runner {
         let form = pass.forms[0]
         var linear = LinearHead(inputCount: columns.count, classCount: classCount, weights: w, bias: b)
         if let scales = form.scales { linear = linear.foldingTapScales(scales, taps: form.taps) }
-        return (MethodResult(method: method, featureSet: set.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
+        return (MethodResult(method: method, featureSet: featureSet.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
                              ridge: ridge, inputRule: scaling.inputRule, cvAccuracy: cvAccuracy, testAccuracy: nil, test: nil,
                              selectedIndices: columns, selectedPerTap: perTap(columns), head: linear, headReport: head.report,
                              selectionReport: nil), inMemory)

@@ -102,7 +102,7 @@ struct Fit: ParsableCommand {
     /// Bytes from `2G`, `1.5GB`, `512M`, `64k` or a plain number of bytes.
     static func parseSize(_ text: String, option: String) throws -> Int {
         let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
-        let units: [(String, Double)] = [("GB", 1 << 30), ("G", 1 << 30), ("MB", 1 << 20), ("M", 1 << 20), ("KB", 1 << 10), ("K", 1 << 10), ("B", 1)]
+        let units: [(String, Double)] = [("GB", 1_073_741_824), ("G", 1_073_741_824), ("MB", 1_048_576), ("M", 1_048_576), ("KB", 1024), ("K", 1024), ("B", 1)]
         var number = trimmed, factor = 1.0
         for (suffix, value) in units where trimmed.hasSuffix(suffix) {
             number = String(trimmed.dropLast(suffix.count))
