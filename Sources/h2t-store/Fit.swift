@@ -33,7 +33,7 @@ struct Fit: ParsableCommand {
     var solver: String = "auto"
     @Option(name: .long, help: "Group-lasso optimiser of the exact solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
     var selectionSolver: String = "proximal"
-    @Option(name: .long, help: "Memory budget of the fit, e.g. 2G or 512M (default: half the machine's memory).")
+    @Option(name: .long, parsing: .unconditional, help: "Memory budget of the fit, e.g. 2G or 512M (default: half the machine's memory).")
     var memory: String?
     @Option(name: .long, parsing: .unconditional, help: "K-fold cross-validation up to this many training rows; above it one validation split (the first fold).")
     var cvFoldLimit: Int = ScaleSettings().foldRowLimit
