@@ -62,9 +62,12 @@ public enum StreamingFit {
                    settings: settings, scale: scale, log: log)
         }
         log?("final fit on \(protocolRows.finalTrain.count) rows (\(protocolRows.heldOut.count) held out for the stopping rule)")
-        let final = try runner(best.set).finalHead2Toe(best: best)
         let allIndex = names.firstIndex(of: bestAll.featureSet)!
-        let allFeatures = try runner(allIndex).finalAllFeatures(ridge: bestAll.ridge, cvAccuracy: bestAll.cvAccuracy)
+        let lambda = best.lambda * runner(best.set).lambdaScale(excluding: nil)
+        let trained = try runner(best.set).finalFullWidth(lambda: lambda, allRidge: allIndex == best.set ? bestAll.ridge : nil)
+        let allModel = try trained.all ?? runner(allIndex).finalFullWidth(lambda: nil, allRidge: bestAll.ridge).all!
+        let final = try runner(best.set).finalHead2Toe(best: best, selector: trained.selector!)
+        let allFeatures = runner(allIndex).finalAllFeatures(allModel, ridge: bestAll.ridge, cvAccuracy: bestAll.cvAccuracy)
         let probe = try runner(0).finalKept(method: .linearProbe, columns: Array(featureSets[0].source.taps.first { $0.name == probeName }!.columns),
                                             scaling: .unit, ridge: probeRow.ridge, cvAccuracy: probeRow.cvAccuracy)
         let finished = clock.now
@@ -72,13 +75,13 @@ public enum StreamingFit {
         var report = FitReport(
             classCount: classCount, trainCount: n, testCount: 0,
             featureSets: featureSets.map { FeatureSetSummary(name: $0.name, columnCount: $0.source.columnCount, tapCount: $0.source.taps.count) },
-            settings: settings, head2toe: final.result, linearProbe: probe.result, allFeatures: allFeatures.result, cvTable: table,
+            settings: settings, head2toe: final.result, linearProbe: probe.result, allFeatures: allFeatures, cvTable: table,
             foldAssignment: protocolRows.folds,
             timings: FitTimings(prepare: seconds(prepared - started), crossValidation: seconds(crossValidated - prepared),
                                 final: seconds(finished - crossValidated), total: seconds(finished - started)))
         report.plan = FitPlan(solver: .stochastic, requested: scale.solver, validation: rule.description, memoryBudget: scale.memoryBudget,
                               heldOutRows: protocolRows.heldOut.count, selectedInMemory: final.inMemory,
-                              finalEpochs: [final.selectionEpochs, final.result.headReport.iterations])
+                              finalEpochs: [trained.selector!.epochs, final.result.headReport.iterations])
         return report
     }
 

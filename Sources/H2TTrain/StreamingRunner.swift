@@ -239,14 +239,20 @@ struct Runner {
         }
     }
 
-    /// Head2Toe's final fit at the chosen point: selection at the chosen `λ` on the final
-    /// training rows, the chosen fraction of its ranking, a head on those columns.
-    func finalHead2Toe(best: Head2ToeFit.BestPoint) throws -> (result: MethodResult, selectionEpochs: Int, inMemory: Bool) {
-        let lambda = best.lambda * lambdaScale(excluding: nil)
-        let selector = model(penalty: .groupLasso(lambda), fold: nil, width: width)
-        try fullPass(seed: settings.seed &+ 2).train([selector]) { self.log?("  final selection: epoch \($0)") }
-        let solution = solution(selector, lambda: lambda)
-        let columns = solution.selection(fraction: best.fraction)
+    /// The final full-width models on the final training rows, in one stream: Head2Toe's
+    /// selection at `lambda` (absolute) when given, the all-features head at `allRidge` when given.
+    func finalFullWidth(lambda: Double?, allRidge: Double?) throws -> (selector: StochasticModel?, all: StochasticModel?) {
+        let selector = lambda.map { model(penalty: .groupLasso($0), fold: nil, width: width) }
+        let all = allRidge.map { model(penalty: ridgePenalty($0), fold: nil, width: width) }
+        try fullPass(seed: settings.seed &+ 2).train([selector, all].compactMap { $0 }) { self.log?("  final full width: epoch \($0)") }
+        return (selector, all)
+    }
+
+    /// Head2Toe's final fit at the chosen point from its trained `selector`: the chosen fraction
+    /// of its ranking and a head on those columns.
+    func finalHead2Toe(best: Head2ToeFit.BestPoint, selector: StochasticModel) throws -> (result: MethodResult, inMemory: Bool) {
+        guard case let .groupLasso(lambda) = selector.penalty else { preconditionFailure("a selection model") }
+        let columns = solution(selector, lambda: lambda).selection(fraction: best.fraction)
         let head = try finalKept(method: .head2toe, columns: columns, scaling: settings.keptTapScaling, ridge: best.ridge,
                                  cvAccuracy: best.accuracy)
         var result = head.result
@@ -255,20 +261,18 @@ struct Runner {
         result.lambdaAbsolute = lambda
         result.solver = best.solver
         result.selectionReport = selector.report
-        return (result, selector.epochs, head.inMemory)
+        return (result, head.inMemory)
     }
 
-    /// The all-features baseline's final head on the final training rows.
-    func finalAllFeatures(ridge: Double, cvAccuracy: Double) throws -> (result: MethodResult, inMemory: Bool) {
-        let head = model(penalty: ridgePenalty(ridge), fold: nil, width: width)
-        try fullPass(seed: settings.seed &+ 3).train([head]) { self.log?("  final all-features head: epoch \($0)") }
+    /// The all-features baseline's final head from its trained model.
+    func finalAllFeatures(_ head: StochasticModel, ridge: Double, cvAccuracy: Double) -> MethodResult {
         let (w, b) = head.result
         let columns = Array(0..<width)
-        return (MethodResult(method: .allFeatures, featureSet: featureSet.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
-                             ridge: ridge, inputRule: .perTapUnitL2, cvAccuracy: cvAccuracy, testAccuracy: nil, test: nil,
-                             selectedIndices: columns, selectedPerTap: perTap(columns),
-                             head: LinearHead(inputCount: width, classCount: classCount, weights: w, bias: b), headReport: head.report,
-                             selectionReport: nil), false)
+        return MethodResult(method: .allFeatures, featureSet: featureSet.name, fraction: nil, lambda: nil, lambdaAbsolute: nil, solver: nil,
+                            ridge: ridge, inputRule: .perTapUnitL2, cvAccuracy: cvAccuracy, testAccuracy: nil, test: nil,
+                            selectedIndices: columns, selectedPerTap: perTap(columns),
+                            head: LinearHead(inputCount: width, classCount: classCount, weights: w, bias: b), headReport: head.report,
+                            selectionReport: nil)
     }
 
     /// A final head on kept `columns` (Head2Toe's or the probe's), its tap scales folded into the
