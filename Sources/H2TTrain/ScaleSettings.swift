@@ -64,9 +64,9 @@ public struct StochasticSettings: Codable, Sendable, Hashable {
     /// See `heldOutFraction`.
     public var maxHeldOut: Int
 
-    /// Defaults: batch 256 rows in windows of 1,024 (two stored segments), at most 30 epochs,
-    /// stop after 2 epochs without a 0.1% improvement, 10% of the rows (at most 1,000) held out.
-    public init(batchSize: Int = 256, windowRows: Int = 1024, maxEpochs: Int = 30, tolerance: Double = 1e-3,
+    /// Defaults: batch 128 rows (as the reference code) in windows of 1,024 (two stored segments), at most 20 epochs,
+    /// stop after 2 epochs without a 1% improvement, 10% of the rows (at most 1,000) held out.
+    public init(batchSize: Int = 128, windowRows: Int = 1024, maxEpochs: Int = 20, tolerance: Double = 1e-2,
                 patience: Int = 2, heldOutFraction: Double = 0.1, maxHeldOut: Int = 1000) {
         self.batchSize = batchSize
         self.windowRows = windowRows

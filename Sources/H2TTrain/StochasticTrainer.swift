@@ -70,6 +70,11 @@ final class StochasticModel: @unchecked Sendable {
     var pendingSeen = 0
     var step: Float = 0
     var initialBias: [Float]
+    /// The mean `μ` of the model's inputs (from the first window; empty until then). The model is
+    /// trained on centred inputs, `z = W(x − μ) + b`, an exact reparametrisation of `Wx + b` with
+    /// the same penalty on `W`: it removes the large curvature along the mean of non-negative
+    /// features, which would otherwise bound the step. `effectiveBias` folds `μ` back.
+    var center: [Float] = []
     // Stopping rule.
     var best: (weights: [Float], bias: [Float], objective: Double)?
     var strikes = 0
@@ -177,9 +182,10 @@ final class StochasticModel: @unchecked Sendable {
         var m = 0, newlySeen = 0
         var p = [Double](repeating: 0, count: k)
         var logits = [Float](repeating: 0, count: k)
+        let shifted = effectiveBias(weights, bias)
         for (r, row) in rows.enumerated() where roles[row] == 1 {
             m += 1
-            for c in 0..<k { logits[c] = z[r * stride + offset + c] + bias[c] }
+            for c in 0..<k { logits[c] = z[r * stride + offset + c] + shifted[c] }
             let (_, sum) = logits.withUnsafeBufferPointer { zb in
                 p.withUnsafeMutableBufferPointer { Softmax.exponentials(of: zb.baseAddress!, count: k, into: $0.baseAddress!) }
             }
@@ -203,12 +209,16 @@ final class StochasticModel: @unchecked Sendable {
         let inverseM = 1 / Float(m)
         let inverseSeen: Float = seenCount > 0 ? 1 / Float(seenCount) : 0
         let eta = step
+        var ub = [Float](repeating: 0, count: k)
+        for r in 0..<batchRows { for c in 0..<k { ub[c] += delta[r * stride + offset + c] } }
+        let mu = center.isEmpty ? [Float](repeating: 0, count: d) : center
         weights.withUnsafeMutableBufferPointer { pw in
             u.withUnsafeBufferPointer { pu in
                 gradientSum.withUnsafeMutableBufferPointer { ps in
                     for j in 0..<d {
                         for c in 0..<k {
-                            let i = j * k + c, g = pu[j * stride + offset + c]
+                            // The gradient of the centred inputs: Xᵀ Δ − μ (1ᵀ Δ).
+                            let i = j * k + c, g = pu[j * stride + offset + c] - mu[j] * ub[c]
                             pw[i] -= eta * (g * inverseM + ps[i] * inverseSeen)
                             ps[i] += g
                         }
@@ -225,10 +235,8 @@ final class StochasticModel: @unchecked Sendable {
             }
         }
         for c in 0..<k {
-            var ub = 0.0
-            for r in 0..<batchRows { ub += Double(delta[r * stride + offset + c]) }
-            bias[c] -= eta * Float(ub * Double(inverseM) + biasGradientSum[c] * Double(inverseSeen))
-            biasGradientSum[c] += ub
+            bias[c] -= eta * Float(Double(ub[c]) * Double(inverseM) + biasGradientSum[c] * Double(inverseSeen))
+            biasGradientSum[c] += Double(ub[c])
         }
         seenCount += pendingSeen
     }
@@ -239,6 +247,10 @@ final class StochasticModel: @unchecked Sendable {
     /// (largest row norm); both with a safety margin, since they come from one window.
     func setStep(_ x: UnsafePointer<Float>, rows w: Int, batchSize: Int, seed: UInt64) {
         let d = featureCount
+        var mean = [Double](repeating: 0, count: d)
+        for r in 0..<w { for j in 0..<d { mean[j] += Double(x[r * d + j]) } }
+        center = mean.map { Float($0 / Double(max(w, 1))) }
+        let mu = center
         var rng = SplitMix64(seed: seed)
         var v = (0..<d).map { _ in Float(rng.below(1 << 20)) / Float(1 << 20) + 0.5 }
         var c: Float = 1
@@ -254,7 +266,8 @@ final class StochasticModel: @unchecked Sendable {
                     BLAS.sgemm(m: w, n: 1, k: d, a: x, lda: d, b: pv.baseAddress!, ldb: 1, c: pu.baseAddress!, ldc: 1)
                 }
             }
-            for r in 0..<w { u[r] += c }
+            let shift = c - zip(mu, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            for r in 0..<w { u[r] += shift }
             var next = [Float](repeating: 0, count: d)
             u.withUnsafeBufferPointer { pu in
                 next.withUnsafeMutableBufferPointer { pn in
@@ -262,13 +275,14 @@ final class StochasticModel: @unchecked Sendable {
                 }
             }
             c = u.reduce(0, +)
+            for j in 0..<d { next[j] -= mu[j] * c }
             v = next
             eigen = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
         }
         var rowMax = 0.0
         for r in 0..<w {
             var s = 1.0
-            for j in 0..<d { s += Double(x[r * d + j]) * Double(x[r * d + j]) }
+            for j in 0..<d { let v = Double(x[r * d + j] - mu[j]); s += v * v }
             rowMax = max(rowMax, s)
         }
         let lMean = 1.2 * eigen / Double(max(w, 1)) / 2, lMax = 1.5 * rowMax / 2
@@ -309,7 +323,21 @@ final class StochasticModel: @unchecked Sendable {
     }
 
     /// The kept iterate (the best held-out objective; the last one when there was no check).
-    var result: (weights: [Float], bias: [Float]) { best.map { ($0.weights, $0.bias) } ?? (weights, bias) }
+    var result: (weights: [Float], bias: [Float]) {
+        let (w, b) = best.map { ($0.weights, $0.bias) } ?? (weights, bias)
+        return (w, effectiveBias(w, b))
+    }
+
+    /// The bias of uncentred inputs: `b − Wᵀμ`.
+    func effectiveBias(_ w: [Float], _ b: [Float]) -> [Float] {
+        guard !center.isEmpty else { return b }
+        let k = classCount
+        var out = b.map(Double.init)
+        for j in 0..<featureCount where center[j] != 0 {
+            for c in 0..<k { out[c] -= Double(center[j]) * Double(w[j * k + c]) }
+        }
+        return out.map { Float($0) }
+    }
 
     /// A solver report of the kept iterate.
     var report: SolverReport {
@@ -426,7 +454,7 @@ struct StochasticPass {
         let k = classCount
         var out = models.map { _ in [Float](repeating: 0, count: rows.count * k) }
         let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
-        let parameters = models.map { current ? (weights: $0.weights, bias: $0.bias) : $0.result }
+        let parameters = models.map { current ? (weights: $0.weights, bias: $0.effectiveBias($0.weights, $0.bias)) : $0.result }
         try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
             for (f, form) in forms.enumerated() {
                 let users = models.indices.filter { models[$0].form == f }
