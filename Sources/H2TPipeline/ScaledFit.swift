@@ -12,6 +12,7 @@ struct StoreRowSource: RowSource {
     let taps: [TapColumns]
     let columnCount: Int
     let rowGroups: [Int]
+    let valuesAreBFloat16: Bool
 
     init(store: FeatureStore, info: FeatureSetInfo, examples: [ExampleID]) throws {
         self.store = store
@@ -19,6 +20,7 @@ struct StoreRowSource: RowSource {
         self.examples = examples
         taps = info.manifest.taps
         columnCount = info.manifest.width
+        valuesAreBFloat16 = info.manifest.codec.dtype == .bfloat16
         rowGroups = try store.storageSegments(featureSet: info.id, examples: examples)
     }
 

@@ -14,6 +14,14 @@ public protocol RowSource: Sendable {
     var rowGroups: [Int] { get }
     /// The raw values of `rows` (in that order) at `columns` (ascending; `nil`: every column).
     func read(rows: [Int], columns: [Int]?) throws -> FeatureMatrix
+    /// Whether every value is a bfloat16 (the store's dtype), so that a copy in memory may keep
+    /// only the upper 16 bits of each float without loss.
+    var valuesAreBFloat16: Bool { get }
+}
+
+extension RowSource {
+    /// Not known: copies keep float32.
+    public var valuesAreBFloat16: Bool { false }
 }
 
 extension FeatureMatrix: RowSource {
@@ -27,36 +35,60 @@ extension FeatureMatrix: RowSource {
 }
 
 /// Some columns of every row of a source, read once and held in memory (the selected columns of
-/// a split, when they fit the budget); reads of those columns are then served from memory.
+/// a split, when they fit the budget); reads of those columns are then served from memory. A
+/// source of bfloat16 values is held as bfloat16 (half the memory, no loss).
 struct CachedColumns: RowSource {
-    let matrix: FeatureMatrix
-    /// The source's columns this cache holds, ascending.
-    let sourceColumns: [Int]
+    let rowCount: Int
+    let columnCount: Int
+    let taps: [TapColumns]
     let rowGroups: [Int]
-    var rowCount: Int { matrix.rowCount }
-    var columnCount: Int { matrix.columnCount }
-    var taps: [TapColumns] { matrix.taps }
+    /// Row-major values: float32 bits, or only their upper halves for a bfloat16 source.
+    let wide: [Float]
+    let narrow: [UInt16]
+
+    /// Bytes per value a cache of `source` holds.
+    static func bytesPerValue(_ source: some RowSource) -> Int { source.valuesAreBFloat16 ? 2 : 4 }
 
     /// Reads `columns` of every row of `source` a window at a time.
     init(source: some RowSource, columns: [Int], windowRows: Int) throws {
         let n = source.rowCount, d = columns.count
-        var values = [Float](repeating: 0, count: n * d)
+        let half = source.valuesAreBFloat16
+        var wide = [Float](repeating: 0, count: half ? 0 : n * d)
+        var narrow = [UInt16](repeating: 0, count: half ? n * d : 0)
         var first = 0
         while first < n {
             let rows = Array(first..<min(first + windowRows, n))
             let part = try source.read(rows: rows, columns: columns)
-            values.withUnsafeMutableBufferPointer { out in
-                part.values.withUnsafeBufferPointer { (out.baseAddress! + first * d).update(from: $0.baseAddress!, count: $0.count) }
+            part.values.withUnsafeBufferPointer { values in
+                if half {
+                    narrow.withUnsafeMutableBufferPointer { out in
+                        for i in 0..<values.count { out[first * d + i] = UInt16(truncatingIfNeeded: values[i].bitPattern >> 16) }
+                    }
+                } else {
+                    wide.withUnsafeMutableBufferPointer { (($0.baseAddress! + first * d)).update(from: values.baseAddress!, count: values.count) }
+                }
             }
             first += rows.count
         }
-        matrix = FeatureMatrix(rowCount: n, columnCount: d, wrapping: values, taps: source.taps.subset(columns))
-        sourceColumns = columns
-        rowGroups = source.rowGroups
+        (rowCount, columnCount, taps, rowGroups) = (n, d, source.taps.subset(columns), source.rowGroups)
+        (self.wide, self.narrow) = (wide, narrow)
     }
 
-    /// `columns` are indices into `sourceColumns` here (the cache's own columns).
-    func read(rows: [Int], columns: [Int]?) throws -> FeatureMatrix { try matrix.read(rows: rows, columns: columns) }
+    /// `columns` are indices into the cache's own columns.
+    func read(rows: [Int], columns: [Int]?) throws -> FeatureMatrix {
+        let picked = columns ?? Array(0..<columnCount)
+        let d = columnCount
+        return FeatureMatrix(rowCount: rows.count, columnCount: picked.count, taps: taps.subset(picked)) { out in
+            for (r, row) in rows.enumerated() {
+                let target = out.baseAddress! + r * picked.count
+                if narrow.isEmpty {
+                    for (j, c) in picked.enumerated() { target[j] = wide[row * d + c] }
+                } else {
+                    for (j, c) in picked.enumerated() { target[j] = Float(bitPattern: UInt32(narrow[row * d + c]) << 16) }
+                }
+            }
+        }
+    }
 }
 
 /// Seeded epoch order for a streamed source: the locality groups holding `rows` are shuffled,

@@ -146,7 +146,7 @@ struct Runner {
         let n = source.rowCount
         let reserved = StreamingFit.minimumBytes(rowCount: n, width: width, classCount: classCount, settings: settings, scale: scale)
             + specs.count * settings.ridges.count * (3 * (union.count / max(specs.count, 1) + 1) * classCount * 4 + n * classCount * 4)
-        let inMemory = n * union.count * 4 + reserved <= scale.memoryBudget
+        let inMemory = n * union.count * CachedColumns.bytesPerValue(source) + reserved <= scale.memoryBudget
         let keptSource: any RowSource = try inMemory
             ? CachedColumns(source: source, columns: union, windowRows: scale.stochastic.windowRows) : source
         log?("kept columns: \(union.count) of \(width), \(inMemory ? "held in memory" : "streamed from the store")")
