@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SHA-256 benchmark (issue 13, docs/benchmarks-identity.md): the hand-written SHA-256 the package
+# SHA-256 benchmark (issue 13, docs/benchmarks.md "Identity"): the hand-written SHA-256 the package
 # carried before against swift-crypto's, on image-sized buffers and 1 MiB chunks, medians with the
 # speed-up measured in the same run.
 #

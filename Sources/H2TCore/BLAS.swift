@@ -1,4 +1,5 @@
 import COpenBLAS
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -55,20 +56,58 @@ public enum BLAS {
         return Int(openblas_get_num_threads())
     }
 
-    /// Sets the number of threads OpenBLAS uses inside one call (process-wide).
+    /// Runs `body` with OpenBLAS using at most `threads` threads per call: the one place where
+    /// h2t-store sets OpenBLAS's thread count, which is process-wide.
     ///
-    /// Callers that parallelise over independent products themselves set 1 so that the two levels
-    /// of threading do not oversubscribe the cores.
-    public static func setThreadCount(_ count: Int) {
+    /// Scopes may nest and overlap across threads (a fit's workers inside its final-head scope,
+    /// two ingests in one process): while any is open the count is the smallest limit asked for,
+    /// so no scope oversubscribes the cores. When the last one closes, the count the process had
+    /// before the first one opened is restored, unless someone else (an embedding caller) set
+    /// another count meanwhile: theirs is then left in place. A caller that runs its own BLAS work
+    /// concurrently and wants its count untouched throughout passes a ``Parallelism`` with
+    /// `setsBLASThreads` off. Results do not depend on the count (`docs/architecture.md` §5).
+    public static func withThreadLimit<Result>(_ threads: Int, _ body: () throws -> Result) rethrows -> Result {
         _ = selectedKernels
-        openblas_set_num_threads(Int32(max(1, count)))
+        let limit = Int32(max(1, threads))
+        threadScopes.withLock { $0.open(limit) }
+        defer { threadScopes.withLock { $0.close(limit) } }
+        return try body()
     }
 
-    /// Cores the machine offers to this process.
-    public static var processorCount: Int { Int(openblas_get_num_procs()) }
+    /// The open ``withThreadLimit(_:_:)`` scopes.
+    private static let threadScopes = Mutex(ThreadScopes())
 
-    @usableFromInline
+        @usableFromInline
     static let selectedKernels: BLASConfiguration = KernelSelection.run()
+}
+
+/// The limits of the open ``BLAS/withThreadLimit(_:_:)`` scopes and what to restore after them.
+private struct ThreadScopes {
+    /// Open scopes' limits (a multiset: equal limits may be open together).
+    var limits: [Int32] = []
+    /// OpenBLAS's count before the first open scope.
+    var saved: Int32 = 0
+    /// The count the scopes last set.
+    var applied: Int32 = 0
+
+    mutating func open(_ limit: Int32) {
+        if limits.isEmpty { saved = openblas_get_num_threads() }
+        limits.append(limit)
+        apply()
+    }
+
+    mutating func close(_ limit: Int32) {
+        if let index = limits.lastIndex(of: limit) { limits.remove(at: index) }
+        if !limits.isEmpty { return apply() }
+        // Restore only what the scopes themselves changed.
+        if openblas_get_num_threads() == applied, applied != saved { openblas_set_num_threads(saved) }
+    }
+
+    private mutating func apply() {
+        let target = limits.min()!
+        if openblas_get_num_threads() != target { openblas_set_num_threads(target) }
+        applied = target
+    }
 }
 
 /// Which OpenBLAS kernel table the process runs on, and why.

@@ -262,7 +262,7 @@ final class CanonicalJSONEncoder: Encoder {
         }
     }
 
-    struct UnkeyedContainer: UnkeyedEncodingContainer {
+    struct UnkeyedContainer: UnkeyedEncodingContainer, NodeSink {
         let node: CanonicalJSONNode
         let codingPath: [any CodingKey]
         var count: Int {
@@ -270,41 +270,23 @@ final class CanonicalJSONEncoder: Encoder {
             return 0
         }
 
-        func append(_ child: CanonicalJSONNode) {
+        func put(_ child: CanonicalJSONNode) {
             guard case .array(var items) = node.content else { return }
             node.content = .null // release the array's storage so the append does not copy it
             items.append(child)
             node.content = .array(items)
         }
 
-        mutating func encodeNil() throws { append(CanonicalJSONNode(.null)) }
-        mutating func encode(_ value: Bool) throws { append(CanonicalJSONNode(.bool(value))) }
-        mutating func encode(_ value: String) throws { append(CanonicalJSONNode(.string(value))) }
-        mutating func encode(_ value: Double) throws { append(try .number(value, codingPath: codingPath)) }
-        mutating func encode(_ value: Float) throws { append(try .number(value, codingPath: codingPath)) }
-        mutating func encode(_ value: Int) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int8) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int16) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int32) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int64) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt8) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt16) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt32) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt64) throws { append(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode<T: Encodable>(_ value: T) throws {
-            append(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath))
-        }
 
         mutating func nestedContainer<NestedKey: CodingKey>(keyedBy keyType: NestedKey.Type) -> KeyedEncodingContainer<NestedKey> {
             let child = CanonicalJSONNode(.object([:]))
-            append(child)
+            put(child)
             return KeyedEncodingContainer(KeyedContainer<NestedKey>(node: child, codingPath: codingPath))
         }
 
         mutating func nestedUnkeyedContainer() -> any UnkeyedEncodingContainer {
             let child = CanonicalJSONNode(.array([]))
-            append(child)
+            put(child)
             return UnkeyedContainer(node: child, codingPath: codingPath)
         }
 
@@ -312,34 +294,44 @@ final class CanonicalJSONEncoder: Encoder {
             let encoder = CanonicalJSONEncoder(codingPath: codingPath)
             let child = CanonicalJSONNode(.object([:]))
             encoder.root = child
-            append(child)
+            put(child)
             return encoder
         }
     }
 
-    struct SingleValueContainer: SingleValueEncodingContainer {
+    struct SingleValueContainer: SingleValueEncodingContainer, NodeSink {
         let encoder: CanonicalJSONEncoder
         var codingPath: [any CodingKey] { encoder.codingPath }
 
-        func set(_ node: CanonicalJSONNode) { encoder.root = node }
+        func put(_ node: CanonicalJSONNode) { encoder.root = node }
+    }
+}
 
-        mutating func encodeNil() throws { set(CanonicalJSONNode(.null)) }
-        mutating func encode(_ value: Bool) throws { set(CanonicalJSONNode(.bool(value))) }
-        mutating func encode(_ value: String) throws { set(CanonicalJSONNode(.string(value))) }
-        mutating func encode(_ value: Double) throws { set(try .number(value, codingPath: codingPath)) }
-        mutating func encode(_ value: Float) throws { set(try .number(value, codingPath: codingPath)) }
-        mutating func encode(_ value: Int) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int8) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int16) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int32) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: Int64) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt8) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt16) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt32) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode(_ value: UInt64) throws { set(CanonicalJSONNode(.number(String(value)))) }
-        mutating func encode<T: Encodable>(_ value: T) throws {
-            set(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath))
-        }
+/// A container that takes one node per value: the unkeyed container appends it, the single-value
+/// container makes it the root. The scalar `encode` overloads both protocols require are written
+/// once here.
+private protocol NodeSink {
+    var codingPath: [any CodingKey] { get }
+    func put(_ node: CanonicalJSONNode)
+}
+
+extension NodeSink {
+    mutating func encodeNil() throws { put(CanonicalJSONNode(.null)) }
+    mutating func encode(_ value: Bool) throws { put(CanonicalJSONNode(.bool(value))) }
+    mutating func encode(_ value: String) throws { put(CanonicalJSONNode(.string(value))) }
+    mutating func encode(_ value: Double) throws { put(try .number(value, codingPath: codingPath)) }
+    mutating func encode(_ value: Float) throws { put(try .number(value, codingPath: codingPath)) }
+    mutating func encode(_ value: Int) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: Int8) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: Int16) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: Int32) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: Int64) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: UInt) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: UInt8) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: UInt16) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: UInt32) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode(_ value: UInt64) throws { put(CanonicalJSONNode(.number(String(value)))) }
+    mutating func encode<T: Encodable>(_ value: T) throws {
+        put(try CanonicalJSONEncoder.node(for: value, codingPath: codingPath))
     }
 }

@@ -8,7 +8,7 @@ import Crypto
 /// SHA-256 (FIPS 180-4), used to verify pinned artefacts and to fingerprint stored data: a thin
 /// byte-array front to swift-crypto's `SHA256` (BoringSSL's assembly on Linux, CryptoKit on Apple
 /// platforms), which hashes several times faster than the hand-written one it replaced
-/// (`h2t-bench hash`, docs/benchmarks-identity.md).
+/// (`h2t-bench hash`, docs/benchmarks.md "Identity").
 ///
 /// One-shot use: `SHA256.hash(bytes)`; incremental use: `var h = SHA256(); h.update(a);
 /// h.update(b); let digest = h.finalize()`.

@@ -1,6 +1,9 @@
 import Dispatch
 import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs independent work items on several threads: the one parallel-map helper of the project
 /// (cross-validation tasks, tile decoding and encoding, listing entries).
@@ -9,38 +12,68 @@ import Synchronization
 /// the first error stops the claiming and is rethrown once every worker has returned. Results
 /// never depend on which worker ran an item.
 public enum Parallel {
-    /// One worker per core this process may use: the default of every parallel API.
-    public static var defaultWorkers: Int { ProcessInfo.processInfo.activeProcessorCount }
-
-    /// The number of workers to start for `items` items when `requested` are asked for (nil or 0
-    /// means one per active core): never more than the items, at least one.
-    public static func workerCount(_ requested: Int?, items: Int) -> Int {
-        let requested = requested ?? 0
-        let available = requested > 0 ? requested : defaultWorkers
-        return max(1, min(available, items))
+    /// One worker per core this process may run on: its CPU affinity mask (`sched_getaffinity`,
+    /// which `taskset`, cgroup cpusets and container CPU limits set), not the machine's core
+    /// count. The base of ``Parallelism/default``, and the one place that counts cores.
+    public static var defaultWorkers: Int {
+        #if os(Linux)
+        if let cores = affinityCoreCount() { return cores }
+        #endif
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
-    /// Runs `body` once on each of `workerCount(workers, items: itemCount)` threads. A worker
+    #if os(Linux)
+    /// The number of CPUs in this process's affinity mask, or `nil` if it cannot be read. The
+    /// mask grows until it is large enough for the kernel's CPU count (`EINVAL` means too small).
+    /// glibc declares `sched_getaffinity` only under `_GNU_SOURCE`, which the Glibc module is not
+    /// built with, so the symbol is looked up once.
+    static func affinityCoreCount() -> Int? {
+        guard let getAffinity = schedGetAffinity else { return nil }
+        var words = 16
+        while words <= 1 << 14 {
+            var mask = [UInt64](repeating: 0, count: words)
+            let result = mask.withUnsafeMutableBytes { raw in getAffinity(0, raw.count, raw.baseAddress) }
+            if result == 0 {
+                let cores = mask.reduce(0) { $0 + $1.nonzeroBitCount }
+                return cores > 0 ? cores : nil
+            }
+            guard errno == EINVAL else { return nil }
+            words *= 2
+        }
+        return nil
+    }
+
+    private typealias SchedGetAffinity = @convention(c) (pid_t, Int, UnsafeMutableRawPointer?) -> Int32
+    private static let schedGetAffinity: SchedGetAffinity? = dlsym(nil, "sched_getaffinity").map {
+        unsafeBitCast($0, to: SchedGetAffinity.self)
+    }
+    #endif
+
+    /// Runs `body` once on each of `parallelism.workers(items: itemCount)` threads. A worker
     /// calls `next()` for the index of its next item and returns when it gets `nil`; what it
     /// sets up before its first claim (a decoder, a transaction) serves all of its items.
     ///
     /// - Parameters:
-    ///   - singleThreadedBLAS: make OpenBLAS single-threaded while more than one worker runs, so
-    ///     that each worker's products do not each start a thread per core (OpenBLAS's thread
-    ///     count is process-wide; it is restored on return).
-    public static func forEachWorker(itemCount: Int, workers: Int? = nil, singleThreadedBLAS: Bool = false,
+    ///   - singleThreadedBLAS: the workers' products run on one OpenBLAS thread each, so that
+    ///     the two levels of threading neither oversubscribe the cores nor make results depend
+    ///     on the thread count (see ``Parallelism/withBLAS(_:)``).
+    public static func forEachWorker(itemCount: Int, parallelism: Parallelism = .default, singleThreadedBLAS: Bool = false,
                                      _ body: (_ worker: Int, _ next: () -> Int?) throws -> Void) throws {
         guard itemCount > 0 else { return }
-        let threads = workerCount(workers, items: itemCount)
+        let threads = parallelism.workers(items: itemCount)
+        // Only a run that asks touches BLAS (its first use selects the kernels; see `BLAS`).
+        guard singleThreadedBLAS else { return try run(itemCount: itemCount, threads: threads, body) }
+        try parallelism.withBLAS {
+            try run(itemCount: itemCount, threads: threads, body)
+        }
+    }
+
+    private static func run(itemCount: Int, threads: Int, _ body: (_ worker: Int, _ next: () -> Int?) throws -> Void) throws {
         let state = ClaimState()
         let next: () -> Int? = {
             let index = state.next.add(1, ordering: .relaxed).oldValue
             return index < itemCount && !state.failed ? index : nil
         }
-        // Only a run that asks touches BLAS (its first use selects the kernels; see `BLAS`).
-        let previousBLASThreads = singleThreadedBLAS && threads > 1 ? BLAS.threadCount : nil
-        if previousBLASThreads != nil { BLAS.setThreadCount(1) }
-        defer { if let previousBLASThreads { BLAS.setThreadCount(previousBLASThreads) } }
         if threads == 1 {
             try body(0, next)
             return
@@ -55,22 +88,20 @@ public enum Parallel {
         }
     }
 
-    /// `body(index)` for every index in `0..<count`, on `workers` threads (0: one per active
-    /// core), results in index order.
-    public static func map<Output>(count: Int, workers: Int? = nil, singleThreadedBLAS: Bool = false,
+    /// `body(index)` for every index in `0..<count`, on `parallelism`'s threads, results in index order.
+    public static func map<Output>(count: Int, parallelism: Parallelism = .default, singleThreadedBLAS: Bool = false,
                                    _ body: (Int) throws -> Output) throws -> [Output] {
         let slots = WorkerSlots<Output>(count: count)
-        try forEachWorker(itemCount: count, workers: workers, singleThreadedBLAS: singleThreadedBLAS) { _, next in
+        try forEachWorker(itemCount: count, parallelism: parallelism, singleThreadedBLAS: singleThreadedBLAS) { _, next in
             while let index = next() { slots.set(index, try body(index)) }
         }
         return slots.values.map { $0! }
     }
 
-    /// `body(item)` for every item, on `workers` threads (0: one per active core), results in
-    /// the items' order.
-    public static func map<Item, Output>(_ items: [Item], workers: Int? = nil, singleThreadedBLAS: Bool = false,
+    /// `body(item)` for every item, on `parallelism`'s threads, results in the items' order.
+    public static func map<Item, Output>(_ items: [Item], parallelism: Parallelism = .default, singleThreadedBLAS: Bool = false,
                                          _ body: (Item) throws -> Output) throws -> [Output] {
-        try map(count: items.count, workers: workers, singleThreadedBLAS: singleThreadedBLAS) { try body(items[$0]) }
+        try map(count: items.count, parallelism: parallelism, singleThreadedBLAS: singleThreadedBLAS) { try body(items[$0]) }
     }
 }
 

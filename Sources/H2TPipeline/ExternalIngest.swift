@@ -13,6 +13,7 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
     case duplicateExample(file: String, example: String)
     case conflictingDuplicate(example: String, first: String, second: String)
     case emptyTap(file: String, tap: String, shape: [Int])
+    case windowTallerThanMap(file: String, tap: String, shape: [Int], window: Int, targetSize: Int)
 
     public var description: String {
         switch self {
@@ -30,6 +31,9 @@ public enum IngestError: Error, CustomStringConvertible, Sendable {
             return "example id '\(example)' is given twice with different activations (\(first) and \(second)); give each example its own id"
         case .emptyTap(let file, let tap, let shape):
             return "\(file): tap '\(tap)' has per-example shape \(shape), which holds no values; drop the tap or fix its shape"
+        case .windowTallerThanMap(let file, let tap, let shape, let window, let targetSize):
+            return "\(file): tap '\(tap)' has a spatial map \(shape) with fewer rows than Head2Toe's pooling window (\(window), chosen from its width for --target-size \(targetSize)); "
+                + "pass it with rows and columns the right way round (--layout), or pool it to a square map first"
         }
     }
 }
@@ -69,6 +73,8 @@ public struct ExternalIngestOptions: Sendable {
     public var overlapCommits = true
     /// Class names given on the command line (override the files').
     public var classNames: [String]?
+    /// Threads for the tile encoding.
+    public var parallelism: Parallelism = .default
 
     /// Creates options.
     public init(backboneName: String, dataset: String, split: String, targetSizes: [Int]) {
@@ -163,12 +169,14 @@ public struct ExternalIngest {
                 throw IngestError.inconsistentTaps(file: source.path, reason: "its taps \(shapes.map(\.name)) or shapes differ from \(sources[0].path)'s")
             }
         }
+        try Self.checkPoolable(tapShapes, targetSizes: options.targetSizes, file: sources[0].path)
         try Self.checkRepeatedIDs(sources)
         let classNames = try resolveClassNames(sources)
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: options.overlapCommits,
+                                          parallelism: options.parallelism)
         let total = sources.reduce(0) { $0 + $1.count }
         progress?.setTotal(total)
         var computed = 0, reused = 0
@@ -299,6 +307,18 @@ public struct ExternalIngest {
             x.withUnsafeMutableBufferPointer { tapA.readRows(i, count: 1, into: $0.baseAddress!) }
             y.withUnsafeMutableBufferPointer { tapB.readRows(j, count: 1, into: $0.baseAddress!) }
             return zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern }
+        }
+    }
+
+    /// Head2Toe's rule picks the pooling window from a map's width (maps are square in the
+    /// networks it was written for); a map with fewer rows than that window cannot be pooled.
+    static func checkPoolable(_ taps: [TapDescriptor], targetSizes: [Int], file: String) throws {
+        for tap in taps where tap.shape.count == 3 {
+            for size in targetSizes where size > 0 {
+                if let window = Head2ToePooling(targetSize: size).window(channels: tap.shape[0], width: tap.shape[2]), window > tap.shape[1] {
+                    throw IngestError.windowTallerThanMap(file: file, tap: tap.name, shape: tap.shape, window: window, targetSize: size)
+                }
+            }
         }
     }
 

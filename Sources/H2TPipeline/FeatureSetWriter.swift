@@ -29,9 +29,10 @@ public final class FeatureSetWriter {
     let poolings: [Head2ToePooling]
     private let committer: BackgroundCommitter?
 
-    /// Registers the backbone and one feature set per target size.
+    /// Registers the backbone and one feature set per target size; tiles are encoded on
+    /// `parallelism`'s threads (default: the store's).
     public init(store: FeatureStore, backbone: BackboneManifest, targetSizes: [Int], codec: TileCodec = .default,
-                columnBlock: Int = 1024, overlapCommits: Bool = false) throws {
+                columnBlock: Int = 1024, overlapCommits: Bool = false, parallelism: Parallelism? = nil) throws {
         guard !targetSizes.isEmpty else { throw StoreError.invalidArgument("give at least one --target-size") }
         if let bad = targetSizes.first(where: { $0 <= 0 }) { throw StoreError.invalidArgument("--target-size must be positive, got \(bad)") }
         guard columnBlock > 0 else { throw StoreError.invalidArgument("--column-block must be positive") }
@@ -44,7 +45,7 @@ public final class FeatureSetWriter {
         self.manifests = manifests
         poolings = try manifests.map { try $0.pooling() }
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
-        encoders = manifests.map { SegmentEncoder(manifest: $0) }
+        encoders = manifests.map { SegmentEncoder(manifest: $0, parallelism: parallelism ?? store.parallelism) }
         committer = overlapCommits ? BackgroundCommitter() : nil
     }
 

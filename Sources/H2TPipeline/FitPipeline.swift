@@ -117,8 +117,10 @@ public enum FitPipeline {
         var testDigest: String?
         if let testSplit = request.testSplit, let test = checked.test {
             testDigest = try store.splitDigest(dataset: request.dataset, split: testSplit)
-            try evaluate(&report, store: store, infos: infos, dataset: request.dataset, split: testSplit, test: test,
-                         classCount: checked.classNames.count, log: log)
+            try store.parallelism.withBLAS {
+                try evaluate(&report, store: store, infos: infos, dataset: request.dataset, split: testSplit, test: test,
+                             classCount: checked.classNames.count, log: log)
+            }
         }
         let lineage = FitLineage(dataset: request.dataset, trainSplit: request.trainSplit,
                                  trainDigest: try store.splitDigest(dataset: request.dataset, split: request.trainSplit),

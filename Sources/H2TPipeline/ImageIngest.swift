@@ -31,15 +31,24 @@ public struct ImageIngestOptions: Sendable {
     public var columnBlock: Int = 1024
     /// Images per commit (bounds memory; a killed ingest redoes at most one).
     public var segmentRows: Int = 512
-    /// Images per backbone batch.
-    public var batchSize: Int = 32
-    /// Threads for the backbone.
-    public var threads: Int = Parallel.defaultWorkers
+    /// Images per backbone batch; `nil` picks ``defaultBatchSize(for:)``.
+    public var batchSize: Int?
+    /// Threads for the backbone pass, the tile encoding and the commit's reads.
+    public var parallelism: Parallelism = .default
     /// Fail instead of skipping: a file of an image folder that would be left out (not an image,
     /// unreadable, corrupt) is an error. Every file is decoded once before anything is written
     /// (an extra decode per image, small beside the backbone pass), so a bad file stops the
     /// ingest before its first commit.
     public var strict = false
+
+    /// 32 images, or two of the backbone's slices per thread when that is more, so that every
+    /// thread has work (a batch's slices are what its threads share).
+    public static func defaultBatchSize(for parallelism: Parallelism) -> Int {
+        max(32, 2 * NetworkInterpreter.sliceExamples * parallelism.threads)
+    }
+
+    /// The batch size in use.
+    var effectiveBatchSize: Int { batchSize ?? Self.defaultBatchSize(for: parallelism) }
 
     /// Creates options.
     public init(architecture: BackboneArchitecture, targetSizes: [Int], dataset: String, split: String) {
@@ -107,7 +116,7 @@ public struct ImageIngest {
     /// Ingests `source`; returns what was computed, reused and skipped.
     public func run(_ source: ImageSource, progress: ProgressReporter? = nil) throws -> IngestSummary {
         let started = Date()
-        guard options.segmentRows > 0, options.batchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
+        guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
         if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
         let reader = try ImageReader(source, limit: options.limit)
         if options.strict {
@@ -124,7 +133,8 @@ public struct ImageIngest {
         preprocessing.alpha = .drop
         try preprocessing.validate()
         let writer = try FeatureSetWriter(store: store, backbone: try backboneManifest(preprocessing), targetSizes: options.targetSizes,
-                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: true)
+                                          codec: options.codec, columnBlock: options.columnBlock, overlapCommits: true,
+                                          parallelism: options.parallelism)
         // The network's pooled layout must be the feature sets' layout, column for column.
         for manifest in writer.manifests {
             let layout = try network.pooledLayout(height: size, width: size, targetSize: manifest.targetSize)
@@ -167,17 +177,17 @@ public struct ImageIngest {
         let needed = keep.indices.filter { chunk.needs($0) }
         let per = preprocessing.valuesPerImage
         var batchStart = 0
-        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: options.batchSize * $0.width) }
+        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: options.effectiveBatchSize * $0.width) }
         defer { outputs.forEach { $0.deallocate() } }
         while batchStart < needed.count {
-            let batch = Array(needed[batchStart..<min(batchStart + options.batchSize, needed.count)])
+            let batch = Array(needed[batchStart..<min(batchStart + options.effectiveBatchSize, needed.count)])
             var input = [Float](repeating: 0, count: batch.count * per)
             for (b, k) in batch.enumerated() {
                 let source = keep[k] * per
                 input.replaceSubrange((b * per)..<((b + 1) * per), with: segment.tensor[source..<(source + per)])
             }
             _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
-                                           targetSizes: writer.manifests.map(\.targetSize), threads: options.threads, into: outputs)
+                                           targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
             for (f, manifest) in writer.manifests.enumerated() {
                 for (b, k) in batch.enumerated() {
                     chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))

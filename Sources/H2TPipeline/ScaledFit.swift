@@ -51,7 +51,7 @@ extension FitPipeline {
             }
             log?("stochastic solver: \(n) rows streamed in windows of \(scale.stochastic.windowRows), memory budget \(ScaleSettings.describe(bytes: scale.memoryBudget))")
             let report = try StreamingFit.run(featureSets: sets, trainLabels: train.labels, classCount: checked.classNames.count,
-                                              settings: settings, scale: scale, log: log)
+                                              settings: settings, scale: scale, parallelism: store.parallelism, log: log)
             return (report, 0)
         }
         var inputs: [FeatureSetInput] = []
@@ -65,7 +65,7 @@ extension FitPipeline {
         let readSeconds = seconds(clock.now - readStart)
         log?("cross-validating \(settings.folds) folds × \(inputs.count) feature sets × \(settings.lambdas.count) λ × \(settings.fractions.count) fractions × \(settings.ridges.count) ridges")
         var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: checked.classNames.count,
-                                         settings: settings, progress: progress)
+                                         settings: settings, parallelism: store.parallelism, progress: progress)
         report.plan = FitPlan(solver: .exact, requested: scale.solver, validation: ValidationRule.kFold(folds: settings.folds).description,
                               memoryBudget: scale.memoryBudget)
         return (report, readSeconds)

@@ -79,27 +79,8 @@ extension Registry {
     public func collectGarbage(policy: GCPolicy = .headsOrDatasets, apply: Bool = false) throws -> GCReport {
         let infos = try store.allFeatureSets()
         let summaries = try store.read { txn in try liveSummaries(txn) }
-        let headFeatureSets = Set(summaries.map(\.lineage.featureSet))
-        // Current digests of the splits heads were trained and tested on.
-        var digests: [String: String] = [:]
-        for s in summaries {
-            for split in [s.lineage.train.split] + (s.lineage.test.map { [$0.split] } ?? []) where digests["\(s.lineage.dataset)/\(split)"] == nil {
-                digests["\(s.lineage.dataset)/\(split)"] = (try? store.splitDigest(dataset: s.lineage.dataset, split: split)) ?? ""
-            }
-        }
-
         var report = GCReport(applied: apply, featureSets: [], matrices: [], backbones: [], keptFeatureSets: 0, keptMatrices: 0, bytes: 0)
-        let candidates = infos.filter { !headFeatureSets.contains($0.id) }
-        let usedByDatasets = policy == .headsOrDatasets ? try store.featureSetsHoldingDatasetExamples(candidates.map(\.id)) : []
-        report.keptFeatureSets = infos.count - candidates.count + usedByDatasets.count
-        var doomed: [String] = []
-        for info in candidates where !usedByDatasets.contains(info.id) {
-            let bytes = try store.tileBytes(featureSet: info.id)
-            report.featureSets.append(.init(id: info.id, targetSize: info.manifest.targetSize, rows: info.rowCount, tileBytes: bytes,
-                                            reason: policy == .headsOnly ? "no live head reads it" : "no live head reads it and no dataset has rows in it"))
-            report.bytes += bytes
-            doomed.append(info.id)
-        }
+        let doomed = try unusedFeatureSets(infos, summaries: summaries, policy: policy, into: &report)
         // Data left under a prefix with no manifest.
         let orphans = try store.orphanedFeatureData()
         for orphan in orphans {
@@ -108,40 +89,7 @@ extension Registry {
             report.bytes += orphan.tileBytes
         }
         let doomedIDs = Set(doomed)
-        // Matrices.
-        var wanted = Set<String>()
-        for s in summaries {
-            guard let record = try? head(HeadReference(task: s.task, selector: .version(s.version))) else { continue }
-            for split in [s.lineage.train.split] + (s.lineage.test.map { [$0.split] } ?? []) {
-                if let digest = digests["\(s.lineage.dataset)/\(split)"], !digest.isEmpty {
-                    wanted.insert(FeatureStore.matrixKeyHex(featureSet: s.lineage.featureSet, splitDigest: digest, columns: record.selectedIndices))
-                }
-            }
-        }
-        var splitDigestCache: [String: String?] = [:]
-        var doomedMatrices: [String] = []
-        for matrix in try store.cachedMatrices() {
-            let splitKey = "\(matrix.info.dataset)/\(matrix.info.split)"
-            if splitDigestCache[splitKey] == nil {
-                splitDigestCache[splitKey] = .some(try? store.splitDigest(dataset: matrix.info.dataset, split: matrix.info.split))
-            }
-            let current = splitDigestCache[splitKey]!
-            var reason: String?
-            if doomedIDs.contains(matrix.info.featureSet) || !infos.contains(where: { $0.id == matrix.info.featureSet }) {
-                reason = "its feature set is collected or gone"
-            } else if current == nil {
-                reason = "its dataset split no longer exists"
-            } else if current != matrix.info.splitDigest {
-                reason = "its split changed since it was cached (stale)"
-            } else if !wanted.contains(matrix.key) {
-                reason = "no live head uses this selection"
-            }
-            guard let reason else { report.keptMatrices += 1; continue }
-            report.matrices.append(.init(key: matrix.key, featureSet: matrix.info.featureSet, dataset: matrix.info.dataset,
-                                         split: matrix.info.split, bytes: matrix.bytes, reason: reason))
-            report.bytes += matrix.bytes
-            doomedMatrices.append(matrix.key)
-        }
+        let doomedMatrices = try unusedMatrices(infos, summaries: summaries, doomed: doomedIDs, into: &report)
         // Backbones whose every feature set goes.
         let survivors = infos.filter { !doomedIDs.contains($0.id) }
         report.backbones = try store.allBackbones().map(\.id).filter { id in !survivors.contains { $0.manifest.backbone == id } }.sorted()
@@ -160,5 +108,68 @@ extension Registry {
         try store.deleteCachedMatrices(doomedMatrices)
         try store.deleteBackbonesWithoutFeatureSets(report.backbones)
         return report
+    }
+
+    /// The feature sets no live head reads (and, by policy, no dataset has rows in), added to the
+    /// report.
+    private func unusedFeatureSets(_ infos: [FeatureSetInfo], summaries: [HeadSummary], policy: GCPolicy,
+                                   into report: inout GCReport) throws -> [String] {
+        let headFeatureSets = Set(summaries.map(\.lineage.featureSet))
+        let candidates = infos.filter { !headFeatureSets.contains($0.id) }
+        let usedByDatasets = policy == .headsOrDatasets ? try store.featureSetsHoldingDatasetExamples(candidates.map(\.id)) : []
+        report.keptFeatureSets = infos.count - candidates.count + usedByDatasets.count
+        var doomed: [String] = []
+        for info in candidates where !usedByDatasets.contains(info.id) {
+            let bytes = try store.tileBytes(featureSet: info.id)
+            report.featureSets.append(.init(id: info.id, targetSize: info.manifest.targetSize, rows: info.rowCount, tileBytes: bytes,
+                                            reason: policy == .headsOnly ? "no live head reads it" : "no live head reads it and no dataset has rows in it"))
+            report.bytes += bytes
+            doomed.append(info.id)
+        }
+        return doomed
+    }
+
+    /// The cached matrices to drop (their feature set goes, their split is gone or changed, or no
+    /// live head uses their selection), added to the report.
+    private func unusedMatrices(_ infos: [FeatureSetInfo], summaries: [HeadSummary], doomed: Set<String>,
+                                into report: inout GCReport) throws -> [String] {
+        var digests: [String: String?] = [:]
+        func digest(_ dataset: String, _ split: String) -> String? {
+            let key = "\(dataset)/\(split)"
+            if let known = digests[key] { return known }
+            let current = try? store.splitDigest(dataset: dataset, split: split)
+            digests[key] = .some(current)
+            return current
+        }
+        var wanted = Set<String>()
+        for s in summaries {
+            guard let record = try? head(HeadReference(task: s.task, selector: .version(s.version))) else { continue }
+            for split in [s.lineage.train.split] + (s.lineage.test.map { [$0.split] } ?? []) {
+                if let current = digest(s.lineage.dataset, split) {
+                    wanted.insert(FeatureStore.matrixKeyHex(featureSet: s.lineage.featureSet, splitDigest: current, columns: record.selectedIndices))
+                }
+            }
+        }
+        let known = Set(infos.map(\.id))
+        var dropped: [String] = []
+        for matrix in try store.cachedMatrices() {
+            let current = digest(matrix.info.dataset, matrix.info.split)
+            var reason: String?
+            if doomed.contains(matrix.info.featureSet) || !known.contains(matrix.info.featureSet) {
+                reason = "its feature set is collected or gone"
+            } else if current == nil {
+                reason = "its dataset split no longer exists"
+            } else if current != matrix.info.splitDigest {
+                reason = "its split changed since it was cached (stale)"
+            } else if !wanted.contains(matrix.key) {
+                reason = "no live head uses this selection"
+            }
+            guard let reason else { report.keptMatrices += 1; continue }
+            report.matrices.append(.init(key: matrix.key, featureSet: matrix.info.featureSet, dataset: matrix.info.dataset,
+                                         split: matrix.info.split, bytes: matrix.bytes, reason: reason))
+            report.bytes += matrix.bytes
+            dropped.append(matrix.key)
+        }
+        return dropped
     }
 }

@@ -162,21 +162,6 @@ public struct CVPoint: Sendable, Hashable, Codable {
     public var cvAccuracy: Double
     /// Accuracy per fold.
     public var foldAccuracies: [Double]
-
-    /// Creates a point.
-    public init(method: FitMethod, featureSet: String, targetSize: Int, solver: Int?, lambda: Double?, fraction: Double?,
-                ridge: Double? = nil, keptFeatures: Int, cvAccuracy: Double, foldAccuracies: [Double]) {
-        self.method = method
-        self.featureSet = featureSet
-        self.targetSize = targetSize
-        self.solver = solver
-        self.lambda = lambda
-        self.fraction = fraction
-        self.ridge = ridge
-        self.keptFeatures = keptFeatures
-        self.cvAccuracy = cvAccuracy
-        self.foldAccuracies = foldAccuracies
-    }
 }
 
 /// A dataset split as it was when the head was trained.

@@ -115,7 +115,7 @@ public final class ImagePredictor: Sendable {
     }
 
     /// The head's selected features (raw pooled values, selected-column order) of a preprocessed batch.
-    public func selectedFeatures(_ batch: [Float], count: Int, threads: Int = Parallel.defaultWorkers) throws -> [Float] {
+    public func selectedFeatures(_ batch: [Float], count: Int, parallelism: Parallelism = .default) throws -> [Float] {
         let d = head.inputCount
         var out = [Float](repeating: 0, count: count * d)
         // Where each selected tap's kept features start in a row, by tap order.
@@ -129,7 +129,7 @@ public final class ImagePredictor: Sendable {
         try out.withUnsafeMutableBufferPointer { buffer in
             let target = UnsafeSendable(buffer.baseAddress!)
             try network.run(batch, count: count, height: inputHeight, width: inputWidth,
-                            taps: .only(head.selection.map(\.tap)), threads: threads) { activations in
+                            taps: .only(head.selection.map(\.tap)), parallelism: parallelism) { activations in
                 guard let entry = frozen[activations.tap.order] else { return }
                 let shape = activations.tap.shape
                 for i in 0..<activations.count {
@@ -154,8 +154,8 @@ public final class ImagePredictor: Sendable {
     }
 
     /// Predictions for decoded images, every one through the backbone.
-    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = Parallel.defaultWorkers) throws -> Predictions {
-        try predict(images, names: names, batchSize: batchSize, threads: threads, reuseStored: false).predictions
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, parallelism: Parallelism = .default) throws -> Predictions {
+        try predict(images, names: names, batchSize: batchSize, parallelism: parallelism, reuseStored: false).predictions
     }
 
     /// Predictions for decoded images. With `reuseStored`, an image whose pixels were ingested
@@ -164,7 +164,7 @@ public final class ImagePredictor: Sendable {
     /// `Registry.predict(_:examples:)` on that example, from the stored values the head was
     /// trained on (the codec's precision, e.g. bfloat16); the others run through the backbone.
     /// Returns how many came from the store.
-    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, threads: Int = Parallel.defaultWorkers,
+    public func predict(_ images: [DecodedImage], names: [String], batchSize: Int = 256, parallelism: Parallelism = .default,
                         reuseStored: Bool) throws -> (predictions: Predictions, fromStore: Int) {
         guard names.count == images.count else {
             throw RegistryError.invalidInput("\(images.count) images but \(names.count) names")
@@ -201,13 +201,13 @@ public final class ImagePredictor: Sendable {
             }
             if !compute.isEmpty {
                 let input = try batch(compute.map { images[$0] }, names: compute.map { names[$0] })
-                let computed = try selectedFeatures(input, count: compute.count, threads: threads)
+                let computed = try selectedFeatures(input, count: compute.count, parallelism: parallelism)
                 for (row, i) in compute.enumerated() {
                     let at = (i - range.lowerBound) * d
                     features.replaceSubrange(at..<(at + d), with: computed[(row * d)..<((row + 1) * d)])
                 }
             }
-            let part = try applier.apply(features, rows: range.count, inputs: Array(names[range]))
+            let part = try parallelism.withBLAS { try applier.apply(features, rows: range.count, inputs: Array(names[range])) }
             out.inputs += part.inputs
             out.labels += part.labels
             out.probabilities += part.probabilities

@@ -107,8 +107,12 @@ extension Registry {
     }
 
     /// Predicts stored examples, reading only the head's selected columns through the query layer,
-    /// in batches of `batchSize` examples (bounded memory).
+    /// in batches of `batchSize` examples (bounded memory), on the store's ``FeatureStore/parallelism``.
     public func predict(_ head: HeadRecord, examples: [ExampleID], batchSize: Int = 65_536) throws -> Predictions {
+        try store.parallelism.withBLAS { try predictStored(head, examples: examples, batchSize: batchSize) }
+    }
+
+    private func predictStored(_ head: HeadRecord, examples: [ExampleID], batchSize: Int) throws -> Predictions {
         let info = try featureSet(of: head)
         try checkLayout(head, info)
         let applier = try HeadApplier(head: head)

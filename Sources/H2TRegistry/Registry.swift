@@ -297,7 +297,7 @@ public final class Registry: Sendable {
                     return true
                 }
             }
-            let decoded = try Self.decodeEntries(raw.map(\.bytes))
+            let decoded = try Self.decodeEntries(raw.map(\.bytes), parallelism: store.parallelism)
             var out = decoded.map { entry in
                 HeadListing(entry: entry, tags: [:], aliases: (aliasesByHead[entry.reference] ?? []).sorted())
             }
@@ -354,11 +354,11 @@ public final class Registry: Sendable {
         }
     }
 
-    /// Decodes listing entries on all cores, in order.
-    static func decodeEntries(_ values: [Data]) throws -> [HeadEntry] {
-        let workers = values.count < 256 ? 1 : min(8, ProcessInfo.processInfo.activeProcessorCount)
+    /// Decodes listing entries on `parallelism`'s threads (one for short lists, where starting
+    /// threads costs more than it saves), in order.
+    static func decodeEntries(_ values: [Data], parallelism: Parallelism) throws -> [HeadEntry] {
         let entries = WorkerSlots<HeadEntry>(count: values.count)
-        try Parallel.forEachWorker(itemCount: values.count, workers: workers) { _, next in
+        try Parallel.forEachWorker(itemCount: values.count, parallelism: values.count < 256 ? .serial : parallelism) { _, next in
             let decoder = JSONDecoder()
             while let i = next() { entries.set(i, try decoder.decode(HeadEntry.self, from: values[i])) }
         }

@@ -62,12 +62,12 @@ struct CVContext: Sendable {
         return tasks
     }
 
-    /// Runs every task on `settings.workers` workers and pools the results into the CV table;
+    /// Runs every task on `parallelism`'s threads (each with single-threaded BLAS) and pools the results into the CV table;
     /// `progress` counts the tasks as they finish.
-    func sweep(progress: ProgressReporter? = nil) throws -> [CVRow] {
+    func sweep(parallelism: Parallelism, progress: ProgressReporter? = nil) throws -> [CVRow] {
         let tasks = self.tasks
         progress?.setTotal(tasks.count)
-        let results = try Parallel.map(tasks, workers: settings.workers, singleThreadedBLAS: settings.singleThreadedBlasInWorkers) {
+        let results = try Parallel.map(tasks, parallelism: parallelism, singleThreadedBLAS: true) {
             defer { progress?.advance(by: 1) }
             return try run($0)
         }

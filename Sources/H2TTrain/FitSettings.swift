@@ -73,13 +73,6 @@ public struct FitSettings: Codable, Sendable, Hashable {
     public var probeTap: String?
     /// Seed of fold assignment and Adam's batch order.
     public var seed: UInt64
-    /// Parallel workers over (feature set, solver, fold) tasks; 0 means one per active core.
-    public var workers: Int
-    /// Make OpenBLAS single-threaded while the parallel workers run, so that two workers do not
-    /// each start two BLAS threads on two cores. OpenBLAS's thread count is process-wide: other
-    /// BLAS work in the same process during the fit runs single-threaded too (and a GEMM split
-    /// differently may round differently); turn this off when embedding a fit next to such work.
-    public var singleThreadedBlasInWorkers: Bool
 
     /// Default keep fractions (see `init` for why).
     public static let defaultFractions: [Double] = [0.01, 0.05, 0.1, 0.2, 0.35, 0.5]
@@ -97,14 +90,14 @@ public struct FitSettings: Codable, Sendable, Hashable {
     ///   are non-zero; smaller λ makes more of the ranking come from the weights, which CV preferred;
     /// - final-head ridge 1e-5, 1e-4, 1e-3 for every method (CV picks; larger values lost);
     /// - the proximal solver only (Adam is the reference's parity path, not a better optimum);
-    /// - 5 stratified folds as the VTAB-1k protocol; seed 0; one worker per core;
+    /// - 5 stratified folds as the VTAB-1k protocol; seed 0;
     /// - kept taps weighted by their training share (see `KeptTapScaling.trainingShare`).
     public init(fractions: [Double] = FitSettings.defaultFractions, lambdas: [Double] = FitSettings.defaultLambdas,
                 lambdaScale: LambdaScale = .relativeToMax, solvers: [SelectionSolver] = [.proximal(GroupLassoSettings())],
                 folds: Int = 5, stratified: Bool = true,
                 headSolver: ProximalSettings = HeadSettings().solver, ridges: [Double] = FitSettings.defaultRidges,
                 keptTapScaling: KeptTapScaling = .trainingShare, probeTap: String? = nil,
-                seed: UInt64 = 0, workers: Int = Parallel.defaultWorkers, singleThreadedBlasInWorkers: Bool = true) {
+                seed: UInt64 = 0) {
         self.fractions = fractions
         self.lambdas = lambdas
         self.lambdaScale = lambdaScale
@@ -116,8 +109,6 @@ public struct FitSettings: Codable, Sendable, Hashable {
         self.keptTapScaling = keptTapScaling
         self.probeTap = probeTap
         self.seed = seed
-        self.workers = workers
-        self.singleThreadedBlasInWorkers = singleThreadedBlasInWorkers
     }
 
     /// Checks every axis and setting; throws the first problem as a one-line error.
@@ -132,7 +123,6 @@ public struct FitSettings: Codable, Sendable, Hashable {
         for fraction in fractions where !(fraction > 0 && fraction <= 1) { throw TrainError.invalidFraction(fraction) }
         for lambda in lambdas where !(lambda >= 0 && lambda.isFinite) { throw TrainError.invalidLambda(lambda) }
         guard folds >= 2 else { throw TrainError.invalidSetting("folds must be >= 2, got \(folds)") }
-        guard workers >= 0 else { throw TrainError.invalidSetting("workers must be >= 0") }
         try headSolver.validate("final head")
         for solver in solvers {
             switch solver {

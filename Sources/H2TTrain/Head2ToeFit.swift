@@ -30,9 +30,21 @@ public enum Head2ToeFit {
     /// features to read and store), then the larger λ (sparser), then the larger ridge, then the
     /// earlier feature set, then the earlier solver. All checks run before any numeric work.
     /// `progress` counts the cross-validation tasks as they finish.
+    ///
+    /// Threads: the Gram matrices, the cross-validation tasks (feature set, solver, fold) and the
+    /// three final heads run on `parallelism`'s threads, each with single-threaded BLAS. The
+    /// report does not depend on them (which is why they are not a setting).
     public static func run(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
-                           classCount: Int, settings: FitSettings = FitSettings(),
+                           classCount: Int, settings: FitSettings = FitSettings(), parallelism: Parallelism = .default,
                            progress: ProgressReporter? = nil) throws -> FitReport {
+        try parallelism.withBLAS {
+            try fit(featureSets: featureSets, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+                    settings: settings, parallelism: parallelism, progress: progress)
+        }
+    }
+
+    private static func fit(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int], classCount: Int,
+                            settings: FitSettings, parallelism: Parallelism, progress: ProgressReporter?) throws -> FitReport {
         let clock = ContinuousClock()
         let started = clock.now
         try settings.validate()
@@ -50,27 +62,35 @@ public enum Head2ToeFit {
         let prepared = clock.now
 
         // The all-features baseline works in kernel form on one Gram matrix per feature set,
-        // shared by its folds and its final fit (BLAS uses every core here).
-        let grams = sets.map { FinalHead.gramMatrix($0.train) }
+        // shared by its folds and its final fit.
+        let grams = try Parallel.map(sets, parallelism: parallelism, singleThreadedBLAS: true) { FinalHead.gramMatrix($0.train) }
         let context = CVContext(sets: sets, norms: trainNorms, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
-        let table = try context.sweep(progress: progress)
+        let table = try context.sweep(parallelism: parallelism, progress: progress)
         let crossValidated = clock.now
 
-        // Final fits on the whole training split.
-        let h2t = try finalHead2Toe(best: try bestHead2Toe(table, settings: settings, sets: sets), context: context,
-                                    testNorms: testNorms, testLabels: testLabels)
+        // Final fits on the whole training split, one independent task per method.
+        let bestH2T = try bestHead2Toe(table, settings: settings, sets: sets)
         let bestAll = bestBaseline(table, method: .allFeatures)
         let allSet = sets.first { $0.name == bestAll.featureSet }!
-        let allFeatures = try finalMethod(method: .allFeatures, set: allSet, norms: ([], []), columns: Array(0..<allSet.train.columnCount),
-                                          scaling: nil, ridge: bestAll.ridge, trainLabels: trainLabels, testLabels: testLabels,
-                                          classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy,
-                                          gram: grams[sets.firstIndex { $0.name == allSet.name }!])
         let probeRow = bestBaseline(table, method: .linearProbe)
         let probeColumns = Array(sets[0].train.columns(ofTap: probeName)!)
-        let probe = try finalMethod(method: .linearProbe, set: sets[0], norms: (trainNorms[0], testNorms[0]), columns: probeColumns,
-                                    scaling: .unit, ridge: probeRow.ridge, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
-                                    settings: settings, cvAccuracy: probeRow.cvAccuracy)
+        let finals = try Parallel.map(count: 3, parallelism: parallelism, singleThreadedBLAS: true) { method -> MethodResult in
+            switch method {
+            case 0:
+                return try finalHead2Toe(best: bestH2T, context: context, testNorms: testNorms, testLabels: testLabels)
+            case 1:
+                return try finalMethod(method: .allFeatures, set: allSet, norms: ([], []), columns: Array(0..<allSet.train.columnCount),
+                                       scaling: nil, ridge: bestAll.ridge, trainLabels: trainLabels, testLabels: testLabels,
+                                       classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy,
+                                       gram: grams[sets.firstIndex { $0.name == allSet.name }!])
+            default:
+                return try finalMethod(method: .linearProbe, set: sets[0], norms: (trainNorms[0], testNorms[0]), columns: probeColumns,
+                                       scaling: .unit, ridge: probeRow.ridge, trainLabels: trainLabels, testLabels: testLabels,
+                                       classCount: classCount, settings: settings, cvAccuracy: probeRow.cvAccuracy)
+            }
+        }
+        let (h2t, allFeatures, probe) = (finals[0], finals[1], finals[2])
         let finished = clock.now
         func seconds(_ d: Duration) -> Double {
             Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18

@@ -23,6 +23,24 @@ protocol LinearModel {
     func lipschitzGuess() -> Double
 }
 
+/// `z = A·coef + 1·biasᵀ` (`rows × classes`) for a row-major `A` (`rows × inner`) and `coef`
+/// (`inner × classes`): the forward pass of both model forms.
+private func affineLogits(_ a: [Float], rows n: Int, inner: Int, coef: [Float], bias: [Float], classes k: Int) -> [Float] {
+    var z = [Float](repeating: 0, count: n * k)
+    if inner > 0 {
+        a.withUnsafeBufferPointer { pa in
+            coef.withUnsafeBufferPointer { pc in
+                z.withUnsafeMutableBufferPointer { pz in
+                    BLAS.sgemm(m: n, n: k, k: inner, a: pa.baseAddress!, lda: inner, b: pc.baseAddress!, ldb: k,
+                               c: pz.baseAddress!, ldc: k)
+                }
+            }
+        }
+    }
+    for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
+    return z
+}
+
 /// The penalty a primal model applies through its proximal step.
 enum PrimalPenalty: Sendable {
     /// None: plain gradient step.
@@ -44,20 +62,7 @@ struct PrimalModel: LinearModel {
     var coefficientCount: Int { featureCount * classCount }
 
     func forward(coef: [Float], bias: [Float]) -> [Float] {
-        let n = rowCount, k = classCount, d = featureCount
-        var z = [Float](repeating: 0, count: n * k)
-        if d > 0 {
-            x.withUnsafeBufferPointer { px in
-                coef.withUnsafeBufferPointer { pw in
-                    z.withUnsafeMutableBufferPointer { pz in
-                        BLAS.sgemm(m: n, n: k, k: d, a: px.baseAddress!, lda: d, b: pw.baseAddress!, ldb: k,
-                                   c: pz.baseAddress!, ldc: k)
-                    }
-                }
-            }
-        }
-        for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
-        return z
+        affineLogits(x, rows: rowCount, inner: featureCount, coef: coef, bias: bias, classes: classCount)
     }
 
     func proximalStep(coef: [Float], bias: [Float], logitGradient g: [Float], step: Float) -> (coef: [Float], bias: [Float]) {
@@ -108,10 +113,10 @@ struct PrimalModel: LinearModel {
     }
 
     func lipschitzGuess() -> Double {
-        let n = rowCount, d = featureCount
+        let n = rowCount
         guard n > 0 else { return 1 }
         let total = Vec.squaredNorm(x)
-        return (total / Double(n) + 1) / Double(2 * max(classCount, 1)) * (d > 0 ? 1 : 1)
+        return (total / Double(n) + 1) / Double(2 * max(classCount, 1))
     }
 }
 
@@ -131,18 +136,7 @@ struct KernelModel: LinearModel {
     var coefficientCount: Int { rowCount * classCount }
 
     func forward(coef: [Float], bias: [Float]) -> [Float] {
-        let n = rowCount, k = classCount
-        var z = [Float](repeating: 0, count: n * k)
-        gram.withUnsafeBufferPointer { pg in
-            coef.withUnsafeBufferPointer { pa in
-                z.withUnsafeMutableBufferPointer { pz in
-                    BLAS.sgemm(m: n, n: k, k: n, a: pg.baseAddress!, lda: n, b: pa.baseAddress!, ldb: k,
-                               c: pz.baseAddress!, ldc: k)
-                }
-            }
-        }
-        for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
-        return z
+        affineLogits(gram, rows: rowCount, inner: rowCount, coef: coef, bias: bias, classes: classCount)
     }
 
     func proximalStep(coef: [Float], bias: [Float], logitGradient g: [Float], step: Float) -> (coef: [Float], bias: [Float]) {

@@ -141,7 +141,8 @@ final class StochasticModel: @unchecked Sendable {
     /// One proximal SAGA step of every model in `models` (all of one input form) on the batch
     /// `x` whose rows are the source rows `rows`. The models' weights are stacked side by side so
     /// that the forward and the backward product read the batch once for all of them.
-    static func step(_ models: [StochasticModel], _ x: UnsafePointer<Float>, rows: ArraySlice<Int>, labels: [Int]) {
+    static func step(_ models: [StochasticModel], _ x: UnsafePointer<Float>, rows: ArraySlice<Int>, labels: [Int],
+                     parallelism: Parallelism) {
         guard let first = models.first else { return }
         let k = first.classCount, d = first.featureCount, b = rows.count, m = models.count, mk = m * k
         var stacked = [Float](repeating: 0, count: d * mk)
@@ -155,7 +156,8 @@ final class StochasticModel: @unchecked Sendable {
         if d > 0 {
             stacked.withUnsafeBufferPointer { pw in
                 z.withUnsafeMutableBufferPointer { pz in
-                    BLAS.sgemm(m: b, n: mk, k: d, a: x, lda: d, b: pw.baseAddress!, ldb: mk, c: pz.baseAddress!, ldc: mk)
+                    SlicedProducts.forward(x, rows: b, depth: d, weights: pw.baseAddress!, columns: mk, into: pz.baseAddress!,
+                                           parallelism: parallelism)
                 }
             }
         }
@@ -165,7 +167,8 @@ final class StochasticModel: @unchecked Sendable {
         if d > 0 {
             delta.withUnsafeBufferPointer { pd in
                 u.withUnsafeMutableBufferPointer { pu in
-                    BLAS.sgemm(transA: true, m: d, n: mk, k: b, a: x, lda: d, b: pd.baseAddress!, ldb: mk, c: pu.baseAddress!, ldc: mk)
+                    SlicedProducts.backward(x, rows: b, depth: d, delta: pd.baseAddress!, columns: mk, into: pu.baseAddress!,
+                                            parallelism: parallelism)
                 }
             }
         }
@@ -360,6 +363,8 @@ struct StochasticPass {
     let classCount: Int
     let settings: StochasticSettings
     let seed: UInt64
+    /// Threads of the batch products (`SlicedProducts`).
+    var parallelism: Parallelism = .default
 
     /// Reads `rows` in windows (shuffled per `epochSeed`, or in storage order when `nil`) and
     /// calls `body` with each window's raw matrix and row list.
@@ -399,7 +404,7 @@ struct StochasticPass {
                     for start in stride(from: 0, to: window.count, by: settings.batchSize) {
                         let range = start..<min(start + settings.batchSize, window.count)
                         let step = { (x: UnsafePointer<Float>) in
-                            StochasticModel.step(users, x, rows: window[range], labels: labels)
+                            StochasticModel.step(users, x, rows: window[range], labels: labels, parallelism: parallelism)
                         }
                         if let whole {
                             whole.values.withUnsafeBufferPointer { step($0.baseAddress! + start * whole.columnCount) }
@@ -511,5 +516,45 @@ public enum StochasticSolver {
         try pass.train([model])
         let (w, b) = model.result
         return (w, b, model.report)
+    }
+}
+
+/// The two products of a stochastic step, cut into fixed slices run on the fit's threads, each a
+/// single-threaded GEMM: the slices' shapes do not depend on the thread count, so neither do the
+/// results (docs/architecture.md §5).
+enum SlicedProducts {
+    /// Rows per slice of the forward product.
+    static let rowSlice = 32
+    /// Feature columns per slice of the backward product.
+    static let depthSlice = 2048
+
+    /// `z (rows × columns) = x (rows × depth) · w (depth × columns)`, in slices of rows.
+    static func forward(_ x: UnsafePointer<Float>, rows: Int, depth: Int, weights: UnsafePointer<Float>, columns: Int,
+                        into z: UnsafeMutablePointer<Float>, parallelism: Parallelism) {
+        let slices = (rows + rowSlice - 1) / rowSlice
+        let shared = UnsafeSendable((x, weights, z))
+        try? Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { _, next in
+            let (x, w, z) = shared.value
+            while let slice = next() {
+                let first = slice * rowSlice, count = min(rowSlice, rows - first)
+                BLAS.sgemm(m: count, n: columns, k: depth, a: x + first * depth, lda: depth, b: w, ldb: columns,
+                           c: z + first * columns, ldc: columns)
+            }
+        }
+    }
+
+    /// `u (depth × columns) = xᵀ · delta (rows × columns)`, in slices of `x`'s columns.
+    static func backward(_ x: UnsafePointer<Float>, rows: Int, depth: Int, delta: UnsafePointer<Float>, columns: Int,
+                         into u: UnsafeMutablePointer<Float>, parallelism: Parallelism) {
+        let slices = (depth + depthSlice - 1) / depthSlice
+        let shared = UnsafeSendable((x, delta, u))
+        try? Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { _, next in
+            let (x, delta, u) = shared.value
+            while let slice = next() {
+                let first = slice * depthSlice, count = min(depthSlice, depth - first)
+                BLAS.sgemm(transA: true, m: count, n: columns, k: rows, a: x + first, lda: depth, b: delta, ldb: columns,
+                           c: u + first * columns, ldc: columns)
+            }
+        }
     }
 }

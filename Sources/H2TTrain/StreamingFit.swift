@@ -26,8 +26,18 @@ public struct StreamingFeatureSet: Sendable {
 /// (no path warm start), `λ_max` coming from one statistics pass.
 public enum StreamingFit {
     /// Runs the fit; `progress` receives a line per stage.
+    /// Every product runs single-threaded, in fixed slices on `parallelism`'s threads.
     public static func run(featureSets: [StreamingFeatureSet], trainLabels: [Int], classCount: Int,
-                           settings: FitSettings, scale: ScaleSettings, log: ((String) -> Void)? = nil) throws -> FitReport {
+                           settings: FitSettings, scale: ScaleSettings, parallelism: Parallelism = .default,
+                           log: ((String) -> Void)? = nil) throws -> FitReport {
+        try parallelism.withBLAS {
+            try fit(featureSets: featureSets, trainLabels: trainLabels, classCount: classCount, settings: settings, scale: scale,
+                    parallelism: parallelism, log: log)
+        }
+    }
+
+    static func fit(featureSets: [StreamingFeatureSet], trainLabels: [Int], classCount: Int,
+                    settings: FitSettings, scale: ScaleSettings, parallelism: Parallelism, log: ((String) -> Void)?) throws -> FitReport {
         let clock = ContinuousClock()
         let started = clock.now
         try settings.validate()
@@ -47,7 +57,7 @@ public enum StreamingFit {
                                           settings: scale.stochastic)
             statistics.append(stats)
             let runner = Runner(featureSet: set, stats: stats, protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
-                                settings: settings, scale: scale, log: log)
+                                settings: settings, scale: scale, parallelism: parallelism, log: log)
             table += try runner.crossValidate(probe: s == 0 ? probeName : nil)
         }
         let crossValidated = clock.now
@@ -59,7 +69,7 @@ public enum StreamingFit {
         let probeRow = Head2ToeFit.bestBaseline(table, method: .linearProbe)
         func runner(_ s: Int) -> Runner {
             Runner(featureSet: featureSets[s], stats: statistics[s], protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
-                   settings: settings, scale: scale, log: log)
+                   settings: settings, scale: scale, parallelism: parallelism, log: log)
         }
         log?("final fit on \(protocolRows.finalTrain.count) rows (\(protocolRows.heldOut.count) held out for the stopping rule)")
         let allIndex = names.firstIndex(of: bestAll.featureSet)!

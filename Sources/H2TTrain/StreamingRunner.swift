@@ -10,6 +10,7 @@ struct Runner {
     let classCount: Int
     let settings: FitSettings
     let scale: ScaleSettings
+    let parallelism: Parallelism
     let log: ((String) -> Void)?
 
     var source: any RowSource { featureSet.source }
@@ -26,7 +27,7 @@ struct Runner {
     /// One pass over every column, per-tap normalised (selection and the all-features baseline).
     func fullPass(seed: UInt64) -> StochasticPass {
         StochasticPass(source: source, readColumns: nil, forms: [InputForm(columns: nil, taps: source.taps, renormalize: true, scales: nil)],
-                       labels: labels, classCount: classCount, settings: scale.stochastic, seed: seed)
+                       labels: labels, classCount: classCount, settings: scale.stochastic, seed: seed, parallelism: parallelism)
     }
 
     func model(form: Int = 0, penalty: PrimalPenalty, fold: Int?, width: Int) -> StochasticModel {
@@ -162,7 +163,7 @@ struct Runner {
             }
         }
         let pass = StochasticPass(source: keptSource, readColumns: inMemory ? nil : union, forms: forms, labels: labels,
-                                  classCount: classCount, settings: scale.stochastic, seed: settings.seed &+ 1)
+                                  classCount: classCount, settings: scale.stochastic, seed: settings.seed &+ 1, parallelism: parallelism)
         return (pass, inMemory)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 
 /// Synthetic cached features with a planted class signal, for tests and benchmarks.
 ///

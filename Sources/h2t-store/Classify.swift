@@ -1,4 +1,5 @@
 import ArgumentParser
+import H2TCore
 import Foundation
 import H2TBackbone
 
@@ -12,6 +13,7 @@ struct Classify: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Square input size, 32...1024 (the weights were trained at 224).") var inputSize: Int = 224
     @Option(name: .long, parsing: .unconditional, help: "Classes to print per image, 1...1000.") var top: Int = 5
     @OptionGroup var cacheOptions: CacheOptions
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var output: OutputOptions
 
     struct Result: Encodable {
@@ -28,12 +30,10 @@ struct Classify: ParsableCommand {
     func run() throws {
         let network = try BackboneNetwork.load(backbone, from: cacheOptions.artifactCache)
         let preprocessing = Preprocessing(architecture: backbone, size: inputSize)
-        var results: [Result] = []
-        for path in images {
-            let image = try ImageDecoder.decode(contentsOfFile: path, alpha: preprocessing.alpha)
-            let predictions = try network.classify(preprocessing.tensor([image]), height: inputSize, width: inputSize, top: top)
-            results.append(Result(image: path, top: predictions))
-        }
+        let decoded = try images.map { try ImageDecoder.decode(contentsOfFile: $0, alpha: preprocessing.alpha) }
+        let predictions = try network.classify(preprocessing.tensor(decoded), count: decoded.count, height: inputSize, width: inputSize,
+                                               top: top, parallelism: try threadOptions.parallelism)
+        let results = zip(images, predictions).map { Result(image: $0, top: $1) }
         if output.json { return try printJSON(results) }
         for result in results {
             print(result.image)

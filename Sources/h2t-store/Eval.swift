@@ -1,4 +1,5 @@
 import ArgumentParser
+import H2TCore
 import H2TRegistry
 
 /// `h2t-store eval REF --dataset D --split S`.
@@ -9,11 +10,12 @@ struct Eval: ParsableCommand {
     @Option(name: .long, help: "Dataset.") var dataset: String
     @Option(name: .long, help: "Split.") var split: String = "test"
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        let registry = try openRegistry(storeOptions)
+        let registry = try openRegistry(storeOptions, parallelism: try threadOptions.parallelism)
         let head = try registry.head(try parseReference(reference))
         let evaluation = try registry.evaluate(head, dataset: dataset, split: split)
         if output.json { return try printJSON(evaluation) }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import H2TCore
 import Foundation
 import H2TStore
 
@@ -17,6 +18,7 @@ struct Export: ParsableCommand {
     // arrive here, as positionals.
     @Argument(help: .hidden) var moreColumns: [String] = []
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
 
@@ -38,22 +40,18 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
-        let store = try storeOptions.open(create: false)
+        let store = try storeOptions.open(create: false, parallelism: try threadOptions.parallelism)
         let columns = try allColumns
-        let matrix = try store.read(featureSet: featureSet, dataset: dataset, split: split, columns: columns.isEmpty ? nil : columns)
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(matrix.features.rowCount), \(matrix.features.columnCount)), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-        data.append(contentsOf: Array(header.utf8))
-        matrix.features.values.withUnsafeBytes { data.append(contentsOf: $0) }
-        do { try data.write(to: URL(fileURLWithPath: out)) } catch {
-            throw ValidationError("cannot write \(out): \(error.localizedDescription)")
+        let summary: NPYExportSummary
+        do {
+            summary = try store.exportNPY(featureSet: featureSet, dataset: dataset, split: split, columns: columns.isEmpty ? nil : columns, to: out)
+        } catch let error as NPYExportError {
+            throw ValidationError(error.description)
         }
         if output.json {
-            try printJSON(["path": out, "rows": "\(matrix.features.rowCount)", "cols": "\(matrix.features.columnCount)"])
+            try printJSON(["path": out, "rows": "\(summary.rows)", "cols": "\(summary.columns)"])
         } else {
-            print("wrote \(matrix.features.rowCount)×\(matrix.features.columnCount) float32 to \(out)")
+            print("wrote \(summary.rows)×\(summary.columns) float32 to \(out)")
         }
     }
 }

@@ -47,6 +47,7 @@ struct Fit: ParsableCommand {
     @Option(name: .long, help: "Tap of the linear-probe baseline (default: the pre-logits: pre_logits or pool).") var probeTap: String?
     @Option(name: .long, help: "Write the full fit report (JSON) here.") var reportOut: String?
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var progressOptions: ProgressOptions
@@ -124,7 +125,7 @@ struct Fit: ParsableCommand {
     }
 
     func run() throws {
-        let store = try storeOptions.open(create: false)
+        let store = try storeOptions.open(create: false, parallelism: try threadOptions.parallelism)
         var chosen = featureSets
         if chosen.isEmpty {
             let train = try store.split(dataset: dataset, split: trainSplit)

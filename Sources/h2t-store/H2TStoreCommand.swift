@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import H2TCore
 import H2TStore
 
 @main
@@ -19,9 +20,35 @@ struct StoreOptions: ParsableArguments {
 
     var path: String { store ?? ProcessInfo.processInfo.environment["H2T_STORE"] ?? "h2t.store" }
 
-    /// Opens the store; read-only commands refuse to create one.
-    func open(create: Bool) throws -> FeatureStore {
-        try FeatureStore(path: path, create: create, readOnly: false)
+    /// Opens the store; read-only commands refuse to create one. Its reads decode on
+    /// `parallelism`'s threads.
+    func open(create: Bool, parallelism: Parallelism = .default) throws -> FeatureStore {
+        try FeatureStore(path: path, create: create, readOnly: false, parallelism: parallelism)
+    }
+}
+
+/// `--threads`, for every command that computes (backbone passes, decoding, training).
+struct ThreadOptions: ParsableArguments {
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "Threads to compute with (default: $H2T_THREADS, else every core this process may run on).",
+        discussion: "Results are the same whatever the count."))
+    var threads: Int?
+
+    /// `--threads`, else `H2T_THREADS`, else every core of the process's CPU affinity.
+    var parallelism: Parallelism {
+        get throws {
+            if let threads { return Parallelism(threads: threads) }
+            do {
+                return try Parallelism.fromEnvironment() ?? .allCores
+            } catch let error as ParallelismError {
+                throw ValidationError(error.description)
+            }
+        }
+    }
+
+    func validate() throws {
+        try checkRange("--threads", threads, .positiveCount)
+        _ = try parallelism
     }
 }
 

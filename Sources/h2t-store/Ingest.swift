@@ -76,8 +76,8 @@ struct Ingest: ParsableCommand {
     var inputSize: Int?
     @Option(name: .long, parsing: .unconditional, help: "Ingest only the first N images.")
     var limit: Int?
-    @Option(name: .long, parsing: .unconditional, help: "Images per backbone batch.")
-    var batchSize: Int = 32
+    @Option(name: .long, parsing: .unconditional, help: "Images per backbone batch (default: 32, or 16 per thread when that is more).")
+    var batchSize: Int?
     @Flag(name: .long, help: "With --folder: fail, before storing anything, if a file would be skipped (not an image, unreadable or corrupt) instead of skipping it.")
     var strict = false
     @OptionGroup var cacheOptions: CacheOptions
@@ -100,6 +100,7 @@ struct Ingest: ParsableCommand {
     var allowNonfinite = false
 
     @OptionGroup var codecOptions: CodecOptions
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var progressOptions: ProgressOptions
@@ -127,7 +128,8 @@ struct Ingest: ParsableCommand {
     }
 
     func run() throws {
-        let store = try storeOptions.open(create: true)
+        let parallelism = try threadOptions.parallelism
+        let store = try storeOptions.open(create: true, parallelism: parallelism)
         if let backbone { return try ingestImages(store: store, architecture: backbone) }
         var options = ExternalIngestOptions(backboneName: external!, dataset: dataset, split: split, targetSizes: targetSizes)
         options.weightsSHA256 = weightsSha256
@@ -136,6 +138,7 @@ struct Ingest: ParsableCommand {
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
         options.allowNonFinite = allowNonfinite
+        options.parallelism = parallelism
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: progressOptions.reports(json: output.json))
         let summary = try ExternalIngest(store: store, options: options).run(paths: inputs, progress: progress)
@@ -162,6 +165,7 @@ extension Ingest {
         options.limit = limit
         options.batchSize = batchSize
         options.strict = strict
+        options.parallelism = store.parallelism
         options.codec = codecOptions.codec
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows

@@ -1,4 +1,5 @@
 import ArgumentParser
+import H2TCore
 import Foundation
 import H2TBackbone
 import H2TRegistry
@@ -21,6 +22,7 @@ struct Predict: ParsableCommand {
     @Flag(name: .long, help: "With --images: run the backbone even for images whose pixels are already in the head's feature set (by default their stored features are read, as predict on stored examples would).")
     var recompute = false
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
 
@@ -50,7 +52,8 @@ struct Predict: ParsableCommand {
     }
 
     func run() throws {
-        let registry = try openRegistry(storeOptions)
+        let parallelism = try threadOptions.parallelism
+        let registry = try openRegistry(storeOptions, parallelism: parallelism)
         let head = try registry.head(try parseReference(reference))
         let predictions: Predictions
         let source: String
@@ -75,7 +78,7 @@ struct Predict: ParsableCommand {
             }
             let network = try BackboneNetwork.load(architecture, from: ArtifactCache(explicitRoot: cache))
             let predictor = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: anySize)
-            (predictions, fromStore) = try predictor.predict(decoded, names: names, reuseStored: !recompute)
+            (predictions, fromStore) = try predictor.predict(decoded, names: names, parallelism: parallelism, reuseStored: !recompute)
             source = path
             if !output.json, let fromStore, fromStore > 0 {
                 FileHandle.standardError.write(Data("predict: \(fromStore) of \(decoded.count) images are stored examples of the head's feature set: their stored features were read (--recompute runs the backbone on them)\n".utf8))

@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import H2TCore
 import H2TRegistry
 import H2TStore
 import H2TTrain
 
 /// Opens the registry of the store the options name (never creates a store).
-func openRegistry(_ options: StoreOptions) throws -> Registry {
-    try Registry(store: try options.open(create: false))
+func openRegistry(_ options: StoreOptions, parallelism: Parallelism = .default) throws -> Registry {
+    try Registry(store: try options.open(create: false, parallelism: parallelism))
 }
 
 /// Parses a head reference argument into a one-line validation error on bad syntax.

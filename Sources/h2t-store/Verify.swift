@@ -7,12 +7,13 @@ import H2TStore
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Re-read every tile, check checksums and counts; exit 1 on any problem.")
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var progressOptions: ProgressOptions
 
     func run() throws {
-        let store = try storeOptions.open(create: false)
+        let store = try storeOptions.open(create: false, parallelism: try threadOptions.parallelism)
         let report = try store.verify(progress: ProgressReporter(label: "verify", unit: "tiles", enabled: progressOptions.reports(json: output.json)))
         if output.json {
             try printJSON(report)

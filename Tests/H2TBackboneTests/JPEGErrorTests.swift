@@ -1,5 +1,6 @@
 import Foundation
 import H2TBackbone
+import H2TCore
 import Testing
 
 /// Damaged JPEGs that used to reach libjpeg's fatal-error handler (a `fatalError`, or a crash
@@ -70,18 +71,5 @@ import Testing
         bytes.insert(contentsOf: [0xFF, 0xD8], at: sof)
         let (path, message) = try decodeError(bytes, name: "two-soi.jpg")
         #expect(message.hasPrefix("\(path): not a decodable PNG/JPEG image: libjpeg: "), "\(message)")
-    }
-}
-
-/// A small seeded generator, so that the garbage is the same on every run.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -204,7 +204,7 @@ struct NetworkDescriptionTests {
         #expect(taps.map(\.kind) == kinds)
         for threads in [1, 2] {
             let got = Mutex<[String: [[Float]]]>([:])
-            try interpreter.run(batch, count: count, height: size, width: size, taps: .all, threads: threads) { a in
+            try interpreter.run(batch, count: count, height: size, width: size, taps: .all, parallelism: Parallelism(threads: threads)) { a in
                 for i in 0..<a.count {
                     a.withExample(i) { v in
                         got.withLock { $0[a.tap.name, default: Array(repeating: [], count: count)][a.firstExample + i] = Array(v) }

@@ -172,7 +172,7 @@ struct NetworkReferenceTests {
     func measure(_ network: BackboneNetwork, batch: [Float], count: Int, size: Int, fullNames: Set<String>,
                  argmaxes: [[Int]], samplesPerTap: Int, projections: Int) -> [[Int: MeasuredTap]] {
         let results = Mutex<[[Int: MeasuredTap]]>(Array(repeating: [:], count: count))
-        try? network.run(batch, count: count, height: size, width: size, threads: 2) { activations in
+        try? network.run(batch, count: count, height: size, width: size, parallelism: Parallelism(threads: 2)) { activations in
             let tap = activations.tap
             for i in 0..<activations.count {
                 let m = activations.withExample(i) { values -> MeasuredTap in

@@ -43,6 +43,8 @@ struct NumericOptionCase: CustomTestStringConvertible, Sendable {
             .init(command: ["heads", "--store", "/nonexistent/s"], option: "--limit", badValues: ["-1", "0"], range: "1..."),
             .init(command: classify, option: "--input-size", badValues: ["-224", "0", "2048"], range: "32...1024"),
             .init(command: classify, option: "--top", badValues: ["-1", "0", "1001"], range: "1...1000"),
+            // Every command that computes has it; `ThreadCountTests` checks each of them.
+            .init(command: fit, option: "--threads", badValues: ["-1", "0"], range: "1..."),
         ]
     }()
 }

@@ -30,7 +30,7 @@ struct RegistryFixture {
         var ids: [String] = []
         let seeds: (UInt64, UInt64) = examples == .plain ? (1, 2) : (11, 12)
         for (split, count, seed) in [("train", train, seeds.0), ("test", test, seeds.1)] {
-            var random = SeededRandom(state: seed)
+            var random = SplitMix64(seed: seed)
             var conv: [Float] = [], mid: [Float] = [], logits: [Float] = []
             var labels: [String] = [], names: [String] = []
             for e in 0..<count {
@@ -67,7 +67,7 @@ struct RegistryFixture {
 
     /// A real (small) fit through the lead's pipeline.
     func fit(seed: UInt64 = 0) throws -> FitOutcome {
-        let settings = FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, seed: seed, workers: 1)
+        let settings = FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, seed: seed)
         return try FitPipeline.run(store: store, request: FitRequest(dataset: "toys", trainSplit: "train", testSplit: "test",
                                                                      featureSets: [featureSet], settings: settings))
     }

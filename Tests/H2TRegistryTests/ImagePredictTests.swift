@@ -29,7 +29,7 @@ struct ImagePredictTests {
             let backbone = BackboneManifest(architecture: "mobilenet_v2", weightsSHA256: Artifact.mobilenetV2.pin.sha256,
                                             taps: taps.map { TapDescriptor(name: $0.name, shape: $0.shape) })
             let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-            var random = SeededRandom(state: 9)
+            var random = SplitMix64(seed: 9)
             var images: [DecodedImage] = []
             for i in 0..<5 {
                 let channels = i == 4 ? 1 : 3
@@ -64,7 +64,7 @@ struct ImagePredictTests {
             let chunk = try writer.chunk(examples: ids)
             let order = Dictionary(uniqueKeysWithValues: taps.map { ($0.name, $0.order) })
             let box = ChunkBox(chunk)
-            try network.run(batch, count: images.count, height: 32, width: 32, threads: 1) { activations in
+            try network.run(batch, count: images.count, height: 32, width: 32, parallelism: .serial) { activations in
                 for i in 0..<activations.count {
                     activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
                 }
@@ -81,7 +81,7 @@ struct ImagePredictTests {
         #expect(predictor.deepestTapOrder == 30 && predictor.tapCount == 99, "early exit at order 30 of 99 taps")
         // Same batch and thread split as the ingest: the network's arithmetic is identical, so the
         // per-cell pooling must reproduce Head2ToePooling.pool bit for bit.
-        let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, threads: 1)
+        let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, parallelism: .serial)
         let stored = try s.store.read(featureSet: s.head.lineage.featureSet, examples: s.ids, columns: s.head.selectedIndices)
         #expect(computed == stored.values, "per-cell pooling reproduces Head2ToePooling.pool bit for bit")
         // Other batchings change the network's rounding in the last bits only.
@@ -95,7 +95,7 @@ struct ImagePredictTests {
     func storedImagesAreReadNotRecomputed() throws {
         let s = try Setup(contentIDs: true)
         let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
-        var random = SeededRandom(state: 77)
+        var random = SplitMix64(seed: 77)
         let unseen = DecodedImage(width: 32, height: 32, channels: 3, pixels: (0..<(32 * 32 * 3)).map { _ in UInt8(random.next() % 256) })
         let images = [s.images[3], unseen, s.images[0], s.images[4]]
         let names = ["three", "unseen", "zero", "four"]
@@ -189,7 +189,7 @@ struct RecordedPreprocessingTests {
                                         preprocessing: try JSONValue(encoding: preprocessing),
                                         taps: network.taps(height: 32, width: 32).map { TapDescriptor(name: $0.name, shape: $0.shape) })
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: [64], codec: .lossless, columnBlock: 512)
-        var random = SeededRandom(state: 21)
+        var random = SplitMix64(seed: 21)
         // 28×28 grayscale sources, as Fashion-MNIST, resized to 32×32 by the recorded rule.
         let images = (0..<3).map { _ in DecodedImage(width: 28, height: 28, channels: 1, pixels: (0..<784).map { _ in UInt8(random.next() % 256) }) }
         let ids = (0..<3).map { ExampleID(name: "gray-\($0)") }
@@ -211,7 +211,7 @@ struct RecordedPreprocessingTests {
         let chunk = try writer.chunk(examples: ids)
         let box = ChunkBox(chunk)
         let order = Dictionary(uniqueKeysWithValues: network.taps(height: 32, width: 32).map { ($0.name, $0.order) })
-        try network.run(preprocessing.tensor(images), count: 3, height: 32, width: 32, threads: 1) { activations in
+        try network.run(preprocessing.tensor(images), count: 3, height: 32, width: 32, parallelism: .serial) { activations in
             for i in 0..<activations.count {
                 activations.withExample(i) { box.chunk.add(tap: order[activations.tap.name]!, example: activations.firstExample + i, activation: $0) }
             }
@@ -221,7 +221,7 @@ struct RecordedPreprocessingTests {
 
         let predictor = try ImagePredictor(head: head, registry: registry, network: network)
         #expect(predictor.preprocessing == preprocessing)
-        let computed = try predictor.selectedFeatures(try predictor.batch(images, names: []), count: 3, threads: 1)
+        let computed = try predictor.selectedFeatures(try predictor.batch(images, names: []), count: 3, parallelism: .serial)
         #expect(computed == (try store.read(featureSet: writer.featureSetIDs[0], examples: ids, columns: head.selectedIndices)).values)
         let fromImages = try predictor.predict(images, names: ["a", "b", "c"]).probabilities
         #expect(zip(fromImages, try registry.predict(head, examples: ids).probabilities).allSatisfy { abs($0 - $1) < 1e-5 })

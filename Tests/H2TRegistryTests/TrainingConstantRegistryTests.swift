@@ -13,7 +13,7 @@ import Testing
 struct TrainingConstantRegistryTests {
     /// The fixture's fit settings with another kept-tap scaling.
     static func settings(_ scaling: KeptTapScaling) -> FitSettings {
-        FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, keptTapScaling: scaling, seed: 0, workers: 1)
+        FitSettings(fractions: [0.1, 0.25, 0.5], lambdas: [0.5, 0.1], folds: 3, keptTapScaling: scaling, seed: 0)
     }
 
     static func fit(_ fixture: RegistryFixture, _ scaling: KeptTapScaling) throws -> FitOutcome {
@@ -248,7 +248,7 @@ struct TrainingConstantImagePredictTests {
         let head = try s.registry.register(draft)
         #expect(try s.registry.head("shapes-raw").normalization.rule == "raw_selected")
         let predictor = try ImagePredictor(head: head, registry: s.registry, network: s.network)
-        let features = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, threads: 1)
+        let features = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, parallelism: .serial)
         let expected = TrainingConstantRegistryTests.rawProbabilities(head, values: features, rows: s.images.count)
         let fromImages = try predictor.predict(s.images, names: s.ids.map(\.hex), batchSize: 2)
         let fromStore = try s.registry.predict(head, examples: s.ids)

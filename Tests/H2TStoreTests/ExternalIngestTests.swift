@@ -244,6 +244,27 @@ struct ExternalIngestTests {
         #expect(try store.allFeatureSets().isEmpty)
     }
 
+    /// The pooling window comes from a map's width; a map with fewer rows than the window is
+    /// refused naming the tap (it used to stop the process on a precondition), while a wide map
+    /// with enough rows is pooled.
+    @Test func mapsShorterThanThePoolingWindowAreRefused() throws {
+        let dir = TemporaryDirectory()
+        // C = 2, F_T = 16: n = 2, window = W / 2 = 4.
+        try writeSafetensors(dir.file("short.safetensors"), tensors: [("flat", [3, 2], [1, 2, 3, 4, 5, 6]),
+                                                                       ("short", [3, 2, 1, 8], (0..<48).map(Float.init))])
+        let store = try FeatureStore(path: dir.file("store"))
+        do {
+            _ = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("short.safetensors")])
+            Issue.record("a 1×8 map with a window of 4 was accepted")
+        } catch {
+            #expect("\(error)".contains("short.safetensors: tap 'short' has a spatial map [2, 1, 8] with fewer rows than Head2Toe's pooling window (4"), "\(error)")
+        }
+        #expect(try store.allFeatureSets().isEmpty)
+        try writeSafetensors(dir.file("wide.safetensors"), tensors: [("wide", [3, 2, 4, 8], (0..<192).map(Float.init))])
+        let summary = try ExternalIngest(store: store, options: options()).run(paths: [dir.file("wide.safetensors")])
+        #expect(summary.featureSets[0].width == 2 * 1 * 2)
+    }
+
     @Test func npyFolderWithTapOrderAndLabels() throws {
         let dir = TemporaryDirectory()
         let folder = dir.file("acts")

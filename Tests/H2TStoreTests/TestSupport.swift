@@ -5,9 +5,9 @@ import H2TStore
 
 /// Deterministic pseudo-random activations: dense, mostly non-negative, a few exact zeros.
 struct ActivationGenerator {
-    var random: SeededRandom
+    var random: SplitMix64
 
-    init(state: UInt64) { random = SeededRandom(state: state) }
+    init(state: UInt64) { random = SplitMix64(seed: state) }
 
     mutating func uniform() -> Float { random.uniform() }
 

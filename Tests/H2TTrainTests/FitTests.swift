@@ -74,7 +74,6 @@ struct FitTests {
     func ridgePointsAreIndependent() throws {
         let (sets, train, test, _) = try Self.problem()
         var settings = Self.settings
-        settings.workers = 1
         settings.ridges = [1e-5, 1e-4, 1e-3]
         let grid = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
         settings.ridges = [1e-5]

@@ -1,3 +1,4 @@
+import H2TCore
 import H2TTrain
 import Testing
 
@@ -52,7 +53,6 @@ struct KeptTapScalingTests {
     func fitUsesShares() throws {
         let (sets, train, test, _) = try FitTests.problem()
         var settings = FitTests.settings
-        settings.workers = 1
         let report = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
         settings.keptTapScaling = .unit
         let unit = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)

@@ -119,7 +119,7 @@ struct StochasticTests {
     @Test("streaming Head2Toe on a planted signal: finds the informative columns, CV within 3 points of the exact path, holdout above the fold limit")
     func streamingFitAgreesWithExact() throws {
         let synthetic = SyntheticFeatures(rows: 1200, tapWidths: [40, 60, 20], classCount: 3, informativeCount: 9, signal: 1.2, seed: 21)
-        let settings = FitSettings(fractions: [0.1], lambdas: [0.1], folds: 3, ridges: [1e-3], workers: 1)
+        let settings = FitSettings(fractions: [0.1], lambdas: [0.1], folds: 3, ridges: [1e-3])
         let exact = try Head2ToeFit.run(featureSets: [FeatureSetInput(name: "s", train: synthetic.features)], trainLabels: synthetic.labels,
                                         classCount: 3, settings: settings)
         let scale = ScaleSettings(solver: .stochastic, foldRowLimit: 1000, stochastic: StochasticSettings(batchSize: 64, windowRows: 128))

@@ -1,3 +1,4 @@
+import H2TCore
 import H2TTrain
 import Testing
 
@@ -198,7 +199,6 @@ struct TrainingConstantTests {
     func fit() throws {
         let (sets, train, test, _) = try FitTests.problem()
         var settings = FitTests.settings
-        settings.workers = 1
         settings.keptTapScaling = .trainingConstant
         let report = try Head2ToeFit.run(featureSets: sets, trainLabels: train, testLabels: test, classCount: 3, settings: settings)
         #expect(report.settings.keptTapScaling == .trainingConstant)
@@ -257,7 +257,6 @@ struct TrainingConstantTests {
     func crossValidation() throws {
         let (sets, train, _, _) = try FitTests.problem()
         var settings = FitTests.settings
-        settings.workers = 1
         settings.keptTapScaling = .trainingConstant
         let trainOnly = [FeatureSetInput(name: "ft", train: sets[0].train)]
         let report = try Head2ToeFit.run(featureSets: trainOnly, trainLabels: train, classCount: 3, settings: settings)

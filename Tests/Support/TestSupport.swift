@@ -20,27 +20,6 @@ public final class TemporaryDirectory {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// SplitMix64 numbers for deterministic fixtures.
-public struct SeededRandom {
-    /// The generator state.
-    public var state: UInt64
-
-    /// Starts from `state`.
-    public init(state: UInt64) { self.state = state }
-
-    /// The next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 24 bits.
-    public mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
-}
-
 /// Writes a safetensors file: tensors in order, float32 unless another dtype name is given.
 public func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int], values: [Float])],
                              metadata: [String: String] = [:], dtypeOverride: String? = nil) throws {

@@ -9,7 +9,7 @@ import H2TCore
 enum BackboneBench {
     static let usage = """
         usage: h2t-bench backbone [--network mobilenet_v2|efficientnet_lite0] [--size 64] [--batch 32]
-                                  [--threads 2] [--mode split|blas] [--targets 8192,...] [--seconds 10] [--json]
+                                  [--threads N (default: every core)] [--mode split|blas] [--targets 8192,...] [--seconds 10] [--json]
                h2t-bench backbone gemm [--json]
         """
 
@@ -57,17 +57,16 @@ enum BackboneBench {
         let architecture = BackboneArchitecture(rawValue: option(args, "--network") ?? "mobilenet_v2") ?? .mobileNetV2
         let size = Int(option(args, "--size") ?? "") ?? 64
         let batchSize = Int(option(args, "--batch") ?? "") ?? 32
-        let threads = Int(option(args, "--threads") ?? "") ?? 2
+        let threads = Int(option(args, "--threads") ?? "") ?? Parallel.defaultWorkers
         let seconds = Double(option(args, "--seconds") ?? "") ?? 10
         let mode = option(args, "--mode") ?? "split"
         let targets = (option(args, "--targets") ?? "8192").split(separator: ",").compactMap { Int($0) }
         let network = try BackboneNetwork.load(architecture, from: ArtifactCache())
         var random = SystemRandomNumberGenerator()
         let batch = (0..<(batchSize * 3 * size * size)).map { _ in Float.random(in: -2...2, using: &random) }
-        // "split": the batch split across `threads` workers with single-threaded GEMMs;
+        // "split": the batch's slices shared by `threads` workers with single-threaded GEMMs;
         // "blas": one worker, OpenBLAS using `threads` threads inside each GEMM.
-        let workers = mode == "split" ? threads : 1
-        if mode == "blas" { BLAS.setThreadCount(threads) }
+        let parallelism = mode == "split" ? Parallelism(threads: threads) : Parallelism(threads: 1, setsBLASThreads: false)
         let taps = network.taps(height: size, width: size).count
         let base: [String: Any] = ["engine": "swift", "network": architecture.rawValue, "size": size, "batch": batchSize,
                                    "threads": threads, "mode": mode, "taps": taps, "blas_core": BLAS.configuration.core]
@@ -75,8 +74,10 @@ enum BackboneBench {
         // Every tap computed and handed out (the callback touches each example's first value).
         if stage != "pooled" {
         let computeTimes = try measure(seconds: seconds) {
-            try network.run(batch, count: batchSize, height: size, width: size, threads: workers) { a in
+            try BLAS.withThreadLimit(mode == "blas" ? threads : 1) {
+            try network.run(batch, count: batchSize, height: size, width: size, parallelism: parallelism) { a in
                 for i in 0..<a.count { _ = a.withExample(i) { $0[0] } }
+            }
             }
         }
         var record = base
@@ -94,8 +95,10 @@ enum BackboneBench {
         let buffers = layouts.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: $0.width * batchSize) }
         defer { buffers.forEach { $0.deallocate() } }
         let pooledTimes = try measure(seconds: seconds) {
-            try network.pooledFeatures(batch, count: batchSize, height: size, width: size, targetSizes: targets,
-                                       threads: workers, into: buffers)
+            _ = try BLAS.withThreadLimit(mode == "blas" ? threads : 1) {
+                try network.pooledFeatures(batch, count: batchSize, height: size, width: size, targetSizes: targets,
+                                           parallelism: parallelism, into: buffers)
+            }
         }
         var record = base
         record["stage"] = "all_taps_pooled"
@@ -111,8 +114,7 @@ enum BackboneBench {
     /// sgemm GFLOP/s on the kernel table this process runs (run it under different
     /// `H2T_OPENBLAS_CORETYPE` values to compare tables), for a large and a 1×1-conv shape.
     static func gemm(json: Bool) {
-        for threads in [1, 2] {
-            BLAS.setThreadCount(threads)
+        for threads in [1, 2] { BLAS.withThreadLimit(threads) {
             for (m, n, k) in [(1024, 1024, 1024), (96, 1024, 32), (960, 512, 160)] {
                 var random = SystemRandomNumberGenerator()
                 let a = (0..<(m * k)).map { _ in Float.random(in: -1...1, using: &random) }
@@ -126,6 +128,6 @@ enum BackboneBench {
                             "threads": threads, "shape": "\(m)x\(n)x\(k)", "gflops": gflops],
                      "sgemm \(m)x\(n)x\(k) threads \(threads) on \(BLAS.configuration.core): " + String(format: "%.1f GFLOP/s", gflops))
             }
-        }
+        } }
     }
 }

@@ -1,6 +1,6 @@
 // The SHA-256 that H2TCore carried before it took swift-crypto's (Sources/H2TCore/SHA256.swift
 // until issue 13): kept here, unchanged, as the baseline of `h2t-bench hash`, so that the choice
-// can be re-measured on another machine (docs/benchmarks-identity.md).
+// can be re-measured on another machine (docs/benchmarks.md "Identity").
 
 struct HandWrittenSHA256 {
     /// Length of a digest in bytes.

@@ -39,32 +39,36 @@ enum HashBench {
             var generator = StoreBench.SplitMix(0x5EED ^ UInt64(c.bytes))
             let pool = (0..<min(c.buffers, 64)).map { _ in (0..<c.bytes).map { _ in UInt8(truncatingIfNeeded: generator.next()) } }
             let prefix = Array("h2t.image:28x28x1:".utf8)
+            // Hashes every buffer of the case behind `prefix`; the sample and the first digest.
+            func timeHashing(_ digest: (UnsafeRawBufferPointer) -> [UInt8]) -> (StoreBench.Sample, [UInt8]) {
+                var first: [UInt8] = []
+                let sample = StoreBench.measure {
+                    for n in 0..<c.buffers {
+                        pool[n % pool.count].withUnsafeBytes { bytes in
+                            let d = digest(bytes)
+                            if n == 0 { first = d }
+                        }
+                    }
+                }
+                return (sample, first)
+            }
             var baseline: [StoreBench.Sample] = [], crypto: [StoreBench.Sample] = []
             var check: [UInt8] = [], checkCrypto: [UInt8] = []
             for _ in 0..<reps {
-                // Alternate the order so that neither side always runs on a warmer cache.
-                baseline.append(StoreBench.measure {
-                    for n in 0..<c.buffers {
-                        pool[n % pool.count].withUnsafeBytes { bytes in
-                            var h = HandWrittenSHA256()
-                            h.update(prefix)
-                            h.update(bytes)
-                            let digest = h.finalize()
-                            if n == 0 { check = digest }
-                        }
-                    }
-                })
-                crypto.append(StoreBench.measure {
-                    for n in 0..<c.buffers {
-                        pool[n % pool.count].withUnsafeBytes { bytes in
-                            var h = SHA256()
-                            h.update(prefix)
-                            h.update(bytes)
-                            let digest = h.finalize()
-                            if n == 0 { checkCrypto = digest }
-                        }
-                    }
-                })
+                let hand = timeHashing { bytes in
+                    var h = HandWrittenSHA256()
+                    h.update(prefix)
+                    h.update(bytes)
+                    return h.finalize()
+                }
+                let library = timeHashing { bytes in
+                    var h = SHA256()
+                    h.update(prefix)
+                    h.update(bytes)
+                    return h.finalize()
+                }
+                baseline.append(hand.0); check = hand.1
+                crypto.append(library.0); checkCrypto = library.1
             }
             precondition(check == checkCrypto, "the two SHA-256 implementations disagree on \(c.name)")
             let total = Double(c.buffers * (c.bytes + prefix.count)) / 1e6

@@ -33,7 +33,7 @@ enum RegistryBench {
         let root = NSTemporaryDirectory() + "h2t-bench-registry-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         defer { if !arguments.contains("--keep-store") { try? FileManager.default.removeItem(atPath: root) } }
-        say("h2t-bench registry: \(headCount) heads, \(exampleCount) stored examples, \(ProcessInfo.processInfo.activeProcessorCount) cores, load \(StoreBench.loadAverage())")
+        say("h2t-bench registry: \(headCount) heads, \(exampleCount) stored examples, \(Parallel.defaultWorkers) cores, load \(StoreBench.loadAverage())")
         let only = option(arguments, "--only")
         if only == nil || only == "listing" { try listing(root: root + "/heads", count: headCount) }
         if only == nil || only == "predict" { try storedPrediction(root: root + "/features", count: exampleCount) }
@@ -57,10 +57,10 @@ enum RegistryBench {
                                indices: Array(stride(from: Int(rng.next() % 50), to: 4000, by: 96)))
                 }
                 let d = selection.reduce(0) { $0 + $1.indices.count }
-                let test = 0.7 + 0.25 * rng.unit()
+                let test = 0.7 + 0.25 * rng.unitOpen()
                 let draft = HeadDraft(
                     task: "task\(i % tasks)", classNames: (0..<10).map { "class\($0)" }, selection: selection,
-                    weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
+                    weights: (0..<(d * 10)).map { _ in Float(rng.unitOpen() - 0.5) }, bias: [Float](repeating: 0, count: 10),
                     hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192, fraction: 0.01, lambda: 0.25),
                     metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: fs, keptFeatures: d, cvAccuracy: test - 0.01, testAccuracy: test),
                                          linearProbe: MethodScore(method: .linearProbe, featureSet: fs, keptFeatures: 1280, cvAccuracy: 0.7, testAccuracy: 0.69),
@@ -151,7 +151,7 @@ enum RegistryBench {
         let d = columns.count
         let head = try registry.register(HeadDraft(
             task: "bench", classNames: (0..<10).map { "c\($0)" }, selection: selection,
-            weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
+            weights: (0..<(d * 10)).map { _ in Float(rng.unitOpen() - 0.5) }, bias: [Float](repeating: 0, count: 10),
             hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192),
             metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: fsID, keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil), linearProbe: nil, allFeatures: nil),
             lineage: HeadLineage(featureSet: fsID, backbone: writer.backboneID, architecture: "external:bench", dataset: "bench",
@@ -188,7 +188,7 @@ enum RegistryBench {
         if cache.isPresent(.mobilenetV2) {
             let network = try BackboneNetwork.load(.mobileNetV2, from: cache)
             sample = min(count, 512)
-            let batch = (0..<(sample * 3 * 64 * 64)).map { _ in Float(rng.unit() * 2 - 1) }
+            let batch = (0..<(sample * 3 * 64 * 64)).map { _ in Float(rng.unitOpen() * 2 - 1) }
             _ = try network.pooledFeatures(Array(batch[0..<(32 * 3 * 64 * 64)]), count: 32, height: 64, width: 64, targetSizes: [8192])
             let t = try StoreBench.time {
                 var first = 0
@@ -330,7 +330,7 @@ enum RegistryBench {
         }
         let d = selection.reduce(0) { $0 + $1.indices.count }
         return HeadDraft(task: task, classNames: (0..<10).map { "c\($0)" }, selection: selection,
-                         weights: (0..<(d * 10)).map { _ in Float(rng.unit() - 0.5) }, bias: [Float](repeating: 0, count: 10),
+                         weights: (0..<(d * 10)).map { _ in Float(rng.unitOpen() - 0.5) }, bias: [Float](repeating: 0, count: 10),
                          hyperParameters: HyperParameters(method: .head2toe, targetSize: 8192),
                          metrics: HeadMetrics(head: MethodScore(method: .head2toe, featureSet: writer.featureSetIDs[0], keptFeatures: d, cvAccuracy: 0.5, testAccuracy: nil),
                                               linearProbe: nil, allFeatures: nil),

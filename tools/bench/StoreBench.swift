@@ -84,7 +84,7 @@ enum StoreBench {
 
         print("h2t-bench store: \(o.examples) examples × \(o.width) features, segments of \(o.segmentRows) rows, "
               + "codec \(describe(o.codec)), columnBlock \(o.columnBlock), \(o.reps) repetitions (medians)")
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, load average at start \(loadAverage()) "
+        print("machine: \(Parallel.defaultWorkers) cores, load average at start \(loadAverage()) "
               + "(shared machine: compare ratios, not absolute times)")
         let generator = ActivationGenerator(width: o.width, seed: o.seed)
         for section in o.sections {
@@ -261,7 +261,7 @@ enum StoreBench {
         let input = Preprocessing(architecture: .mobileNetV2, size: size).tensor(dataset.images, range: 0..<rows)
         var pooled: [PooledFeatures] = []
         let seconds = try time {
-            pooled = try network.pooledFeatures(input, count: rows, height: size, width: size, targetSizes: [8192], threads: 2)
+            pooled = try network.pooledFeatures(input, count: rows, height: size, width: size, targetSizes: [8192], parallelism: .allCores)
         }
         let features = pooled[0]
         let cols = features.width
@@ -541,11 +541,13 @@ enum StoreBench {
 
     struct ReadTimes {
         var whole = Sample(), selected = Sample(), selectedShuffled = Sample(), rawLMDB = Sample(), memcpy = Sample(), zeroFill = Sample()
+        var export = Sample(), sequentialWrite = Sample()
     }
 
     static func ingestSection(_ o: Options, _ gen: ActivationGenerator) throws {
         let n = o.examples, width = o.width, seg = o.segmentRows
         let inputBytes = Double(n * width * 4)
+        let cores = Double(Parallel.defaultWorkers)
         print("\ningest: \(n) examples × \(width) features = \(fmt(inputBytes / 1e9, 2)) GB float32 in segments of \(seg) rows, "
               + "codec \(describe(o.codec)), columnBlock \(o.columnBlock); data generated batch by batch (not timed)")
         var ingest: [IngestTimes] = []
@@ -609,6 +611,17 @@ enum StoreBench {
                     precondition(zeros[n * width / 2] == 0)
                 }
                 r.whole = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids) }
+                // `h2t-store export` of every row and column to a file in --tmp, and the disk's
+                // sequential write speed for the same bytes right after; both end with fsync, so
+                // both are bounded by the disk, not the page cache.
+                let exportPath = dir + "/export.npy", sequentialPath = dir + "/sequential.bin"
+                r.export = try measure {
+                    _ = try synced.store.exportNPY(featureSet: synced.featureSet, dataset: "bench", split: "train", to: exportPath)
+                    syncFile(exportPath)
+                }
+                try? FileManager.default.removeItem(atPath: exportPath)
+                r.sequentialWrite = measure { sequentialWrite(bytes: n * width * 4, path: sequentialPath) }
+                try? FileManager.default.removeItem(atPath: sequentialPath)
                 r.selected = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids, columns: selected) }
                 var shuffled = ids
                 var rng = SplitMix(o.seed &+ 2)
@@ -665,13 +678,13 @@ enum StoreBench {
         let commitSync = m(\.commitSync)
         row("baseline: memcpy of the batches", memcpy, threads: 1, share: nil)
         row("baseline: raw float32 rows → LMDB (fsync)", m(\.rawLMDB), threads: 1, share: nil)
-        row("conversion + plane split + CRC (encode, zstd off)", conversion, threads: 2, share: conversion.wall / endToEndSync.wall)
-        row("compression (encode zstd on − off)", compression, threads: 2, share: compression.wall / endToEndSync.wall)
+        row("conversion + plane split + CRC (encode, zstd off)", conversion, threads: cores, share: conversion.wall / endToEndSync.wall)
+        row("compression (encode zstd on − off)", compression, threads: cores, share: compression.wall / endToEndSync.wall)
         row("LMDB commit (fsync)", commitSync, threads: 1, share: commitSync.wall / endToEndSync.wall)
         row("END TO END encode + commit (fsync)", endToEndSync, threads: 0, share: 1)
         row("LMDB commit (noSync)", m(\.commitNoSync), threads: 1, share: nil)
         row("end to end encode + commit (noSync)", endToEndNoSync, threads: 0, share: nil)
-        row("(not timed above) data generation", m(\.generate), threads: 2, share: nil)
+        row("(not timed above) data generation", m(\.generate), threads: cores, share: nil)
         table.print()
         let estimate = inputBytes / (encode.cpu / 2 + commitSync.cpu) / 1e6
         print("est. = input ÷ (CPU s ÷ threads of the stage): the CPU-bound rate on 2 idle cores; end to end est. "
@@ -694,13 +707,18 @@ enum StoreBench {
         readRow("baseline: memcpy of \(fmt(outBytes / 1e9, 1)) GB", rm(\.memcpy), threads: 1, bytes: outBytes)
         readRow("baseline: raw float32 rows from LMDB (copy out)", rm(\.rawLMDB), threads: 1, bytes: outBytes)
         readRow("part of every read: allocate the zero-filled output", rm(\.zeroFill), threads: 1, bytes: outBytes)
-        readRow("whole rows (\(width) columns)", whole, threads: 2, bytes: outBytes)
+        readRow("whole rows (\(width) columns)", whole, threads: cores, bytes: outBytes)
         let selBytes = Double(n * selected.count * 4)
         let sel = rm(\.selected)
-        readRow("\(selected.count) scattered columns (\(fmt(100 * o.selectedFraction, 0))%), split order", sel, threads: 2, bytes: selBytes)
-        readRow("\(selected.count) scattered columns, shuffled example order", rm(\.selectedShuffled), threads: 2, bytes: selBytes)
+        readRow("\(selected.count) scattered columns (\(fmt(100 * o.selectedFraction, 0))%), split order", sel, threads: cores, bytes: selBytes)
+        readRow("\(selected.count) scattered columns, shuffled example order", rm(\.selectedShuffled), threads: cores, bytes: selBytes)
+        let export = rm(\.export), sequential = rm(\.sequentialWrite)
+        readRow("baseline: sequential write(2) of \(fmt(outBytes / 1e9, 1)) GB to --tmp + fsync", sequential, threads: 1, bytes: outBytes)
+        readRow("export of whole rows to a .npy in --tmp + fsync", export, threads: cores, bytes: outBytes)
         readTable.print()
-        print("whole rows: \(fmt(outBytes / whole.wall / 1e9, 2)) GB/s wall, \(fmt(outBytes / (whole.cpu / 2) / 1e9, 2)) GB/s est. (target ≥ 1); "
+        print("export: \(fmt(outBytes / export.wall / 1e9, 2)) GB/s, \(fmt(100 * sequential.wall / export.wall, 0))% of the disk's sequential "
+              + "write speed measured in the same run (\(fmt(outBytes / sequential.wall / 1e9, 2)) GB/s; target ≥ 60%)")
+        print("whole rows: \(fmt(outBytes / whole.wall / 1e9, 2)) GB/s wall, \(fmt(outBytes / (whole.cpu / cores) / 1e9, 2)) GB/s est. (target ≥ 1); "
               + "\(selected.count) columns: \(fmt(whole.wall / sel.wall, 1))× (wall) / \(fmt(whole.cpu / sel.cpu, 1))× (CPU) faster "
               + "than whole rows of the same examples (target ≥ 20×)")
     }
@@ -869,5 +887,32 @@ enum StoreBench {
         table.add(["sequential (baseline)", fmt(sequential, 2), fmt(inputBytes / sequential / 1e6, 0), "1.00x"])
         table.add(["overlapped with the next chunk (default)", fmt(overlapped, 2), fmt(inputBytes / overlapped / 1e6, 0), fmt(sequential / overlapped, 2) + "x"])
         table.print()
+    }
+
+    /// Flushes a written file to the disk.
+    static func syncFile(_ path: String) {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return }
+        fsync(fd)
+        close(fd)
+    }
+
+    /// Writes `bytes` bytes to `path` in 8 MiB blocks with write(2), then fsync: the disk's
+    /// sequential write speed, the export's baseline.
+    static func sequentialWrite(bytes: Int, path: String) {
+        let block = 8 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: block, alignment: 4096)
+        defer { buffer.deallocate() }
+        for i in 0..<(block / 8) { buffer.storeBytes(of: UInt64(i) &* 0x9E37_79B9_7F4A_7C15, toByteOffset: i * 8, as: UInt64.self) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        precondition(fd >= 0, "cannot create \(path)")
+        var left = bytes
+        while left > 0 {
+            let written = write(fd, buffer, min(block, left))
+            precondition(written > 0, "write to \(path) failed")
+            left -= written
+        }
+        fsync(fd)
+        close(fd)
     }
 }

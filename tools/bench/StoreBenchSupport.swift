@@ -96,24 +96,8 @@ extension StoreBench {
         func print() { Swift.print(render(), terminator: ""); fflush(nil) }
     }
 
-    /// SplitMix64: small, fast, and good enough to drive a benchmark's data.
-    struct SplitMix {
-        var state: UInt64
-        init(_ seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        /// Uniform in (0, 1].
-        mutating func unit() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }
-        /// A standard normal (Box–Muller).
-        mutating func normal() -> Float {
-            Float((-2 * Foundation.log(unit())).squareRoot() * Foundation.cos(2 * Double.pi * unit()))
-        }
-    }
+    /// Benchmark data comes from the project's SplitMix64.
+    typealias SplitMix = SplitMix64
 
     /// Realistic pooled post-activation features, generated one row (example) at a time, so a
     /// dataset of any size is produced batch by batch and never held whole.
@@ -183,12 +167,21 @@ extension StoreBench {
             }}}}}
         }
 
-        /// Writes rows `rows` to `dest` (row-major, `width` per row), on both cores.
+        /// Writes rows `rows` to `dest` (row-major, `width` per row), on every core.
         func fill(rows: Range<Int>, into dest: UnsafeMutablePointer<Float>) {
             // Each row is generated from its own seed, so which worker writes it does not matter.
-            try! Parallel.forEachWorker(itemCount: rows.count, workers: 2) { _, next in
+            try! Parallel.forEachWorker(itemCount: rows.count, parallelism: .allCores) { _, next in
                 while let i = next() { self.fill(row: rows.lowerBound + i, into: dest + i * self.width) }
             }
         }
+    }
+}
+
+extension SplitMix64 {
+    init(_ seed: UInt64) { self.init(seed: seed) }
+
+    /// A standard normal (Box–Muller).
+    mutating func normal() -> Float {
+        Float((-2 * Foundation.log(unitOpen())).squareRoot() * Foundation.cos(2 * Double.pi * unitOpen()))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 import H2TTrain
 
 /// The `train` section of h2t-bench (run by tools/bench-train.sh, release build).
@@ -24,7 +25,7 @@ enum TrainBench {
         let test = try FeatureMatrix(rowCount: testRows, columnCount: d, values: Array(data.features.values[(rows * d)...]),
                                      taps: data.features.taps)
         let trainLabels = Array(data.labels[0..<rows]), testLabels = Array(data.labels[rows...])
-        say("h2t-bench train: N=\(rows) (+\(testRows) test) D=\(d) K=10, 300 planted columns, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        say("h2t-bench train: N=\(rows) (+\(testRows) test) D=\(d) K=10, 300 planted columns, \(Parallel.defaultWorkers) cores")
 
         // One fit with fixed hyper-parameters.
         var fitTimes: [Double] = []
@@ -69,9 +70,13 @@ enum TrainBench {
                                              ("sweep, 2 workers, BLAS 2 threads each", 2, false),
                                              ("sweep, 2 workers, BLAS 1 thread each (default)", 2, true)] {
                 let start = Date()
-                _ = try Head2ToeFit.run(featureSets: [FeatureSetInput(name: "synthetic", train: train, test: test)],
+                // Off the default: the BLAS count is set here and the fit leaves it alone.
+                let parallelism = Parallelism(threads: workers, setsBLASThreads: single)
+                _ = try BLAS.withThreadLimit(single ? workers : 2) {
+                    try Head2ToeFit.run(featureSets: [FeatureSetInput(name: "synthetic", train: train, test: test)],
                                         trainLabels: trainLabels, testLabels: testLabels, classCount: 10,
-                                        settings: FitSettings(workers: workers, singleThreadedBlasInWorkers: single))
+                                        parallelism: parallelism)
+                }
                 studyRows.append((label, Date().timeIntervalSince(start)))
             }
         }

@@ -10,11 +10,11 @@ import Synchronization
 /// normalised with `architecture.normalisation`). Any size ≥ 32 works; padding follows the
 /// architecture's rule at every size.
 ///
-/// Threads: a run splits its batch into `threads` contiguous parts that go through the whole
-/// network concurrently, each with single-threaded GEMMs (measured faster here than one pass
-/// with two OpenBLAS threads: no per-layer synchronisation and the depthwise/pooling work is
-/// parallel too; see `tools/bench-backbone.sh`). OpenBLAS's thread count is process-wide, so
-/// during such a run it is set to 1 and restored afterwards.
+/// Threads: a run cuts its batch into slices of ``NetworkInterpreter/sliceExamples`` examples
+/// that go through the whole network on a ``Parallelism``'s threads, each with single-threaded
+/// GEMMs (faster here than one pass with several OpenBLAS threads: no per-layer
+/// synchronisation and the depthwise/pooling work is parallel too; see `tools/bench-backbone.sh`).
+/// The slices do not depend on the thread count, so neither do the results.
 public final class BackboneNetwork: Sendable {
     /// Which backbone this is.
     public let architecture: BackboneArchitecture
@@ -34,9 +34,9 @@ public final class BackboneNetwork: Sendable {
 
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
-    /// `body` is called once per tap and worker, for that worker's contiguous slice of the batch
-    /// (`TapActivations.firstExample ..< firstExample + count`), in tap order within a worker;
-    /// with `threads > 1` calls for different slices run concurrently, so `body` must be safe to
+    /// `body` is called once per tap and slice of the batch
+    /// (`TapActivations.firstExample ..< firstExample + count`), in tap order within a slice;
+    /// with several threads calls for different slices run concurrently, so `body` must be safe to
     /// call from several threads at once (writing to disjoint example rows is). The activations
     /// are valid only during the call: pool or copy them there. Only one tap per worker is kept
     /// beyond what the next layers need, so memory does not grow with the number of taps.
@@ -44,13 +44,13 @@ public final class BackboneNetwork: Sendable {
     /// - Parameters:
     ///   - batch: `count × 3 × height × width` preprocessed floats.
     ///   - taps: which taps to deliver; computation stops after the deepest one (early exit).
-    ///   - threads: workers splitting the batch (capped by `count`).
+    ///   - parallelism: threads sharing the batch's slices.
     public func run(
         _ batch: [Float], count: Int, height: Int, width: Int,
-        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers,
+        taps selection: TapSelection = .all, parallelism: Parallelism = .default,
         body: @Sendable (TapActivations) -> Void
     ) throws {
-        try interpreter.run(batch, count: count, height: height, width: width, taps: selection, threads: threads, body: body)
+        try interpreter.run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism, body: body)
     }
 
     /// The row layout of pooled features: which columns each selected tap fills for a target size.
@@ -78,7 +78,7 @@ public final class BackboneNetwork: Sendable {
     @discardableResult
     public func pooledFeatures(
         _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
-        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers,
+        taps selection: TapSelection = .all, parallelism: Parallelism = .default,
         into outputs: [UnsafeMutableBufferPointer<Float>]
     ) throws -> [PooledLayout] {
         guard !targetSizes.isEmpty else { throw NetworkError.invalidInput("no target size") }
@@ -95,7 +95,7 @@ public final class BackboneNetwork: Sendable {
         let frozen = placement
         let rules = layouts.map(\.pooling), rowWidths = layouts.map(\.width)
         let bases = UnsafeSendable(outputs.map { $0.baseAddress! })
-        try run(batch, count: count, height: height, width: width, taps: selection, threads: threads) { activations in
+        try run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism) { activations in
             let tap = activations.tap
             for i in 0..<activations.count {
                 activations.withExample(i) { values in
@@ -114,13 +114,13 @@ public final class BackboneNetwork: Sendable {
     /// features (one ``PooledFeatures`` per target size, in the order given).
     public func pooledFeatures(
         _ batch: [Float], count: Int, height: Int, width: Int, targetSizes: [Int],
-        taps selection: TapSelection = .all, threads: Int = Parallel.defaultWorkers
+        taps selection: TapSelection = .all, parallelism: Parallelism = .default
     ) throws -> [PooledFeatures] {
         let layouts = try targetSizes.map { try pooledLayout(height: height, width: width, targetSize: $0, taps: selection) }
         let buffers = layouts.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: max(1, $0.width * count)) }
         defer { buffers.forEach { $0.deallocate() } }
         try pooledFeatures(batch, count: count, height: height, width: width, targetSizes: targetSizes,
-                           taps: selection, threads: threads, into: buffers)
+                           taps: selection, parallelism: parallelism, into: buffers)
         return zip(layouts, buffers).map { layout, buffer in
             PooledFeatures(pooling: layout.pooling, taps: layout.taps, count: count, width: layout.width,
                            values: Array(buffer.prefix(layout.width * count)))
@@ -128,17 +128,29 @@ public final class BackboneNetwork: Sendable {
     }
 
     /// ImageNet top-`k` classes for one preprocessed image (`3 × height × width`), best first.
-    public func classify(_ image: [Float], height: Int, width: Int, top k: Int = 5) throws -> [ImageNetPrediction] {
+    public func classify(_ image: [Float], height: Int, width: Int, top k: Int = 5, parallelism: Parallelism = .default) throws -> [ImageNetPrediction] {
+        try classify(image, count: 1, height: height, width: width, top: k, parallelism: parallelism)[0]
+    }
+
+    /// ImageNet top-`k` classes, best first, for each image of a preprocessed batch
+    /// (`count × 3 × height × width`), the batch's slices on `parallelism`'s threads.
+    public func classify(_ batch: [Float], count: Int, height: Int, width: Int, top k: Int = 5,
+                         parallelism: Parallelism = .default) throws -> [[ImageNetPrediction]] {
         let logits = LogitsBox()
         // The last operation is the classifier (a description has at least one operation).
         let classifier = interpreter.network.ops[interpreter.network.ops.count - 1].name
-        try run(image, count: 1, height: height, width: width, taps: .only([classifier]), threads: 1) { activations in
-            activations.withExample(0) { buffer in logits.values.withLock { $0 = Array(buffer) } }
+        try run(batch, count: count, height: height, width: width, taps: .only([classifier]), parallelism: parallelism) { activations in
+            for i in 0..<activations.count {
+                activations.withExample(i) { buffer in logits.values.withLock { $0[activations.firstExample + i] = Array(buffer) } }
+            }
         }
-        let values = logits.values.withLock { $0 }
-        let probabilities = Softmax.probabilities(values)
-        return values.indices.sorted { values[$0] > values[$1] }.prefix(max(0, k)).map {
-            ImageNetPrediction(classIndex: $0, logit: values[$0], probability: probabilities[$0])
+        let all = logits.values.withLock { $0 }
+        return (0..<count).map { n in
+            let values = all[n] ?? []
+            let probabilities = Softmax.probabilities(values)
+            return values.indices.sorted { values[$0] > values[$1] }.prefix(max(0, k)).map {
+                ImageNetPrediction(classIndex: $0, logit: values[$0], probability: probabilities[$0])
+            }
         }
     }
 }
@@ -240,7 +252,7 @@ public struct ImageNetPrediction: Sendable, Hashable, Codable {
 }
 
 final class LogitsBox: Sendable {
-    let values = Mutex<[Float]>([])
+    let values = Mutex<[Int: [Float]]>([:])
 }
 
 

@@ -139,44 +139,44 @@ public final class NetworkInterpreter: Sendable {
     /// The ordered taps for a `height × width` input.
     public func taps(height: Int, width: Int) -> [BackboneTap] { network.taps(height: height, width: width) }
 
+    /// Examples per slice of a batch: the unit of work of a run, fixed so that every GEMM's
+    /// shape, hence every rounding, is the same whatever the thread count.
+    public static let sliceExamples = 8
+
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
-    /// The batch is split into `threads` contiguous parts (capped by `count`) that go through the
-    /// whole network concurrently, each with single-threaded GEMMs; OpenBLAS's process-wide
-    /// thread count is set to 1 during such a run and restored afterwards. `body` is called once
-    /// per tap and part, in tap order within a part, concurrently for different parts; the
-    /// activations are valid only during the call. Computation stops after the deepest selected
-    /// tap.
+    /// The batch is cut into contiguous slices of ``sliceExamples`` examples (the last one
+    /// shorter) that go through the whole network on `parallelism`'s threads, each slice with
+    /// single-threaded GEMMs: the slices, not the thread count, fix every product's shape, so the
+    /// activations are bit-identical whatever the thread count. `body` is called once per tap and
+    /// slice, in tap order within a slice, concurrently for different slices; the activations are
+    /// valid only during the call. Computation stops after the deepest selected tap.
     ///
     /// - Parameters:
     ///   - batch: `count × C × height × width` floats (`C` the description's input channels).
-    ///   - threads: workers splitting the batch.
+    ///   - parallelism: threads sharing the slices.
     public func run(
-        _ batch: [Float], count: Int, height: Int, width: Int, taps selection: TapSelection, threads: Int,
+        _ batch: [Float], count: Int, height: Int, width: Int, taps selection: TapSelection, parallelism: Parallelism,
         body: @Sendable (TapActivations) -> Void
     ) throws {
         try validate(batch, count: count, height: height, width: width)
         let plan = try RunPlan(self, height: height, width: width, selection: selection)
-        let workers = max(1, min(threads, count))
-        let perWorker = (count + workers - 1) / workers
-        let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: perWorker, slots: activationBuffers))
+        let slice = Self.sliceExamples
+        let slices = (count + slice - 1) / slice
+        let workers = parallelism.workers(items: slices)
+        let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: min(slice, count), slots: activationBuffers))
         defer { returnWorkspaces(workspaces) }
         let perExample = network.inputChannels * height * width
-        batch.withUnsafeBufferPointer { input in
-            let base = input.baseAddress!
-            if workers == 1 {
-                forward(base, first: 0, count: count, plan: plan, workspace: workspaces[0], body: body)
-                return
-            }
-            let previous = BLAS.threadCount
-            BLAS.setThreadCount(1)
-            defer { BLAS.setThreadCount(previous) }
-            let shared = UnsafeSendable(base), sharedWorkspaces = UnsafeSendable(workspaces)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let first = w * count / workers, end = (w + 1) * count / workers
-                guard end > first else { return }
-                self.forward(shared.value + first * perExample, first: first, count: end - first,
-                             plan: plan, workspace: sharedWorkspaces.value[w], body: body)
+        try batch.withUnsafeBufferPointer { input in
+            let shared = UnsafeSendable(input.baseAddress!), sharedWorkspaces = UnsafeSendable(workspaces)
+            try parallelism.withBLAS {
+                try Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { worker, next in
+                    while let s = next() {
+                        let first = s * slice, end = min(count, first + slice)
+                        self.forward(shared.value + first * perExample, first: first, count: end - first,
+                                     plan: plan, workspace: sharedWorkspaces.value[worker], body: body)
+                    }
+                }
             }
         }
     }

@@ -1,10 +1,10 @@
 import CZstd
 
-/// A column to decode from a tile: its index in the tile and where it goes in the output row.
-public struct ColumnPick: Sendable, Hashable {
-    /// Column index inside the tile.
+/// One index of a tile (a column or a row) and where it goes in the output.
+public struct IndexPick: Sendable, Hashable {
+    /// Index inside the tile.
     public var local: Int
-    /// Column index in the destination row.
+    /// Index in the destination.
     public var out: Int
 
     /// Creates a pick.
@@ -14,19 +14,10 @@ public struct ColumnPick: Sendable, Hashable {
     }
 }
 
+/// A column to decode from a tile: its index in the tile and its column in the output row.
+public typealias ColumnPick = IndexPick
 /// A row to decode from a tile: its index in the tile and its row in the destination.
-public struct RowPick: Sendable, Hashable {
-    /// Row index inside the tile.
-    public var local: Int
-    /// Row index in the destination.
-    public var out: Int
-
-    /// Creates a pick.
-    public init(local: Int, out: Int) {
-        self.local = local
-        self.out = out
-    }
-}
+public typealias RowPick = IndexPick
 
 /// Decodes tiles (or only some of their columns) into float matrices. Holds a reused zstd
 /// context and scratch buffers: one decoder per thread.

@@ -25,7 +25,7 @@ extension FeatureStore {
             var used = Set<String>()
             for id in ids {
                 let fs = try FeatureSetPrefix.checked(id)
-                try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(fs)) { _, example in
+                try txn.scan(tables.rowExamples, prefix: FeatureSetRowKey.prefix(fs)) { _, example in
                     if datasetExamples.contains(example) { used.insert(id) }
                     return !used.contains(id)
                 }

@@ -79,13 +79,18 @@ public final class FeatureStore: Sendable {
 
     /// The store directory.
     public let path: String
+    /// Threads the store's reads, decoding and checks run on.
+    public let parallelism: Parallelism
     /// The LMDB environment; the store's tables are reached through `tables` only.
     let environment: LMDBEnvironment
     let tables: StoreTables
 
-    /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true.
-    public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false) throws {
+    /// Opens the store at `path`, creating it unless `create` is false or `readOnly` is true;
+    /// its reads decode on `parallelism`'s threads.
+    public init(path: String, create: Bool = true, readOnly: Bool = false, mapSize: Int = 64 << 30, noSync: Bool = false,
+                parallelism: Parallelism = .default) throws {
         self.path = path
+        self.parallelism = parallelism
         if !create || readOnly {
             guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
                 throw StoreError.invalidArgument("no store at \(path) (create one with `h2t-store ingest`)")
@@ -247,8 +252,8 @@ public final class FeatureStore: Sendable {
     func segmentList(_ txn: borrowing LMDBTransaction, _ fsID: String) throws -> [Segment] {
         var out: [Segment] = []
         let fs = FeatureSetPrefix(id: fsID)
-        try txn.scan(tables.segments, prefix: SegmentKey.prefix(fs)) { key, count in
-            out.append(Segment(start: key.start, count: count))
+        try txn.scan(tables.segments, prefix: FeatureSetRowKey.prefix(fs)) { key, count in
+            out.append(Segment(start: key.row, count: count))
             return true
         }
         return out

@@ -95,99 +95,147 @@ extension FeatureStore {
         var report = VerifyReport()
         let infos = try allFeatureSets()
         progress?.setTotal(infos.reduce(0) { $0 + $1.segmentCount * $1.manifest.columnBlocks })
-        let decoder = TileDecoder()
         try environment.read { txn in
             for info in infos {
                 report.featureSets += 1
-                let fs = FeatureSetPrefix(id: info.id)
-                var expectedStart = 0
-                for segment in try segmentList(txn, info.id) {
-                    if segment.start != expectedStart {
-                        report.problems.append("segments/\(info.id.prefix(12))/rows@\(segment.start): expected a segment at row \(expectedStart) (gap or overlap)")
-                    }
-                    expectedStart = segment.start + segment.count
-                    for block in 0..<info.manifest.columnBlocks {
-                        let key = TileKey.describe(info.id, segment: segment.start, block: block)
-                        let tileKey = TileKey.encode((fs, segment.start, block))
-                        guard let tile = try txn.get(tables.tiles, (fs, segment.start, block)) else {
-                            report.problems.append("\(key): missing")
-                            continue
-                        }
-                        do {
-                            let binding = TileCodec.binding(key: tileKey, rows: segment.count)
-                            let header = try TileHeader(parsing: tile, binding: binding)
-                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
-                            if header.rows != segment.count || header.cols != cols {
-                                report.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
-                            }
-                            report.valuesChecked += try decoder.verify(tile, binding: binding)
-                        } catch {
-                            report.problems.append("\(key): \(error)")
-                        }
-                        report.tilesChecked += 1
-                        progress?.advance(by: 1)
-                    }
-                }
-                var rowCount = 0
-                do {
-                    try txn.scan(tables.rows, prefix: RowKey.prefix(fs)) { _, row in
-                        if row >= expectedStart { report.problems.append("rows/\(info.id.prefix(12)): a row number beyond the stored rows") }
-                        rowCount += 1
-                        return true
-                    }
-                } catch let error as ByteLayoutError {
-                    report.problems.append("rows/\(info.id.prefix(12)): \(error.reason)")
-                }
-                if rowCount != expectedStart {
-                    report.problems.append("rows/\(info.id.prefix(12)): \(rowCount) examples map to rows, but segments hold \(expectedStart) rows")
-                }
-                var reverseCount = 0
-                var missingExamples = 0
-                do {
-                    try txn.scan(tables.rowExamples, prefix: RowExampleKey.prefix(fs)) { _, example in
-                        reverseCount += 1
-                        if try !txn.contains(tables.examples, example) { missingExamples += 1 }
-                        return true
-                    }
-                } catch let error as ByteLayoutError {
-                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(error.reason)")
-                }
-                if reverseCount != expectedStart {
-                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(reverseCount) entries for \(expectedStart) rows")
-                }
-                if missingExamples > 0 {
-                    report.problems.append("rowexamples/\(info.id.prefix(12)): \(missingExamples) rows name examples with no record")
-                }
+                let storedRows = try verifyTiles(txn, info, into: &report, progress: progress)
+                try verifyRowMaps(txn, info, storedRows: storedRows, into: &report)
             }
-            var manifests: [DatasetManifest] = []
-            try txn.scan(tables.datasets) { _, manifest in
-                manifests.append(manifest)
-                return true
-            }
-            for manifest in manifests {
-                for (split, expected) in manifest.splits.sorted(by: { $0.key < $1.key }) {
-                    report.splits += 1
-                    var count = 0
-                    var unknown = 0
-                    var badLabels = 0
-                    do {
-                        try txn.scan(tables.splitItems, prefix: SplitPrefix(dataset: manifest.name, split: split).bytes) { _, item in
-                            count += 1
-                            if try !txn.contains(tables.examples, item.example) { unknown += 1 }
-                            if item.label >= manifest.classNames.count { badLabels += 1 }
-                            return true
-                        }
-                    } catch let error as ByteLayoutError {
-                        report.problems.append("datasets/\(manifest.name)/\(split): \(error.reason)")
-                    }
-                    if count != expected { report.problems.append("datasets/\(manifest.name)/\(split): \(count) items, manifest says \(expected)") }
-                    if unknown > 0 { report.problems.append("datasets/\(manifest.name)/\(split): \(unknown) items name unknown examples") }
-                    if badLabels > 0 { report.problems.append("datasets/\(manifest.name)/\(split): \(badLabels) labels outside the class list") }
-                }
-            }
+            try verifySplits(txn, into: &report)
         }
         progress?.finish()
         return report
+    }
+
+    /// One tile's verification: whether it exists, what is wrong with it, how many values it holds.
+    struct TileCheck: Sendable {
+        var present = true
+        var problems: [String] = []
+        var values = 0
+    }
+
+    /// Verifies every tile of `segments` of a feature set, on the store's threads (one read
+    /// transaction and one decoder per worker), in (segment, block) order.
+    func checkTiles(_ info: FeatureSetInfo, segments: [Segment], progress: ProgressReporter?) throws -> [TileCheck] {
+        let blocks = info.manifest.columnBlocks
+        let fs = FeatureSetPrefix(id: info.id)
+        let checks = WorkerSlots<TileCheck>(count: segments.count * blocks)
+        try Parallel.forEachWorker(itemCount: segments.count * blocks, parallelism: parallelism) { _, next in
+            let decoder = TileDecoder()
+            try environment.read { txn in
+                while let index = next() {
+                    let segment = segments[index / blocks], block = index % blocks
+                    let key = TileKey.describe(info.id, segment: segment.start, block: block)
+                    var check = TileCheck()
+                    if let tile = try txn.get(tables.tiles, (fs, segment.start, block)) {
+                        do {
+                            let binding = TileCodec.binding(key: TileKey.encode((fs, segment.start, block)), rows: segment.count)
+                            let header = try TileHeader(parsing: tile, binding: binding)
+                            let cols = min(info.manifest.columnBlock, info.manifest.width - block * info.manifest.columnBlock)
+                            if header.rows != segment.count || header.cols != cols {
+                                check.problems.append("\(key): shape \(header.rows)×\(header.cols), expected \(segment.count)×\(cols)")
+                            }
+                            check.values = try decoder.verify(tile, binding: binding)
+                        } catch {
+                            check.problems.append("\(key): \(error)")
+                        }
+                        progress?.advance(by: 1)
+                    } else {
+                        check = TileCheck(present: false, problems: ["\(key): missing"])
+                    }
+                    checks.set(index, check)
+                }
+            }
+        }
+        return checks.values.map { $0! }
+    }
+
+    /// Checks that the segments of a feature set follow each other without gaps and that every
+    /// tile is present, has its segment's shape and decodes (on the store's threads); returns the
+    /// rows the segments hold.
+    private func verifyTiles(_ txn: borrowing LMDBTransaction, _ info: FeatureSetInfo,
+                             into report: inout VerifyReport, progress: ProgressReporter?) throws -> Int {
+        var expectedStart = 0
+        let segments = try segmentList(txn, info.id)
+        for segment in segments {
+            if segment.start != expectedStart {
+                report.problems.append("segments/\(info.id.prefix(12))/rows@\(segment.start): expected a segment at row \(expectedStart) (gap or overlap)")
+            }
+            expectedStart = segment.start + segment.count
+        }
+        for tile in try checkTiles(info, segments: segments, progress: progress) {
+            report.problems += tile.problems
+            report.valuesChecked += tile.values
+            report.tilesChecked += tile.present ? 1 : 0
+        }
+        return expectedStart
+    }
+
+    /// Checks the example-to-row map and its reverse against the rows the segments hold.
+    private func verifyRowMaps(_ txn: borrowing LMDBTransaction, _ info: FeatureSetInfo, storedRows: Int,
+                               into report: inout VerifyReport) throws {
+        let fs = FeatureSetPrefix(id: info.id)
+        let short = info.id.prefix(12)
+        var rowCount = 0
+        do {
+            try txn.scan(tables.rows, prefix: RowKey.prefix(fs)) { _, row in
+                if row >= storedRows { report.problems.append("rows/\(short): a row number beyond the stored rows") }
+                rowCount += 1
+                return true
+            }
+        } catch let error as ByteLayoutError {
+            report.problems.append("rows/\(short): \(error.reason)")
+        }
+        if rowCount != storedRows {
+            report.problems.append("rows/\(short): \(rowCount) examples map to rows, but segments hold \(storedRows) rows")
+        }
+        var reverseCount = 0
+        var missingExamples = 0
+        do {
+            try txn.scan(tables.rowExamples, prefix: FeatureSetRowKey.prefix(fs)) { _, example in
+                reverseCount += 1
+                if try !txn.contains(tables.examples, example) { missingExamples += 1 }
+                return true
+            }
+        } catch let error as ByteLayoutError {
+            report.problems.append("rowexamples/\(short): \(error.reason)")
+        }
+        if reverseCount != storedRows {
+            report.problems.append("rowexamples/\(short): \(reverseCount) entries for \(storedRows) rows")
+        }
+        if missingExamples > 0 {
+            report.problems.append("rowexamples/\(short): \(missingExamples) rows name examples with no record")
+        }
+    }
+
+    /// Checks every split of every dataset: item count against its manifest, known examples,
+    /// labels inside the class list.
+    private func verifySplits(_ txn: borrowing LMDBTransaction, into report: inout VerifyReport) throws {
+        var manifests: [DatasetManifest] = []
+        try txn.scan(tables.datasets) { _, manifest in
+            manifests.append(manifest)
+            return true
+        }
+        for manifest in manifests {
+            for (split, expected) in manifest.splits.sorted(by: { $0.key < $1.key }) {
+                report.splits += 1
+                let place = "datasets/\(manifest.name)/\(split)"
+                var count = 0, unknown = 0, badLabels = 0
+                do {
+                    try txn.scan(tables.splitItems, prefix: SplitPrefix(dataset: manifest.name, split: split).bytes) { _, item in
+                        count += 1
+                        if try !txn.contains(tables.examples, item.example) { unknown += 1 }
+                        if item.label >= manifest.classNames.count { badLabels += 1 }
+                        return true
+                    }
+                } catch let error as ByteLayoutError {
+                    report.problems.append("\(place): \(error.reason)")
+                }
+                if count != expected { report.problems.append("\(place): \(count) items, manifest says \(expected)") }
+                if unknown > 0 { report.problems.append("\(place): \(unknown) items name unknown examples") }
+                if badLabels > 0 { report.problems.append("\(place): \(badLabels) labels outside the class list") }
+            }
+        }
     }
 
     /// Bytes per feature set, per tap and per dataset, with the ratio against raw float32.

@@ -15,7 +15,8 @@ extension FeatureStore {
     /// only `columns` (global indices, in the order given; the output has `columns.count` columns).
     ///
     /// Only the tiles holding the requested columns are touched, and inside them only the frames
-    /// holding those columns are checksummed and decompressed. Decoding runs on both cores. The
+    /// holding those columns are checksummed and decompressed. Decoding runs on the store's
+    /// ``FeatureStore/parallelism``. The
     /// matrix carries the feature set's tap layout when `columns` is `nil` or ascending.
     public func read(featureSet: String, examples: [ExampleID], columns: [Int]? = nil) throws -> FeatureMatrix {
         let info = try self.featureSet(featureSet)
@@ -142,12 +143,12 @@ extension FeatureStore {
         return work
     }
 
-    /// Decodes `work` into the output rows at `destination` (`stride` floats per row), on both
-    /// cores, one read transaction and one decoder per worker.
+    /// Decodes `work` into the output rows at `destination` (`stride` floats per row), on the
+    /// store's threads, one read transaction and one decoder per worker.
     private func decode(_ work: [TileRead], of featureSet: String, segments: [Segment], blocks: [(block: Int, picks: [ColumnPick])],
                         into destination: UnsafeMutablePointer<Float>, stride: Int) throws {
         let fs = FeatureSetPrefix(id: featureSet)
-        try Parallel.forEachWorker(itemCount: work.count, workers: 2) { _, next in
+        try Parallel.forEachWorker(itemCount: work.count, parallelism: parallelism) { _, next in
             let decoder = TileDecoder()
             try environment.read { txn in
                 while let index = next() {

@@ -1,6 +1,6 @@
 import H2TCore
 
-/// Encodes a block of rows into the tiles of one feature set, using both cores.
+/// Encodes a block of rows into the tiles of one feature set, on a ``Parallelism``'s threads.
 ///
 /// Keeps one `TileEncoder` (and its zstd context) per worker, reused across segments.
 public final class SegmentEncoder: @unchecked Sendable {
@@ -8,11 +8,14 @@ public final class SegmentEncoder: @unchecked Sendable {
     /// The feature set laid out by this encoder.
     public let manifest: FeatureSetManifest
     private let encoders: [TileEncoder]
+    private let parallelism: Parallelism
 
-    /// Creates an encoder for a feature set, with `workers` threads.
-    public init(manifest: FeatureSetManifest, workers: Int = Parallel.defaultWorkers) {
+    /// Creates an encoder for a feature set, encoding on `parallelism`'s threads (tiles are
+    /// independent, so the bytes do not depend on them).
+    public init(manifest: FeatureSetManifest, parallelism: Parallelism = .default) {
         self.manifest = manifest
-        encoders = (0..<max(1, workers)).map { _ in TileEncoder(codec: manifest.codec) }
+        self.parallelism = parallelism
+        encoders = (0..<parallelism.workers(items: manifest.columnBlocks)).map { _ in TileEncoder(codec: manifest.codec) }
     }
 
     /// Encodes `rows` rows of `manifest.width` features (row-major, contiguous) into one tile per column block.
@@ -22,7 +25,7 @@ public final class SegmentEncoder: @unchecked Sendable {
         let blockWidth = manifest.columnBlock
         let out = WorkerSlots<[UInt8]>(count: blocks)
         // Encoding cannot fail, so the only error `forEachWorker` could rethrow is none.
-        try! Parallel.forEachWorker(itemCount: blocks, workers: encoders.count) { worker, next in
+        try! Parallel.forEachWorker(itemCount: blocks, parallelism: parallelism) { worker, next in
             let encoder = encoders[worker]
             while let block = next() {
                 let first = block * blockWidth

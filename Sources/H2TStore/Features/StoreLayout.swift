@@ -21,13 +21,13 @@ struct StoreTables: Sendable {
     /// Feature-set id (64 hex digits) → canonical JSON manifest.
     let featureSets: Table<UTF8Text, CanonicalJSONRecord<FeatureSetManifest>>
     /// `fs16 | first row u32 BE` → row count u32 LE.
-    let segments: Table<SegmentKey, U32LE>
+    let segments: Table<FeatureSetRowKey, U32LE>
     /// `fs16 | segment's first row u32 BE | column block u32 BE` → tile.
     let tiles: Table<TileKey, RawBytes>
     /// `fs16 | example32` → row u32 BE.
     let rows: Table<RowKey, U32BE>
     /// `fs16 | row u32 BE` → `example32`.
-    let rowExamples: Table<RowExampleKey, ExampleIDCodec>
+    let rowExamples: Table<FeatureSetRowKey, ExampleIDCodec>
     /// `example32` → canonical JSON example record.
     let examples: Table<ExampleIDCodec, CanonicalJSONRecord<ExampleRecord>>
     /// Dataset name → JSON dataset manifest.
@@ -93,15 +93,16 @@ enum FeatureSetKeyed: ByteCodec {
     }
 }
 
-/// `fs16 | first row u32 BE` (20 bytes).
-enum SegmentKey: ByteCodec {
-    static func encode(_ item: (fs: FeatureSetPrefix, start: Int)) -> [UInt8] {
+/// `fs16 | row u32 BE` (20 bytes): a segment's key (its first row) and a row's key in the
+/// row-to-example table.
+enum FeatureSetRowKey: ByteCodec {
+    static func encode(_ item: (fs: FeatureSetPrefix, row: Int)) -> [UInt8] {
         var w = ByteWriter(item.fs.bytes)
-        w.u32BE(item.start)
+        w.u32BE(item.row)
         return w.bytes
     }
-    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> (fs: FeatureSetPrefix, start: Int) {
-        try ByteLayoutError.require(bytes, count: 20, "a segment key")
+    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> (fs: FeatureSetPrefix, row: Int) {
+        try ByteLayoutError.require(bytes, count: 20, "a feature-set row key")
         return (FeatureSetPrefix(bytes: Array(bytes[0..<16])), ByteReader(bytes).u32BE(at: 16))
     }
     static func prefix(_ fs: FeatureSetPrefix) -> [UInt8] { fs.bytes }
@@ -134,20 +135,6 @@ enum RowKey: ByteCodec {
     static func decode(_ bytes: UnsafeRawBufferPointer) throws -> (fs: FeatureSetPrefix, example: ExampleID) {
         try ByteLayoutError.require(bytes, count: 48, "a row key")
         return (FeatureSetPrefix(bytes: Array(bytes[0..<16])), ExampleID(digest: Array(bytes[16..<48])))
-    }
-    static func prefix(_ fs: FeatureSetPrefix) -> [UInt8] { fs.bytes }
-}
-
-/// `fs16 | row u32 BE` (20 bytes).
-enum RowExampleKey: ByteCodec {
-    static func encode(_ item: (fs: FeatureSetPrefix, row: Int)) -> [UInt8] {
-        var w = ByteWriter(item.fs.bytes)
-        w.u32BE(item.row)
-        return w.bytes
-    }
-    static func decode(_ bytes: UnsafeRawBufferPointer) throws -> (fs: FeatureSetPrefix, row: Int) {
-        try ByteLayoutError.require(bytes, count: 20, "a row-example key")
-        return (FeatureSetPrefix(bytes: Array(bytes[0..<16])), ByteReader(bytes).u32BE(at: 16))
     }
     static func prefix(_ fs: FeatureSetPrefix) -> [UInt8] { fs.bytes }
 }

@@ -1,4 +1,5 @@
-/// SplitMix64 (Steele, Lea, Flood 2014): the project's one source of randomness in training.
+/// SplitMix64 (Steele, Lea, Flood 2014): the project's one source of randomness (training, test
+/// fixtures, benchmark data).
 ///
 /// Written out rather than taken from the standard library so that fold assignment, shuffles and
 /// mini-batch order are identical on every platform and Swift version, and so that
@@ -25,6 +26,12 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         precondition(bound > 0)
         return Int(next() % UInt64(bound))
     }
+
+    /// Uniform in [0, 1) with 24 bits (exact in `Float`).
+    public mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) }
+
+    /// Uniform in (0, 1] with 53 bits (never 0, so its logarithm is finite).
+    public mutating func unitOpen() -> Double { Double((next() >> 11) + 1) * 0x1p-53 }
 
     /// Fisher–Yates shuffle from the last element down, with `below(i + 1)` as the swap index.
     public mutating func shuffle<T>(_ array: inout [T]) {

@@ -1,0 +1,185 @@
+import Foundation
+import H2TCore
+import Testing
+
+/// The parallelism policy (issue 11): `--threads`, `H2T_THREADS`, the default from the process's
+/// CPU affinity, results that do not depend on the thread count, no fixed counts in the sources.
+@Suite("thread counts")
+struct ThreadCountTests {
+    /// The commands that compute, each with a command line that is complete but for `--threads`
+    /// (validation runs before any file or store is opened, so the paths need not exist).
+    static let computing: [[String]] = [
+        ["ingest", "--store", "/nonexistent/s", "--backbone", "mobilenet_v2", "--folder", "/nonexistent/f", "--dataset", "d"],
+        ["ingest", "--store", "/nonexistent/s", "--external", "x", "--dataset", "d", "/nonexistent/a.safetensors"],
+        ["fit", "--store", "/nonexistent/s", "--dataset", "d"],
+        ["predict", "t@v1", "--store", "/nonexistent/s", "--dataset", "d", "--split", "s"],
+        ["eval", "t@v1", "--store", "/nonexistent/s", "--dataset", "d"],
+        ["export", "--store", "/nonexistent/s", "--feature-set", "f", "--dataset", "d", "--split", "s", "--out", "/nonexistent/x.npy"],
+        ["verify", "--store", "/nonexistent/s"],
+        ["classify", "/nonexistent/x.png"],
+    ]
+
+    @Test(arguments: computing)
+    func badThreadCountsAreOneLineAndExit64(_ command: [String]) throws {
+        for value in ["0", "-2"] {
+            for spelling in [["--threads=\(value)"], ["--threads", value]] {
+                let result = try CLI.run(command + spelling)
+                #expect(result.status == 64, "\(command + spelling): exit \(result.status), \(result.stderr)")
+                #expect(result.stderr.hasPrefix("Error: --threads must be in 1... (a positive count), got \(value)\n"), "\(result.stderr)")
+            }
+        }
+        for value in ["0", "-3", "four", "2.5", " "] {
+            let result = try CLI.run(command, environment: ["H2T_THREADS": value])
+            #expect(result.status == 64, "H2T_THREADS=\(value) \(command): exit \(result.status), \(result.stderr)")
+            #expect(result.stderr.hasPrefix("Error: H2T_THREADS must be a positive whole number of threads, got '\(value)'\n"), "\(result.stderr)")
+        }
+    }
+
+    /// `Parallel.defaultWorkers` counts the CPUs of the affinity mask, as the kernel reports it in
+    /// `/proc/self/status` (an independent reading of the same mask).
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/proc/self/status")))
+    func defaultIsTheAffinityMask() throws {
+        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") })
+        let list = line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)
+        let cpus = try list.split(separator: ",").reduce(0) { total, part in
+            let bounds = try part.split(separator: "-").map { try #require(Int($0)) }
+            return total + (bounds.count == 2 ? bounds[1] - bounds[0] + 1 : 1)
+        }
+        #expect(Parallel.defaultWorkers == cpus)
+        #expect(try Parallelism.fromEnvironment([:]) == nil)
+        #expect(try Parallelism.fromEnvironment(["H2T_THREADS": "3"])?.threads == 3)
+        #expect(throws: ParallelismError.self) { try Parallelism.fromEnvironment(["H2T_THREADS": "-1"]) }
+    }
+
+    /// Overlapping BLAS scopes: the smallest limit wins while they are open.
+    @Test func blasScopesTakeTheSmallestLimit() {
+        BLAS.withThreadLimit(1) {
+            #expect(BLAS.threadCount == 1)
+            BLAS.withThreadLimit(4) { #expect(BLAS.threadCount == 1) }
+            #expect(BLAS.threadCount == 1)
+        }
+        Parallelism(threads: 3, setsBLASThreads: false).withBLAS {
+            // Left alone: whatever the process (or another scope) has, not necessarily 1.
+            #expect(BLAS.threadCount >= 1)
+        }
+    }
+
+    /// No fixed thread or worker count anywhere in the sources: counts come from a `Parallelism`;
+    /// only `Parallel` counts cores and only `BLAS` sets OpenBLAS's threads.
+    @Test func sourcesHoldNoFixedThreadCounts() throws {
+        let root = CLI.packageRoot
+        let fixedCount = #/(?i)\b(threads|workers|threadCount|workerCount|maxConcurrent\w*)\s*(:\s*Int\??\s*=|:|=)\s*([2-9]|[1-9][0-9]+)\b/#
+        let rules: [(pattern: Regex<AnyRegexOutput>, name: String, allowedIn: Set<String>)] = [
+            (try Regex(#"activeProcessorCount|openblas_get_num_procs|sysconf\(\s*_SC_NPROCESSORS"#), "core count", ["Sources/H2TCore/Parallel.swift"]),
+            (try Regex(#"openblas_set_num_threads"#), "OpenBLAS thread setting", ["Sources/H2TCore/BLAS.swift"]),
+            (try Regex(#"concurrentPerform\("#), "raw thread pool", ["Sources/H2TCore/Parallel.swift"]),
+            (try Regex(#"min\(\s*[0-9]+\s*,\s*\w*(?:Parallel|Processor|processor|cores)"#), "capped core count", []),
+        ]
+        var problems: [String] = []
+        var scanned = 0
+        for folder in ["Sources", "tools/bench"] {
+            let enumerator = FileManager.default.enumerator(atPath: root + "/" + folder)
+            while let file = enumerator?.nextObject() as? String {
+                guard file.hasSuffix(".swift") else { continue }
+                let relative = folder + "/" + file
+                let text = try String(contentsOfFile: root + "/" + relative, encoding: .utf8)
+                scanned += 1
+                for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                    let code = line.split(separator: "//", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+                    if code.contains(fixedCount) { problems.append("\(relative):\(number + 1): fixed count: \(line)") }
+                    for rule in rules where !rule.allowedIn.contains(relative) && code.contains(rule.pattern) {
+                        problems.append("\(relative):\(number + 1): \(rule.name): \(line)")
+                    }
+                }
+            }
+        }
+        #expect(scanned > 50, "scanned only \(scanned) files")
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+    }
+
+    /// The scan above finds what it looks for.
+    @Test func theScanCatchesAFixedCount() {
+        let fixedCount = #/(?i)\b(threads|workers|threadCount|workerCount|maxConcurrent\w*)\s*(:\s*Int\??\s*=|:|=)\s*([2-9]|[1-9][0-9]+)\b/#
+        #expect("public var threads: Int = 2".contains(fixedCount))
+        #expect("Parallel.forEachWorker(itemCount: n, workers: 2)".contains(fixedCount))
+        #expect(!"Parallelism(threads: 1)".contains(fixedCount))
+        #expect(!"parallelism: Parallelism = .default".contains(fixedCount))
+    }
+}
+
+/// Ingest, fit and predict with 1, 2, 3 and 4 threads give bit-identical results.
+@Suite("results whatever the thread count", .serialized)
+struct ThreadInvarianceTests {
+    let dir: String
+    let cache = ProcessInfo.processInfo.environment["H2T_CACHE"] ?? (NSHomeDirectory() + "/.cache/h2t-store")
+
+    init() throws {
+        dir = NSTemporaryDirectory() + "h2t-threads-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    }
+
+    /// Per thread count, in its own store: an ingest of 52 training and 20 test images through
+    /// MobileNetV2 (float32 tiles, so the stored values are the computed ones; the default batch
+    /// size, which grows with the thread count; segments of 24 so that batches end mid-slice),
+    /// the exported training features, a small fit's methods and head, and the head's
+    /// predictions. Every one must equal the one-thread run's, byte for byte.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: NSHomeDirectory() + "/.cache/h2t-store/fashion-mnist/t10k-images-idx3-ubyte.gz")
+                    || ProcessInfo.processInfo.environment["H2T_CACHE"] != nil, "run tools/fetch-artifacts first"))
+    func ingestFitAndPredictAreBitIdentical() throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = cache + "/fashion-mnist/"
+        var outputs: [Int: [String: String]] = [:]
+        for threads in [1, 2, 3, 4] {
+            let store = ["--store", "\(dir)/s\(threads)", "--threads", "\(threads)"]
+            var got: [String: String] = [:]
+            for (split, file, limit) in [("train", "train", "52"), ("test", "t10k", "20")] {
+                let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--idx", fm + file + "-images-idx3-ubyte.gz",
+                                          "--labels", fm + file + "-labels-idx1-ubyte.gz", "--limit", limit, "--dataset", "fm",
+                                          "--split", split, "--target-size", "64", "--dtype", "float32", "--segment-rows", "24", "--json"] + store)
+                #expect(ingest.status == 0, "\(ingest.stderr)")
+                let summary = try #require(try JSONSerialization.jsonObject(with: Data(ingest.stdout.utf8)) as? [String: Any])
+                let featureSet = try #require((summary["feature_sets"] as? [[String: Any]])?.first?["id"] as? String)
+                got["feature set"] = featureSet
+                let out = "\(dir)/x\(threads)-\(split).npy"
+                let export = try CLI.run(["export", "--feature-set", featureSet, "--dataset", "fm", "--split", split, "--out", out] + store)
+                #expect(export.status == 0, "\(export.stderr)")
+                got["features \(split)"] = try Data(contentsOf: URL(fileURLWithPath: out)).base64EncodedString()
+            }
+            let fit = try CLI.run(["fit", "--dataset", "fm", "--folds", "3", "--fractions", "0.1,0.5", "--lambdas", "0.1,0.03",
+                                   "--ridges", "1e-4", "--alias", "prod", "--json"] + store)
+            #expect(fit.status == 0, "\(fit.stderr)")
+            var summary = try #require(try JSONSerialization.jsonObject(with: Data(fit.stdout.utf8)) as? [String: Any])
+            summary["seconds"] = nil
+            got["fit"] = String(decoding: try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys]), as: UTF8.self)
+            let exported = "\(dir)/head\(threads).safetensors"
+            let head = try CLI.run(["head", "export", "fm@prod", "--out", exported] + store.prefix(2))
+            #expect(head.status == 0, "\(head.stderr)")
+            got["head weights"] = try Self.tensors(exported)
+            let predict = try CLI.run(["predict", "fm@prod", "--dataset", "fm", "--split", "test", "--json"] + store)
+            #expect(predict.status == 0, "\(predict.stderr)")
+            got["predict"] = predict.stdout
+            outputs[threads] = got
+        }
+        let reference = try #require(outputs[1])
+        #expect(reference.count == 6)
+        for threads in [2, 3, 4] {
+            for (key, value) in reference.sorted(by: { $0.key < $1.key }) {
+                // Compared as a Bool: the values are megabytes of base64.
+                let same = outputs[threads]?[key] == value
+                #expect(same, "\(threads) threads: \(key) differs from 1 thread")
+            }
+        }
+    }
+
+    /// The tensors of a safetensors file (its data section and the header's tensor entries, not
+    /// the metadata, which records when the file was written).
+    static func tensors(_ path: String) throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let headerLength = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        var header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any])
+        header["__metadata__"] = nil
+        let entries = String(decoding: try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]), as: UTF8.self)
+        return entries + data.subdata(in: (8 + headerLength)..<data.count).base64EncodedString()
+    }
+}
