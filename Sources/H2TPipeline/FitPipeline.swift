@@ -18,16 +18,19 @@ public struct FitRequest: Sendable {
     public var trainLimit: Int?
     /// Grid and protocol.
     public var settings: FitSettings
+    /// Solver, memory budget and validation rule by training-set size.
+    public var scale: ScaleSettings
 
     /// Creates a request.
     public init(dataset: String, trainSplit: String, testSplit: String?, featureSets: [String], trainLimit: Int? = nil,
-                settings: FitSettings = FitSettings()) {
+                settings: FitSettings = FitSettings(), scale: ScaleSettings = ScaleSettings()) {
         self.dataset = dataset
         self.trainSplit = trainSplit
         self.testSplit = testSplit
         self.featureSets = featureSets
         self.trainLimit = trainLimit
         self.settings = settings
+        self.scale = scale
     }
 }
 
@@ -105,22 +108,9 @@ public enum FitPipeline {
         let (train, infos) = (checked.train, checked.infos)
         let settings = try withProbeTap(request.settings, infos[0])
 
-        // Full width for the selection step.
+        var (report, readSeconds) = try Self.train(store: store, request: request, checked: checked, settings: settings, log: log,
+                                              progress: progress)
         let clock = ContinuousClock()
-        let readStart = clock.now
-        var inputs: [FeatureSetInput] = []
-        for info in infos {
-            log?("reading \(train.examples.count) × \(info.manifest.width) features of \(info.id.prefix(12)) (F_T \(info.manifest.targetSize))")
-            // All columns: the matrix carries the feature set's tap layout.
-            let features = try store.read(featureSet: info.id, examples: train.examples)
-            try features.validate(featureSet: info.id, split: "\(request.dataset)/\(request.trainSplit)")
-            inputs.append(FeatureSetInput(name: info.id, train: features))
-        }
-        let readSeconds = seconds(clock.now - readStart)
-        log?("cross-validating \(request.settings.folds) folds × \(inputs.count) feature sets × \(request.settings.lambdas.count) λ × \(request.settings.fractions.count) fractions × \(request.settings.ridges.count) ridges")
-        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: checked.classNames.count, settings: settings,
-                                         parallelism: store.parallelism,
-                                         progress: progress)
 
         // Only the columns each method uses, for the test split.
         let testStart = clock.now

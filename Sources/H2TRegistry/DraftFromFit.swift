@@ -68,7 +68,8 @@ extension HeadDraft {
                                  train: SplitLineage(split: lineage.trainSplit, digest: lineage.trainDigest, count: lineage.trainCount),
                                  test: lineage.testSplit.map { SplitLineage(split: $0, digest: lineage.testDigest ?? "", count: report.testCount) },
                                  seed: report.settings.seed,
-                                 sourceImage: Self.probeSourceImage(store: store, dataset: lineage.dataset, split: lineage.trainSplit)),
+                                 sourceImage: Self.probeSourceImage(store: store, dataset: lineage.dataset, split: lineage.trainSplit),
+                                 plan: report.plan),
             tags: tags)
         guard chosen.head.inputCount == model.inputCount, chosen.head.classCount == classNames.count else {
             throw RegistryError.invalidHead("the \(method) head has \(chosen.head.inputCount) inputs and \(chosen.head.classCount) classes, the selection \(model.inputCount) and the dataset \(classNames.count)")

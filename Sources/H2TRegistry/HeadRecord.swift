@@ -202,10 +202,14 @@ public struct HeadLineage: Sendable, Hashable, Codable {
     /// Size of the training images before preprocessing, when the training examples came from
     /// image files of one size (prediction on new images checks it).
     public var sourceImage: SourceImageSize?
+    /// The solver, validation rule and memory budget of the fit (absent in heads registered
+    /// before the stochastic solver existed).
+    public var plan: FitPlan?
 
     /// Creates a lineage.
     public init(featureSet: String, backbone: String, architecture: String, dataset: String, train: SplitLineage,
-                test: SplitLineage?, seed: UInt64, toolVersion: String = H2TRegistryInfo.toolVersion, sourceImage: SourceImageSize? = nil) {
+                test: SplitLineage?, seed: UInt64, toolVersion: String = H2TRegistryInfo.toolVersion, sourceImage: SourceImageSize? = nil,
+                plan: FitPlan? = nil) {
         self.featureSet = featureSet
         self.backbone = backbone
         self.architecture = architecture
@@ -215,6 +219,7 @@ public struct HeadLineage: Sendable, Hashable, Codable {
         self.seed = seed
         self.toolVersion = toolVersion
         self.sourceImage = sourceImage
+        self.plan = plan
     }
 }
 

@@ -178,10 +178,14 @@ public struct FitReport: Codable, Sendable {
     /// With `SelectionRule.oneStandardError`: the CV accuracy a grid point needed (the best
     /// point's minus one standard error over its folds).
     public var selectionFloor: Double?
-    /// Training fold of each training row (`0..<folds`), for reproducibility.
+    /// Training fold of each training row (`0..<folds`; `-1`: held out for the stochastic
+    /// solver's stopping rule), for reproducibility.
     public var foldAssignment: [Int]
     /// Timings.
     public var timings: FitTimings
+    /// Which solver and validation rule the fit used, and its memory budget (`nil` in reports
+    /// written before the stochastic path existed).
+    public var plan: FitPlan?
 
     /// The outcome of `method`.
     public subscript(method: FitMethod) -> MethodResult {

@@ -29,8 +29,14 @@ struct Fit: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Comma-separated ridge strengths of the final head, each >= 0, every method (a CV axis).")
     var ridges = Fit.list(FitSettings.defaultRidges)
     @Flag(name: .long, help: "Read --lambdas as absolute values, as the reference code does.") var absoluteLambda = false
-    @Option(name: .long, help: "Selection solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
-    var solver: String = "proximal"
+    @Option(name: .long, help: "Solver: exact (full batch, features in memory), stochastic (mini-batch proximal SAGA on features streamed from the store, memory bounded by --memory), or auto (exact up to 2,000 training rows when it fits the budget).")
+    var solver: String = "auto"
+    @Option(name: .long, help: "Group-lasso optimiser of the exact solver: proximal (exact group soft-threshold), adam (reference parity), or both.")
+    var selectionSolver: String = "proximal"
+    @Option(name: .long, parsing: .unconditional, help: "Memory budget of the fit, e.g. 2G or 512M (default: half the machine's memory).")
+    var memory: String?
+    @Option(name: .long, parsing: .unconditional, help: "K-fold cross-validation up to this many training rows; above it one validation split (the first fold).")
+    var cvFoldLimit: Int = ScaleSettings().foldRowLimit
     @Option(name: .long, help: "Head2Toe's kept subsets in the final head: unit (re-normalised per tap and example), training-share (re-normalised, weighted by the share selection saw), training-constant (raw values over one training constant per tap).")
     var keptScaling = "training-share"
     @Option(name: .long, parsing: .unconditional, help: "Cross-validation folds (at least 2).") var folds: Int = 5
@@ -69,11 +75,13 @@ struct Fit: ParsableCommand {
         let ridgeList = try parseList(ridges, option: "ridges")
         try checkRange("--ridges", ridgeList, .finiteNonNegative)
         let solvers: [SelectionSolver]
-        switch solver {
+        // `--solver proximal|adam|both` named the group-lasso optimiser before --selection-solver.
+        let optimiser = ["proximal", "adam", "both"].contains(solver) ? solver : selectionSolver
+        switch optimiser {
         case "proximal": solvers = [.proximal(GroupLassoSettings())]
         case "adam": solvers = [.adam(AdamSettings())]
         case "both": solvers = [.proximal(GroupLassoSettings()), .adam(AdamSettings())]
-        default: throw ValidationError("--solver must be proximal, adam or both, got '\(solver)'")
+        default: throw ValidationError("--selection-solver must be proximal, adam or both, got '\(optimiser)'")
         }
         let scalings: [String: KeptTapScaling] = ["unit": .unit, "training-share": .trainingShare, "training-constant": .trainingConstant]
         guard let scaling = scalings[keptScaling] else {
@@ -86,8 +94,39 @@ struct Fit: ParsableCommand {
                            fractionCurve: fractionCurve, probeTap: probeTap, seed: seed)
     }
 
+    /// The solver, memory budget and validation rule.
+    func scale() throws -> ScaleSettings {
+        var scale = ScaleSettings()
+        if let choice = SolverChoice(rawValue: solver) {
+            scale.solver = choice
+        } else if !["proximal", "adam", "both"].contains(solver) {
+            throw ValidationError("--solver must be exact, stochastic or auto, got '\(solver)'")
+        }
+        if let memory { scale.memoryBudget = try Fit.parseSize(memory, option: "--memory") }
+        scale.foldRowLimit = cvFoldLimit
+        return scale
+    }
+
+    /// Bytes from `2G`, `1.5GB`, `512M`, `64k` or a plain number of bytes.
+    static func parseSize(_ text: String, option: String) throws -> Int {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Double)] = [("GB", 1_073_741_824), ("G", 1_073_741_824), ("MB", 1_048_576), ("M", 1_048_576), ("KB", 1024), ("K", 1024), ("B", 1)]
+        var number = trimmed, factor = 1.0
+        for (suffix, value) in units where trimmed.hasSuffix(suffix) {
+            number = String(trimmed.dropLast(suffix.count))
+            factor = value
+            break
+        }
+        guard let value = Double(number), value.isFinite, value > 0, value * factor < 9e18 else {
+            throw ValidationError("\(option): '\(text)' is not a size (give e.g. 2G, 512M or a number of bytes)")
+        }
+        return Int(value * factor)
+    }
+
     func validate() throws {
         try checkRange("--train-limit", trainLimit, .positiveCount)
+        try checkRange("--cv-fold-limit", cvFoldLimit, .positiveCount)
+        _ = try scale()
         try checkRange("--folds", folds, .atLeast(2, "cross-validation needs two folds"))
         _ = try settings()
     }
@@ -103,7 +142,7 @@ struct Fit: ParsableCommand {
             guard !chosen.isEmpty else { throw ValidationError("no feature set holds every example of \(dataset)/\(trainSplit); ingest them first") }
         }
         let request = FitRequest(dataset: dataset, trainSplit: trainSplit, testSplit: testSplit == "none" ? nil : testSplit,
-                                 featureSets: chosen, trainLimit: trainLimit, settings: try settings())
+                                 featureSets: chosen, trainLimit: trainLimit, settings: try settings(), scale: try scale())
         let reports = progressOptions.reports(json: output.json)
         let progress = ProgressReporter(label: "fit: cross-validation", unit: "tasks", enabled: reports)
         let outcome = try FitPipeline.run(store: store, request: request, log: { message in
@@ -143,6 +182,10 @@ struct Fit: ParsableCommand {
         if !summary.fractionCurve.isEmpty {
             print("\nHead2Toe's best point at each keep fraction, next to all features:")
             print(table(header, rows(summary.fractionCurve + summary.methods.filter { $0.method == .allFeatures })))
+        }
+        if let plan = outcome.report.plan {
+            print("\nsolver \(plan.solver.rawValue) (\(plan.requested.rawValue)), validation \(plan.validation), memory budget \(ScaleSettings.describe(bytes: plan.memoryBudget))"
+                  + (plan.heldOutRows.map { ", \($0) rows held out for the stopping rule" } ?? ""))
         }
         print(String(format: "\ntrain %d examples, test %d; read %.1f s, fit %.1f s (CV %.1f s), test %.1f s",
                      outcome.lineage.trainCount, outcome.report.testCount, outcome.readSeconds, outcome.report.timings.total,
@@ -189,6 +232,8 @@ struct FitSummary: Encodable {
     var fractionCurve: [Method]
     var seconds: Double
     var head: RegisteredHead?
+    /// The solver used, the validation rule and the memory budget.
+    var plan: FitPlan?
 
     struct RegisteredHead: Encodable {
         var task: String
@@ -206,6 +251,7 @@ struct FitSummary: Encodable {
         backbone = outcome.backbone
         featureSets = outcome.featureSets
         seconds = outcome.readSeconds + outcome.report.timings.total + outcome.testSeconds
+        plan = outcome.report.plan
         self.head = head
         func method(_ m: MethodResult) -> Method {
             Method(method: m.method, featureSet: m.featureSet, features: m.selectedIndices.count, fraction: m.fraction, lambda: m.lambda,

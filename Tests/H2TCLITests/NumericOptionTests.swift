@@ -34,6 +34,7 @@ struct NumericOptionCase: CustomTestStringConvertible, Sendable {
             .init(command: external, option: "--segment-rows", badValues: ["-1", "0"], range: "1..."),
             .init(command: fit, option: "--train-limit", badValues: ["-3", "0"], range: "1..."),
             .init(command: fit, option: "--folds", badValues: ["-2", "0", "1"], range: "2..."),
+            .init(command: fit, option: "--cv-fold-limit", badValues: ["-2", "0"], range: "1..."),
             .init(command: fit, option: "--seed", badValues: ["-1"], range: "0...2^64-1"),
             .init(command: fit, option: "--fractions", badValues: ["-0.5", "0", "1.5", "0.1,-1", "nan"], range: "(0, 1]"),
             .init(command: fit, option: "--lambdas", badValues: ["-1", "0.1,-0.5", "inf"], range: "0..."),
