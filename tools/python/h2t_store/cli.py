@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Optional
+import subprocess
+from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import H2TStoreError
 
@@ -22,8 +23,14 @@ def binary(explicit: Optional[str] = None) -> str:
     return path
 
 
+def run_json(arguments: Sequence[str], binary_path: Optional[str] = None) -> Dict[str, Any]:
+    """Runs ``h2t-store ARGUMENTS --json`` and returns its JSON output; a failure raises with the
+    CLI's own one-line error."""
+    done = subprocess.run([binary(binary_path), *arguments, "--json"], capture_output=True, text=True)
+    return parse_result(list(arguments), done.returncode, done.stdout, done.stderr)
+
+
 def parse_result(arguments: List[str], status: int, stdout: str, stderr: str) -> Dict[str, Any]:
-    """The JSON a ``--json`` run printed; a failure raises with the CLI's own one-line error."""
     if status != 0:
         message = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {status}"
         raise H2TStoreError(f"h2t-store {arguments[0] if arguments else ''} failed: {message}")
