@@ -87,11 +87,19 @@ public final class ProgressReporter: @unchecked Sendable {
         }
     }
 
+    /// Items per second, or seconds per item when fewer than one item a second finishes (a CV
+    /// task can take minutes: "0.0 tasks/s" would say nothing).
+    public static func rateText(_ rate: Double, unit: String) -> String {
+        if rate >= 1 || rate <= 0 { return String(format: "%.1f %@/s", rate, unit) }
+        let singular = unit.hasSuffix("s") ? String(unit.dropLast()) : unit
+        return String(format: "%.1f s/%@", 1 / rate, singular)
+    }
+
     private func draw(final: Bool) {
         let elapsed = max(Date().timeIntervalSince(start), 1e-6)
         let rate = Double(done) / elapsed
         let count = total.map { "\(done)/\($0) \(unit)" } ?? "\(done) \(unit)"
-        let rateText = String(format: "%.1f %@/s", rate, unit)
+        let rateText = Self.rateText(rate, unit: unit)
         var timeText = String(format: "%.1fs", elapsed)
         if !final, let total, rate > 0, done < total {
             let left = Int(Double(total - done) / rate)

@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 import Testing
 
 /// Progress when stderr is a pipe (as in CI logs): plain lines, no redraws, nothing on stdout;
@@ -46,5 +47,13 @@ struct ProgressTests {
         #expect(fitQuiet.status == 0)
         #expect(fitQuiet.stderr.isEmpty, "--quiet: \(fitQuiet.stderr)")
         #expect(fitQuiet.stdout.contains("head2toe"))
+    }
+
+    /// Slow steps (a CV task takes minutes) show seconds per item, not "0.0 tasks/s".
+    @Test func slowRatesShowSecondsPerItem() {
+        #expect(ProgressReporter.rateText(12.34, unit: "examples") == "12.3 examples/s")
+        #expect(ProgressReporter.rateText(1, unit: "tasks") == "1.0 tasks/s")
+        #expect(ProgressReporter.rateText(0.02, unit: "tasks") == "50.0 s/task")
+        #expect(ProgressReporter.rateText(0, unit: "tiles") == "0.0 tiles/s")
     }
 }
