@@ -28,6 +28,9 @@ struct StoreRowSource: RowSource {
 
     func read(rows: [Int], columns: [Int]?) throws -> FeatureMatrix {
         let matrix = try store.read(featureSet: featureSet, examples: rows.map { examples[$0] }, columns: columns)
+        // The window is decoded: its mapped pages need not stay resident (peak RSS is bounded
+        // by the budget, not by the store's size).
+        try store.releaseMappedPages()
         try matrix.validate(featureSet: featureSet, split: "training rows")
         return matrix
     }

@@ -244,54 +244,17 @@ final class StochasticModel: @unchecked Sendable {
         seenCount += pendingSeen
     }
 
-    /// Sets the step from the formed first window `x` (`rows × d`): `1/(3 L_b)`, with `L_b` the
-    /// mini-batch smoothness of Gazagnadou et al. 2019 built from the mean-Hessian bound `L`
-    /// (power iteration on the window, with the bias column) and the per-row bound `L_max`
-    /// (largest row norm); both with a safety margin, since they come from one window.
-    func setStep(_ x: UnsafePointer<Float>, rows w: Int, batchSize: Int, seed: UInt64) {
-        let d = featureCount
-        var mean = [Double](repeating: 0, count: d)
-        for r in 0..<w { for j in 0..<d { mean[j] += Double(x[r * d + j]) } }
-        center = mean.map { Float($0 / Double(max(w, 1))) }
-        let mu = center
-        var rng = SplitMix64(seed: seed)
-        var v = (0..<d).map { _ in Float(rng.below(1 << 20)) / Float(1 << 20) + 0.5 }
-        var c: Float = 1
-        var eigen = 0.0
-        var u = [Float](repeating: 0, count: w)
-        for _ in 0..<20 {
-            let norm = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
-            guard norm > 0 else { break }
-            for i in 0..<d { v[i] /= Float(norm) }
-            c /= Float(norm)
-            v.withUnsafeBufferPointer { pv in
-                u.withUnsafeMutableBufferPointer { pu in
-                    BLAS.sgemm(m: w, n: 1, k: d, a: x, lda: d, b: pv.baseAddress!, ldb: 1, c: pu.baseAddress!, ldc: 1)
-                }
-            }
-            let shift = c - zip(mu, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-            for r in 0..<w { u[r] += shift }
-            var next = [Float](repeating: 0, count: d)
-            u.withUnsafeBufferPointer { pu in
-                next.withUnsafeMutableBufferPointer { pn in
-                    BLAS.sgemm(transA: true, m: d, n: 1, k: w, a: x, lda: d, b: pu.baseAddress!, ldb: 1, c: pn.baseAddress!, ldc: 1)
-                }
-            }
-            c = u.reduce(0, +)
-            for j in 0..<d { next[j] -= mu[j] * c }
-            v = next
-            eigen = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
-        }
-        var rowMax = 0.0
-        for r in 0..<w {
-            var s = 1.0
-            for j in 0..<d { let v = Double(x[r * d + j] - mu[j]); s += v * v }
-            rowMax = max(rowMax, s)
-        }
-        let lMean = 1.2 * eigen / Double(max(w, 1)) / 2, lMax = 1.5 * rowMax / 2
+    /// Sets the centre and the step from the curvature of the formed first window: `1/L_b`, with
+    /// `L_b` the mini-batch smoothness of Gazagnadou et al. 2019 built from the window's
+    /// mean-Hessian and per-row bounds over this model's training-row count. Not the theory's
+    /// `1/(3 L_b)`: the bounds already carry a margin, a batch of 128 keeps the variance low, and
+    /// on ill-conditioned features (a tiny ridge) progress per epoch is proportional to the step;
+    /// a step that does diverge is caught by the stopping rule, which halves it and starts over.
+    func setStep(_ curvature: WindowCurvature, batchSize: Int) {
+        center = curvature.center
         let n = Double(max(trainCount, 2)), b = Double(min(batchSize, max(trainCount, 1)))
-        let lBatch = n * (b - 1) / (b * (n - 1)) * lMean + (n - b) / (b * (n - 1)) * lMax
-        step = Float(1 / (3 * max(lBatch, 1e-6)))
+        let lBatch = n * (b - 1) / (b * (n - 1)) * curvature.meanBound + (n - b) / (b * (n - 1)) * curvature.rowBound
+        step = Float(1 / max(lBatch, 1e-6))
     }
 
     /// Records the held-out objective of the epoch just finished and applies the stopping rule:
@@ -351,6 +314,60 @@ final class StochasticModel: @unchecked Sendable {
     }
 }
 
+/// The curvature of a linear softmax model's loss on a formed window `x` (`rows × d`), from which
+/// each model's step follows (`StochasticModel.setStep`): the inputs' mean `μ` (models train on
+/// centred inputs), the mean-Hessian bound `L` (power iteration on the centred window with the
+/// bias column) and the per-row bound `L_max` (largest centred row norm); both with a safety
+/// margin, since they come from one window.
+struct WindowCurvature {
+    let center: [Float]
+    let meanBound: Double
+    let rowBound: Double
+
+    init(_ x: UnsafePointer<Float>, rows w: Int, columns d: Int, seed: UInt64) {
+        var mean = [Double](repeating: 0, count: d)
+        for r in 0..<w { for j in 0..<d { mean[j] += Double(x[r * d + j]) } }
+        let mu = mean.map { Float($0 / Double(max(w, 1))) }
+        var rng = SplitMix64(seed: seed)
+        var v = (0..<d).map { _ in Float(rng.below(1 << 20)) / Float(1 << 20) + 0.5 }
+        var c: Float = 1
+        var eigen = 0.0
+        var u = [Float](repeating: 0, count: w)
+        for _ in 0..<20 {
+            let norm = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
+            guard norm > 0 else { break }
+            for i in 0..<d { v[i] /= Float(norm) }
+            c /= Float(norm)
+            v.withUnsafeBufferPointer { pv in
+                u.withUnsafeMutableBufferPointer { pu in
+                    BLAS.sgemm(m: w, n: 1, k: d, a: x, lda: d, b: pv.baseAddress!, ldb: 1, c: pu.baseAddress!, ldc: 1)
+                }
+            }
+            let shift = c - zip(mu, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            for r in 0..<w { u[r] += shift }
+            var next = [Float](repeating: 0, count: d)
+            u.withUnsafeBufferPointer { pu in
+                next.withUnsafeMutableBufferPointer { pn in
+                    BLAS.sgemm(transA: true, m: d, n: 1, k: w, a: x, lda: d, b: pu.baseAddress!, ldb: 1, c: pn.baseAddress!, ldc: 1)
+                }
+            }
+            c = u.reduce(0, +)
+            for j in 0..<d { next[j] -= mu[j] * c }
+            v = next
+            eigen = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
+        }
+        var rowMax = 0.0
+        for r in 0..<w {
+            var s = 1.0
+            for j in 0..<d { let v = Double(x[r * d + j] - mu[j]); s += v * v }
+            rowMax = max(rowMax, s)
+        }
+        center = mu
+        meanBound = 1.2 * eigen / Double(max(w, 1)) / 2
+        rowBound = 1.5 * rowMax / 2
+    }
+}
+
 /// Passes over a `RowSource` that train (and then apply) many `StochasticModel`s at once: each
 /// window is read once and serves every model, whatever its rows, inputs or penalty.
 struct StochasticPass {
@@ -393,10 +410,11 @@ struct StochasticPass {
                     let users = active.filter { $0.form == f }
                     guard !users.isEmpty else { continue }
                     if !stepsSet {
+                        // The curvature depends on the window and the form only: one estimate
+                        // serves every model of the form.
                         withFormed(raw, form: form, rows: 0..<window.count) { x in
-                            for model in users where model.step == 0 {
-                                model.setStep(x, rows: window.count, batchSize: settings.batchSize, seed: seed)
-                            }
+                            let curvature = WindowCurvature(x, rows: window.count, columns: users[0].featureCount, seed: seed)
+                            for model in users where model.step == 0 { model.setStep(curvature, batchSize: settings.batchSize) }
                         }
                     }
                     // A form of every column needs no gathering: formed once, batches are slices.

@@ -41,6 +41,45 @@ struct LMDBTests {
         #expect(sample == value)
     }
 
+    /// Releasing the mapped pages empties the data file mapping's resident set (read from
+    /// `/proc/self/smaps`), and every value reads back unchanged, inside a transaction that was
+    /// open across the release too.
+    @Test func releasedMappedPagesLeaveTheResidentSetAndReadBackUnchanged() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        let values = (0..<32).map { i in [UInt8](repeating: UInt8(i), count: 200_000) }
+        for (i, value) in values.enumerated() { try env.write { txn in try txn.put(t, [UInt8(i)], value) } }
+        func residentKB() throws -> Int {
+            #if os(Linux)
+            let smaps = try String(contentsOfFile: "/proc/self/smaps", encoding: .utf8)
+            var inMap = false, total = 0
+            for line in smaps.split(separator: "\n") {
+                if line.first.map({ $0.isHexDigit }) == true && line.contains("-") && line.split(separator: " ").count >= 5 {
+                    inMap = line.hasSuffix(dir.path + "/data.mdb")
+                } else if inMap, line.hasPrefix("Rss:") {
+                    total += Int(line.split(separator: " ")[1]) ?? 0
+                }
+            }
+            return total
+            #else
+            return 0
+            #endif
+        }
+        try env.read { txn in
+            for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
+            #if os(Linux)
+            #expect(try residentKB() >= 32 * 200_000 / 1024)
+            #endif
+            try env.releaseMappedPages()
+            #expect(try residentKB() < 64)
+            for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
+        }
+        try env.releaseMappedPages()
+        let again = try env.read { txn in try values.indices.map { try txn.bytes(t, [UInt8($0)]) } }
+        #expect(again == values.map { Optional($0) })
+    }
+
     @Test func secondOpenOfSamePathIsRefused() throws {
         let dir = TemporaryDirectory()
         let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))

@@ -184,6 +184,25 @@ public final class LMDBEnvironment: @unchecked Sendable {
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
     }
 
+    /// Drops this process's mapping of the data file's pages (`madvise(MADV_DONTNEED)`), so that
+    /// a long read of more data than memory does not keep every page it touched resident.
+    ///
+    /// Why it is safe: the map is a shared, read-only file mapping (the environment never uses
+    /// `MDB_WRITEMAP`; writes go through `pwrite`), so dropped pages stay in the page cache and
+    /// fault back in unchanged when next touched, even under a transaction that is still reading
+    /// them. Held under the shared side of `resizeLock`, so the map is not replaced meanwhile.
+    public func releaseMappedPages() throws(LMDBError) {
+        resizeLock.lockShared()
+        defer { resizeLock.unlock() }
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        try lmdbCall("mdb_env_info", path: path) { mdb_env_info(handle, &info) }
+        try lmdbCall("mdb_env_stat", path: path) { mdb_env_stat(handle, &stat) }
+        let length = min((info.me_last_pgno + 1) * Int(stat.ms_psize), info.me_mapsize)
+        guard let address = info.me_mapaddr, length > 0 else { return }
+        if madvise(address, length, MADV_DONTNEED) != 0 { throw LMDBError(code: errno, call: "madvise", path: path) }
+    }
+
     private func checkProcess() throws(LMDBError) {
         if getpid() != openedByPID { throw LMDBError(code: LMDBError.usedAcrossFork, call: "mdb_txn_begin", path: path) }
     }
