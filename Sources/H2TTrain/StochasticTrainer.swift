@@ -146,9 +146,15 @@ final class StochasticModel: @unchecked Sendable {
         guard let first = models.first else { return }
         let k = first.classCount, d = first.featureCount, b = rows.count, m = models.count, mk = m * k
         var stacked = [Float](repeating: 0, count: d * mk)
-        for (i, model) in models.enumerated() {
-            model.weights.withUnsafeBufferPointer { pw in
-                for j in 0..<d { for c in 0..<k { stacked[j * mk + i * k + c] = pw[j * k + c] } }
+        stacked.withUnsafeMutableBufferPointer { ps in
+            // Each model fills its own columns: disjoint writes.
+            let target = UnsafeSendable(ps.baseAddress!)
+            try? Parallel.forEachWorker(itemCount: m, parallelism: parallelism) { _, next in
+                while let i = next() {
+                    models[i].weights.withUnsafeBufferPointer { pw in
+                        for j in 0..<d { for c in 0..<k { target.value[j * mk + i * k + c] = pw[j * k + c] } }
+                    }
+                }
             }
         }
         var z = [Float](repeating: 0, count: b * mk)
@@ -172,8 +178,12 @@ final class StochasticModel: @unchecked Sendable {
                 }
             }
         }
-        for (i, model) in models.enumerated() where trained[i] > 0 {
-            model.apply(u, delta: delta, stride: mk, offset: i * k, batchRows: b, trained: trained[i])
+        // The models' updates are independent: one per worker at a time.
+        let (gradients, changes) = (u, delta)
+        try? Parallel.forEachWorker(itemCount: m, parallelism: parallelism) { _, next in
+            while let i = next() {
+                if trained[i] > 0 { models[i].apply(gradients, delta: changes, stride: mk, offset: i * k, batchRows: b, trained: trained[i]) }
+            }
         }
     }
 
