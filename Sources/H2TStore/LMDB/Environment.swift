@@ -191,16 +191,32 @@ public final class LMDBEnvironment: @unchecked Sendable {
     /// `MDB_WRITEMAP`; writes go through `pwrite`), so dropped pages stay in the page cache and
     /// fault back in unchanged when next touched, even under a transaction that is still reading
     /// them. Held under the shared side of `resizeLock`, so the map is not replaced meanwhile.
+    /// LMDB does not tell where its map is (`me_mapaddr` is set only for `MDB_FIXEDMAP`), so the
+    /// mapping of the data file is looked up in `/proc/self/maps`; elsewhere this does nothing.
     public func releaseMappedPages() throws(LMDBError) {
+        #if os(Linux)
         resizeLock.lockShared()
         defer { resizeLock.unlock() }
-        var info = MDB_envinfo()
-        var stat = MDB_stat()
-        try lmdbCall("mdb_env_info", path: path) { mdb_env_info(handle, &info) }
-        try lmdbCall("mdb_env_stat", path: path) { mdb_env_stat(handle, &stat) }
-        let length = min((info.me_last_pgno + 1) * Int(stat.ms_psize), info.me_mapsize)
-        guard let address = info.me_mapaddr, length > 0 else { return }
-        if madvise(address, length, MADV_DONTNEED) != 0 { throw LMDBError(code: errno, call: "madvise", path: path) }
+        let used = try usedBytes()
+        for region in Self.mappings(of: canonicalPath + "/data.mdb") {
+            let length = min(region.count, used)
+            guard length > 0, let address = UnsafeMutableRawPointer(bitPattern: region.lowerBound) else { continue }
+            if madvise(address, length, MADV_DONTNEED) != 0 { throw LMDBError(code: errno, call: "madvise", path: path) }
+        }
+        #endif
+    }
+
+    /// Address ranges at which this process maps `file` (from `/proc/self/maps`).
+    static func mappings(of file: String) -> [Range<Int>] {
+        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return [] }
+        return maps.split(separator: "\n").compactMap { line -> Range<Int>? in
+            // "start-end perms offset dev inode path"
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard fields.count == 6, fields[5].trimmingCharacters(in: .whitespaces) == file else { return nil }
+            let bounds = fields[0].split(separator: "-").compactMap { Int($0, radix: 16) }
+            guard bounds.count == 2, bounds[0] < bounds[1] else { return nil }
+            return bounds[0]..<bounds[1]
+        }
     }
 
     private func checkProcess() throws(LMDBError) {
