@@ -410,6 +410,9 @@ struct StochasticPass {
         let trainRows = (0..<n).filter { row in models.contains { $0.roles[row] == 1 } }
         let checkRows = (0..<n).filter { row in models.contains { $0.roles[row] == 2 } }
         for model in models { model.baseline = priorObjective(model) }
+        // The held-out rows are measured after every epoch: read once, not once per epoch (they
+        // are scattered over the storage segments, so each read decodes nearly every segment).
+        let heldOut = try readInOrder(checkRows)
         var epoch = 0
         var stepsSet = false
         while models.contains(where: { !$0.stopped }) {
@@ -443,10 +446,29 @@ struct StochasticPass {
                 }
                 stepsSet = true
             }
-            let objectives = try heldOutObjectives(active, rows: checkRows)
+            let objectives = try heldOutObjectives(active, rows: checkRows, cached: heldOut)
             for (model, objective) in zip(active, objectives) { model.endEpoch(objective: objective, settings: settings) }
             progress?(epoch)
         }
+    }
+
+    /// The raw rows `rows` (at the pass's read columns), in that order, read in storage order.
+    func readInOrder(_ rows: [Int]) throws -> FeatureMatrix {
+        let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
+        let width = readColumns?.count ?? source.columnCount
+        var values = [Float](repeating: 0, count: rows.count * width)
+        var taps: [TapColumns] = []
+        try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
+            taps = raw.taps
+            raw.values.withUnsafeBufferPointer { source in
+                values.withUnsafeMutableBufferPointer { target in
+                    for (r, row) in window.enumerated() {
+                        (target.baseAddress! + position[row]! * width).update(from: source.baseAddress! + r * width, count: width)
+                    }
+                }
+            }
+        }
+        return FeatureMatrix(rowCount: rows.count, columnCount: width, wrapping: values, taps: taps)
     }
 
     /// Calls `body` with the formed inputs of `raw`'s rows `range` (row-major, the form's width).
@@ -457,11 +479,12 @@ struct StochasticPass {
 
     /// Mean cross-entropy of each model on its held-out rows (role 2) plus its penalty; a model
     /// with no held-out row is measured on its training rows instead.
-    func heldOutObjectives(_ models: [StochasticModel], rows checkRows: [Int]) throws -> [Double] {
+    /// `cached` holds the raw rows of `checkRows` (in that order, `readInOrder`).
+    func heldOutObjectives(_ models: [StochasticModel], rows checkRows: [Int], cached: FeatureMatrix? = nil) throws -> [Double] {
         let roles = models.map { model in checkRows.contains { model.roles[$0] == 2 } ? UInt8(2) : 1 }
         let rows = roles.contains(1) ? (0..<source.rowCount).filter { row in models.indices.contains { models[$0].roles[row] == roles[$0] } }
             : checkRows
-        let logits = try self.logits(models, rows: rows, current: true)
+        let logits = try self.logits(models, rows: rows, current: true, cached: rows == checkRows ? cached : nil)
         let k = classCount
         return models.indices.map { i in
             let mine = rows.indices.filter { models[i].roles[rows[$0]] == roles[i] }
@@ -483,12 +506,20 @@ struct StochasticPass {
 
     /// Logits (`rows.count × K`, in `rows` order) of every model on `rows`: at the current
     /// iterate, or at the kept one (`current: false`).
-    func logits(_ models: [StochasticModel], rows: [Int], current: Bool = false) throws -> [[Float]] {
+    /// `cached`, when given, holds the raw rows of `rows` in that order: nothing is read.
+    func logits(_ models: [StochasticModel], rows: [Int], current: Bool = false, cached: FeatureMatrix? = nil) throws -> [[Float]] {
         let k = classCount
         var out = models.map { _ in [Float](repeating: 0, count: rows.count * k) }
         let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
         let parameters = models.map { current ? (weights: $0.weights, bias: $0.effectiveBias($0.weights, $0.bias)) : $0.result }
-        try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
+        func windows(_ body: (FeatureMatrix, [Int]) throws -> Void) throws {
+            guard let cached else { return try forEachWindow(rows: rows, epochSeed: nil, body) }
+            for start in stride(from: 0, to: rows.count, by: settings.windowRows) {
+                let range = start..<min(start + settings.windowRows, rows.count)
+                try body(try cached.read(rows: Array(range), columns: nil), Array(rows[range]))
+            }
+        }
+        try windows { raw, window in
             for (f, form) in forms.enumerated() {
                 let users = models.indices.filter { models[$0].form == f }
                 guard !users.isEmpty else { continue }

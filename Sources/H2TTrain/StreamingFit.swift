@@ -144,9 +144,11 @@ public enum StreamingFit {
     /// The fewest bytes the stochastic path needs: a window read at full width and the batch
     /// formed from it, the tap norms of every row, and per full-width model its weights, gradient
     /// sum, best iterate and `N × K` table (a model per validated fold and grid point, and the
-    /// final fit's per grid point), plus a fixed allowance for the process.
+    /// final fit's per grid point), the held-out rows read once at full width, plus a fixed
+    /// allowance for the process.
     public static func minimumBytes(rowCount n: Int, width d: Int, classCount k: Int, settings: FitSettings, scale: ScaleSettings) -> Int {
         let window = 2 * scale.stochastic.windowRows * d * 4 + scale.stochastic.batchSize * d * 4
+            + scale.stochastic.heldOutCount(rowCount: n) * d * 4
         let models = (scale.validation(rowCount: n, folds: settings.folds).validatedFolds.count + 1) * (settings.lambdas.count + settings.ridges.count)
         let perModel = 3 * d * k * 4 + n * k * 4 + n
         return window + models * perModel + n * 256 * 4 + (96 << 20)

@@ -50,29 +50,30 @@ struct LMDBTests {
         let t = env.table("t")
         let values = (0..<32).map { i in [UInt8](repeating: UInt8(i), count: 200_000) }
         for (i, value) in values.enumerated() { try env.write { txn in try txn.put(t, [UInt8(i)], value) } }
+        let dataFile = URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path + "/data.mdb"
+        // Resident kilobytes of this process's mappings of the data file.
         func residentKB() throws -> Int {
-            #if os(Linux)
             let smaps = try String(contentsOfFile: "/proc/self/smaps", encoding: .utf8)
             var inMap = false, total = 0
             for line in smaps.split(separator: "\n") {
-                if line.first.map({ $0.isHexDigit }) == true && line.contains("-") && line.split(separator: " ").count >= 5 {
-                    inMap = line.hasSuffix(dir.path + "/data.mdb")
-                } else if inMap, line.hasPrefix("Rss:") {
-                    total += Int(line.split(separator: " ")[1]) ?? 0
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                if let first = fields.first, first.contains("-"), first.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                    inMap = fields.count >= 6 && fields[5...].joined(separator: " ") == dataFile
+                } else if inMap, fields.first == "Rss:", fields.count >= 2 {
+                    total += Int(fields[1]) ?? 0
                 }
             }
             return total
-            #else
-            return 0
-            #endif
         }
         try env.read { txn in
             for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
             #if os(Linux)
-            #expect(try residentKB() >= 32 * 200_000 / 1024)
-            #endif
+            let before = try residentKB()
+            #expect(before >= 32 * 200_000 / 1024, "resident \(before) kB of \(dataFile) after reading every value")
             try env.releaseMappedPages()
-            #expect(try residentKB() < 64)
+            let after = try residentKB()
+            #expect(after < 64, "resident \(after) kB of \(dataFile) after the release")
+            #endif
             for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
         }
         try env.releaseMappedPages()
