@@ -53,7 +53,7 @@ struct LMDBTests {
         let dataFile = URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path + "/data.mdb"
         // Resident kilobytes of this process's mappings of the data file.
         func residentKB() throws -> Int {
-            let smaps = try String(contentsOfFile: "/proc/self/smaps", encoding: .utf8)
+            let smaps = LMDBEnvironment.readProcFile("/proc/self/smaps")
             var inMap = false, total = 0
             for line in smaps.split(separator: "\n") {
                 let fields = line.split(separator: " ", omittingEmptySubsequences: true)

@@ -208,8 +208,7 @@ public final class LMDBEnvironment: @unchecked Sendable {
 
     /// Address ranges at which this process maps `file` (from `/proc/self/maps`).
     static func mappings(of file: String) -> [Range<Int>] {
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return [] }
-        return maps.split(separator: "\n").compactMap { line -> Range<Int>? in
+        return readProcFile("/proc/self/maps").split(separator: "\n").compactMap { line -> Range<Int>? in
             // "start-end perms offset dev inode path"
             let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             guard fields.count == 6, fields[5].trimmingCharacters(in: .whitespaces) == file else { return nil }
@@ -217,6 +216,20 @@ public final class LMDBEnvironment: @unchecked Sendable {
             guard bounds.count == 2, bounds[0] < bounds[1] else { return nil }
             return bounds[0]..<bounds[1]
         }
+    }
+
+    /// The whole text of a `/proc` file. Read to the end with `fread`: such files report a size
+    /// of 0, and a read sized by it stops after the first page.
+    @_spi(Testing) public static func readProcFile(_ path: String) -> String {
+        guard let file = fopen(path, "r") else { return "" }
+        defer { fclose(file) }
+        var text = [UInt8](), buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = fread(&buffer, 1, buffer.count, file)
+            guard count > 0 else { break }
+            text += buffer[0..<count]
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 
     private func checkProcess() throws(LMDBError) {
