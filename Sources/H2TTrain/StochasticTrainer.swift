@@ -146,9 +146,15 @@ final class StochasticModel: @unchecked Sendable {
         guard let first = models.first else { return }
         let k = first.classCount, d = first.featureCount, b = rows.count, m = models.count, mk = m * k
         var stacked = [Float](repeating: 0, count: d * mk)
-        for (i, model) in models.enumerated() {
-            model.weights.withUnsafeBufferPointer { pw in
-                for j in 0..<d { for c in 0..<k { stacked[j * mk + i * k + c] = pw[j * k + c] } }
+        stacked.withUnsafeMutableBufferPointer { ps in
+            // Each model fills its own columns: disjoint writes.
+            let target = UnsafeSendable(ps.baseAddress!)
+            try? Parallel.forEachWorker(itemCount: m, parallelism: parallelism) { _, next in
+                while let i = next() {
+                    models[i].weights.withUnsafeBufferPointer { pw in
+                        for j in 0..<d { for c in 0..<k { target.value[j * mk + i * k + c] = pw[j * k + c] } }
+                    }
+                }
             }
         }
         var z = [Float](repeating: 0, count: b * mk)
@@ -172,8 +178,12 @@ final class StochasticModel: @unchecked Sendable {
                 }
             }
         }
-        for (i, model) in models.enumerated() where trained[i] > 0 {
-            model.apply(u, delta: delta, stride: mk, offset: i * k, batchRows: b, trained: trained[i])
+        // The models' updates are independent: one per worker at a time.
+        let (gradients, changes) = (u, delta)
+        try? Parallel.forEachWorker(itemCount: m, parallelism: parallelism) { _, next in
+            while let i = next() {
+                if trained[i] > 0 { models[i].apply(gradients, delta: changes, stride: mk, offset: i * k, batchRows: b, trained: trained[i]) }
+            }
         }
     }
 
@@ -244,54 +254,17 @@ final class StochasticModel: @unchecked Sendable {
         seenCount += pendingSeen
     }
 
-    /// Sets the step from the formed first window `x` (`rows × d`): `1/(3 L_b)`, with `L_b` the
-    /// mini-batch smoothness of Gazagnadou et al. 2019 built from the mean-Hessian bound `L`
-    /// (power iteration on the window, with the bias column) and the per-row bound `L_max`
-    /// (largest row norm); both with a safety margin, since they come from one window.
-    func setStep(_ x: UnsafePointer<Float>, rows w: Int, batchSize: Int, seed: UInt64) {
-        let d = featureCount
-        var mean = [Double](repeating: 0, count: d)
-        for r in 0..<w { for j in 0..<d { mean[j] += Double(x[r * d + j]) } }
-        center = mean.map { Float($0 / Double(max(w, 1))) }
-        let mu = center
-        var rng = SplitMix64(seed: seed)
-        var v = (0..<d).map { _ in Float(rng.below(1 << 20)) / Float(1 << 20) + 0.5 }
-        var c: Float = 1
-        var eigen = 0.0
-        var u = [Float](repeating: 0, count: w)
-        for _ in 0..<20 {
-            let norm = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
-            guard norm > 0 else { break }
-            for i in 0..<d { v[i] /= Float(norm) }
-            c /= Float(norm)
-            v.withUnsafeBufferPointer { pv in
-                u.withUnsafeMutableBufferPointer { pu in
-                    BLAS.sgemm(m: w, n: 1, k: d, a: x, lda: d, b: pv.baseAddress!, ldb: 1, c: pu.baseAddress!, ldc: 1)
-                }
-            }
-            let shift = c - zip(mu, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-            for r in 0..<w { u[r] += shift }
-            var next = [Float](repeating: 0, count: d)
-            u.withUnsafeBufferPointer { pu in
-                next.withUnsafeMutableBufferPointer { pn in
-                    BLAS.sgemm(transA: true, m: d, n: 1, k: w, a: x, lda: d, b: pu.baseAddress!, ldb: 1, c: pn.baseAddress!, ldc: 1)
-                }
-            }
-            c = u.reduce(0, +)
-            for j in 0..<d { next[j] -= mu[j] * c }
-            v = next
-            eigen = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
-        }
-        var rowMax = 0.0
-        for r in 0..<w {
-            var s = 1.0
-            for j in 0..<d { let v = Double(x[r * d + j] - mu[j]); s += v * v }
-            rowMax = max(rowMax, s)
-        }
-        let lMean = 1.2 * eigen / Double(max(w, 1)) / 2, lMax = 1.5 * rowMax / 2
+    /// Sets the centre and the step from the curvature of the formed first window: `1/L_b`, with
+    /// `L_b` the mini-batch smoothness of Gazagnadou et al. 2019 built from the window's
+    /// mean-Hessian and per-row bounds over this model's training-row count. Not the theory's
+    /// `1/(3 L_b)`: the bounds already carry a margin, a batch of 128 keeps the variance low, and
+    /// on ill-conditioned features (a tiny ridge) progress per epoch is proportional to the step;
+    /// a step that does diverge is caught by the stopping rule, which halves it and starts over.
+    func setStep(_ curvature: WindowCurvature, batchSize: Int) {
+        center = curvature.center
         let n = Double(max(trainCount, 2)), b = Double(min(batchSize, max(trainCount, 1)))
-        let lBatch = n * (b - 1) / (b * (n - 1)) * lMean + (n - b) / (b * (n - 1)) * lMax
-        step = Float(1 / (3 * max(lBatch, 1e-6)))
+        let lBatch = n * (b - 1) / (b * (n - 1)) * curvature.meanBound + (n - b) / (b * (n - 1)) * curvature.rowBound
+        step = Float(1 / max(lBatch, 1e-6))
     }
 
     /// Records the held-out objective of the epoch just finished and applies the stopping rule:
@@ -351,6 +324,60 @@ final class StochasticModel: @unchecked Sendable {
     }
 }
 
+/// The curvature of a linear softmax model's loss on a formed window `x` (`rows × d`), from which
+/// each model's step follows (`StochasticModel.setStep`): the inputs' mean `μ` (models train on
+/// centred inputs), the mean-Hessian bound `L` (power iteration on the centred window with the
+/// bias column) and the per-row bound `L_max` (largest centred row norm); both with a safety
+/// margin, since they come from one window.
+struct WindowCurvature {
+    let center: [Float]
+    let meanBound: Double
+    let rowBound: Double
+
+    init(_ x: UnsafePointer<Float>, rows w: Int, columns d: Int, seed: UInt64) {
+        var mean = [Double](repeating: 0, count: d)
+        for r in 0..<w { for j in 0..<d { mean[j] += Double(x[r * d + j]) } }
+        let mu = mean.map { Float($0 / Double(max(w, 1))) }
+        var rng = SplitMix64(seed: seed)
+        var v = (0..<d).map { _ in Float(rng.below(1 << 20)) / Float(1 << 20) + 0.5 }
+        var c: Float = 1
+        var eigen = 0.0
+        var u = [Float](repeating: 0, count: w)
+        for _ in 0..<20 {
+            let norm = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
+            guard norm > 0 else { break }
+            for i in 0..<d { v[i] /= Float(norm) }
+            c /= Float(norm)
+            v.withUnsafeBufferPointer { pv in
+                u.withUnsafeMutableBufferPointer { pu in
+                    BLAS.sgemm(m: w, n: 1, k: d, a: x, lda: d, b: pv.baseAddress!, ldb: 1, c: pu.baseAddress!, ldc: 1)
+                }
+            }
+            let shift = c - zip(mu, v).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            for r in 0..<w { u[r] += shift }
+            var next = [Float](repeating: 0, count: d)
+            u.withUnsafeBufferPointer { pu in
+                next.withUnsafeMutableBufferPointer { pn in
+                    BLAS.sgemm(transA: true, m: d, n: 1, k: w, a: x, lda: d, b: pu.baseAddress!, ldb: 1, c: pn.baseAddress!, ldc: 1)
+                }
+            }
+            c = u.reduce(0, +)
+            for j in 0..<d { next[j] -= mu[j] * c }
+            v = next
+            eigen = (Vec.squaredNorm(v) + Double(c * c)).squareRoot()
+        }
+        var rowMax = 0.0
+        for r in 0..<w {
+            var s = 1.0
+            for j in 0..<d { let v = Double(x[r * d + j] - mu[j]); s += v * v }
+            rowMax = max(rowMax, s)
+        }
+        center = mu
+        meanBound = 1.2 * eigen / Double(max(w, 1)) / 2
+        rowBound = 1.5 * rowMax / 2
+    }
+}
+
 /// Passes over a `RowSource` that train (and then apply) many `StochasticModel`s at once: each
 /// window is read once and serves every model, whatever its rows, inputs or penalty.
 struct StochasticPass {
@@ -383,6 +410,9 @@ struct StochasticPass {
         let trainRows = (0..<n).filter { row in models.contains { $0.roles[row] == 1 } }
         let checkRows = (0..<n).filter { row in models.contains { $0.roles[row] == 2 } }
         for model in models { model.baseline = priorObjective(model) }
+        // The held-out rows are measured after every epoch: read once, not once per epoch (they
+        // are scattered over the storage segments, so each read decodes nearly every segment).
+        let heldOut = try readInOrder(checkRows)
         var epoch = 0
         var stepsSet = false
         while models.contains(where: { !$0.stopped }) {
@@ -393,10 +423,11 @@ struct StochasticPass {
                     let users = active.filter { $0.form == f }
                     guard !users.isEmpty else { continue }
                     if !stepsSet {
+                        // The curvature depends on the window and the form only: one estimate
+                        // serves every model of the form.
                         withFormed(raw, form: form, rows: 0..<window.count) { x in
-                            for model in users where model.step == 0 {
-                                model.setStep(x, rows: window.count, batchSize: settings.batchSize, seed: seed)
-                            }
+                            let curvature = WindowCurvature(x, rows: window.count, columns: users[0].featureCount, seed: seed)
+                            for model in users where model.step == 0 { model.setStep(curvature, batchSize: settings.batchSize) }
                         }
                     }
                     // A form of every column needs no gathering: formed once, batches are slices.
@@ -415,10 +446,29 @@ struct StochasticPass {
                 }
                 stepsSet = true
             }
-            let objectives = try heldOutObjectives(active, rows: checkRows)
+            let objectives = try heldOutObjectives(active, rows: checkRows, cached: heldOut)
             for (model, objective) in zip(active, objectives) { model.endEpoch(objective: objective, settings: settings) }
             progress?(epoch)
         }
+    }
+
+    /// The raw rows `rows` (at the pass's read columns), in that order, read in storage order.
+    func readInOrder(_ rows: [Int]) throws -> FeatureMatrix {
+        let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
+        let width = readColumns?.count ?? source.columnCount
+        var values = [Float](repeating: 0, count: rows.count * width)
+        var taps: [TapColumns] = []
+        try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
+            taps = raw.taps
+            raw.values.withUnsafeBufferPointer { source in
+                values.withUnsafeMutableBufferPointer { target in
+                    for (r, row) in window.enumerated() {
+                        (target.baseAddress! + position[row]! * width).update(from: source.baseAddress! + r * width, count: width)
+                    }
+                }
+            }
+        }
+        return FeatureMatrix(rowCount: rows.count, columnCount: width, wrapping: values, taps: taps)
     }
 
     /// Calls `body` with the formed inputs of `raw`'s rows `range` (row-major, the form's width).
@@ -429,11 +479,12 @@ struct StochasticPass {
 
     /// Mean cross-entropy of each model on its held-out rows (role 2) plus its penalty; a model
     /// with no held-out row is measured on its training rows instead.
-    func heldOutObjectives(_ models: [StochasticModel], rows checkRows: [Int]) throws -> [Double] {
+    /// `cached` holds the raw rows of `checkRows` (in that order, `readInOrder`).
+    func heldOutObjectives(_ models: [StochasticModel], rows checkRows: [Int], cached: FeatureMatrix? = nil) throws -> [Double] {
         let roles = models.map { model in checkRows.contains { model.roles[$0] == 2 } ? UInt8(2) : 1 }
         let rows = roles.contains(1) ? (0..<source.rowCount).filter { row in models.indices.contains { models[$0].roles[row] == roles[$0] } }
             : checkRows
-        let logits = try self.logits(models, rows: rows, current: true)
+        let logits = try self.logits(models, rows: rows, current: true, cached: rows == checkRows ? cached : nil)
         let k = classCount
         return models.indices.map { i in
             let mine = rows.indices.filter { models[i].roles[rows[$0]] == roles[i] }
@@ -455,12 +506,20 @@ struct StochasticPass {
 
     /// Logits (`rows.count × K`, in `rows` order) of every model on `rows`: at the current
     /// iterate, or at the kept one (`current: false`).
-    func logits(_ models: [StochasticModel], rows: [Int], current: Bool = false) throws -> [[Float]] {
+    /// `cached`, when given, holds the raw rows of `rows` in that order: nothing is read.
+    func logits(_ models: [StochasticModel], rows: [Int], current: Bool = false, cached: FeatureMatrix? = nil) throws -> [[Float]] {
         let k = classCount
         var out = models.map { _ in [Float](repeating: 0, count: rows.count * k) }
         let position = Dictionary(uniqueKeysWithValues: rows.enumerated().map { ($0.element, $0.offset) })
         let parameters = models.map { current ? (weights: $0.weights, bias: $0.effectiveBias($0.weights, $0.bias)) : $0.result }
-        try forEachWindow(rows: rows, epochSeed: nil) { raw, window in
+        func windows(_ body: (FeatureMatrix, [Int]) throws -> Void) throws {
+            guard let cached else { return try forEachWindow(rows: rows, epochSeed: nil, body) }
+            for start in stride(from: 0, to: rows.count, by: settings.windowRows) {
+                let range = start..<min(start + settings.windowRows, rows.count)
+                try body(try cached.read(rows: Array(range), columns: nil), Array(rows[range]))
+            }
+        }
+        try windows { raw, window in
             for (f, form) in forms.enumerated() {
                 let users = models.indices.filter { models[$0].form == f }
                 guard !users.isEmpty else { continue }

@@ -51,6 +51,7 @@ public enum StreamingFit {
 
         var table: [CVRow] = []
         var statistics: [SetStatistics] = []
+        var finals: [Runner.CrossValidation] = []
         for (s, set) in featureSets.enumerated() {
             log?("statistics pass over \(n) × \(set.source.columnCount) features of \(set.name.prefix(12))")
             let stats = try SetStatistics(source: set.source, labels: trainLabels, classCount: classCount, plan: protocolRows,
@@ -58,7 +59,9 @@ public enum StreamingFit {
             statistics.append(stats)
             let runner = Runner(featureSet: set, stats: stats, protocolRows: protocolRows, labels: trainLabels, classCount: classCount,
                                 settings: settings, scale: scale, parallelism: parallelism, log: log)
-            table += try runner.crossValidate(probe: s == 0 ? probeName : nil)
+            let swept = try runner.crossValidate(probe: s == 0 ? probeName : nil)
+            table += swept.rows
+            finals.append(swept)
         }
         let crossValidated = clock.now
 
@@ -73,10 +76,9 @@ public enum StreamingFit {
         }
         log?("final fit on \(protocolRows.finalTrain.count) rows (\(protocolRows.heldOut.count) held out for the stopping rule)")
         let allIndex = names.firstIndex(of: bestAll.featureSet)!
-        let lambda = best.lambda * runner(best.set).lambdaScale(excluding: nil)
-        let trained = try runner(best.set).finalFullWidth(lambda: lambda, allRidge: allIndex == best.set ? bestAll.ridge : nil)
-        let allModel = try trained.all ?? runner(allIndex).finalFullWidth(lambda: nil, allRidge: bestAll.ridge).all!
-        let final = try runner(best.set).finalHead2Toe(best: best, selector: trained.selector!)
+        let selector = finals[best.set].finalSelectors[settings.lambdas.firstIndex(of: best.lambda)!]
+        let allModel = finals[allIndex].finalAll[settings.ridges.firstIndex(of: bestAll.ridge)!]
+        let final = try runner(best.set).finalHead2Toe(best: best, selector: selector)
         let allFeatures = runner(allIndex).finalAllFeatures(allModel, ridge: bestAll.ridge, cvAccuracy: bestAll.cvAccuracy)
         let probe = try runner(0).finalKept(method: .linearProbe, columns: Array(featureSets[0].source.taps.first { $0.name == probeName }!.columns),
                                             scaling: .unit, ridge: probeRow.ridge, cvAccuracy: probeRow.cvAccuracy)
@@ -91,7 +93,7 @@ public enum StreamingFit {
                                 final: seconds(finished - crossValidated), total: seconds(finished - started)))
         report.plan = FitPlan(solver: .stochastic, requested: scale.solver, validation: rule.description, memoryBudget: scale.memoryBudget,
                               heldOutRows: protocolRows.heldOut.count, selectedInMemory: final.inMemory,
-                              finalEpochs: [trained.selector!.epochs, final.result.headReport.iterations])
+                              finalEpochs: [selector.epochs, final.result.headReport.iterations])
         return report
     }
 
@@ -141,11 +143,13 @@ public enum StreamingFit {
 
     /// The fewest bytes the stochastic path needs: a window read at full width and the batch
     /// formed from it, the tap norms of every row, and per full-width model its weights, gradient
-    /// sum, best iterate and `N × K` table (a model per validated fold and grid point), plus a
-    /// fixed allowance for the process.
+    /// sum, best iterate and `N × K` table (a model per validated fold and grid point, and the
+    /// final fit's per grid point), the held-out rows read once at full width, plus a fixed
+    /// allowance for the process.
     public static func minimumBytes(rowCount n: Int, width d: Int, classCount k: Int, settings: FitSettings, scale: ScaleSettings) -> Int {
         let window = 2 * scale.stochastic.windowRows * d * 4 + scale.stochastic.batchSize * d * 4
-        let models = scale.validation(rowCount: n, folds: settings.folds).validatedFolds.count * (settings.lambdas.count + settings.ridges.count)
+            + scale.stochastic.heldOutCount(rowCount: n) * d * 4
+        let models = (scale.validation(rowCount: n, folds: settings.folds).validatedFolds.count + 1) * (settings.lambdas.count + settings.ridges.count)
         let perModel = 3 * d * k * 4 + n * k * 4 + n
         return window + models * perModel + n * 256 * 4 + (96 << 20)
     }

@@ -60,9 +60,21 @@ struct Runner {
         return (counts, rows.count)
     }
 
-    /// The cross-validation rows of this feature set (Head2Toe and all features; the probe too
-    /// when `probe` names its tap).
-    func crossValidate(probe: String?) throws -> [CVRow] {
+    /// This feature set's cross-validation rows (Head2Toe and all features; the probe too when
+    /// `probe` names its tap), and its final full-width models at every grid point.
+    struct CrossValidation {
+        var rows: [CVRow]
+        /// Final-fit selection models, one per `λ` of the grid (absolute `λ` in their penalty).
+        var finalSelectors: [StochasticModel]
+        /// Final-fit all-features heads, one per ridge of the grid.
+        var finalAll: [StochasticModel]
+    }
+
+    /// Runs the cross-validation sweep. The final fit's full-width models (every grid point's,
+    /// since the chosen one is not known yet) train in the same stream as the folds' models, so
+    /// the full-width data is read once per epoch for both: at large N, decoding the windows costs
+    /// more than the extra models' products.
+    func crossValidate(probe: String?) throws -> CrossValidation {
         let folds = protocolRows.rule.validatedFolds
         let lambdas = settings.lambdas, ridges = settings.ridges
         var selection: [[StochasticModel]] = [], all: [[StochasticModel]] = []
@@ -73,9 +85,12 @@ struct Runner {
             selection.append(lambdas.map { model(penalty: .groupLasso($0 * lambdaMax), fold: f, width: width) })
             all.append(ridges.map { model(penalty: ridgePenalty($0), fold: f, width: width) })
         }
-        log?("cross-validation (\(protocolRows.rule)): \(folds.count * (lambdas.count + ridges.count)) full-width models, one stream")
+        let finalScale = lambdaScale(excluding: nil)
+        let finalSelectors = lambdas.map { model(penalty: .groupLasso($0 * finalScale), fold: nil, width: width) }
+        let finalAll = ridges.map { model(penalty: ridgePenalty($0), fold: nil, width: width) }
+        log?("cross-validation (\(protocolRows.rule)) and final fit: \((folds.count + 1) * (lambdas.count + ridges.count)) full-width models, one stream")
         let pass = fullPass(seed: settings.seed)
-        try pass.train(selection.flatMap { $0 } + all.flatMap { $0 }) { self.log?("  full width: epoch \($0)") }
+        try pass.train(selection.flatMap { $0 } + all.flatMap { $0 } + finalSelectors + finalAll) { self.log?("  full width: epoch \($0)") }
         var allCorrect: [[Int]] = [], validated: [Int] = []
         for (i, f) in folds.enumerated() {
             let (counts, total) = try correct(pass, all[i], fold: f)
@@ -135,7 +150,7 @@ struct Runner {
                 rows.append(row(.linearProbe, lambda: nil, fraction: nil, ridge: ridges[ri], kept: probeColumns.count, correct: correct))
             }
         }
-        return rows
+        return CrossValidation(rows: rows, finalSelectors: finalSelectors, finalAll: finalAll)
     }
 
     /// A pass over the union of the specs' columns, one input form per spec, with each form's tap
@@ -238,15 +253,6 @@ struct Runner {
             let original = source.taps.first { $0.name == tap.name }!
             return KeptTapIndices(tap: tap.name, indices: columns[tap.offset..<(tap.offset + tap.width)].map { $0 - original.offset })
         }
-    }
-
-    /// The final full-width models on the final training rows, in one stream: Head2Toe's
-    /// selection at `lambda` (absolute) when given, the all-features head at `allRidge` when given.
-    func finalFullWidth(lambda: Double?, allRidge: Double?) throws -> (selector: StochasticModel?, all: StochasticModel?) {
-        let selector = lambda.map { model(penalty: .groupLasso($0), fold: nil, width: width) }
-        let all = allRidge.map { model(penalty: ridgePenalty($0), fold: nil, width: width) }
-        try fullPass(seed: settings.seed &+ 2).train([selector, all].compactMap { $0 }) { self.log?("  final full width: epoch \($0)") }
-        return (selector, all)
     }
 
     /// Head2Toe's final fit at the chosen point from its trained `selector`: the chosen fraction

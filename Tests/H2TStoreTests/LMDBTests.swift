@@ -41,6 +41,46 @@ struct LMDBTests {
         #expect(sample == value)
     }
 
+    /// Releasing the mapped pages empties the data file mapping's resident set (read from
+    /// `/proc/self/smaps`), and every value reads back unchanged, inside a transaction that was
+    /// open across the release too.
+    @Test func releasedMappedPagesLeaveTheResidentSetAndReadBackUnchanged() throws {
+        let dir = TemporaryDirectory()
+        let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))
+        let t = env.table("t")
+        let values = (0..<32).map { i in [UInt8](repeating: UInt8(i), count: 200_000) }
+        for (i, value) in values.enumerated() { try env.write { txn in try txn.put(t, [UInt8(i)], value) } }
+        let dataFile = URL(fileURLWithPath: dir.path).resolvingSymlinksInPath().path + "/data.mdb"
+        // Resident kilobytes of this process's mappings of the data file.
+        func residentKB() throws -> Int {
+            let smaps = LMDBEnvironment.readProcFile("/proc/self/smaps")
+            var inMap = false, total = 0
+            for line in smaps.split(separator: "\n") {
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                if let first = fields.first, first.contains("-"), first.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                    inMap = fields.count >= 6 && fields[5...].joined(separator: " ") == dataFile
+                } else if inMap, fields.first == "Rss:", fields.count >= 2 {
+                    total += Int(fields[1]) ?? 0
+                }
+            }
+            return total
+        }
+        try env.read { txn in
+            for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
+            #if os(Linux)
+            let before = try residentKB()
+            #expect(before >= 32 * 200_000 / 1024, "resident \(before) kB of \(dataFile) after reading every value")
+            try env.releaseMappedPages()
+            let after = try residentKB()
+            #expect(after < 64, "resident \(after) kB of \(dataFile) after the release")
+            #endif
+            for (i, value) in values.enumerated() { #expect(try txn.bytes(t, [UInt8(i)]) == value) }
+        }
+        try env.releaseMappedPages()
+        let again = try env.read { txn in try values.indices.map { try txn.bytes(t, [UInt8($0)]) } }
+        #expect(again == values.map { Optional($0) })
+    }
+
     @Test func secondOpenOfSamePathIsRefused() throws {
         let dir = TemporaryDirectory()
         let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))

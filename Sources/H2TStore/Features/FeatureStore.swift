@@ -135,6 +135,11 @@ public final class FeatureStore: Sendable {
     /// Flushes the data file to disk (for stores opened with `noSync`).
     public func sync() throws { try environment.sync() }
 
+    /// Lets the kernel drop the store's pages this process has mapped (they stay in the page
+    /// cache): a reader streaming more data than memory calls it after each window, so its
+    /// resident set holds one window's pages, not every page it has read.
+    public func releaseMappedPages() throws { try environment.releaseMappedPages() }
+
     /// The environment, for tests and benchmarks that damage or inspect the store on purpose.
     @_spi(Testing) public var rawEnvironment: LMDBEnvironment { environment }
 

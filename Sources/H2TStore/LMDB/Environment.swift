@@ -184,6 +184,54 @@ public final class LMDBEnvironment: @unchecked Sendable {
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
     }
 
+    /// Drops this process's mapping of the data file's pages (`madvise(MADV_DONTNEED)`), so that
+    /// a long read of more data than memory does not keep every page it touched resident.
+    ///
+    /// Why it is safe: the map is a shared, read-only file mapping (the environment never uses
+    /// `MDB_WRITEMAP`; writes go through `pwrite`), so dropped pages stay in the page cache and
+    /// fault back in unchanged when next touched, even under a transaction that is still reading
+    /// them. Held under the shared side of `resizeLock`, so the map is not replaced meanwhile.
+    /// LMDB does not tell where its map is (`me_mapaddr` is set only for `MDB_FIXEDMAP`), so the
+    /// mapping of the data file is looked up in `/proc/self/maps`; elsewhere this does nothing.
+    public func releaseMappedPages() throws(LMDBError) {
+        #if os(Linux)
+        resizeLock.lockShared()
+        defer { resizeLock.unlock() }
+        let used = try usedBytes()
+        for region in Self.mappings(of: canonicalPath + "/data.mdb") {
+            let length = min(region.count, used)
+            guard length > 0, let address = UnsafeMutableRawPointer(bitPattern: region.lowerBound) else { continue }
+            if madvise(address, length, MADV_DONTNEED) != 0 { throw LMDBError(code: errno, call: "madvise", path: path) }
+        }
+        #endif
+    }
+
+    /// Address ranges at which this process maps `file` (from `/proc/self/maps`).
+    static func mappings(of file: String) -> [Range<Int>] {
+        return readProcFile("/proc/self/maps").split(separator: "\n").compactMap { line -> Range<Int>? in
+            // "start-end perms offset dev inode path"
+            let fields = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+            guard fields.count == 6, fields[5].trimmingCharacters(in: .whitespaces) == file else { return nil }
+            let bounds = fields[0].split(separator: "-").compactMap { Int($0, radix: 16) }
+            guard bounds.count == 2, bounds[0] < bounds[1] else { return nil }
+            return bounds[0]..<bounds[1]
+        }
+    }
+
+    /// The whole text of a `/proc` file. Read to the end with `fread`: such files report a size
+    /// of 0, and a read sized by it stops after the first page.
+    @_spi(Testing) public static func readProcFile(_ path: String) -> String {
+        guard let file = fopen(path, "r") else { return "" }
+        defer { fclose(file) }
+        var text = [UInt8](), buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = fread(&buffer, 1, buffer.count, file)
+            guard count > 0 else { break }
+            text += buffer[0..<count]
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
+
     private func checkProcess() throws(LMDBError) {
         if getpid() != openedByPID { throw LMDBError(code: LMDBError.usedAcrossFork, call: "mdb_txn_begin", path: path) }
     }
