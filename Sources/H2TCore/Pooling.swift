@@ -85,7 +85,7 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
         if isa != .baseline {
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: plane) { columns in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * plane) { columns in
                 for ch in 0..<c {
                     h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, p,
                                        output + ch * cells, rowStride, columns.baseAddress!)
