@@ -348,13 +348,22 @@ AVX2 static void window_average_group8(const float *input, ptrdiff_t plane_strid
     for (ptrdiff_t i = 0; i < oh; i++) {
         for (ptrdiff_t k0 = 0; k0 < used; k0 += 8) {
             const __m256i mask = tail_mask8(used - k0);
+            // Rows in the outer loop: the eight planes' sums are independent chains side by side.
+            const float *first = input + i * p * width + k0;
+            __m256 acc[8];
             __m256i v[8];
-            for (int q = 0; q < 8; q++) {
-                const float *first = input + q * plane_stride + i * p * width + k0;
-                __m256 acc = _mm256_maskload_ps(first, mask);
-                for (ptrdiff_t di = 1; di < p; di++) acc = _mm256_add_ps(acc, _mm256_maskload_ps(first + di * width, mask));
-                v[q] = _mm256_castps_si256(acc);
+            if (used - k0 >= 8) {
+                for (int q = 0; q < 8; q++) acc[q] = _mm256_loadu_ps(first + q * plane_stride);
+                for (ptrdiff_t di = 1; di < p; di++) {
+                    for (int q = 0; q < 8; q++) acc[q] = _mm256_add_ps(acc[q], _mm256_loadu_ps(first + q * plane_stride + di * width));
+                }
+            } else {
+                for (int q = 0; q < 8; q++) acc[q] = _mm256_maskload_ps(first + q * plane_stride, mask);
+                for (ptrdiff_t di = 1; di < p; di++) {
+                    for (int q = 0; q < 8; q++) acc[q] = _mm256_add_ps(acc[q], _mm256_maskload_ps(first + q * plane_stride + di * width, mask));
+                }
             }
+            for (int q = 0; q < 8; q++) v[q] = _mm256_castps_si256(acc[q]);
             transpose8(v);
             const ptrdiff_t n = used - k0 < 8 ? used - k0 : 8;
             for (ptrdiff_t kk = 0; kk < n; kk++) _mm256_storeu_si256((__m256i *)(scratch + (i * used + k0 + kk) * 8), v[kk]);
