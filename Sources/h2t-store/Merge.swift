@@ -19,6 +19,7 @@ struct Merge: ParsableCommand {
     @Argument(help: "The shard store directories: every shard 0..N-1 of one run.")
     var shards: [String] = []
 
+    @OptionGroup var threadOptions: ThreadOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var progressOptions: ProgressOptions
 
@@ -27,7 +28,7 @@ struct Merge: ParsableCommand {
     }
 
     func run() throws {
-        let store = try FeatureStore(path: into, create: true)
+        let store = try FeatureStore(path: into, create: true, parallelism: try threadOptions.parallelism)
         let progress = ProgressReporter(label: "merge", unit: "tiles", enabled: progressOptions.reports(json: output.json))
         let summary = try store.merge(shardPaths: shards, progress: progress)
         if output.json { return try printJSON(summary) }

@@ -17,6 +17,7 @@ struct ThreadCountTests {
         ["export", "--store", "/nonexistent/s", "--feature-set", "f", "--dataset", "d", "--split", "s", "--out", "/nonexistent/x.npy"],
         ["verify", "--store", "/nonexistent/s"],
         ["classify", "/nonexistent/x.png"],
+        ["merge", "--into", "/nonexistent/t", "/nonexistent/s0", "/nonexistent/s1"],
     ]
 
     @Test(arguments: computing)

@@ -62,10 +62,11 @@ extension FeatureStore {
             if try alreadyMerged(shard) {
                 outcomes[shard.record.shard] = .init(path: shard.path, shard: shard.record.shard, alreadyMerged: true, rowsAdded: 0, itemsAdded: 0, tilesCopied: 0)
             } else {
-                try shard.checkSeal()
                 pending.append(shard)
             }
         }
+        // Recomputing a seal hashes every tile of the shard: the shards are checked side by side.
+        _ = try Parallel.map(pending, parallelism: parallelism) { try $0.checkSeal() }
         for shard in pending { try checkConflicts(shard) }
 
         let copyStarted = Date()
@@ -113,7 +114,7 @@ extension FeatureStore {
             if URL(fileURLWithPath: shardPath).standardizedFileURL.resolvingSymlinksInPath().path == targetPath {
                 throw StoreError.invalidArgument("\(shardPath) is the target store itself, not a shard")
             }
-            let shard = try Self.openShard(shardPath)
+            let shard = try Self.openShard(shardPath, parallelism: parallelism)
             if let first {
                 let a = first.record, b = shard.record
                 if a.plan != b.plan || a.backbone != b.backbone || a.featureSets != b.featureSets || a.shards != b.shards {
@@ -138,13 +139,13 @@ extension FeatureStore {
         return (0..<n).map { byIndex[$0]! }
     }
 
-    static func openShard(_ path: String) throws -> OpenShard {
+    static func openShard(_ path: String, parallelism: Parallelism) throws -> OpenShard {
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw StoreError.invalidArgument("\(path) is not a shard store (no h2t-store there)")
         }
         let store: FeatureStore
         do {
-            store = try FeatureStore(path: path, create: false, readOnly: true)
+            store = try FeatureStore(path: path, create: false, readOnly: true, parallelism: parallelism)
         } catch {
             throw StoreError.invalidArgument("\(path) is not a readable h2t-store: \(error)")
         }
