@@ -38,7 +38,7 @@ let package = Package(
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
         .target(name: "H2TCore", dependencies: ["COpenBLAS", "CH2TKernels", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
-        .target(name: "H2TStore", dependencies: ["H2TCore", "CLMDB", "CZstd", "CZlib"]),
+        .target(name: "H2TStore", dependencies: ["H2TCore", "CH2TKernels", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
         .target(name: "H2TBackbone", dependencies: ["H2TCore", "CH2TKernels", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
         // Training: pure numerics, arrays in and a fit report out.

@@ -250,10 +250,147 @@ AVX512 static void window_average_avx512(const float *input, ptrdiff_t planes, p
     }
 }
 
+
+// MARK: bfloat16 byte planes (tile encoding)
+
+/// Round to nearest even, quiet NaNs kept (H2TStore's `HalfBits.bfloat16`), as a 32-bit lane.
+static inline unsigned bf16_scalar(float value) {
+    unsigned bits;
+    __builtin_memcpy(&bits, &value, 4);
+    if (value != value) return (bits >> 16) | 0x40;
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+}
+
+AVX2 static inline __m256i bf16_avx2(__m256 value) {
+    const __m256i bits = _mm256_castps_si256(value);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(bits, _mm256_set1_epi32(0x7FFF)), odd), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(0x40));
+    const __m256 nan = _mm256_cmp_ps(value, value, _CMP_UNORD_Q);
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(rounded), _mm256_castsi256_ps(quiet), nan));
+}
+
+/// Transposes eight rows of eight 32-bit lanes in place: afterwards `r[j]` holds column `j`.
+AVX2 static inline void transpose8(__m256i r[8]) {
+    __m256 t[8], u[8];
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(_mm256_castsi256_ps(r[k]), _mm256_castsi256_ps(r[k + 1]));
+        t[k + 1] = _mm256_unpackhi_ps(_mm256_castsi256_ps(r[k]), _mm256_castsi256_ps(r[k + 1]));
+    }
+    for (int k = 0; k < 8; k += 4) {
+        u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+        u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+        u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+        u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+        r[k + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+    }
+}
+
+/// Sixteen rows × eight columns: rows `r0 ..< r0 + 16` of columns `c0 ..< c0 + 8`.
+AVX2 static inline void split_block_avx2(const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t r0,
+                                         ptrdiff_t c0, unsigned char *lo, unsigned char *hi) {
+    __m256i top[8], bottom[8];
+    for (int k = 0; k < 8; k++) {
+        top[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + k) * row_stride + c0));
+        bottom[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + 8 + k) * row_stride + c0));
+    }
+    transpose8(top);
+    transpose8(bottom);
+    const __m256i byte = _mm256_set1_epi32(0xFF), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < 8; j++) {
+        // Per 128-bit lane: low bytes of rows (0-3, 8-11 | 4-7, 12-15), then their high bytes.
+        __m256i low = _mm256_packus_epi32(_mm256_and_si256(top[j], byte), _mm256_and_si256(bottom[j], byte));
+        __m256i high = _mm256_packus_epi32(_mm256_srli_epi32(top[j], 8), _mm256_srli_epi32(bottom[j], 8));
+        __m256i both = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(low, high), order);
+        ptrdiff_t at = (c0 + j) * rows + r0;
+        _mm_storeu_si128((__m128i *)(lo + at), _mm256_castsi256_si128(both));
+        _mm_storeu_si128((__m128i *)(hi + at), _mm256_extracti128_si256(both, 1));
+    }
+}
+
+AVX2 static void split_bf16_avx2(const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                                 unsigned char *lo, unsigned char *hi) {
+    const ptrdiff_t full_rows = rows - rows % 16, full_cols = cols - cols % 8;
+    for (ptrdiff_t r0 = 0; r0 < full_rows; r0 += 16) {
+        for (ptrdiff_t c0 = 0; c0 < full_cols; c0 += 8) split_block_avx2(source, row_stride, rows, r0, c0, lo, hi);
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *row = source + r * row_stride;
+        for (ptrdiff_t c = r < full_rows ? full_cols : 0; c < cols; c++) {
+            unsigned bits = bf16_scalar(row[c]);
+            lo[c * rows + r] = (unsigned char)bits;
+            hi[c * rows + r] = (unsigned char)(bits >> 8);
+        }
+    }
+}
+
+void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                    unsigned char *lo, unsigned char *hi) {
+    (void)isa;
+    split_bf16_avx2(source, row_stride, rows, cols, lo, hi);
+}
+
+// MARK: window average, eight planes at a time
+
+/// Window averages of eight planes at once, one plane per vector lane: the column sums of the
+/// eight planes are transposed so that each window column's eight sums are one vector, and each
+/// cell then adds its `p` column sums left to right from 0 in all eight lanes together. Every
+/// lane performs exactly the additions of `window_cells` in the same order (bit-identical); the
+/// gain is that a cell's dependent chain of `p` additions now serves eight planes.
+/// `scratch` holds `8 * oh * ow * p` floats.
+AVX2 static void window_average_group8(const float *input, ptrdiff_t plane_stride, ptrdiff_t height, ptrdiff_t width,
+                                       ptrdiff_t p, float *output, ptrdiff_t output_stride, float *scratch) {
+    const ptrdiff_t oh = (height - p) / p + 1, ow = (width - p) / p + 1, used = ow * p, cells = oh * ow;
+    const float scale = 1.0f / (float)(p * p);
+    for (ptrdiff_t i = 0; i < oh; i++) {
+        for (ptrdiff_t k0 = 0; k0 < used; k0 += 8) {
+            const __m256i mask = tail_mask8(used - k0);
+            // Rows in the outer loop: the eight planes' sums are independent chains side by side.
+            const float *first = input + i * p * width + k0;
+            __m256 acc[8];
+            __m256i v[8];
+            if (used - k0 >= 8) {
+                for (int q = 0; q < 8; q++) acc[q] = _mm256_loadu_ps(first + q * plane_stride);
+                for (ptrdiff_t di = 1; di < p; di++) {
+                    for (int q = 0; q < 8; q++) acc[q] = _mm256_add_ps(acc[q], _mm256_loadu_ps(first + q * plane_stride + di * width));
+                }
+            } else {
+                for (int q = 0; q < 8; q++) acc[q] = _mm256_maskload_ps(first + q * plane_stride, mask);
+                for (ptrdiff_t di = 1; di < p; di++) {
+                    for (int q = 0; q < 8; q++) acc[q] = _mm256_add_ps(acc[q], _mm256_maskload_ps(first + q * plane_stride + di * width, mask));
+                }
+            }
+            for (int q = 0; q < 8; q++) v[q] = _mm256_castps_si256(acc[q]);
+            transpose8(v);
+            const ptrdiff_t n = used - k0 < 8 ? used - k0 : 8;
+            for (ptrdiff_t kk = 0; kk < n; kk++) _mm256_storeu_si256((__m256i *)(scratch + (i * used + k0 + kk) * 8), v[kk]);
+        }
+    }
+    float lanes[8];
+    for (ptrdiff_t m = 0; m < cells; m++) {
+        const float *c = scratch + m * p * 8;
+        __m256 acc = _mm256_setzero_ps();
+        for (ptrdiff_t t = 0; t < p; t++) acc = _mm256_add_ps(acc, _mm256_loadu_ps(c + t * 8));
+        _mm256_storeu_ps(lanes, _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
+        for (int q = 0; q < 8; q++) output[q * output_stride + m] = lanes[q];
+    }
+}
+
 void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
-    if (isa >= H2T_ISA_AVX512) window_average_avx512(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
-    else window_average_avx2(input, planes, plane_stride, height, width, window, output, output_stride, scratch);
+    ptrdiff_t q = 0;
+    for (; q + 8 <= planes; q += 8) {
+        window_average_group8(input + q * plane_stride, plane_stride, height, width, window, output + q * output_stride,
+                              output_stride, scratch);
+    }
+    if (q == planes) return;
+    input += q * plane_stride;
+    output += q * output_stride;
+    if (isa >= H2T_ISA_AVX512) window_average_avx512(input, planes - q, plane_stride, height, width, window, output, output_stride, scratch);
+    else window_average_avx2(input, planes - q, plane_stride, height, width, window, output, output_stride, scratch);
 }
 
 #else  // not x86-64: no variants; callers stay on their portable loops.
@@ -274,6 +411,10 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
     (void)isa; (void)input; (void)planes; (void)plane_stride; (void)height; (void)width; (void)window; (void)output;
     (void)output_stride; (void)scratch;
+}
+void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                    unsigned char *lo, unsigned char *hi) {
+    (void)isa; (void)source; (void)row_stride; (void)rows; (void)cols; (void)lo; (void)hi;
 }
 
 #endif

@@ -74,10 +74,12 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         let plane = h * w
         precondition(rowStride >= outputWidth(shape: shape), "row stride below the pooled width")
         guard let p = window(channels: c, width: w) else {
-            for ch in 0..<c {
-                for e in 0..<examples {
-                    PoolingKernels.globalAverage(input + (ch * examples + e) * plane, channels: 1, plane: plane,
-                                                 into: output + e * rowStride + ch)
+            // One kernel call for every plane (deep taps have thousands of planes of a few values,
+            // where a call per plane cost more than its sum), then each mean to its example's row.
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: c * examples) { means in
+                PoolingKernels.globalAverage(input, channels: c * examples, plane: plane, into: means.baseAddress!)
+                for ch in 0..<c {
+                    for e in 0..<examples { output[e * rowStride + ch] = means[ch * examples + e] }
                 }
             }
             return
@@ -85,7 +87,7 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
         if isa != .baseline {
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: plane) { columns in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * plane) { columns in
                 for ch in 0..<c {
                     h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, p,
                                        output + ch * cells, rowStride, columns.baseAddress!)

@@ -28,6 +28,9 @@ public final class FeatureSetWriter {
     /// Each feature set's pooling rule, checked to be one this build implements.
     let poolings: [Head2ToePooling]
     private let committer: BackgroundCommitter?
+    /// Per feature set, the row matrix of the last committed chunk, reused by the next chunk: a
+    /// segment's matrix is hundreds of MB, and a fresh allocation pays its page faults again.
+    private var spareMatrices: [[Float]]
 
     /// Registers the backbone and one feature set per target size; tiles are encoded on
     /// `parallelism`'s threads (default: the store's).
@@ -47,6 +50,7 @@ public final class FeatureSetWriter {
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
         encoders = manifests.map { SegmentEncoder(manifest: $0, parallelism: parallelism ?? store.parallelism) }
         committer = overlapCommits ? BackgroundCommitter() : nil
+        spareMatrices = Array(repeating: [], count: manifests.count)
     }
 
     deinit {
@@ -115,6 +119,23 @@ public final class FeatureSetWriter {
         return keep
     }
 
+    /// A zero-filled matrix of `count` floats for feature set `f`, in the memory of the last
+    /// committed chunk's when there is one.
+    fileprivate func matrix(featureSet f: Int, count: Int) -> [Float] {
+        var matrix = spareMatrices[f]
+        spareMatrices[f] = []
+        guard matrix.capacity >= count else { return [Float](repeating: 0, count: count) }
+        matrix.removeAll(keepingCapacity: true)
+        matrix.append(contentsOf: repeatElement(0, count: count))
+        return matrix
+    }
+
+    /// Takes back feature set `f`'s matrix once its chunk is encoded.
+    fileprivate func recycle(_ matrix: inout [Float], featureSet f: Int) {
+        swap(&spareMatrices[f], &matrix)
+        matrix = []
+    }
+
     fileprivate func encode(_ index: Int, _ matrix: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {
         encoders[index].encode(matrix, rows: rows)
     }
@@ -143,7 +164,7 @@ public final class FeatureChunk {
                 defer { next += 1 }
                 return next
             })
-            matrices.append([Float](repeating: 0, count: next * writer.manifests[f].width))
+            matrices.append(writer.matrix(featureSet: f, count: next * writer.manifests[f].width))
         }
         self.rowOf = rowOf
         self.matrices = matrices
@@ -182,7 +203,7 @@ public final class FeatureChunk {
 
     /// Encodes and commits the chunk with its example records and dataset items (in the
     /// background when the writer overlaps commits); returns how many (example, feature set)
-    /// rows it adds.
+    /// rows it adds. A chunk is committed once: its matrices go back to the writer.
     @discardableResult
     public func commit(records: [ExampleRecord], datasets: [DatasetAppend]) throws -> Int {
         var payloads: [SegmentPayload] = []
@@ -191,6 +212,7 @@ public final class FeatureChunk {
             let ids = zip(examples, missing[f]).filter { $0.1 }.map { $0.0 }
             guard !ids.isEmpty else { continue }
             let tiles = matrices[f].withUnsafeBufferPointer { writer.encode(f, $0.baseAddress!, rows: ids.count) }
+            writer.recycle(&matrices[f], featureSet: f)
             payloads.append(SegmentPayload(featureSet: writer.featureSetIDs[f], examples: ids, tiles: tiles))
             added += ids.count
         }

@@ -242,6 +242,8 @@ struct ChannelMajorPoolingTests {
         // (channels, side, examples, target size): global, windows 1, 2 and 3 (20 cells a row), 4, 9 (ragged), 14, 28.
         (40, 4, 3, 32), (8, 6, 5, 288), (4, 20, 3, 400), (2, 60, 2, 800), (16, 32, 3, 1024), (3, 37, 2, 48),
         (24, 56, 17, 512), (5, 112, 2, 80),
+        // Eight and more examples: planes go eight at a time through the vector lanes (windows 16, 6, 3 ragged).
+        (96, 32, 8, 512), (16, 32, 16, 512), (3, 37, 9, 48),
     ])
     func matchesPool(channels: Int, side: Int, examples: Int, targetSize: Int) {
         var random = NetworkTestRandom(seed: UInt64(channels * 100 + side))

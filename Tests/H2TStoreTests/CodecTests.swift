@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 import H2TStore
 import Testing
 
@@ -39,6 +40,27 @@ struct CodecTests {
         var out = [Float](repeating: 0, count: 2)
         try tile.withUnsafeBytes { b in try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, binding: [], into: $0.baseAddress!, destStride: 2) } }
         #expect(out == [1, 1 + 4.0 / 256])
+    }
+
+    /// The bfloat16 planes come from a vector kernel on AVX2 CPUs: its tiles must be byte for
+    /// byte the portable loop's, for every shape of tail (rows not a multiple of 16, columns not
+    /// of 8, a row stride wider than the block) and every special value.
+    @Test(arguments: [(1, 1), (15, 7), (16, 8), (17, 9), (48, 24), (37, 23), (512, 129)])
+    func bfloat16PlanesAreTheSameAtEveryInstructionSet(rows: Int, cols: Int) {
+        var generator = ActivationGenerator(state: UInt64(rows * 1000 + cols))
+        let stride = cols + 5
+        var values = generator.matrix(rows: rows, cols: stride).enumerated().map { $0.offset % 3 == 1 ? -$0.element : $0.element }
+        let specials: [Float] = [.nan, -.nan, Float(bitPattern: 0x7FA0_0001), .infinity, -.infinity, 0, -0.0,
+                                 .leastNonzeroMagnitude, -.leastNormalMagnitude, .greatestFiniteMagnitude,
+                                 1 + 1.0 / 256, 1 + 3.0 / 256, -(1 + 1.0 / 256), Float(bitPattern: 0x3F80_8000)]
+        for (i, special) in specials.enumerated() where i < values.count { values[(i * 7919) % values.count] = special }
+        let sets = InstructionSet.allCases.filter { $0 <= InstructionSet.detected }
+        let tiles = sets.map { isa in
+            values.withUnsafeBufferPointer {
+                TileEncoder(codec: .default, isa: isa).encode($0.baseAddress!, rowStride: stride, rows: rows, cols: cols)
+            }
+        }
+        for (isa, tile) in zip(sets, tiles) { #expect(tile == tiles[0], "\(rows)×\(cols) at \(isa)") }
     }
 
     @Test func float16WithinHalfPrecision() throws {

@@ -48,8 +48,18 @@ void h2t_add(int isa, float *values, const float *other, ptrdiff_t count);
 /// `output + q * output_stride`. Each cell is summed in exactly the order of H2TKernels'
 /// `PoolingKernels.windowAverage` (per column the window's rows top to bottom, then the columns
 /// left to right, from 0), then multiplied by `1 / (window * window)`, so every instruction set
-/// gives bit-identical values. `scratch` holds at least `height * width` floats.
+/// gives bit-identical values. Planes go eight at a time, one per vector lane (the cells of a
+/// large window are long dependent chains of additions; lanes make one chain serve eight planes).
+/// `scratch` holds at least `8 * height * width` floats.
 void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch);
+
+/// A tile's bfloat16 byte planes from `rows × cols` floats (row `r` at `source + r * row_stride`):
+/// value `(r, c)` rounded to bfloat16 exactly as H2TStore's `HalfBits.bfloat16` (nearest even,
+/// NaN kept quiet) has its low byte at `lo[c * rows + r]` and its high byte at `hi[c * rows + r]`.
+/// Sixteen rows × eight columns per step (an 8×8 transpose of 32-bit lanes, then packs);
+/// One AVX2 variant serves both levels. The values are the same at every level.
+void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                    unsigned char *lo, unsigned char *hi);
 
 #endif

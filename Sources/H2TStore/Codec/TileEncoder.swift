@@ -1,4 +1,6 @@
+import CH2TKernels
 import CZstd
+import H2TCore
 
 /// Encodes blocks of a row-major float matrix into tiles. Holds a reused zstd context and
 /// scratch buffers: one encoder per thread.
@@ -8,9 +10,13 @@ public final class TileEncoder {
     private let context: OpaquePointer
     private var planes: [UInt8] = []
 
-    /// Creates an encoder for `codec`.
-    public init(codec: TileCodec) {
+    private let isa: InstructionSet
+
+    /// Creates an encoder for `codec`; bfloat16 planes are split on `isa`'s kernel (the bytes are
+    /// the same at every instruction set).
+    public init(codec: TileCodec, isa: InstructionSet = .selected) {
         self.codec = codec
+        self.isa = isa
         context = ZSTD_createCCtx()
     }
 
@@ -82,6 +88,10 @@ public final class TileEncoder {
         let planeSize = rows * cols
         let block = 16
         var r0 = 0
+        if codec.dtype == .bfloat16, isa != .baseline {
+            h2t_split_bf16(Int32(isa.rawValue), source, rowStride, rows, cols, planes, planes + planeSize)
+            return
+        }
         switch codec.dtype {
         case .bfloat16, .float16:
             let lo = planes, hi = planes + planeSize
