@@ -146,6 +146,10 @@ class Codec:
             return rows.to(torch.float16).to("cpu").numpy()
         return rows.to("cpu").numpy()
 
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype ``transfer`` returns (bfloat16 travels as its uint16 bits)."""
+        return np.dtype({"bfloat16": np.uint16, "float16": np.float16}.get(self.dtype, np.float32))
+
     def manifest(self) -> Dict[str, Any]:
         return {"dtype": self.dtype, "compressed": self.zstd_level > 0, "level": max(self.zstd_level, 1),
                 "frameWidth": self.frame_width}
@@ -244,6 +248,72 @@ def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str
 
 
 # ----------------------------------------------------------------------------------------------
+# Shards (``docs/scaling-out.md``)
+
+
+def parse_shard(spec: Union[str, Tuple[int, int]], environ: Optional[Dict[str, str]] = None) -> Tuple[int, int]:
+    """``(K, N)`` from ``"K/N"``, ``(K, N)`` or ``"auto/N"`` (K from ``SLURM_ARRAY_TASK_ID`` less
+    ``SLURM_ARRAY_TASK_MIN``), with the CLI's rules: ``N >= 1`` and ``0 <= K < N``."""
+    env = os.environ if environ is None else environ
+    if isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, int) for v in spec):
+        k, n = spec
+    elif isinstance(spec, str) and spec.count("/") == 1:
+        head, tail = spec.split("/")
+        try:
+            n = int(tail)
+        except ValueError:
+            raise ValueError(f"shard '{spec}' is not K/N or auto/N (e.g. 0/4)") from None
+        if head == "auto":
+            task = env.get("SLURM_ARRAY_TASK_ID", "")
+            if not task.strip().lstrip("-").isdigit():
+                raise ValueError(f"shard 'auto/{n}' takes K from SLURM_ARRAY_TASK_ID, which is not set to a number "
+                                 "(run it inside an sbatch --array job, or give K)")
+            first = env.get("SLURM_ARRAY_TASK_MIN", "0")
+            k = int(task) - (int(first) if first.strip().lstrip("-").isdigit() else 0)
+        else:
+            try:
+                k = int(head)
+            except ValueError:
+                raise ValueError(f"shard '{spec}': K must be a number or 'auto'") from None
+    else:
+        raise ValueError(f"shard {spec!r} is not K/N or auto/N (e.g. '0/4')")
+    if n < 1:
+        raise ValueError(f"shard {k}/{n}: N must be at least 1")
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: K must be in 0...{n - 1} (shards are numbered from 0)")
+    return k, n
+
+
+def shard_range(total: int, k: int, n: int) -> range:
+    """Shard K of N of ``total`` inputs: the CLI's contiguous rule (``schemas/store-format.md`` §7)."""
+    return range(total * k // n, total * (k + 1) // n)
+
+
+def _shard_loader(loader: Any, k: int, n: int) -> Tuple[Any, int, str]:
+    """A loader over shard K of N of ``loader``'s dataset (same batch size, workers and collate
+    function), the dataset's length, and the name of the run for the plan."""
+    from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, Subset
+
+    if not isinstance(loader, DataLoader):
+        raise CaptureError(f"shard= needs a torch DataLoader over a map-style dataset, got {type(loader).__name__}")
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise CaptureError(f"shard= needs a dataset of known length (map-style); {type(dataset).__name__} has none")
+    if not isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None:
+        raise CaptureError("shard= needs a loader that reads its dataset in order in batches (shuffle=False, no sampler or batch_sampler)")
+    if loader.drop_last:
+        raise CaptureError("shard= needs drop_last=False (each shard would drop other examples than a single run)")
+    total = len(dataset)
+    if total == 0:
+        raise CaptureError("shard=: the loader's dataset is empty")
+    part = DataLoader(Subset(dataset, shard_range(total, k, n)), batch_size=loader.batch_size, shuffle=False,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+                      prefetch_factor=loader.prefetch_factor, persistent_workers=loader.persistent_workers)
+    return part, total, f"python-capture:{type(dataset).__module__}.{type(dataset).__qualname__}"
+
+
+# ----------------------------------------------------------------------------------------------
 # Capture
 
 
@@ -258,6 +328,9 @@ class CaptureSummary:
     examples_skipped: int = 0
     seconds: float = 0.0
     taps: List[Tuple[str, List[int]]] = field(default_factory=list)
+    #: For ``shard=``: the CLI's report of the shard (``shard``, ``shards``, ``plan``, ``state``:
+    #: ``started``, ``resumed`` or ``already_sealed``, ``sealed``, ``rows``, ``items``, ...).
+    shard: Optional[Dict[str, Any]] = None
 
 
 class _Progress:
@@ -326,7 +399,8 @@ def _labels(labels: Optional[Sequence[Any]], n: int, class_names: Optional[List[
 def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, os.PathLike], dataset: str, split: str,
             target_sizes: Sequence[int] = (8192,), layers: LayerFilter = None, name: Optional[str] = None,
             class_names: Optional[Sequence[str]] = None, chunk_size: int = 512, device: Optional[Union[str, torch.device]] = None,
-            codec: Codec = Codec(), binary: Optional[str] = None, progress: Optional[bool] = None) -> CaptureSummary:
+            codec: Codec = Codec(), binary: Optional[str] = None, progress: Optional[bool] = None,
+            shard: Optional[Union[str, Tuple[int, int]]] = None) -> CaptureSummary:
     """Runs ``model`` over ``loader`` and stores every hooked output, pooled with Head2Toe's rule
     for each of ``target_sizes``, as dataset ``dataset``/``split`` of the store at ``store``.
 
@@ -341,6 +415,11 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
       pass; memory is bounded by ``chunk_size`` pooled rows (one chunk pooling, one being stored).
     - Non-tensor outputs and NaN/Inf raise ``CaptureError`` naming the module and example; the
       chunks before it stay stored (the store is valid and the capture resumable).
+    - ``shard="K/N"`` (or ``"auto/N"``, K from ``SLURM_ARRAY_TASK_ID``) captures only shard K of N
+      of the loader's dataset (the CLI's contiguous ranges; the loader must be a ``DataLoader``
+      reading a map-style dataset in order) into a shard store of its own, sealed at the end, for
+      ``h2t-store merge``. Re-running a sealed shard stops after the first forward pass (needed to
+      identify the feature sets) and stores nothing; an unsealed one resumes.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -357,6 +436,11 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         class_names = list(map(str, classes)) if classes is not None else None
     class_list = list(class_names) if class_names is not None else None
     name = name or f"{type(model).__module__}.{type(model).__qualname__}"
+    shard_arguments: List[str] = []
+    if shard is not None:
+        k, n = parse_shard(shard)
+        loader, run_total, run_name = _shard_loader(loader, k, n)
+        shard_arguments = ["--shard", f"{k}/{n}", "--shard-total", str(run_total), "--shard-plan", run_name]
     weights = state_dict_sha256(model)
     total = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None  # type: ignore[attr-defined]
     bar = _Progress(total, sys.stderr.isatty() if progress is None else progress)
@@ -373,11 +457,12 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     chunk: Dict[str, Any] = {"rows": {f: [] for f in sizes}, "names": [], "labels": [], "count": 0}
     seen = 0
     chunk_index = 0
+    labelled = False
 
-    def finish_pending() -> None:
+    def finish_pending() -> Optional[Dict[str, Any]]:
         nonlocal pending
         if pending is None:
-            return
+            return None
         process, path, arguments = pending
         out, err = process.communicate()
         pending = None
@@ -387,20 +472,32 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         if summary is not None and (result["backbone"] != summary.backbone or got != summary.featuresets):
             raise CaptureError(f"h2t-store stored backbone {result['backbone'][:12]} / feature sets {got}, but capture "
                                f"expected {summary.backbone[:12]} / {summary.featuresets}: the pooling layouts disagree")
+        if summary is not None and result.get("shard") is not None:
+            # Every part after the probe finds the shard begun: the run's state is the probe's.
+            state = summary.shard["state"] if summary.shard is not None else result["shard"]["state"]
+            summary.shard = {**result["shard"], "state": state}
+        return result
 
-    def flush() -> None:
+    def flush(final: bool = False, probe: bool = False) -> None:
+        """Hands the chunk to the CLI (in the background). A shard's parts leave it open except the
+        final one, which seals it (even with no rows: a resumed shard may have stored them all);
+        ``probe`` sends no rows, to learn whether the shard is sealed before anything is computed."""
         nonlocal pending, chunk_index
-        if not chunk["count"]:
+        if not chunk["count"] and not (shard_arguments and (final or probe)):
             return
         finish_pending()
         assert summary is not None
         path = os.path.join(scratch, f"chunk-{chunk_index:06d}.safetensors")
         chunk_index += 1
-        rows = {f: np.concatenate(chunk["rows"][f]) for f in sizes}
-        write_chunk(path, rows, summary.taps, chunk["names"], np.concatenate(chunk["labels"]) if chunk["labels"] else None, class_list)
+        widths = {f: sum(pooled_width(s, f) for _, s in summary.taps) for f in sizes}
+        rows = {f: np.concatenate(chunk["rows"][f]) if chunk["rows"][f] else np.zeros((0, widths[f]), codec.numpy_dtype())
+                for f in sizes}
+        labels = np.concatenate(chunk["labels"]) if chunk["labels"] else (np.zeros(0, np.int64) if labelled else None)
+        write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list)
         arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
                      *[a for f in sizes for a in ("--target-size", str(f))], *codec.arguments(),
-                     "--segment-rows", str(chunk_size), "--store", store_path, "--json", path]
+                     "--segment-rows", str(chunk_size), *shard_arguments, *(["--shard-open"] if shard_arguments and not final else []),
+                     "--store", store_path, "--json", path]
         process = subprocess.Popen([executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pending = (process, path, arguments)
         chunk.update(rows={f: [] for f in sizes}, names=[], labels=[], count=0)
@@ -432,6 +529,12 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     backbone_id = manifest_id(backbone_manifest(name, weights, hooks.taps))
                     ids_by_size = {f: manifest_id(featureset_manifest(backbone_id, hooks.taps, f, codec)) for f in sizes}
                     summary = CaptureSummary(backbone_id, ids_by_size, taps=list(hooks.taps))
+                    labelled = y is not None
+                    if shard_arguments:
+                        flush(probe=True)
+                        finish_pending()
+                        if summary.shard is not None and summary.shard["state"] == "already_sealed":
+                            break
                     if os.path.isfile(os.path.join(store_path, "data.mdb")):
                         reader = Store(store_path)
                         # The first batch ran whole; what of it is stored is skipped from here on.
@@ -457,8 +560,9 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                 if chunk["count"] >= chunk_size:
                     flush()
                 bar.update(seen)
-        flush()
-        finish_pending()
+        if not (summary is not None and summary.shard is not None and summary.shard["state"] == "already_sealed"):
+            flush(final=True)
+            finish_pending()
     finally:
         hooks.remove()
         model.train(was_training)
@@ -473,6 +577,10 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         raise CaptureError("the loader yielded no batches")
     summary.examples_seen = seen
     summary.seconds = time.monotonic() - started
+    if summary.shard is not None and summary.shard["state"] == "already_sealed":
+        summary.examples_seen = summary.examples_computed = summary.examples_skipped = 0
+        sys.stderr.write(f"capture: shard {summary.shard['shard']}/{summary.shard['shards']} of plan {summary.shard['plan'][:12]} "
+                         f"in {store_path} is already sealed: nothing to do\n")
     return summary
 
 
