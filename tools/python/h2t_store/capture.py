@@ -76,6 +76,8 @@ def pool(x: torch.Tensor, target_size: int) -> torch.Tensor:
         return x.mean(dim=(2, 3))
     if p > h:
         raise CaptureError(f"spatial map {list(x.shape[1:])} has fewer rows than the pooling window {p}")
+    if p == 1:
+        return x.reshape(n, -1)  # a 1x1 window keeps every value (a view: copy before the module's next in-place op)
     return F.avg_pool2d(x, kernel_size=p, stride=p).reshape(n, -1)
 
 
@@ -136,14 +138,19 @@ class Codec:
     frame_width: int = 4
     column_block: int = 1024
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The stored dtype in torch: the store rounds float32 to it (to nearest, ties to even)
+        anyway, so pooled values are rounded on their device, as soon as they are pooled: the
+        same bits are stored, and half the bytes are concatenated, checked and moved."""
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.dtype, torch.float32)
+
     def transfer(self, rows: torch.Tensor) -> np.ndarray:
-        """Pooled float32 rows in the stored dtype, converted on their device: the store would
-        round float32 to this dtype (to nearest, ties to even) anyway, so sending it rounded
-        stores the same bits and moves half the bytes."""
+        """Pooled rows (float32 or already in the stored dtype) as a numpy array in the stored
+        dtype (bfloat16 as uint16 bits), on the CPU."""
+        rows = rows.to(self.torch_dtype)
         if self.dtype == "bfloat16":
-            return rows.to(torch.bfloat16).view(torch.int16).to("cpu").numpy().view(np.uint16)
-        if self.dtype == "float16":
-            return rows.to(torch.float16).to("cpu").numpy()
+            return rows.view(torch.int16).to("cpu").numpy().view(np.uint16)
         return rows.to("cpu").numpy()
 
     def numpy_dtype(self) -> np.dtype:
@@ -189,8 +196,9 @@ class _Hooks:
     activations never accumulate. A module called several times in one forward gives one tap
     per call (``name``, ``name#2``, ...)."""
 
-    def __init__(self, model: torch.nn.Module, layers: LayerFilter, target_sizes: Sequence[int]):
+    def __init__(self, model: torch.nn.Module, layers: LayerFilter, target_sizes: Sequence[int], dtype: torch.dtype):
         self.target_sizes = list(target_sizes)
+        self.dtype = dtype
         named = list(model.named_modules())
         if layers is None:
             chosen = [(n, m) for n, m in named if not any(True for _ in m.children())]
@@ -220,7 +228,9 @@ class _Hooks:
                 self.taps.append((tap, list(x.shape[1:])))
                 for f in self.target_sizes:
                     try:
-                        self.pooled[f].append(pool(x.detach(), f))
+                        # A copy in the stored dtype: the module's output may change in place later
+                        # (e.g. a ReLU(inplace=True) after it).
+                        self.pooled[f].append(pool(x.detach(), f).to(self.dtype, copy=True))
                     except CaptureError as error:
                         raise CaptureError(f"tap '{tap}': {error}") from None
         return hook
@@ -234,10 +244,11 @@ class _Hooks:
 # Safetensors chunk files
 
 
-def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str, List[int]]],
+def write_chunk(path: str, rows: Dict[int, Union[np.ndarray, Sequence[np.ndarray]]], taps: Sequence[Tuple[str, List[int]]],
                 names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]]) -> None:
     """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (examples x width; float32,
-    float16, or bfloat16 as uint16 bits) per target size and the metadata
+    float16, or bfloat16 as uint16 bits; an array or a list of arrays stacked along the examples)
+    per target size and the metadata
     ``docs/external-activations.md`` describes."""
     metadata = {"h2t.pooled": json.dumps({"taps": [{"name": n, "shape": list(s)} for n, s in taps]}),
                 "example_ids": json.dumps(list(names))}
@@ -446,7 +457,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     bar = _Progress(total, sys.stderr.isatty() if progress is None else progress)
     started = time.monotonic()
 
-    hooks = _Hooks(model, layers, sizes)
+    hooks = _Hooks(model, layers, sizes, codec.torch_dtype)
     was_training = model.training
     model.eval()
     # Chunk files live only until the CLI has stored them: in memory when the system has /dev/shm.
@@ -490,8 +501,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         path = os.path.join(scratch, f"chunk-{chunk_index:06d}.safetensors")
         chunk_index += 1
         widths = {f: sum(pooled_width(s, f) for _, s in summary.taps) for f in sizes}
-        rows = {f: np.concatenate(chunk["rows"][f]) if chunk["rows"][f] else np.zeros((0, widths[f]), codec.numpy_dtype())
-                for f in sizes}
+        # Each batch's rows are written in turn (no concatenated copy of the chunk).
+        rows = {f: chunk["rows"][f] or [np.zeros((0, widths[f]), codec.numpy_dtype())] for f in sizes}
         labels = np.concatenate(chunk["labels"]) if chunk["labels"] else (np.zeros(0, np.int64) if labelled else None)
         write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list)
         arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
@@ -544,8 +555,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                 picked = [names[i] for i in np.nonzero(need)[0]]
                 for f in sizes:
                     row = torch.cat([p.reshape(len(picked), -1) for p in hooks.pooled[f]], dim=1)
-                    finite = torch.isfinite(row).all(dim=1)
-                    if not bool(finite.all()):
+                    if not _all_finite(row):
+                        finite = torch.isfinite(row).all(dim=1)
                         bad = int((~finite).nonzero()[0, 0])
                         column = int((~torch.isfinite(row[bad])).nonzero()[0, 0])
                         raise CaptureError(f"NaN or Inf in tap '{_tap_of(summary.taps, column, f)}' for example "
@@ -582,6 +593,15 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         sys.stderr.write(f"capture: shard {summary.shard['shard']}/{summary.shard['shards']} of plan {summary.shard['plan'][:12]} "
                          f"in {store_path} is already sealed: nothing to do\n")
     return summary
+
+
+def _all_finite(rows: torch.Tensor) -> bool:
+    """Whether every value is finite. For 16-bit floats, a test of the exponent bits on the
+    integer view (vectorised, where ``isfinite`` on bfloat16 is not)."""
+    mask = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00}.get(rows.dtype)
+    if mask is None:
+        return bool(torch.isfinite(rows).all())
+    return not bool(((rows.view(torch.int16) & mask) == mask).any())
 
 
 def _tap_of(taps: Sequence[Tuple[str, List[int]]], column: int, target_size: int) -> str:

@@ -193,8 +193,13 @@ class Store:
     def begin(self, buffers: bool = True) -> lmdb.Transaction:
         """A read transaction (one per public call). With ``buffers``, values and keys are
         memoryviews into the map (no copy; valid until the transaction ends), so a read of 1% of
-        the columns does not copy whole tiles out of LMDB."""
-        return self.env.begin(buffers=buffers)
+        the columns does not copy whole tiles out of LMDB. A writer that grew the store's map
+        since it was opened (a running ingest) is followed: the reader adopts the new size."""
+        try:
+            return self.env.begin(buffers=buffers)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # LMDB: size 0 adopts the size the writer set
+            return self.env.begin(buffers=buffers)
 
     # ------------------------------------------------------------------------------------------
     # Manifests
