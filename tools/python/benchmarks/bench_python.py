@@ -139,6 +139,8 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
     print("| input | F_T | images | forward s | capture s | overhead | capture images/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for size, n in [(64, args.capture_images_64), (224, args.capture_images_224)]:
+        if n <= 0:
+            continue
         torch.manual_seed(0)
         model = torchvision.models.resnet18(weights=None).eval()
         x = torch.randn(n, 3, size, size)

@@ -125,3 +125,14 @@ def test_shards_need_an_ordered_sized_loader(tmp_path):
                     class_names=["a", "b"], binary=BINARY, progress=False, shard="0/2")
         assert not (tmp_path / "store").exists()
     assert parse_shard((1, 4)) == (1, 4) and parse_shard("auto/4", {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4"}) == (1, 4)
+
+
+def test_cli_refuses_inconsistent_part_options(tmp_path):
+    store = str(tmp_path / "store")
+    for arguments, message in [(["--shard-total", "10", "--shard-plan", "x"], "go with --shard and --external"),
+                               (["--shard", "0/2", "--shard-open"], "go together"),
+                               (["--shard", "0/2", "--shard-total", "0", "--shard-plan", "x"], "--shard-total")]:
+        done = run_cli("ingest", "--external", "m", "--dataset", "d", "--store", store, *arguments, str(tmp_path / "none.safetensors"),
+                       check=False)
+        assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert not (tmp_path / "store" / "data.mdb").exists()
