@@ -300,9 +300,11 @@ def shard_range(total: int, k: int, n: int) -> range:
     return range(total * k // n, total * (k + 1) // n)
 
 
-def _shard_loader(loader: Any, k: int, n: int) -> Tuple[Any, int, str]:
+def _shard_loader(loader: Any, k: int, n: int) -> Tuple[Any, int, str, bool]:
     """A loader over shard K of N of ``loader``'s dataset (same batch size, workers and collate
-    function), the dataset's length, and the name of the run for the plan."""
+    function), the dataset's length, the name of the run for the plan, and whether the shard is
+    empty (more shards than inputs: the loader then holds the first input, only to learn the
+    taps; the shard is sealed empty, as the CLI seals an empty shard)."""
     from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, Subset
 
     if not isinstance(loader, DataLoader):
@@ -317,11 +319,12 @@ def _shard_loader(loader: Any, k: int, n: int) -> Tuple[Any, int, str]:
     total = len(dataset)
     if total == 0:
         raise CaptureError("shard=: the loader's dataset is empty")
-    part = DataLoader(Subset(dataset, shard_range(total, k, n)), batch_size=loader.batch_size, shuffle=False,
+    indices = shard_range(total, k, n)
+    part = DataLoader(Subset(dataset, indices or range(1)), batch_size=loader.batch_size, shuffle=False,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
                       timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
                       prefetch_factor=loader.prefetch_factor, persistent_workers=loader.persistent_workers)
-    return part, total, f"python-capture:{type(dataset).__module__}.{type(dataset).__qualname__}"
+    return part, total, f"python-capture:{type(dataset).__module__}.{type(dataset).__qualname__}", not indices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,9 +451,10 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     class_list = list(class_names) if class_names is not None else None
     name = name or f"{type(model).__module__}.{type(model).__qualname__}"
     shard_arguments: List[str] = []
+    empty_shard = False
     if shard is not None:
         k, n = parse_shard(shard)
-        loader, run_total, run_name = _shard_loader(loader, k, n)
+        loader, run_total, run_name, empty_shard = _shard_loader(loader, k, n)
         shard_arguments = ["--shard", f"{k}/{n}", "--shard-total", str(run_total), "--shard-plan", run_name]
     weights = state_dict_sha256(model)
     total = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None  # type: ignore[attr-defined]
@@ -544,7 +548,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     if shard_arguments:
                         flush(probe=True)
                         finish_pending()
-                        if summary.shard is not None and summary.shard["state"] == "already_sealed":
+                        if empty_shard or (summary.shard is not None and summary.shard["state"] == "already_sealed"):
+                            seen = 0
                             break
                     if os.path.isfile(os.path.join(store_path, "data.mdb")):
                         reader = Store(store_path)

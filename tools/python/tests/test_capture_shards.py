@@ -136,3 +136,21 @@ def test_cli_refuses_inconsistent_part_options(tmp_path):
                        check=False)
         assert done.returncode != 0 and message in done.stderr, done.stderr
     assert not (tmp_path / "store" / "data.mdb").exists()
+
+
+def test_more_shards_than_inputs_gives_empty_sealed_shards_that_merge(tmp_path):
+    torch.manual_seed(0)
+    small = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    data = DataLoader(TensorDataset(torch.randn(3, 3, 8, 8), torch.tensor([0, 1, 0])), batch_size=1)
+
+    def go(store, shard=None):
+        return capture(small, data, store=str(store), dataset="imgs", split="train", target_sizes=[16],
+                       class_names=["a", "b"], binary=BINARY, progress=False, shard=shard)
+
+    single = go(tmp_path / "single")
+    empty = go(tmp_path / "shard-0", "0/4")  # 3 inputs in 4 shards: shard 0 takes none
+    assert empty.shard["sealed"] and empty.shard["items"] == 0 and empty.examples_computed == 0
+    for k in range(1, 4):
+        go(tmp_path / f"shard-{k}", f"{k}/4")
+    run_cli("merge", "--into", str(tmp_path / "merged"), *[str(tmp_path / f"shard-{k}") for k in range(4)])
+    assert exports(tmp_path / "merged", single.featuresets, tmp_path) == exports(tmp_path / "single", single.featuresets, tmp_path)
