@@ -77,6 +77,8 @@ public struct ExternalIngestOptions: Sendable {
     public var classNames: [String]?
     /// Ingest only this shard of the examples (all files' examples in order), into a shard store.
     public var shard: ShardSpec?
+    /// With `shard`: the files are (a part of) the shard's own inputs, selected by the caller.
+    public var shardPart: ShardPart?
     /// Threads for the tile encoding.
     public var parallelism: Parallelism = .default
 
@@ -86,6 +88,26 @@ public struct ExternalIngestOptions: Sendable {
         self.dataset = dataset
         self.split = split
         self.targetSizes = targetSizes
+    }
+}
+
+/// A shard whose inputs a caller selects and streams in parts (the Python `capture` runs a model
+/// over its shard of a data loader and hands over chunks of pooled rows): the files are not cut to
+/// the shard's range, they are the shard's own inputs, and the run is named by the caller, since
+/// the chunk files of N workers have nothing in common to derive one plan from.
+public struct ShardPart: Sendable, Equatable {
+    /// The run's input count (the range of shard K is computed from it, as for any shard).
+    public var total: Int
+    /// What names the run (with `total`, the dataset, split, class names and feature sets, it
+    /// makes the plan digest): equal on every worker of one run.
+    public var plan: String
+    /// Leave the shard unsealed: more parts follow.
+    public var open: Bool
+
+    public init(total: Int, plan: String, open: Bool) {
+        self.total = total
+        self.plan = plan
+        self.open = open
     }
 }
 
@@ -126,6 +148,8 @@ public struct IngestSummary: Sendable, Codable {
         /// `started`, `resumed` (an unsealed shard store was completed) or `already_sealed`
         /// (nothing was done).
         public var state: String
+        /// False after a part given with `--shard-open` (more parts follow; `rows`, `items` are 0).
+        public var sealed: Bool
         /// Rows per feature set and dataset items in the sealed shard.
         public var rows: [Int]
         public var items: Int
@@ -265,14 +289,18 @@ public struct ExternalIngest {
                                           parallelism: options.parallelism)
         let total = sources.reduce(0) { $0 + $1.count }
         let shard = try options.shard.map { spec in
-            try ShardRun(spec, plan: plan(paths: paths, total: total, classNames: classNames, writer: writer), store: store, writer: writer)
+            try ShardRun(spec, plan: plan(paths: paths, total: options.shardPart?.total ?? total, classNames: classNames, writer: writer),
+                         store: store, writer: writer)
         }
         if let shard, shard.isSealed {
             var summary = writer.summary(dataset: options.dataset, split: options.split, seen: 0, computed: 0, reused: 0, skipped: [], started: started)
             summary.shard = try shard.seal(store)
             return summary
         }
-        let wanted = shard?.range ?? 0..<total
+        if let shard, options.shardPart != nil, total > shard.range.count {
+            throw StoreError.invalidArgument("the files hold \(total) examples, more than shard \(shard.spec)'s \(shard.range.count) inputs of \(options.shardPart!.total)")
+        }
+        let wanted = options.shardPart != nil ? 0..<total : shard?.range ?? 0..<total
         progress?.setTotal(wanted.count)
         var computed = 0, reused = 0, offset = 0
         for source in sources {
@@ -293,14 +321,17 @@ public struct ExternalIngest {
         progress?.finish()
         var summary = writer.summary(dataset: options.dataset, split: options.split, seen: wanted.count, computed: computed, reused: reused,
                                      skipped: [], started: started)
-        summary.shard = try shard?.seal(store)
+        summary.shard = try options.shardPart?.open == true ? shard?.unsealed() : shard?.seal(store)
         return summary
     }
 
-    /// The plan of a sharded ingest of `paths`: the files by name and size, the options that
-    /// change what is stored, and the feature sets.
+    /// The plan of a sharded ingest of `paths`: the files by name and size (or the caller's name
+    /// of the run, for a shard streamed in parts), the options that change what is stored, and
+    /// the feature sets.
     private func plan(paths: [String], total: Int, classNames: [String], writer: FeatureSetWriter) -> IngestPlan {
-        IngestPlan(kind: "external", inputs: paths.map { PlannedInput($0) }, inputCount: total,
+        let part = options.shardPart
+        return IngestPlan(kind: part == nil ? "external" : "external-parts", inputs: part.map { [PlannedInput(name: $0.plan)] } ?? paths.map { PlannedInput($0) },
+                   inputCount: total,
                    options: ["layout": options.layout.rawValue, "allowNonFinite": "\(options.allowNonFinite)"],
                    dataset: options.dataset, split: options.split, classNames: classNames, featureSets: writer.featureSetIDs)
     }

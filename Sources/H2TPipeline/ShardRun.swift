@@ -62,8 +62,11 @@ struct ShardRun {
     func outcome(sealed: ShardRecord) -> IngestSummary.Shard {
         IngestSummary.Shard(shard: spec.index, shards: spec.count, plan: sealed.plan, firstInput: range.lowerBound, endInput: range.upperBound,
                             totalInputs: sealed.inputs.total, state: isSealed ? "already_sealed" : (state == .resumed ? "resumed" : "started"),
-                            rows: sealed.seal?.rows ?? [], items: sealed.seal?.items ?? 0)
+                            sealed: sealed.seal != nil, rows: sealed.seal?.rows ?? [], items: sealed.seal?.items ?? 0)
     }
+
+    /// The summary's view of a shard left open (more parts follow, `--shard-open`).
+    func unsealed() -> IngestSummary.Shard { outcome(sealed: record) }
 
     /// Seals the shard (after the writer has finished) and returns the summary's view of it.
     func seal(_ store: FeatureStore) throws -> IngestSummary.Shard {

@@ -102,6 +102,14 @@ struct Ingest: ParsableCommand {
         "Ingest only shard K of N (K from 0) of the inputs into a shard store of its own, sealed when done; auto/N takes K from SLURM_ARRAY_TASK_ID.",
         discussion: "Shards are contiguous ranges of the input order. Combine them with `h2t-store merge --into STORE SHARD...`."))
     var shard: String?
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
+        "With --shard and --external: the run's input count; the files are the shard's own inputs (or a part of them), selected by the caller.",
+        discussion: "For callers that stream a shard in parts (the Python capture); needs --shard-plan."))
+    var shardTotal: Int?
+    @Option(name: .long, help: "With --shard-total: what names the run, equal on every worker of it (part of the plan digest).")
+    var shardPlan: String?
+    @Flag(name: .long, help: "With --shard-total: leave the shard unsealed, more parts follow.")
+    var shardOpen = false
 
     @OptionGroup var codecOptions: CodecOptions
     @OptionGroup var threadOptions: ThreadOptions
@@ -115,6 +123,11 @@ struct Ingest: ParsableCommand {
             _ = try shardSpec()
         } catch let error as StoreError {
             throw ValidationError(error.description)
+        }
+        if shardTotal != nil || shardPlan != nil || shardOpen {
+            guard shard != nil, external != nil else { throw ValidationError("--shard-total, --shard-plan and --shard-open go with --shard and --external") }
+            guard shardTotal != nil, let shardPlan, !shardPlan.isEmpty else { throw ValidationError("--shard-total and --shard-plan go together (a shard streamed in parts)") }
+            try checkRange("--shard-total", shardTotal, .positiveCount)
         }
         // Image options are checked whatever the source: a bad value is an error even where unused.
         try checkRange("--input-size", inputSize, .within(32...1024))
@@ -151,6 +164,7 @@ struct Ingest: ParsableCommand {
         options.segmentRows = codecOptions.segmentRows
         options.allowNonFinite = allowNonfinite
         options.shard = try shardSpec()
+        options.shardPart = shardTotal.map { ShardPart(total: $0, plan: shardPlan!, open: shardOpen) }
         options.parallelism = parallelism
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
         let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: progressOptions.reports(json: output.json))
@@ -209,7 +223,11 @@ func report(_ summary: IngestSummary, json: Bool) throws {
             print("\(what) is already sealed: nothing to do")
             return
         }
-        print("\(what) sealed: \(shard.items) items, rows per feature set \(shard.rows.map(String.init).joined(separator: ", "))\(shard.state == "resumed" ? " (resumed)" : "")")
+        if !shard.sealed {
+            print("\(what) part stored, left open (not sealed)")
+        } else {
+            print("\(what) sealed: \(shard.items) items, rows per feature set \(shard.rows.map(String.init).joined(separator: ", "))\(shard.state == "resumed" ? " (resumed)" : "")")
+        }
     }
     print("ingested \(summary.examplesSeen) examples into \(summary.dataset)/\(summary.split): \(summary.examplesComputed) computed, \(summary.examplesReused) already stored, \(String(format: "%.1f", summary.seconds)) s (\(String(format: "%.0f", summary.examplesPerSecond)) examples/s)")
     print(table(["FEATURE SET", "F_T", "FEATURES"], summary.featureSets.map { [String($0.id.prefix(12)), "\($0.targetSize)", "\($0.width)"] }))

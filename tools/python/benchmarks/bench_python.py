@@ -131,11 +131,16 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
     from h2t_store.capture import capture
 
     from h2t_store.store import default_threads
-    torch.set_num_threads(default_threads())
-    print(f"\n## Capture: torchvision resnet18 (random weights), every leaf module hooked, target size 8192, CPU", flush=True)
-    print("| input | images | forward s | capture s | overhead | capture images/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    threads = default_threads()
+    torch.set_num_threads(threads)
+    print(f"\n## Capture: torchvision resnet18 (random weights), all 60 leaf modules hooked, CPU, torch threads {threads} "
+          f"(H2T_THREADS={os.environ.get('H2T_THREADS', 'unset')}; the ingest subprocess follows the same policy), "
+          f"chunk_size {args.capture_chunk_size}", flush=True)
+    print("| input | F_T | images | forward s | capture s | overhead | capture images/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for size, n in [(64, args.capture_images_64), (224, args.capture_images_224)]:
+        if n <= 0:
+            continue
         torch.manual_seed(0)
         model = torchvision.models.resnet18(weights=None).eval()
         x = torch.randn(n, 3, size, size)
@@ -147,16 +152,19 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
                 for b in batches:
                     model(b[0])
 
-        def captured():
-            store = scratch / f"capture-{size}"
-            shutil.rmtree(store, ignore_errors=True)
-            capture(model, batches, store=str(store), dataset="c", split="train", target_sizes=[8192],
-                    class_names=["x"], chunk_size=64, binary=binary, progress=False)
+        for target in args.capture_target_sizes:
+            def captured():
+                store = scratch / f"capture-{size}"
+                shutil.rmtree(store, ignore_errors=True)
+                capture(model, batches, store=str(store), dataset="c", split="train", target_sizes=[target],
+                        class_names=["x"], chunk_size=args.capture_chunk_size, binary=binary, progress=False)
 
-        forward()  # warm-up
-        # Alternated, so that a change in the machine's load hits both sides alike.
-        t_forward, t_capture = paired_median_times(forward, captured, args.reps)
-        print(f"| {size}x{size} | {n} | {t_forward:.2f} | {t_capture:.2f} | {(t_capture / t_forward - 1) * 100:+.0f}% | {n / t_capture:.1f} |", flush=True)
+            forward()  # warm-up
+            # Alternated, so that a change in the machine's load hits both sides alike.
+            t_forward, t_capture = paired_median_times(forward, captured, args.reps)
+            label = f"{target} (default)" if target == 8192 else str(target)
+            print(f"| {size}x{size} | {label} | {n} | {t_forward:.2f} | {t_capture:.2f} | {(t_capture / t_forward - 1) * 100:+.0f}% | "
+                  f"{n / t_capture:.1f} |", flush=True)
 
 
 def main() -> int:
@@ -165,13 +173,17 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=8_192)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--capture-images-64", type=int, default=256)
-    parser.add_argument("--capture-images-224", type=int, default=64)
+    parser.add_argument("--capture-images-64", type=int, default=1024)
+    parser.add_argument("--capture-images-224", type=int, default=256)
+    parser.add_argument("--capture-chunk-size", type=int, default=512, help="capture's chunk_size (its default: 512)")
+    parser.add_argument("--capture-target-sizes", type=int, nargs="+", default=[8192],
+                        help="F_T values (8192 is the CLI's and capture's default)")
     parser.add_argument("--tmp", default=tempfile.gettempdir())
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     args = parser.parse_args()
     if args.quick:
         args.examples, args.width, args.reps, args.capture_images_64, args.capture_images_224 = 2000, 1024, 1, 32, 16
+        args.capture_chunk_size = 16
     binary = os.environ.get("H2T_STORE_BIN", str(Path(__file__).resolve().parents[3] / ".build" / "release" / "h2t-store"))
     args.bench_binary = os.environ.get("H2T_BENCH_BIN", str(Path(binary).parent / "h2t-bench"))
     print(f"# h2t_store (Python) benchmark\n{machine()}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import zstandard
@@ -73,30 +73,27 @@ class TileHeader:
 def _combine(planes: np.ndarray, dtype: str) -> np.ndarray:
     """Byte planes ``(P, ..., m)`` (plane p = byte p, least significant first) to float32 ``(..., m)``.
 
-    The bytes are laid into a float32 buffer in place (bfloat16: as its high half), so each plane
-    is read once and no integer widening pass is needed."""
-    count = planes.shape[0]
+    Whole-array shifts and ors on each plane (contiguous, vectorised by numpy), never byte-strided
+    writes; bfloat16 is the high half of a float32."""
+    if dtype == "bfloat16":
+        bits = np.left_shift(planes[1], 8, dtype=np.uint16)
+        bits |= planes[0]
+        return np.left_shift(bits, 16, dtype=np.uint32).view(np.float32)
     if dtype == "float16":
-        halves = np.empty(planes.shape[1:] + (2,), dtype=np.uint8)
-        halves[..., 0], halves[..., 1] = planes[0], planes[1]
-        return halves.view("<f2")[..., 0].astype(np.float32)
-    full = np.empty(planes.shape[1:] + (4,), dtype=np.uint8)
-    if dtype == "float32":
-        for p in range(count):
-            full[..., p] = planes[p]
-    else:  # bfloat16: the high 16 bits of a float32
-        full[..., 0:2] = 0
-        full[..., 2], full[..., 3] = planes[0], planes[1]
-    return full.view("<f4")[..., 0]
+        bits = np.left_shift(planes[1], 8, dtype=np.uint16)
+        bits |= planes[0]
+        return bits.view(np.float16).astype(np.float32)
+    word = planes[0].astype(np.uint32)
+    for p in range(1, planes.shape[0]):
+        word |= np.left_shift(planes[p], 8 * p, dtype=np.uint32)
+    return word.view(np.float32)
 
 
-def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
-                  decompressor: Optional[zstandard.ZstdDecompressor] = None, out: Optional[np.ndarray] = None,
-                  threads: int = 0) -> np.ndarray:
-    """Decodes ``frames`` (ascending, unique) of a checked tile into float32 ``(rows, k)`` (into
-    ``out`` when given), where ``k`` is the sum of the frames' widths, columns in frame order.
-    Each frame's CRC is checked."""
-    rows, planes = header.rows, header.planes
+def _frame_pieces(tile: bytes, header: TileHeader, frames: Sequence[int]) -> Tuple[List[object], List[bytes], List[int]]:
+    """The planes of ``frames`` (ascending, unique) of a checked tile, each frame's CRC checked:
+    ``pieces`` (raw planes as bytes, compressed ones as their decompressed size), the compressed
+    planes, and their positions in ``pieces``."""
+    rows = header.rows
     pieces: List[object] = []
     packed: List[bytes] = []
     packed_at: List[int] = []
@@ -120,19 +117,33 @@ def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
                 packed_at.append(len(pieces))
                 pieces.append(m)
                 packed.append(chunk)
-    if packed:
-        decompressor = decompressor or zstandard.ZstdDecompressor()
-        sizes = struct.pack(f"={len(packed)}Q", *(pieces[i] for i in packed_at))
-        try:
-            decompressed = decompressor.multi_decompress_to_buffer(packed, decompressed_sizes=sizes, threads=threads)
-        except zstandard.ZstdError as error:
-            raise StoreFormatError(f"tile {header.name}: a frame does not decompress: {error}") from None
-        for i, segment in zip(packed_at, decompressed):
-            if len(segment) != pieces[i]:
-                raise StoreFormatError(f"tile {header.name}: a plane decompresses to {len(segment)} bytes, not {pieces[i]}")
-            pieces[i] = segment
+    return pieces, packed, packed_at
+
+
+def _decompress(packed: List[bytes], sizes: List[int], name: str, decompressor: Optional[zstandard.ZstdDecompressor],
+                threads: int) -> List[bytes]:
+    """Decompresses every plane in one zstandard call (on ``threads`` threads, outside the GIL)."""
+    if not packed:
+        return []
+    decompressor = decompressor or zstandard.ZstdDecompressor()
+    try:
+        decompressed = decompressor.multi_decompress_to_buffer(packed, decompressed_sizes=struct.pack(f"={len(sizes)}Q", *sizes),
+                                                               threads=threads)
+    except zstandard.ZstdError as error:
+        raise StoreFormatError(f"tile {name}: a frame does not decompress: {error}") from None
+    return list(decompressed)
+
+
+def _assemble(header: TileHeader, frames: Sequence[int], pieces: List[object], decompressed: Sequence[object],
+              packed_at: List[int], out: Optional[np.ndarray]) -> np.ndarray:
+    """Lays the decompressed planes of ``frames`` into float32 ``(rows, k)``."""
+    rows, planes = header.rows, header.planes
+    for i, segment in zip(packed_at, decompressed):
+        if len(segment) != pieces[i]:  # type: ignore[arg-type]
+            raise StoreFormatError(f"tile {header.name}: a plane decompresses to {len(segment)} bytes, not {pieces[i]}")  # type: ignore[arg-type]
+        pieces[i] = segment
     raw = np.frombuffer(b"".join(pieces), dtype=np.uint8)  # type: ignore[arg-type]
-    widths = [min(header.frame_width, header.cols - f * header.frame_width) for f in frames]
+    widths = [header.frame_columns(f) for f in frames]
     if out is None:
         out = np.empty((rows, sum(widths)), dtype=np.float32)
     elif out.shape != (rows, sum(widths)):
@@ -151,6 +162,57 @@ def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
     return out
 
 
+def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
+                  decompressor: Optional[zstandard.ZstdDecompressor] = None, out: Optional[np.ndarray] = None,
+                  threads: int = 0) -> np.ndarray:
+    """Decodes ``frames`` (ascending, unique) of a checked tile into float32 ``(rows, k)`` (into
+    ``out`` when given), where ``k`` is the sum of the frames' widths, columns in frame order.
+    Each frame's CRC is checked."""
+    pieces, packed, packed_at = _frame_pieces(tile, header, frames)
+    decompressed = _decompress(packed, [pieces[i] for i in packed_at], header.name, decompressor, threads)  # type: ignore[misc]
+    return _assemble(header, frames, pieces, decompressed, packed_at, out)
+
+
+def _frames_of(header: TileHeader, columns: np.ndarray) -> np.ndarray:
+    if columns.size and (columns.min() < 0 or columns.max() >= header.cols):
+        raise StoreFormatError(f"tile {header.name}: column outside 0..<{header.cols}")
+    return np.unique(columns // header.frame_width)
+
+
+def _select(decoded: np.ndarray, header: TileHeader, frames: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """The tile-local ``columns`` of the decoded ``frames``."""
+    # Position of each frame's first column inside `decoded`.
+    starts = np.zeros(header.frame_count, dtype=np.int64)
+    starts[frames] = np.arange(len(frames)) * header.frame_width
+    return decoded[:, starts[columns // header.frame_width] + columns % header.frame_width]
+
+
+def decode_many(requests: Sequence[Tuple[bytes, bytes, Optional[np.ndarray], str]],
+                decompressor: Optional[zstandard.ZstdDecompressor] = None, threads: int = 0) -> List[np.ndarray]:
+    """Decodes several tiles' columns (``(tile, binding, columns or None, name)`` each, as
+    ``decode_columns``) with one zstandard call for all their planes: a read of a few columns
+    touches many tiles, each for a few frames, and one call per tile would cost more in hand-offs
+    than in decompression."""
+    prepared = []
+    packed: List[bytes] = []
+    sizes: List[int] = []
+    for tile, binding, columns, name in requests:
+        header = TileHeader(tile, name, binding)
+        cols = None if columns is None else np.asarray(columns, dtype=np.int64)
+        frames = np.arange(header.frame_count) if cols is None else _frames_of(header, cols)
+        frame_list = frames.tolist()
+        pieces, tile_packed, packed_at = _frame_pieces(tile, header, frame_list)
+        prepared.append((header, frames, frame_list, cols, pieces, packed_at, len(packed)))
+        packed.extend(tile_packed)
+        sizes.extend(pieces[i] for i in packed_at)  # type: ignore[misc]
+    decompressed = _decompress(packed, sizes, requests[0][3] if requests else "", decompressor, threads)
+    results = []
+    for header, frames, frame_list, cols, pieces, packed_at, first in prepared:
+        decoded = _assemble(header, frame_list, pieces, decompressed[first:first + len(packed_at)], packed_at, None)
+        results.append(decoded if cols is None else _select(decoded, header, frames, cols))
+    return results
+
+
 def decode_columns(tile: bytes, binding: bytes, columns: Optional[np.ndarray], name: str,
                    decompressor: Optional[zstandard.ZstdDecompressor] = None, out: Optional[np.ndarray] = None,
                    threads: int = 0) -> np.ndarray:
@@ -162,11 +224,6 @@ def decode_columns(tile: bytes, binding: bytes, columns: Optional[np.ndarray], n
     if columns is None:
         return decode_frames(tile, header, range(header.frame_count), decompressor, out, threads)
     columns = np.asarray(columns, dtype=np.int64)
-    if columns.size and (columns.min() < 0 or columns.max() >= header.cols):
-        raise StoreFormatError(f"tile {name}: column outside 0..<{header.cols}")
-    frames = np.unique(columns // header.frame_width)
+    frames = _frames_of(header, columns)
     decoded = decode_frames(tile, header, frames.tolist(), decompressor, threads=threads)
-    # Position of each frame's first column inside `decoded`.
-    starts = np.zeros(header.frame_count, dtype=np.int64)
-    starts[frames] = np.arange(len(frames)) * header.frame_width
-    return decoded[:, starts[columns // header.frame_width] + columns % header.frame_width]
+    return _select(decoded, header, frames, columns)

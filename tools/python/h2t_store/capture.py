@@ -76,6 +76,8 @@ def pool(x: torch.Tensor, target_size: int) -> torch.Tensor:
         return x.mean(dim=(2, 3))
     if p > h:
         raise CaptureError(f"spatial map {list(x.shape[1:])} has fewer rows than the pooling window {p}")
+    if p == 1:
+        return x.reshape(n, -1)  # a 1x1 window keeps every value (a view: copy before the module's next in-place op)
     return F.avg_pool2d(x, kernel_size=p, stride=p).reshape(n, -1)
 
 
@@ -136,15 +138,24 @@ class Codec:
     frame_width: int = 4
     column_block: int = 1024
 
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The stored dtype in torch: the store rounds float32 to it (to nearest, ties to even)
+        anyway, so pooled values are rounded on their device, as soon as they are pooled: the
+        same bits are stored, and half the bytes are concatenated, checked and moved."""
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(self.dtype, torch.float32)
+
     def transfer(self, rows: torch.Tensor) -> np.ndarray:
-        """Pooled float32 rows in the stored dtype, converted on their device: the store would
-        round float32 to this dtype (to nearest, ties to even) anyway, so sending it rounded
-        stores the same bits and moves half the bytes."""
+        """Pooled rows (float32 or already in the stored dtype) as a numpy array in the stored
+        dtype (bfloat16 as uint16 bits), on the CPU."""
+        rows = rows.to(self.torch_dtype)
         if self.dtype == "bfloat16":
-            return rows.to(torch.bfloat16).view(torch.int16).to("cpu").numpy().view(np.uint16)
-        if self.dtype == "float16":
-            return rows.to(torch.float16).to("cpu").numpy()
+            return rows.view(torch.int16).to("cpu").numpy().view(np.uint16)
         return rows.to("cpu").numpy()
+
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype ``transfer`` returns (bfloat16 travels as its uint16 bits)."""
+        return np.dtype({"bfloat16": np.uint16, "float16": np.float16}.get(self.dtype, np.float32))
 
     def manifest(self) -> Dict[str, Any]:
         return {"dtype": self.dtype, "compressed": self.zstd_level > 0, "level": max(self.zstd_level, 1),
@@ -185,8 +196,9 @@ class _Hooks:
     activations never accumulate. A module called several times in one forward gives one tap
     per call (``name``, ``name#2``, ...)."""
 
-    def __init__(self, model: torch.nn.Module, layers: LayerFilter, target_sizes: Sequence[int]):
+    def __init__(self, model: torch.nn.Module, layers: LayerFilter, target_sizes: Sequence[int], dtype: torch.dtype):
         self.target_sizes = list(target_sizes)
+        self.dtype = dtype
         named = list(model.named_modules())
         if layers is None:
             chosen = [(n, m) for n, m in named if not any(True for _ in m.children())]
@@ -216,7 +228,9 @@ class _Hooks:
                 self.taps.append((tap, list(x.shape[1:])))
                 for f in self.target_sizes:
                     try:
-                        self.pooled[f].append(pool(x.detach(), f))
+                        # A copy in the stored dtype: the module's output may change in place later
+                        # (e.g. a ReLU(inplace=True) after it).
+                        self.pooled[f].append(pool(x.detach(), f).to(self.dtype, copy=True))
                     except CaptureError as error:
                         raise CaptureError(f"tap '{tap}': {error}") from None
         return hook
@@ -230,10 +244,11 @@ class _Hooks:
 # Safetensors chunk files
 
 
-def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str, List[int]]],
+def write_chunk(path: str, rows: Dict[int, Union[np.ndarray, Sequence[np.ndarray]]], taps: Sequence[Tuple[str, List[int]]],
                 names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]]) -> None:
     """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (examples x width; float32,
-    float16, or bfloat16 as uint16 bits) per target size and the metadata
+    float16, or bfloat16 as uint16 bits; an array or a list of arrays stacked along the examples)
+    per target size and the metadata
     ``docs/external-activations.md`` describes."""
     metadata = {"h2t.pooled": json.dumps({"taps": [{"name": n, "shape": list(s)} for n, s in taps]}),
                 "example_ids": json.dumps(list(names))}
@@ -241,6 +256,75 @@ def write_chunk(path: str, rows: Dict[int, np.ndarray], taps: Sequence[Tuple[str
         metadata["labels"] = json.dumps([int(l) for l in labels])
         metadata["class_names"] = json.dumps(list(class_names or []))
     write_safetensors(path, {f"h2t.pooled/{size}": m for size, m in rows.items()}, metadata)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards (``docs/scaling-out.md``)
+
+
+def parse_shard(spec: Union[str, Tuple[int, int]], environ: Optional[Dict[str, str]] = None) -> Tuple[int, int]:
+    """``(K, N)`` from ``"K/N"``, ``(K, N)`` or ``"auto/N"`` (K from ``SLURM_ARRAY_TASK_ID`` less
+    ``SLURM_ARRAY_TASK_MIN``), with the CLI's rules: ``N >= 1`` and ``0 <= K < N``."""
+    env = os.environ if environ is None else environ
+    if isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, int) for v in spec):
+        k, n = spec
+    elif isinstance(spec, str) and spec.count("/") == 1:
+        head, tail = spec.split("/")
+        try:
+            n = int(tail)
+        except ValueError:
+            raise ValueError(f"shard '{spec}' is not K/N or auto/N (e.g. 0/4)") from None
+        if head == "auto":
+            task = env.get("SLURM_ARRAY_TASK_ID", "")
+            if not task.strip().lstrip("-").isdigit():
+                raise ValueError(f"shard 'auto/{n}' takes K from SLURM_ARRAY_TASK_ID, which is not set to a number "
+                                 "(run it inside an sbatch --array job, or give K)")
+            first = env.get("SLURM_ARRAY_TASK_MIN", "0")
+            k = int(task) - (int(first) if first.strip().lstrip("-").isdigit() else 0)
+        else:
+            try:
+                k = int(head)
+            except ValueError:
+                raise ValueError(f"shard '{spec}': K must be a number or 'auto'") from None
+    else:
+        raise ValueError(f"shard {spec!r} is not K/N or auto/N (e.g. '0/4')")
+    if n < 1:
+        raise ValueError(f"shard {k}/{n}: N must be at least 1")
+    if not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: K must be in 0...{n - 1} (shards are numbered from 0)")
+    return k, n
+
+
+def shard_range(total: int, k: int, n: int) -> range:
+    """Shard K of N of ``total`` inputs: the CLI's contiguous rule (``schemas/store-format.md`` §7)."""
+    return range(total * k // n, total * (k + 1) // n)
+
+
+def _shard_loader(loader: Any, k: int, n: int) -> Tuple[Any, int, str, bool]:
+    """A loader over shard K of N of ``loader``'s dataset (same batch size, workers and collate
+    function), the dataset's length, the name of the run for the plan, and whether the shard is
+    empty (more shards than inputs: the loader then holds the first input, only to learn the
+    taps; the shard is sealed empty, as the CLI seals an empty shard)."""
+    from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, Subset
+
+    if not isinstance(loader, DataLoader):
+        raise CaptureError(f"shard= needs a torch DataLoader over a map-style dataset, got {type(loader).__name__}")
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise CaptureError(f"shard= needs a dataset of known length (map-style); {type(dataset).__name__} has none")
+    if not isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None:
+        raise CaptureError("shard= needs a loader that reads its dataset in order in batches (shuffle=False, no sampler or batch_sampler)")
+    if loader.drop_last:
+        raise CaptureError("shard= needs drop_last=False (each shard would drop other examples than a single run)")
+    total = len(dataset)
+    if total == 0:
+        raise CaptureError("shard=: the loader's dataset is empty")
+    indices = shard_range(total, k, n)
+    part = DataLoader(Subset(dataset, indices or range(1)), batch_size=loader.batch_size, shuffle=False,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      timeout=loader.timeout, worker_init_fn=loader.worker_init_fn, generator=loader.generator,
+                      prefetch_factor=loader.prefetch_factor, persistent_workers=loader.persistent_workers)
+    return part, total, f"python-capture:{type(dataset).__module__}.{type(dataset).__qualname__}", not indices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,6 +342,9 @@ class CaptureSummary:
     examples_skipped: int = 0
     seconds: float = 0.0
     taps: List[Tuple[str, List[int]]] = field(default_factory=list)
+    #: For ``shard=``: the CLI's report of the shard (``shard``, ``shards``, ``plan``, ``state``:
+    #: ``started``, ``resumed`` or ``already_sealed``, ``sealed``, ``rows``, ``items``, ...).
+    shard: Optional[Dict[str, Any]] = None
 
 
 class _Progress:
@@ -326,7 +413,8 @@ def _labels(labels: Optional[Sequence[Any]], n: int, class_names: Optional[List[
 def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, os.PathLike], dataset: str, split: str,
             target_sizes: Sequence[int] = (8192,), layers: LayerFilter = None, name: Optional[str] = None,
             class_names: Optional[Sequence[str]] = None, chunk_size: int = 512, device: Optional[Union[str, torch.device]] = None,
-            codec: Codec = Codec(), binary: Optional[str] = None, progress: Optional[bool] = None) -> CaptureSummary:
+            codec: Codec = Codec(), binary: Optional[str] = None, progress: Optional[bool] = None,
+            shard: Optional[Union[str, Tuple[int, int]]] = None) -> CaptureSummary:
     """Runs ``model`` over ``loader`` and stores every hooked output, pooled with Head2Toe's rule
     for each of ``target_sizes``, as dataset ``dataset``/``split`` of the store at ``store``.
 
@@ -341,6 +429,11 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
       pass; memory is bounded by ``chunk_size`` pooled rows (one chunk pooling, one being stored).
     - Non-tensor outputs and NaN/Inf raise ``CaptureError`` naming the module and example; the
       chunks before it stay stored (the store is valid and the capture resumable).
+    - ``shard="K/N"`` (or ``"auto/N"``, K from ``SLURM_ARRAY_TASK_ID``) captures only shard K of N
+      of the loader's dataset (the CLI's contiguous ranges; the loader must be a ``DataLoader``
+      reading a map-style dataset in order) into a shard store of its own, sealed at the end, for
+      ``h2t-store merge``. Re-running a sealed shard stops after the first forward pass (needed to
+      identify the feature sets) and stores nothing; an unsealed one resumes.
     """
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -357,12 +450,18 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         class_names = list(map(str, classes)) if classes is not None else None
     class_list = list(class_names) if class_names is not None else None
     name = name or f"{type(model).__module__}.{type(model).__qualname__}"
+    shard_arguments: List[str] = []
+    empty_shard = False
+    if shard is not None:
+        k, n = parse_shard(shard)
+        loader, run_total, run_name, empty_shard = _shard_loader(loader, k, n)
+        shard_arguments = ["--shard", f"{k}/{n}", "--shard-total", str(run_total), "--shard-plan", run_name]
     weights = state_dict_sha256(model)
     total = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None  # type: ignore[attr-defined]
     bar = _Progress(total, sys.stderr.isatty() if progress is None else progress)
     started = time.monotonic()
 
-    hooks = _Hooks(model, layers, sizes)
+    hooks = _Hooks(model, layers, sizes, codec.torch_dtype)
     was_training = model.training
     model.eval()
     # Chunk files live only until the CLI has stored them: in memory when the system has /dev/shm.
@@ -373,11 +472,12 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     chunk: Dict[str, Any] = {"rows": {f: [] for f in sizes}, "names": [], "labels": [], "count": 0}
     seen = 0
     chunk_index = 0
+    labelled = False
 
-    def finish_pending() -> None:
+    def finish_pending() -> Optional[Dict[str, Any]]:
         nonlocal pending
         if pending is None:
-            return
+            return None
         process, path, arguments = pending
         out, err = process.communicate()
         pending = None
@@ -387,20 +487,32 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         if summary is not None and (result["backbone"] != summary.backbone or got != summary.featuresets):
             raise CaptureError(f"h2t-store stored backbone {result['backbone'][:12]} / feature sets {got}, but capture "
                                f"expected {summary.backbone[:12]} / {summary.featuresets}: the pooling layouts disagree")
+        if summary is not None and result.get("shard") is not None:
+            # Every part after the probe finds the shard begun: the run's state is the probe's.
+            state = summary.shard["state"] if summary.shard is not None else result["shard"]["state"]
+            summary.shard = {**result["shard"], "state": state}
+        return result
 
-    def flush() -> None:
+    def flush(final: bool = False, probe: bool = False) -> None:
+        """Hands the chunk to the CLI (in the background). A shard's parts leave it open except the
+        final one, which seals it (even with no rows: a resumed shard may have stored them all);
+        ``probe`` sends no rows, to learn whether the shard is sealed before anything is computed."""
         nonlocal pending, chunk_index
-        if not chunk["count"]:
+        if not chunk["count"] and not (shard_arguments and (final or probe)):
             return
         finish_pending()
         assert summary is not None
         path = os.path.join(scratch, f"chunk-{chunk_index:06d}.safetensors")
         chunk_index += 1
-        rows = {f: np.concatenate(chunk["rows"][f]) for f in sizes}
-        write_chunk(path, rows, summary.taps, chunk["names"], np.concatenate(chunk["labels"]) if chunk["labels"] else None, class_list)
+        widths = {f: sum(pooled_width(s, f) for _, s in summary.taps) for f in sizes}
+        # Each batch's rows are written in turn (no concatenated copy of the chunk).
+        rows = {f: chunk["rows"][f] or [np.zeros((0, widths[f]), codec.numpy_dtype())] for f in sizes}
+        labels = np.concatenate(chunk["labels"]) if chunk["labels"] else (np.zeros(0, np.int64) if labelled else None)
+        write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list)
         arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
                      *[a for f in sizes for a in ("--target-size", str(f))], *codec.arguments(),
-                     "--segment-rows", str(chunk_size), "--store", store_path, "--json", path]
+                     "--segment-rows", str(chunk_size), *shard_arguments, *(["--shard-open"] if shard_arguments and not final else []),
+                     "--store", store_path, "--json", path]
         process = subprocess.Popen([executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         pending = (process, path, arguments)
         chunk.update(rows={f: [] for f in sizes}, names=[], labels=[], count=0)
@@ -432,6 +544,13 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     backbone_id = manifest_id(backbone_manifest(name, weights, hooks.taps))
                     ids_by_size = {f: manifest_id(featureset_manifest(backbone_id, hooks.taps, f, codec)) for f in sizes}
                     summary = CaptureSummary(backbone_id, ids_by_size, taps=list(hooks.taps))
+                    labelled = y is not None
+                    if shard_arguments:
+                        flush(probe=True)
+                        finish_pending()
+                        if empty_shard or (summary.shard is not None and summary.shard["state"] == "already_sealed"):
+                            seen = 0
+                            break
                     if os.path.isfile(os.path.join(store_path, "data.mdb")):
                         reader = Store(store_path)
                         # The first batch ran whole; what of it is stored is skipped from here on.
@@ -441,8 +560,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                 picked = [names[i] for i in np.nonzero(need)[0]]
                 for f in sizes:
                     row = torch.cat([p.reshape(len(picked), -1) for p in hooks.pooled[f]], dim=1)
-                    finite = torch.isfinite(row).all(dim=1)
-                    if not bool(finite.all()):
+                    if not _all_finite(row):
+                        finite = torch.isfinite(row).all(dim=1)
                         bad = int((~finite).nonzero()[0, 0])
                         column = int((~torch.isfinite(row[bad])).nonzero()[0, 0])
                         raise CaptureError(f"NaN or Inf in tap '{_tap_of(summary.taps, column, f)}' for example "
@@ -457,8 +576,9 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                 if chunk["count"] >= chunk_size:
                     flush()
                 bar.update(seen)
-        flush()
-        finish_pending()
+        if not (summary is not None and summary.shard is not None and summary.shard["state"] == "already_sealed"):
+            flush(final=True)
+            finish_pending()
     finally:
         hooks.remove()
         model.train(was_training)
@@ -473,7 +593,20 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         raise CaptureError("the loader yielded no batches")
     summary.examples_seen = seen
     summary.seconds = time.monotonic() - started
+    if summary.shard is not None and summary.shard["state"] == "already_sealed":
+        summary.examples_seen = summary.examples_computed = summary.examples_skipped = 0
+        sys.stderr.write(f"capture: shard {summary.shard['shard']}/{summary.shard['shards']} of plan {summary.shard['plan'][:12]} "
+                         f"in {store_path} is already sealed: nothing to do\n")
     return summary
+
+
+def _all_finite(rows: torch.Tensor) -> bool:
+    """Whether every value is finite. For 16-bit floats, a test of the exponent bits on the
+    integer view (vectorised, where ``isfinite`` on bfloat16 is not)."""
+    mask = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00}.get(rows.dtype)
+    if mask is None:
+        return bool(torch.isfinite(rows).all())
+    return not bool(((rows.view(torch.int16) & mask) == mask).any())
 
 
 def _tap_of(taps: Sequence[Tuple[str, List[int]]], column: int, target_size: int) -> str:

@@ -21,7 +21,7 @@ import lmdb
 import numpy as np
 import zstandard
 
-from ._tiles import TileHeader, decode_columns, tile_binding
+from ._tiles import TileHeader, decode_columns, decode_many, tile_binding
 from .errors import NotFound, StoreFormatError
 
 #: Store format versions (``meta/format``, u32 LE) this reader understands.
@@ -193,8 +193,13 @@ class Store:
     def begin(self, buffers: bool = True) -> lmdb.Transaction:
         """A read transaction (one per public call). With ``buffers``, values and keys are
         memoryviews into the map (no copy; valid until the transaction ends), so a read of 1% of
-        the columns does not copy whole tiles out of LMDB."""
-        return self.env.begin(buffers=buffers)
+        the columns does not copy whole tiles out of LMDB. A writer that grew the store's map
+        since it was opened (a running ingest) is followed: the reader adopts the new size."""
+        try:
+            return self.env.begin(buffers=buffers)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # LMDB: size 0 adopts the size the writer set
+            return self.env.begin(buffers=buffers)
 
     # ------------------------------------------------------------------------------------------
     # Manifests
@@ -404,6 +409,10 @@ class Store:
         n = len(ids)
         if n == 0:
             return np.zeros(0, np.int64)
+        if fs.rows <= _SCAN_FACTOR * n:
+            rows = self._rows_by_scan(txn, fs, ids)
+            if rows is not None:
+                return rows
         prefix = np.frombuffer(bytes.fromhex(fs.id[:32]), np.uint8)
         keys = np.concatenate([np.broadcast_to(prefix, (n, 16)), ids], axis=1).tobytes()
         wanted = [keys[i:i + 48] for i in range(0, 48 * n, 48)]
@@ -416,6 +425,32 @@ class Store:
         if len(values) != 4 * n:
             raise StoreFormatError(f"feature set {fs.id[:12]}: a row record has the wrong size")
         return np.frombuffer(values, dtype=">u4").astype(np.int64)
+
+    def _rows_by_scan(self, txn: lmdb.Transaction, fs: FeatureSet, ids: np.ndarray) -> Optional[np.ndarray]:
+        """Row numbers by one cursor walk over the feature set's ``rowexamples`` (row -> example,
+        contiguous keys) and a sorted match in numpy, for reads that touch most of its rows: one
+        B-tree walk instead of a lookup per example. ``None`` when some example is not there (the
+        caller's lookups name it)."""
+        total = fs.rows
+        prefix = bytes.fromhex(fs.id[:32])
+        cursor = txn.cursor(db=self.dbs["rowexamples"])
+        if not cursor.set_range(prefix):
+            return None
+        first = bytes(cursor.key())
+        values = b"".join(itertools.islice(cursor.iternext(keys=False, values=True), total))
+        last = bytes(cursor.key())
+        if first != prefix + struct.pack(">I", 0) or last != prefix + struct.pack(">I", total - 1) or len(values) != 32 * total:
+            raise StoreFormatError(f"feature set {fs.id[:12]}: its row -> example table disagrees with its {total} rows")
+        stored = np.frombuffer(values, dtype=np.uint8).reshape(total, 32)
+        # Sort by the ids' first 8 bytes (SHA-256 digests), then check the whole ids.
+        stored_keys = stored[:, :8].copy().view(">u8").reshape(total)
+        wanted_keys = np.ascontiguousarray(ids[:, :8]).view(">u8").reshape(len(ids))
+        order = np.argsort(stored_keys, kind="stable")
+        at = np.minimum(np.searchsorted(stored_keys[order], wanted_keys), total - 1)
+        rows = order[at]
+        if not np.array_equal(stored[rows], ids):
+            return None
+        return rows.astype(np.int64)
 
     def _gather(self, txn: lmdb.Transaction, fs: FeatureSet, rows: np.ndarray, columns: Optional[np.ndarray]) -> np.ndarray:
         """Features of feature-set rows (any order, repeats allowed): every touched tile is decoded
@@ -541,6 +576,8 @@ def default_threads() -> int:
 
 
 _local = threading.local()
+#: Rows a feature set may have per wanted example for ``_rows`` to walk all of them.
+_SCAN_FACTOR = 4
 #: Values a read must select before its tiles are decoded on several threads.
 _POOL_VALUES = 1 << 20
 
@@ -555,7 +592,12 @@ def _decode_job(job: tuple, out: np.ndarray, threads: int) -> None:
         # Decoded straight into its place in the output: no intermediate copy.
         decode_columns(tile, binding, None, name, decompressor, out=out[row_part, col_part], threads=threads)
         return
-    values = decode_columns(tile, binding, local_cols, name, decompressor, threads=threads)
+    _place(job, decode_columns(tile, binding, local_cols, name, decompressor, threads=threads), out)
+
+
+def _place(job: tuple, values: np.ndarray, out: np.ndarray) -> None:
+    """Puts a tile's decoded columns (all its rows) into their cells of ``out``."""
+    _, _, _, _, out_rows, out_cols, local_rows, row_part, col_part = job
     if local_rows is not None:
         values = values[local_rows]
     if col_part is not None:
@@ -570,9 +612,12 @@ def _decode_all(jobs: List[tuple], out: np.ndarray) -> None:
     workers = min(default_threads(), len(jobs))
     wanted = sum(len(job[4]) * (len(job[3]) if job[3] is not None else len(job[5])) for job in jobs)
     if wanted < _POOL_VALUES:
-        # Small selections (a head's 1% of columns): thread hand-offs would cost more than they save.
-        for job in jobs:
-            _decode_job(job, out, threads=0)
+        # Small selections (a head's 1% of columns): a few frames of many tiles, decompressed in one
+        # zstandard call (its own threads, outside the GIL) rather than one call per tile.
+        decompressor = getattr(_local, "decompressor", None) or zstandard.ZstdDecompressor()
+        decoded = decode_many([(job[0], job[1], job[3], job[2]) for job in jobs], decompressor, threads=-1 if workers > 1 else 0)
+        for job, values in zip(jobs, decoded):
+            _place(job, values, out)
         return
     if workers <= 1:
         for job in jobs:

@@ -82,6 +82,11 @@ def test_examples_and_rows_in_any_order(toy):
         np.testing.assert_array_equal(store.read_examples(toy["featuresets"][16], raw, [7, 3]), X[order][:, [7, 3]])
         rows, labels = store.split_rows(toy["featuresets"][16], "toy", "train")
         np.testing.assert_array_equal(store.read_rows(toy["featuresets"][16], rows[::-1]), X[::-1])
+        # Many examples (row numbers by one walk of the feature set's rows), shuffled, repeated.
+        split_ids = store.split("toy", "train").hex_ids()
+        shuffled = np.random.default_rng(3).permutation(len(split_ids)).tolist() + [5, 5]
+        np.testing.assert_array_equal(bits(store.read_examples(toy["featuresets"][16], [split_ids[i] for i in shuffled])),
+                                      bits(X[shuffled]))
 
 
 def test_seeded_batches_cover_the_split_once(toy):
@@ -123,6 +128,8 @@ def test_bad_input_names_the_thing(toy, tmp_path):
             store.read_split(fs, "toy", "train", {"neck": None})
         with pytest.raises(NotFound, match=f"example {example_id('nobody')} has no features"):
             store.read_examples(fs, [example_id("ex-1"), example_id("nobody")])
+        with pytest.raises(NotFound, match=f"example {example_id('nobody')} has no features"):
+            store.read_examples(fs, store.split("toy", "train").hex_ids() + [example_id("nobody")])
         with pytest.raises(ValueError, match="not an example id"):
             store.read_examples(fs, ["xyz"])
 
