@@ -32,6 +32,7 @@ struct NumericOptionCase: CustomTestStringConvertible, Sendable {
             .init(command: external, option: "--frame-width", badValues: ["-8", "0"], range: "1..."),
             .init(command: external, option: "--column-block", badValues: ["-1", "0"], range: "1..."),
             .init(command: external, option: "--segment-rows", badValues: ["-1", "0"], range: "1..."),
+            .init(command: external + ["--shard", "0/2", "--shard-plan", "run"], option: "--shard-total", badValues: ["-1", "0"], range: "1..."),
             .init(command: fit, option: "--train-limit", badValues: ["-3", "0"], range: "1..."),
             .init(command: fit, option: "--folds", badValues: ["-2", "0", "1"], range: "2..."),
             .init(command: fit, option: "--cv-fold-limit", badValues: ["-2", "0"], range: "1..."),
