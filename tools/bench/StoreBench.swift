@@ -612,16 +612,23 @@ enum StoreBench {
                 }
                 r.whole = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids) }
                 // `h2t-store export` of every row and column to a file in --tmp, and the disk's
-                // sequential write speed for the same bytes right after; both end with fsync, so
-                // both are bounded by the disk, not the page cache.
+                // sequential write speed for the same bytes; both end with fsync, so both are
+                // bounded by the disk, not the page cache. The order alternates between
+                // repetitions: whichever writes first may pay for page-cache pages the system
+                // must provide afresh (on a VM, memory the host reclaimed), the second reuses them.
                 let exportPath = dir + "/export.npy", sequentialPath = dir + "/sequential.bin"
-                r.export = try measure {
-                    _ = try synced.store.exportNPY(featureSet: synced.featureSet, dataset: "bench", split: "train", to: exportPath)
-                    syncFile(exportPath)
+                let export = {
+                    r.export = try measure {
+                        _ = try synced.store.exportNPY(featureSet: synced.featureSet, dataset: "bench", split: "train", to: exportPath)
+                        syncFile(exportPath)
+                    }
+                    try? FileManager.default.removeItem(atPath: exportPath)
                 }
-                try? FileManager.default.removeItem(atPath: exportPath)
-                r.sequentialWrite = measure { sequentialWrite(bytes: n * width * 4, path: sequentialPath) }
-                try? FileManager.default.removeItem(atPath: sequentialPath)
+                let sequential = {
+                    r.sequentialWrite = measure { sequentialWrite(bytes: n * width * 4, path: sequentialPath) }
+                    try? FileManager.default.removeItem(atPath: sequentialPath)
+                }
+                if rep % 2 == 0 { try export(); sequential() } else { sequential(); try export() }
                 r.selected = try measure { _ = try synced.store.read(featureSet: synced.featureSet, examples: ids, columns: selected) }
                 var shuffled = ids
                 var rng = SplitMix(o.seed &+ 2)
