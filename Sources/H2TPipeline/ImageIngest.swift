@@ -26,6 +26,11 @@ public struct ImageIngestOptions: Sendable {
     public var classNames: [String]?
     /// Ingest only the first `limit` images of the source.
     public var limit: Int?
+    /// The IDX files' bytes were verified by the caller (the artefact cache's pinned SHA-256):
+    /// with `limit`, a gzip'd images file is then inflated only as far as its first `limit`
+    /// images (its trailing CRC, which covers the whole stream, is not reached). Other IDX files
+    /// are always inflated and checked to the end.
+    public var idxVerified = false
     /// Tile codec and layout.
     public var codec: TileCodec = .default
     public var columnBlock: Int = 1024
@@ -120,7 +125,7 @@ public struct ImageIngest {
         let started = Date()
         guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
         if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
-        let reader = try ImageReader(source, limit: options.limit)
+        let reader = try ImageReader(source, limit: options.limit, idxVerified: options.idxVerified)
         // A shard reports the files the folder scan skipped only once, in shard 0.
         let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
         let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
@@ -241,14 +246,15 @@ struct ImageReader {
     private let idxLabelsPath: String?
     private let folder: ImageFolder?
 
-    init(_ source: ImageSource, limit: Int?) throws {
+    init(_ source: ImageSource, limit: Int?, idxVerified: Bool = false) throws {
         switch source {
         case .idx(let imagesPath, let labelsPath):
             path = imagesPath
-            let images = try IDX.readImages(path: imagesPath)
+            let (images, fileCount) = try IDX.readImages(path: imagesPath, limit: idxVerified ? limit : nil)
+            // Every label is read (the class names follow the largest), and checked against the file's count.
             let labels = try labelsPath.map { try IDX.readLabels(path: $0) }
-            if let labels, labels.count != images.count {
-                throw IngestError.badLabels(file: labelsPath!, reason: "\(labels.count) labels for the \(images.count) images of \(imagesPath)")
+            if let labels, labels.count != fileCount {
+                throw IngestError.badLabels(file: labelsPath!, reason: "\(labels.count) labels for the \(fileCount) images of \(imagesPath)")
             }
             idx = (images, labels)
             idxLabelsPath = labelsPath

@@ -190,6 +190,7 @@ extension Ingest {
         var options = ImageIngestOptions(architecture: architecture, targetSizes: targetSizes, dataset: dataset, split: split)
         options.inputSize = inputSize
         options.limit = limit
+        options.idxVerified = fashionMnist != nil  // the cache checked their SHA-256
         options.batchSize = batchSize
         options.strict = strict
         options.shard = try shardSpec()

@@ -69,6 +69,31 @@ private enum ImageReference {
         #expect(error?.description.contains("\(size.0)×\(size.1) pixels") == true)
     }
 
+    /// A limited read inflates only the images it needs: the same bytes as the full read's first
+    /// images; a file cut after them still serves them, one cut before them is named as short;
+    /// without a limit the cut file is corrupt gzip, as before.
+    @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages), "run tools/fetch-artifacts fashion_mnist"))
+    func limitedReadsInflateOnlyWhatTheyNeed() throws {
+        let path = try TestPaths.cache.verifiedPath(of: .fashionMNISTTestImages)
+        let full = try IDX.readImages(path: path)
+        for limit in [1, 1000, 9_999, 10_000, 20_000] {
+            let (images, fileCount) = try IDX.readImages(path: path, limit: limit)
+            #expect(fileCount == 10_000)
+            #expect(images.count == min(limit, 10_000) && images.height == 28 && images.width == 28)
+            #expect(images.pixels == Array(full.pixels[..<(images.count * 784)]))
+        }
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let cut = NSTemporaryDirectory() + "h2t-cut-\(UUID().uuidString)-images-idx3-ubyte.gz"
+        defer { try? FileManager.default.removeItem(atPath: cut) }
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: cut))
+        let (first, _) = try IDX.readImages(path: cut, limit: 1000)
+        #expect(first.pixels == Array(full.pixels[..<(1000 * 784)]))
+        let short = #expect(throws: ImageInputError.self) { try IDX.readImages(path: cut, limit: 9_999) }
+        #expect(short?.description.hasPrefix("\(cut): ") == true)
+        let corrupt = #expect(throws: ImageInputError.self) { try IDX.readImages(path: cut) }
+        #expect(corrupt?.description.hasPrefix("\(cut): corrupt gzip data") == true)
+    }
+
     @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages) && TestPaths.cache.isPresent(.fashionMNISTTestLabels),
                    "run tools/fetch-artifacts fashion_mnist"))
     func realFashionMNISTTestSplit() throws {

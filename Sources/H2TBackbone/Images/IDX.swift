@@ -55,6 +55,47 @@ public enum IDX {
     /// Reads any unsigned-byte IDX array.
     public static func readBytes(path: String) throws -> ByteArray {
         let data = try fileContents(path)
+        let (shape, headerSize, elements) = try header(of: data, path: path)
+        guard data.count - headerSize == elements else {
+            throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: data.count)
+        }
+        return ByteArray(shape: shape, values: Array(data[headerSize...]))
+    }
+
+    /// The first `limit` images of an images file and the file's image count. A gzip'd file is
+    /// inflated only as far as those images need, so its trailing checksum (which covers the whole
+    /// stream) is not checked: for files whose bytes the caller has verified otherwise, as the
+    /// artefact cache does with pinned SHA-256 digests. Without a limit, or with one at or above
+    /// the file's count, this is ``readImages(path:)``.
+    public static func readImages(path: String, limit: Int?) throws -> (images: GrayscaleImages, fileCount: Int) {
+        guard let limit else {
+            let images = try readImages(path: path)
+            return (images, images.count)
+        }
+        // Enough once the header and `limit` images are in: the header is parsed again on every
+        // inflated chunk until then (a few bytes).
+        let data = try fileContents(path) { prefix in
+            guard let (shape, headerSize, elements) = try? header(of: prefix, path: path), shape.count == 3, shape[0] > 0 else { return false }
+            return prefix.count >= headerSize + min(limit, shape[0]) * (elements / shape[0])
+        }
+        let (shape, headerSize, elements) = try header(of: data, path: path)
+        try checkImageShape(shape, path: path)
+        let count = min(limit, shape[0])
+        let needed = count * shape[1] * shape[2]
+        if count == shape[0] {
+            guard data.count - headerSize == elements else {
+                throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: data.count)
+            }
+        } else if data.count - headerSize < needed {
+            throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: data.count)
+        }
+        let images = GrayscaleImages(count: count, height: shape[1], width: shape[2],
+                                     pixels: Array(data[headerSize..<(headerSize + needed)]))
+        return (images, shape[0])
+    }
+
+    /// The shape, header size and element count an IDX file's header declares.
+    private static func header(of data: [UInt8], path: String) throws -> (shape: [Int], headerSize: Int, elements: Int) {
         guard data.count >= 4 else { throw ImageInputError.notIDX(file: path, reason: "shorter than the 4-byte magic") }
         guard data[0] == 0, data[1] == 0 else {
             throw ImageInputError.notIDX(file: path, reason: "magic does not start with two zero bytes")
@@ -79,22 +120,24 @@ public enum IDX {
             guard !overflow, product <= 1 << 40 else { throw ImageInputError.notIDX(file: path, reason: "dimensions \(shape) too large") }
             elements = product
         }
-        guard data.count - headerSize == elements else {
-            throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: data.count)
+        return (shape, headerSize, elements)
+    }
+
+    /// An images file has three dimensions (count, rows, columns) and non-empty images.
+    private static func checkImageShape(_ shape: [Int], path: String) throws {
+        guard shape.count == 3 else {
+            throw ImageInputError.notIDX(file: path, reason: "an images file has 3 dimensions, this one has \(shape)")
         }
-        return ByteArray(shape: shape, values: Array(data[headerSize...]))
+        // Empty images would all hash to one example id and pool to nothing.
+        guard shape[1] > 0, shape[2] > 0 else {
+            throw ImageInputError.notIDX(file: path, reason: "its images are \(shape[1])×\(shape[2]) pixels; an image needs at least one")
+        }
     }
 
     /// Reads an images file (three dimensions: count, rows, columns).
     public static func readImages(path: String) throws -> GrayscaleImages {
         let array = try readBytes(path: path)
-        guard array.shape.count == 3 else {
-            throw ImageInputError.notIDX(file: path, reason: "an images file has 3 dimensions, this one has \(array.shape)")
-        }
-        // Empty images would all hash to one example id and pool to nothing.
-        guard array.shape[1] > 0, array.shape[2] > 0 else {
-            throw ImageInputError.notIDX(file: path, reason: "its images are \(array.shape[1])×\(array.shape[2]) pixels; an image needs at least one")
-        }
+        try checkImageShape(array.shape, path: path)
         return GrayscaleImages(count: array.shape[0], height: array.shape[1], width: array.shape[2], pixels: array.values)
     }
 
@@ -132,8 +175,9 @@ public enum IDX {
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     ]
 
-    /// The file's bytes, gunzipped when they start with the gzip magic.
-    static func fileContents(_ path: String) throws -> [UInt8] {
+    /// The file's bytes, gunzipped when they start with the gzip magic; `enough`, given the
+    /// bytes inflated so far, may stop the inflation early (see ``Gzip/decompress(_:file:enough:)``).
+    static func fileContents(_ path: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
         let raw: [UInt8]
         do {
             raw = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
@@ -141,7 +185,7 @@ public enum IDX {
             throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
         }
         if raw.count >= 2, raw[0] == 0x1F, raw[1] == 0x8B {
-            return try Gzip.decompress(raw, file: path)
+            return try Gzip.decompress(raw, file: path, enough: enough)
         }
         return raw
     }
@@ -149,7 +193,9 @@ public enum IDX {
 
 /// Gzip decompression through zlib (all members of a multi-member file, as `gunzip` does).
 enum Gzip {
-    static func decompress(_ input: [UInt8], file: String) throws -> [UInt8] {
+    /// Inflates `input`; when `enough` says the output so far suffices, stops there (the output
+    /// then holds at least what it asked for, and the stream's end and checksum are not checked).
+    static func decompress(_ input: [UInt8], file: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
         // ISIZE (last 4 bytes) is the size modulo 2^32 of the last member: a good first guess.
         var output: [UInt8] = []
         if input.count >= 18 {
@@ -175,6 +221,7 @@ enum Gzip {
                     return inflate(&stream, Z_NO_FLUSH)
                 }
                 output.append(contentsOf: buffer[0..<(chunk - Int(stream.avail_out))])
+                if status == Z_OK || status == Z_STREAM_END, let enough, enough(output) { return }
                 switch status {
                 case Z_OK:
                     if stream.avail_in == 0 && stream.avail_out != 0 {
