@@ -93,30 +93,30 @@ def _frame_pieces(tile: bytes, header: TileHeader, frames: Sequence[int]) -> Tup
     """The planes of ``frames`` (ascending, unique) of a checked tile, each frame's CRC checked:
     ``pieces`` (raw planes as bytes, compressed ones as their decompressed size), the compressed
     planes, and their positions in ``pieces``."""
-    rows = header.rows
+    rows, fw, cols, data = header.rows, header.frame_width, header.cols, header.data
     pieces: List[object] = []
     packed: List[bytes] = []
     packed_at: List[int] = []
-    for f in frames:
-        offset, *lengths, stored_crc = header.table[f].tolist()
-        start = header.data + offset
-        end = start + sum(lengths)
-        if end > len(tile):
-            raise StoreFormatError(f"tile {header.name}: frame {f} runs past the end")
-        if zlib.crc32(tile[start:end]) != stored_crc:
+    view = memoryview(tile)  # slices of a memoryview are not copies
+    table = header.table[np.asarray(frames, dtype=np.int64)]
+    ends = data + table[:, 0] + table[:, 1:-1].sum(axis=1)
+    if len(ends) and ends.max() > len(tile):
+        raise StoreFormatError(f"tile {header.name}: frame {frames[int(np.argmax(ends > len(tile)))]} runs past the end")
+    for f, (offset, *lengths, stored_crc) in zip(frames, table.tolist()):
+        start = data + offset
+        if zlib.crc32(view[start:start + sum(lengths)]) != stored_crc:
             raise StoreFormatError(f"tile {header.name}: frame {f} checksum mismatch (corrupted)")
-        m = header.frame_columns(f) * rows
+        m = min(fw, cols - f * fw) * rows
         for p, length in enumerate(lengths):
-            chunk = tile[start:start + length]
-            start += length
             if length == m:
-                pieces.append(chunk)  # a plane zstd could not shrink is stored as is
+                pieces.append(view[start:start + length])  # a plane zstd could not shrink is stored as is
             elif not header.compressed:
                 raise StoreFormatError(f"tile {header.name}: raw plane {p} of frame {f} has length {length}, not {m}")
             else:
                 packed_at.append(len(pieces))
                 pieces.append(m)
-                packed.append(chunk)
+                packed.append(view[start:start + length])
+            start += length
     return pieces, packed, packed_at
 
 
@@ -138,10 +138,7 @@ def _assemble(header: TileHeader, frames: Sequence[int], pieces: List[object], d
               packed_at: List[int], out: Optional[np.ndarray]) -> np.ndarray:
     """Lays the decompressed planes of ``frames`` into float32 ``(rows, k)``."""
     rows, planes = header.rows, header.planes
-    for i, segment in zip(packed_at, decompressed):
-        if len(segment) != pieces[i]:  # type: ignore[arg-type]
-            raise StoreFormatError(f"tile {header.name}: a plane decompresses to {len(segment)} bytes, not {pieces[i]}")  # type: ignore[arg-type]
-        pieces[i] = segment
+    _check_sizes(header, pieces, decompressed, packed_at)
     raw = np.frombuffer(b"".join(pieces), dtype=np.uint8)  # type: ignore[arg-type]
     widths = [header.frame_columns(f) for f in frames]
     if out is None:
@@ -173,18 +170,38 @@ def decode_frames(tile: bytes, header: TileHeader, frames: Sequence[int],
     return _assemble(header, frames, pieces, decompressed, packed_at, out)
 
 
+def _assemble_columns(header: TileHeader, frames: np.ndarray, pieces: List[object], decompressed: Sequence[object],
+                      packed_at: List[int], columns: np.ndarray) -> np.ndarray:
+    """Lays only the tile-local ``columns`` (any order, repeats allowed) of the decompressed
+    ``frames`` into float32 ``(rows, len(columns))``. A frame stores each plane column-major, so a
+    column is ``rows`` contiguous bytes per plane: those are gathered, and only they are combined
+    (a few columns of each frame is the usual selection; combining whole frames would cost more)."""
+    rows, planes, fw = header.rows, header.planes, header.frame_width
+    _check_sizes(header, pieces, decompressed, packed_at)
+    raw = np.frombuffer(b"".join(pieces), dtype=np.uint8).reshape(-1, rows)  # type: ignore[arg-type]
+    widths = np.minimum(fw, header.cols - frames * fw)
+    first = np.zeros(len(frames), dtype=np.int64)  # first row of `raw` of each frame
+    np.cumsum(widths[:-1] * planes, out=first[1:])
+    position = np.zeros(header.frame_count, dtype=np.int64)
+    position[frames] = np.arange(len(frames))
+    at = position[columns // fw]
+    start = first[at] + columns % fw  # plane p of a column is `widths` rows further per plane
+    picked = raw[start[None, :] + np.arange(planes)[:, None] * widths[at][None, :]]  # (planes, k, rows)
+    return _combine(picked, header.dtype).T
+
+
+def _check_sizes(header: TileHeader, pieces: List[object], decompressed: Sequence[object], packed_at: List[int]) -> None:
+    """Puts the decompressed planes in their places in ``pieces``, each checked for its size."""
+    for i, segment in zip(packed_at, decompressed):
+        if len(segment) != pieces[i]:  # type: ignore[arg-type]
+            raise StoreFormatError(f"tile {header.name}: a plane decompresses to {len(segment)} bytes, not {pieces[i]}")  # type: ignore[arg-type]
+        pieces[i] = segment
+
+
 def _frames_of(header: TileHeader, columns: np.ndarray) -> np.ndarray:
     if columns.size and (columns.min() < 0 or columns.max() >= header.cols):
         raise StoreFormatError(f"tile {header.name}: column outside 0..<{header.cols}")
     return np.unique(columns // header.frame_width)
-
-
-def _select(decoded: np.ndarray, header: TileHeader, frames: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """The tile-local ``columns`` of the decoded ``frames``."""
-    # Position of each frame's first column inside `decoded`.
-    starts = np.zeros(header.frame_count, dtype=np.int64)
-    starts[frames] = np.arange(len(frames)) * header.frame_width
-    return decoded[:, starts[columns // header.frame_width] + columns % header.frame_width]
 
 
 def decode_many(requests: Sequence[Tuple[bytes, bytes, Optional[np.ndarray], str]],
@@ -208,8 +225,11 @@ def decode_many(requests: Sequence[Tuple[bytes, bytes, Optional[np.ndarray], str
     decompressed = _decompress(packed, sizes, requests[0][3] if requests else "", decompressor, threads)
     results = []
     for header, frames, frame_list, cols, pieces, packed_at, first in prepared:
-        decoded = _assemble(header, frame_list, pieces, decompressed[first:first + len(packed_at)], packed_at, None)
-        results.append(decoded if cols is None else _select(decoded, header, frames, cols))
+        mine = decompressed[first:first + len(packed_at)]
+        if cols is None:
+            results.append(_assemble(header, frame_list, pieces, mine, packed_at, None))
+        else:
+            results.append(_assemble_columns(header, frames, pieces, mine, packed_at, cols))
     return results
 
 
@@ -225,5 +245,7 @@ def decode_columns(tile: bytes, binding: bytes, columns: Optional[np.ndarray], n
         return decode_frames(tile, header, range(header.frame_count), decompressor, out, threads)
     columns = np.asarray(columns, dtype=np.int64)
     frames = _frames_of(header, columns)
-    decoded = decode_frames(tile, header, frames.tolist(), decompressor, threads=threads)
-    return _select(decoded, header, frames, columns)
+    frame_list = frames.tolist()
+    pieces, packed, packed_at = _frame_pieces(tile, header, frame_list)
+    decompressed = _decompress(packed, [pieces[i] for i in packed_at], header.name, decompressor, threads)  # type: ignore[misc]
+    return _assemble_columns(header, frames, pieces, decompressed, packed_at, columns)
