@@ -19,7 +19,11 @@
 //
 //   h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw] [--size 64] [--batch 32]
 //               [--threads N (default: every core this process may use)] [--seconds 4]
-//               [--clock wall|cpu] [--json] [--dump FILE]
+//               [--wait spin|passive] [--clock wall|cpu] [--json] [--dump FILE]
+//
+// --wait passive: the thread pool's workers sleep in the kernel between operations instead of
+// spinning (oneDNN: OMP_WAIT_POLICY=passive for its OpenMP runtime; XNNPACK: XNN_FLAG_YIELD_WORKERS
+// on every operator). Spinning workers collapse when another runnable thread shares the cores.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
@@ -29,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <oneapi/dnnl/dnnl.h>
@@ -461,7 +467,10 @@ typedef struct {
     float *input_nhwc;
 } xnnpack_t;
 
-static void xnnpack_build(xnnpack_t *e, net_t *n, int mode, int threads) {
+// passive: every operator yields the pool's workers to the scheduler when it ends (kernel wait
+// instead of a spin for the next operator's work).
+static void xnnpack_build(xnnpack_t *e, net_t *n, int mode, int threads, int passive) {
+    const uint32_t flags = passive ? XNN_FLAG_YIELD_WORKERS : 0;
     memset(e, 0, sizeof *e);
     XNN(xnn_initialize(NULL));
     e->pool = pthreadpool_create(threads);
@@ -495,22 +504,22 @@ static void xnnpack_build(xnnpack_t *e, net_t *n, int mode, int threads) {
                     for (int p = 0; p < l->k * l->k; p++) w[((size_t)o * l->k * l->k + p) * gi + c] = l->weight[((size_t)o * gi + c) * l->k * l->k + p];
             XNN(xnn_create_convolution2d_nhwc_f32(pad, pad, pad, pad, l->k, l->k, l->stride, l->stride, 1, 1, l->groups, gi, go,
                                                   l->cin, l->cout, w, l->bias, op->relu6 ? 0.0f : -INFINITY,
-                                                  op->relu6 ? 6.0f : INFINITY, 0, &x));
+                                                  op->relu6 ? 6.0f : INFINITY, flags, &x));
             free(w);
             XNN(xnn_setup_convolution2d_nhwc_f32(x, N, in->h, in->w, e->buf[op->in], e->buf[op->out], e->pool));
         } else if (op->kind == OP_CLIP) {
-            XNN(xnn_create_clamp_nc_f32(in->c, in->c, in->c, 0.0f, 6.0f, 0, &x));
+            XNN(xnn_create_clamp_nc_f32(in->c, in->c, in->c, 0.0f, 6.0f, flags, &x));
             XNN(xnn_setup_clamp_nc_f32(x, N * in->h * in->w, e->buf[op->in], e->buf[op->out], e->pool));
         } else if (op->kind == OP_ADD) {
             size_t shape[4] = {N, in->h, in->w, in->c};
-            XNN(xnn_create_add_nd_f32(-INFINITY, INFINITY, 0, &x));
+            XNN(xnn_create_add_nd_f32(-INFINITY, INFINITY, flags, &x));
             XNN(xnn_setup_add_nd_f32(x, 4, shape, 4, shape, e->buf[op->in], e->buf[op->in2], e->buf[op->out], e->pool));
         } else if (op->kind == OP_GAP) {
-            XNN(xnn_create_global_average_pooling_nwc_f32(in->c, in->c, in->c, -INFINITY, INFINITY, 0, &x));
+            XNN(xnn_create_global_average_pooling_nwc_f32(in->c, in->c, in->c, -INFINITY, INFINITY, flags, &x));
             XNN(xnn_setup_global_average_pooling_nwc_f32(x, N, in->h * in->w, e->buf[op->in], e->buf[op->out], e->pool));
         } else { // OP_FC: weights 1000 x 1280, the PyTorch layout
             const layer_t *l = &n->layers[op->layer];
-            XNN(xnn_create_fully_connected_nc_f32(l->cin, l->cout, l->cin, l->cout, l->weight, l->bias, -INFINITY, INFINITY, 0, &x));
+            XNN(xnn_create_fully_connected_nc_f32(l->cin, l->cout, l->cin, l->cout, l->weight, l->bias, -INFINITY, INFINITY, flags, &x));
             XNN(xnn_setup_fully_connected_nc_f32(x, N, e->buf[op->in], e->buf[op->out], e->pool));
         }
         (void)out;
@@ -581,8 +590,8 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0) {
             puts("usage: h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw] [--size 64] [--batch 32]\n"
-                 "                   [--threads N (default: every core this process may use)] [--seconds 4] [--clock wall|cpu]\n"
-                 "                   [--json] [--dump FILE]");
+                 "                   [--threads N (default: every core this process may use)] [--seconds 4] [--wait spin|passive]\n"
+                 "                   [--clock wall|cpu] [--json] [--dump FILE]");
             return 0;
         }
     const char *engine = option(argc, argv, "--engine");
@@ -600,6 +609,19 @@ int main(int argc, char **argv) {
     n->batch = positive(option(argc, argv, "--batch"), "--batch", 32);
     int threads = positive(option(argc, argv, "--threads"), "--threads", affinity_cores());
     double seconds = option(argc, argv, "--seconds") ? atof(option(argc, argv, "--seconds")) : 4.0;
+    const char *wait_name = option(argc, argv, "--wait");
+    if (!wait_name) wait_name = "spin";
+    if (strcmp(wait_name, "spin") && strcmp(wait_name, "passive")) { fprintf(stderr, "h2t-engines: --wait must be spin or passive, got '%s'\n", wait_name); return 2; }
+    int passive = strcmp(wait_name, "passive") == 0;
+    // oneDNN's OpenMP runtime reads its wait policy when it loads: run again with it set.
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    if (passive && strcmp(engine, "onednn") == 0 && (!policy || strcasecmp(policy, "passive") != 0)) {
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "h2t-engines: cannot re-run itself with OMP_WAIT_POLICY=passive: %s\n", strerror(errno));
+        return 1;
+    }
+    if (!passive && strcmp(engine, "onednn") == 0 && policy && strcasecmp(policy, "passive") == 0) wait_name = "passive (OMP_WAIT_POLICY)";
     const char *clock_name = option(argc, argv, "--clock");
     if (!clock_name) clock_name = "wall";
     if (strcmp(clock_name, "wall") && strcmp(clock_name, "cpu")) { fprintf(stderr, "h2t-engines: --clock must be wall or cpu, got '%s'\n", clock_name); return 2; }
@@ -625,7 +647,7 @@ int main(int argc, char **argv) {
         reorders = od->reorders;
     } else {
         xp = calloc(1, sizeof *xp);
-        xnnpack_build(xp, n, mode, threads);
+        xnnpack_build(xp, n, mode, threads, passive);
         snprintf(version, sizeof version, "xnnpack 0.0~git20220216");
         snprintf(isa, sizeof isa, "own dispatch (cpuinfo)");
     }
@@ -658,9 +680,9 @@ int main(int argc, char **argv) {
     if (json)
         printf("{\"engine\":\"%s\",\"mode\":\"%s\",\"network\":\"mobilenet_v2\",\"size\":%d,\"batch\":%d,\"threads\":%d,"
                "\"taps\":%d,\"tap_mb\":%.1f,\"reorders\":%d,\"isa\":\"%s\",\"impls\":\"%s\",\"runs\":%d,"
-               "\"clock\":\"%s\",\"median_seconds\":%.6f,\"images_per_second\":%.2f}\n",
+               "\"wait\":\"%s\",\"clock\":\"%s\",\"median_seconds\":%.6f,\"images_per_second\":%.2f}\n",
                version, mode_name, n->size, n->batch, threads, count_taps(n), tap_bytes / 1e6, reorders, isa, impls, runs,
-               clock_name, median, n->batch / median);
+               wait_name, clock_name, median, n->batch / median);
     else
         printf("%s %s mobilenet_v2 %dx%d batch %d threads %d: %.1f img/s (median of %d; %d taps, %.1f MB of taps per pass, "
                "%d reorders per pass; ISA %s; %s)\n",
