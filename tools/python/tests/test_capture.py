@@ -154,16 +154,17 @@ def test_capture_skips_what_is_stored_and_refuses_bad_outputs(tmp_path):
     with Store(store) as s:
         assert len(s.split("d", "train")) == 10
 
-    class Bad(torch.nn.Module):
-        def forward(self, x):
-            out = x.clone()
-            out[1, 0, 0, 0] = float("nan")
-            return out
-    with pytest.raises(CaptureError, match="NaN or Inf in tap 'bad' for example 'img-1'"):
-        capture(torch.nn.Sequential(OrderedDict(conv=torch.nn.Conv2d(3, 3, 1), bad=Bad())),
-                data, store=str(tmp_path / "nan"), dataset="d", split="train", class_names=["a", "b"],
-                binary=BINARY, progress=False)
-    assert not os.path.exists(tmp_path / "nan")
+    for value in ("nan", "-inf", "inf"):
+        class Bad(torch.nn.Module):
+            def forward(self, x):
+                out = x.clone()
+                out[1, 0, 0, 0] = float(value)
+                return out
+        with pytest.raises(CaptureError, match="NaN or Inf in tap 'bad' for example 'img-1'"):
+            capture(torch.nn.Sequential(OrderedDict(conv=torch.nn.Conv2d(3, 3, 1), bad=Bad())),
+                    data, store=str(tmp_path / value), dataset="d", split="train", class_names=["a", "b"],
+                    binary=BINARY, progress=False)
+        assert not os.path.exists(tmp_path / value)
 
     class Pair(torch.nn.Module):
         def forward(self, x):
