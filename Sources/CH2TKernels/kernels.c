@@ -289,14 +289,10 @@ AVX2 static inline void transpose8(__m256i r[8]) {
     }
 }
 
-/// Sixteen rows × eight columns: rows `r0 ..< r0 + 16` of columns `c0 ..< c0 + 8`.
-AVX2 static inline void split_block_avx2(const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t r0,
-                                         ptrdiff_t c0, unsigned char *lo, unsigned char *hi) {
-    __m256i top[8], bottom[8];
-    for (int k = 0; k < 8; k++) {
-        top[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + k) * row_stride + c0));
-        bottom[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + 8 + k) * row_stride + c0));
-    }
+/// Stores sixteen rows × eight columns of 16-bit values (one per 32-bit lane; `top[k]` is row
+/// `r0 + k`, `bottom[k]` row `r0 + 8 + k`) as their low and high byte planes.
+AVX2 static inline void store_planes_avx2(__m256i top[8], __m256i bottom[8], ptrdiff_t rows, ptrdiff_t r0,
+                                          ptrdiff_t c0, unsigned char *lo, unsigned char *hi) {
     transpose8(top);
     transpose8(bottom);
     const __m256i byte = _mm256_set1_epi32(0xFF), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -309,6 +305,49 @@ AVX2 static inline void split_block_avx2(const float *source, ptrdiff_t row_stri
         _mm_storeu_si128((__m128i *)(lo + at), _mm256_castsi256_si128(both));
         _mm_storeu_si128((__m128i *)(hi + at), _mm256_extracti128_si256(both, 1));
     }
+}
+
+/// Sixteen rows × eight columns: rows `r0 ..< r0 + 16` of columns `c0 ..< c0 + 8`.
+AVX2 static inline void split_block_avx2(const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t r0,
+                                         ptrdiff_t c0, unsigned char *lo, unsigned char *hi) {
+    __m256i top[8], bottom[8];
+    for (int k = 0; k < 8; k++) {
+        top[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + k) * row_stride + c0));
+        bottom[k] = bf16_avx2(_mm256_loadu_ps(source + (r0 + 8 + k) * row_stride + c0));
+    }
+    store_planes_avx2(top, bottom, rows, r0, c0, lo, hi);
+}
+
+/// The same block of values already 16 bits wide.
+AVX2 static inline void split_u16_block_avx2(const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t r0,
+                                             ptrdiff_t c0, unsigned char *lo, unsigned char *hi) {
+    __m256i top[8], bottom[8];
+    for (int k = 0; k < 8; k++) {
+        top[k] = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(source + (r0 + k) * row_stride + c0)));
+        bottom[k] = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(source + (r0 + 8 + k) * row_stride + c0)));
+    }
+    store_planes_avx2(top, bottom, rows, r0, c0, lo, hi);
+}
+
+AVX2 static void split_u16_avx2(const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                                unsigned char *lo, unsigned char *hi) {
+    const ptrdiff_t full_rows = rows - rows % 16, full_cols = cols - cols % 8;
+    for (ptrdiff_t r0 = 0; r0 < full_rows; r0 += 16) {
+        for (ptrdiff_t c0 = 0; c0 < full_cols; c0 += 8) split_u16_block_avx2(source, row_stride, rows, r0, c0, lo, hi);
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const unsigned short *row = source + r * row_stride;
+        for (ptrdiff_t c = r < full_rows ? full_cols : 0; c < cols; c++) {
+            lo[c * rows + r] = (unsigned char)row[c];
+            hi[c * rows + r] = (unsigned char)(row[c] >> 8);
+        }
+    }
+}
+
+void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                   unsigned char *lo, unsigned char *hi) {
+    (void)isa;
+    split_u16_avx2(source, row_stride, rows, cols, lo, hi);
 }
 
 AVX2 static void split_bf16_avx2(const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
@@ -414,6 +453,10 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
 }
 void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                     unsigned char *lo, unsigned char *hi) {
+    (void)isa; (void)source; (void)row_stride; (void)rows; (void)cols; (void)lo; (void)hi;
+}
+void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                   unsigned char *lo, unsigned char *hi) {
     (void)isa; (void)source; (void)row_stride; (void)rows; (void)cols; (void)lo; (void)hi;
 }
 

@@ -368,6 +368,7 @@ public struct ExternalIngest {
         if chunk.needsAny, let pooled = source.pooled {
             for (f, manifest) in writer.manifests.enumerated() {
                 let tensor = try pooled.tensor(forTargetSize: manifest.targetSize, in: source)
+                if try handOverStoredBits(tensor, of: source, featureSet: f, first: first, keep: keep, chunk: chunk, writer: writer) { continue }
                 buffer = [Float](repeating: 0, count: manifest.width)
                 for (k, e) in keep.enumerated() where chunk.missing[f][k] {
                     try buffer.withUnsafeMutableBufferPointer { row in
@@ -411,6 +412,37 @@ public struct ExternalIngest {
         try chunk.commit(records: records, datasets: [append])
         let computed = keep.indices.filter { chunk.needs($0) }.count
         return (computed, keep.count - computed)
+    }
+
+    /// Hands a pre-pooled tensor's rows to the chunk as they are mapped, when they are already
+    /// in the stored 16-bit type (what capture sends) and the chunk takes all of them: no float
+    /// copy, the same tiles. Returns false when the rows must go through floats instead.
+    private func handOverStoredBits(_ tensor: MappedTensor, of source: ActivationSource, featureSet f: Int, first: Int, keep: [Int],
+                                    chunk: FeatureChunk, writer: FeatureSetWriter) throws -> Bool {
+        let dtype = writer.manifests[f].codec.dtype
+        let exponent: UInt16
+        switch (tensor.entry.dtype, dtype) {
+        case (.bfloat16, .bfloat16): exponent = 0x7F80
+        case (.float16, .float16): exponent = 0x7C00
+        default: return false
+        }
+        let width = writer.manifests[f].width
+        let start = tensor.file.bytes.baseAddress! + tensor.entry.offset + first * width * 2
+        // Non-finite values allowed are stored as floats would store them (NaNs made quiet).
+        guard !options.allowNonFinite, keep.count == keep.last.map({ $0 + 1 }), chunk.lacksAll(featureSet: f),
+              Int(bitPattern: start) % MemoryLayout<UInt16>.alignment == 0 else { return false }
+        let rows = start.assumingMemoryBound(to: UInt16.self)
+        for r in 0..<keep.count {
+            let row = UnsafeBufferPointer(start: rows + r * width, count: width)
+            // Branch-free over the row (vectorised); the culprit is looked for only when there is one.
+            var infOrNaN: UInt16 = 0
+            for bits in row { infOrNaN |= (bits & exponent) == exponent ? 1 : 0 }
+            if infOrNaN != 0, let bad = row.firstIndex(where: { $0 & exponent == exponent }) {
+                throw IngestError.nonFinite(file: source.path, tap: Self.tapName(source.pooled!.taps, column: bad, pooling: writer.poolings[f]), example: first + r)
+            }
+        }
+        chunk.useStoredBits(featureSet: f, rows: rows)
+        return true
     }
 
     /// The tap holding pooled column `column`.

@@ -139,6 +139,10 @@ public final class FeatureSetWriter {
     fileprivate func encode(_ index: Int, _ matrix: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {
         encoders[index].encode(matrix, rows: rows)
     }
+
+    fileprivate func encode(_ index: Int, bits: UnsafePointer<UInt16>, rows: Int) -> [[UInt8]] {
+        encoders[index].encode(bits: bits, rows: rows)
+    }
 }
 
 /// One chunk of examples being pooled into every feature set that lacks them.
@@ -150,24 +154,34 @@ public final class FeatureChunk {
     public let missing: [[Bool]]
     private var rowOf: [[Int?]]
     private var matrices: [[Float]]
+    /// Per feature set, rows handed over in the stored 16-bit type (`useStoredBits`), in place of
+    /// the matrix.
+    private var storedBits: [UnsafePointer<UInt16>?]
 
     init(writer: FeatureSetWriter, examples: [ExampleID], missing: [[Bool]]) {
         self.writer = writer
         self.examples = examples
         self.missing = missing
-        var rowOf: [[Int?]] = []
-        var matrices: [[Float]] = []
-        for (f, mask) in missing.enumerated() {
+        rowOf = missing.map { mask in
             var next = 0
-            rowOf.append(mask.map { m in
+            return mask.map { m in
                 guard m else { return nil }
                 defer { next += 1 }
                 return next
-            })
-            matrices.append(writer.matrix(featureSet: f, count: next * writer.manifests[f].width))
+            }
         }
-        self.rowOf = rowOf
-        self.matrices = matrices
+        // Allocated when the first row arrives: rows handed over with `useStoredBits` need none.
+        matrices = Array(repeating: [], count: missing.count)
+        storedBits = Array(repeating: nil, count: missing.count)
+    }
+
+    /// Feature set `f`'s zero-filled row matrix, allocated on first use.
+    private func withMatrix<R>(_ f: Int, _ body: (inout [Float]) -> R) -> R {
+        if matrices[f].isEmpty {
+            let rows = missing[f].lazy.filter { $0 }.count
+            matrices[f] = writer.matrix(featureSet: f, count: rows * writer.manifests[f].width)
+        }
+        return body(&matrices[f])
     }
 
     /// Whether example `e` needs computing for any feature set.
@@ -183,9 +197,11 @@ public final class FeatureChunk {
             guard let row = rowOf[f][e] else { continue }
             let manifest = writer.manifests[f]
             let columns = manifest.taps[tap]
-            matrices[f].withUnsafeMutableBufferPointer { m in
-                let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
-                writer.poolings[f].pool(activation, shape: columns.sourceShape!, into: out)
+            withMatrix(f) { matrix in
+                matrix.withUnsafeMutableBufferPointer { m in
+                    let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
+                    writer.poolings[f].pool(activation, shape: columns.sourceShape!, into: out)
+                }
             }
         }
     }
@@ -196,9 +212,25 @@ public final class FeatureChunk {
         guard let row = rowOf[f][e] else { return }
         let width = writer.manifests[f].width
         precondition(values.count == width, "row of \(values.count) features for a feature set of width \(width)")
-        matrices[f].withUnsafeMutableBufferPointer { m in
-            _ = UnsafeMutableBufferPointer(rebasing: m[(row * width)..<((row + 1) * width)]).initialize(from: values)
+        withMatrix(f) { matrix in
+            matrix.withUnsafeMutableBufferPointer { m in
+                _ = UnsafeMutableBufferPointer(rebasing: m[(row * width)..<((row + 1) * width)]).initialize(from: values)
+            }
         }
+    }
+
+    /// Whether feature set `f` lacks every example of the chunk, so that its rows can be handed
+    /// over whole with `useStoredBits`.
+    public func lacksAll(featureSet f: Int) -> Bool { !missing[f].contains(false) }
+
+    /// Hands over feature set `f`'s rows for every example of the chunk, in order, already in the
+    /// codec's 16-bit storage type (bit patterns, row-major, the feature set's width per row):
+    /// they are encoded from there at commit, with no float copy. The caller keeps them alive and
+    /// unchanged until `commit` returns, and has checked them (finite, as `setRow` would get).
+    public func useStoredBits(featureSet f: Int, rows: UnsafePointer<UInt16>) {
+        precondition(lacksAll(featureSet: f), "stored rows for a feature set that has some of the chunk's examples")
+        precondition(writer.manifests[f].codec.dtype.byteWidth == 2, "16-bit rows for a \(writer.manifests[f].codec.dtype) feature set")
+        storedBits[f] = rows
     }
 
     /// Encodes and commits the chunk with its example records and dataset items (in the
@@ -211,8 +243,13 @@ public final class FeatureChunk {
         for f in 0..<writer.manifests.count {
             let ids = zip(examples, missing[f]).filter { $0.1 }.map { $0.0 }
             guard !ids.isEmpty else { continue }
-            let tiles = matrices[f].withUnsafeBufferPointer { writer.encode(f, $0.baseAddress!, rows: ids.count) }
-            writer.recycle(&matrices[f], featureSet: f)
+            let tiles: [[UInt8]]
+            if let bits = storedBits[f] {
+                tiles = writer.encode(f, bits: bits, rows: ids.count)
+            } else {
+                tiles = withMatrix(f) { matrix in matrix.withUnsafeBufferPointer { writer.encode(f, $0.baseAddress!, rows: ids.count) } }
+                writer.recycle(&matrices[f], featureSet: f)
+            }
             payloads.append(SegmentPayload(featureSet: writer.featureSetIDs[f], examples: ids, tiles: tiles))
             added += ids.count
         }

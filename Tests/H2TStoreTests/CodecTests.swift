@@ -63,6 +63,31 @@ struct CodecTests {
         for (isa, tile) in zip(sets, tiles) { #expect(tile == tiles[0], "\(rows)×\(cols) at \(isa)") }
     }
 
+    /// Rows already in the stored 16-bit type (what capture sends) are split without floats: the
+    /// tile must be the one the floats they stand for give, at every instruction set and shape.
+    @Test(arguments: [(1, 1), (15, 7), (16, 8), (17, 9), (48, 24), (37, 23), (512, 129)])
+    func sixteenBitRowsGiveTheTilesOfTheirFloats(rows: Int, cols: Int) {
+        var state = SplitMix64(seed: UInt64(rows * 1000 + cols))
+        let stride = cols + 3
+        var bits = (0..<(rows * stride)).map { _ in UInt16(truncatingIfNeeded: state.next()) }
+        for dtype in [StorageDType.bfloat16, .float16] {
+            let nanMask: UInt16 = dtype == .bfloat16 ? 0x7F80 : 0x7C00
+            // Exactly representable values (zeros, subnormals, infinities); NaNs need the
+            // --allow-nonfinite float path, so none here.
+            for i in bits.indices where bits[i] & nanMask == nanMask && bits[i] & ~(nanMask | 0x8000) != 0 { bits[i] &= ~nanMask }
+            if bits.count > 2 { bits[1] = nanMask; bits[2] = nanMask | 0x8000 }
+            let floats = bits.map { dtype == .bfloat16 ? Float(bitPattern: UInt32($0) << 16) : Float(Float16(bitPattern: $0)) }
+            let codec = TileCodec(dtype: dtype)
+            let expected = floats.withUnsafeBufferPointer {
+                TileEncoder(codec: codec, isa: .baseline).encode($0.baseAddress!, rowStride: stride, rows: rows, cols: cols)
+            }
+            for isa in InstructionSet.allCases where isa <= InstructionSet.detected {
+                let tile = bits.withUnsafeBufferPointer { TileEncoder(codec: codec, isa: isa).encode(bits: $0.baseAddress!, rowStride: stride, rows: rows, cols: cols) }
+                #expect(tile == expected, "\(dtype) \(rows)×\(cols) at \(isa)")
+            }
+        }
+    }
+
     @Test func float16WithinHalfPrecision() throws {
         let values = sample()
         let decoded = try roundTrip(TileCodec(dtype: .float16), values)

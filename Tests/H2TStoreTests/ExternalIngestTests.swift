@@ -247,6 +247,62 @@ struct ExternalIngestTests {
         try expectRefused([16], good, metadata, "drop --layout nhwc", layout: .nhwc)
     }
 
+    /// Pre-pooled rows already in the stored 16-bit type go to the encoder as mapped: the tiles are
+    /// byte for byte those of the float path (taken here with --allow-nonfinite), for a file cut
+    /// into several segments, with a repeated example and with examples already stored; a
+    /// non-finite value is refused naming its tap and example, with nothing of its chunk stored.
+    @Test(arguments: [StorageDType.bfloat16, .float16])
+    func sixteenBitPrePooledRowsGiveTheFloatPathsTiles(dtype: StorageDType) throws {
+        let dir = TemporaryDirectory()
+        let n = 21, width = 24  // conv [4, 4, 4] pools to 16 at target size 16; logits [8]
+        var state = SplitMix64(seed: 11)
+        var bits = (0..<(n * width)).map { _ -> UInt16 in
+            let value = Float(Int(state.next() % 2001) - 1000) / 97
+            return dtype == .bfloat16 ? UInt16(value.bitPattern >> 16) : Float16(value).bitPattern
+        }
+        func write(_ path: String, _ bits: [UInt16], ids: [Int]) throws {
+            let declared = #"{"taps":[{"name":"conv","shape":[4,4,4]},{"name":"logits","shape":[8]}]}"#
+            var writer = SafetensorsWriter(metadata: ["example_ids": "[" + ids.map { "\"img\($0)\"" }.joined(separator: ",") + "]",
+                                                      "labels": "[" + ids.map { "\"\($0 % 3)\"" }.joined(separator: ",") + "]",
+                                                      "h2t.pooled": declared])
+            bits.withUnsafeBytes { writer.append("h2t.pooled/16", dtype: dtype == .bfloat16 ? "BF16" : "F16", shape: [ids.count, width], bytes: $0) }
+            try writer.write(to: path)
+        }
+        var ids = Array(0..<n)
+        bits[(10 * width)..<(11 * width)] = bits[(9 * width)..<(10 * width)]
+        ids[10] = 9  // a repeat in the second segment (8 rows each): it goes through floats, as the first
+                     // (partly stored already) does; the third goes to the encoder as mapped
+        try write(dir.file("rows.safetensors"), bits, ids: ids)
+        try write(dir.file("first.safetensors"), Array(bits[0..<(5 * width)]), ids: Array(ids[0..<5]))
+        func ingest(_ name: String, allowNonFinite: Bool) throws -> [[UInt8]] {
+            var o = options()
+            o.codec = TileCodec(dtype: dtype)
+            o.allowNonFinite = allowNonFinite
+            let store = try FeatureStore(path: dir.file(name))
+            _ = try ExternalIngest(store: store, options: o).run(paths: [dir.file("first.safetensors")])
+            let summary = try ExternalIngest(store: store, options: o).run(paths: [dir.file("rows.safetensors")])
+            var tiles: [[UInt8]] = []
+            try store.scanTiles(featureSet: summary.featureSets[0].id) { _, _, tile in tiles.append(Array(tile)); return true }
+            return tiles
+        }
+        let direct = try ingest("direct", allowNonFinite: false)
+        let floats = try ingest("floats", allowNonFinite: true)
+        #expect(!direct.isEmpty && direct == floats)
+
+        var bad = bits
+        bad[2 * width + 18] = dtype == .bfloat16 ? 0xFF80 : 0xFC00  // -inf in example 2's logits
+        try write(dir.file("bad.safetensors"), bad, ids: Array(0..<n))
+        let store = try FeatureStore(path: dir.file("refused"))
+        var o = options()
+        o.codec = TileCodec(dtype: dtype)
+        #expect(throws: (any Error).self) { try ExternalIngest(store: store, options: o).run(paths: [dir.file("bad.safetensors")]) }
+        do { _ = try ExternalIngest(store: store, options: o).run(paths: [dir.file("bad.safetensors")]) } catch {
+            #expect("\(error)".contains("bad.safetensors") && "\(error)".contains("'logits'") && "\(error)".contains("example 2;"), "\(error)")
+        }
+        let fs = try store.allFeatureSets()
+        #expect(try fs.allSatisfy { try store.tileBytes(featureSet: $0.id) == 0 })
+    }
+
     @Test func repeatedIdsWithDifferentActivationsAreRefused() throws {
         let dir = TemporaryDirectory()
         let ids = ["a", "b", "c", "b"]

@@ -62,4 +62,10 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
 void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                     unsigned char *lo, unsigned char *hi);
 
+/// The byte planes of `rows × cols` values already 16 bits wide (bfloat16 or float16 bit
+/// patterns, row `r` at `source + r * row_stride`): the low byte of value `(r, c)` at
+/// `lo[c * rows + r]`, its high byte at `hi[c * rows + r]`. The same blocks as `h2t_split_bf16`.
+void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
+                   unsigned char *lo, unsigned char *hi);
+
 #endif

@@ -25,12 +25,48 @@ public final class TileEncoder {
     /// Encodes `rows × cols` values read from `source` (row `r`, column `c` at
     /// `source[r * rowStride + c]`) and returns the tile's bytes.
     public func encode(_ source: UnsafePointer<Float>, rowStride: Int, rows: Int, cols: Int) -> [UInt8] {
+        preparePlanes(rows: rows, cols: cols) { splitPlanes(source, rowStride: rowStride, rows: rows, cols: cols, into: $0) }
+        return frames(rows: rows, cols: cols)
+    }
+
+    /// Encodes `rows × cols` values already in the codec's 16-bit storage type (their bit
+    /// patterns, laid out as `encode(_:rowStride:rows:cols:)` reads floats): the tile is the one
+    /// the floats these bits stand for would give, with no conversion on the way.
+    public func encode(bits source: UnsafePointer<UInt16>, rowStride: Int, rows: Int, cols: Int) -> [UInt8] {
+        precondition(codec.dtype.byteWidth == 2, "16-bit values for a \(codec.dtype) codec")
+        preparePlanes(rows: rows, cols: cols) { planes in
+            let lo = planes, hi = planes + rows * cols
+            if isa != .baseline {
+                h2t_split_u16(Int32(isa.rawValue), source, rowStride, rows, cols, lo, hi)
+                return
+            }
+            var r0 = 0
+            while r0 < rows {
+                let r1 = min(r0 + 16, rows)
+                for r in r0..<r1 {
+                    let row = source + r * rowStride
+                    for c in 0..<cols {
+                        lo[c * rows + r] = UInt8(truncatingIfNeeded: row[c])
+                        hi[c * rows + r] = UInt8(truncatingIfNeeded: row[c] >> 8)
+                    }
+                }
+                r0 = r1
+            }
+        }
+        return frames(rows: rows, cols: cols)
+    }
+
+    /// Sizes the plane buffer for a `rows × cols` tile and lets `split` fill it.
+    private func preparePlanes(rows: Int, cols: Int, _ split: (UnsafeMutablePointer<UInt8>) -> Void) {
+        let needed = rows * cols * codec.dtype.byteWidth
+        if planes.count < needed { planes = [UInt8](repeating: 0, count: needed) }
+        planes.withUnsafeMutableBufferPointer { split($0.baseAddress!) }
+    }
+
+    /// The tile of the `rows × cols` values in the plane buffer: header, frame table and frames.
+    private func frames(rows: Int, cols: Int) -> [UInt8] {
         let width = codec.dtype.byteWidth
         let planeSize = rows * cols
-        if planes.count < planeSize * width { planes = [UInt8](repeating: 0, count: planeSize * width) }
-        planes.withUnsafeMutableBufferPointer { buffer in
-            splitPlanes(source, rowStride: rowStride, rows: rows, cols: cols, into: buffer.baseAddress!)
-        }
         let frameWidth = codec.frameWidth
         let frameCount = (cols + frameWidth - 1) / frameWidth
         let entrySize = 4 * (width + 2)

@@ -20,6 +20,18 @@ public final class SegmentEncoder: @unchecked Sendable {
 
     /// Encodes `rows` rows of `manifest.width` features (row-major, contiguous) into one tile per column block.
     public func encode(_ features: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {
+        tiles { encoder, first, cols in encoder.encode(features + first, rowStride: manifest.width, rows: rows, cols: cols) }
+    }
+
+    /// Encodes `rows` rows of `manifest.width` values already in the codec's 16-bit storage type
+    /// (bit patterns, row-major, contiguous): the tiles `encode(_:rows:)` gives for the floats
+    /// they stand for.
+    public func encode(bits: UnsafePointer<UInt16>, rows: Int) -> [[UInt8]] {
+        tiles { encoder, first, cols in encoder.encode(bits: bits + first, rowStride: manifest.width, rows: rows, cols: cols) }
+    }
+
+    /// One tile per column block, `encodeBlock(encoder, first column, columns)` run on the workers.
+    private func tiles(_ encodeBlock: (TileEncoder, Int, Int) -> [UInt8]) -> [[UInt8]] {
         let blocks = manifest.columnBlocks
         let width = manifest.width
         let blockWidth = manifest.columnBlock
@@ -29,8 +41,7 @@ public final class SegmentEncoder: @unchecked Sendable {
             let encoder = encoders[worker]
             while let block = next() {
                 let first = block * blockWidth
-                let cols = min(blockWidth, width - first)
-                out.set(block, encoder.encode(features + first, rowStride: width, rows: rows, cols: cols))
+                out.set(block, encodeBlock(encoder, first, min(blockWidth, width - first)))
             }
         }
         return out.values.map { $0! }

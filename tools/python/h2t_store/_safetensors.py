@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 
 
-def write_safetensors(path: str, tensors: Dict[str, Union[np.ndarray, Sequence[np.ndarray]]], metadata: Dict[str, str]) -> None:
+def write_safetensors(path: str, tensors: Dict[str, Union[np.ndarray, Sequence[np.ndarray]]], metadata: Dict[str, str],
+                      overwrite_in_place: bool = False) -> None:
     """A safetensors file (8-byte LE header length, JSON header, data) of float32, float16, float64
     or bfloat16 (given as uint16 bit patterns) arrays in the given order, with ``__metadata__``.
     A tensor may be given as a list of arrays of one dtype and trailing shape, stacked along the
-    first axis as they are written (no concatenated copy)."""
+    first axis as they are written (no concatenated copy). ``overwrite_in_place``: an existing
+    file is written over and then cut to size, not truncated first, so that its pages (of a
+    file in memory, such as /dev/shm) are reused instead of freed and allocated again; only for
+    a file nobody else reads meanwhile."""
     # uint16 arrays hold bfloat16 bit patterns (numpy has no bfloat16).
     codes = {np.dtype("<f4"): "F32", np.dtype("<f2"): "F16", np.dtype("<f8"): "F64", np.dtype("<u2"): "BF16"}
     header: Dict[str, Any] = {"__metadata__": metadata}
@@ -34,8 +39,11 @@ def write_safetensors(path: str, tensors: Dict[str, Union[np.ndarray, Sequence[n
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as out:
+    reuse = overwrite_in_place and os.path.isfile(path)
+    with open(path, "r+b" if reuse else "wb") as out:
         out.write(struct.pack("<Q", len(encoded)))
         out.write(encoded)
         for blob in blobs:
             out.write(blob.reshape(-1).view(np.uint8))
+        if reuse:
+            out.truncate()

@@ -215,24 +215,44 @@ class _Hooks:
         self.handles = [m.register_forward_hook(self._hook(n or type(m).__name__)) for n, m in chosen]
         self.reset()
 
-    def reset(self) -> None:
+    def reset(self, rows: Optional[Dict[int, torch.Tensor]] = None,
+              layout: Optional[Tuple[List[Tuple[str, List[int]]], Dict[int, List[int]]]] = None) -> None:
+        """Starts a forward pass. With ``rows`` (per target size, the ``[n, width]`` rows this
+        batch fills, in the stored dtype) and ``layout`` (the taps of the first batch and each
+        tap's first column per target size), each pooled output is written straight into its
+        columns: no per-tap copy, no concatenation. Without, pooled outputs are collected."""
         self.calls: Dict[str, int] = {}
         self.taps: List[Tuple[str, List[int]]] = []
         self.pooled: Dict[int, List[torch.Tensor]] = {f: [] for f in self.target_sizes}
+        self.rows = rows
+        self.layout = layout
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
             count = self.calls.get(name, 0) + 1
             self.calls[name] = count
             for tap, x in split_output(name if count == 1 else f"{name}#{count}", output):
+                index = len(self.taps)
                 self.taps.append((tap, list(x.shape[1:])))
+                if self.rows is not None and self.layout is not None:
+                    expected, starts = self.layout
+                    if index >= len(expected) or expected[index] != self.taps[-1]:
+                        raise CaptureError(f"the hooked taps changed between batches (first: {len(expected)} taps; "
+                                           f"now tap {index} is '{tap}' {list(x.shape[1:])})")
                 for f in self.target_sizes:
                     try:
-                        # A copy in the stored dtype: the module's output may change in place later
-                        # (e.g. a ReLU(inplace=True) after it).
-                        self.pooled[f].append(pool(x.detach(), f).to(self.dtype, copy=True))
+                        pooled = pool(x.detach(), f)
                     except CaptureError as error:
                         raise CaptureError(f"tap '{tap}': {error}") from None
+                    if self.rows is not None and self.layout is not None:
+                        # Rounded to the stored dtype as it is copied into place.
+                        start = self.layout[1][f][index]
+                        flat = pooled.reshape(len(pooled), -1)
+                        self.rows[f][:, start:start + flat.shape[1]].copy_(flat)
+                    else:
+                        # A copy in the stored dtype: the module's output may change in place later
+                        # (e.g. a ReLU(inplace=True) after it).
+                        self.pooled[f].append(pooled.to(self.dtype, copy=True))
         return hook
 
     def remove(self) -> None:
@@ -245,7 +265,8 @@ class _Hooks:
 
 
 def write_chunk(path: str, rows: Dict[int, Union[np.ndarray, Sequence[np.ndarray]]], taps: Sequence[Tuple[str, List[int]]],
-                names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]]) -> None:
+                names: Sequence[str], labels: Optional[Sequence[int]], class_names: Optional[Sequence[str]],
+                overwrite_in_place: bool = False) -> None:
     """A safetensors file of pre-pooled rows: tensor ``h2t.pooled/F`` (examples x width; float32,
     float16, or bfloat16 as uint16 bits; an array or a list of arrays stacked along the examples)
     per target size and the metadata
@@ -255,7 +276,7 @@ def write_chunk(path: str, rows: Dict[int, Union[np.ndarray, Sequence[np.ndarray
     if labels is not None:
         metadata["labels"] = json.dumps([int(l) for l in labels])
         metadata["class_names"] = json.dumps(list(class_names or []))
-    write_safetensors(path, {f"h2t.pooled/{size}": m for size, m in rows.items()}, metadata)
+    write_safetensors(path, {f"h2t.pooled/{size}": m for size, m in rows.items()}, metadata, overwrite_in_place)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -467,21 +488,21 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     # Chunk files live only until the CLI has stored them: in memory when the system has /dev/shm.
     scratch = tempfile.mkdtemp(prefix="h2t-capture-", dir="/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None)
     summary: Optional[CaptureSummary] = None
+    layout: Optional[Tuple[List[Tuple[str, List[int]]], Dict[int, List[int]]]] = None
+    buffers = _ChunkRows({}, codec, 0, enabled=False)  # set up once the first batch gives the taps
     reader: Optional[Store] = None
     pending: Optional[Tuple[subprocess.Popen, str, List[str]]] = None
     chunk: Dict[str, Any] = {"rows": {f: [] for f in sizes}, "names": [], "labels": [], "count": 0}
     seen = 0
-    chunk_index = 0
     labelled = False
 
     def finish_pending() -> Optional[Dict[str, Any]]:
         nonlocal pending
         if pending is None:
             return None
-        process, path, arguments = pending
+        process, _, arguments = pending
         out, err = process.communicate()
         pending = None
-        os.remove(path)
         result = cli.parse_result(arguments, process.returncode, out, err)
         got = {fs["target_size"]: fs["id"] for fs in result["feature_sets"]}
         if summary is not None and (result["backbone"] != summary.backbone or got != summary.featuresets):
@@ -497,18 +518,20 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         """Hands the chunk to the CLI (in the background). A shard's parts leave it open except the
         final one, which seals it (even with no rows: a resumed shard may have stored them all);
         ``probe`` sends no rows, to learn whether the shard is sealed before anything is computed."""
-        nonlocal pending, chunk_index
+        nonlocal pending
         if not chunk["count"] and not (shard_arguments and (final or probe)):
             return
         finish_pending()
         assert summary is not None
-        path = os.path.join(scratch, f"chunk-{chunk_index:06d}.safetensors")
-        chunk_index += 1
+        # One file, written over by each chunk once the CLI has stored the previous one: its pages
+        # are reused rather than allocated anew for every chunk.
+        path = os.path.join(scratch, "chunk.safetensors")
         widths = {f: sum(pooled_width(s, f) for _, s in summary.taps) for f in sizes}
-        # Each batch's rows are written in turn (no concatenated copy of the chunk).
-        rows = {f: chunk["rows"][f] or [np.zeros((0, widths[f]), codec.numpy_dtype())] for f in sizes}
+        # The chunk's rows as pooled into place, or each batch's rows in turn (no concatenated copy).
+        rows = {f: [buffers.view(f, chunk["count"])] if buffers.enabled else
+                chunk["rows"][f] or [np.zeros((0, widths[f]), codec.numpy_dtype())] for f in sizes}
         labels = np.concatenate(chunk["labels"]) if chunk["labels"] else (np.zeros(0, np.int64) if labelled else None)
-        write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list)
+        write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list, overwrite_in_place=True)
         arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
                      *[a for f in sizes for a in ("--target-size", str(f))], *codec.arguments(),
                      "--segment-rows", str(chunk_size), *shard_arguments, *(["--shard-open"] if shard_arguments and not final else []),
@@ -536,7 +559,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     continue
                 pick = torch.from_numpy(np.nonzero(need)[0])
                 inputs = (x if need.all() else x[pick]).to(device)
-                hooks.reset()
+                direct = buffers.rows(chunk["count"], len(inputs)) if summary is not None else None
+                hooks.reset(direct, layout if direct is not None else None)
                 model(inputs)
                 if not hooks.taps:
                     raise CaptureError("no hooked module ran during the forward pass")
@@ -544,6 +568,9 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     backbone_id = manifest_id(backbone_manifest(name, weights, hooks.taps))
                     ids_by_size = {f: manifest_id(featureset_manifest(backbone_id, hooks.taps, f, codec)) for f in sizes}
                     summary = CaptureSummary(backbone_id, ids_by_size, taps=list(hooks.taps))
+                    layout = (summary.taps, {f: _tap_starts(summary.taps, f) for f in sizes})
+                    buffers = _ChunkRows({f: layout[1][f][-1] for f in sizes}, codec, chunk_size,
+                                         enabled=torch.device(device).type == "cpu")
                     labelled = y is not None
                     if shard_arguments:
                         flush(probe=True)
@@ -559,14 +586,17 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                                        f"now {len(hooks.taps)}; e.g. {_first_difference(summary.taps, hooks.taps)})")
                 picked = [names[i] for i in np.nonzero(need)[0]]
                 for f in sizes:
-                    row = torch.cat([p.reshape(len(picked), -1) for p in hooks.pooled[f]], dim=1)
+                    row = direct[f] if direct is not None else torch.cat([p.reshape(len(picked), -1) for p in hooks.pooled[f]], dim=1)
                     if not _all_finite(row):
                         finite = torch.isfinite(row).all(dim=1)
                         bad = int((~finite).nonzero()[0, 0])
                         column = int((~torch.isfinite(row[bad])).nonzero()[0, 0])
                         raise CaptureError(f"NaN or Inf in tap '{_tap_of(summary.taps, column, f)}' for example "
                                            f"'{picked[bad]}'; nothing of its chunk was stored")
-                    chunk["rows"][f].append(codec.transfer(row))
+                    if not buffers.enabled:
+                        chunk["rows"][f].append(codec.transfer(row))
+                    elif direct is None:  # the first batch, pooled before the layout was known
+                        buffers.rows(chunk["count"], len(picked))[f].copy_(row)
                 chunk["names"].extend(picked)
                 if y is not None:
                     chunk["labels"].append(y[need])
@@ -600,13 +630,47 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     return summary
 
 
+def _tap_starts(taps: Sequence[Tuple[str, List[int]]], target_size: int) -> List[int]:
+    """Each tap's first column in a row pooled at ``target_size``, then the row's width."""
+    starts = [0]
+    for _, shape in taps:
+        starts.append(starts[-1] + pooled_width(shape, target_size))
+    return starts
+
+
+class _ChunkRows:
+    """A chunk's pooled rows on the CPU, per target size, in the stored dtype: the hooks pool each
+    batch straight into its rows, and the chunk file is written from them. Reused chunk after
+    chunk (grown when a batch overshoots the chunk size). Off when the model is not on the CPU
+    (each tap's rows would cross to the host on their own; they are concatenated there first)."""
+
+    def __init__(self, widths: Dict[int, int], codec: Codec, chunk_size: int, enabled: bool):
+        self.widths, self.codec, self.enabled = widths, codec, enabled
+        self.buffers = {f: torch.empty((chunk_size if enabled else 0, w), dtype=codec.torch_dtype) for f, w in widths.items()}
+
+    def rows(self, first: int, count: int) -> Optional[Dict[int, torch.Tensor]]:
+        """Rows ``first ..< first + count`` of every target size (``None`` when off)."""
+        if not self.enabled:
+            return None
+        for f, buffer in self.buffers.items():
+            if first + count > len(buffer):
+                grown = torch.empty((first + count, self.widths[f]), dtype=buffer.dtype)
+                grown[:first] = buffer[:first]
+                self.buffers[f] = grown
+        return {f: buffer[first:first + count] for f, buffer in self.buffers.items()}
+
+    def view(self, target_size: int, count: int) -> np.ndarray:
+        """The first ``count`` rows of ``target_size`` as numpy, in the dtype ``Codec.transfer`` gives."""
+        return self.codec.transfer(self.buffers[target_size][:count])
+
+
 def _all_finite(rows: torch.Tensor) -> bool:
-    """Whether every value is finite. For 16-bit floats, a test of the exponent bits on the
-    integer view (vectorised, where ``isfinite`` on bfloat16 is not)."""
-    mask = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00}.get(rows.dtype)
-    if mask is None:
-        return bool(torch.isfinite(rows).all())
-    return not bool(((rows.view(torch.int16) & mask) == mask).any())
+    """Whether every value is finite, in one pass: the minimum and maximum are finite exactly
+    when no value is infinite, and ``aminmax`` propagates NaN."""
+    if rows.numel() == 0:
+        return True
+    low, high = torch.aminmax(rows)
+    return bool(torch.isfinite(low)) and bool(torch.isfinite(high))
 
 
 def _tap_of(taps: Sequence[Tuple[str, List[int]]], column: int, target_size: int) -> str:

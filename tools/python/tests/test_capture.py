@@ -154,16 +154,17 @@ def test_capture_skips_what_is_stored_and_refuses_bad_outputs(tmp_path):
     with Store(store) as s:
         assert len(s.split("d", "train")) == 10
 
-    class Bad(torch.nn.Module):
-        def forward(self, x):
-            out = x.clone()
-            out[1, 0, 0, 0] = float("nan")
-            return out
-    with pytest.raises(CaptureError, match="NaN or Inf in tap 'bad' for example 'img-1'"):
-        capture(torch.nn.Sequential(OrderedDict(conv=torch.nn.Conv2d(3, 3, 1), bad=Bad())),
-                data, store=str(tmp_path / "nan"), dataset="d", split="train", class_names=["a", "b"],
-                binary=BINARY, progress=False)
-    assert not os.path.exists(tmp_path / "nan")
+    for value in ("nan", "-inf", "inf"):
+        class Bad(torch.nn.Module):
+            def forward(self, x):
+                out = x.clone()
+                out[1, 0, 0, 0] = float(value)
+                return out
+        with pytest.raises(CaptureError, match="NaN or Inf in tap 'bad' for example 'img-1'"):
+            capture(torch.nn.Sequential(OrderedDict(conv=torch.nn.Conv2d(3, 3, 1), bad=Bad())),
+                    data, store=str(tmp_path / value), dataset="d", split="train", class_names=["a", "b"],
+                    binary=BINARY, progress=False)
+        assert not os.path.exists(tmp_path / value)
 
     class Pair(torch.nn.Module):
         def forward(self, x):
@@ -176,6 +177,29 @@ def test_capture_skips_what_is_stored_and_refuses_bad_outputs(tmp_path):
         capture(model, data, store=store, dataset="d", split="train", layers=["nope"], class_names=["a", "b"], binary=BINARY)
     with pytest.raises(CaptureError, match="give class_names"):
         capture(model, data, store=store, dataset="d", split="train", binary=BINARY, progress=False)
+
+    # A model whose taps change after the first batch: another module in the middle or one more
+    # at the end (caught by the hooks pooling into place), or one fewer (caught after the pass).
+    for change in ("middle", "end", "fewer"):
+        class Moody(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b, self.c = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 4, 1)
+                self.calls = 0
+
+            def forward(self, x):
+                self.calls += 1
+                x = self.a(x)
+                if self.calls > 1 and change == "middle":
+                    x = self.c(x)
+                if self.calls > 1 and change == "fewer":
+                    return x
+                x = self.b(x)
+                return self.c(x) if self.calls > 1 and change == "end" else x
+        with pytest.raises(CaptureError, match="hooked taps changed between batches"):
+            capture(Moody(), data, store=str(tmp_path / change), dataset="d", split="train", class_names=["a", "b"],
+                    chunk_size=100, binary=BINARY, progress=False)
+        assert not os.path.exists(tmp_path / change)
 
 
 KILLED = textwrap.dedent("""
