@@ -10,6 +10,8 @@
 //              (`relu6`), a separate add (`residual_add`), pool and logits.
 //   taps-nchw  (oneDNN) `taps` plus a reorder of each spatial tap from oneDNN's blocked layout to
 //              plain NCHW: the cost of handing taps to a pooling written for plain layouts.
+//   taps-nhwc  (oneDNN) `taps` with every activation forced to plain NHWC (no blocked layout, no
+//              reorder): taps a pooling written for NHWC (as XNNPACK's) could read.
 //
 // Buffers are recycled once a tensor's last consumer has run (a real integration pools each tap
 // as soon as it is produced), so the working set is what an engine plus immediate pooling needs.
@@ -17,7 +19,7 @@
 // same network to both engines, and `--dump FILE` writes it (canonical PyTorch layouts) with the
 // engine's logits so that tools/engines/check_engines.py can compare them with ONNX Runtime.
 //
-//   h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw] [--size 64] [--batch 32]
+//   h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw|taps-nhwc] [--size 64] [--batch 32]
 //               [--threads N (default: every core this process may use)] [--seconds 4]
 //               [--wait spin|passive] [--clock wall|cpu] [--json] [--dump FILE]
 //
@@ -46,7 +48,7 @@
 // The network, engine-agnostic: tensors (taps) and operations in network order.
 
 enum op_kind { OP_CONV, OP_CLIP, OP_ADD, OP_GAP, OP_FC };
-enum mode { MODE_FUSED, MODE_TAPS, MODE_TAPS_NCHW };
+enum mode { MODE_FUSED, MODE_TAPS, MODE_TAPS_NCHW, MODE_TAPS_NHWC };
 
 typedef struct {
     int cin, cout, k, stride, groups;
@@ -313,6 +315,8 @@ static void onednn_build(onednn_t *e, net_t *n, int mode) {
     DNNL(dnnl_stream_create(&e->stream, e->engine, dnnl_stream_default_flags));
     build_graph(n, mode != MODE_FUSED, 1);
     int N = n->batch;
+    // Activations in the layouts oneDNN prefers, or (taps-nhwc) forced to plain NHWC.
+    const dnnl_format_tag_t act_tag = mode == MODE_TAPS_NHWC ? dnnl_nhwc : dnnl_format_tag_any;
     dnnl_dims_t d;
     dims4(d, N, 3, n->size, n->size);
     DNNL(dnnl_memory_desc_init_by_tag(&e->md[0], 4, d, dnnl_f32, dnnl_nchw));
@@ -323,14 +327,14 @@ static void onednn_build(onednn_t *e, net_t *n, int mode) {
         tensor_t *out = &n->t[op->out];
         dnnl_memory_desc_t any_dst;
         dims4(d, N, out->c, out->h, out->w);
-        DNNL(dnnl_memory_desc_init_by_tag(&any_dst, op->kind == OP_FC ? 2 : 4, d, dnnl_f32, dnnl_format_tag_any));
+        DNNL(dnnl_memory_desc_init_by_tag(&any_dst, op->kind == OP_FC ? 2 : 4, d, dnnl_f32, op->kind != OP_FC ? act_tag : dnnl_format_tag_any));
         dnnl_primitive_attr_t attr = NULL;
         if (op->kind == OP_CONV || op->kind == OP_FC) {
             const layer_t *l = &n->layers[op->layer];
             dnnl_memory_desc_t src, wei, bias;
             const tensor_t *in = &n->t[op->in];
             dims4(d, N, in->c, in->h, in->w);
-            DNNL(dnnl_memory_desc_init_by_tag(&src, 4, d, dnnl_f32, dnnl_format_tag_any));
+            DNNL(dnnl_memory_desc_init_by_tag(&src, 4, d, dnnl_f32, op->kind != OP_FC ? act_tag : dnnl_format_tag_any));
             dnnl_dims_t bd = {l->cout};
             DNNL(dnnl_memory_desc_init_by_tag(&bias, 1, bd, dnnl_f32, dnnl_x));
             if (op->kind == OP_FC) {
@@ -589,7 +593,7 @@ static void dump(const char *path, const net_t *n, const float *logits) {
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0) {
-            puts("usage: h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw] [--size 64] [--batch 32]\n"
+            puts("usage: h2t-engines --engine onednn|xnnpack [--mode fused|taps|taps-nchw|taps-nhwc] [--size 64] [--batch 32]\n"
                  "                   [--threads N (default: every core this process may use)] [--seconds 4] [--wait spin|passive]\n"
                  "                   [--clock wall|cpu] [--json] [--dump FILE]");
             return 0;
@@ -598,10 +602,10 @@ int main(int argc, char **argv) {
     const char *mode_name = option(argc, argv, "--mode");
     if (!mode_name) mode_name = "fused";
     int mode = strcmp(mode_name, "fused") == 0 ? MODE_FUSED : strcmp(mode_name, "taps") == 0 ? MODE_TAPS
-             : strcmp(mode_name, "taps-nchw") == 0 ? MODE_TAPS_NCHW : -1;
+             : strcmp(mode_name, "taps-nchw") == 0 ? MODE_TAPS_NCHW : strcmp(mode_name, "taps-nhwc") == 0 ? MODE_TAPS_NHWC : -1;
     if (!engine || (strcmp(engine, "onednn") && strcmp(engine, "xnnpack"))) { fprintf(stderr, "h2t-engines: --engine must be onednn or xnnpack\n"); return 2; }
-    if (mode < 0 || (mode == MODE_TAPS_NCHW && strcmp(engine, "onednn"))) {
-        fprintf(stderr, "h2t-engines: --mode must be fused, taps or (oneDNN) taps-nchw, got '%s'\n", mode_name);
+    if (mode < 0 || (mode >= MODE_TAPS_NCHW && strcmp(engine, "onednn"))) {
+        fprintf(stderr, "h2t-engines: --mode must be fused, taps or (oneDNN) taps-nchw or taps-nhwc, got '%s'\n", mode_name);
         return 2;
     }
     net_t *n = calloc(1, sizeof *n);
