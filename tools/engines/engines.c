@@ -496,7 +496,7 @@ static void xnnpack_build(xnnpack_t *e, net_t *n, int mode, int threads, int pas
 
     for (int i = 0; i < n->nops; i++) {
         const op_t *op = &n->ops[i];
-        const tensor_t *in = &n->t[op->in], *out = &n->t[op->out];
+        const tensor_t *in = &n->t[op->in];
         xnn_operator_t x = NULL;
         if (op->kind == OP_CONV) {
             const layer_t *l = &n->layers[op->layer];
@@ -526,7 +526,6 @@ static void xnnpack_build(xnnpack_t *e, net_t *n, int mode, int threads, int pas
             XNN(xnn_create_fully_connected_nc_f32(l->cin, l->cout, l->cin, l->cout, l->weight, l->bias, -INFINITY, INFINITY, flags, &x));
             XNN(xnn_setup_fully_connected_nc_f32(x, N, e->buf[op->in], e->buf[op->out], e->pool));
         }
-        (void)out;
         e->ops[e->nops++] = x;
     }
 }
@@ -670,14 +669,12 @@ int main(int argc, char **argv) {
     qsort(times, runs, sizeof *times, cmp_double);
     double median = runs % 2 ? times[runs / 2] : (times[runs / 2 - 1] + times[runs / 2]) / 2;
 
-    const tensor_t *lt = &n->t[n->nt - 1];
     const float *logits = is_onednn ? NULL : xp->buf[n->nt - 1];
     if (is_onednn) {
         void *h;
         DNNL(dnnl_memory_get_data_handle(od->mem[n->nt - 1], &h));
         logits = h; // (N, 1000) in oneDNN's `nc`: plain row-major
     }
-    (void)lt;
     const char *dump_path = option(argc, argv, "--dump");
     if (dump_path) dump(dump_path, n, logits);
 
