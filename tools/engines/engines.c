@@ -611,7 +611,15 @@ int main(int argc, char **argv) {
     n->size = positive(option(argc, argv, "--size"), "--size", 64);
     n->batch = positive(option(argc, argv, "--batch"), "--batch", 32);
     int threads = positive(option(argc, argv, "--threads"), "--threads", affinity_cores());
-    double seconds = option(argc, argv, "--seconds") ? atof(option(argc, argv, "--seconds")) : 4.0;
+    double seconds = 4.0;
+    if (option(argc, argv, "--seconds")) {
+        char *end;
+        seconds = strtod(option(argc, argv, "--seconds"), &end);
+        if (*end || !(seconds >= 0) || seconds > 3600) {
+            fprintf(stderr, "h2t-engines: --seconds must be a number from 0 to 3600, got '%s'\n", option(argc, argv, "--seconds"));
+            return 2;
+        }
+    }
     const char *wait_name = option(argc, argv, "--wait");
     if (!wait_name) wait_name = "spin";
     if (strcmp(wait_name, "spin") && strcmp(wait_name, "passive")) { fprintf(stderr, "h2t-engines: --wait must be spin or passive, got '%s'\n", wait_name); return 2; }
