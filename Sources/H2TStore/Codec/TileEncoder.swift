@@ -38,19 +38,8 @@ public final class TileEncoder {
             let lo = planes, hi = planes + rows * cols
             if isa != .baseline {
                 h2t_split_u16(Int32(isa.rawValue), source, rowStride, rows, cols, lo, hi)
-                return
-            }
-            var r0 = 0
-            while r0 < rows {
-                let r1 = min(r0 + 16, rows)
-                for r in r0..<r1 {
-                    let row = source + r * rowStride
-                    for c in 0..<cols {
-                        lo[c * rows + r] = UInt8(truncatingIfNeeded: row[c])
-                        hi[c * rows + r] = UInt8(truncatingIfNeeded: row[c] >> 8)
-                    }
-                }
-                r0 = r1
+            } else {
+                Self.scatter16(rows: rows, cols: cols, into: planes) { r, c in source[r * rowStride + c] }
             }
         }
         return frames(rows: rows, cols: cols)
@@ -117,6 +106,26 @@ public final class TileEncoder {
         }
     }
 
+    /// Scatters 16-bit values (`value(r, c)`) into the low and high byte planes, column-major,
+    /// 16 rows at a time so that both the reads (rows) and the writes (16 bytes per column) stay
+    /// sequential: the portable loop behind both 16-bit encodes.
+    @inline(__always)
+    private static func scatter16(rows: Int, cols: Int, into planes: UnsafeMutablePointer<UInt8>, _ value: (Int, Int) -> UInt16) {
+        let lo = planes, hi = planes + rows * cols
+        var r0 = 0
+        while r0 < rows {
+            let r1 = min(r0 + 16, rows)
+            for r in r0..<r1 {
+                for c in 0..<cols {
+                    let bits = value(r, c)
+                    lo[c * rows + r] = UInt8(truncatingIfNeeded: bits)
+                    hi[c * rows + r] = UInt8(truncatingIfNeeded: bits >> 8)
+                }
+            }
+            r0 = r1
+        }
+    }
+
     /// Converts to the storage type and scatters bytes into column-major planes, 16 rows at a
     /// time so that both the reads (rows) and the writes (16 bytes per column) stay sequential.
     private func splitPlanes(_ source: UnsafePointer<Float>, rowStride: Int, rows: Int, cols: Int,
@@ -130,19 +139,10 @@ public final class TileEncoder {
         }
         switch codec.dtype {
         case .bfloat16, .float16:
-            let lo = planes, hi = planes + planeSize
             let isBF = codec.dtype == .bfloat16
-            while r0 < rows {
-                let r1 = min(r0 + block, rows)
-                for r in r0..<r1 {
-                    let row = source + r * rowStride
-                    for c in 0..<cols {
-                        let bits = isBF ? HalfBits.bfloat16(row[c]) : HalfBits.float16(row[c])
-                        lo[c * rows + r] = UInt8(truncatingIfNeeded: bits)
-                        hi[c * rows + r] = UInt8(truncatingIfNeeded: bits >> 8)
-                    }
-                }
-                r0 = r1
+            Self.scatter16(rows: rows, cols: cols, into: planes) { r, c in
+                let value = source[r * rowStride + c]
+                return isBF ? HalfBits.bfloat16(value) : HalfBits.float16(value)
             }
         case .float32:
             while r0 < rows {

@@ -93,7 +93,7 @@ def _frame_pieces(tile: bytes, header: TileHeader, frames: Sequence[int]) -> Tup
     """The planes of ``frames`` (ascending, unique) of a checked tile, each frame's CRC checked:
     ``pieces`` (raw planes as bytes, compressed ones as their decompressed size), the compressed
     planes, and their positions in ``pieces``."""
-    rows, fw, cols, data = header.rows, header.frame_width, header.cols, header.data
+    rows, data = header.rows, header.data
     pieces: List[object] = []
     packed: List[bytes] = []
     packed_at: List[int] = []
@@ -106,7 +106,7 @@ def _frame_pieces(tile: bytes, header: TileHeader, frames: Sequence[int]) -> Tup
         start = data + offset
         if zlib.crc32(view[start:start + sum(lengths)]) != stored_crc:
             raise StoreFormatError(f"tile {header.name}: frame {f} checksum mismatch (corrupted)")
-        m = min(fw, cols - f * fw) * rows
+        m = header.frame_columns(f) * rows
         for p, length in enumerate(lengths):
             if length == m:
                 pieces.append(view[start:start + length])  # a plane zstd could not shrink is stored as is

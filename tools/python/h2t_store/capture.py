@@ -11,6 +11,7 @@ skipped before the forward pass.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -172,15 +173,21 @@ def backbone_manifest(name: str, weights_sha256: str, taps: Sequence[Tuple[str, 
             "preprocessing": {"layout": "nchw"}, "taps": [{"name": n, "shape": list(s)} for n, s in taps]}
 
 
+def tap_starts(taps: Sequence[Tuple[str, List[int]]], target_size: int) -> List[int]:
+    """Each tap's first column in a row pooled at ``target_size``, then the row's width."""
+    starts = [0]
+    for _, shape in taps:
+        starts.append(starts[-1] + pooled_width(shape, target_size))
+    return starts
+
+
 def featureset_manifest(backbone_id: str, taps: Sequence[Tuple[str, List[int]]], target_size: int, codec: Codec) -> Dict[str, Any]:
     """The feature-set manifest the Swift store lays out for a backbone and target size."""
-    columns, offset = [], 0
-    for n, s in taps:
-        w = pooled_width(s, target_size)
-        columns.append({"name": n, "sourceShape": list(s), "offset": offset, "width": w})
-        offset += w
+    starts = tap_starts(taps, target_size)
+    columns = [{"name": n, "sourceShape": list(s), "offset": starts[i], "width": starts[i + 1] - starts[i]}
+               for i, (n, s) in enumerate(taps)]
     return {"schema": "h2t.featureset/1", "backbone": backbone_id, "targetSize": target_size, "codec": codec.manifest(),
-            "columnBlock": codec.column_block, "taps": columns, "width": offset}
+            "columnBlock": codec.column_block, "taps": columns, "width": starts[-1]}
 
 
 def manifest_id(manifest: Dict[str, Any]) -> str:
@@ -218,7 +225,7 @@ class _Hooks:
     def reset(self, rows: Optional[Dict[int, torch.Tensor]] = None,
               layout: Optional[Tuple[List[Tuple[str, List[int]]], Dict[int, List[int]]]] = None) -> None:
         """Starts a forward pass. With ``rows`` (per target size, the ``[n, width]`` rows this
-        batch fills, in the stored dtype) and ``layout`` (the taps of the first batch and each
+        batch fills, in the stored dtype; then ``layout`` is the taps of the first batch and each
         tap's first column per target size), each pooled output is written straight into its
         columns: no per-tap copy, no concatenation. Without, pooled outputs are collected."""
         self.calls: Dict[str, int] = {}
@@ -234,8 +241,9 @@ class _Hooks:
             for tap, x in split_output(name if count == 1 else f"{name}#{count}", output):
                 index = len(self.taps)
                 self.taps.append((tap, list(x.shape[1:])))
-                if self.rows is not None and self.layout is not None:
-                    expected, starts = self.layout
+                if self.rows is not None:
+                    assert self.layout is not None
+                    expected = self.layout[0]
                     if index >= len(expected) or expected[index] != self.taps[-1]:
                         raise CaptureError(f"the hooked taps changed between batches (first: {len(expected)} taps; "
                                            f"now tap {index} is '{tap}' {list(x.shape[1:])})")
@@ -244,7 +252,8 @@ class _Hooks:
                         pooled = pool(x.detach(), f)
                     except CaptureError as error:
                         raise CaptureError(f"tap '{tap}': {error}") from None
-                    if self.rows is not None and self.layout is not None:
+                    if self.rows is not None:
+                        assert self.layout is not None
                         # Rounded to the stored dtype as it is copied into place.
                         start = self.layout[1][f][index]
                         flat = pooled.reshape(len(pooled), -1)
@@ -526,10 +535,10 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         # One file, written over by each chunk once the CLI has stored the previous one: its pages
         # are reused rather than allocated anew for every chunk.
         path = os.path.join(scratch, "chunk.safetensors")
-        widths = {f: sum(pooled_width(s, f) for _, s in summary.taps) for f in sizes}
+        assert layout is not None
         # The chunk's rows as pooled into place, or each batch's rows in turn (no concatenated copy).
         rows = {f: [buffers.view(f, chunk["count"])] if buffers.enabled else
-                chunk["rows"][f] or [np.zeros((0, widths[f]), codec.numpy_dtype())] for f in sizes}
+                chunk["rows"][f] or [np.zeros((0, layout[1][f][-1]), codec.numpy_dtype())] for f in sizes}
         labels = np.concatenate(chunk["labels"]) if chunk["labels"] else (np.zeros(0, np.int64) if labelled else None)
         write_chunk(path, rows, summary.taps, chunk["names"], labels, class_list, overwrite_in_place=True)
         arguments = ["ingest", "--external", name, "--weights-sha256", weights, "--dataset", dataset, "--split", split,
@@ -559,8 +568,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     continue
                 pick = torch.from_numpy(np.nonzero(need)[0])
                 inputs = (x if need.all() else x[pick]).to(device)
-                direct = buffers.rows(chunk["count"], len(inputs)) if summary is not None else None
-                hooks.reset(direct, layout if direct is not None else None)
+                direct = buffers.rows(chunk["count"], len(inputs))
+                hooks.reset(direct, layout)
                 model(inputs)
                 if not hooks.taps:
                     raise CaptureError("no hooked module ran during the forward pass")
@@ -568,7 +577,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                     backbone_id = manifest_id(backbone_manifest(name, weights, hooks.taps))
                     ids_by_size = {f: manifest_id(featureset_manifest(backbone_id, hooks.taps, f, codec)) for f in sizes}
                     summary = CaptureSummary(backbone_id, ids_by_size, taps=list(hooks.taps))
-                    layout = (summary.taps, {f: _tap_starts(summary.taps, f) for f in sizes})
+                    layout = (summary.taps, {f: tap_starts(summary.taps, f) for f in sizes})
                     buffers = _ChunkRows({f: layout[1][f][-1] for f in sizes}, codec, chunk_size,
                                          enabled=torch.device(device).type == "cpu")
                     labelled = y is not None
@@ -630,14 +639,6 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     return summary
 
 
-def _tap_starts(taps: Sequence[Tuple[str, List[int]]], target_size: int) -> List[int]:
-    """Each tap's first column in a row pooled at ``target_size``, then the row's width."""
-    starts = [0]
-    for _, shape in taps:
-        starts.append(starts[-1] + pooled_width(shape, target_size))
-    return starts
-
-
 class _ChunkRows:
     """A chunk's pooled rows on the CPU, per target size, in the stored dtype: the hooks pool each
     batch straight into its rows, and the chunk file is written from them. Reused chunk after
@@ -674,12 +675,7 @@ def _all_finite(rows: torch.Tensor) -> bool:
 
 
 def _tap_of(taps: Sequence[Tuple[str, List[int]]], column: int, target_size: int) -> str:
-    offset = 0
-    for name, shape in taps:
-        offset += pooled_width(shape, target_size)
-        if column < offset:
-            return name
-    return taps[-1][0]
+    return taps[min(bisect.bisect_right(tap_starts(taps, target_size), column) - 1, len(taps) - 1)][0]
 
 
 def _first_difference(a: Sequence[Tuple[str, List[int]]], b: Sequence[Tuple[str, List[int]]]) -> str:
