@@ -494,8 +494,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
     hooks = _Hooks(model, layers, sizes, codec.torch_dtype)
     was_training = model.training
     model.eval()
-    # Chunk files live only until the CLI has stored them: in memory when the system has /dev/shm.
-    scratch = tempfile.mkdtemp(prefix="h2t-capture-", dir="/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None)
+    scratch = _ChunkFile()
     summary: Optional[CaptureSummary] = None
     layout: Optional[Tuple[List[Tuple[str, List[int]]], Dict[int, List[int]]]] = None
     buffers = _ChunkRows({}, codec, 0, enabled=False)  # set up once the first batch gives the taps
@@ -534,7 +533,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         assert summary is not None
         # One file, written over by each chunk once the CLI has stored the previous one: its pages
         # are reused rather than allocated anew for every chunk.
-        path = os.path.join(scratch, "chunk.safetensors")
+        path = scratch.path
         assert layout is not None
         # The chunk's rows as pooled into place, or each batch's rows in turn (no concatenated copy).
         rows = {f: [buffers.view(f, chunk["count"])] if buffers.enabled else
@@ -545,7 +544,8 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                      *[a for f in sizes for a in ("--target-size", str(f))], *codec.arguments(),
                      "--segment-rows", str(chunk_size), *shard_arguments, *(["--shard-open"] if shard_arguments and not final else []),
                      "--store", store_path, "--json", path]
-        process = subprocess.Popen([executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen([executable, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   pass_fds=scratch.pass_fds)
         pending = (process, path, arguments)
         chunk.update(rows={f: [] for f in sizes}, names=[], labels=[], count=0)
 
@@ -626,7 +626,7 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
             pending[0].communicate()
         if reader is not None:
             reader.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.close()
     bar.update(seen, final=True)
     if summary is None:
         raise CaptureError("the loader yielded no batches")
@@ -637,6 +637,43 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
         sys.stderr.write(f"capture: shard {summary.shard['shard']}/{summary.shard['shards']} of plan {summary.shard['plan'][:12]} "
                          f"in {store_path} is already sealed: nothing to do\n")
     return summary
+
+
+class _ChunkFile:
+    """Where a chunk waits for the CLI to store it. On Linux, an anonymous memory file
+    (``memfd_create``) that the CLI reads as ``/dev/fd/N``: it lives in memory, is not bounded by
+    the size of /dev/shm (64 MB in a default Docker container), and is freed with the last process
+    holding it, so a killed capture leaves nothing behind. Elsewhere, a file in a temporary folder
+    removed at the end."""
+
+    def __init__(self) -> None:
+        self.fd: Optional[int] = None
+        self.folder: Optional[str] = None
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("h2t-capture-chunk", os.MFD_CLOEXEC)
+            if os.path.exists(f"/dev/fd/{fd}"):
+                self.fd = fd
+            else:  # no /proc: the CLI could not open it by name
+                os.close(fd)
+        if self.fd is None:
+            self.folder = tempfile.mkdtemp(prefix="h2t-capture-")
+
+    @property
+    def path(self) -> str:
+        return f"/dev/fd/{self.fd}" if self.fd is not None else os.path.join(self.folder or "", "chunk.safetensors")
+
+    @property
+    def pass_fds(self) -> Tuple[int, ...]:
+        """The descriptors the CLI must inherit to open ``path``."""
+        return (self.fd,) if self.fd is not None else ()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
 
 
 class _ChunkRows:

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections import OrderedDict
 
@@ -224,13 +225,21 @@ def small_model():
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 2))
 
 
+def _capture_scratch():
+    return {os.path.join(d, e) for d in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(d)
+            for e in os.listdir(d) if e.startswith("h2t-capture-")}
+
+
 def test_killed_capture_resumes(tmp_path):
     here = os.path.dirname(os.path.abspath(__file__))
     script = tmp_path / "killed.py"
     script.write_text(KILLED.format(package=os.path.dirname(here), tests=here, binary=BINARY))
     store = str(tmp_path / "store")
+    scratch_before = _capture_scratch()
     done = subprocess.run([sys.executable, str(script), store, "6"], capture_output=True, text=True)
     assert done.returncode == -9, done.stderr
+    # The chunk in flight lived in an anonymous memory file: nothing is left in /dev/shm or /tmp.
+    assert _capture_scratch() == scratch_before
     data = batches(40, 12, 4, seed=5)
     resumed = capture(small_model(), data, store=store, dataset="d", split="train", target_sizes=[32, 256],
                       class_names=["a", "b"], chunk_size=4, binary=BINARY, progress=False)
