@@ -207,7 +207,7 @@ public final class ImagePredictor: Sendable {
                     features.replaceSubrange(at..<(at + d), with: computed[(row * d)..<((row + 1) * d)])
                 }
             }
-            let part = try parallelism.withBLAS { try applier.apply(features, rows: range.count, inputs: Array(names[range])) }
+            let part = try parallelism.withBLAS { try applier.apply(features, rows: range.count, inputs: Array(names[range]), parallelism: parallelism) }
             out.inputs += part.inputs
             out.labels += part.labels
             out.probabilities += part.probabilities

@@ -63,12 +63,14 @@ public struct HeadApplier: Sendable {
         subsetTaps = taps
     }
 
-    /// Predictions for `rows` rows of `values` (`rows × inputCount`, selected-column order).
-    public func apply(_ values: [Float], rows: Int, inputs: [String]) throws -> Predictions {
+    /// Predictions for `rows` rows of `values` (`rows × inputCount`, selected-column order), the
+    /// inputs formed on `parallelism`'s threads (the same values whatever the count). Values the
+    /// caller hands over (`consume`) are normalised in place rather than copied.
+    public func apply(_ values: consuming [Float], rows: Int, inputs: [String], parallelism: Parallelism = .serial) throws -> Predictions {
         let d = head.inputCount, k = head.classNames.count
         guard values.count == rows * d else { throw RegistryError.invalidInput("\(values.count) values for \(rows) rows × \(d) selected features") }
-        var matrix = try FeatureMatrix(rowCount: rows, columnCount: d, values: values, taps: subsetTaps)
-        matrix.applyInputRule(inputRule)
+        var matrix = try FeatureMatrix(rowCount: rows, columnCount: d, values: consume values, taps: subsetTaps)
+        matrix.applyInputRule(inputRule, parallelism: parallelism)
         let logits = linear.logits(matrix)
         var probabilities = [Float](repeating: 0, count: rows * k)
         var labels = [Int](repeating: 0, count: rows)
@@ -122,7 +124,9 @@ extension Registry {
         repeat {
             let chunk = Array(examples[first..<min(first + batchSize, examples.count)])
             let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns)
-            let part = try applier.apply(matrix.values, rows: matrix.rowCount, inputs: chunk.map(\.hex))
+            let rows = matrix.rowCount, values = matrix.values
+            _ = consume matrix
+            let part = try applier.apply(consume values, rows: rows, inputs: chunk.map(\.hex), parallelism: store.parallelism)
             out.inputs += part.inputs
             out.labels += part.labels
             out.probabilities += part.probabilities

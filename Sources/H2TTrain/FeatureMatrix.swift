@@ -1,5 +1,6 @@
 @_exported import struct H2TCore.FeatureMatrix
 @_exported import struct H2TCore.TapColumns
+import H2TCore
 
 // The matrix type lives in H2TCore, shared with the store's query layer; the trainer adds the
 // operations of Head2Toe's input pipeline (checks, per-tap normalisation, gathering, scaling).
@@ -62,29 +63,42 @@ extension FeatureMatrix {
     ///
     /// The norm is accumulated in Double so that wide taps with large activations do not lose
     /// precision; it is per example, so it can be applied to all rows before splitting into folds
-    /// without leaking anything between them.
+    /// without leaking anything between them. Rows are independent, so they are split over
+    /// `parallelism`'s threads in blocks; the values are the same whatever the thread count.
     @discardableResult
-    public mutating func normalizeTaps() -> [Float] {
-        let d = columnCount
+    public mutating func normalizeTaps(parallelism: Parallelism = .serial) -> [Float] {
+        let d = columnCount, rows = rowCount
         let taps = self.taps
-        var norms = [Float](repeating: 0, count: rowCount * taps.count)
+        var norms = [Float](repeating: 0, count: rows * taps.count)
+        let blockRows = 64
         values.withUnsafeMutableBufferPointer { buffer in
-            guard let base = buffer.baseAddress else { return }
-            for row in 0..<rowCount {
-                let rowBase = base + row * d
-                for (t, tap) in taps.enumerated() {
-                    let slice = rowBase + tap.offset
-                    var sum = 0.0
-                    for j in 0..<tap.width { sum += Double(slice[j]) * Double(slice[j]) }
-                    guard sum > 0 else { continue }
-                    let norm = sum.squareRoot()
-                    norms[row * taps.count + t] = Float(norm)
-                    let scale = Float(1 / norm)
-                    for j in 0..<tap.width { slice[j] *= scale }
+            norms.withUnsafeMutableBufferPointer { normBuffer in
+                guard let base = buffer.baseAddress, let normBase = normBuffer.baseAddress else { return }
+                // Cannot fail: the body throws nothing.
+                try! Parallel.forEachWorker(itemCount: (rows + blockRows - 1) / blockRows, parallelism: parallelism) { _, next in
+                    while let block = next() {
+                        for row in (block * blockRows)..<min(rows, (block + 1) * blockRows) {
+                            Self.normalizeRow(base + row * d, taps: taps, norms: normBase + row * taps.count)
+                        }
+                    }
                 }
             }
         }
         return norms
+    }
+
+    /// Scales each tap's slice of one row to unit L2 norm and writes the norms (0 for a zero slice).
+    private static func normalizeRow(_ row: UnsafeMutablePointer<Float>, taps: [TapColumns], norms: UnsafeMutablePointer<Float>) {
+        for (t, tap) in taps.enumerated() {
+            let slice = row + tap.offset
+            var sum = 0.0
+            for j in 0..<tap.width { sum += Double(slice[j]) * Double(slice[j]) }
+            guard sum > 0 else { continue }
+            let norm = sum.squareRoot()
+            norms[t] = Float(norm)
+            let scale = Float(1 / norm)
+            for j in 0..<tap.width { slice[j] *= scale }
+        }
     }
 
     /// The rows `rows` (in that order) and columns `columns` (sorted ascending), with each tap's

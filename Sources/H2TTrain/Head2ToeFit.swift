@@ -54,8 +54,8 @@ public enum Head2ToeFit {
         var sets = featureSets
         var trainNorms: [[Float]] = [], testNorms: [[Float]] = []
         for index in sets.indices {
-            trainNorms.append(sets[index].train.normalizeTaps())
-            testNorms.append(sets[index].test?.normalizeTaps() ?? [])
+            trainNorms.append(sets[index].train.normalizeTaps(parallelism: parallelism))
+            testNorms.append(sets[index].test?.normalizeTaps(parallelism: parallelism) ?? [])
         }
         let probeName = settings.probeTap ?? sets[0].train.taps.last!.name
         let folds = foldAssignment(labels: trainLabels, classCount: classCount, folds: settings.folds,

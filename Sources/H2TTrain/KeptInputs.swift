@@ -1,3 +1,5 @@
+import H2TCore
+
 /// How a stored head's inputs are formed from the raw pooled values of the columns it reads.
 public enum HeadInputRule: String, Codable, Sendable, Hashable {
     /// For each example and each tap, the head's columns of that tap scaled to unit L2 norm (a
@@ -11,9 +13,9 @@ public enum HeadInputRule: String, Codable, Sendable, Hashable {
 
 extension FeatureMatrix {
     /// Forms a stored head's inputs in place from the raw values of its selected columns (this
-    /// matrix's taps being the head's kept subsets).
-    public mutating func applyInputRule(_ rule: HeadInputRule) {
-        if rule == .perTapUnitL2 { normalizeTaps() }
+    /// matrix's taps being the head's kept subsets), rows split over `parallelism`'s threads.
+    public mutating func applyInputRule(_ rule: HeadInputRule, parallelism: Parallelism = .serial) {
+        if rule == .perTapUnitL2 { normalizeTaps(parallelism: parallelism) }
     }
 }
 
