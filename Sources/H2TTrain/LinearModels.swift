@@ -172,7 +172,18 @@ struct KernelModel: LinearModel {
     func squaredNorm(coef: [Float], bias: [Float], z: [Float]) -> Double {
         let k = classCount
         var s = 0.0
-        for i in 0..<coef.count { s += Double(coef[i]) * (Double(z[i]) - Double(bias[i % k])) }
+        // Row by row (the same order of additions as one pass over `i`, without a division per value).
+        coef.withUnsafeBufferPointer { a in
+            z.withUnsafeBufferPointer { zz in
+                bias.withUnsafeBufferPointer { b in
+                    var i = 0
+                    while k > 0, i + k <= a.count {
+                        for c in 0..<k { s += Double(a[i + c]) * (Double(zz[i + c]) - Double(b[c])) }
+                        i += k
+                    }
+                }
+            }
+        }
         return max(s, 0) + Vec.squaredNorm(bias)
     }
 

@@ -95,19 +95,7 @@ struct Predict: ParsableCommand {
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             text = String(decoding: try encoder.encode(Output(head: head.reference, source: source, classNames: head.classNames, count: rows.count, fromStore: fromStore, predictions: rows)), as: UTF8.self) + "\n"
         } else {
-            // Rows are formatted in blocks on the command's threads; the text is the same whatever the count.
-            let header = "input,label," + head.classNames.map { "p_" + csvField($0) }.joined(separator: ",") + "\n"
-            let blockRows = 1024
-            let blocks = try Parallel.map(count: (predictions.inputs.count + blockRows - 1) / blockRows, parallelism: parallelism) { block in
-                var part = ""
-                for i in (block * blockRows)..<min(predictions.inputs.count, (block + 1) * blockRows) {
-                    part += csvField(predictions.inputs[i]) + "," + csvField(head.classNames[predictions.labels[i]])
-                    for p in predictions.probabilities(of: i) { part += "," + Self.shortest6(p) }
-                    part += "\n"
-                }
-                return part
-            }
-            text = header + blocks.joined()
+            text = try predictions.csv(parallelism: parallelism)
         }
         if let out {
             do { try text.write(toFile: out, atomically: true, encoding: .utf8) } catch { throw ValidationError("cannot write \(out): \(error.localizedDescription)") }
@@ -115,18 +103,6 @@ struct Predict: ParsableCommand {
         } else {
             print(text, terminator: "")
         }
-    }
-
-    /// `value` as printf's `%.6g` (what `String(format:)` gives), without Foundation's format parser.
-    static func shortest6(_ value: Float) -> String {
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
-            let written = withVaList([Double(value)]) { vsnprintf(buffer.baseAddress!, 32, "%.6g", $0) }
-            return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress!, count: Int(written)), as: UTF8.self)
-        }
-    }
-
-    func csvField(_ s: String) -> String {
-        s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
 
     /// An IDX images file, or the PNG/JPEG files of a folder in name order.

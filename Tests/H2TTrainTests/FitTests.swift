@@ -1,4 +1,5 @@
 import Foundation
+import H2TCore
 import H2TTrain
 import Testing
 
@@ -33,6 +34,24 @@ struct FitTests {
         #expect(kept.count == 20)
         // Some planted columns get a mean of ~0 for every class and carry no signal; most do not.
         #expect(Set(kept).intersection(data.informative).count >= 15)
+    }
+
+    @Test("per-tap normalisation gives the same bits on 1 to 4 threads, zero slices kept at zero")
+    func normalisationIsThreadInvariant() throws {
+        // 301 rows: several 64-row blocks and a short last one; a zeroed slice in row 70.
+        var data = SyntheticFeatures(rows: 301, tapWidths: [37, 5, 90], classCount: 3, informativeCount: 6, signal: 0.5, seed: 4).features
+        for j in 37..<42 { data.values[70 * data.columnCount + j] = 0 }
+        var serial = data
+        let norms = serial.normalizeTaps()
+        #expect(norms[70 * 3 + 1] == 0 && norms[71 * 3 + 1] > 0)
+        for threads in 2...4 {
+            var parallel = data
+            let parallelNorms = parallel.normalizeTaps(parallelism: Parallelism(threads: threads))
+            #expect(parallelNorms == norms && parallel.values == serial.values, "\(threads) threads")
+        }
+        // Row 5's first tap has unit norm afterwards.
+        let first = serial.values[(5 * serial.columnCount)..<(5 * serial.columnCount + 37)].reduce(0.0) { $0 + Double($1) * Double($1) }
+        #expect(abs(first - 1) < 1e-5)
     }
 
     @Test("end to end: Head2Toe beats the probe; report is complete and encodes snake_case")
