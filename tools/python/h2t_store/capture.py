@@ -558,8 +558,9 @@ def capture(model: torch.nn.Module, loader: Iterable[Any], *, store: Union[str, 
                 seen += len(x)
                 need = np.ones(len(x), dtype=bool)
                 if summary is not None:
-                    if reader is None and os.path.isfile(os.path.join(store_path, "data.mdb")):
-                        reader = Store(store_path)
+                    # Only a store that existed before this capture's first chunk can hold examples
+                    # of later batches; one the CLI is creating now is not read (its file may exist
+                    # before its first commit).
                     if reader is not None:
                         need = ~reader.stored(list(summary.featuresets.values()), [example_id(n) for n in names], dataset, split)
                 if not need.any():

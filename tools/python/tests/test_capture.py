@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -201,6 +202,27 @@ def test_capture_skips_what_is_stored_and_refuses_bad_outputs(tmp_path):
             capture(Moody(), data, store=str(tmp_path / change), dataset="d", split="train", class_names=["a", "b"],
                     chunk_size=100, binary=BINARY, progress=False)
         assert not os.path.exists(tmp_path / change)
+
+
+def test_a_store_being_created_by_the_cli_is_not_read_before_its_first_commit(tmp_path):
+    """The CLI storing the first chunk creates the store's file before its first commit; batches
+    that follow meanwhile must not open it (it is not a store yet). A stand-in for the CLI leaves
+    an empty data.mdb in place for a second before running the real one."""
+    slow = tmp_path / "slow-h2t-store"
+    slow.write_text("#!/bin/sh\n"
+                    "for a in \"$@\"; do case \"$prev\" in --store) mkdir -p \"$a\" && touch \"$a/data.mdb\";; esac; prev=\"$a\"; done\n"
+                    f"sleep 1\nexec {BINARY} \"$@\"\n")
+    slow.chmod(0o755)
+    def loader():  # the next batch comes while the first chunk's CLI is still sleeping
+        for batch in batches(24, 12, 4, seed=8):
+            time.sleep(0.2)
+            yield batch
+    store = str(tmp_path / "store")
+    done = capture(small_model(), loader(), store=store, dataset="d", split="train", target_sizes=[32], class_names=["a", "b"],
+                   chunk_size=8, binary=str(slow), progress=False)
+    assert (done.examples_computed, done.examples_skipped) == (24, 0)
+    with Store(store) as s:
+        assert len(s.split("d", "train")) == 24
 
 
 KILLED = textwrap.dedent("""
