@@ -30,8 +30,8 @@ public struct Predictions: Sendable, Hashable, Codable {
 
     /// The CSV `h2t-store predict` writes: a header `input,label,p_<class>...`, then one line per
     /// input with its predicted class and its probabilities as `%.6g`. Fields holding a comma, a
-    /// quote or a newline are quoted whole (RFC 4180). Blocks of `blockRows` lines are formatted on `parallelism`'s
-    /// threads; the text is the same whatever the count.
+    /// quote or a newline are quoted whole (RFC 4180). Blocks of `blockRows` lines are formatted
+    /// on `parallelism`'s threads; the text is the same whatever the count.
     public func csv(parallelism: Parallelism = .serial, blockRows: Int = 1024) throws -> String {
         precondition(blockRows > 0)
         let header = "input,label," + classNames.map { Self.csvField("p_" + $0) }.joined(separator: ",") + "\n"
@@ -166,6 +166,8 @@ extension Registry {
         repeat {
             let chunk = Array(examples[first..<min(first + batchSize, examples.count)])
             let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns)
+            // The read's values are handed over (its matrix ends here), so that the input rule
+            // normalises them in place instead of copying them.
             let rows = matrix.rowCount, values = matrix.values
             _ = consume matrix
             let part = try applier.apply(consume values, rows: rows, inputs: chunk.map(\.hex), parallelism: store.parallelism)
