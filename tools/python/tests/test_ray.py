@@ -58,8 +58,8 @@ def shard_record(shard_dir: str):
         env.close()
 
 
-def ingest_parent(shard_dir: str):
-    """The pid of the process that started the ``h2t-store ingest`` of ``shard_dir`` (Linux /proc)."""
+def shard_ingest(shard_dir: str):
+    """``(pid, parent pid)`` of the ``h2t-store ingest`` of ``shard_dir`` (Linux /proc), or None."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -69,23 +69,33 @@ def ingest_parent(shard_dir: str):
         except (OSError, ValueError, IndexError):
             continue
         if cmdline[0] == BINARY.encode() and shard_dir.encode() in cmdline:
-            return parent
+            return int(pid), parent
     return None
 
 
 def kill_worker_mid_shard(shard_dir: str, killed: list) -> None:
-    """Waits until shard ``shard_dir`` has begun but is not sealed, then SIGKILLs the Ray worker
-    running its ingest (the ingest, its child, dies with it)."""
+    """Waits until shard ``shard_dir`` has begun, stops its ingest (SIGSTOP), and if the shard is
+    still not sealed, SIGKILLs the Ray worker running it and the ingest. Stopping first closes
+    the race between seeing the shard unsealed and the kill landing after it sealed."""
     deadline = time.time() + 120
     while time.time() < deadline:
         record = shard_record(shard_dir)
         if record is not None:
             if b'"seal"' in record:
                 return
-            worker = ingest_parent(shard_dir)
-            if worker is not None:
+            found = shard_ingest(shard_dir)
+            if found is not None:
+                ingest, worker = found
+                try:
+                    os.kill(ingest, signal.SIGSTOP)
+                except ProcessLookupError:  # it ended meanwhile: look again
+                    continue
+                if b'"seal"' in (shard_record(shard_dir) or b""):
+                    os.kill(ingest, signal.SIGCONT)
+                    return
                 killed.append(worker)
                 os.kill(worker, signal.SIGKILL)
+                os.kill(ingest, signal.SIGKILL)
                 return
         time.sleep(0.01)
 
