@@ -90,6 +90,25 @@ struct LMDBTests {
         withExtendedLifetime(env) {}
     }
 
+    /// A failed `mdb_env_open` (a file where the store's folder should be, a damaged data file)
+    /// is an error naming the path, and the path can be opened again once it is mended; the
+    /// failed open used to close its handle twice and abort the process.
+    @Test func failedOpenIsAnErrorAndReleasesThePath() throws {
+        let dir = TemporaryDirectory()
+        let file = dir.path + "/a-file"
+        try Data("not a folder".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(throws: LMDBError.self) { _ = try LMDBEnvironment(path: file, options: .init(tables: ["t"])) }
+        let damaged = dir.path + "/damaged"
+        try FileManager.default.createDirectory(atPath: damaged, withIntermediateDirectories: true)
+        try Data(repeating: 0xA5, count: 65_536).write(to: URL(fileURLWithPath: damaged + "/data.mdb"))
+        for _ in 0..<2 {
+            #expect(throws: LMDBError.self) { _ = try LMDBEnvironment(path: damaged, options: .init(tables: ["t"])) }
+        }
+        try FileManager.default.removeItem(atPath: damaged + "/data.mdb")
+        let env = try LMDBEnvironment(path: damaged, options: .init(tables: ["t"]))
+        withExtendedLifetime(env) {}
+    }
+
     @Test func injectedCommitFailureLosesNothingCommitted() throws {
         let dir = TemporaryDirectory()
         let env = try LMDBEnvironment(path: dir.path, options: .init(tables: ["t"]))

@@ -114,8 +114,8 @@ public final class LMDBEnvironment: @unchecked Sendable {
             stats.withLock { $0.currentMapSize = info.me_mapsize }
             try openHandles(options.tables)
         } catch {
-            mdb_env_close(handle)
-            Self.openPaths.withLock { _ = $0.remove(canonicalPath) }
+            // Every stored property is set by now, so a throw runs `deinit`, which closes the
+            // environment and releases the path: closing here too freed the handle twice.
             throw error
         }
     }
