@@ -432,6 +432,155 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
     else window_average_avx2(input, planes - q, plane_stride, height, width, window, output, output_stride, scratch);
 }
 
+
+// MARK: training: Gram-matrix product and exponentials
+
+// One 16 (AVX2) or 32 (AVX-512) column block of z = G a for classes c0 ..< c0 + cb: each output
+// is one chain of fused multiply-adds over j ascending from 0, as in the scalar tail below.
+#define GRAM_BLOCK(NAME, ATTR, VEC, WIDTH, LOAD, SET1, FMADD, ZERO, STORE, MAXC)                            \
+    static inline ATTR __attribute__((always_inline)) void NAME(const float *g, ptrdiff_t n, const float *a,   \
+                                                                ptrdiff_t k, ptrdiff_t i0, ptrdiff_t c0,       \
+                                                                const int cb, float *z) {                      \
+        VEC x0[MAXC], x1[MAXC];                                                                                \
+        for (int c = 0; c < cb; c++) { x0[c] = ZERO(); x1[c] = ZERO(); }                                       \
+        const float *gp = g + i0, *ap = a + c0;                                                                \
+        for (ptrdiff_t j = 0; j < n; j++, gp += n, ap += k) {                                                  \
+            VEC g0 = LOAD(gp), g1 = LOAD(gp + WIDTH);                                                          \
+            for (int c = 0; c < cb; c++) {                                                                     \
+                VEC b = SET1(ap[c]);                                                                           \
+                x0[c] = FMADD(g0, b, x0[c]);                                                                   \
+                x1[c] = FMADD(g1, b, x1[c]);                                                                   \
+            }                                                                                                  \
+        }                                                                                                      \
+        float t[2 * WIDTH];                                                                                    \
+        for (int c = 0; c < cb; c++) {                                                                         \
+            STORE(t, x0[c]);                                                                                   \
+            STORE(t + WIDTH, x1[c]);                                                                           \
+            for (int l = 0; l < 2 * WIDTH; l++) z[(i0 + l) * k + c0 + c] = t[l];                               \
+        }                                                                                                      \
+    }
+
+GRAM_BLOCK(gram_block_avx2, AVX2, __m256, 8, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_setzero_ps,
+           _mm256_storeu_ps, 6)
+GRAM_BLOCK(gram_block_avx512, AVX512, __m512, 16, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_setzero_ps,
+           _mm512_storeu_ps, 12)
+
+AVX2 static void gram_tail(const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, ptrdiff_t i0, float *z) {
+    for (ptrdiff_t i = i0; i < n; i++) {
+        for (ptrdiff_t c = 0; c < k; c++) {
+            float s = 0;
+            for (ptrdiff_t j = 0; j < n; j++) s = __builtin_fmaf(g[j * n + i], a[j * k + c], s);
+            z[i * k + c] = s;
+        }
+    }
+}
+
+// Classes go in near-equal chunks of at most 6 (AVX2: 12 accumulators of 16 registers) or 12
+// (AVX-512: 24 of 32); the switch gives each chunk width a fully unrolled block.
+#define GRAM_CHUNK_CASES(BLOCK)                                                                                \
+    case 1: BLOCK(g, n, a, k, i0, c0, 1, z); break;                                                            \
+    case 2: BLOCK(g, n, a, k, i0, c0, 2, z); break;                                                            \
+    case 3: BLOCK(g, n, a, k, i0, c0, 3, z); break;                                                            \
+    case 4: BLOCK(g, n, a, k, i0, c0, 4, z); break;                                                            \
+    case 5: BLOCK(g, n, a, k, i0, c0, 5, z); break;                                                            \
+    case 6: BLOCK(g, n, a, k, i0, c0, 6, z); break;
+
+AVX2 static void gram_times_avx2(const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z) {
+    ptrdiff_t chunks = (k + 5) / 6, i0 = 0;
+    for (; i0 + 16 <= n; i0 += 16) {
+        ptrdiff_t c0 = 0;
+        for (ptrdiff_t q = 1; q <= chunks; q++) {
+            ptrdiff_t c1 = k * q / chunks;
+            switch (c1 - c0) { GRAM_CHUNK_CASES(gram_block_avx2) }
+            c0 = c1;
+        }
+    }
+    gram_tail(g, n, a, k, i0, z);
+}
+
+AVX512 static void gram_times_avx512(const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z) {
+    ptrdiff_t chunks = (k + 11) / 12, i0 = 0;
+    for (; i0 + 32 <= n; i0 += 32) {
+        ptrdiff_t c0 = 0;
+        for (ptrdiff_t q = 1; q <= chunks; q++) {
+            ptrdiff_t c1 = k * q / chunks;
+            switch (c1 - c0) {
+                GRAM_CHUNK_CASES(gram_block_avx512)
+                case 7: gram_block_avx512(g, n, a, k, i0, c0, 7, z); break;
+                case 8: gram_block_avx512(g, n, a, k, i0, c0, 8, z); break;
+                case 9: gram_block_avx512(g, n, a, k, i0, c0, 9, z); break;
+                case 10: gram_block_avx512(g, n, a, k, i0, c0, 10, z); break;
+                case 11: gram_block_avx512(g, n, a, k, i0, c0, 11, z); break;
+                case 12: gram_block_avx512(g, n, a, k, i0, c0, 12, z); break;
+            }
+            c0 = c1;
+        }
+    }
+    gram_tail(g, n, a, k, i0, z);
+}
+
+void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z) {
+    if (isa >= H2T_ISA_AVX512) gram_times_avx512(g, n, a, k, z);
+    else gram_times_avx2(g, n, a, k, z);
+}
+
+// exp(x) for x <= 0: x = n ln 2 + r with |r| <= ln 2 / 2 (n by the 1.5 * 2^52 rounding trick, r by
+// Cody-Waite with fdlibm's split of ln 2), the degree-13 Taylor polynomial of e^r by Horner (its
+// truncation error is below 4e-18 relatively), times 2^n from the exponent bits. Inputs below
+// -708 are raised to -708 (e^-708 ≈ 3e-308 is still normal); NaN stays NaN. The vector bodies and
+// the scalar tail do the same operations, so every level gives the same bits.
+static const double exp_magic = 6755399441055744.0;  // 1.5 * 2^52
+static const double exp_log2e = 1.4426950408889634;
+static const double exp_ln2_hi = 6.93147180369123816490e-01;
+static const double exp_ln2_lo = 1.90821492927058770002e-10;
+static const double exp_top = 1.0 / 6227020800.0;  // 1/13!, then 1/12! ... 1/0! for Horner
+static const double exp_coefficients[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
+                                            1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0,
+                                            1.0 / 6.0, 0.5, 1.0, 1.0};
+
+AVX2 static inline double exp_scalar(double x) {
+    x = x > -708.0 || x != x ? x : -708.0;
+    double t = __builtin_fma(x, exp_log2e, exp_magic);
+    double n = t - exp_magic;
+    double r = __builtin_fma(-n, exp_ln2_hi, x);
+    r = __builtin_fma(-n, exp_ln2_lo, r);
+    double p = exp_top;
+    for (int q = 0; q < 13; q++) p = __builtin_fma(p, r, exp_coefficients[q]);
+    union { double d; long long i; } bits = {t}, scale;
+    scale.i = (long long)((unsigned long long)(bits.i + 1023) << 52);
+    return p * scale.d;
+}
+
+#define EXP_VECTOR(NAME, ATTR, VEC, IVEC, WIDTH, LOAD, STORE, SET1, MAX, FMADD, SUB, MUL, CAST_I, CAST_D, ADD_I,  \
+                   SLL_I, SET1_I)                                                                                \
+    ATTR static void NAME(double *values, ptrdiff_t count) {                                                     \
+        ptrdiff_t i = 0;                                                                                         \
+        for (; i + WIDTH <= count; i += WIDTH) {                                                                 \
+            VEC x = MAX(SET1(-708.0), LOAD(values + i));                                                         \
+            VEC t = FMADD(x, SET1(exp_log2e), SET1(exp_magic));                                                  \
+            VEC n = SUB(t, SET1(exp_magic));                                                                     \
+            VEC r = FMADD(SUB(SET1(0.0), n), SET1(exp_ln2_hi), x);                                               \
+            r = FMADD(SUB(SET1(0.0), n), SET1(exp_ln2_lo), r);                                                   \
+            VEC p = SET1(exp_top);                                                                               \
+            for (int q = 0; q < 13; q++) p = FMADD(p, r, SET1(exp_coefficients[q]));                             \
+            IVEC scale = SLL_I(ADD_I(CAST_I(t), SET1_I(1023)), 52);                                              \
+            STORE(values + i, MUL(p, CAST_D(scale)));                                                            \
+        }                                                                                                        \
+        for (; i < count; i++) values[i] = exp_scalar(values[i]);                                               \
+    }
+
+EXP_VECTOR(exp_avx2, AVX2, __m256d, __m256i, 4, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_set1_pd, _mm256_max_pd,
+           _mm256_fmadd_pd, _mm256_sub_pd, _mm256_mul_pd, _mm256_castpd_si256, _mm256_castsi256_pd, _mm256_add_epi64,
+           _mm256_slli_epi64, _mm256_set1_epi64x)
+EXP_VECTOR(exp_avx512, AVX512, __m512d, __m512i, 8, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_max_pd,
+           _mm512_fmadd_pd, _mm512_sub_pd, _mm512_mul_pd, _mm512_castpd_si512, _mm512_castsi512_pd, _mm512_add_epi64,
+           _mm512_slli_epi64, _mm512_set1_epi64)
+
+void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
+    if (isa >= H2T_ISA_AVX512) exp_avx512(values, count);
+    else exp_avx2(values, count);
+}
+
 #else  // not x86-64: no variants; callers stay on their portable loops.
 
 int h2t_cpu_isa(void) { return H2T_ISA_BASELINE; }
@@ -459,5 +608,9 @@ void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, 
                    unsigned char *lo, unsigned char *hi) {
     (void)isa; (void)source; (void)row_stride; (void)rows; (void)cols; (void)lo; (void)hi;
 }
+void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z) {
+    (void)isa; (void)g; (void)n; (void)a; (void)k; (void)z;
+}
+void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
 
 #endif

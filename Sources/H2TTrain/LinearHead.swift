@@ -128,7 +128,7 @@ public enum FinalHead {
         }
     }
 
-    /// `X Xᵀ` (`n × n`) of a row-major matrix.
+    /// `X Xᵀ` (`n × n`) of a row-major matrix, exactly symmetric (the upper triangle mirrored).
     public static func gramMatrix(_ features: FeatureMatrix) -> [Float] {
         let n = features.rowCount, d = features.columnCount
         var gram = [Float](repeating: 0, count: n * n)
@@ -137,6 +137,7 @@ public enum FinalHead {
             gram.withUnsafeMutableBufferPointer { pg in
                 BLAS.sgemm(transB: true, m: n, n: n, k: d, a: px.baseAddress!, lda: d, b: px.baseAddress!, ldb: d,
                            c: pg.baseAddress!, ldc: n)
+                GramProduct.symmetrize(pg.baseAddress!, rows: n)
             }
         }
         return gram

@@ -136,7 +136,18 @@ struct KernelModel: LinearModel {
     var coefficientCount: Int { rowCount * classCount }
 
     func forward(coef: [Float], bias: [Float]) -> [Float] {
-        affineLogits(gram, rows: rowCount, inner: rowCount, coef: coef, bias: bias, classes: classCount)
+        let n = rowCount, k = classCount
+        var z = [Float](repeating: 0, count: n * k)
+        gram.withUnsafeBufferPointer { pg in
+            coef.withUnsafeBufferPointer { pc in
+                z.withUnsafeMutableBufferPointer { pz in
+                    GramProduct.multiply(gram: pg.baseAddress!, rows: n, coefficients: pc.baseAddress!, classes: k,
+                                         into: pz.baseAddress!)
+                }
+            }
+        }
+        for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
+        return z
     }
 
     func proximalStep(coef: [Float], bias: [Float], logitGradient g: [Float], step: Float) -> (coef: [Float], bias: [Float]) {

@@ -16,18 +16,28 @@ enum SoftmaxCrossEntropy {
         guard n > 0 else { return 0 }
         var total = 0.0
         let invN = 1.0 / Double(n)
-        logits.withUnsafeBufferPointer { z in
-            var p = [Double](repeating: 0, count: k)
-            for row in 0..<n {
-                let zr = z.baseAddress! + row * k
-                let (maxValue, sum) = p.withUnsafeMutableBufferPointer { Softmax.exponentials(of: zr, count: k, into: $0.baseAddress!) }
-                let label = Int(labels[row])
-                total += log(sum) - (Double(zr[label]) - maxValue)
-                if let gradient {
-                    let gr = gradient + row * k
-                    for c in 0..<k {
-                        let target = c == label ? 1.0 : 0.0
-                        gr[c] = Float((p[c] / sum - target) * invN)
+        // Rows in blocks whose exponentials fit a small scratch buffer: a fresh n × k array per
+        // call (two calls per solver step) made the allocator hand back and re-fault its pages.
+        let block = max(1, 2048 / max(k, 1))
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: block * (k + 2)) { scratch in
+            let p = scratch.baseAddress!, maxima = p + block * k, sums = maxima + block
+            logits.withUnsafeBufferPointer { z in
+                for first in stride(from: 0, to: n, by: block) {
+                    let rows = min(block, n - first)
+                    Softmax.rowExponentials(of: z.baseAddress! + first * k, rows: rows, count: k, into: p,
+                                            maxima: maxima, sums: sums)
+                    for r in 0..<rows {
+                        let row = first + r
+                        let zr = z.baseAddress! + row * k, pr = p + r * k
+                        let label = Int(labels[row]), sum = sums[r]
+                        total += log(sum) - (Double(zr[label]) - maxima[r])
+                        if let gradient {
+                            let gr = gradient + row * k
+                            for c in 0..<k {
+                                let target = c == label ? 1.0 : 0.0
+                                gr[c] = Float((pr[c] / sum - target) * invN)
+                            }
+                        }
                     }
                 }
             }

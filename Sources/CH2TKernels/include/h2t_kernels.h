@@ -1,6 +1,6 @@
 #ifndef H2T_KERNELS_H
 #define H2T_KERNELS_H
-// The backbone's vector loops compiled for AVX2+FMA and for AVX-512 in one binary: each function
+// The backbone's and the trainer's vector loops compiled for AVX2+FMA and for AVX-512 in one binary: each function
 // has one variant per instruction set (`__attribute__((target(...)))`), chosen per call by the
 // `isa` argument, which the caller takes from `h2t_cpu_isa()` (CPUID + XGETBV) capped by its own
 // policy (H2TCore's `InstructionSet`, which also reads H2T_ISA). Level 0 (no AVX2) is not handled
@@ -67,5 +67,17 @@ void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_
 /// `lo[c * rows + r]`, its high byte at `hi[c * rows + r]`. The same blocks as `h2t_split_bf16`.
 void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                    unsigned char *lo, unsigned char *hi);
+
+/// `z = G a` for a symmetric `n × n` Gram matrix `G` (row-major) and `a` (`n × k`, row-major) into
+/// `z` (`n × k`): the logits of the kernel-form final head. Reads `G` by columns
+/// (`z[i][c] = sum_j G[j][i] a[j][c]`, contiguous loads; equal to `G a` because `G` is symmetric),
+/// and each output is one chain of fused multiply-adds over `j` ascending from 0, so both levels
+/// give the same bits and none depends on how the rows are blocked.
+void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z);
+
+/// `values[i] = exp(values[i])` in place for `values[i] <= 0` (the shifted logits of a softmax),
+/// within 2 ulp of the correctly rounded value; below -708 the result is `exp(-708)`, NaN stays
+/// NaN. The same bits at both levels.
+void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 
 #endif
