@@ -11,6 +11,7 @@ import H2TTrain
 /// against `tools/h2t_reference.py` (numpy, float64) on the same features.
 enum TrainBench {
     static func run(arguments: [String]) throws {
+        if arguments.contains("--kernels") { return TrainKernelBench.run(arguments: arguments) }
         let quick = arguments.contains("--quick")
         let blasStudy = arguments.contains("--blas-study")
         let skipReference = arguments.contains("--no-reference")

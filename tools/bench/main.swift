@@ -20,7 +20,7 @@ case "hash":
 case "backbone":
     try BackboneBench.run(arguments: Array(benchArguments.dropFirst()))
 default:
-    print("usage: h2t-bench train [--quick] [--json]")
+    print("usage: h2t-bench train [--quick] [--blas-study] [--no-reference] | train --kernels")
     print(StoreBench.usage)
     print(BackboneBench.usage)
     print(RegistryBench.usage)
