@@ -28,7 +28,7 @@ let package = Package(
         // libjpeg behind setjmp/longjmp, so that its fatal errors return a status instead of exiting.
         .target(name: "CJPEGDecode", linkerSettings: [.linkedLibrary("jpeg")]),
 
-        // The backbone's vector loops for AVX2+FMA and AVX-512 (per-function target attributes), chosen at
+        // The backbone's and the trainer's vector loops for AVX2+FMA and AVX-512 (per-function target attributes), chosen at
         // run time from CPUID (H2TCore's InstructionSet); a baseline CPU keeps the Swift loops.
         .target(name: "CH2TKernels"),
         // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
