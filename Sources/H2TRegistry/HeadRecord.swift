@@ -582,3 +582,22 @@ struct RemovedHead: Sendable, Hashable, Codable {
     var version: Int
     var removedAt: String
 }
+
+extension HeadBody {
+    /// Decodes a stored body, as `CanonicalJSON.decode` would.
+    ///
+    /// The weights are the canonical JSON's last key (`d × K` numbers: 45,400 for the main job's
+    /// head), and JSONDecoder's element-by-element `[Float]` took about 40 ms of every `predict`,
+    /// serially. So ``CanonicalJSON/splitTrailingFloats(_:key:)`` reads them and only the rest of
+    /// the object goes through JSONDecoder. A body of any other shape takes JSONDecoder whole,
+    /// and so gets its errors.
+    static func decode(_ value: some Collection<UInt8>) throws -> HeadBody {
+        let bytes = Array(value)
+        if let (rest, weights) = CanonicalJSON.splitTrailingFloats(bytes, key: "weights"),
+           var body = try? CanonicalJSON.decode(HeadBody.self, from: rest) {
+            body.weights = weights
+            return body
+        }
+        return try CanonicalJSON.decode(HeadBody.self, from: bytes)
+    }
+}

@@ -242,7 +242,7 @@ public final class Registry: Sendable {
             guard let value = try txn.get(heads, (reference.task, version, .body)) else {
                 throw RegistryError.invalidHead("registry/\(reference.task)@v\(version) has no body")
             }
-            let body = try CanonicalJSON.decode(HeadBody.self, from: value)
+            let body = try HeadBody.decode(value)
             guard body.schema == "h2t.head-body/1" else {
                 throw RegistryError.unsupportedRecord(key: "registry/\(reference.task)@v\(version)/body", schema: body.schema)
             }

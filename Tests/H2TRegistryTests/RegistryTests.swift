@@ -17,6 +17,8 @@ struct RegistryTests {
         let stored = try fixture.registry.head("toys@v1")
         #expect(stored == first)
         #expect(stored.weights == outcome.report.head2toe.head.weights)
+        // The body's weights come back through `CanonicalJSON.splitTrailingFloats`, bit for bit.
+        #expect(stored.weights.map(\.bitPattern) == outcome.report.head2toe.head.weights.map(\.bitPattern))
         #expect(stored.selectedIndices == outcome.report.head2toe.selectedIndices)
         #expect(stored.lineage.featureSet == fixture.featureSet)
         #expect(stored.lineage.train.digest == (try fixture.store.splitDigest(dataset: "toys", split: "train")))

@@ -117,3 +117,67 @@ struct CanonicalJSONTests {
     }
     #endif
 }
+
+/// `CanonicalJSON.splitTrailingFloats`: the fast path of a head body's weights.
+@Suite("Canonical JSON trailing floats")
+struct TrailingFloatsTests {
+    struct Body: Codable, Equatable {
+        var name: String
+        var nested: [String: [Float]]
+        var weights: [Float]
+    }
+
+    static let edgeValues: [Float] = [0, -0.0, 1, -1, 0.1, 1e-5, 3.4028235e38, -3.4028235e38, 1.17549435e-38,
+                                      1.4e-45, -1.4e-45, 7.006492e-45, 1.0000001, 0.99999994, 123456.79, 16777217]
+
+    @Test("the values are those JSONDecoder reads, bit for bit, and the rest decodes to the same object")
+    func sameAsJSONDecoder() throws {
+        var random = SplitMix64(seed: 11)
+        var weights = Self.edgeValues
+        for _ in 0..<20_000 {
+            // Every exponent and mantissa: random bit patterns, finite ones only.
+            let bits = UInt32(truncatingIfNeeded: random.next())
+            let value = Float(bitPattern: bits)
+            if value.isFinite { weights.append(value) }
+        }
+        let body = Body(name: "a \"weights\":[1,2]}", nested: ["weights": [1, 2]], weights: weights)
+        let bytes = try CanonicalJSON.encode(body)
+        let (rest, values) = try #require(CanonicalJSON.splitTrailingFloats(bytes, key: "weights"))
+        let decoded = try CanonicalJSON.decode(Body.self, from: bytes)
+        #expect(values.map(\.bitPattern) == decoded.weights.map(\.bitPattern))
+        #expect(values.map(\.bitPattern) == weights.map(\.bitPattern))
+        var restDecoded = try CanonicalJSON.decode(Body.self, from: rest)
+        #expect(restDecoded.weights.isEmpty)
+        restDecoded.weights = values
+        #expect(restDecoded == decoded)
+    }
+
+    @Test("an empty array, and shapes it must leave to JSONDecoder", arguments: [
+        (#"{"a":1,"weights":[]}"#, true),
+        (#"{"a":1,"weights":[1,-2.5e-3,0]}"#, true),
+        (#"{"weights":[1,2]}"#, false),  // the only member: no comma before the key
+        (#"{"a":1,"weights":[1,2] }"#, false),
+        (#"{"a":1,"weights":[1, 2]}"#, false),
+        (#"{"a":{"weights":[1,2]}}"#, false),
+        (#"{"a":1,"weights":[1,2],"z":[3]}"#, false),
+        (#"{"a":1,"weights":[01]}"#, false),
+        (#"{"a":1,"weights":[1.]}"#, false),
+        (#"{"a":1,"weights":[.5]}"#, false),
+        (#"{"a":1,"weights":[1e]}"#, false),
+        (#"{"a":1,"weights":[+1]}"#, false),
+        (#"{"a":1,"weights":[1,,2]}"#, false),
+        (#"{"a":1,"weights":[1,2,]}"#, false),
+        (#"{"a":1,"weights":[-]}"#, false),
+        (#"{"a":1,"weights":[1-2]}"#, false),
+        (#"{"a":1,"weights":[1e+5,2E-7]}"#, true),
+    ])
+    func shapes(text: String, fast: Bool) throws {
+        let split = CanonicalJSON.splitTrailingFloats(Array(text.utf8), key: "weights")
+        #expect((split != nil) == fast, "\(text)")
+        if let split {
+            struct Weights: Codable { var weights: [Float] }
+            #expect(split.values == (try JSONDecoder().decode(Weights.self, from: Data(text.utf8))).weights)
+            #expect(String(decoding: split.rest, as: UTF8.self).hasSuffix(#","weights":[]}"#))
+        }
+    }
+}
