@@ -201,6 +201,12 @@ enum KernelSelection {
     /// Checks a few awkwardly shaped products (all four transpose combinations, odd sizes, with
     /// `beta`) against a double-precision reference.
     static func verify() -> Bool {
+        // On the calling thread only: a product on OpenBLAS's pool leaves its idle threads
+        // spinning (`sched_yield`) for about 0.1 s, on the cores the command's own workers are
+        // about to use (it cost `predict` a core during its parallel read).
+        let threads = openblas_get_num_threads()
+        if threads != 1 { openblas_set_num_threads(1) }
+        defer { if threads != 1 { openblas_set_num_threads(threads) } }
         var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
         func next() -> Float {
             seed = seed &* 6364136223846793005 &+ 1442695040888963407
