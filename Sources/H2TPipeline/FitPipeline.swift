@@ -215,7 +215,7 @@ public enum FitPipeline {
         // The selected columns are ascending, so the matrices read carry their tap layout.
         func classify(_ selected: FeatureMatrix) -> [Int] {
             var matrix = selected
-            matrix.applyInputRule(method.inputRule)
+            matrix.applyInputRule(method.inputRule, parallelism: store.parallelism)
             return method.head.predict(matrix)
         }
         if materialise {
