@@ -64,7 +64,7 @@ public enum Head2ToeFit {
 
         // The all-features baseline works in kernel form on one Gram matrix per feature set,
         // shared by its folds and its final fit.
-        let grams = try Parallel.map(sets, parallelism: parallelism, singleThreadedBLAS: true) { FinalHead.gramMatrix($0.train) }
+        let grams = try sets.map { try FinalHead.gramMatrix($0.train, parallelism: parallelism) }
         let context = CVContext(sets: sets, norms: trainNorms, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
         let table = try context.sweep(parallelism: parallelism, progress: progress)

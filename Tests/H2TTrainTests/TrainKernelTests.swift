@@ -121,4 +121,24 @@ struct TrainKernelTests {
         let g = FinalHead.gramMatrix(x)
         for i in 0..<n { for j in 0..<n { #expect(g[i * n + j] == g[j * n + i]) } }
     }
+
+    @Test("the blocked Gram matrix: the same bits at 1-4 threads, symmetric, equal to X Xᵀ within rounding")
+    func blockedGram() throws {
+        let n = 70, d = 333
+        let x = FeatureMatrix(rowCount: n, columnCount: d, wrapping: Self.values(n * d, seed: 8))
+        let one = FinalHead.gramMatrix(x)
+        let blocked = try (1...4).map { try FinalHead.gramMatrix(x, parallelism: Parallelism(threads: $0), blockRows: 16) }
+        for g in blocked.dropFirst() { #expect(g == blocked[0]) }
+        let g = blocked[0]
+        for i in 0..<n { for j in 0..<n {
+            #expect(g[i * n + j] == g[j * n + i])
+            var exact = 0.0, magnitude = 0.0
+            for p in 0..<d {
+                exact += Double(x.values[i * d + p]) * Double(x.values[j * d + p])
+                magnitude += abs(Double(x.values[i * d + p]) * Double(x.values[j * d + p]))
+            }
+            #expect(abs(Double(g[i * n + j]) - exact) <= 1e-5 * magnitude)
+            #expect(abs(Double(one[i * n + j]) - Double(g[i * n + j])) <= 1e-5 * magnitude)
+        } }
+    }
 }
