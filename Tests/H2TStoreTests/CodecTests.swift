@@ -21,6 +21,41 @@ struct CodecTests {
         return out
     }
 
+    @Test("decoding a whole tile on 1-4 threads, in runs of frames, gives the serial decoder's values",
+          arguments: [StorageDType.bfloat16, .float32])
+    func parallelDecodeAll(dtype: StorageDType) throws {
+        let values = sample()
+        let tile = values.withUnsafeBufferPointer {
+            TileEncoder(codec: TileCodec(dtype: dtype, frameWidth: 2)).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols)
+        }
+        try tile.withUnsafeBytes { bytes in
+            var serial = [Float](repeating: -1, count: values.count)
+            try serial.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: Self.cols) }
+            for threads in 1...4 {
+                for run in [1, 3, 64] {
+                    var out = [Float](repeating: -1, count: values.count)
+                    try out.withUnsafeMutableBufferPointer {
+                        try TileDecoder.decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: Self.cols,
+                                                  parallelism: Parallelism(threads: threads), framesPerRun: run)
+                    }
+                    #expect(out.map(\.bitPattern) == serial.map(\.bitPattern), "\(threads) threads, runs of \(run) frames")
+                }
+            }
+            // A damaged frame is the serial decoder's error, whichever worker meets it.
+            var damaged = Array(bytes)
+            damaged[damaged.count - 3] ^= 0xFF
+            try damaged.withUnsafeBytes { bad in
+                var out = [Float](repeating: 0, count: values.count)
+                #expect(throws: TileError.self) {
+                    try out.withUnsafeMutableBufferPointer {
+                        try TileDecoder.decodeAll(bad, binding: [], into: $0.baseAddress!, destStride: Self.cols,
+                                                  parallelism: Parallelism(threads: 2), framesPerRun: 1)
+                    }
+                }
+            }
+        }
+    }
+
     @Test(arguments: [1, 3, 64])
     func float32IsLossless(frameWidth: Int) throws {
         let values = sample()

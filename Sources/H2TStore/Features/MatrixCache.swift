@@ -39,8 +39,8 @@ extension FeatureStore {
             var out = FeatureMatrix(rowCount: record.info.rows, columnCount: record.info.columns, taps: Self.tapLayout(info.manifest, columns: columns))
             do {
                 try out.values.withUnsafeMutableBufferPointer {
-                    try TileDecoder().decodeAll(record.tile, binding: TileCodec.binding(key: key, rows: record.info.rows),
-                                                into: $0.baseAddress!, destStride: record.info.columns)
+                    try TileDecoder.decodeAll(record.tile, binding: TileCodec.binding(key: key, rows: record.info.rows),
+                                              into: $0.baseAddress!, destStride: record.info.columns, parallelism: parallelism)
                 }
             } catch let error as TileError {
                 throw StoreError.corruptTile(key: "matrices/\(Hex.encode(key).prefix(12))", reason: error.description)
