@@ -227,9 +227,25 @@ public final class Registry: Sendable {
         }
     }
 
+    /// One line for a record that does not decode: what is wrong, and where in the record.
+    static func describe(_ error: DecodingError) -> String {
+        let (context, what): (DecodingError.Context, String) = switch error {
+        case let .dataCorrupted(c): (c, "not valid JSON")
+        case let .keyNotFound(key, c): (c, "no '\(key.stringValue)'")
+        case let .typeMismatch(_, c): (c, "a value of the wrong type")
+        case let .valueNotFound(_, c): (c, "a missing value")
+        @unknown default: (DecodingError.Context(codingPath: [], debugDescription: ""), "undecodable")
+        }
+        let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+        return path.isEmpty ? what : "\(what) at \(path)"
+    }
+
     func readSummary(_ txn: borrowing LMDBTransaction, _ task: String, _ version: Int) throws -> HeadSummary {
         guard let value = try txn.get(heads, (task, version, .summary)) else { throw RegistryError.unknownVersion(task: task, version: version, available: []) }
-        let summary = try CanonicalJSON.decode(HeadSummary.self, from: value)
+        let summary: HeadSummary
+        do { summary = try CanonicalJSON.decode(HeadSummary.self, from: value) } catch let error as DecodingError {
+            throw RegistryError.invalidHead("registry/\(task)@v\(version) is damaged: \(Self.describe(error))")
+        }
         guard summary.schema == "h2t.head/1" else { throw RegistryError.unsupportedRecord(key: "registry/\(task)@v\(version)", schema: summary.schema) }
         return summary
     }
@@ -242,7 +258,10 @@ public final class Registry: Sendable {
             guard let value = try txn.get(heads, (reference.task, version, .body)) else {
                 throw RegistryError.invalidHead("registry/\(reference.task)@v\(version) has no body")
             }
-            let body = try HeadBody.decode(value)
+            let body: HeadBody
+            do { body = try HeadBody.decode(value) } catch let error as DecodingError {
+                throw RegistryError.invalidHead("registry/\(reference.task)@v\(version)/body is damaged: \(Self.describe(error))")
+            }
             guard body.schema == "h2t.head-body/1" else {
                 throw RegistryError.unsupportedRecord(key: "registry/\(reference.task)@v\(version)/body", schema: body.schema)
             }

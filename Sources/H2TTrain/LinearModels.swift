@@ -37,8 +37,13 @@ private func affineLogits(_ a: [Float], rows n: Int, inner: Int, coef: [Float], 
             }
         }
     }
-    for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
+    addBias(bias, to: &z, rows: n, classes: k)
     return z
+}
+
+/// Adds `bias[c]` to column `c` of every row of the row-major `rows × classes` logits `z`.
+private func addBias(_ bias: [Float], to z: inout [Float], rows: Int, classes k: Int) {
+    for r in 0..<rows { for c in 0..<k { z[r * k + c] += bias[c] } }
 }
 
 /// The penalty a primal model applies through its proximal step.
@@ -146,7 +151,7 @@ struct KernelModel: LinearModel {
                 }
             }
         }
-        for r in 0..<n { for c in 0..<k { z[r * k + c] += bias[c] } }
+        addBias(bias, to: &z, rows: n, classes: k)
         return z
     }
 
@@ -175,7 +180,7 @@ struct KernelModel: LinearModel {
                 }
             }
         }
-        for r in 0..<rows { for c in 0..<k { z[r * k + c] += bias[c] } }
+        addBias(bias, to: &z, rows: rows, classes: k)
         return z
     }
 

@@ -33,6 +33,31 @@ struct RegistryTests {
         #expect(stored.selection.map(\.indices) == outcome.report.head2toe.selectedPerTap.map(\.indices))
     }
 
+    /// A damaged body (here a weight that is not a JSON number, which the fast weights reader
+    /// refuses and JSONDecoder then rejects) is one line naming the record, not a bare
+    /// `DecodingError`.
+    @Test func aDamagedHeadBodyIsOneLineNamingTheRecord() throws {
+        let fixture = try RegistryFixture()
+        try fixture.register("toys")
+        let env = fixture.store.rawEnvironment
+        let table = env.table("registry")
+        try env.write { txn in
+            var found: ([UInt8], [UInt8])?
+            try txn.scan(table, prefix: []) { key, value in
+                if value.starts(with: Array(#"{"bias""#.utf8)) { found = (Array(key), Array(value)) }
+                return found == nil
+            }
+            let (key, value) = try #require(found)
+            let damaged = Array(value.dropLast(2)) + Array(",1.e5]}".utf8)
+            try txn.put(table, key, damaged)
+        }
+        #expect {
+            try fixture.registry.head("toys@v1")
+        } throws: { error in
+            "\(error)" == "invalid head: registry/toys@v1/body is damaged: not valid JSON"
+        }
+    }
+
     /// `fit --alias` registers the version and moves the alias in one transaction: a failed (or
     /// killed) commit leaves neither, and a commit that lands holds both.
     @Test func registerWithAnAliasIsOneTransaction() throws {
