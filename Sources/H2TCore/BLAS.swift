@@ -75,6 +75,33 @@ public enum BLAS {
         return try body()
     }
 
+    /// Stops OpenBLAS's worker threads, for a process that never runs a product on more than
+    /// one thread (the CLI: every scope above is single-threaded, and the work is split across
+    /// h2t-store's own threads instead).
+    ///
+    /// OpenBLAS starts its pool when the library loads, and each worker spins (`sched_yield`) for
+    /// about 2^28 cycles, roughly 0.1 s, before it sleeps: on two cores that took one core from a
+    /// command's own workers during its start (8% of a 0.55 s `predict`'s CPU samples).
+    ///
+    /// The count is set to one first: `openblas_set_num_threads` restarts a stopped pool (it is
+    /// OpenBLAS's re-initialisation after `fork`), so with the count already at one the scopes
+    /// above never call it again. A later call that asks for more threads restarts the pool on
+    /// demand, so this is safe whatever follows; a library embedder that keeps its own OpenBLAS
+    /// threads simply does not call it. Returns whether this OpenBLAS build has the entry point
+    /// (`blas_thread_shutdown_`, exported by the pthreads builds).
+    @discardableResult
+    public static func stopIdleThreadPool() -> Bool {
+        #if canImport(Glibc)
+        guard let symbol = dlsym(nil, "blas_thread_shutdown_") else { return false }
+        typealias Shutdown = @convention(c) () -> Int32
+        if openblas_get_num_threads() != 1 { openblas_set_num_threads(1) }
+        _ = unsafeBitCast(symbol, to: Shutdown.self)()
+        return true
+        #else
+        return false
+        #endif
+    }
+
     /// The open ``withThreadLimit(_:_:)`` scopes.
     private static let threadScopes = Mutex(ThreadScopes())
 

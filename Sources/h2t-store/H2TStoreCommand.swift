@@ -11,6 +11,13 @@ struct H2TStoreCommand: ParsableCommand {
         discussion: "Activations from every layer of a frozen backbone are computed once, pooled, and kept in LMDB with zstd; heads train on them in seconds.",
         subcommands: [Ingest.self, Fit.self, Classify.self, List.self, Show.self, DiskUsage.self, Verify.self, Export.self, Merge.self,
                       Heads.self, Head.self, Alias.self, Tag.self, Remove.self, GarbageCollect.self, Predict.self, Eval.self])
+
+    static func main() {
+        // Every product the CLI runs is single-threaded inside its own workers (see `Parallelism`):
+        // OpenBLAS's pool would only spin on their cores for its first 0.1 s.
+        BLAS.stopIdleThreadPool()
+        main(nil)
+    }
 }
 
 /// Options every command that opens a store shares.
