@@ -111,19 +111,29 @@ public struct HeadApplier: Sendable {
     public func apply(_ values: consuming [Float], rows: Int, inputs: [String], parallelism: Parallelism = .serial) throws -> Predictions {
         let d = head.inputCount, k = head.classNames.count
         guard values.count == rows * d else { throw RegistryError.invalidInput("\(values.count) values for \(rows) rows × \(d) selected features") }
-        var matrix = try FeatureMatrix(rowCount: rows, columnCount: d, values: consume values, taps: subsetTaps)
+        var labels = [Int](repeating: 0, count: rows)
+        var probabilities = [Float](repeating: 0, count: rows * k)
+        try score(consume values, rows: rows, parallelism: parallelism) { r, label, p in
+            labels[r] = label
+            probabilities.replaceSubrange((r * k)..<((r + 1) * k), with: p)
+        }
+        return Predictions(classNames: head.classNames, inputs: inputs, labels: labels, probabilities: probabilities)
+    }
+
+    /// The predicted class and the probabilities (one per class) of each of `rows` rows of
+    /// `values` (`rows × inputCount`, normalised in place), handed to `emit` row by row.
+    func score(_ values: consuming [Float], rows: Int, parallelism: Parallelism = .serial,
+               _ emit: (_ row: Int, _ label: Int, _ probabilities: [Float]) -> Void) throws {
+        let k = head.classNames.count
+        var matrix = try FeatureMatrix(rowCount: rows, columnCount: head.inputCount, values: consume values, taps: subsetTaps)
         matrix.applyInputRule(inputRule, parallelism: parallelism)
         let logits = linear.logits(matrix)
-        var probabilities = [Float](repeating: 0, count: rows * k)
-        var labels = [Int](repeating: 0, count: rows)
         for r in 0..<rows {
             let row = logits[(r * k)..<((r + 1) * k)]
             var best = row.startIndex
             for i in row.indices where row[i] > row[best] { best = i }
-            labels[r] = best - row.startIndex
-            probabilities.replaceSubrange((r * k)..<((r + 1) * k), with: Softmax.probabilities(row))
+            emit(r, best - row.startIndex, Softmax.probabilities(row))
         }
-        return Predictions(classNames: head.classNames, inputs: inputs, labels: labels, probabilities: probabilities)
     }
 }
 
@@ -150,33 +160,39 @@ extension Registry {
         }
     }
 
-    /// Predicts stored examples, reading only the head's selected columns through the query layer,
-    /// in batches of `batchSize` examples (bounded memory), on the store's ``FeatureStore/parallelism``.
+    /// Predicts stored examples, reading only the head's selected columns through the query layer
+    /// in blocks of at most `batchSize` rows of one segment (``FeatureStore/forEachRowBlock(featureSet:examples:columns:maxRows:_:)``),
+    /// each read, normalised, multiplied and turned into probabilities on the worker of the
+    /// store's ``FeatureStore/parallelism`` that decoded it: memory holds one block per worker.
     public func predict(_ head: HeadRecord, examples: [ExampleID], batchSize: Int = 65_536) throws -> Predictions {
         try store.parallelism.withBLAS { try predictStored(head, examples: examples, batchSize: batchSize) }
     }
 
     private func predictStored(_ head: HeadRecord, examples: [ExampleID], batchSize: Int) throws -> Predictions {
+        guard batchSize > 0 else { throw RegistryError.invalidInput("batch size must be positive, got \(batchSize)") }
         let info = try featureSet(of: head)
         try checkLayout(head, info)
         let applier = try HeadApplier(head: head)
-        let columns = head.selectedIndices
-        var out = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
-        var first = 0
-        repeat {
-            let chunk = Array(examples[first..<min(first + batchSize, examples.count)])
-            let matrix = try store.read(featureSet: info.id, examples: chunk, columns: columns)
-            // The read's values are handed over (its matrix ends here), so that the input rule
-            // normalises them in place instead of copying them.
-            let rows = matrix.rowCount, values = matrix.values
-            _ = consume matrix
-            let part = try applier.apply(consume values, rows: rows, inputs: chunk.map(\.hex), parallelism: store.parallelism)
-            out.inputs += part.inputs
-            out.labels += part.labels
-            out.probabilities += part.probabilities
-            first += chunk.count
-        } while first < examples.count
-        return out
+        let k = head.classNames.count
+        var labels = [Int](repeating: 0, count: examples.count)
+        var probabilities = [Float](repeating: 0, count: examples.count * k)
+        try labels.withUnsafeMutableBufferPointer { labels in
+            try probabilities.withUnsafeMutableBufferPointer { probabilities in
+                // Blocks hold disjoint positions, so the workers write disjoint cells.
+                try store.forEachRowBlock(featureSet: info.id, examples: examples, columns: head.selectedIndices, maxRows: batchSize) { positions, block in
+                    // The block's values are handed over (it ends here), so the input rule
+                    // normalises them in place instead of copying them.
+                    let rows = block.rowCount, values = block.values
+                    _ = consume block
+                    try applier.score(consume values, rows: rows) { r, label, p in
+                        let position = positions[r]
+                        labels[position] = label
+                        for c in 0..<k { probabilities[position * k + c] = p[c] }
+                    }
+                }
+            }
+        }
+        return Predictions(classNames: head.classNames, inputs: examples.map(\.hex), labels: labels, probabilities: probabilities)
     }
 
     /// Predicts every example of a stored split (in split order); also returns the split's labels

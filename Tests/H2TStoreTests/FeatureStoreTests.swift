@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import H2TCore
 @_spi(Testing) import H2TStore
 import H2TPipeline
@@ -85,6 +86,46 @@ struct FeatureStoreTests {
         #expect(byTap[0, 0] == values[5 * width + logitsStart + 2])
         #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[0]], tapColumns: [(tap: "nope", index: 0)]) }
         #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[0]], columns: [width]) }
+    }
+
+    /// Row blocks (what `predict` reads through): every requested example exactly once, each
+    /// block from one segment and at most `maxRows` rows, in stored order inside the segment,
+    /// with the values `read` gives; the same blocks at 1 and 3 threads.
+    @Test(arguments: [Int.max, 5])
+    func rowBlocksCoverTheRequestOnceWithReadsValues(maxRows: Int) throws {
+        let dir = TemporaryDirectory()
+        // The writer's store object is closed before the reads reopen the path (one per process).
+        let (path, fs, ids, values, width) = try { () throws -> (String, String, [ExampleID], [Float], Int) in
+            let (store, fs, ids, values, width) = try makeStore(dir)
+            return (store.path, fs, ids, values, width)
+        }()
+        let order = [49, 0, 17, 16, 3] + Array(20..<36) + [5, 6]
+        let columns = [width - 1, 0, 9, 20]
+        var seen: [[(positions: [Int], values: [Float])]] = []
+        for threads in [1, 3] {
+            let store = try FeatureStore(path: path, create: false, readOnly: true, parallelism: Parallelism(threads: threads))
+            let blocks = Mutex<[(positions: [Int], values: [Float])]>([])
+            try store.forEachRowBlock(featureSet: fs, examples: order.map { ids[$0] }, columns: columns, maxRows: maxRows) { positions, block in
+                #expect(block.rowCount == positions.count && block.columnCount == columns.count)
+                let values = block.values
+                blocks.withLock { $0.append((positions, values)) }
+            }
+            let sorted = blocks.withLock { $0 }.sorted { $0.positions[0] < $1.positions[0] }
+            seen.append(sorted)
+            #expect(sorted.flatMap(\.positions).sorted() == Array(order.indices))
+            #expect(throws: StoreError.self) { try store.forEachRowBlock(featureSet: fs, examples: [ids[0]], columns: [width]) { _, _ in } }
+            for block in sorted {
+                let stored = block.positions.map { order[$0] }
+                #expect(block.positions.count <= maxRows)
+                #expect(Set(stored.map { $0 / 16 }).count == 1, "one segment per block")
+                #expect(stored == stored.sorted(), "stored order inside a block")
+                for (r, example) in stored.enumerated() {
+                    #expect(Array(block.values[(r * columns.count)..<((r + 1) * columns.count)]) == columns.map { values[example * width + $0] })
+                }
+            }
+        }
+        #expect(seen[0].map(\.positions) == seen[1].map(\.positions))
+        #expect(seen[0].map(\.values) == seen[1].map(\.values))
     }
 
     @Test func batchesAreSeededShuffledAndCoverTheSplitOnce() throws {
