@@ -56,6 +56,37 @@ struct CodecTests {
         }
     }
 
+    @Test("encoding a whole tile on 1-4 threads, in runs of frames, gives the serial encoder's bytes",
+          arguments: [TileCodec(dtype: .bfloat16, frameWidth: 2), TileCodec(dtype: .float32, frameWidth: 3),
+                      TileCodec(dtype: .float16, compressed: false, frameWidth: 4), TileCodec(dtype: .bfloat16, level: 3, frameWidth: 1)])
+    func parallelEncode(codec: TileCodec) throws {
+        // A wider source row than the tile (a stride) and columns that do not fill the last frame.
+        let values = sample(), cols = Self.cols - 2
+        let serial = values.withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: cols) }
+        for threads in 1...4 {
+            for run in [1, 2, 5, 64] {
+                let parallel = values.withUnsafeBufferPointer {
+                    TileEncoder.encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: cols, codec: codec,
+                                       parallelism: Parallelism(threads: threads), framesPerRun: run)
+                }
+                #expect(parallel == serial, "\(threads) threads, runs of \(run) frames")
+            }
+        }
+        var out = [Float](repeating: -1, count: Self.rows * cols)
+        let tile = values.withUnsafeBufferPointer {
+            TileEncoder.encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: cols, codec: codec,
+                               parallelism: Parallelism(threads: 3), framesPerRun: 2)
+        }
+        try tile.withUnsafeBytes { bytes in
+            try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: cols) }
+        }
+        var expected = [Float](repeating: -2, count: Self.rows * cols)
+        try serial.withUnsafeBytes { bytes in
+            try expected.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: cols) }
+        }
+        #expect(out.map(\.bitPattern) == expected.map(\.bitPattern))
+    }
+
     @Test(arguments: [1, 3, 64])
     func float32IsLossless(frameWidth: Int) throws {
         let values = sample()

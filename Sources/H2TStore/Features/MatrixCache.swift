@@ -54,7 +54,8 @@ extension FeatureStore {
         var codec = info.manifest.codec
         codec.frameWidth = max(codec.frameWidth, 1)
         var tile = matrix.values.withUnsafeBufferPointer {
-            TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rowCount, cols: columns.count)
+            TileEncoder.encode($0.baseAddress!, rowStride: max(columns.count, 1), rows: matrix.rowCount, cols: columns.count,
+                               codec: codec, parallelism: parallelism)
         }
         TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: matrix.rowCount))
         let record = (info: CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
