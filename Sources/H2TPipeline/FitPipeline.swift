@@ -192,25 +192,35 @@ public enum FitPipeline {
     /// split, reading only its columns.
     static func evaluate(_ report: inout FitReport, store: FeatureStore, infos: [FeatureSetInfo], dataset: String, split: String,
                          test: SplitItems, classCount: Int, log: ((String) -> Void)?) throws {
+        // Selected matrices that were not cached yet are committed while the next methods are
+        // tested (the main job's Head2Toe matrix is a 389 MB record); all of them before returning.
+        let cacheWrites = CacheWrites()
         func score(_ method: inout MethodResult) throws {
             let info = infos.first { $0.id == method.featureSet }!
             log?("testing \(method.method)\(method.fraction.map { " (fraction \($0))" } ?? "") on \(test.examples.count) examples × \(method.selectedIndices.count) features")
             let predictions = try predict(store: store, info: info, method: method, dataset: dataset, split: split,
-                                          examples: test.examples, materialise: method.method != .allFeatures)
+                                          examples: test.examples, materialise: method.method != .allFeatures, writeBehind: cacheWrites)
             let metrics = ClassificationMetrics(predictions: predictions, labels: test.labels, classCount: classCount)
             method.test = metrics
             method.testAccuracy = metrics.accuracy
         }
-        for fitMethod in FitMethod.allCases { try score(&report[fitMethod]) }
-        for index in report.fractionCurve.indices { try score(&report.fractionCurve[index]) }
+        do {
+            for fitMethod in FitMethod.allCases { try score(&report[fitMethod]) }
+            for index in report.fractionCurve.indices { try score(&report.fractionCurve[index]) }
+        } catch {
+            try? cacheWrites.wait()  // never leave a write running behind an error
+            throw error
+        }
+        try cacheWrites.wait()
         report.testCount = test.examples.count
     }
 
     /// Predicts a method's classes on stored examples, reading only its columns: the head's
     /// inputs are formed by its input rule (`MethodResult.inputRule`), then the head applies.
-    /// With `materialise`, the selected matrix of the whole split is cached in the store.
+    /// With `materialise`, the selected matrix of the whole split is cached in the store; given
+    /// `writeBehind`, that record is committed behind the caller (see `FeatureStore.selectedMatrix`).
     public static func predict(store: FeatureStore, info: FeatureSetInfo, method: MethodResult, dataset: String, split: String,
-                               examples: [ExampleID], materialise: Bool) throws -> [Int] {
+                               examples: [ExampleID], materialise: Bool, writeBehind: CacheWrites? = nil) throws -> [Int] {
         let columns = method.selectedIndices
         // The selected columns are ascending, so the matrices read carry their tap layout. Each
         // matrix is normalised in place: a copy (a mutation while the read still held it) was
@@ -220,7 +230,8 @@ public enum FitPipeline {
             return method.head.predict(matrix)
         }
         if materialise {
-            var matrix = try store.selectedMatrix(featureSet: info.id, dataset: dataset, split: split, columns: columns).matrix.features
+            var matrix = try store.selectedMatrix(featureSet: info.id, dataset: dataset, split: split, columns: columns,
+                                                  writeBehind: writeBehind).matrix.features
             return classify(&matrix)
         }
         // Wide reads go in batches so memory stays bounded.

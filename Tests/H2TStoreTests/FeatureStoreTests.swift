@@ -238,6 +238,24 @@ struct FeatureStoreTests {
         #expect(try store.cachedMatrices().count == 2)
     }
 
+    /// A selected matrix written behind the caller: the same matrix at once, the record committed
+    /// by `wait()` (then a hit with the same values), several writes tracked together.
+    @Test func selectedMatrixWrittenBehind() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, _, _, _) = try makeStore(dir, codec: .default)
+        let writes = CacheWrites()
+        let direct = try store.read(featureSet: fs, dataset: "toy", split: "train", columns: [3, 17])
+        let first = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [3, 17], writeBehind: writes)
+        let other = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [5], writeBehind: writes)
+        #expect(!first.cached && !other.cached)
+        #expect(first.matrix.features == direct.features)
+        try writes.wait()
+        #expect(try store.cachedMatrices().count == 2)
+        let again = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [3, 17], writeBehind: writes)
+        #expect(again.cached && again.matrix.features == direct.features)
+        try writes.wait()
+    }
+
     /// Two tiles of equal size swapped in the `tiles` table (a misdirected write): both blocks of
     /// segment 0, and block 0 of two segments of 16 rows. Each is caught by `verify` and by reads.
     @Test(arguments: [(0, 0, 0, 1), (0, 0, 16, 0)])

@@ -1,4 +1,6 @@
+import Dispatch
 import H2TCore
+import Synchronization
 
 /// What a cached selected matrix holds (the JSON part of a `matrices` record).
 public struct CachedMatrixInfo: Sendable, Hashable, Codable {
@@ -29,7 +31,14 @@ extension FeatureStore {
     ///
     /// The matrix is stored with the feature set's dtype, which is exact: its values were decoded
     /// from that dtype.
-    public func selectedMatrix(featureSet: String, dataset: String, split: String, columns: [Int]) throws -> (matrix: LabelledMatrix, cached: Bool) {
+    ///
+    /// With `writeBehind`, a matrix that was not cached is returned as soon as it is read and
+    /// encoded, and the record is committed on a thread of its own, which `writeBehind` tracks:
+    /// the caller computes on while LMDB copies the record (hundreds of MB for a wide selection)
+    /// and the disk takes it, then waits for it (``CacheWrites/wait()``) before it relies on the
+    /// cache or ends.
+    public func selectedMatrix(featureSet: String, dataset: String, split: String, columns: [Int],
+                               writeBehind: CacheWrites? = nil) throws -> (matrix: LabelledMatrix, cached: Bool) {
         let info = try self.featureSet(featureSet)
         let items = try self.split(dataset: dataset, split: split)
         let digest = Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: items)
@@ -61,7 +70,10 @@ extension FeatureStore {
         let record = (info: CachedMatrixInfo(featureSet: info.id, dataset: dataset, split: split, splitDigest: digest,
                                              rows: matrix.rowCount, columns: columns.count), tile: tile)
         if !isReadOnly {
-            try environment.write { txn in try txn.put(tables.matrices, key, record) }
+            let write: @Sendable () throws -> Void = { [environment, tables] in
+                try environment.write { txn in try txn.put(tables.matrices, key, record) }
+            }
+            if let writeBehind { writeBehind.start(write) } else { try write() }
         }
         return (LabelledMatrix(features: matrix, labels: items.labels, examples: items.examples), false)
     }
@@ -84,5 +96,30 @@ extension FeatureStore {
         try environment.write { txn in
             for key in keys { if let bytes = Hex.decode(key) { try txn.delete(tables.matrices, bytes) } }
         }
+    }
+}
+
+/// Cache records being committed behind the caller's back (``FeatureStore/selectedMatrix(featureSet:dataset:split:columns:writeBehind:)``).
+/// Every write started must be waited for: ``wait()`` returns when all have committed and
+/// rethrows the first error.
+public final class CacheWrites: Sendable {
+    private let group = DispatchGroup()
+    private let firstError = Mutex<(any Error)?>(nil)
+
+    /// An empty set of writes.
+    public init() {}
+
+    func start(_ write: @escaping @Sendable () throws -> Void) {
+        group.enter()
+        DispatchQueue.global().async { [self] in
+            do { try write() } catch { firstError.withLock { if $0 == nil { $0 = error } } }
+            group.leave()
+        }
+    }
+
+    /// Waits until every write started so far has committed or failed; rethrows the first failure.
+    public func wait() throws {
+        group.wait()
+        if let error = firstError.withLock({ $0 }) { throw error }
     }
 }
