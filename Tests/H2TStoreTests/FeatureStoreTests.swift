@@ -88,6 +88,24 @@ struct FeatureStoreTests {
         #expect(throws: StoreError.self) { _ = try store.read(featureSet: fs, examples: [ids[0]], columns: [width]) }
     }
 
+    /// A read into the caller's buffer: what `read` returns, every value written; a buffer too
+    /// small is an error naming the sizes.
+    @Test func readIntoABuffer() throws {
+        let dir = TemporaryDirectory()
+        let (store, fs, ids, _, width) = try makeStore(dir)
+        let order = [49, 0, 17, 16, 3].map { ids[$0] }
+        for columns in [nil, [width - 1, 0, 9]] as [[Int]?] {
+            let expected = try store.read(featureSet: fs, examples: order, columns: columns)
+            var buffer = [Float](repeating: .nan, count: expected.values.count)
+            try buffer.withUnsafeMutableBufferPointer { try store.read(featureSet: fs, examples: order, columns: columns, into: $0) }
+            #expect(buffer == expected.values)
+            var small = [Float](repeating: 0, count: expected.values.count - 1)
+            #expect(throws: StoreError.self) {
+                try small.withUnsafeMutableBufferPointer { try store.read(featureSet: fs, examples: order, columns: columns, into: $0) }
+            }
+        }
+    }
+
     /// Row blocks (what `predict` reads through): every requested example exactly once, each
     /// block from one segment and at most `maxRows` rows, in stored order inside the segment,
     /// with the values `read` gives; the same blocks at 1 and 3 threads.
