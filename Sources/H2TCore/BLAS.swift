@@ -92,7 +92,7 @@ public enum BLAS {
     @discardableResult
     public static func stopIdleThreadPool() -> Bool {
         #if canImport(Glibc)
-        guard let symbol = dlsym(nil, "blas_thread_shutdown_") else { return false }
+        guard let symbol = threadPoolShutdown else { return false }
         typealias Shutdown = @convention(c) () -> Int32
         if openblas_get_num_threads() != 1 { openblas_set_num_threads(1) }
         _ = unsafeBitCast(symbol, to: Shutdown.self)()
@@ -101,6 +101,19 @@ public enum BLAS {
         return false
         #endif
     }
+
+    /// Whether this OpenBLAS can stop its pool (``stopIdleThreadPool()``), without stopping it.
+    public static var canStopIdleThreadPool: Bool {
+        #if canImport(Glibc)
+        return threadPoolShutdown != nil
+        #else
+        return false
+        #endif
+    }
+
+    #if canImport(Glibc)
+    private static var threadPoolShutdown: UnsafeMutableRawPointer? { dlsym(nil, "blas_thread_shutdown_") }
+    #endif
 
     /// The open ``withThreadLimit(_:_:)`` scopes.
     private static let threadScopes = Mutex(ThreadScopes())

@@ -219,8 +219,10 @@ public enum FitPipeline {
     /// inputs are formed by its input rule (`MethodResult.inputRule`), then the head applies.
     /// With `materialise`, the selected matrix of the whole split is cached in the store; given
     /// `writeBehind`, that record is committed behind the caller (see `FeatureStore.selectedMatrix`).
+    /// Without, rows are read in batches of at most `batchBytes` of floats.
     public static func predict(store: FeatureStore, info: FeatureSetInfo, method: MethodResult, dataset: String, split: String,
-                               examples: [ExampleID], materialise: Bool, writeBehind: CacheWrites? = nil) throws -> [Int] {
+                               examples: [ExampleID], materialise: Bool, writeBehind: CacheWrites? = nil,
+                               batchBytes: Int = 256 << 20) throws -> [Int] {
         let columns = method.selectedIndices
         // The selected columns are ascending, so the matrices read carry their tap layout. Each
         // matrix is normalised in place: a copy (a mutation while the read still held it) was
@@ -237,7 +239,7 @@ public enum FitPipeline {
         // Wide reads go in batches so memory stays bounded, each decoded into the previous
         // batch's matrix when it has the same shape (fresh pages per batch cost about 1 s of the
         // main job's all-features pass).
-        let batch = max(1, (256 << 20) / max(columns.count * 4, 1))
+        let batch = max(1, batchBytes / max(columns.count * 4, 1))
         let readColumns = columns.count == info.manifest.width ? nil : columns
         var out: [Int] = []
         var first = 0

@@ -66,28 +66,13 @@ struct ThreadCountTests {
         }
     }
 
-    /// With OpenBLAS's pool stopped (as the CLI does first), products are still right on one
-    /// thread, and a scope asking for more threads restarts the pool and is right too.
-    @Test func productsAfterThePoolIsStopped() {
-        let m = 37, n = 29, k = 301
-        let a = (0..<(m * k)).map { Float(($0 * 7919) % 23) - 11 }
-        let b = (0..<(k * n)).map { Float(($0 * 104_729) % 19) - 9 }
-        var expected = [Float](repeating: 0, count: m * n)
-        for i in 0..<m { for j in 0..<n { for p in 0..<k { expected[i * n + j] += a[i * k + p] * b[p * n + j] } } }
-        func product() -> [Float] {
-            var c = [Float](repeating: .nan, count: m * n)
-            BLAS.sgemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
-            return c
-        }
-        #if os(Linux)
-        #expect(BLAS.stopIdleThreadPool())
-        #else
-        BLAS.stopIdleThreadPool()
-        #endif
-        // (The count itself is not checked: other tests' scopes run concurrently in this process.)
-        #expect(product() == expected)  // small integers: exact in float
-        BLAS.withThreadLimit(2) { #expect(product() == expected) }
-        #expect(product() == expected)
+    /// The CLI stops OpenBLAS's idle pool as it starts (`BLAS.stopIdleThreadPool`), so every
+    /// CLI test here (`ingestFitAndPredictAreBitIdentical` above all) runs its products with the
+    /// pool stopped. This only checks that the linked OpenBLAS has the entry point: stopping the
+    /// pool inside this test process could cut a concurrent test's threaded product short.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/proc/self/status")))
+    func theLinkedOpenBLASCanStopItsPool() {
+        #expect(BLAS.canStopIdleThreadPool)
     }
 
     /// No fixed thread or worker count anywhere in the sources: counts come from a `Parallelism`;

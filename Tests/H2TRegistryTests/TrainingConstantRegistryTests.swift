@@ -88,6 +88,21 @@ struct TrainingConstantRegistryTests {
                                                  examples: items.examples, materialise: materialise)
             #expect(labels == predictions.labels, "materialise \(materialise)")
         }
+        // Batches of 7 rows: each full batch decoded into the previous one's matrix, the last
+        // (smaller) one read fresh.
+        let sevenRows = 7 * report.head2toe.selectedIndices.count * 4
+        let batched = try FitPipeline.predict(store: fixture.store, info: info, method: report.head2toe, dataset: "toys", split: "test",
+                                              examples: items.examples, materialise: false, batchBytes: sevenRows)
+        #expect(items.examples.count % 7 != 0 && items.examples.count > 14)
+        #expect(batched == predictions.labels)
+        // A matrix asked for again while its write-behind is under way is read once, then hit.
+        let writes = CacheWrites()
+        for _ in 0..<2 {
+            let labels = try FitPipeline.predict(store: fixture.store, info: info, method: report.head2toe, dataset: "toys", split: "test",
+                                                 examples: items.examples, materialise: true, writeBehind: writes)
+            #expect(labels == predictions.labels)
+        }
+        try writes.wait()
     }
 
     @Test func theFitsOwnTestEvaluationAgreesWithTheStorePaths() throws {

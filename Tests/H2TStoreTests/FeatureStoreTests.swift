@@ -106,10 +106,10 @@ struct FeatureStoreTests {
         }
     }
 
-    /// Row blocks (what `predict` reads through): every requested example exactly once, each
+    /// Row blocks (what `predict` reads through): every requested position exactly once, each
     /// block from one segment and at most `maxRows` rows, in stored order inside the segment,
     /// with the values `read` gives; the same blocks at 1 and 3 threads.
-    @Test(arguments: [Int.max, 5])
+    @Test(arguments: [Int.max, 16, 5])
     func rowBlocksCoverTheRequestOnceWithReadsValues(maxRows: Int) throws {
         let dir = TemporaryDirectory()
         // The writer's store object is closed before the reads reopen the path (one per process).
@@ -117,7 +117,9 @@ struct FeatureStoreTests {
             let (store, fs, ids, values, width) = try makeStore(dir)
             return (store.path, fs, ids, values, width)
         }()
-        let order = [49, 0, 17, 16, 3] + Array(20..<36) + [5, 6]
+        // Segments of 16: all of segment 2 (rows 32..<48, the contiguous path), segment 1 but
+        // row 17 twice and row 18 never (as many rows as the segment: must not take that path).
+        let order = [49, 0, 17, 16, 3] + Array(19..<32) + [17, 5, 6] + Array(32..<48)
         let columns = [width - 1, 0, 9, 20]
         var seen: [[(positions: [Int], values: [Float])]] = []
         for threads in [1, 3] {
@@ -257,7 +259,8 @@ struct FeatureStoreTests {
     }
 
     /// A selected matrix written behind the caller: the same matrix at once, the record committed
-    /// by `wait()` (then a hit with the same values), several writes tracked together.
+    /// by `wait()` (then a hit with the same values), several writes tracked together, and the
+    /// same matrix asked for again while its write may still run is a hit, not a second write.
     @Test func selectedMatrixWrittenBehind() throws {
         let dir = TemporaryDirectory()
         let (store, fs, _, _, _) = try makeStore(dir, codec: .default)
@@ -267,6 +270,9 @@ struct FeatureStoreTests {
         let other = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [5], writeBehind: writes)
         #expect(!first.cached && !other.cached)
         #expect(first.matrix.features == direct.features)
+        // Asked for again before anyone waited: its own write is waited for, then it is a hit.
+        let repeated = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [3, 17], writeBehind: writes)
+        #expect(repeated.cached && repeated.matrix.features == direct.features)
         try writes.wait()
         #expect(try store.cachedMatrices().count == 2)
         let again = try store.selectedMatrix(featureSet: fs, dataset: "toy", split: "train", columns: [3, 17], writeBehind: writes)

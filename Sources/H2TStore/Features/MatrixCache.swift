@@ -43,6 +43,8 @@ extension FeatureStore {
         let items = try self.split(dataset: dataset, split: split)
         let digest = Self.splitDigest(classNames: try self.dataset(dataset).classNames, items: items)
         let key = MatrixKey.make(featureSet: info.id, splitDigest: digest, columns: columns)
+        // The same matrix asked for again while its record is still being written: wait for it.
+        if let writeBehind, writeBehind.started(key) { try writeBehind.wait() }
         let hit: FeatureMatrix? = try environment.read { txn in
             guard let record = try txn.get(tables.matrices, key) else { return nil }
             var out = FeatureMatrix(rowCount: record.info.rows, columnCount: record.info.columns, taps: Self.tapLayout(info.manifest, columns: columns))
@@ -73,7 +75,7 @@ extension FeatureStore {
             let write: @Sendable () throws -> Void = { [environment, tables] in
                 try environment.write { txn in try txn.put(tables.matrices, key, record) }
             }
-            if let writeBehind { writeBehind.start(write) } else { try write() }
+            if let writeBehind { writeBehind.start(key: key, write) } else { try write() }
         }
         return (LabelledMatrix(features: matrix, labels: items.labels, examples: items.examples), false)
     }
@@ -105,11 +107,16 @@ extension FeatureStore {
 public final class CacheWrites: Sendable {
     private let group = DispatchGroup()
     private let firstError = Mutex<(any Error)?>(nil)
+    private let keys = Mutex<Set<[UInt8]>>([])
 
     /// An empty set of writes.
     public init() {}
 
-    func start(_ write: @escaping @Sendable () throws -> Void) {
+    /// Whether a write of the record under `key` was started here.
+    func started(_ key: [UInt8]) -> Bool { keys.withLock { $0.contains(key) } }
+
+    func start(key: [UInt8], _ write: @escaping @Sendable () throws -> Void) {
+        keys.withLock { _ = $0.insert(key) }
         group.enter()
         DispatchQueue.global().async { [self] in
             do { try write() } catch { firstError.withLock { if $0 == nil { $0 = error } } }

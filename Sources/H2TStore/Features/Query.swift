@@ -123,8 +123,10 @@ extension FeatureStore {
             while let index = next() {
                 let (segment, picks) = work[index]
                 let stored = segments[segment].count
-                // Rows land in the block in stored order; a whole segment takes the contiguous path.
-                let rows: [RowPick]? = picks.count == stored ? nil : picks.enumerated().map { RowPick(local: $0.element.local, out: $0.offset) }
+                // Rows land in the block in stored order; exactly the segment's rows 0..<n (no
+                // repeated example standing in for a missing one) take the contiguous path.
+                let whole = picks.count == stored && picks.enumerated().allSatisfy { $0.element.local == $0.offset }
+                let rows: [RowPick]? = whole ? nil : picks.enumerated().map { RowPick(local: $0.element.local, out: $0.offset) }
                 let matrix = try FeatureMatrix(rowCount: picks.count, columnCount: outColumns, taps: taps) { buffer in
                     try environment.read { txn in
                         for block in blocks {
