@@ -118,8 +118,10 @@ extension FeatureStore {
             }
         }
         let fs = FeatureSetPrefix(id: info.id)
+        // Fewer blocks than threads (a predict of a few examples): each block's tiles are
+        // decoded on all the threads instead.
+        let tileParallelism = work.count < parallelism.threads ? parallelism : .serial
         try Parallel.forEachWorker(itemCount: work.count, parallelism: parallelism) { _, next in
-            let decoder = TileDecoder()
             while let index = next() {
                 let (segment, picks) = work[index]
                 let stored = segments[segment].count
@@ -128,10 +130,13 @@ extension FeatureStore {
                 let whole = picks.count == stored && picks.enumerated().allSatisfy { $0.element.local == $0.offset }
                 let rows: [RowPick]? = whole ? nil : picks.enumerated().map { RowPick(local: $0.element.local, out: $0.offset) }
                 let matrix = try FeatureMatrix(rowCount: picks.count, columnCount: outColumns, taps: taps) { buffer in
-                    try environment.read { txn in
-                        for block in blocks {
-                            try decodeTile(txn, decoder, featureSet: info.id, fs, segment: segments[segment], block: block, rows: rows,
-                                           into: buffer.baseAddress!, stride: outColumns)
+                    try Parallel.forEachWorker(itemCount: blocks.count, parallelism: tileParallelism) { _, nextBlock in
+                        let decoder = TileDecoder()
+                        try environment.read { txn in
+                            while let b = nextBlock() {
+                                try decodeTile(txn, decoder, featureSet: info.id, fs, segment: segments[segment], block: blocks[b], rows: rows,
+                                               into: buffer.baseAddress!, stride: outColumns)
+                            }
                         }
                     }
                 }
