@@ -134,6 +134,12 @@ struct FeatureStoreTests {
             seen.append(sorted)
             #expect(sorted.flatMap(\.positions).sorted() == Array(order.indices))
             #expect(throws: StoreError.self) { try store.forEachRowBlock(featureSet: fs, examples: [ids[0]], columns: [width]) { _, _ in } }
+            // One block, fewer than the threads: its tiles are decoded on all of them.
+            let few = [3, 9, 3].map { ids[$0] }
+            try store.forEachRowBlock(featureSet: fs, examples: few, maxRows: maxRows) { positions, block in
+                let expected = try store.read(featureSet: fs, examples: positions.map { few[$0] })
+                #expect(block.values == expected.values)
+            }
             for block in sorted {
                 let stored = block.positions.map { order[$0] }
                 #expect(block.positions.count <= maxRows)
