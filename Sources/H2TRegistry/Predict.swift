@@ -124,8 +124,18 @@ public struct HeadApplier: Sendable {
     /// `values` (`rows × inputCount`, normalised in place), handed to `emit` row by row.
     func score(_ values: consuming [Float], rows: Int, parallelism: Parallelism = .serial,
                _ emit: (_ row: Int, _ label: Int, _ probabilities: [Float]) -> Void) throws {
-        let k = head.classNames.count
         var matrix = try FeatureMatrix(rowCount: rows, columnCount: head.inputCount, values: consume values, taps: subsetTaps)
+        try score(&matrix, parallelism: parallelism, emit)
+    }
+
+    /// ``score(_:rows:parallelism:_:)`` of a matrix of the head's selected columns in their tap
+    /// layout (as the store reads them), normalised in place.
+    func score(_ matrix: inout FeatureMatrix, parallelism: Parallelism = .serial,
+               _ emit: (_ row: Int, _ label: Int, _ probabilities: [Float]) -> Void) throws {
+        guard matrix.columnCount == head.inputCount, matrix.taps.map(\.columns) == subsetTaps.map(\.columns) else {
+            throw RegistryError.invalidInput("a \(matrix.rowCount)×\(matrix.columnCount) matrix in another tap layout than head \(head.reference)'s \(head.inputCount) selected features")
+        }
+        let k = head.classNames.count, rows = matrix.rowCount
         matrix.applyInputRule(inputRule, parallelism: parallelism)
         let logits = linear.logits(matrix)
         for r in 0..<rows {
@@ -180,11 +190,8 @@ extension Registry {
             try probabilities.withUnsafeMutableBufferPointer { probabilities in
                 // Blocks hold disjoint positions, so the workers write disjoint cells.
                 try store.forEachRowBlock(featureSet: info.id, examples: examples, columns: head.selectedIndices, maxRows: batchSize) { positions, block in
-                    // The block's values are handed over (it ends here), so the input rule
-                    // normalises them in place instead of copying them.
-                    let rows = block.rowCount, values = block.values
-                    _ = consume block
-                    try applier.score(consume values, rows: rows) { r, label, p in
+                    // Normalised in place: the worker decodes its next block into the same matrix.
+                    try applier.score(&block) { r, label, p in
                         let position = positions[r]
                         labels[position] = label
                         for c in 0..<k { probabilities[position * k + c] = p[c] }

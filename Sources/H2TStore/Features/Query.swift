@@ -96,8 +96,11 @@ extension FeatureStore {
     /// with a block (a head's inputs, logits and probabilities in `predict`) runs on the workers
     /// too: a 10,000-row predict no longer faults in a 180 MB matrix, then multiplies it on one
     /// thread. The blocks depend only on where the examples are stored, never on the thread count.
+    /// `body` may change the block's values in place (`predict` normalises them): each worker
+    /// decodes its next block of the same shape into the same matrix, so its pages are faulted
+    /// in once, not once per block.
     public func forEachRowBlock(featureSet: String, examples: [ExampleID], columns: [Int]? = nil, maxRows: Int = .max,
-                                _ body: (_ positions: [Int], _ block: consuming FeatureMatrix) throws -> Void) throws {
+                                _ body: (_ positions: [Int], _ block: inout FeatureMatrix) throws -> Void) throws {
         precondition(maxRows > 0, "blocks need at least one row")
         let info = try self.featureSet(featureSet)
         let manifest = info.manifest
@@ -122,6 +125,7 @@ extension FeatureStore {
         // decoded on all the threads instead.
         let tileParallelism = work.count < parallelism.threads ? parallelism : .serial
         try Parallel.forEachWorker(itemCount: work.count, parallelism: parallelism) { _, next in
+            var previous: FeatureMatrix?
             while let index = next() {
                 let (segment, picks) = work[index]
                 let stored = segments[segment].count
@@ -129,7 +133,7 @@ extension FeatureStore {
                 // repeated example standing in for a missing one) take the contiguous path.
                 let whole = picks.count == stored && picks.enumerated().allSatisfy { $0.element.local == $0.offset }
                 let rows: [RowPick]? = whole ? nil : picks.enumerated().map { RowPick(local: $0.element.local, out: $0.offset) }
-                let matrix = try FeatureMatrix(rowCount: picks.count, columnCount: outColumns, taps: taps) { buffer in
+                func decode(into buffer: UnsafeMutableBufferPointer<Float>) throws {
                     try Parallel.forEachWorker(itemCount: blocks.count, parallelism: tileParallelism) { _, nextBlock in
                         let decoder = TileDecoder()
                         try environment.read { txn in
@@ -140,7 +144,17 @@ extension FeatureStore {
                         }
                     }
                 }
-                try body(picks.map(\.out), matrix)
+                var matrix: FeatureMatrix
+                if previous?.rowCount == picks.count, previous?.columnCount == outColumns, previous?.taps == taps {
+                    // Taken out, so its buffer is referenced once: decoded into, not copied.
+                    matrix = previous.take()!
+                    try matrix.values.withUnsafeMutableBufferPointer { try decode(into: $0) }
+                } else {
+                    previous = nil
+                    matrix = try FeatureMatrix(rowCount: picks.count, columnCount: outColumns, taps: taps, initializingValuesWith: decode)
+                }
+                try body(picks.map(\.out), &matrix)
+                previous = consume matrix
             }
         }
     }
