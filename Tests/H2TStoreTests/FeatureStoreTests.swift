@@ -129,6 +129,9 @@ struct FeatureStoreTests {
                 #expect(block.rowCount == positions.count && block.columnCount == columns.count)
                 let values = block.values
                 blocks.withLock { $0.append((positions, values)) }
+                // The caller may overwrite a block (predict normalises it): the worker's next
+                // block, decoded into the same matrix, must not show it.
+                for i in block.values.indices { block.values[i] = .nan }
             }
             let sorted = blocks.withLock { $0 }.sorted { $0.positions[0] < $1.positions[0] }
             seen.append(sorted)
