@@ -279,4 +279,33 @@ struct ChannelMajorPoolingTests {
             }
         }
     }
+
+    /// Several rules at once (the ingest's target sizes, channel by channel) give each rule's
+    /// own values: windows of two sizes, and a global rule beside them.
+    @Test(arguments: [(16, 32, 9), (24, 56, 8), (96, 7, 3)])
+    func severalRulesAtOnce(channels: Int, side: Int, examples: Int) {
+        var random = NetworkTestRandom(seed: UInt64(channels + side))
+        let plane = side * side, shape = [channels, side, side]
+        let input = random.array(channels * examples * plane)
+        let rules = [512, 1024, 16].map { Head2ToePooling(targetSize: $0) }
+        for isa in NetworkKernelTests.runnableSets {
+            let widths = rules.map { $0.outputWidth(shape: shape) }
+            var separate = widths.map { [Float](repeating: .nan, count: examples * $0) }
+            let together = widths.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: examples * $0) }
+            defer { together.forEach { $0.deallocate() } }
+            input.withUnsafeBufferPointer { i in
+                for r in rules.indices {
+                    separate[r].withUnsafeMutableBufferPointer {
+                        rules[r].poolChannelMajor(i.baseAddress!, shape: shape, examples: examples, into: $0.baseAddress!, rowStride: widths[r], isa: isa)
+                    }
+                    together[r].initialize(repeating: .nan)
+                }
+                Head2ToePooling.poolChannelMajor(rules.indices.map { (rules[$0], together[$0].baseAddress!, widths[$0]) }, i.baseAddress!,
+                                                 shape: shape, examples: examples, isa: isa)
+            }
+            for r in rules.indices {
+                #expect(together[r].map(\.bitPattern) == separate[r].map(\.bitPattern), "F_T \(rules[r].targetSize) of \(shape) at \(isa)")
+            }
+        }
+    }
 }

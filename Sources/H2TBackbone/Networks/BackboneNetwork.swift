@@ -98,11 +98,12 @@ public final class BackboneNetwork: Sendable {
         // Each tap is pooled by the worker that computed it, right after its layer, while the slice's
         // activations are still in cache.
         try run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism) { activations in
-            for r in rules.indices {
+            let targets = rules.indices.map { r in
                 let (offset, width) = frozen[r][activations.tap.order]
-                let rows = bases.value[r] + activations.firstExample * rowWidths[r] + offset
-                activations.pool(rules[r], into: rows, width: width, rowStride: rowWidths[r])
+                return (rule: rules[r], rows: bases.value[r] + activations.firstExample * rowWidths[r] + offset,
+                        width: width, rowStride: rowWidths[r])
             }
+            activations.pool(targets)
         }
         return layouts
     }
@@ -189,16 +190,21 @@ public struct TapActivations {
         return try body(UnsafeBufferPointer(start: scratch, count: size))
     }
 
-    /// Pools every example of the slice with `rule` into rows `rowStride` floats apart, `width`
-    /// features each; spatial taps are read in place (no per-example gather).
-    func pool(_ rule: Head2ToePooling, into rows: UnsafeMutablePointer<Float>, width: Int, rowStride: Int) {
+    /// Pools every example of the slice with each target's rule into its rows, `rowStride`
+    /// floats apart, `width` features each; spatial taps are read in place (no per-example
+    /// gather), all the rules on a channel before the next one.
+    func pool(_ targets: [(rule: Head2ToePooling, rows: UnsafeMutablePointer<Float>, width: Int, rowStride: Int)]) {
         guard channelMajor else {
-            for i in 0..<count {
-                withExample(i) { rule.pool($0, shape: tap.shape, into: UnsafeMutableBufferPointer(start: rows + i * rowStride, count: width)) }
+            for target in targets {
+                for i in 0..<count {
+                    withExample(i) {
+                        target.rule.pool($0, shape: tap.shape, into: UnsafeMutableBufferPointer(start: target.rows + i * target.rowStride, count: target.width))
+                    }
+                }
             }
             return
         }
-        rule.poolChannelMajor(base, shape: tap.shape, examples: count, into: rows, rowStride: rowStride)
+        Head2ToePooling.poolChannelMajor(targets.map { ($0.rule, $0.rows, $0.rowStride) }, base, shape: tap.shape, examples: count)
     }
 
     /// Copies example `index` (channel-first, `tap.elementCount` floats) into `destination`.
