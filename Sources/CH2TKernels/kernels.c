@@ -32,6 +32,28 @@ AVX2 static inline __m256i tail_mask8(ptrdiff_t left) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), index);
 }
 
+// Sixteen values at a time: the even and odd lanes of two vectors, then their 64-bit pairs put
+// back in order ([a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]).
+AVX2 static void deinterleave_avx2(const float *source, ptrdiff_t count, float *evens, float *odds) {
+    ptrdiff_t j = 0;
+    for (; 2 * j + 16 <= count; j += 8) {
+        const __m256 a = _mm256_loadu_ps(source + 2 * j), b = _mm256_loadu_ps(source + 2 * j + 8);
+        const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+        _mm256_storeu_ps(evens + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(odds + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (ptrdiff_t i = 2 * j; i < count; i++) {
+        if ((i & 1) == 0) evens[i >> 1] = source[i];
+        else odds[i >> 1] = source[i];
+    }
+}
+
+void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds) {
+    (void)isa;  // one variant: shuffles, no arithmetic, the same at both levels
+    deinterleave_avx2(source, count, evens, odds);
+}
+
 AVX2 static void depthwise_rows_avx2(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
                                      ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
                                      const float *weights, float bias) {
@@ -583,6 +605,9 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
 
 #else  // not x86-64: no variants; callers stay on their portable loops.
 
+void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds) {
+    (void)isa; (void)source; (void)count; (void)evens; (void)odds;
+}
 int h2t_cpu_isa(void) { return H2T_ISA_BASELINE; }
 void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows, ptrdiff_t row_step,
                         const ptrdiff_t *offsets, ptrdiff_t taps, const float *weights, float bias) {

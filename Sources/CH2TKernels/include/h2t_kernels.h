@@ -36,6 +36,11 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
                              const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
                              const float *weights, float bias);
 
+/// Splits `count` values into those at even indices (`evens[j] = source[2 j]`) and those at
+/// odd ones (`odds[j] = source[2 j + 1]`): a stride-2 depthwise convolution's padded rows, split
+/// by column phase so that every kernel column reads a contiguous run. Data movement only.
+void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds);
+
 /// `values[i] = min(max(values[i], 0), 6)`.
 void h2t_relu6(int isa, float *values, ptrdiff_t count);
 

@@ -106,6 +106,17 @@ public enum NetworkKernels {
                     // Input column x sits at padded column px = x + left: even px at px/2, odd px
                     // at half + px/2.
                     let firstEven = padding.left & 1  // smallest x with x + left even
+                    if isa != .baseline {
+                        // Even x go to the even phase when left is even, else to the odd one.
+                        let evenX = firstEven == 0 ? padding.left >> 1 : half + (padding.left >> 1)
+                        let oddX = firstEven == 0 ? half + ((padding.left + 1) >> 1) : (padding.left + 1) >> 1
+                        for y in 0..<height {
+                            let row = scratch + (y + padding.top) * wp
+                            h2t_deinterleave(Int32(isa.rawValue), src + y * width, width, row + evenX, row + oddX)
+                        }
+                        h2t_depthwise_rows(Int32(isa.rawValue), dst, ow, oh, scratch, stride * wp, offsets, kernel * kernel, w, b)
+                        continue
+                    }
                     for y in 0..<height {
                         let row = scratch + (y + padding.top) * wp
                         let line = src + y * width
