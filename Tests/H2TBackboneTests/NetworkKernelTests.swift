@@ -67,6 +67,9 @@ struct NetworkKernelTests {
         // Wide rows (full 32-wide AVX-512 and 16-wide AVX2 steps plus tails); batches past 16.
         (3, 1, false, 5, 45, 2), (3, 2, false, 6, 70, 2), (5, 1, true, 3, 41, 2), (3, 1, false, 4, 4, 19),
         (5, 2, true, 6, 6, 21),
+        // Stride 2 on rows of 8 outputs or more, left padding 0 ("same", 3×3) and 2 (symmetric 5×5):
+        // the rows' phase split puts even columns in the odd phase or one column in.
+        (3, 2, true, 16, 18, 2), (5, 2, false, 16, 20, 2),
     ])
     func depthwise(kernel: Int, stride: Int, same: Bool, height: Int, width: Int, batch: Int) {
         for isa in Self.runnableSets {

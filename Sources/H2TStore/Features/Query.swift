@@ -145,7 +145,8 @@ extension FeatureStore {
                     }
                 }
                 var matrix: FeatureMatrix
-                if previous?.rowCount == picks.count, previous?.columnCount == outColumns, previous?.taps == taps {
+                if previous?.rowCount == picks.count, previous?.columnCount == outColumns, previous?.taps == taps,
+                   previous?.values.count == picks.count * outColumns {  // (a caller may have replaced the values)
                     // Taken out, so its buffer is referenced once: decoded into, not copied.
                     matrix = previous.take()!
                     try matrix.values.withUnsafeMutableBufferPointer { try decode(into: $0) }
