@@ -87,13 +87,7 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
         let cells = ((h - p) / p + 1) * ((w - p) / p + 1)
         if isa != .baseline {
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * plane) { columns in
-                for ch in 0..<c {
-                    h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, p,
-                                       output + ch * cells, rowStride, columns.baseAddress!)
-                }
-            }
-            return
+            return Self.windowAverages([(p, cells, output, rowStride)], input, channels: c, examples: examples, height: h, width: w, isa: isa)
         }
         for ch in 0..<c {
             for e in 0..<examples {
@@ -114,7 +108,6 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
                                         isa: InstructionSet = .selected) {
         precondition(shape.count == 3, "channel-major pooling needs a spatial tap, got \(shape)")
         let (c, h, w) = (shape[0], shape[1], shape[2])
-        let plane = h * w
         // Window rules on the vector kernel go channel by channel; the others as before.
         var windowed: [(window: Int, cells: Int, output: UnsafeMutablePointer<Float>, rowStride: Int)] = []
         for (rule, output, rowStride) in rules {
@@ -126,9 +119,18 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
             }
         }
         guard !windowed.isEmpty else { return }
+        windowAverages(windowed, input, channels: c, examples: examples, height: h, width: w, isa: isa)
+    }
+
+    /// The vector kernel's window averages of a channel-major tap for each of `rules`, every rule
+    /// on a channel before the next channel.
+    private static func windowAverages(_ rules: [(window: Int, cells: Int, output: UnsafeMutablePointer<Float>, rowStride: Int)],
+                                       _ input: UnsafePointer<Float>, channels c: Int, examples: Int, height h: Int, width w: Int,
+                                       isa: InstructionSet) {
+        let plane = h * w
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * plane) { columns in
             for ch in 0..<c {
-                for rule in windowed {
+                for rule in rules {
                     h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, rule.window,
                                        rule.output + ch * rule.cells, rule.rowStride, columns.baseAddress!)
                 }
