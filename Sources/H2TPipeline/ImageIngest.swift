@@ -130,7 +130,7 @@ public struct ImageIngest {
         let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
         let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
         if options.strict {
-            let bad = scanSkipped + reader.undecodable(wanted)
+            let bad = scanSkipped + reader.undecodable(wanted, parallelism: options.parallelism)
             guard bad.isEmpty else { throw ImageIngestError.skippedUnderStrict(skipped: bad, stored: 0) }
         }
         var classNames = options.classNames ?? reader.classNames
@@ -166,7 +166,7 @@ public struct ImageIngest {
         var first = wanted.lowerBound
         while first < wanted.upperBound {
             let count = min(options.segmentRows, wanted.upperBound - first)
-            let segment = try reader.segment(first..<(first + count), preprocessing: preprocessing)
+            let segment = reader.segment(first..<(first + count), preprocessing: preprocessing, parallelism: options.parallelism)
             // Checked before writing, so only a file changed since can fail here.
             if options.strict, !segment.skipped.isEmpty {
                 throw ImageIngestError.skippedUnderStrict(skipped: segment.skipped, stored: seen)
@@ -196,24 +196,38 @@ public struct ImageIngest {
         let chunk = try writer.chunk(examples: keep.map { segment.ids[$0] })
         let needed = keep.indices.filter { chunk.needs($0) }
         let per = preprocessing.valuesPerImage
-        var batchStart = 0
-        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: options.effectiveBatchSize * $0.width) }
+        let batchSize = options.effectiveBatchSize
+        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batchSize * $0.width) }
         defer { outputs.forEach { $0.deallocate() } }
-        while batchStart < needed.count {
-            let batch = Array(needed[batchStart..<min(batchStart + options.effectiveBatchSize, needed.count)])
-            var input = [Float](repeating: 0, count: batch.count * per)
-            for (b, k) in batch.enumerated() {
-                let source = keep[k] * per
-                input.replaceSubrange((b * per)..<((b + 1) * per), with: segment.tensor[source..<(source + per)])
-            }
-            _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
-                                           targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
-            for (f, manifest) in writer.manifests.enumerated() {
-                for (b, k) in batch.enumerated() {
-                    chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
+        // A batch of images that lie next to each other in the segment's tensor (every image new,
+        // the usual case) is read where it lies; others are gathered into `gathered` first.
+        var gathered: UnsafeMutableBufferPointer<Float>?
+        defer { gathered?.deallocate() }
+        try segment.tensor.withUnsafeBufferPointer { tensor in
+            var batchStart = 0
+            while batchStart < needed.count {
+                let batch = Array(needed[batchStart..<min(batchStart + batchSize, needed.count)])
+                let rows = batch.map { keep[$0] }
+                let input: UnsafeBufferPointer<Float>
+                if zip(rows, rows.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
+                    input = UnsafeBufferPointer(rebasing: tensor[(rows[0] * per)..<((rows[0] + rows.count) * per)])
+                } else {
+                    let buffer = gathered ?? .allocate(capacity: batchSize * per)
+                    gathered = buffer
+                    for (b, row) in rows.enumerated() {
+                        (buffer.baseAddress! + b * per).update(from: tensor.baseAddress! + row * per, count: per)
+                    }
+                    input = UnsafeBufferPointer(rebasing: buffer[0..<(rows.count * per)])
                 }
+                _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
+                                               targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
+                for (f, manifest) in writer.manifests.enumerated() {
+                    for (b, k) in batch.enumerated() {
+                        chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
+                    }
+                }
+                batchStart += batch.count
             }
-            batchStart += batch.count
         }
         let records = keep.map { ExampleRecord(name: segment.names[$0], source: segment.sources[$0]) }
         let append = DatasetAppend(dataset: options.dataset, classNames: classNames, split: options.split,
@@ -302,17 +316,21 @@ struct ImageReader {
                           dataset: options.dataset, split: options.split, classNames: classNames, featureSets: writer.featureSetIDs)
     }
 
-    /// The files of `range` that do not decode (none for IDX stacks), as `segment` would skip them.
-    func undecodable(_ range: Range<Int>) -> [IngestSummary.SkippedInput] {
+    /// The files of `range` that do not decode (none for IDX stacks), as `segment` would skip
+    /// them; the files are decoded on `parallelism`'s threads.
+    func undecodable(_ range: Range<Int>, parallelism: Parallelism) -> [IngestSummary.SkippedInput] {
         guard let folder else { return [] }
-        return folder.items[range].compactMap { item in
+        let items = Array(folder.items[range])
+        // `try?`: the body cannot throw, so neither can the map.
+        let problems = (try? Parallel.map(items, parallelism: parallelism) { item -> IngestSummary.SkippedInput? in
             do {
                 _ = try folder.decode(item)
                 return nil
             } catch {
                 return .init(path: item.path, reason: Self.skipReason(error))
             }
-        }
+        }) ?? []
+        return problems.compactMap { $0 }
     }
 
     /// Why a file that failed to decode is skipped, in the words of the scan's reasons.
@@ -320,7 +338,10 @@ struct ImageReader {
         (error as? ImageInputError).map { ImageFolder.skipReason($0).description } ?? "\(error)"
     }
 
-    func segment(_ range: Range<Int>, preprocessing: Preprocessing) throws -> ImageSegment {
+    /// Images `range`, decoded, identified and preprocessed on `parallelism`'s threads (each
+    /// file by one worker, straight into its place in the segment's tensor); files that do not
+    /// decode are skipped and reported, in the source's order.
+    func segment(_ range: Range<Int>, preprocessing: Preprocessing, parallelism: Parallelism) -> ImageSegment {
         if let (images, labels) = idx {
             let size = images.width * images.height
             let ids = images.pixels.withUnsafeBufferPointer { pixels in
@@ -329,29 +350,55 @@ struct ImageReader {
                                           width: images.width, height: images.height, channels: 1)
                 }
             }
-            return ImageSegment(tensor: preprocessing.tensor(images, range: range), ids: ids,
+            return ImageSegment(tensor: preprocessing.tensor(images, range: range, parallelism: parallelism), ids: ids,
                                 labels: range.map { i in labels.map { Int($0[i]) } ?? 0 },
                                 names: range.map { "\((path as NSString).lastPathComponent)#\($0)" },
                                 sources: range.map { _ in path }, skipped: [])
         }
         let folder = self.folder!
-        var images: [DecodedImage] = []
-        var ids: [ExampleID] = [], labels: [Int] = [], names: [String] = [], sources: [String] = []
-        var skipped: [IngestSummary.SkippedInput] = []
-        for item in folder.items[range] {
-            do {
-                let image = try folder.decode(item, alpha: preprocessing.alpha)
-                images.append(image)
-                ids.append(image.pixels.withUnsafeBufferPointer {
-                    ImageIngest.exampleID(pixels: $0, width: image.width, height: image.height, channels: image.channels)
-                })
-                labels.append(item.label)
-                names.append(String(item.path.dropFirst(folder.root.count).drop { $0 == "/" }))
-                sources.append(item.path)
-            } catch {
-                skipped.append(.init(path: item.path, reason: Self.skipReason(error)))
+        let items = Array(folder.items[range])
+        let per = preprocessing.valuesPerImage
+        var outcomes: [Result<ExampleID, SkippedFile>] = []
+        let tensor = [Float](unsafeUninitializedCapacity: items.count * per) { buffer, initialized in
+            let base = UnsafeSendable(buffer.baseAddress)
+            // `try?`: the body cannot throw, so neither can the map.
+            outcomes = (try? Parallel.map(count: items.count, parallelism: parallelism) { k -> Result<ExampleID, SkippedFile> in
+                do {
+                    let image = try folder.decode(items[k], alpha: preprocessing.alpha)
+                    preprocessing.write(image, to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
+                    return .success(image.pixels.withUnsafeBufferPointer {
+                        ImageIngest.exampleID(pixels: $0, width: image.width, height: image.height, channels: image.channels)
+                    })
+                } catch {
+                    return .failure(SkippedFile(input: .init(path: items[k].path, reason: Self.skipReason(error))))
+                }
+            }) ?? []
+            // Close the gaps the skipped files left (blocks only move down, so never onto themselves).
+            var kept = 0
+            for (k, outcome) in outcomes.enumerated() {
+                guard case .success = outcome else { continue }
+                if kept != k { (base.value! + kept * per).update(from: base.value! + k * per, count: per) }
+                kept += 1
+            }
+            initialized = kept * per
+        }
+        var segment = ImageSegment(tensor: tensor, ids: [], labels: [], names: [], sources: [], skipped: [])
+        for (item, outcome) in zip(items, outcomes) {
+            switch outcome {
+            case .success(let id):
+                segment.ids.append(id)
+                segment.labels.append(item.label)
+                segment.names.append(String(item.path.dropFirst(folder.root.count).drop { $0 == "/" }))
+                segment.sources.append(item.path)
+            case .failure(let skipped):
+                segment.skipped.append(skipped.input)
             }
         }
-        return ImageSegment(tensor: preprocessing.tensor(images), ids: ids, labels: labels, names: names, sources: sources, skipped: skipped)
+        return segment
     }
+}
+
+/// A file a segment leaves out, as the error side of a worker's result.
+struct SkippedFile: Error {
+    var input: IngestSummary.SkippedInput
 }

@@ -1,3 +1,5 @@
+import H2TCore
+
 /// How images are resized to the network input.
 public enum ResizeMethod: String, Sendable, Hashable, Codable {
     /// PIL's `Image.resize(size, BILINEAR)` rule, which torchvision's `Resize` uses on PIL images:
@@ -87,68 +89,83 @@ public struct Preprocessing: Sendable, Hashable, Codable {
         }
     }
 
-    /// Preprocesses `images` into one `[N, 3, height, width]` tensor.
-    public func tensor(_ images: [DecodedImage]) -> [Float] {
+    /// Preprocesses `images` into one `[N, 3, height, width]` tensor, the images shared among
+    /// `parallelism`'s threads (each image's values do not depend on which thread wrote them).
+    public func tensor(_ images: [DecodedImage], parallelism: Parallelism = .default) -> [Float] {
         let per = valuesPerImage
         return [Float](unsafeUninitializedCapacity: images.count * per) { buffer, initialized in
-            for (i, image) in images.enumerated() {
-                write(image, to: UnsafeMutableBufferPointer(rebasing: buffer[(i * per)..<((i + 1) * per)]))
+            let base = UnsafeSendable(buffer.baseAddress)
+            // `try?`: the body cannot throw, so neither can the map.
+            _ = try? Parallel.map(count: images.count, parallelism: parallelism) { i in
+                write(images[i], to: UnsafeMutableBufferPointer(start: base.value! + i * per, count: per))
             }
             initialized = images.count * per
         }
     }
 
-    /// Preprocesses images `range` of an IDX stack into one `[range.count, 3, height, width]` tensor.
-    public func tensor(_ images: GrayscaleImages, range: Range<Int>) -> [Float] {
+    /// Preprocesses images `range` of an IDX stack into one `[range.count, 3, height, width]`
+    /// tensor, the images shared among `parallelism`'s threads.
+    public func tensor(_ images: GrayscaleImages, range: Range<Int>, parallelism: Parallelism = .default) -> [Float] {
         precondition(range.lowerBound >= 0 && range.upperBound <= images.count, "image range out of bounds")
         let per = valuesPerImage
         let size = images.height * images.width
         let horizontal = ResampleAxis(input: images.width, output: width)
         let vertical = ResampleAxis(input: images.height, output: height)
         return [Float](unsafeUninitializedCapacity: range.count * per) { buffer, initialized in
+            let base = UnsafeSendable(buffer.baseAddress)
             images.pixels.withUnsafeBufferPointer { pixels in
-                for (k, i) in range.enumerated() {
-                    write(pixels: UnsafeBufferPointer(rebasing: pixels[(i * size)..<((i + 1) * size)]),
+                let source = UnsafeSendable(pixels)
+                _ = try? Parallel.map(count: range.count, parallelism: parallelism) { k in
+                    let i = range.lowerBound + k
+                    write(pixels: UnsafeBufferPointer(rebasing: source.value[(i * size)..<((i + 1) * size)]),
                           width: images.width, height: images.height, channels: 1,
                           horizontal: horizontal, vertical: vertical,
-                          to: UnsafeMutableBufferPointer(rebasing: buffer[(k * per)..<((k + 1) * per)]))
+                          to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
                 }
             }
             initialized = range.count * per
         }
     }
 
+    /// Resizes rows first (`[inHeight][outW][channels]`), then columns, then normalises; every
+    /// output value is the same sum in the same order as PIL's separable rule describes.
     private func write(pixels: UnsafeBufferPointer<UInt8>, width inWidth: Int, height inHeight: Int, channels: Int,
                        horizontal: ResampleAxis, vertical: ResampleAxis, to output: UnsafeMutableBufferPointer<Float>) {
         precondition(output.count >= valuesPerImage, "output buffer too small")
         precondition(channels == 1 || channels == 3, "images have 1 or 3 channels")
-        let outW = width, outH = height
-        // Rows first: [inHeight][outW][channels].
-        var rows = [Float](repeating: 0, count: inHeight * outW * channels)
-        for y in 0..<inHeight {
-            let source = y * inWidth * channels
-            for x in 0..<outW {
-                let start = horizontal.starts[x], taps = horizontal.counts[x], w = x * horizontal.stride
-                for c in 0..<channels {
-                    var sum: Float = 0
-                    for t in 0..<taps { sum += horizontal.weights[w + t] * Float(pixels[source + (start + t) * channels + c]) }
-                    rows[(y * outW + x) * channels + c] = sum
+        precondition(pixels.count >= inWidth * inHeight * channels, "pixel buffer too small")
+        let outW = width, outH = height, plane = outH * outW
+        let scale: [Float] = (0..<3).map { 1 / (255 * std[$0]) }
+        let shift: [Float] = (0..<3).map { -mean[$0] / std[$0] }
+        let rows = UnsafeMutableBufferPointer<Float>.allocate(capacity: inHeight * outW * channels)
+        defer { rows.deallocate() }
+        let out = output.baseAddress!, px = pixels.baseAddress!, row = rows.baseAddress!
+        horizontal.weights.withUnsafeBufferPointer { hw in
+            for y in 0..<inHeight {
+                let source = px + y * inWidth * channels
+                for x in 0..<outW {
+                    let start = horizontal.starts[x], taps = horizontal.counts[x], w = hw.baseAddress! + x * horizontal.stride
+                    for c in 0..<channels {
+                        var sum: Float = 0
+                        for t in 0..<taps { sum += w[t] * Float(source[(start + t) * channels + c]) }
+                        row[(y * outW + x) * channels + c] = sum
+                    }
                 }
             }
         }
-        let plane = outH * outW
-        let scale: [Float] = (0..<3).map { 1 / (255 * std[$0]) }
-        let shift: [Float] = (0..<3).map { -mean[$0] / std[$0] }
-        for y in 0..<outH {
-            let start = vertical.starts[y], taps = vertical.counts[y], w = y * vertical.stride
-            for x in 0..<outW {
-                for c in 0..<channels {
-                    var sum: Float = 0
-                    for t in 0..<taps { sum += vertical.weights[w + t] * rows[((start + t) * outW + x) * channels + c] }
-                    if channels == 1 {
-                        for k in 0..<3 { output[k * plane + y * outW + x] = sum * scale[k] + shift[k] }
-                    } else {
-                        output[c * plane + y * outW + x] = sum * scale[c] + shift[c]
+        vertical.weights.withUnsafeBufferPointer { vw in
+            for y in 0..<outH {
+                let start = vertical.starts[y], taps = vertical.counts[y], w = vw.baseAddress! + y * vertical.stride
+                let first = row + start * outW * channels
+                for x in 0..<outW {
+                    for c in 0..<channels {
+                        var sum: Float = 0
+                        for t in 0..<taps { sum += w[t] * first[(t * outW + x) * channels + c] }
+                        if channels == 1 {
+                            for k in 0..<3 { out[k * plane + y * outW + x] = sum * scale[k] + shift[k] }
+                        } else {
+                            out[c * plane + y * outW + x] = sum * scale[c] + shift[c]
+                        }
                     }
                 }
             }

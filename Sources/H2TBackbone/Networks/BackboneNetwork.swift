@@ -81,8 +81,22 @@ public final class BackboneNetwork: Sendable {
         taps selection: TapSelection = .all, parallelism: Parallelism = .default,
         into outputs: [UnsafeMutableBufferPointer<Float>]
     ) throws -> [PooledLayout] {
+        try batch.withUnsafeBufferPointer { batch in
+            try pooledFeatures(batch, count: count, height: height, width: width, targetSizes: targetSizes,
+                               taps: selection, parallelism: parallelism, into: outputs)
+        }
+    }
+
+    /// ``pooledFeatures(_:count:height:width:targetSizes:taps:parallelism:into:)`` on a batch the
+    /// caller holds in memory of its own (a slice of a larger tensor: no copy).
+    @discardableResult
+    public func pooledFeatures(
+        _ batch: UnsafeBufferPointer<Float>, count: Int, height: Int, width: Int, targetSizes: [Int],
+        taps selection: TapSelection = .all, parallelism: Parallelism = .default,
+        into outputs: [UnsafeMutableBufferPointer<Float>]
+    ) throws -> [PooledLayout] {
         guard !targetSizes.isEmpty else { throw NetworkError.invalidInput("no target size") }
-        try interpreter.validate(batch, count: count, height: height, width: width)
+        try interpreter.validate(batch.count, count: count, height: height, width: width)
         let layouts = try targetSizes.map { try pooledLayout(height: height, width: width, targetSize: $0, taps: selection) }
         guard outputs.count == layouts.count,
               zip(outputs, layouts).allSatisfy({ $0.count >= count * $1.width && $0.baseAddress != nil }) else {
@@ -97,7 +111,7 @@ public final class BackboneNetwork: Sendable {
         let bases = UnsafeSendable(outputs.map { $0.baseAddress! })
         // Each tap is pooled by the worker that computed it, right after its layer, while the slice's
         // activations are still in cache.
-        try run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism) { activations in
+        try interpreter.run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism) { activations in
             let targets = rules.indices.map { r in
                 let (offset, width) = frozen[r][activations.tap.order]
                 return (rule: rules[r], rows: bases.value[r] + activations.firstExample * rowWidths[r] + offset,

@@ -159,7 +159,17 @@ public final class NetworkInterpreter: Sendable {
         _ batch: [Float], count: Int, height: Int, width: Int, taps selection: TapSelection, parallelism: Parallelism,
         body: @Sendable (TapActivations) -> Void
     ) throws {
-        try validate(batch, count: count, height: height, width: width)
+        try batch.withUnsafeBufferPointer { batch in
+            try run(batch, count: count, height: height, width: width, taps: selection, parallelism: parallelism, body: body)
+        }
+    }
+
+    /// ``run(_:count:height:width:taps:parallelism:body:)`` on a batch the caller holds in memory of its own.
+    public func run(
+        _ batch: UnsafeBufferPointer<Float>, count: Int, height: Int, width: Int, taps selection: TapSelection, parallelism: Parallelism,
+        body: @Sendable (TapActivations) -> Void
+    ) throws {
+        try validate(batch.count, count: count, height: height, width: width)
         let plan = try RunPlan(self, height: height, width: width, selection: selection)
         let slice = Self.sliceExamples
         let slices = (count + slice - 1) / slice
@@ -167,28 +177,27 @@ public final class NetworkInterpreter: Sendable {
         let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: min(slice, count), slots: activationBuffers))
         defer { returnWorkspaces(workspaces) }
         let perExample = network.inputChannels * height * width
-        try batch.withUnsafeBufferPointer { input in
-            let shared = UnsafeSendable(input.baseAddress!), sharedWorkspaces = UnsafeSendable(workspaces)
-            try parallelism.withBLAS {
-                try Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { worker, next in
-                    while let s = next() {
-                        let first = s * slice, end = min(count, first + slice)
-                        self.forward(shared.value + first * perExample, first: first, count: end - first,
-                                     plan: plan, workspace: sharedWorkspaces.value[worker], body: body)
-                    }
+        let shared = UnsafeSendable(batch.baseAddress!), sharedWorkspaces = UnsafeSendable(workspaces)
+        try parallelism.withBLAS {
+            try Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { worker, next in
+                while let s = next() {
+                    let first = s * slice, end = min(count, first + slice)
+                    self.forward(shared.value + first * perExample, first: first, count: end - first,
+                                 plan: plan, workspace: sharedWorkspaces.value[worker], body: body)
                 }
             }
         }
     }
 
-    func validate(_ batch: [Float], count: Int, height: Int, width: Int) throws {
+    /// Checks a batch of `floats` values against `count` examples of `height × width`.
+    func validate(_ floats: Int, count: Int, height: Int, width: Int) throws {
         guard count > 0 else { throw NetworkError.invalidInput("empty batch") }
         let minimum = network.minimumInputSize
         guard height >= minimum, width >= minimum else {
             throw NetworkError.invalidInput("input \(height)×\(width) is smaller than \(minimum)×\(minimum)")
         }
-        guard batch.count == count * network.inputChannels * height * width else {
-            throw NetworkError.invalidInput("batch holds \(batch.count) floats, expected \(count)×\(network.inputChannels)×\(height)×\(width)")
+        guard floats == count * network.inputChannels * height * width else {
+            throw NetworkError.invalidInput("batch holds \(floats) floats, expected \(count)×\(network.inputChannels)×\(height)×\(width)")
         }
     }
 
