@@ -85,7 +85,7 @@ public final class ImagePredictor: Sendable {
     /// images' when the head records it (unless `allowAnySize`: resizing other sizes gives features
     /// of another scale than the head was trained on); without recorded preprocessing, a size other
     /// than the network input (nothing says how to resize).
-    public func batch(_ images: [DecodedImage], names: [String]) throws -> [Float] {
+    public func batch(_ images: [DecodedImage], names: [String], parallelism: Parallelism = .default) throws -> [Float] {
         for (n, image) in images.enumerated() {
             let name = n < names.count ? names[n] : "image \(n)"
             guard image.channels == 1 || image.channels == 3 else {
@@ -99,7 +99,7 @@ public final class ImagePredictor: Sendable {
                 throw RegistryError.invalidInput("\(name): image is \(image.width)×\(image.height); head \(head.reference) was trained on \(source.width)×\(source.height) images (resized to \(inputWidth)×\(inputHeight)); resize them first, or accept any size (--any-size)")
             }
         }
-        if let preprocessing { return preprocessing.tensor(images) }
+        if let preprocessing { return preprocessing.tensor(images, parallelism: parallelism) }
         let norm = network.architecture.normalisation
         let plane = inputHeight * inputWidth
         var out = [Float](repeating: 0, count: images.count * 3 * plane)
@@ -200,7 +200,7 @@ public final class ImagePredictor: Sendable {
                 fromStore += stored.count
             }
             if !compute.isEmpty {
-                let input = try batch(compute.map { images[$0] }, names: compute.map { names[$0] })
+                let input = try batch(compute.map { images[$0] }, names: compute.map { names[$0] }, parallelism: parallelism)
                 let computed = try selectedFeatures(input, count: compute.count, parallelism: parallelism)
                 for (row, i) in compute.enumerated() {
                     let at = (i - range.lowerBound) * d

@@ -30,9 +30,10 @@ struct Classify: ParsableCommand {
     func run() throws {
         let network = try BackboneNetwork.load(backbone, from: cacheOptions.artifactCache)
         let preprocessing = Preprocessing(architecture: backbone, size: inputSize)
-        let decoded = try images.map { try ImageDecoder.decode(contentsOfFile: $0, alpha: preprocessing.alpha) }
-        let predictions = try network.classify(preprocessing.tensor(decoded), count: decoded.count, height: inputSize, width: inputSize,
-                                               top: top, parallelism: try threadOptions.parallelism)
+        let parallelism = try threadOptions.parallelism
+        let decoded = try ImageDecoder.decode(files: images, alpha: preprocessing.alpha, parallelism: parallelism)
+        let predictions = try network.classify(preprocessing.tensor(decoded, parallelism: parallelism), count: decoded.count,
+                                               height: inputSize, width: inputSize, top: top, parallelism: parallelism)
         let results = zip(images, predictions).map { Result(image: $0, top: $1) }
         if output.json { return try printJSON(results) }
         for result in results {

@@ -70,7 +70,7 @@ struct Predict: ParsableCommand {
             source = "\(ids.count) stored examples"
         } else {
             let path = images!
-            let (decoded, names) = try loadImages(path)
+            let (decoded, names) = try loadImages(path, parallelism: parallelism)
             let info = try registry.featureSet(of: head)
             let backbone = try registry.store.backbone(info.manifest.backbone)
             guard let architecture = BackboneArchitecture(rawValue: backbone.architecture) else {
@@ -106,7 +106,7 @@ struct Predict: ParsableCommand {
     }
 
     /// An IDX images file, or the PNG/JPEG files of a folder in name order.
-    func loadImages(_ path: String) throws -> ([DecodedImage], [String]) {
+    func loadImages(_ path: String, parallelism: Parallelism) throws -> ([DecodedImage], [String]) {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("\(path): no such file or folder") }
         if isDirectory.boolValue {
@@ -114,7 +114,7 @@ struct Predict: ParsableCommand {
                 ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
             }
             guard !files.isEmpty else { throw ValidationError("\(path): no .png or .jpg files") }
-            return (try files.map { try ImageDecoder.decode(contentsOfFile: path + "/" + $0) }, files)
+            return (try ImageDecoder.decode(files: files.map { path + "/" + $0 }, parallelism: parallelism), files)
         }
         let stack = try IDX.readImages(path: path)
         let name = (path as NSString).lastPathComponent

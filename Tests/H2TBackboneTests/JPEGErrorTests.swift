@@ -73,3 +73,34 @@ import Testing
         #expect(message.hasPrefix("\(path): not a decodable PNG/JPEG image: libjpeg: "), "\(message)")
     }
 }
+
+/// Decoding a list of files on several threads reports the first failing file of the list,
+/// whichever thread met its failure first.
+@Suite struct ParallelDecodeTests {
+    @Test func severalFilesDecodeInOrderAndTheFirstFailureIsReported() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("h2t-decode-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let good = ["rgb.jpg", "gray.png", "rgb.png", "gray.jpg", "palette.png", "rgb_progressive.jpg"]
+        let paths = try good.map { name in
+            let path = folder.appendingPathComponent(name).path
+            try Data(Fixtures.bytes("images/" + name)).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let one = try paths.map { try ImageDecoder.decode(contentsOfFile: $0) }
+        let bad = try ["first-bad.jpg": "truncated.jpg", "second-bad.png": "corrupt.png"].mapValues { fixture in
+            try Fixtures.bytes("images/" + fixture)
+        }
+        for (name, bytes) in bad { try Data(bytes).write(to: folder.appendingPathComponent(name)) }
+        let firstBad = folder.appendingPathComponent("first-bad.jpg").path
+        let secondBad = folder.appendingPathComponent("second-bad.png").path
+        for threads in 1...4 {
+            let parallelism = Parallelism(threads: threads)
+            #expect(try ImageDecoder.decode(files: paths, parallelism: parallelism) == one, "\(threads) threads")
+            // The second bad file is the cheaper one to fail on, and many workers reach it first.
+            let mixed = [paths[0], firstBad] + paths[1...] + [secondBad]
+            let error = #expect(throws: ImageInputError.self) { try ImageDecoder.decode(files: mixed, parallelism: parallelism) }
+            #expect(error?.description.hasPrefix(firstBad + ": ") == true, "\(threads) threads: \(error.map { "\($0)" } ?? "none")")
+        }
+    }
+}

@@ -182,6 +182,44 @@ struct ThreadInvarianceTests {
         }
     }
 
+    /// An image-folder ingest (photos of 180-600 pixels a side, decoded, identified and resized
+    /// on the workers) with two undecodable files among them, in segments of 5 so that the gaps
+    /// they leave fall inside segments: at 1-4 threads, the same stored features (float32), the
+    /// same examples and the same skipped files in the same order.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: NSHomeDirectory() + "/.cache/h2t-store/images/coffee.png")
+                    || ProcessInfo.processInfo.environment["H2T_CACHE"] != nil, "run tools/fetch-artifacts first"))
+    func folderIngestIsBitIdentical() throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let folder = dir + "/photos"
+        let made = try CLI.run([CLI.packageRoot + "/tools/make-photo-folder", folder, "--count", "14", "--cache", cache],
+                               executable: "/usr/bin/env")
+        #expect(made.status == 0, "\(made.stderr)")
+        let bad = [folder + "/chelsea/000004.jpg", folder + "/coffee/000007.jpg"]
+        let original = try Data(contentsOf: URL(fileURLWithPath: bad[0]))
+        try original.prefix(original.count / 3).write(to: URL(fileURLWithPath: bad[0]))
+        try Data([0xFF, 0xD8, 0xFF, 0xE0] + (0..<300).map { UInt8(($0 * 37) % 251) }).write(to: URL(fileURLWithPath: bad[1]))
+        var outputs: [Int: [String]] = [:]
+        for threads in [1, 2, 3, 4] {
+            let store = ["--store", "\(dir)/s\(threads)", "--threads", "\(threads)"]
+            let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--folder", folder, "--dataset", "photos", "--input-size", "32",
+                                      "--target-size", "64", "--dtype", "float32", "--segment-rows", "5", "--json"] + store)
+            #expect(ingest.status == 0, "\(ingest.stderr)")
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(ingest.stdout.utf8)) as? [String: Any])
+            #expect(summary["examples_computed"] as? Int == 12, "\(ingest.stdout)")
+            let skipped = (summary["skipped"] as? [[String: Any]] ?? []).map { $0["path"] as? String ?? "" }
+            #expect(skipped == bad.sorted(), "\(threads) threads: \(skipped)")
+            let featureSet = try #require((summary["feature_sets"] as? [[String: Any]])?.first?["id"] as? String)
+            let out = "\(dir)/photos\(threads).npy"
+            let export = try CLI.run(["export", "--feature-set", featureSet, "--dataset", "photos", "--split", "train", "--out", out] + store)
+            #expect(export.status == 0, "\(export.stderr)")
+            outputs[threads] = [try Data(contentsOf: URL(fileURLWithPath: out)).base64EncodedString(), skipped.joined(separator: ",")]
+        }
+        for threads in [2, 3, 4] {
+            let same = outputs[threads] == outputs[1]
+            #expect(same, "\(threads) threads: features or skipped files differ from 1 thread")
+        }
+    }
+
     /// The tensors of a safetensors file (its data section and the header's tensor entries, not
     /// the metadata, which records when the file was written).
     static func tensors(_ path: String) throws -> String {

@@ -1,6 +1,7 @@
 import CImageCodecs
 import CJPEGDecode
 import Foundation
+import H2TCore
 
 /// An 8-bit image, rows top to bottom, channels interleaved (`pixels[(y * width + x) * channels + c]`).
 public struct DecodedImage: Sendable, Equatable {
@@ -58,6 +59,15 @@ public enum ImageDecoder {
             throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
         }
         return try decode(bytes: bytes, file: path, alpha: alpha)
+    }
+
+    /// Decodes `paths` on `parallelism`'s threads, in order; a failure throws the error of the
+    /// first failing file in that order (the one a decode one file after another would report).
+    public static func decode(files paths: [String], alpha: AlphaHandling = .drop, parallelism: Parallelism = .default) throws -> [DecodedImage] {
+        let outcomes = try Parallel.map(paths, parallelism: parallelism) { path in
+            Result { try decode(contentsOfFile: path, alpha: alpha) }
+        }
+        return try outcomes.map { try $0.get() }
     }
 
     /// Decodes an in-memory PNG or JPEG; `file` names it in errors.
