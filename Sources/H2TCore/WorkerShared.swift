@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Small pieces for handing data to parallel workers (`Parallel`, `DispatchQueue.concurrentPerform`),
 /// shared by every module so there is one audited place for the `@unchecked Sendable` they need.
 
@@ -34,4 +36,29 @@ public final class WorkerSlots<T>: @unchecked Sendable {
 
     /// Every slot, in order (`nil` for one never filled).
     public var values: [T?] { Array(slots) }
+}
+
+/// Float buffers that workers hand back for the next task to fill: a task that builds a large
+/// matrix and drops it reuses the memory of an earlier one instead of faulting in fresh pages
+/// (several milliseconds per hundred megabytes, and a lock every worker contends for). Holds at
+/// most one buffer per worker that returned one; a buffer taken while another task still shares
+/// it is simply copied on write, so reuse never changes a result.
+public final class FloatBufferPool: Sendable {
+    private let buffers = Mutex<[[Float]]>([])
+
+    /// An empty pool.
+    public init() {}
+
+    /// A buffer to fill (empty, with the capacity of one handed back earlier, when there is one).
+    public func take() -> [Float] {
+        var buffer = buffers.withLock { $0.popLast() } ?? []
+        buffer.removeAll(keepingCapacity: true)
+        return buffer
+    }
+
+    /// Hands `buffer` back for a later `take()`.
+    public func give(_ buffer: consuming [Float]) {
+        let buffer = consume buffer
+        buffers.withLock { $0.append(buffer) }
+    }
 }

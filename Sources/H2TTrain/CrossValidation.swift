@@ -52,6 +52,8 @@ struct CVContext: Sendable {
     let folds: [Int]
     let settings: FitSettings
     let probeTap: String
+    /// The buffers `evaluate` builds its inputs in, handed from task to task.
+    let scratch = FloatBufferPool()
 
     /// Every task of the sweep, in the order the table pools them.
     var tasks: [CVTask] {
@@ -102,13 +104,18 @@ struct CVContext: Sendable {
     /// Trains one head per ridge on `train` rows of `columns`, scaled per `scaling` with
     /// statistics from the fold's training rows only, and counts correct validation predictions of each.
     func evaluate(set: Int, columns: [Int], scaling: KeptTapScaling, train: [Int], validation: [Int]) throws -> [Int] {
-        let (matrix, _) = sets[set].train.keptInputs(norms: norms[set], rows: train + validation, columns: columns,
-                                                     scaling: scaling, statisticsRows: train)
+        // The inputs of the training and validation rows are built in a buffer an earlier task
+        // handed back; the training rows stay where they are, the validation rows are copied out.
+        var (matrix, _) = sets[set].train.keptInputs(norms: norms[set], rows: train + validation, columns: columns,
+                                                     scaling: scaling, statisticsRows: train, storage: scratch.take())
         let d = columns.count
-        let trainPart = try FeatureMatrix(rowCount: train.count, columnCount: d,
-                                          values: Array(matrix.values[0..<(train.count * d)]), taps: matrix.taps)
         let validationPart = try FeatureMatrix(rowCount: validation.count, columnCount: d,
                                                values: Array(matrix.values[(train.count * d)...]), taps: matrix.taps)
+        var values: [Float] = []
+        swap(&values, &matrix.values)
+        values.removeLast(validation.count * d)
+        let trainPart = try FeatureMatrix(rowCount: train.count, columnCount: d, values: consume values, taps: matrix.taps)
+        defer { scratch.give(trainPart.values) }
         let heads = try FinalHead.fit(features: trainPart, labels: train.map { labels[$0] }, classCount: classCount,
                                       solver: settings.headSolver, ridges: settings.ridges)
         return heads.map { head, _ in

@@ -103,10 +103,14 @@ extension FeatureMatrix {
 
     /// The rows `rows` (in that order) and columns `columns` (sorted ascending), with each tap's
     /// kept subset re-normalised to unit L2 (docs/architecture.md §1 step 6) when `renormalize` is set.
-    public func gathered(rows: [Int], columns: [Int], renormalize: Bool) -> FeatureMatrix {
+    /// With `storage`, the values are written into its memory when it has the capacity (it is
+    /// left empty); the result is the same either way.
+    public func gathered(rows: [Int], columns: [Int], renormalize: Bool, storage: consuming [Float] = []) -> FeatureMatrix {
         let d = columnCount
         let k = columns.count
-        var out = [Float](repeating: 0, count: rows.count * k)
+        var out = consume storage
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: repeatElement(0, count: rows.count * k))
         values.withUnsafeBufferPointer { source in
             out.withUnsafeMutableBufferPointer { target in
                 for (r, row) in rows.enumerated() {
@@ -117,7 +121,7 @@ extension FeatureMatrix {
             }
         }
         // Shape and layout are correct by construction.
-        var matrix = try! FeatureMatrix(rowCount: rows.count, columnCount: k, values: out, taps: tapsOfSubset(columns))
+        var matrix = try! FeatureMatrix(rowCount: rows.count, columnCount: k, values: consume out, taps: tapsOfSubset(columns))
         if renormalize { matrix.normalizeTaps() }
         return matrix
     }

@@ -34,8 +34,8 @@ extension FeatureMatrix {
     /// on these inputs (`LinearHead.foldingTapScales`), after which it applies to inputs formed
     /// by `scaling.inputRule` (`headInputs`).
     public func keptInputs(norms: [Float], rows: [Int], columns: [Int], scaling: KeptTapScaling,
-                           statisticsRows: [Int]) -> (inputs: FeatureMatrix, tapScales: [Float]) {
-        var inputs = headInputs(norms: norms, rows: rows, columns: columns, rule: scaling.inputRule)
+                           statisticsRows: [Int], storage: consuming [Float] = []) -> (inputs: FeatureMatrix, tapScales: [Float]) {
+        var inputs = headInputs(norms: norms, rows: rows, columns: columns, rule: scaling.inputRule, storage: consume storage)
         switch scaling {
         case .unit:
             return (inputs, [Float](repeating: 1, count: inputs.taps.count))
@@ -58,14 +58,15 @@ extension FeatureMatrix {
     }
 
     /// The inputs that a stored head with input `rule` reads for `columns` on `rows` of this
-    /// per-tap normalised matrix (`norms` as returned by `normalizeTaps`).
-    public func headInputs(norms: [Float], rows: [Int], columns: [Int], rule: HeadInputRule) -> FeatureMatrix {
+    /// per-tap normalised matrix (`norms` as returned by `normalizeTaps`), in the memory of
+    /// `storage` when it has the capacity (see `gathered`).
+    public func headInputs(norms: [Float], rows: [Int], columns: [Int], rule: HeadInputRule, storage: consuming [Float] = []) -> FeatureMatrix {
         switch rule {
         case .perTapUnitL2:
-            return gathered(rows: rows, columns: columns, renormalize: true)
+            return gathered(rows: rows, columns: columns, renormalize: true, storage: consume storage)
         case .raw:
             let source = tapIndicesOfSubset(columns)
-            var inputs = gathered(rows: rows, columns: columns, renormalize: false)
+            var inputs = gathered(rows: rows, columns: columns, renormalize: false, storage: consume storage)
             inputs.scaleRowTaps(by: rows.flatMap { row in source.map { norms[row * taps.count + $0] } })
             return inputs
         }

@@ -80,3 +80,33 @@ struct KeptTapScalingTests {
         #expect(report.settings.keptTapScaling == .trainingShare && unit.settings.keptTapScaling == .unit)
     }
 }
+
+/// Inputs built in a buffer handed back by an earlier task (`FloatBufferPool`): the same values,
+/// in the buffer's own memory when it is large enough (no fresh pages to fault in).
+@Suite("H2TTrain inputs in reused buffers")
+struct ReusedInputBufferTests {
+    @Test func keptInputsInAReusedBufferAreTheSameAndStayInItsMemory() throws {
+        let x = try KeptTapScalingTests.matrix(rows: 30, widths: [8, 5, 11], seed: 21)
+        let norms = [Float](repeating: 1, count: 30 * 3)
+        let rows = [3, 0, 17, 29, 8, 11], columns = [0, 2, 3, 7, 9, 13, 14, 20, 23]
+        let pool = FloatBufferPool()
+        for scaling in [KeptTapScaling.unit, .trainingShare, .trainingConstant] {
+            let fresh = x.keptInputs(norms: norms, rows: rows, columns: columns, scaling: scaling, statisticsRows: [3, 0, 17])
+            // A larger buffer from an earlier, wider matrix.
+            pool.give([Float](repeating: .nan, count: 4 * rows.count * columns.count))
+            let storage = pool.take()
+            #expect(storage.isEmpty && storage.capacity >= rows.count * columns.count)
+            let address = storage.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+            let reused = x.keptInputs(norms: norms, rows: rows, columns: columns, scaling: scaling, statisticsRows: [3, 0, 17],
+                                      storage: storage)
+            #expect(reused.inputs == fresh.inputs && reused.tapScales == fresh.tapScales, "\(scaling)")
+            #expect(reused.inputs.values.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == address,
+                    "\(scaling): the inputs were copied out of the buffer")
+            pool.give(reused.inputs.values)
+            _ = pool.take()
+        }
+        // A buffer too small is simply replaced.
+        let small = x.gathered(rows: rows, columns: columns, renormalize: true, storage: [1, 2])
+        #expect(small == x.gathered(rows: rows, columns: columns, renormalize: true))
+    }
+}
