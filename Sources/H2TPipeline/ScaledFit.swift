@@ -114,7 +114,7 @@ extension FitPipeline {
         }
         let readSeconds = seconds(clock.now - readStart)
         log?("cross-validating \(settings.folds) folds × \(inputs.count) feature sets × \(settings.lambdas.count) λ × \(settings.fractions.count) fractions × \(settings.ridges.count) ridges")
-        var report = try Head2ToeFit.run(featureSets: inputs, trainLabels: train.labels, classCount: checked.classNames.count,
+        var report = try Head2ToeFit.run(featureSets: consume inputs, trainLabels: train.labels, classCount: checked.classNames.count,
                                          settings: settings, parallelism: store.parallelism, progress: progress)
         report.plan = FitPlan(solver: .exact, requested: scale.solver, validation: ValidationRule.kFold(folds: settings.folds).description,
                               memoryBudget: scale.memoryBudget)

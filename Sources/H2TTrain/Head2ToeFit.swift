@@ -35,23 +35,26 @@ public enum Head2ToeFit {
     /// Threads: the Gram matrices, the cross-validation tasks (feature set, solver, fold) and the
     /// three final heads run on `parallelism`'s threads, each with single-threaded BLAS. The
     /// report does not depend on them (which is why they are not a setting).
-    public static func run(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
+    ///
+    /// The features are normalised in place when the caller hands them over (`consume`), else in
+    /// a copy.
+    public static func run(featureSets: consuming [FeatureSetInput], trainLabels: [Int], testLabels: [Int] = [],
                            classCount: Int, settings: FitSettings = FitSettings(), parallelism: Parallelism = .default,
                            progress: ProgressReporter? = nil) throws -> FitReport {
-        try parallelism.withBLAS {
-            try fit(featureSets: featureSets, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
+        var sets = consume featureSets
+        return try parallelism.withBLAS {
+            try fit(featureSets: &sets, trainLabels: trainLabels, testLabels: testLabels, classCount: classCount,
                     settings: settings, parallelism: parallelism, progress: progress)
         }
     }
 
-    private static func fit(featureSets: [FeatureSetInput], trainLabels: [Int], testLabels: [Int], classCount: Int,
+    private static func fit(featureSets sets: inout [FeatureSetInput], trainLabels: [Int], testLabels: [Int], classCount: Int,
                             settings: FitSettings, parallelism: Parallelism, progress: ProgressReporter?) throws -> FitReport {
         let clock = ContinuousClock()
         let started = clock.now
         try settings.validate()
-        try validate(featureSets: featureSets, trainLabels: trainLabels, testLabels: testLabels,
+        try validate(featureSets: sets, trainLabels: trainLabels, testLabels: testLabels,
                      classCount: classCount, settings: settings)
-        var sets = featureSets
         var trainNorms: [[Float]] = [], testNorms: [[Float]] = []
         for index in sets.indices {
             trainNorms.append(sets[index].train.normalizeTaps(parallelism: parallelism))
