@@ -70,7 +70,7 @@ struct Predict: ParsableCommand {
             source = "\(ids.count) stored examples"
         } else {
             let path = images!
-            let (decoded, names) = try loadImages(path, parallelism: parallelism)
+            let input = try ImageInput(path)
             let info = try registry.featureSet(of: head)
             let backbone = try registry.store.backbone(info.manifest.backbone)
             guard let architecture = BackboneArchitecture(rawValue: backbone.architecture) else {
@@ -78,10 +78,22 @@ struct Predict: ParsableCommand {
             }
             let network = try BackboneNetwork.load(architecture, from: ArtifactCache(explicitRoot: cache))
             let predictor = try ImagePredictor(head: head, registry: registry, network: network, allowAnySize: anySize)
-            (predictions, fromStore) = try predictor.predict(decoded, names: names, parallelism: parallelism, reuseStored: !recompute)
+            // One batch of files decoded at a time: memory stays bounded whatever the folder's size.
+            var all = Predictions(classNames: head.classNames, inputs: [], labels: [], probabilities: [])
+            var stored = 0
+            for first in stride(from: 0, to: input.count, by: Self.imageBatch) {
+                let range = first..<min(first + Self.imageBatch, input.count)
+                let (part, reused) = try predictor.predict(try input.decode(range, parallelism: parallelism), names: Array(input.names[range]),
+                                                           batchSize: Self.imageBatch, parallelism: parallelism, reuseStored: !recompute)
+                all.inputs += part.inputs
+                all.labels += part.labels
+                all.probabilities += part.probabilities
+                stored += reused
+            }
+            (predictions, fromStore) = (all, stored)
             source = path
-            if !output.json, let fromStore, fromStore > 0 {
-                FileHandle.standardError.write(Data("predict: \(fromStore) of \(decoded.count) images are stored examples of the head's feature set: their stored features were read (--recompute runs the backbone on them)\n".utf8))
+            if !output.json, stored > 0 {
+                FileHandle.standardError.write(Data("predict: \(stored) of \(input.count) images are stored examples of the head's feature set: their stored features were read (--recompute runs the backbone on them)\n".utf8))
             }
         }
         let text: String
@@ -105,19 +117,41 @@ struct Predict: ParsableCommand {
         }
     }
 
-    /// An IDX images file, or the PNG/JPEG files of a folder in name order.
-    func loadImages(_ path: String, parallelism: Parallelism) throws -> ([DecodedImage], [String]) {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("\(path): no such file or folder") }
-        if isDirectory.boolValue {
-            let files = try FileManager.default.contentsOfDirectory(atPath: path).sorted().filter {
-                ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
+    /// Images decoded per batch of `predict --images`.
+    static let imageBatch = 256
+
+    /// The images of `--images`: an IDX images file (read whole: a byte per pixel), or the PNG/JPEG
+    /// files of a folder in name order, decoded a range at a time.
+    struct ImageInput {
+        let names: [String]
+        private let files: [String]
+        private let stack: GrayscaleImages?
+
+        init(_ path: String) throws {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw ValidationError("\(path): no such file or folder") }
+            if isDirectory.boolValue {
+                names = try FileManager.default.contentsOfDirectory(atPath: path).sorted().filter {
+                    ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
+                }
+                guard !names.isEmpty else { throw ValidationError("\(path): no .png or .jpg files") }
+                files = names.map { path + "/" + $0 }
+                stack = nil
+            } else {
+                let images = try IDX.readImages(path: path)
+                let name = (path as NSString).lastPathComponent
+                names = (0..<images.count).map { "\(name)#\($0)" }
+                files = []
+                stack = images
             }
-            guard !files.isEmpty else { throw ValidationError("\(path): no .png or .jpg files") }
-            return (try ImageDecoder.decode(files: files.map { path + "/" + $0 }, parallelism: parallelism), files)
         }
-        let stack = try IDX.readImages(path: path)
-        let name = (path as NSString).lastPathComponent
-        return ((0..<stack.count).map(stack.image), (0..<stack.count).map { "\(name)#\($0)" })
+
+        var count: Int { names.count }
+
+        /// Images `range`, files decoded on `parallelism`'s threads.
+        func decode(_ range: Range<Int>, parallelism: Parallelism) throws -> [DecodedImage] {
+            if let stack { return range.map(stack.image) }
+            return try ImageDecoder.decode(files: Array(files[range]), parallelism: parallelism)
+        }
     }
 }

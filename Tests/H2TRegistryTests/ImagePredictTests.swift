@@ -168,6 +168,50 @@ extension ImagePredictTests {
     }
 }
 
+extension ImagePredictTests {
+    /// A folder of more images than `predict --images` decodes at once (256): every file gets the
+    /// prediction of its image, in name order, and an undecodable file in the second batch fails
+    /// the command naming it, before anything is printed.
+    @Test func cliPredictsAFolderBatchByBatch() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: CLI.binary), "build h2t-store first")
+        let s = try Setup()
+        let folder = s.directory.file("photos")
+        let count = 300
+        let raw = s.directory.file("pixels.bin")
+        try Data(s.images.flatMap(\.pixels)).write(to: URL(fileURLWithPath: raw))
+        let channels = s.images.map { String($0.channels) }.joined(separator: ",")
+        let script = """
+            import os, struct, zlib
+            raw = open('\(raw)', 'rb').read(); channels = [\(channels)]
+            offsets = [0]
+            for c in channels: offsets.append(offsets[-1] + 32 * 32 * c)
+            def png(pixels, c):
+                rows = b''.join(b'\\x00' + pixels[y * 32 * c:(y + 1) * 32 * c] for y in range(32))
+                chunk = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+                return (b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 32, 32, 8, 0 if c == 1 else 2, 0, 0, 0))
+                        + chunk(b'IDAT', zlib.compress(rows)) + chunk(b'IEND', b''))
+            os.makedirs('\(folder)', exist_ok=True)
+            for i in range(\(count)):
+                k = i % len(channels)
+                open(f'\(folder)/{i:04d}.png', 'wb').write(png(raw[offsets[k]:offsets[k + 1]], channels[k]))
+            """
+        let made = try CLI.python(["-c", script])
+        #expect(made.status == 0, "\(made.stderr)")
+        let predictor = try ImagePredictor(head: s.head, registry: s.registry, network: s.network)
+        let expected = try predictor.predict(s.images, names: s.images.indices.map { "\($0)" }).labels
+        let result = try CLI.run(["predict", "shapes", "--images", folder, "--store", s.store.path, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let rows = json?["predictions"] as? [[String: Any]] ?? []
+        #expect(rows.map { $0["input"] as? String ?? "" } == (0..<count).map { String(format: "%04d.png", $0) })
+        #expect(rows.map { $0["label_index"] as? Int ?? -1 } == (0..<count).map { expected[$0 % expected.count] })
+        try Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0]).write(to: URL(fileURLWithPath: folder + "/0290-broken.png"))
+        let broken = try CLI.run(["predict", "shapes", "--images", folder, "--store", s.store.path, "--json"])
+        #expect(broken.status != 0 && broken.stdout.isEmpty, "\(broken.stdout.prefix(200))")
+        #expect(broken.stderr.contains(folder + "/0290-broken.png: "), "\(broken.stderr)")
+    }
+}
+
 /// Lets the single-threaded run callback reach the chunk.
 final class ChunkBox: @unchecked Sendable {
     // @unchecked Sendable: used with threads: 1, so only one thread touches the chunk.
