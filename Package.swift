@@ -34,13 +34,13 @@ let package = Package(
         // No -Ounchecked on code that parses input: bounds and overflow checks turn a hostile file into a
         // trap instead of undefined behaviour. The one exception is this numeric kernel (Head2Toe's pooling
         // loops, no parsing), where the checks cost 1.39x the instructions (docs/reliability.md).
-        .target(name: "H2TKernels", swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .target(name: "H2TKernels", dependencies: ["CH2TKernels"], swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Pure code shared by every layer: pooling, half-precision conversion, hashing, canonical JSON.
         .target(name: "H2TCore", dependencies: ["COpenBLAS", "CH2TKernels", "H2TKernels", .product(name: "Crypto", package: "swift-crypto")], linkerSettings: [.linkedLibrary("m")]),
         // Storage: LMDB environment/transactions/tables, tile codec, feature-set store, query layer.
         .target(name: "H2TStore", dependencies: ["H2TCore", "CH2TKernels", "CLMDB", "CZstd", "CZlib"]),
         // Backbones: weight readers, networks on BLAS, taps, preprocessing, dataset readers.
-        .target(name: "H2TBackbone", dependencies: ["H2TCore", "CH2TKernels", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
+        .target(name: "H2TBackbone", dependencies: ["H2TCore", "H2TKernels", "CH2TKernels", "COpenBLAS", "CImageCodecs", "CJPEGDecode", "CZlib"]),
         // Training: pure numerics, arrays in and a fit report out.
         .target(name: "H2TTrain", dependencies: ["H2TCore", "COpenBLAS"]),
         // Pipelines that join the layers: external-activation ingest, image ingest.
@@ -64,7 +64,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary directories, seeded numbers, safetensors files).
         .target(name: "H2TTestSupport", dependencies: ["H2TCore"], path: "Tests/Support"),
         .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline", "H2TTestSupport"]),
-        .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone", "H2TKernels", "H2TCore"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore", "H2TCore"]),
         .testTarget(name: "H2TFuzzTests", dependencies: ["H2TFuzzHarness", "H2TCore"]),

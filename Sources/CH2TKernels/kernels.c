@@ -54,6 +54,44 @@ void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *even
     deinterleave_avx2(source, count, evens, odds);
 }
 
+// Eight samples of each of the eight rows at a time: widened to floats, then the 8 x 8 block
+// transposed (unpacks within 128-bit halves, then the halves swapped into place).
+AVX2 static void interleave_rows_u8_avx2(const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out) {
+    ptrdiff_t k = 0;
+    for (; k + 8 <= length; k += 8) {
+        __m256 r[8];
+        for (int l = 0; l < 8; l++) {
+            const __m128i bytes = _mm_loadl_epi64((const __m128i *)(rows + l * row_step + k));
+            r[l] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+        }
+        const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+        const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+        float *o = out + 8 * k;
+        _mm256_storeu_ps(o + 0, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(o + 8, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(o + 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(o + 24, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(o + 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(o + 40, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(o + 48, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(o + 56, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    for (; k < length; k++) {
+        for (int l = 0; l < 8; l++) out[8 * k + l] = (float)rows[l * row_step + k];
+    }
+}
+
+void h2t_interleave_rows_u8(int isa, const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out) {
+    (void)isa;  // one variant: exact conversions and shuffles, the same at both levels
+    interleave_rows_u8_avx2(rows, row_step, length, out);
+}
+
 AVX2 static void depthwise_rows_avx2(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
                                      ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
                                      const float *weights, float bias) {
@@ -607,6 +645,9 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
 
 void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds) {
     (void)isa; (void)source; (void)count; (void)evens; (void)odds;
+}
+void h2t_interleave_rows_u8(int isa, const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out) {
+    (void)isa; (void)rows; (void)row_step; (void)length; (void)out;
 }
 int h2t_cpu_isa(void) { return H2T_ISA_BASELINE; }
 void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows, ptrdiff_t row_step,

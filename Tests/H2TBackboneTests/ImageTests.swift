@@ -1,5 +1,7 @@
 import Foundation
 import H2TBackbone
+import H2TCore
+import H2TKernels
 import Testing
 
 /// Expected values written by tools/image_reference.py (Pillow decodes, float preprocessing).
@@ -326,5 +328,60 @@ private enum ImageReference {
 
         let e3 = #expect(throws: ImageInputError.self) { try ImageFolder.scan(root.path + "/missing") }
         #expect(e3?.description.hasPrefix("\(root.path)/missing: image folder does not exist") == true)
+    }
+}
+
+/// The resize kernels against the one-value-at-a-time loops they replace, bit for bit: row
+/// counts that leave partial groups of eight, lengths that leave vector tails, one and three
+/// channels, both interleaving paths (scalar, and AVX2 where the CPU has it).
+@Suite struct ResizeKernelTests {
+    @Test func horizontalAndVerticalPassesMatchTheScalarSums() {
+        var rng = SplitMix64(seed: 77)
+        let paths: [Int32] = InstructionSet.detected >= .avx2 ? [0, 1] : [0]
+        for (rows, width, channels, outWidth) in [(13, 37, 3, 11), (8, 9, 1, 20), (21, 64, 3, 64), (3, 5, 1, 2)] {
+            let pixels = (0..<(rows * width * channels)).map { _ in UInt8(rng.below(256)) }
+            let stride = 7
+            var starts: [Int] = [], counts: [Int] = [], weights = [Float](repeating: 0, count: outWidth * stride)
+            for x in 0..<outWidth {
+                let count = 1 + rng.below(min(stride, width))
+                let start = rng.below(width - count + 1)
+                starts.append(Int(start))
+                counts.append(Int(count))
+                for t in 0..<Int(count) { weights[x * stride + t] = Float(rng.below(1000)) / 997 }
+            }
+            var expected = [Float](repeating: 0, count: rows * outWidth * channels)
+            for y in 0..<rows { for x in 0..<outWidth { for c in 0..<channels {
+                var sum: Float = 0
+                for t in 0..<counts[x] { sum += weights[x * stride + t] * Float(pixels[(y * width + starts[x] + t) * channels + c]) }
+                expected[(y * outWidth + x) * channels + c] = sum
+            } } }
+            for isa in paths {
+                let scratch = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: width * channels)
+                defer { scratch.deallocate() }
+                var output = [Float](repeating: .nan, count: rows * outWidth * channels)
+                output.withUnsafeMutableBufferPointer { out in
+                    ResizeKernels.horizontal(pixels: pixels, rows: rows, width: width, channels: channels, outWidth: outWidth,
+                                             starts: starts, counts: counts, weights: weights, stride: stride,
+                                             scratch: scratch, output: out.baseAddress!, isa: isa)
+                }
+                #expect(output == expected, "horizontal, \(rows)×\(width)×\(channels), isa \(isa)")
+            }
+            // Vertical: output row from `taps` of the rows just computed.
+            let length = outWidth * channels, taps = min(rows, 5), first = rows - taps
+            let vertical = (0..<taps).map { _ in Float(rng.below(1000)) / 991 }
+            var line = [Float](repeating: .nan, count: length)
+            expected.withUnsafeBufferPointer { source in
+                line.withUnsafeMutableBufferPointer { target in
+                    ResizeKernels.vertical(rows: source.baseAddress!, length: length, first: first, taps: taps, weights: vertical,
+                                           line: target.baseAddress!)
+                }
+            }
+            let scalar = (0..<length).map { j -> Float in
+                var sum: Float = 0
+                for t in 0..<taps { sum += vertical[t] * expected[(first + t) * length + j] }
+                return sum
+            }
+            #expect(line == scalar, "vertical, length \(length)")
+        }
     }
 }

@@ -41,6 +41,12 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
 /// by column phase so that every kernel column reads a contiguous run. Data movement only.
 void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds);
 
+/// Interleaves eight rows of `length` 8-bit samples (row `l` at `rows + l * row_step`) into
+/// `length` groups of eight floats: `out[8 * k + l] = rows[l * row_step + k]`. Data movement and
+/// exact conversions only (the same result at every level); an AVX2 variant serves both vector
+/// levels, and `isa` below AVX2 must not call it (the Swift caller has a scalar loop).
+void h2t_interleave_rows_u8(int isa, const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out);
+
 /// `values[i] = min(max(values[i], 0), 6)`.
 void h2t_relu6(int isa, float *values, ptrdiff_t count);
 
