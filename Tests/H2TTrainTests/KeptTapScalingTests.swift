@@ -98,7 +98,7 @@ struct ReusedInputBufferTests {
             #expect(storage.isEmpty && storage.capacity >= rows.count * columns.count)
             let address = storage.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
             let reused = x.keptInputs(norms: norms, rows: rows, columns: columns, scaling: scaling, statisticsRows: [3, 0, 17],
-                                      storage: storage)
+                                      storage: consume storage)
             #expect(reused.inputs == fresh.inputs && reused.tapScales == fresh.tapScales, "\(scaling)")
             #expect(reused.inputs.values.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == address,
                     "\(scaling): the inputs were copied out of the buffer")
