@@ -98,6 +98,19 @@ public enum Parallel {
         return slots.values.map { $0! }
     }
 
+    /// `first()` and `second()` at the same time when `parallelism` has two threads (one after
+    /// the other otherwise); both run to the end, then the first one's error, if any, is thrown,
+    /// else the second one's.
+    public static func both<A, B>(parallelism: Parallelism = .default, _ first: () throws -> A, _ second: () throws -> B) throws -> (A, B) {
+        let a = WorkerSlots<Result<A, any Error>>(count: 1), b = WorkerSlots<Result<B, any Error>>(count: 1)
+        try forEachWorker(itemCount: 2, parallelism: parallelism) { _, next in
+            while let index = next() {
+                if index == 0 { a.set(0, Result { try first() }) } else { b.set(0, Result { try second() }) }
+            }
+        }
+        return (try a.values[0]!.get(), try b.values[0]!.get())
+    }
+
     /// `body(item)` for every item, on `parallelism`'s threads, results in the items' order.
     public static func map<Item, Output>(_ items: [Item], parallelism: Parallelism = .default, singleThreadedBLAS: Bool = false,
                                          _ body: (Item) throws -> Output) throws -> [Output] {

@@ -52,8 +52,8 @@ struct CVContext: Sendable {
     let folds: [Int]
     let settings: FitSettings
     let probeTap: String
-    /// The buffers `evaluate` builds its inputs in, handed from task to task.
-    let scratch = FloatBufferPool()
+    /// The buffers `evaluate` builds its inputs in (training and validation rows), handed from task to task.
+    let scratch = FloatBufferPool(), validationScratch = FloatBufferPool()
 
     /// Every task of the sweep, in the order the table pools them.
     var tasks: [CVTask] {
@@ -109,13 +109,17 @@ struct CVContext: Sendable {
         var (matrix, _) = sets[set].train.keptInputs(norms: norms[set], rows: train + validation, columns: columns,
                                                      scaling: scaling, statisticsRows: train, storage: scratch.take())
         let d = columns.count
-        let validationPart = try FeatureMatrix(rowCount: validation.count, columnCount: d,
-                                               values: Array(matrix.values[(train.count * d)...]), taps: matrix.taps)
+        var validationValues = validationScratch.take()
+        validationValues.append(contentsOf: matrix.values[(train.count * d)...])
+        let validationPart = try FeatureMatrix(rowCount: validation.count, columnCount: d, values: consume validationValues, taps: matrix.taps)
         var values: [Float] = []
         swap(&values, &matrix.values)
         values.removeLast(validation.count * d)
         let trainPart = try FeatureMatrix(rowCount: train.count, columnCount: d, values: consume values, taps: matrix.taps)
-        defer { scratch.give(trainPart.values) }
+        defer {
+            scratch.give(trainPart.values)
+            validationScratch.give(validationPart.values)
+        }
         let heads = try FinalHead.fit(features: trainPart, labels: train.map { labels[$0] }, classCount: classCount,
                                       solver: settings.headSolver, ridges: settings.ridges)
         return heads.map { head, _ in

@@ -1,5 +1,6 @@
 import Foundation
 import H2TCore
+import Synchronization
 import Testing
 
 /// The parallelism policy (issue 11): `--threads`, `H2T_THREADS`, the default from the process's
@@ -51,6 +52,31 @@ struct ThreadCountTests {
         #expect(try Parallelism.fromEnvironment([:]) == nil)
         #expect(try Parallelism.fromEnvironment(["H2T_THREADS": "3"])?.threads == 3)
         #expect(throws: ParallelismError.self) { try Parallelism.fromEnvironment(["H2T_THREADS": "-1"]) }
+    }
+
+    /// `Parallel.both`: both results, both closures run to the end even when one fails, and the
+    /// first closure's error wins over the second's, at one thread and at two.
+    @Test func bothRunsTwoClosuresAndReportsTheFirstError() throws {
+        struct Failure: Error, Equatable { let which: Int }
+        for threads in [1, 2] {
+            let parallelism = Parallelism(threads: threads)
+            let (a, b) = try Parallel.both(parallelism: parallelism, { 6 * 7 }, { "second" })
+            #expect(a == 42 && b == "second")
+            let ran = Mutex(0)
+            #expect(throws: Failure(which: 1)) {
+                _ = try Parallel.both(parallelism: parallelism, { () throws -> Int in
+                    ran.withLock { $0 += 1 }
+                    throw Failure(which: 1)
+                }, { () throws -> Int in
+                    ran.withLock { $0 += 1 }
+                    throw Failure(which: 2)
+                })
+            }
+            #expect(ran.withLock { $0 } == 2, "\(threads) threads: a closure did not run")
+            #expect(throws: Failure(which: 2)) {
+                _ = try Parallel.both(parallelism: parallelism, { 1 }, { () throws -> Int in throw Failure(which: 2) })
+            }
+        }
     }
 
     /// Overlapping BLAS scopes: the smallest limit wins while they are open.
