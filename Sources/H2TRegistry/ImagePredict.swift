@@ -208,9 +208,7 @@ public final class ImagePredictor: Sendable {
                 }
             }
             let part = try parallelism.withBLAS { try applier.apply(features, rows: range.count, inputs: Array(names[range]), parallelism: parallelism) }
-            out.inputs += part.inputs
-            out.labels += part.labels
-            out.probabilities += part.probabilities
+            out.append(part)
             first = range.upperBound
         }
         return (out, fromStore)

@@ -23,6 +23,14 @@ public struct Predictions: Sendable, Hashable, Codable {
         self.probabilities = probabilities
     }
 
+    /// Appends `other`'s inputs after these (the same classes, in the same order).
+    public mutating func append(_ other: Predictions) {
+        precondition(other.classNames == classNames, "predictions over other classes")
+        inputs += other.inputs
+        labels += other.labels
+        probabilities += other.probabilities
+    }
+
     /// Probabilities of input `i`.
     public func probabilities(of i: Int) -> ArraySlice<Float> {
         probabilities[(i * classNames.count)..<((i + 1) * classNames.count)]

@@ -85,9 +85,7 @@ struct Predict: ParsableCommand {
                 let range = first..<min(first + Self.imageBatch, input.count)
                 let (part, reused) = try predictor.predict(try input.decode(range, parallelism: parallelism), names: Array(input.names[range]),
                                                            batchSize: Self.imageBatch, parallelism: parallelism, reuseStored: !recompute)
-                all.inputs += part.inputs
-                all.labels += part.labels
-                all.probabilities += part.probabilities
+                all.append(part)
                 stored += reused
             }
             (predictions, fromStore) = (all, stored)
