@@ -62,3 +62,31 @@ public final class FloatBufferPool: Sendable {
         buffers.withLock { $0.append(buffer) }
     }
 }
+
+/// Float memory kept from one use to the next, for the large per-segment buffers of an ingest
+/// (a segment's preprocessed images, its row matrices): a fresh allocation of that size is
+/// mapped anew and pays a page fault and a kernel clear for every page, each segment again. Not
+/// zero-filled: what a user reads, it has written.
+public final class ReusableFloats {
+    /// How many floats fit without reallocating.
+    public private(set) var capacity = 0
+    private var base: UnsafeMutablePointer<Float>?
+
+    /// Empty storage; memory is allocated on first use.
+    public init() {}
+
+    deinit { base?.deallocate() }
+
+    /// The first `count` floats, holding whatever the last user left; grows (dropping the
+    /// contents) when `count` exceeds the capacity. The buffer is valid until the next call or
+    /// until this object is released.
+    public func prefix(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        precondition(count >= 0, "negative float count")
+        if count > capacity {
+            base?.deallocate()
+            base = .allocate(capacity: count)
+            capacity = count
+        }
+        return UnsafeMutableBufferPointer(start: base, count: count)
+    }
+}

@@ -28,9 +28,9 @@ public final class FeatureSetWriter {
     /// Each feature set's pooling rule, checked to be one this build implements.
     let poolings: [Head2ToePooling]
     private let committer: BackgroundCommitter?
-    /// Per feature set, the row matrix of the last committed chunk, reused by the next chunk: a
-    /// segment's matrix is hundreds of MB, and a fresh allocation pays its page faults again.
-    private var spareMatrices: [[Float]]
+    /// Per feature set, the row matrix memory of the last committed chunk, reused by the next
+    /// chunk: a segment's matrix is hundreds of MB, and a fresh allocation pays its page faults again.
+    private var spareMatrices: [ReusableFloats?]
 
     /// Registers the backbone and one feature set per target size; tiles are encoded on
     /// `parallelism`'s threads (default: the store's).
@@ -50,7 +50,7 @@ public final class FeatureSetWriter {
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
         encoders = manifests.map { SegmentEncoder(manifest: $0, parallelism: parallelism ?? store.parallelism) }
         committer = overlapCommits ? BackgroundCommitter() : nil
-        spareMatrices = Array(repeating: [], count: manifests.count)
+        spareMatrices = Array(repeating: nil, count: manifests.count)
     }
 
     deinit {
@@ -119,21 +119,15 @@ public final class FeatureSetWriter {
         return keep
     }
 
-    /// A zero-filled matrix of `count` floats for feature set `f`, in the memory of the last
-    /// committed chunk's when there is one.
-    fileprivate func matrix(featureSet f: Int, count: Int) -> [Float] {
-        var matrix = spareMatrices[f]
-        spareMatrices[f] = []
-        guard matrix.capacity >= count else { return [Float](repeating: 0, count: count) }
-        matrix.removeAll(keepingCapacity: true)
-        matrix.append(contentsOf: repeatElement(0, count: count))
-        return matrix
+    /// Memory for feature set `f`'s row matrix: the last committed chunk's when there is one.
+    fileprivate func matrixMemory(featureSet f: Int) -> ReusableFloats {
+        defer { spareMatrices[f] = nil }
+        return spareMatrices[f] ?? ReusableFloats()
     }
 
-    /// Takes back feature set `f`'s matrix once its chunk is encoded.
-    fileprivate func recycle(_ matrix: inout [Float], featureSet f: Int) {
-        swap(&spareMatrices[f], &matrix)
-        matrix = []
+    /// Takes back feature set `f`'s matrix memory once its chunk is encoded.
+    fileprivate func recycle(_ memory: ReusableFloats, featureSet f: Int) {
+        spareMatrices[f] = memory
     }
 
     fileprivate func encode(_ index: Int, _ matrix: UnsafePointer<Float>, rows: Int) -> [[UInt8]] {
@@ -153,7 +147,13 @@ public final class FeatureChunk {
     /// `missing[f][e]`: feature set `f` lacks example `e`.
     public let missing: [[Bool]]
     private var rowOf: [[Int?]]
-    private var matrices: [[Float]]
+    /// Per feature set, the memory of its row-major matrix (one row per example it lacks),
+    /// taken from the writer when the first row arrives.
+    private var matrices: [ReusableFloats?]
+    /// Per feature set and matrix row, whether the row has been written; rows never written are
+    /// zeroed before encoding, so the matrix needs no zero-fill up front (at the size of a
+    /// segment that is a serial pass over hundreds of MB of fresh pages).
+    private var written: [[Bool]]
     /// Per feature set, rows handed over in the stored 16-bit type (`useStoredBits`), in place of
     /// the matrix.
     private var storedBits: [UnsafePointer<UInt16>?]
@@ -171,17 +171,22 @@ public final class FeatureChunk {
             }
         }
         // Allocated when the first row arrives: rows handed over with `useStoredBits` need none.
-        matrices = Array(repeating: [], count: missing.count)
+        matrices = Array(repeating: nil, count: missing.count)
+        written = missing.map { mask in Array(repeating: false, count: mask.lazy.filter { $0 }.count) }
         storedBits = Array(repeating: nil, count: missing.count)
     }
 
-    /// Feature set `f`'s zero-filled row matrix, allocated on first use.
-    private func withMatrix<R>(_ f: Int, _ body: (inout [Float]) -> R) -> R {
-        if matrices[f].isEmpty {
-            let rows = missing[f].lazy.filter { $0 }.count
-            matrices[f] = writer.matrix(featureSet: f, count: rows * writer.manifests[f].width)
-        }
-        return body(&matrices[f])
+    /// Feature set `f`'s row matrix (rows not yet written hold whatever the memory held).
+    private func matrix(_ f: Int) -> UnsafeMutableBufferPointer<Float> {
+        let memory = matrices[f] ?? writer.matrixMemory(featureSet: f)
+        matrices[f] = memory
+        return memory.prefix(written[f].count * writer.manifests[f].width)
+    }
+
+    /// Matrix row `row` of feature set `f`.
+    private func row(_ row: Int, of f: Int) -> UnsafeMutableBufferPointer<Float> {
+        let width = writer.manifests[f].width
+        return UnsafeMutableBufferPointer(rebasing: matrix(f)[(row * width)..<((row + 1) * width)])
     }
 
     /// Whether example `e` needs computing for any feature set.
@@ -194,29 +199,40 @@ public final class FeatureChunk {
     /// channel-first) into every feature set that lacks the example.
     public func add(tap: Int, example e: Int, activation: UnsafeBufferPointer<Float>) {
         for f in 0..<writer.manifests.count {
-            guard let row = rowOf[f][e] else { continue }
-            let manifest = writer.manifests[f]
-            let columns = manifest.taps[tap]
-            withMatrix(f) { matrix in
-                matrix.withUnsafeMutableBufferPointer { m in
-                    let out = UnsafeMutableBufferPointer(rebasing: m[(row * manifest.width + columns.offset)..<(row * manifest.width + columns.offset + columns.width)])
-                    writer.poolings[f].pool(activation, shape: columns.sourceShape!, into: out)
-                }
+            guard let r = rowOf[f][e] else { continue }
+            let row = self.row(r, of: f)
+            if !written[f][r] {
+                row.update(repeating: 0)
+                written[f][r] = true
             }
+            let columns = writer.manifests[f].taps[tap]
+            writer.poolings[f].pool(activation, shape: columns.sourceShape!,
+                                    into: UnsafeMutableBufferPointer(rebasing: row[columns.offset..<(columns.offset + columns.width)]))
         }
     }
 
     /// Copies an already pooled row (a feature set's full width) for example `e` into feature
     /// set `f`, if that feature set lacks the example.
     public func setRow(featureSet f: Int, example e: Int, _ values: UnsafeBufferPointer<Float>) {
-        guard let row = rowOf[f][e] else { return }
+        guard let r = rowOf[f][e] else { return }
         let width = writer.manifests[f].width
         precondition(values.count == width, "row of \(values.count) features for a feature set of width \(width)")
-        withMatrix(f) { matrix in
-            matrix.withUnsafeMutableBufferPointer { m in
-                _ = UnsafeMutableBufferPointer(rebasing: m[(row * width)..<((row + 1) * width)]).initialize(from: values)
-            }
-        }
+        _ = row(r, of: f).initialize(from: values)
+        written[f][r] = true
+    }
+
+    /// Feature set `f`'s rows for chunk examples `examples` (positions in the chunk), as one
+    /// row-major block of their full width for the caller to fill in place, when feature set `f`
+    /// lacks every one of them and they are consecutive rows of its matrix (as they are for
+    /// consecutive examples); nil otherwise (use ``setRow(featureSet:example:_:)``). The caller
+    /// writes every value of the block before ``commit(records:datasets:)``; the block is valid
+    /// until then.
+    public func rowBlock(featureSet f: Int, examples: [Int]) -> UnsafeMutableBufferPointer<Float>? {
+        guard let first = examples.first.flatMap({ rowOf[f][$0] }),
+              examples.enumerated().allSatisfy({ rowOf[f][$1] == first + $0 }) else { return nil }
+        let width = writer.manifests[f].width
+        for r in first..<(first + examples.count) { written[f][r] = true }
+        return UnsafeMutableBufferPointer(rebasing: matrix(f)[(first * width)..<((first + examples.count) * width)])
     }
 
     /// Whether feature set `f` lacks every example of the chunk, so that its rows can be handed
@@ -247,8 +263,11 @@ public final class FeatureChunk {
             if let bits = storedBits[f] {
                 tiles = writer.encode(f, bits: bits, rows: ids.count)
             } else {
-                tiles = withMatrix(f) { matrix in matrix.withUnsafeBufferPointer { writer.encode(f, $0.baseAddress!, rows: ids.count) } }
-                writer.recycle(&matrices[f], featureSet: f)
+                let matrix = self.matrix(f)
+                for r in written[f].indices where !written[f][r] { row(r, of: f).update(repeating: 0) }
+                tiles = writer.encode(f, UnsafePointer(matrix.baseAddress!), rows: ids.count)
+                writer.recycle(matrices[f]!, featureSet: f)
+                matrices[f] = nil
             }
             payloads.append(SegmentPayload(featureSet: writer.featureSetIDs[f], examples: ids, tiles: tiles))
             added += ids.count

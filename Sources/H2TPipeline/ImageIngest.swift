@@ -164,9 +164,12 @@ public struct ImageIngest {
         var computed = 0, reused = 0, seen = 0
         var skipped: [IngestSummary.SkippedInput] = scanSkipped
         var first = wanted.lowerBound
+        // Every segment's images are preprocessed into the same memory (hundreds of MB at 224×224).
+        let tensorMemory = ReusableFloats()
         while first < wanted.upperBound {
             let count = min(options.segmentRows, wanted.upperBound - first)
-            let segment = reader.segment(first..<(first + count), preprocessing: preprocessing, parallelism: options.parallelism)
+            let segment = reader.segment(first..<(first + count), preprocessing: preprocessing, parallelism: options.parallelism,
+                                         into: tensorMemory)
             // Checked before writing, so only a file changed since can fail here.
             if options.strict, !segment.skipped.isEmpty {
                 throw ImageIngestError.skippedUnderStrict(skipped: segment.skipped, stored: seen)
@@ -197,37 +200,46 @@ public struct ImageIngest {
         let needed = keep.indices.filter { chunk.needs($0) }
         let per = preprocessing.valuesPerImage
         let batchSize = options.effectiveBatchSize
-        let outputs = writer.manifests.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: batchSize * $0.width) }
-        defer { outputs.forEach { $0.deallocate() } }
+        // Pooled rows go straight into the chunk's matrices where a batch's rows are one block
+        // there (every example new: the usual case); other batches go through these buffers.
+        var scratch: [UnsafeMutableBufferPointer<Float>?] = writer.manifests.map { _ in nil }
+        defer { scratch.forEach { $0?.deallocate() } }
         // A batch of images that lie next to each other in the segment's tensor (every image new,
         // the usual case) is read where it lies; others are gathered into `gathered` first.
         var gathered: UnsafeMutableBufferPointer<Float>?
         defer { gathered?.deallocate() }
-        try segment.tensor.withUnsafeBufferPointer { tensor in
-            var batchStart = 0
-            while batchStart < needed.count {
-                let batch = Array(needed[batchStart..<min(batchStart + batchSize, needed.count)])
-                let rows = batch.map { keep[$0] }
-                let input: UnsafeBufferPointer<Float>
-                if zip(rows, rows.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
-                    input = UnsafeBufferPointer(rebasing: tensor[(rows[0] * per)..<((rows[0] + rows.count) * per)])
-                } else {
-                    let buffer = gathered ?? .allocate(capacity: batchSize * per)
-                    gathered = buffer
-                    for (b, row) in rows.enumerated() {
-                        (buffer.baseAddress! + b * per).update(from: tensor.baseAddress! + row * per, count: per)
-                    }
-                    input = UnsafeBufferPointer(rebasing: buffer[0..<(rows.count * per)])
+        let tensor = segment.tensor
+        var batchStart = 0
+        while batchStart < needed.count {
+            let batch = Array(needed[batchStart..<min(batchStart + batchSize, needed.count)])
+            let rows = batch.map { keep[$0] }
+            let input: UnsafeBufferPointer<Float>
+            if zip(rows, rows.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
+                input = UnsafeBufferPointer(rebasing: tensor[(rows[0] * per)..<((rows[0] + rows.count) * per)])
+            } else {
+                let buffer = gathered ?? .allocate(capacity: batchSize * per)
+                gathered = buffer
+                for (b, row) in rows.enumerated() {
+                    (buffer.baseAddress! + b * per).update(from: tensor.baseAddress! + row * per, count: per)
                 }
-                _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
-                                               targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
-                for (f, manifest) in writer.manifests.enumerated() {
-                    for (b, k) in batch.enumerated() {
-                        chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
-                    }
-                }
-                batchStart += batch.count
+                input = UnsafeBufferPointer(rebasing: buffer[0..<(rows.count * per)])
             }
+            let blocks = writer.manifests.indices.map { chunk.rowBlock(featureSet: $0, examples: batch) }
+            let outputs = writer.manifests.indices.map { f in
+                blocks[f] ?? {
+                    let buffer = scratch[f] ?? .allocate(capacity: batchSize * writer.manifests[f].width)
+                    scratch[f] = buffer
+                    return buffer
+                }()
+            }
+            _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
+                                           targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
+            for (f, manifest) in writer.manifests.enumerated() where blocks[f] == nil {
+                for (b, k) in batch.enumerated() {
+                    chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
+                }
+            }
+            batchStart += batch.count
         }
         let records = keep.map { ExampleRecord(name: segment.names[$0], source: segment.sources[$0]) }
         let append = DatasetAppend(dataset: options.dataset, classNames: classNames, split: options.split,
@@ -239,7 +251,8 @@ public struct ImageIngest {
 
 /// A segment of decoded, preprocessed images with their ids, labels and names.
 struct ImageSegment {
-    var tensor: [Float]
+    /// `[ids.count, 3, height, width]`, in the memory passed to ``ImageReader/segment(_:preprocessing:parallelism:into:)``.
+    var tensor: UnsafeBufferPointer<Float>
     var ids: [ExampleID]
     var labels: [Int]
     var names: [String]
@@ -341,7 +354,9 @@ struct ImageReader {
     /// Images `range`, decoded, identified and preprocessed on `parallelism`'s threads (each
     /// file by one worker, straight into its place in the segment's tensor); files that do not
     /// decode are skipped and reported, in the source's order.
-    func segment(_ range: Range<Int>, preprocessing: Preprocessing, parallelism: Parallelism) -> ImageSegment {
+    func segment(_ range: Range<Int>, preprocessing: Preprocessing, parallelism: Parallelism, into memory: ReusableFloats) -> ImageSegment {
+        let per = preprocessing.valuesPerImage
+        let tensor = memory.prefix(range.count * per)
         if let (images, labels) = idx {
             let size = images.width * images.height
             let ids = images.pixels.withUnsafeBufferPointer { pixels in
@@ -350,39 +365,35 @@ struct ImageReader {
                                           width: images.width, height: images.height, channels: 1)
                 }
             }
-            return ImageSegment(tensor: preprocessing.tensor(images, range: range, parallelism: parallelism), ids: ids,
+            preprocessing.write(images, range: range, parallelism: parallelism, into: tensor)
+            return ImageSegment(tensor: UnsafeBufferPointer(tensor), ids: ids,
                                 labels: range.map { i in labels.map { Int($0[i]) } ?? 0 },
                                 names: range.map { "\((path as NSString).lastPathComponent)#\($0)" },
                                 sources: range.map { _ in path }, skipped: [])
         }
         let folder = self.folder!
         let items = Array(folder.items[range])
-        let per = preprocessing.valuesPerImage
-        var outcomes: [Result<ExampleID, SkippedFile>] = []
-        let tensor = [Float](unsafeUninitializedCapacity: items.count * per) { buffer, initialized in
-            let base = UnsafeSendable(buffer.baseAddress)
-            // `try?`: the body cannot throw, so neither can the map.
-            outcomes = (try? Parallel.map(count: items.count, parallelism: parallelism) { k -> Result<ExampleID, SkippedFile> in
-                do {
-                    let image = try folder.decode(items[k], alpha: preprocessing.alpha)
-                    preprocessing.write(image, to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
-                    return .success(image.pixels.withUnsafeBufferPointer {
-                        ImageIngest.exampleID(pixels: $0, width: image.width, height: image.height, channels: image.channels)
-                    })
-                } catch {
-                    return .failure(SkippedFile(input: .init(path: items[k].path, reason: Self.skipReason(error))))
-                }
-            }) ?? []
-            // Close the gaps the skipped files left (blocks only move down, so never onto themselves).
-            var kept = 0
-            for (k, outcome) in outcomes.enumerated() {
-                guard case .success = outcome else { continue }
-                if kept != k { (base.value! + kept * per).update(from: base.value! + k * per, count: per) }
-                kept += 1
+        let base = UnsafeSendable(tensor.baseAddress)
+        // `try?`: the body cannot throw, so neither can the map.
+        let outcomes = (try? Parallel.map(count: items.count, parallelism: parallelism) { k -> Result<ExampleID, SkippedFile> in
+            do {
+                let image = try folder.decode(items[k], alpha: preprocessing.alpha)
+                preprocessing.write(image, to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
+                return .success(image.pixels.withUnsafeBufferPointer {
+                    ImageIngest.exampleID(pixels: $0, width: image.width, height: image.height, channels: image.channels)
+                })
+            } catch {
+                return .failure(SkippedFile(input: .init(path: items[k].path, reason: Self.skipReason(error))))
             }
-            initialized = kept * per
+        }) ?? []
+        // Close the gaps the skipped files left (blocks only move down, so never onto themselves).
+        var kept = 0
+        for (k, outcome) in outcomes.enumerated() {
+            guard case .success = outcome else { continue }
+            if kept != k { (base.value! + kept * per).update(from: base.value! + k * per, count: per) }
+            kept += 1
         }
-        var segment = ImageSegment(tensor: tensor, ids: [], labels: [], names: [], sources: [], skipped: [])
+        var segment = ImageSegment(tensor: UnsafeBufferPointer(rebasing: tensor[0..<(kept * per)]), ids: [], labels: [], names: [], sources: [], skipped: [])
         for (item, outcome) in zip(items, outcomes) {
             switch outcome {
             case .success(let id):

@@ -374,6 +374,51 @@ struct FeatureStoreTests {
         try store.commit(segments: [SegmentPayload(featureSet: fs, examples: chunkIDs, tiles: tiles)], examples: [], datasets: [])
         #expect(try store.featureSet(fs).rowCount == 14)
     }
+
+    /// A chunk's matrix is not zero-filled up front and its memory is reused from chunk to chunk,
+    /// yet what is stored is what a zero-filled matrix would hold: rows written in place
+    /// (`rowBlock`), copied (`setRow`), pooled tap by tap (`add`, other columns zero) or never
+    /// written (all zero), even over the previous chunk's values.
+    @Test func chunkRowsWrittenInPlaceOrNotAtAllStoreAsZeroFilledRowsWould() throws {
+        let dir = TemporaryDirectory()
+        let store = try FeatureStore(path: dir.file("store"))
+        let writer = try FeatureSetWriter(store: store, backbone: toyBackbone(), targetSizes: [16], codec: .lossless, columnBlock: 8)
+        let width = writer.manifests[0].width
+        let fs = writer.featureSetIDs[0]
+        var generator = ActivationGenerator(state: 5)
+        let values = generator.matrix(rows: 4, cols: width).map { $0 + 1 }  // no zeros
+        let ids = (0..<7).map { ExampleID(name: "chunk-row-\($0)") }
+        let append = { (range: Range<Int>) in
+            [DatasetAppend(dataset: "toy", classNames: ["a"], split: "train", items: ids[range].map { ($0, 0) })]
+        }
+        // Chunk 1: rows 0-1 in place, row 2 copied, row 3 filled too (so the memory holds no zero).
+        let first = try writer.chunk(examples: Array(ids[0..<4]))
+        let block = try #require(first.rowBlock(featureSet: 0, examples: [0, 1]))
+        #expect(block.count == 2 * width)
+        _ = block.initialize(from: values[0..<(2 * width)])
+        for r in 2..<4 {
+            values.withUnsafeBufferPointer { first.setRow(featureSet: 0, example: r, UnsafeBufferPointer(rebasing: $0[(r * width)..<((r + 1) * width)])) }
+        }
+        try first.commit(records: (0..<4).map { ExampleRecord(name: "r\($0)", source: "test") }, datasets: append(0..<4))
+        // Chunk 2 reuses that memory: example 3 is stored already, so no block spans it; of the
+        // new ones, 4 is never written, 5 gets one tap by `add`, 6 is written in place.
+        let second = try writer.chunk(examples: Array(ids[3..<7]))
+        #expect(second.rowBlock(featureSet: 0, examples: [0, 1]) == nil)
+        let tapValues = [Float](repeating: 2, count: 4 * 4 * 4)
+        tapValues.withUnsafeBufferPointer { second.add(tap: 0, example: 2, activation: $0) }
+        let last = try #require(second.rowBlock(featureSet: 0, examples: [3]))
+        _ = last.initialize(from: values[(3 * width)..<(4 * width)])
+        try second.commit(records: (3..<7).map { ExampleRecord(name: "r\($0)", source: "test") }, datasets: append(3..<7))
+
+        let stored = try store.read(featureSet: fs, examples: ids)
+        for r in 0..<4 { #expect(Array(stored.row(r)) == Array(values[(r * width)..<((r + 1) * width)])) }
+        #expect(stored.row(4).allSatisfy { $0 == 0 })
+        let tap = writer.manifests[0].taps[0]
+        let pooled = Array(stored.row(5))
+        #expect(pooled[tap.offset..<(tap.offset + tap.width)].allSatisfy { $0 == 2 })
+        #expect(pooled.indices.filter { !(tap.offset..<(tap.offset + tap.width)).contains($0) }.allSatisfy { pooled[$0] == 0 })
+        #expect(Array(stored.row(6)) == Array(values[(3 * width)..<(4 * width)]))
+    }
 }
 
 private func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }

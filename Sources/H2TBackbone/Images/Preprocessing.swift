@@ -107,24 +107,34 @@ public struct Preprocessing: Sendable, Hashable, Codable {
     /// Preprocesses images `range` of an IDX stack into one `[range.count, 3, height, width]`
     /// tensor, the images shared among `parallelism`'s threads.
     public func tensor(_ images: GrayscaleImages, range: Range<Int>, parallelism: Parallelism = .default) -> [Float] {
+        [Float](unsafeUninitializedCapacity: range.count * valuesPerImage) { buffer, initialized in
+            write(images, range: range, parallelism: parallelism, into: buffer)
+            initialized = range.count * valuesPerImage
+        }
+    }
+
+    /// ``tensor(_:range:parallelism:)`` written into `output` (at least `range.count ×
+    /// valuesPerImage` floats, which need not be initialised), e.g. memory reused from segment
+    /// to segment.
+    public func write(_ images: GrayscaleImages, range: Range<Int>, parallelism: Parallelism = .default,
+                      into output: UnsafeMutableBufferPointer<Float>) {
         precondition(range.lowerBound >= 0 && range.upperBound <= images.count, "image range out of bounds")
         let per = valuesPerImage
+        precondition(output.count >= range.count * per, "output buffer too small")
         let size = images.height * images.width
         let horizontal = ResampleAxis(input: images.width, output: width)
         let vertical = ResampleAxis(input: images.height, output: height)
-        return [Float](unsafeUninitializedCapacity: range.count * per) { buffer, initialized in
-            let base = UnsafeSendable(buffer.baseAddress)
-            images.pixels.withUnsafeBufferPointer { pixels in
-                let source = UnsafeSendable(pixels)
-                _ = try? Parallel.map(count: range.count, parallelism: parallelism) { k in
-                    let i = range.lowerBound + k
-                    write(pixels: UnsafeBufferPointer(rebasing: source.value[(i * size)..<((i + 1) * size)]),
-                          width: images.width, height: images.height, channels: 1,
-                          horizontal: horizontal, vertical: vertical,
-                          to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
-                }
+        let base = UnsafeSendable(output.baseAddress)
+        images.pixels.withUnsafeBufferPointer { pixels in
+            let source = UnsafeSendable(pixels)
+            // `try?`: the body cannot throw, so neither can the map.
+            _ = try? Parallel.map(count: range.count, parallelism: parallelism) { k in
+                let i = range.lowerBound + k
+                write(pixels: UnsafeBufferPointer(rebasing: source.value[(i * size)..<((i + 1) * size)]),
+                      width: images.width, height: images.height, channels: 1,
+                      horizontal: horizontal, vertical: vertical,
+                      to: UnsafeMutableBufferPointer(start: base.value! + k * per, count: per))
             }
-            initialized = range.count * per
         }
     }
 
