@@ -48,8 +48,8 @@ public struct ImageIngestOptions: Sendable {
     /// Ingest only this shard of the images (after `limit`, in the source's order), into a shard store.
     public var shard: ShardSpec?
 
-    /// 32 images, or two of the backbone's slices per thread when that is more, so that every
-    /// thread has work (a batch's slices are what its threads share).
+    /// 32 images, or two of the backbone's largest slices per thread when that is more, so that
+    /// every thread has work (a batch's slices are what its threads share).
     public static func defaultBatchSize(for parallelism: Parallelism) -> Int {
         max(32, 2 * NetworkInterpreter.sliceExamples * parallelism.threads)
     }

@@ -10,7 +10,8 @@ import Synchronization
 /// normalised with `architecture.normalisation`). Any size ≥ 32 works; padding follows the
 /// architecture's rule at every size.
 ///
-/// Threads: a run cuts its batch into slices of ``NetworkInterpreter/sliceExamples`` examples
+/// Threads: a run cuts its batch into slices of a few examples (as many as keep the largest
+/// activation in cache: 8 at 64×64, 1 at 224×224; ``NetworkInterpreter/sliceExamples(height:width:)``)
 /// that go through the whole network on a ``Parallelism``'s threads, each with single-threaded
 /// GEMMs (faster here than one pass with several OpenBLAS threads: no per-layer
 /// synchronisation and the depthwise/pooling work is parallel too; see `tools/bench-backbone.sh`).

@@ -139,14 +139,32 @@ public final class NetworkInterpreter: Sendable {
     /// The ordered taps for a `height × width` input.
     public func taps(height: Int, width: Int) -> [BackboneTap] { network.taps(height: height, width: width) }
 
-    /// Examples per slice of a batch: the unit of work of a run, fixed so that every GEMM's
-    /// shape, hence every rounding, is the same whatever the thread count.
+    /// The most examples per slice of a batch (``sliceExamples(height:width:)``).
     public static let sliceExamples = 8
+
+    /// Floats the largest activation of a slice may hold: 4 MB, so that a layer's output is
+    /// still in cache (a core's L2 and its share of L3) when the next step and the pooling read
+    /// it. A 224×224 MobileNetV2 slice of 8 examples had 38 MB activations that went to memory
+    /// and back at every step, and its workspace alone was hundreds of MB of page faults.
+    static let sliceFloatBudget = 1 << 20
+
+    /// Examples per slice of a batch of `height × width` inputs, the unit of work of a run:
+    /// as many as keep the largest activation within ``sliceFloatBudget`` (8 at 64×64, 4 at
+    /// 97×97, 1 at 224×224 for MobileNetV2), between 1 and ``sliceExamples``. It depends on the
+    /// input size only, so every GEMM's shape, hence every rounding, is the same whatever the
+    /// thread count.
+    public func sliceExamples(height: Int, width: Int) -> Int {
+        Self.sliceExamples(taps: network.taps(height: height, width: width))
+    }
+
+    private static func sliceExamples(taps: [BackboneTap]) -> Int {
+        max(1, min(sliceExamples, sliceFloatBudget / max(taps.map(\.elementCount).max() ?? 1, 1)))
+    }
 
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
-    /// The batch is cut into contiguous slices of ``sliceExamples`` examples (the last one
-    /// shorter) that go through the whole network on `parallelism`'s threads, each slice with
+    /// The batch is cut into contiguous slices of ``sliceExamples(height:width:)`` examples (the
+    /// last one shorter) that go through the whole network on `parallelism`'s threads, each slice with
     /// single-threaded GEMMs: the slices, not the thread count, fix every product's shape, so the
     /// activations are bit-identical whatever the thread count. `body` is called once per tap and
     /// slice, in tap order within a slice, concurrently for different slices; the activations are
@@ -171,7 +189,7 @@ public final class NetworkInterpreter: Sendable {
     ) throws {
         try validate(batch.count, count: count, height: height, width: width)
         let plan = try RunPlan(self, height: height, width: width, selection: selection)
-        let slice = Self.sliceExamples
+        let slice = Self.sliceExamples(taps: plan.taps)
         let slices = (count + slice - 1) / slice
         let workers = parallelism.workers(items: slices)
         let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: min(slice, count), slots: activationBuffers))
