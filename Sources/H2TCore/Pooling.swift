@@ -122,17 +122,22 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         windowAverages(windowed, input, channels: c, examples: examples, height: h, width: w, isa: isa)
     }
 
-    /// The vector kernel's window averages of a channel-major tap for each of `rules`, every rule
-    /// on a channel before the next channel.
+    /// The vector kernel's window averages of a channel-major tap for each of `rules`: eight
+    /// channels of one example at a time (the kernel's group of planes, whatever the slice's
+    /// example count: a slice of one 224×224 image has one plane per channel), every rule on a
+    /// group before the next group.
     private static func windowAverages(_ rules: [(window: Int, cells: Int, output: UnsafeMutablePointer<Float>, rowStride: Int)],
                                        _ input: UnsafePointer<Float>, channels c: Int, examples: Int, height h: Int, width w: Int,
                                        isa: InstructionSet) {
         let plane = h * w
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * plane) { columns in
-            for ch in 0..<c {
-                for rule in rules {
-                    h2t_window_average(Int32(isa.rawValue), input + ch * examples * plane, examples, plane, h, w, rule.window,
-                                       rule.output + ch * rule.cells, rule.rowStride, columns.baseAddress!)
+            for e in 0..<examples {
+                for first in stride(from: 0, to: c, by: 8) {
+                    for rule in rules {
+                        h2t_window_average(Int32(isa.rawValue), input + (first * examples + e) * plane, min(8, c - first),
+                                           examples * plane, h, w, rule.window,
+                                           rule.output + e * rule.rowStride + first * rule.cells, rule.cells, columns.baseAddress!)
+                    }
                 }
             }
         }
