@@ -200,6 +200,52 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
     else depthwise_positions_avx2(output, input, n, positions, starts, weight_index, input_index, weights, bias);
 }
 
+// Channels in the vector lanes (one example, any number of channels): lane l of position p is
+// channel l, with its own weights (`weights[tap * n + l]`) and bias; each lane performs exactly
+// the operations of the examples-in-lanes kernel above (start from the bias, one fused
+// multiply-add per entry in order), so both give the same bits.
+AVX2 static void depthwise_channels_avx2(float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                                         const ptrdiff_t *starts, const ptrdiff_t *wi, const ptrdiff_t *ii,
+                                         const float *weights, const float *bias) {
+    for (ptrdiff_t p = 0; p < positions; p++) {
+        float *out = output + p * n;
+        for (ptrdiff_t m = 0; m < n; m += 8) {
+            __m256i mask = tail_mask8(n - m);
+            __m256 acc = _mm256_maskload_ps(bias + m, mask);
+            for (ptrdiff_t e = starts[p]; e < starts[p + 1]; e++) {
+                acc = _mm256_fmadd_ps(_mm256_maskload_ps(weights + wi[e] * n + m, mask),
+                                      _mm256_maskload_ps(input + ii[e] * n + m, mask), acc);
+            }
+            _mm256_maskstore_ps(out + m, mask, acc);
+        }
+    }
+}
+
+AVX512 static void depthwise_channels_avx512(float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                                             const ptrdiff_t *starts, const ptrdiff_t *wi, const ptrdiff_t *ii,
+                                             const float *weights, const float *bias) {
+    for (ptrdiff_t p = 0; p < positions; p++) {
+        float *out = output + p * n;
+        for (ptrdiff_t m = 0; m < n; m += 16) {
+            ptrdiff_t left = n - m;
+            __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            __m512 acc = _mm512_maskz_loadu_ps(mask, bias + m);
+            for (ptrdiff_t e = starts[p]; e < starts[p + 1]; e++) {
+                acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, weights + wi[e] * n + m),
+                                      _mm512_maskz_loadu_ps(mask, input + ii[e] * n + m), acc);
+            }
+            _mm512_mask_storeu_ps(out + m, mask, acc);
+        }
+    }
+}
+
+void h2t_depthwise_channels(int isa, float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                            const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
+                            const float *weights, const float *bias) {
+    if (isa >= H2T_ISA_AVX512) depthwise_channels_avx512(output, input, n, positions, starts, weight_index, input_index, weights, bias);
+    else depthwise_channels_avx2(output, input, n, positions, starts, weight_index, input_index, weights, bias);
+}
+
 // MARK: element-wise
 
 AVX2 static void relu6_avx2(float *v, ptrdiff_t count) {

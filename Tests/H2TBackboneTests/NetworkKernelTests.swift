@@ -115,6 +115,54 @@ struct NetworkKernelTests {
         #expect(worst < 1e-5, "depthwise \(kernel)x\(kernel)/\(stride) \(height)x\(width) batch \(batch) at \(isa)")
     }
 
+    /// Narrow maps with fewer than 8 examples put channels in the vector lanes, with 8 or more
+    /// the examples: both must give the same bits, so a slice's size (1 example at 224×224, 8
+    /// at 64×64) never changes a stored feature.
+    @Test("narrow depthwise maps: channels in the lanes give the bits of examples in the lanes",
+          arguments: [(3, 1, false, 7, 7), (3, 2, true, 14, 14), (5, 1, true, 4, 6), (5, 2, false, 9, 9)])
+    func narrowDepthwiseLanes(kernel: Int, stride: Int, same: Bool, height: Int, width: Int) {
+        var random = NetworkTestRandom(seed: UInt64(kernel * 100 + stride * 10 + height))
+        let channels = 21, batch = 8, plane = height * width
+        let padding = same ? Padding2D.same(height: height, width: width, kernel: kernel, stride: stride)
+                           : Padding2D.symmetric(kernel: kernel)
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+        #expect(ow < 8)
+        let input = random.array(channels * batch * plane)  // C × N × H × W
+        let weights = random.array(channels * kernel * kernel), bias = random.array(channels)
+        var scratch = [Float](repeating: .nan, count: NetworkKernels.depthwiseScratchCount(height: height, width: width, padding: padding))
+        for isa in Self.runnableSets where isa != .baseline {
+            var all = [Float](repeating: .nan, count: channels * batch * oh * ow)
+            NetworkKernels.depthwise(input: input, output: &all, channels: channels, batch: batch, height: height, width: width,
+                                     kernel: kernel, stride: stride, padding: padding, weights: weights, bias: bias,
+                                     scratch: &scratch, isa: isa)
+            // The same examples one, then three, at a time.
+            let cells = oh * ow
+            for group in [1, 3] {
+                for first in Swift.stride(from: 0, to: batch, by: group) {
+                    let n = min(group, batch - first)
+                    var part = [Float](repeating: 0, count: channels * n * plane)
+                    for c in 0..<channels {
+                        for m in 0..<n {
+                            let from = (c * batch + first + m) * plane, to = (c * n + m) * plane
+                            part[to..<(to + plane)] = input[from..<(from + plane)]
+                        }
+                    }
+                    var out = [Float](repeating: .nan, count: channels * n * cells)
+                    NetworkKernels.depthwise(input: part, output: &out, channels: channels, batch: n, height: height, width: width,
+                                             kernel: kernel, stride: stride, padding: padding, weights: weights, bias: bias,
+                                             scratch: &scratch, isa: isa)
+                    for c in 0..<channels {
+                        for m in 0..<n {
+                            let at = (c * n + m) * cells, was = (c * batch + first + m) * cells
+                            let same = out[at..<(at + cells)].elementsEqual(all[was..<(was + cells)]) { $0.bitPattern == $1.bitPattern }
+                            #expect(same, "\(isa) \(kernel)x\(kernel)/\(stride) \(height)x\(width) groups of \(group): channel \(c) example \(first + m)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("stem convolution (im2col + GEMM) matches a naive loop", arguments: [false, true])
     func stem(same: Bool) {
         var random = NetworkTestRandom(seed: same ? 7 : 8)

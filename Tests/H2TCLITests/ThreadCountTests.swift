@@ -246,6 +246,34 @@ struct ThreadInvarianceTests {
         }
     }
 
+    /// Where slices hold one example (inputs of 160×160 and up for MobileNetV2), a stored feature
+    /// does not depend on the batch size: every image goes through the same shapes, and the
+    /// narrow depthwise maps of a one-example slice take the vector kernel (channels in the
+    /// lanes), not the scalar loop without fused multiply-adds they took before, whose bits a
+    /// slice of 8 examples did not give.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: NSHomeDirectory() + "/.cache/h2t-store/fashion-mnist/t10k-images-idx3-ubyte.gz")
+                    || ProcessInfo.processInfo.environment["H2T_CACHE"] != nil, "run tools/fetch-artifacts first"))
+    func oneExampleSlicesDoNotDependOnTheBatchSize() throws {
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fm = cache + "/fashion-mnist/"
+        var outputs: [String: Data] = [:]
+        for batch in ["32", "3"] {
+            let store = ["--store", "\(dir)/s\(batch)"]
+            let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--idx", fm + "t10k-images-idx3-ubyte.gz",
+                                      "--labels", fm + "t10k-labels-idx1-ubyte.gz", "--limit", "10", "--dataset", "fm",
+                                      "--input-size", "160", "--target-size", "64", "--dtype", "float32",
+                                      "--batch-size", batch, "--json"] + store)
+            #expect(ingest.status == 0, "\(ingest.stderr)")
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(ingest.stdout.utf8)) as? [String: Any])
+            let featureSet = try #require((summary["feature_sets"] as? [[String: Any]])?.first?["id"] as? String)
+            let out = "\(dir)/x\(batch).npy"
+            let export = try CLI.run(["export", "--feature-set", featureSet, "--dataset", "fm", "--split", "train", "--out", out] + store)
+            #expect(export.status == 0, "\(export.stderr)")
+            outputs[batch] = try Data(contentsOf: URL(fileURLWithPath: out))
+        }
+        #expect(outputs["3"] == outputs["32"], "batches of 3 and 32 store different features")
+    }
+
     /// The tensors of a safetensors file (its data section and the header's tensor entries, not
     /// the metadata, which records when the file was written).
     static func tensors(_ path: String) throws -> String {

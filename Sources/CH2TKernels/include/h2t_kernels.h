@@ -36,6 +36,14 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
                              const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
                              const float *weights, float bias);
 
+/// ``h2t_depthwise_positions`` with `n` channels of one example in the lanes instead of `n`
+/// examples of one channel: `input[position * n + channel]`, per-channel weights
+/// `weights[tap * n + channel]` and biases `bias[channel]`; each value is computed with the same
+/// operations in the same order, so it has the same bits.
+void h2t_depthwise_channels(int isa, float *output, const float *input, ptrdiff_t n, ptrdiff_t positions,
+                            const ptrdiff_t *starts, const ptrdiff_t *weight_index, const ptrdiff_t *input_index,
+                            const float *weights, const float *bias);
+
 /// Splits `count` values into those at even indices (`evens[j] = source[2 j]`) and those at
 /// odd ones (`odds[j] = source[2 j + 1]`): a stride-2 depthwise convolution's padded rows, split
 /// by column phase so that every kernel column reads a contiguous run. Data movement only.

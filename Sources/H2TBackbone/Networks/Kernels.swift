@@ -177,6 +177,32 @@ public enum NetworkKernels {
         starts.withUnsafeBufferPointer { starts in
             weightIndex.withUnsafeBufferPointer { wi in
                 inputIndex.withUnsafeBufferPointer { ii in
+                    if n < 8 && isa != .baseline {
+                        // Fewer examples than lanes (a slice of one 224×224 image has one):
+                        // each example's channels go in the lanes instead, with the same
+                        // operations per value as the examples-in-lanes path below (same bits).
+                        let taps = kernel * kernel
+                        let tWeights = UnsafeMutablePointer<Float>.allocate(capacity: taps * channels)
+                        let tIn = UnsafeMutablePointer<Float>.allocate(capacity: inPlane * channels)
+                        let tOut = UnsafeMutablePointer<Float>.allocate(capacity: outPlane * channels)
+                        defer { tWeights.deallocate(); tIn.deallocate(); tOut.deallocate() }
+                        for c in 0..<channels {
+                            for k in 0..<taps { tWeights[k * channels + c] = weights[c * taps + k] }
+                        }
+                        for m in 0..<n {
+                            for c in 0..<channels {
+                                let src = input + (c * n + m) * inPlane
+                                for i in 0..<inPlane { tIn[i * channels + c] = src[i] }
+                            }
+                            h2t_depthwise_channels(Int32(isa.rawValue), tOut, tIn, channels, outPlane, starts.baseAddress!,
+                                                   wi.baseAddress!, ii.baseAddress!, tWeights, bias)
+                            for c in 0..<channels {
+                                let dst = output + (c * n + m) * outPlane
+                                for p in 0..<outPlane { dst[p] = tOut[p * channels + c] }
+                            }
+                        }
+                        return
+                    }
                     guard n >= 8 else {
                         for c in 0..<channels {
                             let w = weights + c * kernel * kernel
