@@ -15,7 +15,8 @@ import Synchronization
 /// that go through the whole network on a ``Parallelism``'s threads, each with single-threaded
 /// GEMMs (faster here than one pass with several OpenBLAS threads: no per-layer
 /// synchronisation and the depthwise/pooling work is parallel too; see `tools/bench-backbone.sh`).
-/// The slices do not depend on the thread count, so neither do the results.
+/// The slices do not depend on the thread count, so neither do the results; a batch's short last
+/// slice is padded to the full slice, so an image's results do not depend on the batch either.
 public final class BackboneNetwork: Sendable {
     /// Which backbone this is.
     public let architecture: BackboneArchitecture

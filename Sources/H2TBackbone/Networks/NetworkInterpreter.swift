@@ -164,7 +164,7 @@ public final class NetworkInterpreter: Sendable {
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
     /// The batch is cut into contiguous slices of ``sliceExamples(height:width:)`` examples (the
-    /// last one shorter) that go through the whole network on `parallelism`'s threads, each slice with
+    /// last one padded to that size with zero images, whose taps are not delivered) that go through the whole network on `parallelism`'s threads, each slice with
     /// single-threaded GEMMs: the slices, not the thread count, fix every product's shape, so the
     /// activations are bit-identical whatever the thread count. `body` is called once per tap and
     /// slice, in tap order within a slice, concurrently for different slices; the activations are
@@ -192,16 +192,26 @@ public final class NetworkInterpreter: Sendable {
         let slice = Self.sliceExamples(taps: plan.taps)
         let slices = (count + slice - 1) / slice
         let workers = parallelism.workers(items: slices)
-        let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: min(slice, count), slots: activationBuffers))
+        let workspaces = takeWorkspaces(workers, need: plan.sizes(capacity: slice, slots: activationBuffers))
         defer { returnWorkspaces(workspaces) }
         let perExample = network.inputChannels * height * width
         let shared = UnsafeSendable(batch.baseAddress!), sharedWorkspaces = UnsafeSendable(workspaces)
         try parallelism.withBLAS {
             try Parallel.forEachWorker(itemCount: slices, parallelism: parallelism) { worker, next in
+                let ws = sharedWorkspaces.value[worker]
                 while let s = next() {
-                    let first = s * slice, end = min(count, first + slice)
-                    self.forward(shared.value + first * perExample, first: first, count: end - first,
-                                 plan: plan, workspace: sharedWorkspaces.value[worker], body: body)
+                    let first = s * slice, real = min(count, first + slice) - first
+                    var input = UnsafePointer(shared.value + first * perExample)
+                    if real < slice {
+                        // A short slice (a batch's tail) is padded with zero images to the full
+                        // slice: every product then has the same shape for every example (OpenBLAS
+                        // rounds a small product differently), so an image's features do not
+                        // depend on where it falls in a batch.
+                        ws.input.update(from: input, count: real * perExample)
+                        (ws.input + real * perExample).update(repeating: 0, count: (slice - real) * perExample)
+                        input = UnsafePointer(ws.input)
+                    }
+                    self.forward(input, first: first, count: slice, real: real, plan: plan, workspace: ws, body: body)
                 }
             }
         }
@@ -222,9 +232,10 @@ public final class NetworkInterpreter: Sendable {
     // MARK: - Forward pass
 
     /// One worker's pass over `count` examples, step by step; a step's output is delivered
-    /// before the next step runs (which may overwrite it in place).
+    /// before the next step runs (which may overwrite it in place), for the first `real`
+    /// examples only (the others pad a short slice).
     private func forward(
-        _ input: UnsafePointer<Float>, first: Int, count n: Int, plan: RunPlan, workspace ws: Workspace,
+        _ input: UnsafePointer<Float>, first: Int, count n: Int, real: Int, plan: RunPlan, workspace ws: Workspace,
         body: (TapActivations) -> Void
     ) {
         let slots = ws.slots
@@ -273,7 +284,14 @@ public final class NetworkInterpreter: Sendable {
                 }
             }
             if plan.selected[i] {
-                body(TapActivations(tap: tap, firstExample: first, count: n, base: output,
+                var base = UnsafePointer(output)
+                if real < n && tap.shape.count == 3 {
+                    // Channel-major (`C × n × H × W`): each channel's real planes, without the padding's.
+                    let planes = real * tap.shape[1] * tap.shape[2], stride = n * tap.shape[1] * tap.shape[2]
+                    for c in 0..<tap.shape[0] { (ws.compact + c * planes).update(from: output + c * stride, count: planes) }
+                    base = UnsafePointer(ws.compact)
+                }
+                body(TapActivations(tap: tap, firstExample: first, count: real, base: base,
                                     channelMajor: tap.shape.count == 3, scratch: ws.gather))
             }
             if i == plan.last { return }
@@ -364,6 +382,9 @@ struct RunPlan {
     /// Buffer sizes for a worker of `capacity` examples.
     func sizes(capacity: Int, slots: Int) -> Workspace.Sizes {
         var sizes = Workspace.Sizes(slots: slots)
+        // A short slice: its input padded to `capacity` examples, its taps without the padding.
+        sizes.input = capacity * inputShapes[0].reduce(1, *)
+        sizes.compact = (capacity - 1) * (taps.map(\.elementCount).max() ?? 0)
         for (i, tap) in taps.enumerated() {
             // One more channel than any tensor: the row of ones a 1×1 convolution appends to its input.
             sizes.slot = max(sizes.slot, (tap.shape[0] + 1) * (tap.elementCount / tap.shape[0]) * capacity)
@@ -389,22 +410,23 @@ final class Workspace: @unchecked Sendable {
     // that hands it over is behind a Mutex.
     struct Sizes: Equatable {
         var slots: Int
-        var slot = 0, columns = 0, depthwise = 0, gather = 0
+        var slot = 0, columns = 0, depthwise = 0, gather = 0, input = 0, compact = 0
 
         func covers(_ other: Sizes) -> Bool {
             slots >= other.slots && slot >= other.slot && columns >= other.columns && depthwise >= other.depthwise
-                && gather >= other.gather
+                && gather >= other.gather && input >= other.input && compact >= other.compact
         }
 
         func union(_ other: Sizes) -> Sizes {
             Sizes(slots: max(slots, other.slots), slot: max(slot, other.slot), columns: max(columns, other.columns),
-                  depthwise: max(depthwise, other.depthwise), gather: max(gather, other.gather))
+                  depthwise: max(depthwise, other.depthwise), gather: max(gather, other.gather),
+                  input: max(input, other.input), compact: max(compact, other.compact))
         }
     }
 
     let sizes: Sizes
     let slots: [UnsafeMutablePointer<Float>]
-    let columns, depthwiseScratch, gather: UnsafeMutablePointer<Float>
+    let columns, depthwiseScratch, gather, input, compact: UnsafeMutablePointer<Float>
 
     init(_ sizes: Sizes) {
         self.sizes = sizes
@@ -413,9 +435,11 @@ final class Workspace: @unchecked Sendable {
         columns = make(sizes.columns)
         depthwiseScratch = make(sizes.depthwise)
         gather = make(sizes.gather)
+        input = make(sizes.input)
+        compact = make(sizes.compact)
     }
 
     deinit {
-        for p in slots + [columns, depthwiseScratch, gather] { p.deallocate() }
+        for p in slots + [columns, depthwiseScratch, gather, input, compact] { p.deallocate() }
     }
 }
