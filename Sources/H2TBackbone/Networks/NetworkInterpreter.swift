@@ -164,9 +164,10 @@ public final class NetworkInterpreter: Sendable {
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
     /// The batch is cut into contiguous slices of ``sliceExamples(height:width:)`` examples (the
-    /// last one padded to that size with zero images, whose taps are not delivered) that go through the whole network on `parallelism`'s threads, each slice with
-    /// single-threaded GEMMs: the slices, not the thread count, fix every product's shape, so the
-    /// activations are bit-identical whatever the thread count. `body` is called once per tap and
+    /// last one padded to that size with zero images, whose taps are not delivered) that go
+    /// through the whole network on `parallelism`'s threads, each slice with single-threaded
+    /// GEMMs: the slices, not the thread count, fix every product's shape, so the activations are
+    /// bit-identical whatever the thread count, and whatever the batch an example is in. `body` is called once per tap and
     /// slice, in tap order within a slice, concurrently for different slices; the activations are
     /// valid only during the call. Computation stops after the deepest selected tap.
     ///
