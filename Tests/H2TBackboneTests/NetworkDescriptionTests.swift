@@ -238,24 +238,22 @@ struct NetworkDescriptionTests {
     }
 
     @Test("a batch's slices keep the largest activation within 4 MB: 8 examples at 64×64, 1 at 224×224",
-          .enabled(if: NetworkTestSupport.hasAllWeights(), "run tools/fetch-artifacts first"),
           arguments: BackboneArchitecture.allCases)
     func slicesShrinkAsInputsGrow(architecture: BackboneArchitecture) throws {
-        let state = try PyTorchCheckpoint.read(architecture.weightsArtifact, from: NetworkTestSupport.cache)
-        let interpreter = try NetworkInterpreter(architecture.networkDescription, weights: state)
-        #expect(interpreter.sliceExamples(height: 64, width: 64) == 8)
-        #expect(interpreter.sliceExamples(height: 224, width: 224) == 1)
-        if architecture == .mobileNetV2 { #expect(interpreter.sliceExamples(height: 97, width: 97) == 4) }
+        func slice(_ size: Int) -> Int { NetworkInterpreter.sliceExamples(taps: architecture.taps(height: size, width: size)) }
+        #expect(slice(64) == 8)
+        #expect(slice(224) == 1)
+        if architecture == .mobileNetV2 { #expect(slice(97) == 4) }
         var previous = NetworkInterpreter.sliceExamples
         for size in [32, 64, 97, 128, 160, 224, 512] {
-            let slice = interpreter.sliceExamples(height: size, width: size)
+            let examples = slice(size)
             let largest = try #require(architecture.taps(height: size, width: size).map(\.elementCount).max())
             // The most examples that fit, never fewer than one nor more than the cap.
-            #expect((1...NetworkInterpreter.sliceExamples).contains(slice))
-            #expect(slice == 1 || slice * largest <= 1 << 20, "\(size)")
-            #expect(slice == NetworkInterpreter.sliceExamples || (slice + 1) * largest > 1 << 20, "\(size)")
-            #expect(slice <= previous, "\(size)")
-            previous = slice
+            #expect((1...NetworkInterpreter.sliceExamples).contains(examples))
+            #expect(examples == 1 || examples * largest <= 1 << 20, "\(size)")
+            #expect(examples == NetworkInterpreter.sliceExamples || (examples + 1) * largest > 1 << 20, "\(size)")
+            #expect(examples <= previous, "\(size)")
+            previous = examples
         }
     }
 

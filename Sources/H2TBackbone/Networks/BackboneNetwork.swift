@@ -11,7 +11,7 @@ import Synchronization
 /// architecture's rule at every size.
 ///
 /// Threads: a run cuts its batch into slices of a few examples (as many as keep the largest
-/// activation in cache: 8 at 64×64, 1 at 224×224; ``NetworkInterpreter/sliceExamples(height:width:)``)
+/// activation in cache: 8 at 64×64, 1 at 224×224; ``NetworkInterpreter/sliceExamples(taps:)``)
 /// that go through the whole network on a ``Parallelism``'s threads, each with single-threaded
 /// GEMMs (faster here than one pass with several OpenBLAS threads: no per-layer
 /// synchronisation and the depthwise/pooling work is parallel too; see `tools/bench-backbone.sh`).

@@ -139,7 +139,7 @@ public final class NetworkInterpreter: Sendable {
     /// The ordered taps for a `height × width` input.
     public func taps(height: Int, width: Int) -> [BackboneTap] { network.taps(height: height, width: width) }
 
-    /// The most examples per slice of a batch (``sliceExamples(height:width:)``).
+    /// The most examples per slice of a batch (``sliceExamples(taps:)``).
     public static let sliceExamples = 8
 
     /// Floats the largest activation of a slice may hold: 4 MB, so that a layer's output is
@@ -148,22 +148,18 @@ public final class NetworkInterpreter: Sendable {
     /// and back at every step, and its workspace alone was hundreds of MB of page faults.
     static let sliceFloatBudget = 1 << 20
 
-    /// Examples per slice of a batch of `height × width` inputs, the unit of work of a run:
-    /// as many as keep the largest activation within ``sliceFloatBudget`` (8 at 64×64, 4 at
-    /// 97×97, 1 at 224×224 for MobileNetV2), between 1 and ``sliceExamples``. It depends on the
-    /// input size only, so every GEMM's shape, hence every rounding, is the same whatever the
-    /// thread count.
-    public func sliceExamples(height: Int, width: Int) -> Int {
-        Self.sliceExamples(taps: network.taps(height: height, width: width))
-    }
-
-    private static func sliceExamples(taps: [BackboneTap]) -> Int {
+    /// Examples per slice of a batch, the unit of work of a run, for a network whose taps at the
+    /// input size are `taps`: as many as keep the largest activation within
+    /// ``sliceFloatBudget`` (8 at 64×64, 4 at 97×97, 1 at 224×224 for MobileNetV2), between 1
+    /// and ``sliceExamples``. It depends on the network and input size only, so every GEMM's
+    /// shape, hence every rounding, is the same whatever the thread count.
+    public static func sliceExamples(taps: [BackboneTap]) -> Int {
         max(1, min(sliceExamples, sliceFloatBudget / max(taps.map(\.elementCount).max() ?? 1, 1)))
     }
 
     /// Runs a batch and hands every selected tap to `body` as soon as it is computed.
     ///
-    /// The batch is cut into contiguous slices of ``sliceExamples(height:width:)`` examples (the
+    /// The batch is cut into contiguous slices of ``sliceExamples(taps:)`` examples (the
     /// last one padded to that size with zero images, whose taps are not delivered) that go
     /// through the whole network on `parallelism`'s threads, each slice with single-threaded
     /// GEMMs: the slices, not the thread count, fix every product's shape, so the activations are
