@@ -173,6 +173,45 @@ struct CodecTests {
         #expect(out == [full[30 * 23 + 2], full[30 * 23 + 9], full[30 * 23 + 22], full[1 * 23 + 2], full[1 * 23 + 9], full[1 * 23 + 22]])
     }
 
+    /// The ranges the query layer reads ahead for some columns hold every byte their decode
+    /// reads: with every other byte after the header and frame table scrambled, the picked
+    /// columns still decode (checksums included) to the same values. And they leave out the
+    /// frames not picked.
+    @Test func storedRangesOfFramesHoldEveryByteTheirDecodeReads() throws {
+        let rows = 64, cols = 40
+        var generator = ActivationGenerator(state: 11)
+        let values = generator.matrix(rows: rows, cols: cols)
+        for codec in [TileCodec(frameWidth: 4), TileCodec(dtype: .float32, frameWidth: 3), TileCodec(compressed: false, frameWidth: 2)] {
+            let tile = values.withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: cols, rows: rows, cols: cols) }
+            for picked in [[0], [5, 6, 7, 21], [1, 12, 13, 30, 39], Array(0..<cols)] {
+                let picks = picked.enumerated().map { ColumnPick(local: $0.element, out: $0.offset) }
+                let frames = Array(Set(picked.map { $0 / codec.frameWidth })).sorted()
+                let header = try tile.withUnsafeBytes { try TileHeader(parsing: $0, binding: []) }
+                for gap in [0, 64, 4096] {
+                    let ranges = tile.withUnsafeBytes { header.storedRanges(ofFrames: frames, in: $0, mergingWithin: gap) }
+                    var scrambled = tile
+                    for i in header.headerByteCount..<tile.count where !ranges.contains(where: { $0.contains(i) }) { scrambled[i] ^= 0xA5 }
+                    var expected = [Float](repeating: 0, count: rows * picks.count), got = expected
+                    try tile.withUnsafeBytes { b in
+                        try expected.withUnsafeMutableBufferPointer { try TileDecoder().decode(b, binding: [], columns: picks, into: $0.baseAddress!, destStride: picks.count) }
+                    }
+                    try scrambled.withUnsafeBytes { b in
+                        try got.withUnsafeMutableBufferPointer { try TileDecoder().decode(b, binding: [], columns: picks, into: $0.baseAddress!, destStride: picks.count) }
+                    }
+                    #expect(got == expected, "\(codec), columns \(picked), gap \(gap)")
+                    let stored = ranges.reduce(0) { $0 + $1.count }, frameBytes = tile.count - header.headerByteCount
+                    if gap == 0 {
+                        // Exactly the picked frames' bytes.
+                        let sizes = tile.withUnsafeBytes { header.frameByteCounts($0) }
+                        #expect(stored == frames.reduce(0) { $0 + sizes[$1] })
+                    }
+                    if frames.count == header.frameCount { #expect(ranges == [header.headerByteCount..<tile.count]) }
+                    if picked == [0] { #expect(stored < frameBytes / 4) }
+                }
+            }
+        }
+    }
+
     @Test func everyFlippedByteIsDetected() throws {
         let values = sample()
         let tile = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: Self.cols, rows: Self.rows, cols: Self.cols) }

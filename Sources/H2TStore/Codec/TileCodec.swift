@@ -204,9 +204,32 @@ extension TileHeader {
 extension TileHeader {
     /// Stored bytes of each frame of `tile` (for disk-usage accounting).
     public func frameByteCounts(_ tile: UnsafeRawBufferPointer) -> [Int] {
-        (0..<frameCount).map { f in
-            let entry = tableOffset + f * entrySize
-            return (0..<planes).reduce(0) { $0 + Int(loadLE32(tile, entry + 4 + 4 * $1)) }
+        (0..<frameCount).map { storedLength(ofFrame: $0, in: tile) }
+    }
+
+    /// The byte ranges of `tile` (from its first byte) that hold the stored bytes of `frames`
+    /// (ascending; frames past the last are ignored), as its frame table says, clamped to the
+    /// tile; ranges at most `gap` bytes apart are merged (touching ones always). Where to read ahead for a read of
+    /// those frames: the table is not checked here (the decoder checks it).
+    public func storedRanges(ofFrames frames: [Int], in tile: UnsafeRawBufferPointer, mergingWithin gap: Int = 0) -> [Range<Int>] {
+        var ranges: [Range<Int>] = []
+        for f in frames where (0..<frameCount).contains(f) {
+            let start = min(tile.count, dataOffset + Int(loadLE32(tile, tableOffset + f * entrySize)))
+            let range = start..<min(tile.count, start + storedLength(ofFrame: f, in: tile))
+            if let last = ranges.last, range.lowerBound >= last.lowerBound, range.lowerBound - last.upperBound <= gap {
+                ranges[ranges.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                ranges.append(range)
+            }
         }
+        return ranges
+    }
+
+    /// Bytes of `tile` before its first frame: the header and the frame table.
+    public var headerByteCount: Int { dataOffset }
+
+    private func storedLength(ofFrame f: Int, in tile: UnsafeRawBufferPointer) -> Int {
+        let entry = tableOffset + f * entrySize
+        return (0..<planes).reduce(0) { $0 + Int(loadLE32(tile, entry + 4 + 4 * $1)) }
     }
 }

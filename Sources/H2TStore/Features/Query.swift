@@ -84,7 +84,7 @@ extension FeatureStore {
         let (segments, rowsBySegment) = try rowsBySegment(info, examples: examples)
         let blocks = Self.columnsByBlock(manifest, columns: columns)
         let work = Self.tileReads(segments: segments, rowsBySegment: rowsBySegment, blockCount: blocks.count)
-        try decode(work, of: info.id, segments: segments, blocks: blocks, into: destination, stride: outColumns)
+        try decode(work, of: info, segments: segments, blocks: blocks, wholeTiles: columns == nil, into: destination, stride: outColumns)
     }
 
     /// Reads the rows of `examples` (all columns or `columns`, as ``read(featureSet:examples:columns:)``
@@ -124,6 +124,10 @@ extension FeatureStore {
         // Fewer blocks than threads (a predict of a few examples): each block's tiles are
         // decoded on all the threads instead.
         let tileParallelism = work.count < parallelism.threads ? parallelism : .serial
+        // Tile `b` of work item `i` is tile `i * blocks.count + b` in decode order.
+        let readAhead = TileReadAhead(tiles: work.flatMap { item in blocks.indices.map { (segments[item.segment].start, $0) } },
+                                      blocks: blocks, wholeTiles: columns == nil, manifest: manifest, prefix: fs, table: tables.tiles,
+                                      workers: parallelism.threads)
         try Parallel.forEachWorker(itemCount: work.count, parallelism: parallelism) { _, next in
             var previous: FeatureMatrix?
             while let index = next() {
@@ -138,6 +142,7 @@ extension FeatureStore {
                         let decoder = TileDecoder()
                         try environment.read { txn in
                             while let b = nextBlock() {
+                                readAhead.decoding(index * blocks.count + b, txn)
                                 try decodeTile(txn, decoder, featureSet: info.id, fs, segment: segments[segment], block: blocks[b], rows: rows,
                                                into: buffer.baseAddress!, stride: outColumns)
                             }
@@ -239,13 +244,18 @@ extension FeatureStore {
 
     /// Decodes `work` into the output rows at `destination` (`stride` floats per row), on the
     /// store's threads, one read transaction and one decoder per worker.
-    private func decode(_ work: [TileRead], of featureSet: String, segments: [Segment], blocks: [(block: Int, picks: [ColumnPick])],
-                        into destination: UnsafeMutablePointer<Float>, stride: Int) throws {
+    private func decode(_ work: [TileRead], of info: FeatureSetInfo, segments: [Segment], blocks: [(block: Int, picks: [ColumnPick])],
+                        wholeTiles: Bool, into destination: UnsafeMutablePointer<Float>, stride: Int) throws {
+        let featureSet = info.id
         let fs = FeatureSetPrefix(id: featureSet)
+        let readAhead = TileReadAhead(tiles: work.map { (segments[$0.segment].start, $0.blockIndex) }, blocks: blocks,
+                                      wholeTiles: wholeTiles, manifest: info.manifest, prefix: fs, table: tables.tiles,
+                                      workers: parallelism.threads)
         try Parallel.forEachWorker(itemCount: work.count, parallelism: parallelism) { _, next in
             let decoder = TileDecoder()
             try environment.read { txn in
                 while let index = next() {
+                    readAhead.decoding(index, txn)
                     let item = work[index]
                     var base = destination
                     // Identity rows: the segment's first row lands at the first pick's output row.
