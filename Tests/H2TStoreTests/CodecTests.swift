@@ -173,6 +173,32 @@ struct CodecTests {
         #expect(out == [full[30 * 23 + 2], full[30 * 23 + 9], full[30 * 23 + 22], full[1 * 23 + 2], full[1 * 23 + 9], full[1 * 23 + 22]])
     }
 
+    /// The folded CRC-32 (PCLMULQDQ) gives zlib's value for every length (below, at and past
+    /// the folding threshold, every remainder mod 16 and 64), start offset and running value.
+    @Test func foldedCRC32IsZlibs() throws {
+        var generator = SplitMix64(seed: 5)
+        let data = (0..<70_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        var lengths = Array(0...300) + [1_023, 1_024, 4_096, 4_111, 65_536, 69_990]
+        lengths += (0..<20).map { _ in Int(generator.next() % 60_000) }
+        try data.withUnsafeBytes { bytes in
+            for (i, length) in lengths.enumerated() {
+                let offset = i % 13
+                let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + length)])
+                for start: UInt32 in [0, 0xFFFF_FFFF, UInt32(truncatingIfNeeded: generator.next())] {
+                    let expected = CRC32.zlib(slice, continuing: start)
+                    try #require(CRC32.checksum(slice, continuing: start) == expected, "length \(length), offset \(offset), crc \(start)")
+                }
+            }
+        }
+        // The classic check value, and chaining equals one call.
+        #expect(Array("123456789".utf8).withUnsafeBytes { CRC32.checksum($0) } == 0xCBF4_3926)
+        data.withUnsafeBytes { bytes in
+            let first = UnsafeRawBufferPointer(rebasing: bytes[0..<1_000]), rest = UnsafeRawBufferPointer(rebasing: bytes[1_000..<70_000])
+            #expect(CRC32.checksum(rest, continuing: CRC32.checksum(first)) == CRC32.zlib(bytes))
+        }
+        print("CRC32 folds on this machine: \(CRC32.folds)")
+    }
+
     /// The ranges the query layer reads ahead for some columns hold every byte their decode
     /// reads: with every other byte after the header and frame table scrambled, the picked
     /// columns still decode (checksums included) to the same values. And they leave out the

@@ -99,4 +99,13 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 /// NaN. The same bits at both levels.
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 
+/// Whether this CPU has carry-less multiplication (PCLMULQDQ) and SSE4.1, which
+/// `h2t_crc32_fold` needs (every CPU with AVX2 has them; 0 off x86-64).
+int h2t_cpu_has_pclmul(void);
+
+/// Folds `blocks` 16-byte blocks of `data` (at least 4) into 16 bytes at `out` whose CRC-32
+/// continues zlib's: `crc32(0xffffffff, out, 16)` equals `crc32(crc, data, 16 * blocks)`, with
+/// `crc` the running value zlib's `crc32` would be given. Four 16-byte lanes per 64 bytes.
+void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, unsigned char *out);
+
 #endif

@@ -156,14 +156,10 @@ func storeLE32(_ p: UnsafeMutableRawPointer, _ offset: Int, _ value: UInt32) {
 }
 
 @inline(__always)
-func crc32(_ p: UnsafeRawBufferPointer) -> UInt32 {
-    UInt32(truncatingIfNeeded: CZlib.crc32(0, p.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(p.count)))
-}
+func crc32(_ p: UnsafeRawBufferPointer) -> UInt32 { CRC32.checksum(p) }
 
 @inline(__always)
-func crc32(continuing crc: UInt32, _ p: UnsafeRawBufferPointer) -> UInt32 {
-    UInt32(truncatingIfNeeded: CZlib.crc32(UInt(crc), p.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(p.count)))
-}
+func crc32(continuing crc: UInt32, _ p: UnsafeRawBufferPointer) -> UInt32 { CRC32.checksum(p, continuing: crc) }
 
 extension TileHeader {
     /// Parses and checks the header and frame table of `tile`. A version-2 tile must carry the
