@@ -687,6 +687,49 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
     else exp_avx2(values, count);
 }
 
+// MARK: bfloat16 byte planes back to rows (tile decoding)
+
+// Eight rows of the four columns at a time: each column's low and high bytes widened to the
+// float's bits 16-23 and 24-31, then a 4×8 transpose (unpack, then shuffle of 64-bit pairs) to
+// eight rows of four floats.
+AVX2 static void bf16_rows4_avx2(const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
+                                 float *out, ptrdiff_t stride) {
+    ptrdiff_t r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        __m256 v[4];
+        for (int j = 0; j < 4; j++) {
+            const __m256i l = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(lo + j * plane + r)));
+            const __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(hi + j * plane + r)));
+            v[j] = _mm256_castsi256_ps(_mm256_or_si256(_mm256_slli_epi32(h, 24), _mm256_slli_epi32(l, 16)));
+        }
+        const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+        const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+        const __m256 r04 = _mm256_shuffle_ps(t0, t2, 0x44), r15 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        const __m256 r26 = _mm256_shuffle_ps(t1, t3, 0x44), r37 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        float *row = out + r * stride;
+        _mm_storeu_ps(row, _mm256_castps256_ps128(r04));
+        _mm_storeu_ps(row + stride, _mm256_castps256_ps128(r15));
+        _mm_storeu_ps(row + 2 * stride, _mm256_castps256_ps128(r26));
+        _mm_storeu_ps(row + 3 * stride, _mm256_castps256_ps128(r37));
+        _mm_storeu_ps(row + 4 * stride, _mm256_extractf128_ps(r04, 1));
+        _mm_storeu_ps(row + 5 * stride, _mm256_extractf128_ps(r15, 1));
+        _mm_storeu_ps(row + 6 * stride, _mm256_extractf128_ps(r26, 1));
+        _mm_storeu_ps(row + 7 * stride, _mm256_extractf128_ps(r37, 1));
+    }
+    for (; r < rows; r++) {
+        for (int j = 0; j < 4; j++) {
+            const unsigned bits = (unsigned)hi[j * plane + r] << 24 | (unsigned)lo[j * plane + r] << 16;
+            __builtin_memcpy(out + r * stride + j, &bits, 4);
+        }
+    }
+}
+
+void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
+                    float *out, ptrdiff_t stride) {
+    (void)isa;
+    bf16_rows4_avx2(lo, hi, plane, rows, out, stride);
+}
+
 // MARK: CRC-32 by carry-less multiplication
 
 // Reading a block of data as a polynomial over GF(2) (bit-reflected, as zlib's CRC-32 does), a
@@ -766,6 +809,10 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 }
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
 int h2t_cpu_has_pclmul(void) { return 0; }
+void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
+                    float *out, ptrdiff_t stride) {
+    (void)isa; (void)lo; (void)hi; (void)plane; (void)rows; (void)out; (void)stride;
+}
 void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, unsigned char *out) {
     (void)crc; (void)data; (void)blocks; (void)out;
 }

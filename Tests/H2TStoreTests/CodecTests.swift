@@ -173,6 +173,29 @@ struct CodecTests {
         #expect(out == [full[30 * 23 + 2], full[30 * 23 + 9], full[30 * 23 + 22], full[1 * 23 + 2], full[1 * 23 + 9], full[1 * 23 + 22]])
     }
 
+    /// Whole bfloat16 frames of four columns go back to rows eight rows at a time (a vector
+    /// transpose); one column at a time takes the scalar loop. Both give the same bits, for row
+    /// counts with and without a remainder of eight and a narrower last frame.
+    @Test(arguments: [1, 7, 8, 9, 37, 64])
+    func wholeFramesDecodeToTheBitsOfOneColumnAtATime(rows: Int) throws {
+        for cols in [4, 23] {
+            var generator = ActivationGenerator(state: UInt64(rows * cols))
+            var values = generator.matrix(rows: rows, cols: cols)
+            values[0] = -0.0; values[values.count - 1] = .infinity
+            let tile = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: cols, rows: rows, cols: cols) }
+            var whole = [Float](repeating: .nan, count: rows * cols), single = whole
+            try tile.withUnsafeBytes { b in
+                try whole.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(b, binding: [], into: $0.baseAddress!, destStride: cols) }
+                try single.withUnsafeMutableBufferPointer { out in
+                    for c in 0..<cols {
+                        try TileDecoder().decode(b, binding: [], columns: [ColumnPick(local: c, out: c)], into: out.baseAddress!, destStride: cols)
+                    }
+                }
+            }
+            #expect(whole.map(\.bitPattern) == single.map(\.bitPattern), "\(rows) × \(cols)")
+        }
+    }
+
     /// The folded CRC-32 (PCLMULQDQ) gives zlib's value for every length (below, at and past
     /// the folding threshold, every remainder mod 16 and 64), start offset and running value.
     @Test func foldedCRC32IsZlibs() throws {

@@ -99,6 +99,13 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 /// NaN. The same bits at both levels.
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 
+/// Four columns of a bfloat16 tile frame back to rows: column `j`'s low bytes at
+/// `lo[j * plane + r]` and high bytes at `hi[j * plane + r]` (`r < rows`), value `(r, j)` written as
+/// the float with those bits at `out[r * stride + j]`. One AVX2 variant serves both levels; the
+/// values are the bits themselves.
+void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
+                    float *out, ptrdiff_t stride);
+
 /// Whether this CPU has carry-less multiplication (PCLMULQDQ) and SSE4.1, which
 /// `h2t_crc32_fold` needs (every CPU with AVX2 has them; 0 off x86-64).
 int h2t_cpu_has_pclmul(void);

@@ -1,3 +1,4 @@
+import CH2TKernels
 import CZstd
 import H2TCore
 
@@ -26,6 +27,9 @@ public final class TileDecoder {
     private let context: OpaquePointer
     private var scratch: [UInt8] = []
     private var framePicks: [ColumnPick] = []
+
+    /// The vector kernels' level (the bits are the same at every level).
+    static let vectorISA = InstructionSet.selected
 
     /// Creates a decoder.
     public init() { context = ZSTD_createDCtx() }
@@ -168,6 +172,12 @@ public final class TileDecoder {
             // visit. Columns outer would stride down the output once per column, and with a row
             // length that is a multiple of 1024 floats every such write maps to one cache set.
             if header.dtype == .bfloat16, rows == nil {
+                // A whole frame of four columns landing side by side (whole rows): eight rows at a time.
+                if Self.vectorISA != .baseline, framePicks.count == 4, planeValues == 4 * nRows,
+                   framePicks.indices.allSatisfy({ framePicks[$0].local == firstColumn + $0 && framePicks[$0].out == framePicks[0].out + $0 }) {
+                    h2t_bf16_rows4(Int32(Self.vectorISA.rawValue), base, base + planeValues, nRows, nRows, dest + framePicks[0].out, destStride)
+                    return
+                }
                 framePicks.withUnsafeBufferPointer { picks in
                     for r in 0..<nRows {
                         let row = dest + r * destStride
