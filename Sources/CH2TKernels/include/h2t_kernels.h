@@ -99,6 +99,20 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 /// NaN. The same bits at both levels.
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 
+/// Packs a 1×1 convolution's `cout × cin` weights (row-major) and its `cout` biases for
+/// `h2t_pointwise`: `packed` (`8 * ceil(cout / 8) * cin` floats) holds, per block of eight output
+/// channels, the eight weights of each input channel side by side; `packed_bias`
+/// (`8 * ceil(cout / 8)`) the biases; both zero past `cout`. Plain C, for every level.
+void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
+                        float *packed_bias);
+
+/// A 1×1 convolution of channel-major activations: `out[co * count + p] = bias[co] +
+/// sum_ci w[co][ci] * in[ci * count + p]` for `co < cout`, `p < count`, with the weights packed by
+/// `h2t_pointwise_pack`. Each output is one chain of fused multiply-adds from the bias over `ci`
+/// ascending, so both levels give the same bits, whatever `count`. `isa` must be AVX2 or AVX-512.
+void h2t_pointwise(int isa, const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
+                   ptrdiff_t cout, float *out);
+
 /// Four columns of a bfloat16 tile frame back to rows: column `j`'s low bytes at
 /// `lo[j * plane + r]` and high bytes at `hi[j * plane + r]` (`r < rows`), value `(r, j)` written as
 /// the float with those bits at `out[r * stride + j]`. One AVX2 variant serves both levels; the

@@ -50,7 +50,8 @@ public final class NetworkInterpreter: Sendable {
                 if conv.groups == 1 {
                     let weightsWithBias = NetworkKernels.appendingBiasColumn(weights: folded, bias: bias)
                     kernel = conv.kernel == 1 && conv.stride == 1 && input >= 0
-                        ? .pointwise(weightsWithBias: weightsWithBias)
+                        ? .pointwise(weightsWithBias: weightsWithBias,
+                                     packed: InstructionSet.selected == .baseline ? nil : NetworkKernels.PointwiseWeights(weights: folded, bias: bias))
                         : .im2col(kernel: conv.kernel, stride: conv.stride, weightsWithBias: weightsWithBias)
                 } else {
                     guard conv.groups == inputChannels, conv.outputChannels == inputChannels else {
@@ -248,10 +249,10 @@ public final class NetworkInterpreter: Sendable {
                     batch: n, inputChannels: source[0], height: source[1], width: source[2],
                     outputChannels: tap.shape[0], kernel: kernel, stride: stride, padding: plan.paddings[i],
                     weightsWithBias: weightsWithBias, columns: ws.columns, inputChannelMajor: step.inputSlot >= 0)
-            case .pointwise(let weightsWithBias):
+            case .pointwise(let weightsWithBias, let packed):
                 NetworkKernels.pointwise(input: slots[step.inputSlot], output: output, inputChannels: source[0],
                                          outputChannels: tap.shape[0], count: n * source[1] * source[2],
-                                         weightsWithBias: weightsWithBias)
+                                         weightsWithBias: weightsWithBias, packed: packed)
             case .depthwise(let kernel, let stride, let weights, let bias):
                 NetworkKernels.depthwise(input: slots[step.inputSlot], output: output, channels: source[0], batch: n,
                                          height: source[1], width: source[2], kernel: kernel, stride: stride,
@@ -322,8 +323,9 @@ struct Step: Sendable {
     enum Kernel: Sendable {
         /// Dense convolution by im2col + GEMM; `weightsWithBias` is `Cout × (Cin·k·k + 1)`.
         case im2col(kernel: Int, stride: Int, weightsWithBias: [Float])
-        /// 1×1 stride-1 convolution as one GEMM; `Cout × (Cin + 1)`.
-        case pointwise(weightsWithBias: [Float])
+        /// 1×1 stride-1 convolution: `Cout × (Cin + 1)` for the GEMM, and the weights packed for
+        /// the vector kernel (AVX2 or AVX-512).
+        case pointwise(weightsWithBias: [Float], packed: NetworkKernels.PointwiseWeights?)
         /// Depthwise convolution; weights `C × k × k`.
         case depthwise(kernel: Int, stride: Int, weights: [Float], bias: [Float])
         case relu6
