@@ -687,14 +687,16 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
     else exp_avx2(values, count);
 }
 
-// MARK: pointwise (1×1) convolution, channel-major
+// MARK: pointwise (1×1) convolution, channel-major, AVX-512
 
 // out[co * count + p] = bias[co] + sum over ci ascending of w[co][ci] * in[ci * count + p]: each
-// output is one chain of fused multiply-adds started from the bias, whichever block, lane or
-// level computes it, so AVX2 and AVX-512 give the same bits. Weights are packed by blocks of eight
-// output channels (`h2t_pointwise_pack`), so the eight weights of one input channel are
-// contiguous; positions are read in place (no packing of the activations, which a GEMM does on
-// every call). AVX-512: 8 channels × 48 positions in 24 accumulators; AVX2: 4 × 24 in 12.
+// output is one chain of fused multiply-adds started from the bias, whichever block or lane
+// computes it. Weights are packed by blocks of eight output channels (`h2t_pointwise_pack`), so
+// the eight weights of one input channel are contiguous; positions are read in place (no packing
+// of the activations, which a GEMM does on every call): 8 channels × 48 positions in 24
+// accumulators. An AVX2 variant (4 channels × 16 positions in 8 of its 16 registers) was slower
+// than OpenBLAS's Haswell GEMM at 64×64: its weights, read once per 16 positions, came from L3 for
+// the deep layers (see docs/benchmarks.md); AVX2 keeps the GEMM.
 
 void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
                         float *packed_bias) {
@@ -762,59 +764,9 @@ AVX512 static void pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t co
     }
 }
 
-AVX2 static void pointwise_avx2(const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed,
-                                const float *bias, ptrdiff_t cout, float *out) {
-    const ptrdiff_t blocks = (cout + 7) / 8;
-    for (ptrdiff_t p = 0; p < count;) {
-        const ptrdiff_t left = count - p;
-        // Four channels (half of a packed block of eight) at a time.
-        for (ptrdiff_t h = 0; h < 2 * blocks; h++) {
-            const ptrdiff_t b = h / 2, first = 4 * (h % 2);
-            const ptrdiff_t rows = cout - 4 * h < 4 ? cout - 4 * h : 4;
-            if (rows <= 0) break;
-            const float *w = packed + b * cin * 8 + first;
-            const float *x = in + p;
-            if (left >= 24) {
-                __m256 a[4][3];
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) a[j][0] = a[j][1] = a[j][2] = _mm256_set1_ps(bias[4 * h + j]);
-                for (ptrdiff_t ci = 0; ci < cin; ci++, x += count, w += 8) {
-                    const __m256 x0 = _mm256_loadu_ps(x), x1 = _mm256_loadu_ps(x + 8), x2 = _mm256_loadu_ps(x + 16);
-#pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++) {
-                        const __m256 wj = _mm256_set1_ps(w[j]);
-                        a[j][0] = _mm256_fmadd_ps(wj, x0, a[j][0]);
-                        a[j][1] = _mm256_fmadd_ps(wj, x1, a[j][1]);
-                        a[j][2] = _mm256_fmadd_ps(wj, x2, a[j][2]);
-                    }
-                }
-                for (ptrdiff_t j = 0; j < rows; j++) {
-                    float *o = out + (4 * h + j) * count + p;
-                    _mm256_storeu_ps(o, a[j][0]);
-                    _mm256_storeu_ps(o + 8, a[j][1]);
-                    _mm256_storeu_ps(o + 16, a[j][2]);
-                }
-            } else {
-                const __m256i m = tail_mask8(left >= 8 ? 8 : left);
-                __m256 a[4];
-#pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) a[j] = _mm256_set1_ps(bias[4 * h + j]);
-                for (ptrdiff_t ci = 0; ci < cin; ci++, x += count, w += 8) {
-                    const __m256 x0 = _mm256_maskload_ps(x, m);
-#pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++) a[j] = _mm256_fmadd_ps(_mm256_set1_ps(w[j]), x0, a[j]);
-                }
-                for (ptrdiff_t j = 0; j < rows; j++) _mm256_maskstore_ps(out + (4 * h + j) * count + p, m, a[j]);
-            }
-        }
-        p += left >= 24 ? 24 : left >= 8 ? 8 : left;
-    }
-}
-
-void h2t_pointwise(int isa, const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
-                   ptrdiff_t cout, float *out) {
-    if (isa >= H2T_ISA_AVX512) pointwise_avx512(in, cin, count, packed, bias, cout, out);
-    else pointwise_avx2(in, cin, count, packed, bias, cout, out);
+void h2t_pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
+                          ptrdiff_t cout, float *out) {
+    pointwise_avx512(in, cin, count, packed, bias, cout, out);
 }
 
 // MARK: bfloat16 byte planes back to rows (tile decoding)
@@ -943,9 +895,9 @@ void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, 
                         float *packed_bias) {
     (void)weights; (void)bias; (void)cin; (void)cout; (void)packed; (void)packed_bias;
 }
-void h2t_pointwise(int isa, const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
-                   ptrdiff_t cout, float *out) {
-    (void)isa; (void)in; (void)cin; (void)count; (void)packed; (void)bias; (void)cout; (void)out;
+void h2t_pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
+                          ptrdiff_t cout, float *out) {
+    (void)in; (void)cin; (void)count; (void)packed; (void)bias; (void)cout; (void)out;
 }
 void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
                     float *out, ptrdiff_t stride) {

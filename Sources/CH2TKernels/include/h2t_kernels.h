@@ -106,12 +106,12 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
                         float *packed_bias);
 
-/// A 1×1 convolution of channel-major activations: `out[co * count + p] = bias[co] +
+/// A 1×1 convolution of channel-major activations at AVX-512: `out[co * count + p] = bias[co] +
 /// sum_ci w[co][ci] * in[ci * count + p]` for `co < cout`, `p < count`, with the weights packed by
 /// `h2t_pointwise_pack`. Each output is one chain of fused multiply-adds from the bias over `ci`
-/// ascending, so both levels give the same bits, whatever `count`. `isa` must be AVX2 or AVX-512.
-void h2t_pointwise(int isa, const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
-                   ptrdiff_t cout, float *out);
+/// ascending, whatever `count`. Only on a CPU with AVX-512 F.
+void h2t_pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
+                          ptrdiff_t cout, float *out);
 
 /// Four columns of a bfloat16 tile frame back to rows: column `j`'s low bytes at
 /// `lo[j * plane + r]` and high bytes at `hi[j * plane + r]` (`r < rows`), value `(r, j)` written as

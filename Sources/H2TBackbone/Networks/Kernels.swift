@@ -369,7 +369,7 @@ public enum NetworkKernels {
                    c: output, ldc: n)
     }
 
-    /// A 1×1 convolution's weights and biases packed for the vector kernel (`h2t_pointwise`):
+    /// A 1×1 convolution's weights and biases packed for the AVX-512 kernel (`h2t_pointwise_avx512`):
     /// the eight weights of each input channel for a block of eight output channels side by side.
     public struct PointwiseWeights: Sendable {
         let packed: [Float]
@@ -392,22 +392,22 @@ public enum NetworkKernels {
 
     /// 1×1 convolution: `output[Cout × count] = W[Cout × Cin] · input[Cin × count] + bias`.
     ///
-    /// With AVX2 or AVX-512 (`packed`), a vector kernel reads the activations in place and starts
-    /// each output's chain of fused multiply-adds from its bias (the same bits at both levels and
-    /// for any `count`). A GEMM packs its right-hand side, here the whole activation, on every
-    /// call: 7-10% of an ingest's time at 224×224.
+    /// At AVX-512 (with `packed`), a vector kernel reads the activations in place and starts
+    /// each output's chain of fused multiply-adds from its bias. A GEMM packs its right-hand side,
+    /// here the whole activation, on every call: 7-10% of an ingest's time at 224×224.
     ///
     /// Otherwise one GEMM, the bias riding as an extra input row of ones (written here, at
     /// `input + Cin·count`, so `input` needs room for `Cin + 1` rows) and an extra weight column:
-    /// `weightsWithBias` is `Cout × (Cin + 1)`, each row the weights then the bias.
+    /// `weightsWithBias` is `Cout × (Cin + 1)`, each row the weights then the bias. OpenBLAS's
+    /// Haswell GEMM stays the AVX2 path: an AVX2 kernel like the AVX-512 one was slower at 64×64.
     public static func pointwise(
         input: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>,
         inputChannels: Int, outputChannels: Int, count: Int,
         weightsWithBias: UnsafePointer<Float>, packed: PointwiseWeights? = nil, isa: InstructionSet = .selected
     ) {
-        if isa != .baseline, let packed {
+        if isa == .avx512, let packed {
             precondition(packed.inputChannels == inputChannels && packed.outputChannels == outputChannels, "packed weights of another shape")
-            return h2t_pointwise(Int32(isa.rawValue), input, inputChannels, count, packed.packed, packed.bias, outputChannels, output)
+            return h2t_pointwise_avx512(input, inputChannels, count, packed.packed, packed.bias, outputChannels, output)
         }
         (input + inputChannels * count).update(repeating: 1, count: count)
         BLAS.sgemm(m: outputChannels, n: count, k: inputChannels + 1, a: weightsWithBias, lda: inputChannels + 1,

@@ -51,7 +51,7 @@ public final class NetworkInterpreter: Sendable {
                     let weightsWithBias = NetworkKernels.appendingBiasColumn(weights: folded, bias: bias)
                     kernel = conv.kernel == 1 && conv.stride == 1 && input >= 0
                         ? .pointwise(weightsWithBias: weightsWithBias,
-                                     packed: InstructionSet.selected == .baseline ? nil : NetworkKernels.PointwiseWeights(weights: folded, bias: bias))
+                                     packed: InstructionSet.selected == .avx512 ? NetworkKernels.PointwiseWeights(weights: folded, bias: bias) : nil)
                         : .im2col(kernel: conv.kernel, stride: conv.stride, weightsWithBias: weightsWithBias)
                 } else {
                     guard conv.groups == inputChannels, conv.outputChannels == inputChannels else {
@@ -324,7 +324,7 @@ struct Step: Sendable {
         /// Dense convolution by im2col + GEMM; `weightsWithBias` is `Cout × (Cin·k·k + 1)`.
         case im2col(kernel: Int, stride: Int, weightsWithBias: [Float])
         /// 1×1 stride-1 convolution: `Cout × (Cin + 1)` for the GEMM, and the weights packed for
-        /// the vector kernel (AVX2 or AVX-512).
+        /// the AVX-512 kernel (at that level only).
         case pointwise(weightsWithBias: [Float], packed: NetworkKernels.PointwiseWeights?)
         /// Depthwise convolution; weights `C × k × k`.
         case depthwise(kernel: Int, stride: Int, weights: [Float], bias: [Float])
