@@ -248,40 +248,41 @@ void h2t_depthwise_channels(int isa, float *output, const float *input, ptrdiff_
 
 // MARK: element-wise
 
-AVX2 static void relu6_avx2(float *v, ptrdiff_t count) {
+// Out of place (a tap written once from the one before it, not copied then changed); `out` may be `in`.
+AVX2 static void relu6_avx2(float *out, const float *in, ptrdiff_t count) {
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6);
     ptrdiff_t i = 0;
-    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(v + i, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(v + i), zero), six));
-    for (; i < count; i++) v[i] = v[i] < 0 ? 0 : (v[i] > 6 ? 6 : v[i]);
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_min_ps(_mm256_max_ps(_mm256_loadu_ps(in + i), zero), six));
+    for (; i < count; i++) out[i] = in[i] < 0 ? 0 : (in[i] > 6 ? 6 : in[i]);
 }
 
-AVX512 static void relu6_avx512(float *v, ptrdiff_t count) {
+AVX512 static void relu6_avx512(float *out, const float *in, ptrdiff_t count) {
     const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6);
     ptrdiff_t i = 0;
-    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(v + i, _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(v + i), zero), six));
-    for (; i < count; i++) v[i] = v[i] < 0 ? 0 : (v[i] > 6 ? 6 : v[i]);
+    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(out + i, _mm512_min_ps(_mm512_max_ps(_mm512_loadu_ps(in + i), zero), six));
+    for (; i < count; i++) out[i] = in[i] < 0 ? 0 : (in[i] > 6 ? 6 : in[i]);
 }
 
-void h2t_relu6(int isa, float *values, ptrdiff_t count) {
-    if (isa >= H2T_ISA_AVX512) relu6_avx512(values, count);
-    else relu6_avx2(values, count);
+void h2t_relu6(int isa, float *out, const float *in, ptrdiff_t count) {
+    if (isa >= H2T_ISA_AVX512) relu6_avx512(out, in, count);
+    else relu6_avx2(out, in, count);
 }
 
-AVX2 static void add_avx2(float *v, const float *o, ptrdiff_t count) {
+AVX2 static void add_avx2(float *out, const float *a, const float *b, ptrdiff_t count) {
     ptrdiff_t i = 0;
-    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(v + i, _mm256_add_ps(_mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
-    for (; i < count; i++) v[i] += o[i];
+    for (; i + 8 <= count; i += 8) _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < count; i++) out[i] = a[i] + b[i];
 }
 
-AVX512 static void add_avx512(float *v, const float *o, ptrdiff_t count) {
+AVX512 static void add_avx512(float *out, const float *a, const float *b, ptrdiff_t count) {
     ptrdiff_t i = 0;
-    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(v + i, _mm512_add_ps(_mm512_loadu_ps(v + i), _mm512_loadu_ps(o + i)));
-    for (; i < count; i++) v[i] += o[i];
+    for (; i + 16 <= count; i += 16) _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+    for (; i < count; i++) out[i] = a[i] + b[i];
 }
 
-void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) {
-    if (isa >= H2T_ISA_AVX512) add_avx512(values, other, count);
-    else add_avx2(values, other, count);
+void h2t_add(int isa, float *out, const float *a, const float *b, ptrdiff_t count) {
+    if (isa >= H2T_ISA_AVX512) add_avx512(out, a, b, count);
+    else add_avx2(out, a, b, count);
 }
 
 // MARK: window average (pooling)
@@ -871,8 +872,10 @@ void h2t_depthwise_positions(int isa, float *output, const float *input, ptrdiff
                              const float *weights, float bias) {
     (void)isa; (void)output; (void)input; (void)n; (void)positions; (void)starts; (void)weight_index; (void)input_index; (void)weights; (void)bias;
 }
-void h2t_relu6(int isa, float *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
-void h2t_add(int isa, float *values, const float *other, ptrdiff_t count) { (void)isa; (void)values; (void)other; (void)count; }
+void h2t_relu6(int isa, float *out, const float *in, ptrdiff_t count) { (void)isa; (void)out; (void)in; (void)count; }
+void h2t_add(int isa, float *out, const float *a, const float *b, ptrdiff_t count) {
+    (void)isa; (void)out; (void)a; (void)b; (void)count;
+}
 void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
     (void)isa; (void)input; (void)planes; (void)plane_stride; (void)height; (void)width; (void)window; (void)output;

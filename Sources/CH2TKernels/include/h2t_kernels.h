@@ -55,11 +55,11 @@ void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *even
 /// levels, and `isa` below AVX2 must not call it (the Swift caller has a scalar loop).
 void h2t_interleave_rows_u8(int isa, const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out);
 
-/// `values[i] = min(max(values[i], 0), 6)`.
-void h2t_relu6(int isa, float *values, ptrdiff_t count);
+/// `out[i] = min(max(in[i], 0), 6)` (`out` may be `in`).
+void h2t_relu6(int isa, float *out, const float *in, ptrdiff_t count);
 
-/// `values[i] += other[i]`.
-void h2t_add(int isa, float *values, const float *other, ptrdiff_t count);
+/// `out[i] = a[i] + b[i]` (`out` may be `a` or `b`).
+void h2t_add(int isa, float *out, const float *a, const float *b, ptrdiff_t count);
 
 /// Head2Toe's window average over `planes` planes of `height × width` (plane `q` at
 /// `input + q * plane_stride`), window and stride `window`, no padding: plane `q`'s

@@ -425,32 +425,40 @@ public enum NetworkKernels {
         return out
     }
 
-    /// `x = min(max(x, 0), 6)` in place.
-    public static func relu6(_ values: UnsafeMutablePointer<Float>, count: Int, isa: InstructionSet = .selected) {
-        if isa != .baseline { return h2t_relu6(Int32(isa.rawValue), values, count) }
+    /// `output[i] = min(max(source[i], 0), 6)` (`source` defaults to `output`: in place), in one
+    /// pass: a copy then a clamp in place read and wrote the tap twice.
+    public static func relu6(_ output: UnsafeMutablePointer<Float>, count: Int, from source: UnsafePointer<Float>? = nil,
+                             isa: InstructionSet = .selected) {
+        let source = source ?? UnsafePointer(output)
+        if isa != .baseline { return h2t_relu6(Int32(isa.rawValue), output, source, count) }
         // A plain select loop: LLVM vectorises it, whereas SIMD8.clamped calls generic
         // (unspecialised) min/max helpers.
         for i in 0..<count {
-            let v = values[i]
-            values[i] = v < 0 ? 0 : (v > 6 ? 6 : v)
+            let v = source[i]
+            output[i] = v < 0 ? 0 : (v > 6 ? 6 : v)
+        }
+    }
+
+    /// `output[i] = a[i] + b[i]` (`output` may be `a` or `b`), in one pass.
+    public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into output: UnsafeMutablePointer<Float>,
+                           count: Int, isa: InstructionSet = .selected) {
+        if isa != .baseline { return h2t_add(Int32(isa.rawValue), output, a, b, count) }
+        var i = 0
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(output + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            output[i] = a[i] + b[i]
+            i += 1
         }
     }
 
     /// `x += y` in place.
     public static func add(_ values: UnsafeMutablePointer<Float>, _ other: UnsafePointer<Float>, count: Int,
                            isa: InstructionSet = .selected) {
-        if isa != .baseline { return h2t_add(Int32(isa.rawValue), values, other, count) }
-        var i = 0
-        while i + 8 <= count {
-            let p = UnsafeMutableRawPointer(values + i)
-            let v = p.loadUnaligned(as: SIMD8<Float>.self) + UnsafeRawPointer(other + i).loadUnaligned(as: SIMD8<Float>.self)
-            p.storeBytes(of: v, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
-            values[i] += other[i]
-            i += 1
-        }
+        add(values, other, into: values, count: count, isa: isa)
     }
 
     /// Global average over each plane of `C × N × H × W`, written example-major as `N × C`.

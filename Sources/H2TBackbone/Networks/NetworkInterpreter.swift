@@ -259,17 +259,9 @@ public final class NetworkInterpreter: Sendable {
                                          padding: plan.paddings[i], weights: weights, bias: bias,
                                          scratch: ws.depthwiseScratch)
             case .relu6:
-                if step.outputSlot != step.inputSlot { output.update(from: slots[step.inputSlot], count: elements) }
-                NetworkKernels.relu6(output, count: elements)
+                NetworkKernels.relu6(output, count: elements, from: slots[step.inputSlot])
             case .add:
-                if step.outputSlot == step.inputSlot {
-                    NetworkKernels.add(output, slots[step.skipSlot], count: elements)
-                } else if step.outputSlot == step.skipSlot {
-                    NetworkKernels.add(output, slots[step.inputSlot], count: elements)  // a + b == b + a exactly
-                } else {
-                    output.update(from: slots[step.inputSlot], count: elements)
-                    NetworkKernels.add(output, slots[step.skipSlot], count: elements)
-                }
+                NetworkKernels.add(slots[step.inputSlot], slots[step.skipSlot], into: output, count: elements)
             case .globalAverage:
                 NetworkKernels.globalAverage(input: slots[step.inputSlot], output: output, channels: source[0],
                                              batch: n, planeSize: source[1] * source[2])
