@@ -1,4 +1,3 @@
-import CZlib
 import CZstd
 
 /// The tile format: a header, a frame table, and frames of byte planes.
@@ -205,8 +204,8 @@ extension TileHeader {
 
     /// The byte ranges of `tile` (from its first byte) that hold the stored bytes of `frames`
     /// (ascending; frames past the last are ignored), as its frame table says, clamped to the
-    /// tile; ranges at most `gap` bytes apart are merged (touching ones always). Where to read ahead for a read of
-    /// those frames: the table is not checked here (the decoder checks it).
+    /// tile; ranges at most `gap` bytes apart are merged (touching ones always). Where to read
+    /// ahead for a read of those frames: the table is not checked here (the decoder checks it).
     public func storedRanges(ofFrames frames: [Int], in tile: UnsafeRawBufferPointer, mergingWithin gap: Int = 0) -> [Range<Int>] {
         var ranges: [Range<Int>] = []
         for f in frames where (0..<frameCount).contains(f) {
