@@ -46,7 +46,7 @@ let package = Package(
         // Pipelines that join the layers: external-activation ingest, image ingest.
         .target(name: "H2TPipeline", dependencies: ["H2TCore", "H2TStore", "H2TBackbone", "H2TTrain"]),
         // Registry: heads, versions, aliases, tags, lineage, prediction, reports.
-        .target(name: "H2TRegistry", dependencies: ["H2TCore", "H2TStore", "H2TTrain", "H2TBackbone"]),
+        .target(name: "H2TRegistry", dependencies: ["H2TCore", "H2TStore", "H2TTrain", "H2TBackbone", "CH2TKernels"]),
         // The command-line tool: parses, calls the libraries, formats.
         .executableTarget(
             name: "h2t-store",

@@ -911,3 +911,18 @@ void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, u
 }
 
 #endif
+
+// MARK: text (every platform)
+
+#include <stdio.h>
+
+ptrdiff_t h2t_format_g6_fields(const float *values, ptrdiff_t count, char *out, ptrdiff_t capacity) {
+    ptrdiff_t length = 0;
+    for (ptrdiff_t i = 0; i < count; i++) {
+        if (capacity - length <= 1) return -1;
+        const int written = snprintf(out + length, (size_t)(capacity - length), ",%.6g", (double)values[i]);
+        if (written < 0 || written >= capacity - length) return -1;
+        length += written;
+    }
+    return length;
+}

@@ -129,4 +129,9 @@ int h2t_cpu_has_pclmul(void);
 /// `crc` the running value zlib's `crc32` would be given. Four 16-byte lanes per 64 bytes.
 void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, unsigned char *out);
 
+/// Writes `,%.6g` (printf's) for each of `count` values to `out`, NUL-terminated, and returns the
+/// length without the NUL, or -1 if `capacity` bytes are too few (16 per value always suffice).
+/// Plain C for every platform: the CSV of `predict` without Swift's boxing of C variadic arguments.
+ptrdiff_t h2t_format_g6_fields(const float *values, ptrdiff_t count, char *out, ptrdiff_t capacity);
+
 #endif
