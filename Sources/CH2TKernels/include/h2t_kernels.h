@@ -1,7 +1,8 @@
 #ifndef H2T_KERNELS_H
 #define H2T_KERNELS_H
-// The backbone's and the trainer's vector loops compiled for AVX2+FMA and for AVX-512 in one binary: each function
-// has one variant per instruction set (`__attribute__((target(...)))`), chosen per call by the
+// The backbone's, the trainer's and the tile codec's vector loops compiled for AVX2+FMA and for AVX-512 in one
+// binary (plus `h2t_crc32_fold` for PCLMULQDQ, `h2t_pointwise_avx512` for AVX-512 only and the plain-C
+// `h2t_format_g6_fields`, each documented below): each function has one variant per instruction set (`__attribute__((target(...)))`), chosen per call by the
 // `isa` argument, which the caller takes from `h2t_cpu_isa()` (CPUID + XGETBV) capped by its own
 // policy (H2TCore's `InstructionSet`, which also reads H2T_ISA). Level 0 (no AVX2) is not handled
 // here: the caller keeps its portable Swift loops for it. No allocation, no I/O, no checks: the
@@ -100,7 +101,7 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count);
 
 /// Packs a 1×1 convolution's `cout × cin` weights (row-major) and its `cout` biases for
-/// `h2t_pointwise`: `packed` (`8 * ceil(cout / 8) * cin` floats) holds, per block of eight output
+/// `h2t_pointwise_avx512`: `packed` (`8 * ceil(cout / 8) * cin` floats) holds, per block of eight output
 /// channels, the eight weights of each input channel side by side; `packed_bias`
 /// (`8 * ceil(cout / 8)`) the biases; both zero past `cout`. Plain C, for every level.
 void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
