@@ -54,6 +54,59 @@ void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *even
     deinterleave_avx2(source, count, evens, odds);
 }
 
+// MARK: im2col (the stem's columns)
+
+/// `dst[ox] = line[ox * stride + offset]` for `ox < ow`, 0 where that index is outside
+/// `[0, width)`. Stride 1 is a copy; stride 2 takes the even lanes of two vectors (see
+/// `deinterleave_avx2`) while a 16-value load stays inside the line; others go one value at a time.
+AVX2 static void im2col_line_avx2(const float *line, ptrdiff_t width, ptrdiff_t ow, ptrdiff_t stride,
+                                  ptrdiff_t offset, float *dst) {
+    // The outputs whose index is inside the line: lo ..< hi.
+    ptrdiff_t lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    ptrdiff_t hi = offset > width - 1 ? 0 : (width - 1 - offset) / stride + 1;
+    if (hi > ow) hi = ow;
+    if (lo > hi) lo = hi;
+    for (ptrdiff_t ox = 0; ox < lo; ox++) dst[ox] = 0;
+    for (ptrdiff_t ox = hi; ox < ow; ox++) dst[ox] = 0;
+    ptrdiff_t ox = lo;
+    if (stride == 1) {
+        for (; ox + 8 <= hi; ox += 8) _mm256_storeu_ps(dst + ox, _mm256_loadu_ps(line + ox + offset));
+    } else if (stride == 2) {
+        for (; ox + 8 <= hi && 2 * ox + offset + 16 <= width; ox += 8) {
+            const __m256 a = _mm256_loadu_ps(line + 2 * ox + offset), b = _mm256_loadu_ps(line + 2 * ox + offset + 8);
+            const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+            _mm256_storeu_ps(dst + ox, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+        }
+    }
+    for (; ox < hi; ox++) dst[ox] = line[ox * stride + offset];
+}
+
+void h2t_im2col(int isa, const float *input, ptrdiff_t channels, ptrdiff_t batch, ptrdiff_t height, ptrdiff_t width,
+                int channel_major, ptrdiff_t kernel, ptrdiff_t stride, ptrdiff_t pad_top, ptrdiff_t pad_left,
+                ptrdiff_t oh, ptrdiff_t ow, float *columns) {
+    (void)isa;  // one variant: loads, shuffles and stores, the same at both levels
+    const ptrdiff_t n = batch * oh * ow;
+    for (ptrdiff_t ci = 0; ci < channels; ci++) {
+        for (ptrdiff_t ky = 0; ky < kernel; ky++) {
+            for (ptrdiff_t kx = 0; kx < kernel; kx++) {
+                float *row = columns + ((ci * kernel + ky) * kernel + kx) * n;
+                for (ptrdiff_t b = 0; b < batch; b++) {
+                    const float *plane = input + (channel_major ? ci * batch + b : b * channels + ci) * height * width;
+                    for (ptrdiff_t oy = 0; oy < oh; oy++) {
+                        const ptrdiff_t iy = oy * stride + ky - pad_top;
+                        float *dst = row + (b * oh + oy) * ow;
+                        if (iy < 0 || iy >= height) {
+                            for (ptrdiff_t ox = 0; ox < ow; ox++) dst[ox] = 0;
+                        } else {
+                            im2col_line_avx2(plane + iy * width, width, ow, stride, kx - pad_left, dst);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Eight samples of each of the eight rows at a time: widened to floats, then the 8 x 8 block
 // transposed (unpacks within 128-bit halves, then the halves swapped into place).
 AVX2 static void interleave_rows_u8_avx2(const unsigned char *rows, ptrdiff_t row_step, ptrdiff_t length, float *out) {
@@ -856,6 +909,12 @@ PCLMUL void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t bl
 
 #else  // not x86-64: no variants; callers stay on their portable loops.
 
+void h2t_im2col(int isa, const float *input, ptrdiff_t channels, ptrdiff_t batch, ptrdiff_t height, ptrdiff_t width,
+                int channel_major, ptrdiff_t kernel, ptrdiff_t stride, ptrdiff_t pad_top, ptrdiff_t pad_left,
+                ptrdiff_t oh, ptrdiff_t ow, float *columns) {
+    (void)isa; (void)input; (void)channels; (void)batch; (void)height; (void)width; (void)channel_major; (void)kernel;
+    (void)stride; (void)pad_top; (void)pad_left; (void)oh; (void)ow; (void)columns;
+}
 void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *evens, float *odds) {
     (void)isa; (void)source; (void)count; (void)evens; (void)odds;
 }

@@ -192,6 +192,54 @@ struct NetworkKernelTests {
         #expect(worst < 1e-5)
     }
 
+    /// The vector im2col copies exactly what the portable loop copies (padding, strides 1-3, lines
+    /// around its 8-output blocks, both input layouts), so the GEMM gets the same columns; at
+    /// AVX-512 with packed weights each output is the chain bias then fused multiply-adds over the
+    /// columns' rows in order, bit for bit, and within rounding of the GEMM.
+    @Test("stem columns: the vector im2col copies the portable loop's values; AVX-512 convolves them as one fused chain",
+          .enabled(if: InstructionSet.detected >= .avx2, "needs AVX2"),
+          arguments: [(3, 2, 2, 37, 41, "same", false), (3, 3, 2, 64, 64, "same", false), (3, 2, 1, 29, 35, "same", false), (3, 3, 2, 17, 16, "symmetric", true),
+                      (2, 3, 1, 9, 30, "symmetric", false), (4, 5, 3, 23, 26, "same", true), (1, 1, 2, 5, 40, "symmetric", false),
+                      (3, 3, 2, 7, 7, "same", true)])
+    func stemColumns(cin: Int, kernel: Int, stride: Int, height: Int, width: Int, padding kind: String, channelMajor: Bool) {
+        var random = NetworkTestRandom(seed: UInt64(cin * 7919 + kernel * 131 + stride * 17 + height * width))
+        let batch = 2, cout = 11
+        let padding = kind == "same" ? Padding2D.same(height: height, width: width, kernel: kernel, stride: stride)
+            : .symmetric(kernel: kernel)
+        let (oh, ow) = padding.outputSize(height: height, width: width, kernel: kernel, stride: stride)
+        let k = cin * kernel * kernel, n = batch * oh * ow
+        var input = random.array(batch * cin * height * width)
+        input[3] = -0.0
+        let weights = random.array(cout * k), bias = random.array(cout)
+        let withBias = NetworkKernels.appendingBiasColumn(weights: weights, bias: bias)
+        func run(_ isa: InstructionSet, packed: NetworkKernels.PointwiseWeights? = nil) -> (columns: [Float], output: [Float]) {
+            var columns = [Float](repeating: .nan, count: (k + 1) * n)
+            var output = [Float](repeating: .nan, count: cout * n + 3)
+            NetworkKernels.convolution(input: input, output: &output, batch: batch, inputChannels: cin, height: height, width: width,
+                                       outputChannels: cout, kernel: kernel, stride: stride, padding: padding,
+                                       weightsWithBias: withBias, packed: packed, columns: &columns,
+                                       inputChannelMajor: channelMajor, isa: isa)
+            return (Array(columns[..<(k * n)]), output)
+        }
+        let portable = run(.baseline), vector = run(.avx2)
+        #expect(vector.columns.map(\.bitPattern) == portable.columns.map(\.bitPattern), "columns")
+        #expect(vector.output.map(\.bitPattern) == portable.output.map(\.bitPattern), "the same GEMM on the same columns")
+        guard InstructionSet.detected == .avx512 else { return }
+        let fused = run(.avx512, packed: NetworkKernels.PointwiseWeights(weights: weights, bias: bias))
+        var chain = [Float](repeating: 0, count: cout * n)
+        for o in 0..<cout {
+            for j in 0..<n {
+                var sum = bias[o]
+                for r in 0..<k { sum = sum.addingProduct(weights[o * k + r], portable.columns[r * n + j]) }
+                chain[o * n + j] = sum
+            }
+        }
+        #expect(fused.columns.map(\.bitPattern) == portable.columns.map(\.bitPattern))
+        #expect(fused.output[..<(cout * n)].map(\.bitPattern) == chain.map(\.bitPattern), "one fused chain per output")
+        #expect(fused.output[(cout * n)...].allSatisfy { $0.isNaN }, "nothing written past the output")
+        #expect(zip(fused.output[..<(cout * n)], portable.output).map { abs($0 - $1) }.max() ?? 0 < 1e-5)
+    }
+
     /// The AVX-512 1×1 kernel: every output is the chain bias, then fused multiply-adds over the
     /// input channels in order, so it equals that chain computed here one value at a time, bit
     /// for bit, for position counts around its 16/48 blocks and output channel counts off its

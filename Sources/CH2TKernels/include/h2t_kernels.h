@@ -22,6 +22,15 @@ enum {
 /// The widest level this CPU and OS support (CPUID feature bits and the XCR0 state mask).
 int h2t_cpu_isa(void);
 
+/// The columns of a dense `kernel × kernel` convolution (im2col): row `(ci * kernel + ky) * kernel + kx`,
+/// column `(b * oh + oy) * ow + ox` of `columns` (`batch * oh * ow` per row) is input channel `ci` of
+/// example `b` at `(oy * stride + ky - pad_top, ox * stride + kx - pad_left)`, 0 outside the image.
+/// The input is `batch × channels × height × width`, or with `channel_major` `channels × batch ×
+/// height × width`. Copies only: the values are the input's bits (+0 for padding).
+void h2t_im2col(int isa, const float *input, ptrdiff_t channels, ptrdiff_t batch, ptrdiff_t height, ptrdiff_t width,
+                int channel_major, ptrdiff_t kernel, ptrdiff_t stride, ptrdiff_t pad_top, ptrdiff_t pad_left,
+                ptrdiff_t oh, ptrdiff_t ow, float *columns);
+
 /// Every output row of one depthwise plane:
 /// `out[oy * width + x] = bias + sum_t weights[t] * rows[oy * row_step + offsets[t] + x]`
 /// for `oy < height`, `x < width` (offsets already encode the kernel row and any stride-2 phase

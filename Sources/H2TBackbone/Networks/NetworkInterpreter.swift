@@ -2,9 +2,9 @@ import Dispatch
 import H2TCore
 import Synchronization
 
-/// Runs a ``NetworkDescription`` on this package's kernels (`NetworkKernels`: OpenBLAS GEMMs for
-/// 1×1 and im2col convolutions, a direct SIMD loop for depthwise ones), handing every tap to the
-/// caller as it is produced.
+/// Runs a ``NetworkDescription`` on this package's kernels (`NetworkKernels`: OpenBLAS GEMMs or an
+/// AVX-512 kernel for 1×1 and im2col convolutions, a direct SIMD loop for depthwise ones), handing
+/// every tap to the caller as it is produced.
 ///
 /// Built once from a description and a state dict: each batch norm is folded into its
 /// convolution, each operation is given a kernel, and each tensor a buffer slot. Slots are
@@ -49,10 +49,10 @@ public final class NetworkInterpreter: Sendable {
                 let (folded, bias) = try Self.fold(conv, inputChannels: inputChannels, eps: eps, weights: weights)
                 if conv.groups == 1 {
                     let weightsWithBias = NetworkKernels.appendingBiasColumn(weights: folded, bias: bias)
+                    let packed = InstructionSet.selected == .avx512 ? NetworkKernels.PointwiseWeights(weights: folded, bias: bias) : nil
                     kernel = conv.kernel == 1 && conv.stride == 1 && input >= 0
-                        ? .pointwise(weightsWithBias: weightsWithBias,
-                                     packed: InstructionSet.selected == .avx512 ? NetworkKernels.PointwiseWeights(weights: folded, bias: bias) : nil)
-                        : .im2col(kernel: conv.kernel, stride: conv.stride, weightsWithBias: weightsWithBias)
+                        ? .pointwise(weightsWithBias: weightsWithBias, packed: packed)
+                        : .im2col(kernel: conv.kernel, stride: conv.stride, weightsWithBias: weightsWithBias, packed: packed)
                 } else {
                     guard conv.groups == inputChannels, conv.outputChannels == inputChannels else {
                         throw unsupported("grouped convolution (\(conv.groups) groups of \(inputChannels) channels) that is not depthwise")
@@ -243,12 +243,12 @@ public final class NetworkInterpreter: Sendable {
             let elements = n * tap.elementCount
             let source = plan.inputShapes[i]
             switch step.kernel {
-            case .im2col(let kernel, let stride, let weightsWithBias):
+            case .im2col(let kernel, let stride, let weightsWithBias, let packed):
                 NetworkKernels.convolution(
                     input: step.inputSlot < 0 ? input : UnsafePointer(slots[step.inputSlot]), output: output,
                     batch: n, inputChannels: source[0], height: source[1], width: source[2],
                     outputChannels: tap.shape[0], kernel: kernel, stride: stride, padding: plan.paddings[i],
-                    weightsWithBias: weightsWithBias, columns: ws.columns, inputChannelMajor: step.inputSlot >= 0)
+                    weightsWithBias: weightsWithBias, packed: packed, columns: ws.columns, inputChannelMajor: step.inputSlot >= 0)
             case .pointwise(let weightsWithBias, let packed):
                 NetworkKernels.pointwise(input: slots[step.inputSlot], output: output, inputChannels: source[0],
                                          outputChannels: tap.shape[0], count: n * source[1] * source[2],
@@ -313,8 +313,9 @@ public final class NetworkInterpreter: Sendable {
 /// One operation lowered onto a kernel, with the buffer slots it reads and writes.
 struct Step: Sendable {
     enum Kernel: Sendable {
-        /// Dense convolution by im2col + GEMM; `weightsWithBias` is `Cout × (Cin·k·k + 1)`.
-        case im2col(kernel: Int, stride: Int, weightsWithBias: [Float])
+        /// Dense convolution by im2col and `pointwise`'s product; `weightsWithBias` is
+        /// `Cout × (Cin·k·k + 1)`, `packed` the same for the AVX-512 kernel (at that level only).
+        case im2col(kernel: Int, stride: Int, weightsWithBias: [Float], packed: NetworkKernels.PointwiseWeights?)
         /// 1×1 stride-1 convolution: `Cout × (Cin + 1)` for the GEMM, and the weights packed for
         /// the AVX-512 kernel (at that level only).
         case pointwise(weightsWithBias: [Float], packed: NetworkKernels.PointwiseWeights?)
@@ -382,7 +383,7 @@ struct RunPlan {
             if tap.shape.count == 3 { sizes.gather = max(sizes.gather, tap.elementCount) }
             let source = inputShapes[i]
             switch steps[i].kernel {
-            case .im2col(let kernel, _, _):
+            case .im2col(let kernel, _, _, _):
                 sizes.columns = max(sizes.columns, (source[0] * kernel * kernel + 1) * capacity * tap.shape[1] * tap.shape[2])
             case .depthwise:
                 sizes.depthwise = max(sizes.depthwise, NetworkKernels.depthwiseScratchCount(
