@@ -145,64 +145,104 @@ void h2t_interleave_rows_u8(int isa, const unsigned char *rows, ptrdiff_t row_st
     interleave_rows_u8_avx2(rows, row_step, length, out);
 }
 
-AVX2 static void depthwise_rows_avx2(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
-                                     ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
-                                     const float *weights, float bias) {
-    for (ptrdiff_t oy = 0; oy < height; oy++) {
-        const float *r = rows + oy * row_step;
-        float *o = out + oy * width;
-        ptrdiff_t x = 0;
-        for (; x + 16 <= width; x += 16) {
-            __m256 acc0 = _mm256_set1_ps(bias), acc1 = acc0;
-            for (ptrdiff_t t = 0; t < taps; t++) {
-                __m256 w = _mm256_set1_ps(weights[t]);
-                const float *p = r + offsets[t] + x;
-                acc0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(p), acc0);
-                acc1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8), acc1);
+// Each output is the bias, then one fused multiply-add per tap in tap order (the same chain at
+// every blocking and level). A block is `R` output rows × `NV` vectors of columns: `R * NV`
+// independent chains per tap, enough to cover the multiply-add's latency; one vector per row
+// (two chains, the previous blocking) left the FMA units three quarters idle on the wide maps.
+#define INLINE __attribute__((always_inline)) static inline
+
+// AVX2's masked loads are slower than plain ones (one a cycle on AMD): only a last vector that
+// is cut short by the row's end is loaded masked.
+AVX2 INLINE void depthwise_taps_avx2(__m256 *acc, const float *r, ptrdiff_t row_step, const ptrdiff_t *offsets,
+                                     ptrdiff_t taps, const float *weights, ptrdiff_t x, __m256i last, const int nv,
+                                     const int rows, const int masked) {
+    for (ptrdiff_t t = 0; t < taps; t++) {
+        const __m256 w = _mm256_set1_ps(weights[t]);
+        const float *p = r + offsets[t] + x;
+        for (int y = 0; y < rows; y++) {
+            for (int j = 0; j < nv; j++) {
+                const float *q = p + y * row_step + 8 * j;
+                const __m256 v = masked && j == nv - 1 ? _mm256_maskload_ps(q, last) : _mm256_loadu_ps(q);
+                acc[y * nv + j] = _mm256_fmadd_ps(w, v, acc[y * nv + j]);
             }
-            _mm256_storeu_ps(o + x, acc0);
-            _mm256_storeu_ps(o + x + 8, acc1);
-        }
-        for (; x < width; x += 8) {
-            __m256i mask = tail_mask8(width - x);
-            __m256 acc = _mm256_set1_ps(bias);
-            for (ptrdiff_t t = 0; t < taps; t++) {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_maskload_ps(r + offsets[t] + x, mask), acc);
-            }
-            _mm256_maskstore_ps(o + x, mask, acc);
         }
     }
 }
 
-AVX512 static void depthwise_rows_avx512(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
-                                         ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,
-                                         const float *weights, float bias) {
-    for (ptrdiff_t oy = 0; oy < height; oy++) {
-        const float *r = rows + oy * row_step;
-        float *o = out + oy * width;
-        ptrdiff_t x = 0;
-        for (; x + 32 <= width; x += 32) {
-            __m512 acc0 = _mm512_set1_ps(bias), acc1 = acc0;
-            for (ptrdiff_t t = 0; t < taps; t++) {
-                __m512 w = _mm512_set1_ps(weights[t]);
-                const float *p = r + offsets[t] + x;
-                acc0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(p), acc0);
-                acc1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16), acc1);
-            }
-            _mm512_storeu_ps(o + x, acc0);
-            _mm512_storeu_ps(o + x + 16, acc1);
-        }
-        for (; x < width; x += 16) {
-            ptrdiff_t left = width - x;
-            __mmask16 mask = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-            __m512 acc = _mm512_set1_ps(bias);
-            for (ptrdiff_t t = 0; t < taps; t++) {
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(weights[t]), _mm512_maskz_loadu_ps(mask, r + offsets[t] + x), acc);
-            }
-            _mm512_mask_storeu_ps(o + x, mask, acc);
+AVX2 INLINE void depthwise_block_avx2(float *o, ptrdiff_t width, const float *r, ptrdiff_t row_step,
+                                      const ptrdiff_t *offsets, ptrdiff_t taps, const float *weights, float bias,
+                                      ptrdiff_t x, const int nv, const int rows) {
+    const __m256i last = tail_mask8(width - x - 8 * (nv - 1));
+    __m256 acc[8];
+    for (int k = 0; k < nv * rows; k++) acc[k] = _mm256_set1_ps(bias);
+    if (width - x >= 8 * nv) depthwise_taps_avx2(acc, r, row_step, offsets, taps, weights, x, last, nv, rows, 0);
+    else depthwise_taps_avx2(acc, r, row_step, offsets, taps, weights, x, last, nv, rows, 1);
+    for (int y = 0; y < rows; y++) {
+        for (int j = 0; j < nv; j++) {
+            float *q = o + y * width + x + 8 * j;
+            if (j == nv - 1) _mm256_maskstore_ps(q, last, acc[y * nv + j]);
+            else _mm256_storeu_ps(q, acc[y * nv + j]);
         }
     }
 }
+
+AVX512 INLINE void depthwise_block_avx512(float *o, ptrdiff_t width, const float *r, ptrdiff_t row_step,
+                                          const ptrdiff_t *offsets, ptrdiff_t taps, const float *weights, float bias,
+                                          ptrdiff_t x, const int nv, const int rows) {
+    __mmask16 mask[4];
+    __m512 acc[8];
+    for (int j = 0; j < nv; j++) {
+        const ptrdiff_t left = width - x - 16 * j;
+        mask[j] = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    }
+    for (int k = 0; k < nv * rows; k++) acc[k] = _mm512_set1_ps(bias);
+    for (ptrdiff_t t = 0; t < taps; t++) {
+        const __m512 w = _mm512_set1_ps(weights[t]);
+        const float *p = r + offsets[t] + x;
+        for (int y = 0; y < rows; y++) {
+            for (int j = 0; j < nv; j++) {
+                acc[y * nv + j] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask[j], p + y * row_step + 16 * j), acc[y * nv + j]);
+            }
+        }
+    }
+    for (int y = 0; y < rows; y++) {
+        for (int j = 0; j < nv; j++) _mm512_mask_storeu_ps(o + y * width + x + 16 * j, mask[j], acc[y * nv + j]);
+    }
+}
+
+// Blocks of up to four vectors across and, by their width, up to two (three or four vectors) or
+// four (one or two vectors) rows down; each case a constant shape, so the loops above unroll.
+#define DEPTHWISE_ROWS(NAME, BLOCK, LANES, ATTR)                                                                \
+    ATTR static void NAME(float *out, ptrdiff_t width, ptrdiff_t height, const float *rows, ptrdiff_t row_step,  \
+                          const ptrdiff_t *offsets, ptrdiff_t taps, const float *weights, float bias) {         \
+        for (ptrdiff_t x = 0; x < width; x += 4 * LANES) {                                                      \
+            const ptrdiff_t left = (width - x + LANES - 1) / LANES;                                             \
+            const int nv = left < 4 ? (int)left : 4, most = nv >= 3 ? 2 : 4;                                    \
+            for (ptrdiff_t oy = 0; oy < height;) {                                                              \
+                const int n = height - oy < most ? (int)(height - oy) : most;                                   \
+                const float *r = rows + oy * row_step;                                                          \
+                float *o = out + oy * width;                                                                    \
+                switch (nv * 8 + n) {                                                                           \
+                case 8 + 1: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 1, 1); break;         \
+                case 8 + 2: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 1, 2); break;         \
+                case 8 + 3: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 1, 3); break;         \
+                case 8 + 4: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 1, 4); break;         \
+                case 16 + 1: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 2, 1); break;        \
+                case 16 + 2: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 2, 2); break;        \
+                case 16 + 3: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 2, 3); break;        \
+                case 16 + 4: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 2, 4); break;        \
+                case 24 + 1: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 3, 1); break;        \
+                case 24 + 2: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 3, 2); break;        \
+                case 32 + 1: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 4, 1); break;        \
+                default: BLOCK(o, width, r, row_step, offsets, taps, weights, bias, x, 4, 2); break;            \
+                }                                                                                               \
+                oy += n;                                                                                        \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+
+DEPTHWISE_ROWS(depthwise_rows_avx2, depthwise_block_avx2, 8, AVX2)
+DEPTHWISE_ROWS(depthwise_rows_avx512, depthwise_block_avx512, 16, AVX512)
 
 void h2t_depthwise_rows(int isa, float *out, ptrdiff_t width, ptrdiff_t height, const float *rows,
                         ptrdiff_t row_step, const ptrdiff_t *offsets, ptrdiff_t taps,

@@ -115,6 +115,52 @@ struct NetworkKernelTests {
         #expect(worst < 1e-5, "depthwise \(kernel)x\(kernel)/\(stride) \(height)x\(width) batch \(batch) at \(isa)")
     }
 
+    /// The vector depthwise kernels block outputs by rows and runs of vectors; whatever the block,
+    /// each output is the bias, then one fused multiply-add per tap in kernel order, zeros in the
+    /// padding: bit for bit that chain, at AVX2 and AVX-512, for output widths around every block
+    /// width (8, 16 to 64 columns) and heights around every row count (1 to 4 rows at a time).
+    @Test("depthwise rows: every block shape gives each output's fused chain, bit for bit",
+          .enabled(if: InstructionSet.detected >= .avx2, "needs AVX2"),
+          arguments: [(1, 8), (2, 9), (3, 15), (5, 16), (1, 17), (4, 24), (7, 31), (2, 33), (3, 48), (6, 63), (1, 64),
+                      (5, 65), (3, 97), (2, 112), (9, 130)])
+    func depthwiseChains(height: Int, outputWidth: Int) {
+        for stride in [1, 2] {
+            var random = NetworkTestRandom(seed: UInt64(height * 1000 + outputWidth * 10 + stride))
+            let kernel = 3, channels = 2, batch = 1
+            let (h, w) = (height * stride, outputWidth * stride)
+            let padding = Padding2D.same(height: h, width: w, kernel: kernel, stride: stride)
+            let (oh, ow) = padding.outputSize(height: h, width: w, kernel: kernel, stride: stride)
+            let input = random.array(channels * batch * h * w)
+            let weights = random.array(channels * kernel * kernel), bias = random.array(channels)
+            var chain = [Float](repeating: 0, count: channels * oh * ow)
+            for c in 0..<channels {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var sum = bias[c]
+                        for ky in 0..<kernel {
+                            for kx in 0..<kernel {
+                                let iy = oy * stride + ky - padding.top, ix = ox * stride + kx - padding.left
+                                let v: Float = iy >= 0 && iy < h && ix >= 0 && ix < w ? input[(c * h + iy) * w + ix] : 0
+                                sum = sum.addingProduct(weights[c * 9 + ky * kernel + kx], v)
+                            }
+                        }
+                        chain[(c * oh + oy) * ow + ox] = sum
+                    }
+                }
+            }
+            for isa in Self.runnableSets where isa != .baseline {
+                var output = [Float](repeating: .nan, count: channels * oh * ow + 3)
+                var scratch = [Float](repeating: .nan, count: NetworkKernels.depthwiseScratchCount(height: h, width: w, padding: padding))
+                NetworkKernels.depthwise(input: input, output: &output, channels: channels, batch: batch, height: h, width: w,
+                                         kernel: kernel, stride: stride, padding: padding, weights: weights, bias: bias,
+                                         scratch: &scratch, isa: isa)
+                #expect(output[..<(channels * oh * ow)].map(\.bitPattern) == chain.map(\.bitPattern),
+                        "\(oh)×\(ow) stride \(stride) at \(isa)")
+                #expect(output[(channels * oh * ow)...].allSatisfy { $0.isNaN }, "nothing written past the output at \(isa)")
+            }
+        }
+    }
+
     /// Narrow maps with fewer than 8 examples put channels in the vector lanes, with 8 or more
     /// the examples: both must give the same bits, so a slice's size (1 example at 224×224, 8
     /// at 64×64) never changes a stored feature.
@@ -376,6 +422,9 @@ struct ChannelMajorPoolingTests {
         (24, 56, 17, 512), (5, 112, 2, 80),
         // Eight and more examples: planes go eight at a time through the vector lanes (windows 16, 6, 3 ragged).
         (96, 32, 8, 512), (16, 32, 16, 512), (3, 37, 9, 48),
+        // Column sums in runs of 128 (AVX-512) and 64 (AVX2) columns, then single vectors, then
+        // 4, 11, 6 and 6 columns left over.
+        (16, 20, 1, 1024), (8, 27, 2, 648), (8, 150, 1, 32), (16, 133, 1, 1296),
     ])
     func matchesPool(channels: Int, side: Int, examples: Int, targetSize: Int) {
         var random = NetworkTestRandom(seed: UInt64(channels * 100 + side))
