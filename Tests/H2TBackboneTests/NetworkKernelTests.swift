@@ -293,7 +293,7 @@ struct NetworkKernelTests {
     @Test("AVX-512 pointwise kernel: the bits of one fused chain per output, at every shape",
           .enabled(if: InstructionSet.detected == .avx512, "needs AVX-512"),
           arguments: [(1, 1, 1), (3, 5, 7), (16, 8, 16), (33, 12, 23), (24, 20, 24), (17, 16, 25), (40, 9, 47), (96, 24, 48),
-                      (32, 16, 49), (5, 3, 100), (144, 24, 161)])
+                      (32, 16, 49), (5, 3, 100), (144, 24, 161), (20, 40, 49), (7, 70, 9), (3, 33, 63)])
     func avx512Pointwise(cin: Int, cout: Int, count: Int) {
         var random = NetworkTestRandom(seed: UInt64(cin * 1000 + cout * 10 + count))
         var input = random.array(cin * count) + [Float](repeating: .nan, count: count)  // room for the GEMM's ones row
@@ -317,6 +317,36 @@ struct NetworkKernelTests {
         #expect(output[(cout * count)...].allSatisfy { $0.isNaN }, "nothing written past the output")
         let worst = zip(output, gemm).map { abs($0 - $1) }.max() ?? 0
         #expect(worst < 1e-5)
+    }
+
+    /// The classifier at AVX-512: each output the chain bias, then fused multiply-adds over the
+    /// features in order (output channels in the lanes, 32 at a time, examples 4 at a time), bit
+    /// for bit, nothing written past the rows, and within rounding of the GEMM.
+    @Test("AVX-512 classifier: the bits of one fused chain per output",
+          .enabled(if: InstructionSet.detected == .avx512, "needs AVX-512"),
+          arguments: [(1, 5, 1), (3, 37, 17), (8, 16, 33), (5, 64, 70), (4, 1280, 40)])
+    func avx512Linear(examples: Int, features: Int, outputs: Int) {
+        var random = NetworkTestRandom(seed: UInt64(examples * 10_000 + features * 100 + outputs))
+        let input = random.array(examples * features)
+        let weight = random.array(outputs * features), bias = random.array(outputs)
+        var chain = [Float](repeating: 0, count: examples * outputs)
+        for e in 0..<examples {
+            for o in 0..<outputs {
+                var sum = bias[o]
+                for i in 0..<features { sum = sum.addingProduct(weight[o * features + i], input[e * features + i]) }
+                chain[e * outputs + o] = sum
+            }
+        }
+        var gemm = [Float](repeating: .nan, count: examples * outputs)
+        NetworkKernels.linear(input: input, output: &gemm, examples: examples, features: features, outputs: outputs,
+                              weight: weight, bias: bias, isa: .baseline)
+        var output = [Float](repeating: .nan, count: examples * outputs + 5)
+        NetworkKernels.linear(input: input, output: &output, examples: examples, features: features, outputs: outputs,
+                              weight: weight, bias: bias, packed: NetworkKernels.PointwiseWeights(weights: weight, bias: bias),
+                              isa: .avx512)
+        #expect(output[..<(examples * outputs)].map(\.bitPattern) == chain.map(\.bitPattern))
+        #expect(output[(examples * outputs)...].allSatisfy { $0.isNaN }, "nothing written past the output")
+        #expect(zip(output, gemm).map { abs($0 - $1) }.max() ?? 0 < 1e-4)
     }
 
     @Test("pointwise convolution, ReLU6, add (every runnable instruction set) and global average match naive loops")

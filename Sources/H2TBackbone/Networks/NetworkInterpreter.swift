@@ -73,8 +73,10 @@ public final class NetworkInterpreter: Sendable {
                 guard input >= 0 else { throw unsupported("pooling of the network input") }
                 kernel = .globalAverage
             case .linear(let linear):
-                kernel = .linear(weight: try weights.floats(linear.weightKey, shape: [linear.outputs, inputChannels]),
-                                 bias: try weights.floats(linear.biasKey, shape: [linear.outputs]))
+                let weight = try weights.floats(linear.weightKey, shape: [linear.outputs, inputChannels])
+                let bias = try weights.floats(linear.biasKey, shape: [linear.outputs])
+                kernel = .linear(weight: weight, bias: bias,
+                                 packed: InstructionSet.selected == .avx512 ? NetworkKernels.PointwiseWeights(weights: weight, bias: bias) : nil)
             }
             steps.append(Step(kernel: kernel, inputSlot: input < 0 ? -1 : slots.tensorSlot[input],
                               skipSlot: network.skipIndex[i].map { slots.tensorSlot[$0] } ?? -1,
@@ -265,13 +267,9 @@ public final class NetworkInterpreter: Sendable {
             case .globalAverage:
                 NetworkKernels.globalAverage(input: slots[step.inputSlot], output: output, channels: source[0],
                                              batch: n, planeSize: source[1] * source[2])
-            case .linear(let weight, let bias):
-                let outputs = tap.shape[0], features = source[0]
-                for e in 0..<n { (output + e * outputs).update(from: bias, count: outputs) }
-                weight.withUnsafeBufferPointer { fc in
-                    BLAS.sgemm(transB: true, m: n, n: outputs, k: features, a: slots[step.inputSlot], lda: features,
-                               b: fc.baseAddress!, ldb: features, beta: 1, c: output, ldc: outputs)
-                }
+            case .linear(let weight, let bias, let packed):
+                NetworkKernels.linear(input: slots[step.inputSlot], output: output, examples: n, features: source[0],
+                                      outputs: tap.shape[0], weight: weight, bias: bias, packed: packed)
             }
             if plan.selected[i] {
                 var base = UnsafePointer(output)
@@ -324,8 +322,8 @@ struct Step: Sendable {
         case relu6
         case add
         case globalAverage
-        /// Classifier: weight `outputs × inputs`.
-        case linear(weight: [Float], bias: [Float])
+        /// Classifier: weight `outputs × inputs`; `packed` the same for the AVX-512 kernel (at that level only).
+        case linear(weight: [Float], bias: [Float], packed: NetworkKernels.PointwiseWeights?)
     }
 
     let kernel: Kernel
