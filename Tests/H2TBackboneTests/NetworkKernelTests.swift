@@ -319,13 +319,13 @@ struct NetworkKernelTests {
         #expect(worst < 1e-5)
     }
 
-    /// The classifier at AVX-512: each output the chain bias, then fused multiply-adds over the
-    /// features in order (output channels in the lanes, 32 at a time, examples 4 at a time), bit
-    /// for bit, nothing written past the rows, and within rounding of the GEMM.
-    @Test("AVX-512 classifier: the bits of one fused chain per output",
-          .enabled(if: InstructionSet.detected == .avx512, "needs AVX-512"),
-          arguments: [(1, 5, 1), (3, 37, 17), (8, 16, 33), (5, 64, 70), (4, 1280, 40)])
-    func avx512Linear(examples: Int, features: Int, outputs: Int) {
+    /// The classifier's vector kernel at AVX2 and AVX-512: each output the chain bias, then fused
+    /// multiply-adds over the features in order (output channels in the lanes, examples 4 at a
+    /// time), bit for bit, nothing written past the rows, and within rounding of the GEMM.
+    @Test("classifier kernel: the bits of one fused chain per output, at AVX2 and AVX-512",
+          .enabled(if: InstructionSet.detected >= .avx2, "needs AVX2"),
+          arguments: [(1, 5, 1), (3, 37, 17), (8, 16, 33), (5, 64, 70), (4, 1280, 40), (2, 9, 8), (6, 20, 24)])
+    func linearKernel(examples: Int, features: Int, outputs: Int) {
         var random = NetworkTestRandom(seed: UInt64(examples * 10_000 + features * 100 + outputs))
         let input = random.array(examples * features)
         let weight = random.array(outputs * features), bias = random.array(outputs)
@@ -340,13 +340,15 @@ struct NetworkKernelTests {
         var gemm = [Float](repeating: .nan, count: examples * outputs)
         NetworkKernels.linear(input: input, output: &gemm, examples: examples, features: features, outputs: outputs,
                               weight: weight, bias: bias, isa: .baseline)
-        var output = [Float](repeating: .nan, count: examples * outputs + 5)
-        NetworkKernels.linear(input: input, output: &output, examples: examples, features: features, outputs: outputs,
-                              weight: weight, bias: bias, packed: NetworkKernels.PointwiseWeights(weights: weight, bias: bias),
-                              isa: .avx512)
-        #expect(output[..<(examples * outputs)].map(\.bitPattern) == chain.map(\.bitPattern))
-        #expect(output[(examples * outputs)...].allSatisfy { $0.isNaN }, "nothing written past the output")
-        #expect(zip(output, gemm).map { abs($0 - $1) }.max() ?? 0 < 1e-4)
+        for isa in Self.runnableSets where isa != .baseline {
+            var output = [Float](repeating: .nan, count: examples * outputs + 5)
+            NetworkKernels.linear(input: input, output: &output, examples: examples, features: features, outputs: outputs,
+                                  weight: weight, bias: bias, packed: NetworkKernels.PointwiseWeights(weights: weight, bias: bias),
+                                  isa: isa)
+            #expect(output[..<(examples * outputs)].map(\.bitPattern) == chain.map(\.bitPattern), "at \(isa)")
+            #expect(output[(examples * outputs)...].allSatisfy { $0.isNaN }, "nothing written past the output at \(isa)")
+            #expect(zip(output, gemm).map { abs($0 - $1) }.max() ?? 0 < 1e-4)
+        }
     }
 
     @Test("pointwise convolution, ReLU6, add (every runnable instruction set) and global average match naive loops")

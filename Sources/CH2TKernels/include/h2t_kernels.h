@@ -123,12 +123,12 @@ void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, 
 void h2t_pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t count, const float *packed, const float *bias,
                           ptrdiff_t cout, float *out);
 
-/// A classifier at AVX-512: `out[e * cout + co] = bias[co] + sum_ci w[co][ci] * in[e * cin + ci]`
-/// for `e < examples`, `co < cout`, with the weights and biases packed by `h2t_pointwise_pack`
-/// (`w` is `cout × cin`). Each output is one chain of fused multiply-adds from the bias over `ci`
-/// ascending (as `h2t_pointwise_avx512`). Only on a CPU with AVX-512 F.
-void h2t_linear_avx512(const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias,
-                       ptrdiff_t cout, float *out);
+/// A classifier: `out[e * cout + co] = bias[co] + sum_ci w[co][ci] * in[e * cin + ci]` for
+/// `e < examples`, `co < cout`, with the weights and biases packed by `h2t_pointwise_pack` (`w` is
+/// `cout × cin`). Each output is one chain of fused multiply-adds from the bias over `ci`
+/// ascending (as `h2t_pointwise_avx512`): the same bits at both levels.
+void h2t_linear(int isa, const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias,
+                ptrdiff_t cout, float *out);
 
 /// Four columns of a bfloat16 tile frame back to rows: column `j`'s low bytes at
 /// `lo[j * plane + r]` and high bytes at `hi[j * plane + r]` (`r < rows`), value `(r, j)` written as

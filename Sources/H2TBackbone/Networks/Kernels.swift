@@ -440,18 +440,19 @@ public enum NetworkKernels {
     /// Fully connected layer on `examples` rows: `output[e × outputs + o] = bias[o] + Σ_i
     /// weight[o × features + i] · input[e × features + i]` (example-major both sides).
     ///
-    /// At AVX-512 (with `packed`, the weights and biases packed as for a 1×1 convolution) each
-    /// output is one fused chain from its bias, the output channels in the lanes: a slice of one
-    /// example at 224×224 made the GEMM repack MobileNetV2's 1,280 × 1,000 weights for each
-    /// image (4% of an ingest's CPU). Otherwise one GEMM onto the broadcast biases.
+    /// From AVX2 up (with `packed`, the weights and biases packed as for a 1×1 convolution) each
+    /// output is one fused chain from its bias, the output channels in the lanes, the same bits at
+    /// both levels: a slice of one example at 224×224 made the GEMM repack MobileNetV2's 1,280 ×
+    /// 1,000 weights for each image (4% of an ingest's CPU). Otherwise one GEMM onto the
+    /// broadcast biases.
     public static func linear(
         input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, examples: Int, features: Int, outputs: Int,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, packed: PointwiseWeights? = nil,
         isa: InstructionSet = .selected
     ) {
-        if isa == .avx512, let packed {
+        if isa != .baseline, let packed {
             precondition(packed.inputChannels == features && packed.outputChannels == outputs, "packed weights of another shape")
-            return h2t_linear_avx512(input, features, examples, packed.packed, packed.bias, outputs, output)
+            return h2t_linear(Int32(isa.rawValue), input, features, examples, packed.packed, packed.bias, outputs, output)
         }
         for e in 0..<examples { (output + e * outputs).update(from: bias, count: outputs) }
         BLAS.sgemm(transB: true, m: examples, n: outputs, k: features, a: input, lda: features,

@@ -76,7 +76,7 @@ public final class NetworkInterpreter: Sendable {
                 let weight = try weights.floats(linear.weightKey, shape: [linear.outputs, inputChannels])
                 let bias = try weights.floats(linear.biasKey, shape: [linear.outputs])
                 kernel = .linear(weight: weight, bias: bias,
-                                 packed: InstructionSet.selected == .avx512 ? NetworkKernels.PointwiseWeights(weights: weight, bias: bias) : nil)
+                                 packed: InstructionSet.selected != .baseline ? NetworkKernels.PointwiseWeights(weights: weight, bias: bias) : nil)
             }
             steps.append(Step(kernel: kernel, inputSlot: input < 0 ? -1 : slots.tensorSlot[input],
                               skipSlot: network.skipIndex[i].map { slots.tensorSlot[$0] } ?? -1,
@@ -322,7 +322,7 @@ struct Step: Sendable {
         case relu6
         case add
         case globalAverage
-        /// Classifier: weight `outputs × inputs`; `packed` the same for the AVX-512 kernel (at that level only).
+        /// Classifier: weight `outputs × inputs`; `packed` the same for the vector kernel (from AVX2 up).
         case linear(weight: [Float], bias: [Float], packed: NetworkKernels.PointwiseWeights?)
     }
 
