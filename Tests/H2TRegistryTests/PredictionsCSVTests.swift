@@ -15,7 +15,7 @@ struct PredictionsCSVTests {
             seed = seed &* 6364136223846793005 &+ 1442695040888963407
             probabilities.append(Float(seed >> 40) / Float(1 << 24))
         }
-        probabilities[0] = 0; probabilities[1] = 1; probabilities[2] = 1e-7; probabilities[3] = 0.999_999_9; probabilities[4] = 123_456_789
+        probabilities[0] = 0; probabilities[1] = 1; probabilities[2] = 1e-7; probabilities[3] = 0.999_999_9; probabilities[4] = 123_456_792  // 123,456,789 as a Float
         probabilities[5] = -0.0; probabilities[6] = .leastNonzeroMagnitude; probabilities[7] = -.greatestFiniteMagnitude
         probabilities[8] = .nan; probabilities[9] = .infinity; probabilities[10] = 0.000_123_456_5; probabilities[11] = 1e-5
         let inputs = (0..<50).map { $0 == 3 ? "image,3.png" : "input-\($0)" }

@@ -389,8 +389,9 @@ public enum NetworkKernels {
         }
     }
 
-    /// A 1×1 convolution's weights and biases packed for the AVX-512 kernel (`h2t_pointwise_avx512`):
-    /// the eight weights of each input channel for a block of eight output channels side by side.
+    /// A 1×1 convolution's (or the stem's, or the classifier's) weights and biases packed for the
+    /// vector kernels (`h2t_pointwise_avx512`, `h2t_linear`): the eight weights of each input
+    /// channel for a block of eight output channels side by side.
     public struct PointwiseWeights: Sendable {
         let packed: [Float]
         let bias: [Float]
