@@ -54,6 +54,38 @@ void h2t_deinterleave(int isa, const float *source, ptrdiff_t count, float *even
     deinterleave_avx2(source, count, evens, odds);
 }
 
+// MARK: transpose
+
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `r < rows`, `c < cols`: 8 × 8 blocks
+/// through `transpose8` (a forward declaration: it is defined with the tile encoder's loops),
+/// scalar edges.
+AVX2 static inline void transpose8(__m256i r[8]);
+
+AVX2 static void transpose_avx2(const float *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t src_stride, float *dst,
+                                ptrdiff_t dst_stride) {
+    const ptrdiff_t full_rows = rows - rows % 8, full_cols = cols - cols % 8;
+    for (ptrdiff_t r0 = 0; r0 < full_rows; r0 += 8) {
+        for (ptrdiff_t c0 = 0; c0 < full_cols; c0 += 8) {
+            __m256i v[8];
+            for (int k = 0; k < 8; k++) v[k] = _mm256_castps_si256(_mm256_loadu_ps(src + (r0 + k) * src_stride + c0));
+            transpose8(v);
+            for (int k = 0; k < 8; k++) _mm256_storeu_ps(dst + (c0 + k) * dst_stride + r0, _mm256_castsi256_ps(v[k]));
+        }
+        for (ptrdiff_t c = full_cols; c < cols; c++) {
+            for (ptrdiff_t r = r0; r < r0 + 8; r++) dst[c * dst_stride + r] = src[r * src_stride + c];
+        }
+    }
+    for (ptrdiff_t r = full_rows; r < rows; r++) {
+        for (ptrdiff_t c = 0; c < cols; c++) dst[c * dst_stride + r] = src[r * src_stride + c];
+    }
+}
+
+void h2t_transpose(int isa, const float *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t src_stride, float *dst,
+                   ptrdiff_t dst_stride) {
+    (void)isa;  // one variant: loads, shuffles and stores, the same at both levels
+    transpose_avx2(src, rows, cols, src_stride, dst, dst_stride);
+}
+
 // MARK: im2col (the stem's columns)
 
 /// `dst[ox] = line[ox * stride + offset]` for `ox < ow`, 0 where that index is outside
@@ -1054,6 +1086,10 @@ PCLMUL void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t bl
 
 #else  // not x86-64: no variants; callers stay on their portable loops.
 
+void h2t_transpose(int isa, const float *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t src_stride, float *dst,
+                   ptrdiff_t dst_stride) {
+    (void)isa; (void)src; (void)rows; (void)cols; (void)src_stride; (void)dst; (void)dst_stride;
+}
 void h2t_im2col(int isa, const float *input, ptrdiff_t channels, ptrdiff_t batch, ptrdiff_t height, ptrdiff_t width,
                 int channel_major, ptrdiff_t kernel, ptrdiff_t stride, ptrdiff_t pad_top, ptrdiff_t pad_left,
                 ptrdiff_t oh, ptrdiff_t ow, float *columns) {

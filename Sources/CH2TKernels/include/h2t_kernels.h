@@ -22,6 +22,11 @@ enum {
 /// The widest level this CPU and OS support (CPUID feature bits and the XCR0 state mask).
 int h2t_cpu_isa(void);
 
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for `r < rows`, `c < cols` (a strided
+/// transpose; the values are copied bit for bit).
+void h2t_transpose(int isa, const float *src, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t src_stride, float *dst,
+                   ptrdiff_t dst_stride);
+
 /// The columns of a dense `kernel × kernel` convolution (im2col): row `(ci * kernel + ky) * kernel + kx`,
 /// column `(b * oh + oy) * ow + ox` of `columns` (`batch * oh * ow` per row) is input channel `ci` of
 /// example `b` at `(oy * stride + ky - pad_top, ox * stride + kx - pad_left)`, 0 outside the image.

@@ -186,20 +186,13 @@ public enum NetworkKernels {
                         let tIn = UnsafeMutablePointer<Float>.allocate(capacity: inPlane * channels)
                         let tOut = UnsafeMutablePointer<Float>.allocate(capacity: outPlane * channels)
                         defer { tWeights.deallocate(); tIn.deallocate(); tOut.deallocate() }
-                        for c in 0..<channels {
-                            for k in 0..<taps { tWeights[k * channels + c] = weights[c * taps + k] }
-                        }
+                        let level = Int32(isa.rawValue)
+                        h2t_transpose(level, weights, channels, taps, taps, tWeights, channels)
                         for m in 0..<n {
-                            for c in 0..<channels {
-                                let src = input + (c * n + m) * inPlane
-                                for i in 0..<inPlane { tIn[i * channels + c] = src[i] }
-                            }
-                            h2t_depthwise_channels(Int32(isa.rawValue), tOut, tIn, channels, outPlane, starts.baseAddress!,
+                            h2t_transpose(level, input + m * inPlane, channels, inPlane, n * inPlane, tIn, channels)
+                            h2t_depthwise_channels(level, tOut, tIn, channels, outPlane, starts.baseAddress!,
                                                    wi.baseAddress!, ii.baseAddress!, tWeights, bias)
-                            for c in 0..<channels {
-                                let dst = output + (c * n + m) * outPlane
-                                for p in 0..<outPlane { dst[p] = tOut[p * channels + c] }
-                            }
+                            h2t_transpose(level, tOut, outPlane, channels, channels, output + m * outPlane, n * outPlane)
                         }
                         return
                     }
@@ -228,17 +221,25 @@ public enum NetworkKernels {
                         let w = weights + c * kernel * kernel
                         let b = bias[c]
                         let block = input + c * n * inPlane
-                        for m in 0..<n {
-                            let src = block + m * inPlane
-                            for i in 0..<inPlane { tIn[i * n + m] = src[i] }
+                        let dstBlock = output + c * n * outPlane
+                        if isa != .baseline {
+                            h2t_transpose(Int32(isa.rawValue), block, n, inPlane, inPlane, tIn, n)
+                        } else {
+                            for m in 0..<n {
+                                let src = block + m * inPlane
+                                for i in 0..<inPlane { tIn[i * n + m] = src[i] }
+                            }
                         }
                         depthwisePositions(output: tOut, input: tIn, examples: n, positions: outPlane,
                                            starts: starts.baseAddress!, weightIndex: wi.baseAddress!,
                                            inputIndex: ii.baseAddress!, weights: w, bias: b, isa: isa)
-                        let dstBlock = output + c * n * outPlane
-                        for m in 0..<n {
-                            let dst = dstBlock + m * outPlane
-                            for p in 0..<outPlane { dst[p] = tOut[p * n + m] }
+                        if isa != .baseline {
+                            h2t_transpose(Int32(isa.rawValue), tOut, outPlane, n, n, dstBlock, outPlane)
+                        } else {
+                            for m in 0..<n {
+                                let dst = dstBlock + m * outPlane
+                                for p in 0..<outPlane { dst[p] = tOut[p * n + m] }
+                            }
                         }
                     }
                 }
