@@ -75,8 +75,8 @@ public final class FloatBufferPool: Sendable {
 ///
 /// Buffers of 4 MB or more are aligned to 2 MB and advised as huge pages (`MADV_HUGEPAGE`,
 /// which a kernel with transparent huge pages in `madvise` mode, Debian's and Ubuntu's default,
-/// needs to use them): the first segment's hundreds of MB then fault in 2 MB at a time. A 64×64
-/// ingest took 169,000 page faults and 0.8 s of system time before this, most of them here.
+/// needs to use them): the first segment's hundreds of MB then fault in 2 MB at a time. A
+/// 512-image ingest at 224×224 took 228,000 page faults before this and 95,000 after.
 public final class ReusableFloats {
     /// How many floats fit without reallocating.
     public private(set) var capacity = 0
