@@ -912,7 +912,7 @@ AVX512 INLINE __m512 linear_weights16(const float *packed, ptrdiff_t cin, ptrdif
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
 }
 
-AVX512 INLINE void linear_block(const float *in, ptrdiff_t cin, const float *packed, const float *bias, ptrdiff_t cout,
+AVX512 INLINE void linear_block_avx512(const float *in, ptrdiff_t cin, const float *packed, const float *bias, ptrdiff_t cout,
                                 ptrdiff_t co0, ptrdiff_t e0, float *out, const int ne) {
     const ptrdiff_t blocks = (cout + 7) / 8, block = co0 / 8;
     const ptrdiff_t left0 = cout - co0, left1 = cout - co0 - 16;
@@ -935,20 +935,6 @@ AVX512 INLINE void linear_block(const float *in, ptrdiff_t cin, const float *pac
         float *o = out + (e0 + j) * cout + co0;
         _mm512_mask_storeu_ps(o, m0, acc[j][0]);
         _mm512_mask_storeu_ps(o + 16, m1, acc[j][1]);
-    }
-}
-
-AVX512 static void linear_avx512(const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias,
-                                 ptrdiff_t cout, float *out) {
-    for (ptrdiff_t co0 = 0; co0 < cout; co0 += 32) {
-        for (ptrdiff_t e0 = 0; e0 < examples; e0 += 4) {
-            switch (examples - e0 < 4 ? examples - e0 : 4) {
-            case 1: linear_block(in, cin, packed, bias, cout, co0, e0, out, 1); break;
-            case 2: linear_block(in, cin, packed, bias, cout, co0, e0, out, 2); break;
-            case 3: linear_block(in, cin, packed, bias, cout, co0, e0, out, 3); break;
-            default: linear_block(in, cin, packed, bias, cout, co0, e0, out, 4); break;
-            }
-        }
     }
 }
 
@@ -980,19 +966,25 @@ AVX2 INLINE void linear_block_avx2(const float *in, ptrdiff_t cin, const float *
     }
 }
 
-AVX2 static void linear_avx2(const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias,
-                             ptrdiff_t cout, float *out) {
-    for (ptrdiff_t co0 = 0; co0 < cout; co0 += 16) {
-        for (ptrdiff_t e0 = 0; e0 < examples; e0 += 4) {
-            switch (examples - e0 < 4 ? examples - e0 : 4) {
-            case 1: linear_block_avx2(in, cin, packed, bias, cout, co0, e0, out, 1); break;
-            case 2: linear_block_avx2(in, cin, packed, bias, cout, co0, e0, out, 2); break;
-            case 3: linear_block_avx2(in, cin, packed, bias, cout, co0, e0, out, 3); break;
-            default: linear_block_avx2(in, cin, packed, bias, cout, co0, e0, out, 4); break;
-            }
-        }
+// Output channels in blocks of `CHANNELS`, examples four at a time (each case a constant count,
+// so the block's loops unroll).
+#define LINEAR(NAME, BLOCK, CHANNELS, ATTR)                                                                     \
+    ATTR static void NAME(const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias, \
+                          ptrdiff_t cout, float *out) {                                                          \
+        for (ptrdiff_t co0 = 0; co0 < cout; co0 += CHANNELS) {                                                 \
+            for (ptrdiff_t e0 = 0; e0 < examples; e0 += 4) {                                                   \
+                switch (examples - e0 < 4 ? examples - e0 : 4) {                                               \
+                case 1: BLOCK(in, cin, packed, bias, cout, co0, e0, out, 1); break;                            \
+                case 2: BLOCK(in, cin, packed, bias, cout, co0, e0, out, 2); break;                            \
+                case 3: BLOCK(in, cin, packed, bias, cout, co0, e0, out, 3); break;                            \
+                default: BLOCK(in, cin, packed, bias, cout, co0, e0, out, 4); break;                           \
+                }                                                                                              \
+            }                                                                                                  \
+        }                                                                                                      \
     }
-}
+
+LINEAR(linear_avx2, linear_block_avx2, 16, AVX2)
+LINEAR(linear_avx512, linear_block_avx512, 32, AVX512)
 
 void h2t_linear(int isa, const float *in, ptrdiff_t cin, ptrdiff_t examples, const float *packed, const float *bias,
                 ptrdiff_t cout, float *out) {
