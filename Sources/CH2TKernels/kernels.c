@@ -34,14 +34,18 @@ AVX2 static inline __m256i tail_mask8(ptrdiff_t left) {
 
 // Sixteen values at a time: the even and odd lanes of two vectors, then their 64-bit pairs put
 // back in order ([a0 a2 b0 b2 | a4 a6 b4 b6] -> [a0 a2 a4 a6 b0 b2 b4 b6]).
+/// The even (`phase` 0) or odd (`phase` 1) lanes of `a` then `b`, in order.
+#define PICK_LANES(a, b, phase) \
+    _mm256_castpd_ps(_mm256_permute4x64_pd( \
+        _mm256_castps_pd(_mm256_shuffle_ps(a, b, (phase) ? _MM_SHUFFLE(3, 1, 3, 1) : _MM_SHUFFLE(2, 0, 2, 0))), \
+        _MM_SHUFFLE(3, 1, 2, 0)))
+
 AVX2 static void deinterleave_avx2(const float *source, ptrdiff_t count, float *evens, float *odds) {
     ptrdiff_t j = 0;
     for (; 2 * j + 16 <= count; j += 8) {
         const __m256 a = _mm256_loadu_ps(source + 2 * j), b = _mm256_loadu_ps(source + 2 * j + 8);
-        const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-        const __m256 odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-        _mm256_storeu_ps(evens + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
-        _mm256_storeu_ps(odds + j, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0))));
+        _mm256_storeu_ps(evens + j, PICK_LANES(a, b, 0));
+        _mm256_storeu_ps(odds + j, PICK_LANES(a, b, 1));
     }
     for (ptrdiff_t i = 2 * j; i < count; i++) {
         if ((i & 1) == 0) evens[i >> 1] = source[i];
@@ -89,8 +93,8 @@ void h2t_transpose(int isa, const float *src, ptrdiff_t rows, ptrdiff_t cols, pt
 // MARK: im2col (the stem's columns)
 
 /// `dst[ox] = line[ox * stride + offset]` for `ox < ow`, 0 where that index is outside
-/// `[0, width)`. Stride 1 is a copy; stride 2 takes the even lanes of two vectors (see
-/// `deinterleave_avx2`) while a 16-value load stays inside the line; others go one value at a time.
+/// `[0, width)`. Stride 1 is a copy; stride 2 takes the even lanes of two vectors (`PICK_LANES`)
+/// while a 16-value load stays inside the line; others go one value at a time.
 AVX2 static void im2col_line_avx2(const float *line, ptrdiff_t width, ptrdiff_t ow, ptrdiff_t stride,
                                   ptrdiff_t offset, float *dst) {
     // The outputs whose index is inside the line: lo ..< hi.
@@ -106,8 +110,7 @@ AVX2 static void im2col_line_avx2(const float *line, ptrdiff_t width, ptrdiff_t 
     } else if (stride == 2) {
         for (; ox + 8 <= hi && 2 * ox + offset + 16 <= width; ox += 8) {
             const __m256 a = _mm256_loadu_ps(line + 2 * ox + offset), b = _mm256_loadu_ps(line + 2 * ox + offset + 8);
-            const __m256 even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-            _mm256_storeu_ps(dst + ox, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0))));
+            _mm256_storeu_ps(dst + ox, PICK_LANES(a, b, 0));
         }
     }
     for (; ox < hi; ox++) dst[ox] = line[ox * stride + offset];
