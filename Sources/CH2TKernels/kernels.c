@@ -1151,6 +1151,26 @@ void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, u
 
 #endif
 
+// MARK: byte statistics (every platform)
+
+unsigned long long h2t_byte_collisions(const unsigned char *bytes, ptrdiff_t count) {
+    unsigned counts[4][256] = {{0}};
+    ptrdiff_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        counts[0][bytes[i]]++;
+        counts[1][bytes[i + 1]]++;
+        counts[2][bytes[i + 2]]++;
+        counts[3][bytes[i + 3]]++;
+    }
+    for (; i < count; i++) counts[0][bytes[i]]++;
+    unsigned long long sum = 0;
+    for (int v = 0; v < 256; v++) {
+        const unsigned long long c = (unsigned long long)counts[0][v] + counts[1][v] + counts[2][v] + counts[3][v];
+        sum += c * c;
+    }
+    return sum;
+}
+
 // MARK: text (every platform)
 
 #include <stdio.h>

@@ -1,3 +1,4 @@
+import CH2TKernels
 import Foundation
 import H2TCore
 import H2TStore
@@ -322,6 +323,61 @@ struct CodecTests {
         }
         #expect(out == sample())
         #expect(try tile.withUnsafeBytes { try TileHeader(parsing: $0, binding: []) }.version == 1)
+    }
+
+    @Test("the byte-collision count is the sum of squared byte counts", arguments: [0, 1, 3, 4, 5, 9, 2051])
+    func byteCollisionsCountSquares(count: Int) {
+        var generator = SplitMix64(seed: UInt64(count) &+ 11)
+        // Skewed bytes (small values more often) so that squares of counts above one matter.
+        let bytes = (0..<count).map { _ in UInt8(truncatingIfNeeded: generator.next() % 97 % 41) }
+        var counts = [UInt64](repeating: 0, count: 256)
+        for byte in bytes { counts[Int(byte)] += 1 }
+        #expect(bytes.withUnsafeBufferPointer { h2t_byte_collisions($0.baseAddress, count) } == counts.reduce(0) { $0 + $1 * $1 })
+    }
+
+    /// A frame's stored plane lengths, read from the frame table as `schemas/store-format.md` §5 lays it out.
+    func planeLengths(_ tile: [UInt8], frame: Int, planes: Int) -> [Int] {
+        let entry = 28 + frame * 4 * (planes + 2)
+        return (0..<planes).map { p in
+            (0..<4).reduce(0) { $0 | Int(tile[entry + 4 + 4 * p + $1]) << (8 * $1) }
+        }
+    }
+
+    /// The encoder stores a low byte plane of noise raw without trying zstd, and still compresses
+    /// a low plane with zeros in it and every high plane; the values come back either way.
+    @Test func noisyLowPlanesAreStoredRawAndSkewedOnesCompressed() throws {
+        let rows = 512, cols = 12
+        var generator = SplitMix64(seed: 5)
+        var values = [Float](repeating: 0, count: rows * cols)
+        for r in 0..<rows {
+            for c in 0..<cols {
+                // Frame 0: 1 + noise in the mantissa (its low byte is noise, its high byte one value).
+                // Frame 1: the same, half of them zeros (as after ReLU6).
+                // Frame 2: eight distinct values.
+                let noise = 1 + Float(generator.next() % 1_000_000) / 1_000_000
+                switch c / 4 {
+                case 0: values[r * cols + c] = noise
+                case 1: values[r * cols + c] = generator.next() % 2 == 0 ? 0 : noise
+                default: values[r * cols + c] = Float(generator.next() % 8) * 0.37
+                }
+            }
+        }
+        func decoded(_ codec: TileCodec) throws -> (tile: [UInt8], values: [Float]) {
+            let tile = values.withUnsafeBufferPointer { TileEncoder(codec: codec).encode($0.baseAddress!, rowStride: cols, rows: rows, cols: cols) }
+            var out = [Float](repeating: -1, count: rows * cols)
+            try tile.withUnsafeBytes { bytes in
+                try out.withUnsafeMutableBufferPointer { try TileDecoder().decodeAll(bytes, binding: [], into: $0.baseAddress!, destStride: cols) }
+            }
+            return (tile, out)
+        }
+        let (tile, out) = try decoded(.default)
+        let raw = 4 * rows
+        let noisy = planeLengths(tile, frame: 0, planes: 2), halfZero = planeLengths(tile, frame: 1, planes: 2)
+        let fewValues = planeLengths(tile, frame: 2, planes: 2)
+        #expect(noisy[0] == raw && noisy[1] < raw / 10)
+        #expect(halfZero[0] < raw * 3 / 4 && halfZero[1] < raw / 2)
+        #expect(fewValues[0] < raw / 2 && fewValues[1] < raw / 2)
+        #expect(out == (try decoded(TileCodec(compressed: false)).values))
     }
 
     /// CRC-32 (IEEE, as zlib), bit by bit: an independent check of the header checksum rule.

@@ -151,6 +151,13 @@ int h2t_cpu_has_pclmul(void);
 /// `crc` the running value zlib's `crc32` would be given. Four 16-byte lanes per 64 bytes.
 void h2t_crc32_fold(unsigned crc, const unsigned char *data, ptrdiff_t blocks, unsigned char *out);
 
+/// The sum over byte values of the squared count of that value among `count` bytes at `bytes`:
+/// `count²` times the chance that two bytes drawn with replacement are equal (so
+/// `-log2(sum / count²)` is the bytes' collision entropy, in bits per byte). Four histograms
+/// side by side, so that equal neighbouring bytes do not wait on each other's count. Plain C for
+/// every platform: the tile encoder's test of whether a byte plane is worth compressing.
+unsigned long long h2t_byte_collisions(const unsigned char *bytes, ptrdiff_t count);
+
 /// Writes `,%.6g` (printf's) for each of `count` values to `out`, NUL-terminated, and returns the
 /// length without the NUL, or -1 if `capacity` bytes are too few (16 per value always suffice).
 /// Plain C for every platform: the CSV of `predict` without Swift's boxing of C variadic arguments.
