@@ -667,6 +667,52 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
     else window_average_avx2(input, planes - q, plane_stride, height, width, window, output, output_stride, scratch);
 }
 
+// Eight planes' means (`planes[q]`, one plane per lane), each summed as `PoolingKernels.sum` adds it.
+AVX2 static void global_average_group8(const float *const planes[8], ptrdiff_t plane, const __m256i tail, __m256 scale,
+                                       float *means) {
+    const ptrdiff_t runs = plane / 8, rest = plane % 8;
+    __m256 lanes[8];
+    __m256i v[8];
+    for (int j = 0; j < 8; j++) lanes[j] = _mm256_setzero_ps();
+    for (ptrdiff_t b = 0; b < runs; b++) {
+        for (int q = 0; q < 8; q++) v[q] = _mm256_loadu_si256((const __m256i *)(planes[q] + 8 * b));
+        transpose8(v);
+        for (int j = 0; j < 8; j++) lanes[j] = _mm256_add_ps(lanes[j], _mm256_castsi256_ps(v[j]));
+    }
+    __m256 total = _mm256_set1_ps(-0.0f);
+    for (int j = 0; j < 8; j++) total = _mm256_add_ps(total, lanes[j]);
+    if (rest > 0) {
+        for (int q = 0; q < 8; q++) v[q] = _mm256_castps_si256(_mm256_maskload_ps(planes[q] + 8 * runs, tail));
+        transpose8(v);
+        for (ptrdiff_t j = 0; j < rest; j++) total = _mm256_add_ps(total, _mm256_castsi256_ps(v[j]));
+    }
+    _mm256_storeu_ps(means, _mm256_mul_ps(total, scale));
+}
+
+AVX2 static void global_average_avx2(const float *input, ptrdiff_t planes, ptrdiff_t plane, ptrdiff_t group,
+                                     float *output, ptrdiff_t row_stride) {
+    const __m256i tail = tail_mask8(plane % 8);
+    const __m256 scale = _mm256_set1_ps(1.0f / (float)plane);
+    float means[8];
+    ptrdiff_t member = 0, column = 0;  // plane q0 + q is member `member` of group `column`
+    for (ptrdiff_t q0 = 0; q0 < planes; q0 += 8) {
+        const ptrdiff_t n = planes - q0 < 8 ? planes - q0 : 8;
+        // A last group of fewer than eight planes repeats its last plane in the spare lanes.
+        const float *group_planes[8];
+        for (ptrdiff_t q = 0; q < 8; q++) group_planes[q] = input + (q0 + (q < n ? q : n - 1)) * plane;
+        global_average_group8(group_planes, plane, tail, scale, means);
+        for (ptrdiff_t q = 0; q < n; q++) {
+            output[member * row_stride + column] = means[q];
+            if (++member == group) { member = 0; column++; }
+        }
+    }
+}
+
+void h2t_global_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane, ptrdiff_t group,
+                        float *output, ptrdiff_t row_stride) {
+    (void)isa;
+    global_average_avx2(input, planes, plane, group, output, row_stride);
+}
 
 // MARK: training: Gram-matrix product and exponentials
 
@@ -1115,6 +1161,10 @@ void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch) {
     (void)isa; (void)input; (void)planes; (void)plane_stride; (void)height; (void)width; (void)window; (void)output;
     (void)output_stride; (void)scratch;
+}
+void h2t_global_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane, ptrdiff_t group,
+                        float *output, ptrdiff_t row_stride) {
+    (void)isa; (void)input; (void)planes; (void)plane; (void)group; (void)output; (void)row_stride;
 }
 void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                     unsigned char *lo, unsigned char *hi) {

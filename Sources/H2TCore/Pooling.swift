@@ -64,8 +64,9 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
     /// backbone's activation layout) straight from the planes, without gathering each example
     /// into a contiguous `C × H × W` copy first. Example `e`'s features go to
     /// `output + e · rowStride`; every value is computed with exactly the operations of `pool`
-    /// (window averages on `CH2TKernels`' AVX2/AVX-512 variant when `isa` has one, which keeps
-    /// the order of the additions, so the values are bit-identical at every instruction set).
+    /// (window and global averages on `CH2TKernels`' AVX2/AVX-512 variants when `isa` has one,
+    /// which keep the order of the additions, so the values are bit-identical at every
+    /// instruction set).
     public func poolChannelMajor(_ input: UnsafePointer<Float>, shape: [Int], examples: Int,
                                  into output: UnsafeMutablePointer<Float>, rowStride: Int,
                                  isa: InstructionSet = .selected) {
@@ -74,6 +75,10 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
         let plane = h * w
         precondition(rowStride >= outputWidth(shape: shape), "row stride below the pooled width")
         guard let p = window(channels: c, width: w) else {
+            if isa != .baseline {
+                // Eight planes per call, each mean straight to its example's row.
+                return h2t_global_average(Int32(isa.rawValue), input, c * examples, plane, examples, output, rowStride)
+            }
             // One kernel call for every plane (deep taps have thousands of planes of a few values,
             // where a call per plane cost more than its sum), then each mean to its example's row.
             withUnsafeTemporaryAllocation(of: Float.self, capacity: c * examples) { means in

@@ -457,6 +457,10 @@ struct ChannelMajorPoolingTests {
         // Column sums in runs of 128 (AVX-512) and 64 (AVX2) columns, then single vectors, then
         // 4, 11, 6 and 6 columns left over.
         (16, 20, 1, 1024), (8, 27, 2, 648), (8, 150, 1, 32), (16, 133, 1, 1296),
+        // Global averages, eight planes to the lanes: planes of 1 to 81 values (runs of eight and
+        // what is left), plane counts that are not a multiple of eight, MobileNetV2's deep taps at 64×64.
+        (13, 1, 3, 8), (9, 2, 5, 8), (11, 3, 1, 8), (20, 7, 3, 16), (17, 5, 7, 16), (10, 9, 1, 8),
+        (576, 4, 2, 512), (960, 2, 8, 512),
     ])
     func matchesPool(channels: Int, side: Int, examples: Int, targetSize: Int) {
         var random = NetworkTestRandom(seed: UInt64(channels * 100 + side))

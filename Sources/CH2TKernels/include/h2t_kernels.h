@@ -88,6 +88,18 @@ void h2t_add(int isa, float *out, const float *a, const float *b, ptrdiff_t coun
 void h2t_window_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane_stride, ptrdiff_t height,
                         ptrdiff_t width, ptrdiff_t window, float *output, ptrdiff_t output_stride, float *scratch);
 
+/// The means of `planes` contiguous planes of `plane` floats each (plane `q` at `input + q * plane`),
+/// plane `q`'s mean written to `output[(q % group) * row_stride + q / group]`: for a channel-major
+/// tap (`C × examples × H × W`) with `group` = examples, example `e`'s means land in its row
+/// `output + e * row_stride` at their channels. Each mean is summed in exactly the order of
+/// H2TKernels' `PoolingKernels.sum` (eight running sums over the plane's runs of eight, added up
+/// from -0 in lane order, then the last `plane % 8` values), then multiplied by `1 / plane`, so
+/// every level gives that loop's bits. Eight planes at a time, one per vector lane (an 8 × 8
+/// transpose turns their runs into lanes), so the deep taps' planes of a few values cost no
+/// horizontal sums. One AVX2 variant serves both levels.
+void h2t_global_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t plane, ptrdiff_t group,
+                        float *output, ptrdiff_t row_stride);
+
 /// A tile's bfloat16 byte planes from `rows × cols` floats (row `r` at `source + r * row_stride`):
 /// value `(r, c)` rounded to bfloat16 exactly as H2TStore's `HalfBits.bfloat16` (nearest even,
 /// NaN kept quiet) has its low byte at `lo[c * rows + r]` and its high byte at `hi[c * rows + r]`.
