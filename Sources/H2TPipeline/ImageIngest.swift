@@ -164,8 +164,9 @@ public struct ImageIngest {
         var computed = 0, reused = 0, seen = 0
         var skipped: [IngestSummary.SkippedInput] = scanSkipped
         var first = wanted.lowerBound
-        // Every segment's images are preprocessed into the same memory (hundreds of MB at 224×224).
-        let tensorMemory = ReusableFloats()
+        // A folder's segments are decoded and preprocessed into the same memory (hundreds of MB at
+        // 224×224); an IDX stack's images are preprocessed a batch at a time into `batchMemory`.
+        let tensorMemory = ReusableFloats(), batchMemory = ReusableFloats()
         while first < wanted.upperBound {
             let count = min(options.segmentRows, wanted.upperBound - first)
             let segment = reader.segment(first..<(first + count), preprocessing: preprocessing, parallelism: options.parallelism,
@@ -175,7 +176,8 @@ public struct ImageIngest {
                 throw ImageIngestError.skippedUnderStrict(skipped: segment.skipped, stored: seen)
             }
             skipped += segment.skipped
-            let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer)
+            let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer,
+                                           batchMemory: batchMemory)
             computed += result.computed
             reused += result.reused
             seen += segment.ids.count
@@ -191,7 +193,7 @@ public struct ImageIngest {
     }
 
     private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
-                               writer: FeatureSetWriter) throws -> (computed: Int, reused: Int) {
+                               writer: FeatureSetWriter, batchMemory: ReusableFloats) throws -> (computed: Int, reused: Int) {
         // Duplicates inside the segment: keep the first; a different label is an error.
         let keep = try FeatureSetWriter.firstOccurrences(segment.ids, labels: segment.labels, file: segment.sources.first ?? "") { i, previous in
             "\(segment.names[i]) (same pixels as \(segment.names[previous]))"
@@ -204,25 +206,37 @@ public struct ImageIngest {
         // there (every example new: the usual case); other batches go through these buffers.
         var scratch: [UnsafeMutableBufferPointer<Float>?] = writer.manifests.map { _ in nil }
         defer { scratch.forEach { $0?.deallocate() } }
-        // A batch of images that lie next to each other in the segment's tensor (every image new,
-        // the usual case) is read where it lies; others are gathered into `gathered` first.
-        var gathered: UnsafeMutableBufferPointer<Float>?
-        defer { gathered?.deallocate() }
-        let tensor = segment.tensor
         var batchStart = 0
         while batchStart < needed.count {
             let batch = Array(needed[batchStart..<min(batchStart + batchSize, needed.count)])
             let rows = batch.map { keep[$0] }
+            let consecutive = zip(rows, rows.dropFirst()).allSatisfy { $1 == $0 + 1 }
             let input: UnsafeBufferPointer<Float>
-            if zip(rows, rows.dropFirst()).allSatisfy({ $1 == $0 + 1 }) {
+            switch segment.pixels {
+            case .preprocessed(let tensor) where consecutive:
+                // Images next to each other in the segment's tensor (every image new, the usual
+                // case) are read where they lie.
                 input = UnsafeBufferPointer(rebasing: tensor[(rows[0] * per)..<((rows[0] + rows.count) * per)])
-            } else {
-                let buffer = gathered ?? .allocate(capacity: batchSize * per)
-                gathered = buffer
+            case .preprocessed(let tensor):
+                let buffer = batchMemory.prefix(rows.count * per)
                 for (b, row) in rows.enumerated() {
                     (buffer.baseAddress! + b * per).update(from: tensor.baseAddress! + row * per, count: per)
                 }
-                input = UnsafeBufferPointer(rebasing: buffer[0..<(rows.count * per)])
+                input = UnsafeBufferPointer(buffer)
+            case .idx(let images, let first):
+                // Preprocessed here, a batch at a time: the batch (MB) stays in cache and in memory
+                // the process already has, where a 224×224 segment's tensor was 300 MB of fresh pages.
+                let buffer = batchMemory.prefix(rows.count * per)
+                if consecutive {
+                    preprocessing.write(images, range: (first + rows[0])..<(first + rows[0] + rows.count), parallelism: options.parallelism,
+                                        into: buffer)
+                } else {
+                    for (b, row) in rows.enumerated() {
+                        preprocessing.write(images, range: (first + row)..<(first + row + 1), parallelism: options.parallelism,
+                                            into: UnsafeMutableBufferPointer(rebasing: buffer[(b * per)..<((b + 1) * per)]))
+                    }
+                }
+                input = UnsafeBufferPointer(buffer)
             }
             let blocks = writer.manifests.indices.map { chunk.rowBlock(featureSet: $0, examples: batch) }
             let outputs = writer.manifests.indices.map { f in
@@ -249,10 +263,18 @@ public struct ImageIngest {
     }
 }
 
-/// A segment of decoded, preprocessed images with their ids, labels and names.
+/// A segment of images with their ids, labels and names.
 struct ImageSegment {
-    /// `[ids.count, 3, height, width]`, in the memory passed to ``ImageReader/segment(_:preprocessing:parallelism:into:)``.
-    var tensor: UnsafeBufferPointer<Float>
+    /// Where the segment's network inputs come from.
+    enum Pixels {
+        /// Decoded and preprocessed, `[ids.count, 3, height, width]`, in the memory passed to
+        /// ``ImageReader/segment(_:preprocessing:parallelism:into:)`` (an image folder's files).
+        case preprocessed(UnsafeBufferPointer<Float>)
+        /// Images `first ..< first + ids.count` of an IDX stack, preprocessed by the ingest a batch at a time.
+        case idx(GrayscaleImages, first: Int)
+    }
+
+    var pixels: Pixels
     var ids: [ExampleID]
     var labels: [Int]
     var names: [String]
@@ -351,12 +373,12 @@ struct ImageReader {
         (error as? ImageInputError).map { ImageFolder.skipReason($0).description } ?? "\(error)"
     }
 
-    /// Images `range`, decoded, identified and preprocessed on `parallelism`'s threads (each
-    /// file by one worker, straight into its place in the segment's tensor); files that do not
-    /// decode are skipped and reported, in the source's order.
+    /// Images `range`, identified; a folder's files decoded and preprocessed on `parallelism`'s
+    /// threads (each file by one worker, straight into its place in the segment's tensor in
+    /// `memory`), and files that do not decode skipped and reported, in the source's order. An IDX
+    /// stack's images are left for the ingest to preprocess batch by batch.
     func segment(_ range: Range<Int>, preprocessing: Preprocessing, parallelism: Parallelism, into memory: ReusableFloats) -> ImageSegment {
         let per = preprocessing.valuesPerImage
-        let tensor = memory.prefix(range.count * per)
         if let (images, labels) = idx {
             let size = images.width * images.height
             let ids = images.pixels.withUnsafeBufferPointer { pixels in
@@ -365,12 +387,12 @@ struct ImageReader {
                                           width: images.width, height: images.height, channels: 1)
                 }
             }
-            preprocessing.write(images, range: range, parallelism: parallelism, into: tensor)
-            return ImageSegment(tensor: UnsafeBufferPointer(tensor), ids: ids,
+            return ImageSegment(pixels: .idx(images, first: range.lowerBound), ids: ids,
                                 labels: range.map { i in labels.map { Int($0[i]) } ?? 0 },
                                 names: range.map { "\((path as NSString).lastPathComponent)#\($0)" },
                                 sources: range.map { _ in path }, skipped: [])
         }
+        let tensor = memory.prefix(range.count * per)
         let folder = self.folder!
         let items = Array(folder.items[range])
         let base = UnsafeSendable(tensor.baseAddress)
@@ -393,7 +415,8 @@ struct ImageReader {
             if kept != k { (base.value! + kept * per).update(from: base.value! + k * per, count: per) }
             kept += 1
         }
-        var segment = ImageSegment(tensor: UnsafeBufferPointer(rebasing: tensor[0..<(kept * per)]), ids: [], labels: [], names: [], sources: [], skipped: [])
+        var segment = ImageSegment(pixels: .preprocessed(UnsafeBufferPointer(rebasing: tensor[0..<(kept * per)])), ids: [], labels: [],
+                                   names: [], sources: [], skipped: [])
         for (item, outcome) in zip(items, outcomes) {
             switch outcome {
             case .success(let id):

@@ -406,6 +406,41 @@ struct RealDataCLITests {
         #expect(try labels(images.stdout).count == 10000)
     }
 
+    /// A repeated image inside an IDX segment leaves a gap in the rows the backbone computes, so
+    /// that batch is preprocessed image by image: every kept image must get the features it gets
+    /// in a file without the repeat, and the repeat none.
+    @Test func idxSegmentWithARepeatedImageStoresWhatTheImagesGetAlone() throws {
+        let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", labels = cache + "/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+        let script = """
+            import gzip, struct
+            raw = gzip.open('\(images)').read(); n, h, w = struct.unpack('>III', raw[4:16])
+            lab = gzip.open('\(labels)').read()[8:]
+            def write(order, name):
+                px = b''.join(raw[16 + i * h * w:16 + (i + 1) * h * w] for i in order)
+                open('\(dir)/' + name + '-images', 'wb').write(struct.pack('>IIII', 2051, len(order), h, w) + px)
+                open('\(dir)/' + name + '-labels', 'wb').write(struct.pack('>II', 2049, len(order)) + bytes(lab[i] for i in order))
+            write([0, 1, 2, 3, 4, 5], 'plain')
+            write([0, 1, 2, 1, 3, 4, 5], 'repeated')
+            """
+        let made = try CLI.run(["python3", "-c", script], executable: "/usr/bin/env")
+        #expect(made.status == 0, "\(made.stderr)")
+        var exported: [Data] = []
+        for name in ["plain", "repeated"] {
+            let store = ["--store", dir + "/store-" + name]
+            let ingest = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--idx", dir + "/\(name)-images", "--labels", dir + "/\(name)-labels",
+                                      "--dataset", "fm", "--target-size", "512", "--segment-rows", "8", "--batch-size", "4", "--json"] + store)
+            #expect(ingest.status == 0, "\(ingest.stderr)")
+            let summary = try JSONSerialization.jsonObject(with: Data(ingest.stdout.utf8)) as! [String: Any]
+            #expect(summary["examples_computed"] as? Int == 6)
+            let featureSet = ((summary["feature_sets"] as! [[String: Any]])[0]["id"] as! String)
+            let out = dir + "/\(name).npy"
+            let export = try CLI.run(["export", "--feature-set", featureSet, "--dataset", "fm", "--split", "train", "--out", out] + store)
+            #expect(export.status == 0, "\(export.stderr)")
+            exported.append(try Data(contentsOf: URL(fileURLWithPath: out)))
+        }
+        #expect(exported[0] == exported[1])
+    }
+
     @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {
         let store = ["--store", dir + "/store"]
         let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", labels = cache + "/fashion-mnist/t10k-labels-idx1-ubyte.gz"
