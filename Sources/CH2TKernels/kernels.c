@@ -607,6 +607,21 @@ void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_
     split_bf16_avx2(source, row_stride, rows, cols, lo, hi);
 }
 
+AVX2 static void bf16_bits_avx2(const float *source, ptrdiff_t count, unsigned short *bits) {
+    ptrdiff_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        // packus works within 128-bit halves: [a0-3 b0-3 | a4-7 b4-7], put back in order.
+        const __m256i a = bf16_avx2(_mm256_loadu_ps(source + i)), b = bf16_avx2(_mm256_loadu_ps(source + i + 8));
+        _mm256_storeu_si256((__m256i *)(bits + i), _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    for (; i < count; i++) bits[i] = (unsigned short)bf16_scalar(source[i]);
+}
+
+void h2t_bf16_bits(int isa, const float *source, ptrdiff_t count, unsigned short *bits) {
+    (void)isa;
+    bf16_bits_avx2(source, count, bits);
+}
+
 // MARK: window average, eight planes at a time
 
 /// Window averages of eight planes at once, one plane per vector lane: the column sums of the
@@ -1174,6 +1189,9 @@ void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_
 void h2t_split_u16(int isa, const unsigned short *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                    unsigned char *lo, unsigned char *hi) {
     (void)isa; (void)source; (void)row_stride; (void)rows; (void)cols; (void)lo; (void)hi;
+}
+void h2t_bf16_bits(int isa, const float *source, ptrdiff_t count, unsigned short *bits) {
+    (void)isa; (void)source; (void)count; (void)bits;
 }
 void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdiff_t k, float *z) {
     (void)isa; (void)g; (void)n; (void)a; (void)k; (void)z;

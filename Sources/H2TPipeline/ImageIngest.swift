@@ -167,6 +167,8 @@ public struct ImageIngest {
         // A folder's segments are decoded and preprocessed into the same memory (hundreds of MB at
         // 224×224); an IDX stack's images are preprocessed a batch at a time into `batchMemory`.
         let tensorMemory = ReusableFloats(), batchMemory = ReusableFloats()
+        // A batch's pooled rows per feature set, before they are stored as bfloat16 bits.
+        let rowMemory = writer.manifests.map { _ in ReusableFloats() }
         while first < wanted.upperBound {
             let count = min(options.segmentRows, wanted.upperBound - first)
             let segment = reader.segment(first..<(first + count), preprocessing: preprocessing, parallelism: options.parallelism,
@@ -177,7 +179,7 @@ public struct ImageIngest {
             }
             skipped += segment.skipped
             let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer,
-                                           batchMemory: batchMemory)
+                                           batchMemory: batchMemory, rowMemory: rowMemory)
             computed += result.computed
             reused += result.reused
             seen += segment.ids.count
@@ -193,7 +195,8 @@ public struct ImageIngest {
     }
 
     private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
-                               writer: FeatureSetWriter, batchMemory: ReusableFloats) throws -> (computed: Int, reused: Int) {
+                               writer: FeatureSetWriter, batchMemory: ReusableFloats,
+                               rowMemory: [ReusableFloats]) throws -> (computed: Int, reused: Int) {
         // Duplicates inside the segment: keep the first; a different label is an error.
         let keep = try FeatureSetWriter.firstOccurrences(segment.ids, labels: segment.labels, file: segment.sources.first ?? "") { i, previous in
             "\(segment.names[i]) (same pixels as \(segment.names[previous]))"
@@ -202,10 +205,10 @@ public struct ImageIngest {
         let needed = keep.indices.filter { chunk.needs($0) }
         let per = preprocessing.valuesPerImage
         let batchSize = options.effectiveBatchSize
-        // Pooled rows go straight into the chunk's matrices where a batch's rows are one block
-        // there (every example new: the usual case); other batches go through these buffers.
-        var scratch: [UnsafeMutableBufferPointer<Float>?] = writer.manifests.map { _ in nil }
-        defer { scratch.forEach { $0?.deallocate() } }
+        // A bfloat16 feature set's rows are pooled into `rowMemory` and stored as bits (half the
+        // matrix); another codec's go straight into the chunk's float matrix where a batch's rows
+        // are one block there (every example new: the usual case), else through `rowMemory` too.
+        let bitRows = writer.manifests.map { $0.codec.dtype == .bfloat16 }
         var batchStart = 0
         while batchStart < needed.count {
             let batch = Array(needed[batchStart..<min(batchStart + batchSize, needed.count)])
@@ -238,17 +241,17 @@ public struct ImageIngest {
                 }
                 input = UnsafeBufferPointer(buffer)
             }
-            let blocks = writer.manifests.indices.map { chunk.rowBlock(featureSet: $0, examples: batch) }
+            let blocks = writer.manifests.indices.map { bitRows[$0] ? nil : chunk.rowBlock(featureSet: $0, examples: batch) }
             let outputs = writer.manifests.indices.map { f in
-                blocks[f] ?? {
-                    let buffer = scratch[f] ?? .allocate(capacity: batchSize * writer.manifests[f].width)
-                    scratch[f] = buffer
-                    return buffer
-                }()
+                blocks[f] ?? rowMemory[f].prefix(batchSize * writer.manifests[f].width)
             }
             _ = try network.pooledFeatures(input, count: batch.count, height: preprocessing.height, width: preprocessing.width,
                                            targetSizes: writer.manifests.map(\.targetSize), parallelism: options.parallelism, into: outputs)
             for (f, manifest) in writer.manifests.enumerated() where blocks[f] == nil {
+                if bitRows[f], chunk.setBFloat16Rows(featureSet: f, examples: batch, outputs[f].baseAddress!, rowStride: manifest.width,
+                                                      parallelism: options.parallelism) {
+                    continue
+                }
                 for (b, k) in batch.enumerated() {
                     chunk.setRow(featureSet: f, example: k, UnsafeBufferPointer(rebasing: outputs[f][(b * manifest.width)..<((b + 1) * manifest.width)]))
                 }

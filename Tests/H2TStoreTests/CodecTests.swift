@@ -130,6 +130,35 @@ struct CodecTests {
         for (isa, tile) in zip(sets, tiles) { #expect(tile == tiles[0], "\(rows)×\(cols) at \(isa)") }
     }
 
+    /// The ingest keeps a segment's rows as bfloat16 bits: at every instruction set they must be
+    /// the bits the baseline loop gives (`HalfBits.bfloat16`), specials and every tail length
+    /// included, and encode to the floats' tile.
+    @Test(arguments: [0, 1, 15, 16, 17, 40, 512 * 9])
+    func bfloat16BitsAreTheTilesBits(count: Int) {
+        var state = SplitMix64(seed: UInt64(count) &+ 3)
+        var values = (0..<count).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: state.next())) }
+        let specials: [Float] = [.nan, -.nan, Float(bitPattern: 0x7FA0_0001), .infinity, -.infinity, 0, -0.0,
+                                 .leastNonzeroMagnitude, -.leastNormalMagnitude, .greatestFiniteMagnitude,
+                                 1 + 1.0 / 256, 1 + 3.0 / 256, -(1 + 1.0 / 256), Float(bitPattern: 0x3F80_8000)]
+        for (i, special) in specials.enumerated() where i < count { values[(i * 7919) % count] = special }
+        var expected = [UInt16](repeating: 0, count: count)
+        values.withUnsafeBufferPointer { v in
+            expected.withUnsafeMutableBufferPointer { StorageDType.bfloat16Bits(v.baseAddress!, count: count, into: $0.baseAddress!, isa: .baseline) }
+        }
+        for isa in InstructionSet.allCases where isa <= InstructionSet.detected {
+            var bits = [UInt16](repeating: 0xAAAA, count: count + 1)
+            values.withUnsafeBufferPointer { v in
+                bits.withUnsafeMutableBufferPointer { StorageDType.bfloat16Bits(v.baseAddress!, count: count, into: $0.baseAddress!, isa: isa) }
+            }
+            #expect(Array(bits.prefix(count)) == expected, "\(count) values at \(isa)")
+            #expect(bits[count] == 0xAAAA, "wrote past the end at \(isa)")
+        }
+        guard count == 512 * 9 else { return }
+        let fromFloats = values.withUnsafeBufferPointer { TileEncoder(codec: .default).encode($0.baseAddress!, rowStride: 9, rows: 512, cols: 9) }
+        let fromBits = expected.withUnsafeBufferPointer { TileEncoder(codec: .default).encode(bits: $0.baseAddress!, rowStride: 9, rows: 512, cols: 9) }
+        #expect(fromBits == fromFloats)
+    }
+
     /// Rows already in the stored 16-bit type (what capture sends) are split without floats: the
     /// tile must be the one the floats they stand for give, at every instruction set and shape.
     @Test(arguments: [(1, 1), (15, 7), (16, 8), (17, 9), (48, 24), (37, 23), (512, 129)])

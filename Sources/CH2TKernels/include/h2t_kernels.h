@@ -108,6 +108,11 @@ void h2t_global_average(int isa, const float *input, ptrdiff_t planes, ptrdiff_t
 void h2t_split_bf16(int isa, const float *source, ptrdiff_t row_stride, ptrdiff_t rows, ptrdiff_t cols,
                     unsigned char *lo, unsigned char *hi);
 
+/// `bits[i]` = value `source[i]` rounded to bfloat16 exactly as H2TStore's `HalfBits.bfloat16`
+/// (nearest even, NaN kept quiet), for `i < count`: the bit patterns a bfloat16 tile stores.
+/// Sixteen values per step; one AVX2 variant serves both levels.
+void h2t_bf16_bits(int isa, const float *source, ptrdiff_t count, unsigned short *bits);
+
 /// The byte planes of `rows × cols` values already 16 bits wide (bfloat16 or float16 bit
 /// patterns, row `r` at `source + r * row_stride`): the low byte of value `(r, c)` at
 /// `lo[c * rows + r]`, its high byte at `hi[c * rows + r]`. The same blocks as `h2t_split_bf16`.

@@ -1,3 +1,6 @@
+import CH2TKernels
+import H2TCore
+
 /// How feature values are stored on disk. Reads always decode to `Float`.
 public enum StorageDType: String, Sendable, Codable, CaseIterable {
     /// IEEE binary32: lossless.
@@ -32,6 +35,18 @@ public enum StorageDType: String, Sendable, Codable, CaseIterable {
         case 2: self = .bfloat16
         default: return nil
         }
+    }
+}
+
+extension StorageDType {
+    /// Writes the bfloat16 bit patterns of `count` floats (nearest even, NaN kept quiet): what a
+    /// bfloat16 tile stores of them, so that a matrix of these bits encodes to the tile of the
+    /// floats (``TileEncoder/encode(bits:rowStride:rows:cols:)``) in half the memory. On
+    /// `CH2TKernels`' vector loop from AVX2 up; the bits are the same at every level.
+    public static func bfloat16Bits(_ source: UnsafePointer<Float>, count: Int, into bits: UnsafeMutablePointer<UInt16>,
+                                    isa: InstructionSet = .selected) {
+        if isa != .baseline { return h2t_bf16_bits(Int32(isa.rawValue), source, count, bits) }
+        for i in 0..<count { bits[i] = HalfBits.bfloat16(source[i]) }
     }
 }
 
