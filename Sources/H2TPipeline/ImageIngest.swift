@@ -2,6 +2,7 @@ import Foundation
 import H2TBackbone
 import H2TCore
 import H2TStore
+import Synchronization
 
 /// Where images come from.
 public enum ImageSource: Sendable {
@@ -125,7 +126,8 @@ public struct ImageIngest {
         let started = Date()
         guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
         if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
-        let reader = try ImageReader(source, limit: options.limit, idxVerified: options.idxVerified)
+        let reader = try ImageReader(source, limit: options.limit, idxVerified: options.idxVerified,
+                                     checkInBackground: options.parallelism.threads > 1)
         // A shard reports the files the folder scan skipped only once, in shard 0.
         let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
         let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
@@ -179,13 +181,14 @@ public struct ImageIngest {
             }
             skipped += segment.skipped
             let result = try ingestSegment(segment, preprocessing: preprocessing, classNames: classNames, writer: writer,
-                                           batchMemory: batchMemory, rowMemory: rowMemory)
+                                           batchMemory: batchMemory, rowMemory: rowMemory, fileCheck: reader.fileCheck)
             computed += result.computed
             reused += result.reused
             seen += segment.ids.count
             progress?.advance(by: count)
             first += count
         }
+        try reader.fileCheck?.wait()
         try writer.finish()
         progress?.finish()
         var summary = writer.summary(dataset: options.dataset, split: options.split, seen: seen, computed: computed, reused: reused,
@@ -196,7 +199,7 @@ public struct ImageIngest {
 
     private func ingestSegment(_ segment: ImageSegment, preprocessing: Preprocessing, classNames: [String],
                                writer: FeatureSetWriter, batchMemory: ReusableFloats,
-                               rowMemory: [ReusableFloats]) throws -> (computed: Int, reused: Int) {
+                               rowMemory: [ReusableFloats], fileCheck: BackgroundCheck?) throws -> (computed: Int, reused: Int) {
         // Duplicates inside the segment: keep the first; a different label is an error.
         let keep = try FeatureSetWriter.firstOccurrences(segment.ids, labels: segment.labels, file: segment.sources.first ?? "") { i, previous in
             "\(segment.names[i]) (same pixels as \(segment.names[previous]))"
@@ -261,6 +264,8 @@ public struct ImageIngest {
         let records = keep.map { ExampleRecord(name: segment.names[$0], source: segment.sources[$0]) }
         let append = DatasetAppend(dataset: options.dataset, classNames: classNames, split: options.split,
                                    items: keep.map { (segment.ids[$0], segment.labels[$0]) })
+        // Nothing is stored from a file that turns out truncated or corrupt further on.
+        try fileCheck?.wait()
         try chunk.commit(records: records, datasets: [append])
         return (needed.count, keep.count - needed.count)
     }
@@ -297,12 +302,22 @@ struct ImageReader {
     private let idx: (images: GrayscaleImages, labels: [UInt8]?)?
     private let idxLabelsPath: String?
     private let folder: ImageFolder?
+    /// The check of the rest of an IDX file read only as far as `limit` images, on a thread of its
+    /// own (`checkInBackground`); the ingest waits for it before its first commit.
+    let fileCheck: BackgroundCheck?
 
-    init(_ source: ImageSource, limit: Int?, idxVerified: Bool = false) throws {
+    /// - Parameters:
+    ///   - idxVerified: an IDX file's bytes are known good (the artefact cache checked its
+    ///     SHA-256): only the first `limit` images are read.
+    ///   - checkInBackground: an IDX file is read as far as `limit` images and the whole file is
+    ///     checked (``IDX/checkImages(path:)``) meanwhile; otherwise it is read and checked whole first.
+    init(_ source: ImageSource, limit: Int?, idxVerified: Bool = false, checkInBackground: Bool = false) throws {
         switch source {
         case .idx(let imagesPath, let labelsPath):
             path = imagesPath
-            let (images, fileCount) = try IDX.readImages(path: imagesPath, limit: idxVerified ? limit : nil)
+            let prefixOnly = limit != nil && (idxVerified || checkInBackground)
+            let (images, fileCount) = try IDX.readImages(path: imagesPath, limit: prefixOnly ? limit : nil)
+            fileCheck = prefixOnly && !idxVerified ? BackgroundCheck { try IDX.checkImages(path: imagesPath) } : nil
             // Every label is read (the class names follow the largest), and checked against the file's count.
             let labels = try labelsPath.map { try IDX.readLabels(path: $0) }
             if let labels, labels.count != fileCount {
@@ -320,6 +335,7 @@ struct ImageReader {
             scanSkipped = []
         case .folder(let root):
             path = root
+            fileCheck = nil
             let scanned = try ImageFolder.scan(root)
             folder = scanned
             idx = nil
@@ -432,6 +448,26 @@ struct ImageReader {
             }
         }
         return segment
+    }
+}
+
+/// A check that runs on a thread of its own from its creation; ``wait()`` waits for it and
+/// rethrows its error (every call, once it is done).
+final class BackgroundCheck: Sendable {
+    private let group = DispatchGroup()
+    private let failure = Mutex<(any Error)?>(nil)
+
+    init(_ check: @escaping @Sendable () throws -> Void) {
+        group.enter()
+        DispatchQueue.global().async { [self] in
+            do { try check() } catch { failure.withLock { $0 = error } }
+            group.leave()
+        }
+    }
+
+    func wait() throws {
+        group.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 }
 

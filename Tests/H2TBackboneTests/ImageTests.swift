@@ -57,6 +57,16 @@ private enum ImageReference {
 
         let png = try ImageReference.path("gray.png")
         #expect(throws: ImageInputError.self) { try IDX.readImages(path: png) }
+
+        // The whole-file check an ingest runs beside a read of the first images finds each of
+        // these as the whole read does, and passes a good file.
+        for bad in [truncated, short, float, labels, png, "/nonexistent/images.gz"] {
+            var whole: ImageInputError?, checked: ImageInputError?
+            do { _ = try IDX.readImages(path: bad) } catch let error as ImageInputError { whole = error }
+            do { try IDX.checkImages(path: bad) } catch let error as ImageInputError { checked = error }
+            #expect(checked != nil && checked == whole, "\(bad)")
+        }
+        try IDX.checkImages(path: ImageReference.idx("images.idx3-ubyte.gz"))
     }
 
     /// 0×N and N×0 images would all hash to one example and pool to nothing: an input error.

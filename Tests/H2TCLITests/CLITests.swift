@@ -441,6 +441,40 @@ struct RealDataCLITests {
         #expect(exported[0] == exported[1])
     }
 
+    /// With `--limit`, an IDX file is read as far as the limit and checked whole meanwhile (on 2
+    /// threads): a stream truncated or with a wrong checksum further on is still an error naming
+    /// the file, and nothing is stored.
+    @Test func idxDamagedPastTheLimitIsRejectedBeforeAnythingIsStored() throws {
+        let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz"
+        let script = """
+            import gzip
+            raw = gzip.open('\(images)').read()
+            body = bytearray(raw[:16]); body[4:8] = (50).to_bytes(4, 'big'); body += raw[16:16 + 50 * 784]
+            packed = gzip.compress(bytes(body))
+            open('\(dir)/good.gz', 'wb').write(packed)
+            open('\(dir)/truncated.gz', 'wb').write(packed[:-200])
+            flipped = bytearray(packed); flipped[-6] ^= 0xFF  # the CRC-32 of the uncompressed data
+            open('\(dir)/badcrc.gz', 'wb').write(bytes(flipped))
+            """
+        let made = try CLI.run(["python3", "-c", script], executable: "/usr/bin/env")
+        #expect(made.status == 0, "\(made.stderr)")
+        for name in ["truncated", "badcrc", "good"] {
+            let store = dir + "/store-" + name
+            let result = try CLI.run(["ingest", "--backbone", "mobilenet_v2", "--idx", dir + "/\(name).gz", "--limit", "8", "--dataset", "d",
+                                      "--target-size", "512", "--threads", "2", "--store", store])
+            let listed = try CLI.run(["ls", "--json", "--store", store])
+            if name == "good" {
+                #expect(result.status == 0, "\(result.stderr)")
+                #expect(listed.stdout.contains("\"d\""))
+            } else {
+                #expect(result.status != 0)
+                #expect(result.stderr.contains(dir + "/\(name).gz"), "\(result.stderr)")
+                #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
+                #expect(!listed.stdout.contains("\"d\""), "\(name): \(listed.stdout)")
+            }
+        }
+    }
+
     @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {
         let store = ["--store", dir + "/store"]
         let images = cache + "/fashion-mnist/t10k-images-idx3-ubyte.gz", labels = cache + "/fashion-mnist/t10k-labels-idx1-ubyte.gz"

@@ -94,6 +94,29 @@ public enum IDX {
         return (images, shape[0])
     }
 
+    /// Checks a whole images file as ``readImages(path:)`` would (readable, gzip stream and
+    /// checksums intact, an images header, exactly the bytes the header declares) without keeping
+    /// its pixels: the inflated stream goes through a 1 MB buffer. For an ingest that reads the
+    /// first images with ``readImages(path:limit:)`` and checks the rest of the file meanwhile.
+    public static func checkImages(path: String) throws {
+        let raw: [UInt8]
+        do {
+            raw = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        } catch {
+            throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+        }
+        var data = raw, size = raw.count
+        if raw.count >= 2, raw[0] == 0x1F, raw[1] == 0x8B {
+            // The header is at most 4 + 4 × 255 bytes.
+            (data, size) = try Gzip.inflatedSize(raw, file: path, prefix: 4 + 4 * 255)
+        }
+        let (shape, headerSize, elements) = try header(of: data, path: path)
+        try checkImageShape(shape, path: path)
+        guard size - headerSize == elements else {
+            throw ImageInputError.sizeMismatch(file: path, expected: headerSize + elements, actual: size)
+        }
+    }
+
     /// The shape, header size and element count an IDX file's header declares.
     private static func header(of data: [UInt8], path: String) throws -> (shape: [Int], headerSize: Int, elements: Int) {
         guard data.count >= 4 else { throw ImageInputError.notIDX(file: path, reason: "shorter than the 4-byte magic") }
@@ -203,6 +226,29 @@ enum Gzip {
             let hint = Int(UInt32(input[n - 4]) | UInt32(input[n - 3]) << 8 | UInt32(input[n - 2]) << 16 | UInt32(input[n - 1]) << 24)
             output.reserveCapacity(min(hint, 1 << 31))
         }
+        try inflate(input, file: file) { chunk in
+            output.append(contentsOf: chunk)
+            return enough?(output) ?? false
+        }
+        return output
+    }
+
+    /// Inflates all of `input` (every member, checksums included) without keeping the output, in
+    /// 1 MB pieces: its first `prefix` bytes and its whole inflated size. For checking a file whose
+    /// bytes are already in use from a prefix (``IDX/checkImages(path:)``).
+    static func inflatedSize(_ input: [UInt8], file: String, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
+        var head: [UInt8] = [], size = 0
+        try inflate(input, file: file) { chunk in
+            if head.count < prefix { head += chunk.prefix(prefix - head.count) }
+            size += chunk.count
+            return false
+        }
+        return (head, size)
+    }
+
+    /// The inflation loop: hands each piece of output to `consume`, which returns true to stop
+    /// there (the stream's end and checksum are then not checked).
+    private static func inflate(_ input: [UInt8], file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
         var stream = z_stream()
         // 15 + 16: a gzip wrapper, not zlib or raw deflate.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -218,10 +264,10 @@ enum Gzip {
                 let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
                     stream.next_out = out.baseAddress
                     stream.avail_out = uInt(chunk)
-                    return inflate(&stream, Z_NO_FLUSH)
+                    return zlibInflate(&stream, Z_NO_FLUSH)
                 }
-                output.append(contentsOf: buffer[0..<(chunk - Int(stream.avail_out))])
-                if status == Z_OK || status == Z_STREAM_END, let enough, enough(output) { return }
+                let stop = try consume(buffer[0..<(chunk - Int(stream.avail_out))])
+                if status == Z_OK || status == Z_STREAM_END, stop { return }
                 switch status {
                 case Z_OK:
                     if stream.avail_in == 0 && stream.avail_out != 0 {
@@ -241,6 +287,8 @@ enum Gzip {
                 }
             }
         }
-        return output
     }
 }
+
+/// zlib's `inflate`, under a name that `Gzip.inflate` does not shadow.
+private func zlibInflate(_ stream: UnsafeMutablePointer<z_stream>, _ flush: Int32) -> Int32 { inflate(stream, flush) }
