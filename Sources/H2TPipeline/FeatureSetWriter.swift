@@ -157,7 +157,7 @@ public final class FeatureChunk {
     /// Per feature set, rows handed over in the stored 16-bit type (`useStoredBits`), in place of
     /// the matrix.
     private var storedBits: [UnsafePointer<UInt16>?]
-    /// Per feature set, whether its rows are kept as bfloat16 bits (``setBFloat16Rows(featureSet:examples:_:rowStride:)``)
+    /// Per feature set, whether its rows are kept as bfloat16 bits (``setBFloat16Rows(featureSet:examples:_:rowStride:parallelism:)``)
     /// in the matrix memory, in place of floats.
     private var keepsBits: [Bool]
 
