@@ -31,7 +31,8 @@ public final class TileEncoder {
     /// zstd's shortest match. The high byte plane (sign and exponent) is a few distinct values
     /// that its entropy coder packs; matches of 4-6 bytes there cost more to find and to code
     /// than they save. Seven made level 1 about 10% faster on that plane and its frames about 5%
-    /// smaller, on MobileNetV2's pooled taps at 64×64 and 224×224 (docs/benchmarks.md, "Storage").
+    /// smaller, on MobileNetV2's pooled taps at 64×64 and 224×224 (docs/benchmarks.md, "Cheaper zstd,
+    /// global averages, and fewer fresh pages").
     static let minimumMatch: Int32 = 7
 
     /// Whether zstd may shrink the `count` bytes at `bytes` enough to be tried on a byte plane other
@@ -43,7 +44,8 @@ public final class TileEncoder {
     /// a third of the encode's compression time. The planes it still compresses are those with
     /// zeros (ReLU6's) or a few repeated values, whose histogram is skewed. With this test the
     /// store came out smaller than when every plane was tried (with the match length above), in
-    /// three-quarters of the zstd time (docs/benchmarks.md, "Storage").
+    /// three-quarters of the zstd time (docs/benchmarks.md, "Cheaper zstd, global averages, and
+    /// fewer fresh pages").
     static func worthCompressing(_ bytes: UnsafeRawPointer, count: Int) -> Bool {
         guard count > 0 else { return false }
         let collisions = h2t_byte_collisions(bytes.assumingMemoryBound(to: UInt8.self), count)
