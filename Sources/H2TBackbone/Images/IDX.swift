@@ -99,14 +99,9 @@ public enum IDX {
     /// its pixels: the inflated stream goes through a 1 MB buffer. For an ingest that reads the
     /// first images with ``readImages(path:limit:)`` and checks the rest of the file meanwhile.
     public static func checkImages(path: String) throws {
-        let raw: [UInt8]
-        do {
-            raw = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-        } catch {
-            throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
-        }
+        let raw = try fileBytes(path)
         var data = raw, size = raw.count
-        if raw.count >= 2, raw[0] == 0x1F, raw[1] == 0x8B {
+        if Gzip.isGzip(raw) {
             // The header is at most 4 + 4 × 255 bytes.
             (data, size) = try Gzip.inflatedSize(raw, file: path, prefix: 4 + 4 * 255)
         }
@@ -201,21 +196,25 @@ public enum IDX {
     /// The file's bytes, gunzipped when they start with the gzip magic; `enough`, given the
     /// bytes inflated so far, may stop the inflation early (see ``Gzip/decompress(_:file:enough:)``).
     static func fileContents(_ path: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
-        let raw: [UInt8]
+        let raw = try fileBytes(path)
+        return Gzip.isGzip(raw) ? try Gzip.decompress(raw, file: path, enough: enough) : raw
+    }
+
+    /// The file's bytes as stored; an unreadable file is ``ImageInputError/unreadable(file:reason:)``.
+    private static func fileBytes(_ path: String) throws -> [UInt8] {
         do {
-            raw = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            return try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         } catch {
             throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
         }
-        if raw.count >= 2, raw[0] == 0x1F, raw[1] == 0x8B {
-            return try Gzip.decompress(raw, file: path, enough: enough)
-        }
-        return raw
     }
 }
 
 /// Gzip decompression through zlib (all members of a multi-member file, as `gunzip` does).
 enum Gzip {
+    /// Whether `bytes` start with gzip's magic (the file name does not decide).
+    static func isGzip(_ bytes: [UInt8]) -> Bool { bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B }
+
     /// Inflates `input`; when `enough` says the output so far suffices, stops there (the output
     /// then holds at least what it asked for, and the stream's end and checksum are not checked).
     static func decompress(_ input: [UInt8], file: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
@@ -226,7 +225,7 @@ enum Gzip {
             let hint = Int(UInt32(input[n - 4]) | UInt32(input[n - 3]) << 8 | UInt32(input[n - 2]) << 16 | UInt32(input[n - 1]) << 24)
             output.reserveCapacity(min(hint, 1 << 31))
         }
-        try inflate(input, file: file) { chunk in
+        try inflatePieces(input, file: file) { chunk in
             output.append(contentsOf: chunk)
             return enough?(output) ?? false
         }
@@ -238,7 +237,7 @@ enum Gzip {
     /// bytes are already in use from a prefix (``IDX/checkImages(path:)``).
     static func inflatedSize(_ input: [UInt8], file: String, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
         var head: [UInt8] = [], size = 0
-        try inflate(input, file: file) { chunk in
+        try inflatePieces(input, file: file) { chunk in
             if head.count < prefix { head += chunk.prefix(prefix - head.count) }
             size += chunk.count
             return false
@@ -248,7 +247,7 @@ enum Gzip {
 
     /// The inflation loop: hands each piece of output to `consume`, which returns true to stop
     /// there (the stream's end and checksum are then not checked).
-    private static func inflate(_ input: [UInt8], file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
+    private static func inflatePieces(_ input: [UInt8], file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
         var stream = z_stream()
         // 15 + 16: a gzip wrapper, not zlib or raw deflate.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -264,7 +263,7 @@ enum Gzip {
                 let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
                     stream.next_out = out.baseAddress
                     stream.avail_out = uInt(chunk)
-                    return zlibInflate(&stream, Z_NO_FLUSH)
+                    return inflate(&stream, Z_NO_FLUSH)
                 }
                 let stop = try consume(buffer[0..<(chunk - Int(stream.avail_out))])
                 if status == Z_OK || status == Z_STREAM_END, stop { return }
@@ -289,6 +288,3 @@ enum Gzip {
         }
     }
 }
-
-/// zlib's `inflate`, under a name that `Gzip.inflate` does not shadow.
-private func zlibInflate(_ stream: UnsafeMutablePointer<z_stream>, _ flush: Int32) -> Int32 { inflate(stream, flush) }
