@@ -64,7 +64,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary directories, seeded numbers, safetensors files).
         .target(name: "H2TTestSupport", dependencies: ["H2TCore"], path: "Tests/Support"),
         .testTarget(name: "H2TStoreTests", dependencies: ["H2TStore", "H2TPipeline", "H2TTestSupport"]),
-        .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone", "H2TKernels", "H2TCore"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "H2TBackboneTests", dependencies: ["H2TBackbone", "H2TKernels", "H2TCore", "H2TTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "H2TTrainTests", dependencies: ["H2TTrain"]),
         .testTarget(name: "H2TCLITests", dependencies: ["H2TStore", "H2TCore"]),
         .testTarget(name: "H2TFuzzTests", dependencies: ["H2TFuzzHarness", "H2TCore"]),

@@ -2,6 +2,7 @@ import Foundation
 import H2TBackbone
 import H2TCore
 import H2TKernels
+import H2TTestSupport
 import Testing
 
 /// Expected values written by tools/image_reference.py (Pillow decodes, float preprocessing).
@@ -67,6 +68,39 @@ private enum ImageReference {
             #expect(checked != nil && checked == whole, "\(bad)")
         }
         try IDX.checkImages(path: ImageReference.idx("images.idx3-ubyte.gz"))
+    }
+
+    /// Files are mapped, not read into memory; a pipe (`--idx <(zcat …)`) has nothing to map and
+    /// is read to its end instead: the same images, whole or a prefix, and the same checks. A
+    /// directory is one line naming it.
+    @Test(arguments: ["images.idx3-ubyte", "images.idx3-ubyte.gz"])
+    func aPipeReadsAsTheFileDoes(file: String) throws {
+        let path = try ImageReference.idx(file)
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let dir = TemporaryDirectory()
+        let fifo = dir.file("images.pipe")
+        // Each read opens the pipe anew, so a writer thread feeds it once per read.
+        func throughPipe<R>(_ read: () throws -> R) throws -> R {
+            #expect(mkfifo(fifo, 0o600) == 0)
+            defer { unlink(fifo) }
+            let writer = Thread {
+                guard let handle = FileHandle(forWritingAtPath: fifo) else { return }
+                try? handle.write(contentsOf: bytes)
+                try? handle.close()
+            }
+            writer.start()
+            return try read()
+        }
+        let whole = try IDX.readImages(path: path)
+        #expect(try throughPipe { try IDX.readImages(path: fifo) } == whole)
+        let prefix = try throughPipe { try IDX.readImages(path: fifo, limit: 2) }
+        #expect(prefix.fileCount == 3 && prefix.images.pixels == Array(whole.pixels[0..<40]))
+        try throughPipe { try IDX.checkImages(path: fifo) }
+
+        let folder = #expect(throws: ImageInputError.self) { try IDX.readImages(path: dir.path) }
+        #expect(folder == .unreadable(file: dir.path, reason: "is a directory"))
+        let missing = #expect(throws: ImageInputError.self) { try IDX.checkImages(path: dir.file("absent.gz")) }
+        #expect(missing == .unreadable(file: dir.file("absent.gz"), reason: "No such file or directory"))
     }
 
     /// 0×N and N×0 images would all hash to one example and pool to nothing: an input error.

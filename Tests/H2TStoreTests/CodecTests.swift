@@ -336,6 +336,19 @@ struct CodecTests {
         }
     }
 
+    /// A tile copied into the store's reserved space and bound there is the tile bound in place,
+    /// and the original stays unbound.
+    @Test func aTileBoundAsItIsCopiedIsTheTileBoundInPlace() throws {
+        let binding = TileCodec.binding(key: Array(repeating: 0x5A, count: 24), rows: Self.rows)
+        let tile = encoded()
+        var inPlace = tile
+        TileCodec.bind(&inPlace, to: binding)
+        var copied = [UInt8](repeating: 0, count: tile.count)
+        copied.withUnsafeMutableBytes { TileCodec.copy(tile, boundTo: binding, into: $0) }
+        #expect(copied == inPlace && copied != tile)
+        #expect(try copied.withUnsafeBytes { try TileDecoder().verify($0, binding: binding) } == Self.rows * Self.cols)
+    }
+
     /// A version-1 tile (no binding) as an earlier h2t-store wrote it: the header CRC covers the
     /// header and the frame table only.
     @Test func versionOneTilesStillRead() throws {

@@ -186,14 +186,16 @@ public struct ArtifactCache: Sendable {
     /// computed over exactly the bytes that are then used.
     public func verifiedContents(of artifact: Artifact) throws -> [UInt8] {
         let path = try existingPath(of: artifact)
-        let bytes: [UInt8]
+        let file: MappedFile
         do {
-            bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            file = try MappedFile(path: path, readingStreams: true)
         } catch {
-            throw ArtifactError.unreadable(artifact: artifact.pin.name, path: path, reason: "\(error)")
+            throw ArtifactError.unreadable(artifact: artifact.pin.name, path: path, reason: MappedFile.reason(of: error))
         }
-        try check(artifact, path: path, actual: SHA256.hexDigest(bytes))
-        return bytes
+        return try file.withBytes { bytes in
+            try check(artifact, path: path, actual: SHA256.hexDigest(bytes))
+            return [UInt8](bytes)
+        }
     }
 
     private func existingPath(of artifact: Artifact) throws -> String {

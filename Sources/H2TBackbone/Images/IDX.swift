@@ -1,5 +1,6 @@
 import CZlib
 import Foundation
+import H2TCore
 
 /// A stack of 8-bit grayscale images, row-major: image `i`, row `y`, column `x` is at
 /// `pixels[(i * height + y) * width + x]`.
@@ -99,11 +100,10 @@ public enum IDX {
     /// its pixels: the inflated stream goes through a 1 MB buffer. For an ingest that reads the
     /// first images with ``readImages(path:limit:)`` and checks the rest of the file meanwhile.
     public static func checkImages(path: String) throws {
-        let raw = try fileBytes(path)
-        var data = raw, size = raw.count
-        if Gzip.isGzip(raw) {
-            // The header is at most 4 + 4 × 255 bytes.
-            (data, size) = try Gzip.inflatedSize(raw, file: path, prefix: 4 + 4 * 255)
+        // The header is at most 4 + 4 × 255 bytes.
+        let headerBound = 4 + 4 * 255
+        let (data, size) = try mapped(path).withBytes { bytes in
+            Gzip.isGzip(bytes) ? try Gzip.inflatedSize(bytes, file: path, prefix: headerBound) : ([UInt8](bytes.prefix(headerBound)), bytes.count)
         }
         let (shape, headerSize, elements) = try header(of: data, path: path)
         try checkImageShape(shape, path: path)
@@ -196,16 +196,19 @@ public enum IDX {
     /// The file's bytes, gunzipped when they start with the gzip magic; `enough`, given the
     /// bytes inflated so far, may stop the inflation early (see ``Gzip/decompress(_:file:enough:)``).
     static func fileContents(_ path: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
-        let raw = try fileBytes(path)
-        return Gzip.isGzip(raw) ? try Gzip.decompress(raw, file: path, enough: enough) : raw
+        try mapped(path).withBytes { bytes in
+            Gzip.isGzip(bytes) ? try Gzip.decompress(bytes, file: path, enough: enough) : [UInt8](bytes)
+        }
     }
 
-    /// The file's bytes as stored; an unreadable file is ``ImageInputError/unreadable(file:reason:)``.
-    private static func fileBytes(_ path: String) throws -> [UInt8] {
+    /// The file's bytes as stored, mapped (a gzip'd file is inflated straight from the page cache,
+    /// and a prefix read touches only the pages it inflates); a pipe is read whole. An unreadable
+    /// file is ``ImageInputError/unreadable(file:reason:)``.
+    private static func mapped(_ path: String) throws -> MappedFile {
         do {
-            return try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            return try MappedFile(path: path, readingStreams: true)
         } catch {
-            throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+            throw ImageInputError.unreadable(file: path, reason: MappedFile.reason(of: error))
         }
     }
 }
@@ -213,11 +216,11 @@ public enum IDX {
 /// Gzip decompression through zlib (all members of a multi-member file, as `gunzip` does).
 enum Gzip {
     /// Whether `bytes` start with gzip's magic (the file name does not decide).
-    static func isGzip(_ bytes: [UInt8]) -> Bool { bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B }
+    static func isGzip(_ bytes: UnsafeRawBufferPointer) -> Bool { bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B }
 
     /// Inflates `input`; when `enough` says the output so far suffices, stops there (the output
     /// then holds at least what it asked for, and the stream's end and checksum are not checked).
-    static func decompress(_ input: [UInt8], file: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
+    static func decompress(_ input: UnsafeRawBufferPointer, file: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
         // ISIZE (last 4 bytes) is the size modulo 2^32 of the last member: a good first guess.
         var output: [UInt8] = []
         if input.count >= 18 {
@@ -235,7 +238,7 @@ enum Gzip {
     /// Inflates all of `input` (every member, checksums included) without keeping the output, in
     /// 1 MB pieces: its first `prefix` bytes and its whole inflated size. For checking a file whose
     /// bytes are already in use from a prefix (``IDX/checkImages(path:)``).
-    static func inflatedSize(_ input: [UInt8], file: String, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
+    static func inflatedSize(_ input: UnsafeRawBufferPointer, file: String, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
         var head: [UInt8] = [], size = 0
         try inflatePieces(input, file: file) { chunk in
             if head.count < prefix { head += chunk.prefix(prefix - head.count) }
@@ -247,7 +250,7 @@ enum Gzip {
 
     /// The inflation loop: hands each piece of output to `consume`, which returns true to stop
     /// there (the stream's end and checksum are then not checked).
-    private static func inflatePieces(_ input: [UInt8], file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
+    private static func inflatePieces(_ input: UnsafeRawBufferPointer, file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
         var stream = z_stream()
         // 15 + 16: a gzip wrapper, not zlib or raw deflate.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -256,34 +259,33 @@ enum Gzip {
         defer { inflateEnd(&stream) }
         let chunk = 1 << 20
         var buffer = [UInt8](repeating: 0, count: chunk)
-        try input.withUnsafeBufferPointer { inBuffer in
-            stream.next_in = UnsafeMutablePointer(mutating: inBuffer.baseAddress)
-            stream.avail_in = uInt(inBuffer.count)
-            while true {
-                let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
-                    stream.next_out = out.baseAddress
-                    stream.avail_out = uInt(chunk)
-                    return inflate(&stream, Z_NO_FLUSH)
-                }
-                let stop = try consume(buffer[0..<(chunk - Int(stream.avail_out))])
-                if status == Z_OK || status == Z_STREAM_END, stop { return }
-                switch status {
-                case Z_OK:
-                    if stream.avail_in == 0 && stream.avail_out != 0 {
-                        throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
-                    }
-                case Z_STREAM_END:
-                    if stream.avail_in == 0 { return }
-                    // Another gzip member follows.
-                    guard inflateReset(&stream) == Z_OK else {
-                        throw ImageInputError.corruptGzip(file: file, reason: "cannot restart for the next member")
-                    }
-                case Z_BUF_ERROR:
+        // zlib's next_in is not const, but inflate only reads through it.
+        stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        stream.avail_in = uInt(input.count)
+        while true {
+            let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
+                stream.next_out = out.baseAddress
+                stream.avail_out = uInt(chunk)
+                return inflate(&stream, Z_NO_FLUSH)
+            }
+            let stop = try consume(buffer[0..<(chunk - Int(stream.avail_out))])
+            if status == Z_OK || status == Z_STREAM_END, stop { return }
+            switch status {
+            case Z_OK:
+                if stream.avail_in == 0 && stream.avail_out != 0 {
                     throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
-                default:
-                    let message = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
-                    throw ImageInputError.corruptGzip(file: file, reason: message)
                 }
+            case Z_STREAM_END:
+                if stream.avail_in == 0 { return }
+                // Another gzip member follows.
+                guard inflateReset(&stream) == Z_OK else {
+                    throw ImageInputError.corruptGzip(file: file, reason: "cannot restart for the next member")
+                }
+            case Z_BUF_ERROR:
+                throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
+            default:
+                let message = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"
+                throw ImageInputError.corruptGzip(file: file, reason: message)
             }
         }
     }

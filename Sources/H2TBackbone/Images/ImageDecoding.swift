@@ -54,9 +54,9 @@ public enum ImageDecoder {
     public static func decode(contentsOfFile path: String, alpha: AlphaHandling = .drop) throws -> DecodedImage {
         let bytes: [UInt8]
         do {
-            bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            bytes = try MappedFile.contents(of: path)
         } catch {
-            throw ImageInputError.unreadable(file: path, reason: (error as NSError).localizedDescription)
+            throw ImageInputError.unreadable(file: path, reason: MappedFile.reason(of: error))
         }
         return try decode(bytes: bytes, file: path, alpha: alpha)
     }

@@ -24,9 +24,9 @@ public enum PyTorchCheckpoint {
                             nonFloatTensors: NonFloatTensorPolicy = .keep) throws -> StateDict {
         let bytes: [UInt8]
         do {
-            bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            bytes = try MappedFile.contents(of: path)
         } catch {
-            throw WeightFileError.unreadable(file: path, reason: "\(error)")
+            throw WeightFileError.unreadable(file: path, reason: MappedFile.reason(of: error))
         }
         return try read(bytes: bytes, file: path, expectedSHA256: expectedSHA256, nonFloatTensors: nonFloatTensors)
     }

@@ -87,11 +87,23 @@ public struct TileCodec: Sendable, Hashable, Codable {
     /// Call it exactly once, when the tile's key is known.
     public static func bind(_ tile: inout [UInt8], to binding: [UInt8]) {
         precondition(tile.count >= fixedHeaderSize, "bind(_:to:) needs an encoded tile")
-        tile.withUnsafeMutableBytes { bytes in
-            let unbound = loadLE32(UnsafeRawBufferPointer(bytes), 24)
-            let bound = binding.withUnsafeBytes { crc32(continuing: unbound, $0) }
-            storeLE32(bytes.baseAddress!, 24, bound)
-        }
+        tile.withUnsafeMutableBytes { bytes in storeBinding(binding, into: bytes) }
+    }
+
+    /// Copies a freshly encoded version-2 tile into `destination` (as many bytes as the tile)
+    /// bound to `binding`: ``bind(_:to:)`` on the copy, for a tile written straight into the
+    /// store's reserved space while the caller keeps the unbound original (no copy-on-write of it).
+    public static func copy(_ tile: [UInt8], boundTo binding: [UInt8], into destination: UnsafeMutableRawBufferPointer) {
+        precondition(tile.count >= fixedHeaderSize && destination.count == tile.count, "copy(_:boundTo:into:) needs an encoded tile and room for it")
+        tile.withUnsafeBytes { destination.copyMemory(from: $0) }
+        storeBinding(binding, into: destination)
+    }
+
+    /// Continues the unbound header CRC of the tile in `bytes` over `binding`.
+    private static func storeBinding(_ binding: [UInt8], into bytes: UnsafeMutableRawBufferPointer) {
+        let unbound = loadLE32(UnsafeRawBufferPointer(bytes), 24)
+        let bound = binding.withUnsafeBytes { crc32(continuing: unbound, $0) }
+        storeLE32(bytes.baseAddress!, 24, bound)
     }
 }
 

@@ -452,10 +452,12 @@ public final class FeatureStore: Sendable {
                     try txn.put(tables.rows, (fs, example), start + offset)
                     try txn.put(tables.rowExamples, (fs, start + offset), example)
                 }
-                for (block, var tile) in newTiles.enumerated() {
+                for (block, tile) in newTiles.enumerated() {
+                    // Bound as it is copied into LMDB's page: binding the array in place would copy
+                    // it first (the payload still holds it), a whole segment's tiles per commit.
                     let key = TileKey.encode((fs, start, block))
-                    TileCodec.bind(&tile, to: TileCodec.binding(key: key, rows: newRows.count))
-                    try txn.put(tables.tiles, (fs, start, block), tile)
+                    let binding = TileCodec.binding(key: key, rows: newRows.count)
+                    try txn.put(tables.tiles.raw, key, reserving: tile.count) { TileCodec.copy(tile, boundTo: binding, into: $0) }
                 }
                 try txn.put(tables.segments, (fs, start), newRows.count)
             }
