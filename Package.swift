@@ -25,6 +25,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CImageCodecs", pkgConfig: "libpng", providers: [.apt(["libpng-dev", "libjpeg-dev"])]),
+        // glibc's <malloc.h> (mallopt), for the command-line tool's allocation policy; part of libc, nothing to link.
+        .systemLibrary(name: "CMalloc"),
         // libjpeg behind setjmp/longjmp, so that its fatal errors return a status instead of exiting.
         .target(name: "CJPEGDecode", linkerSettings: [.linkedLibrary("jpeg")]),
 
@@ -50,7 +52,7 @@ let package = Package(
         // The command-line tool: parses, calls the libraries, formats.
         .executableTarget(
             name: "h2t-store",
-            dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry",
+            dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry", "CMalloc",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // Benchmarks (run in release by tools/bench-*.sh, or directly: h2t-bench registry / map).
         .executableTarget(name: "h2t-bench", dependencies: ["H2TPipeline", "H2TStore", "H2TBackbone", "H2TTrain", "H2TRegistry"],

@@ -34,18 +34,9 @@ public final class MappedFile: @unchecked Sendable {
     /// system's reason.
     public init(path: String, readingStreams: Bool) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Self.failure(path) }
+        let (fd, size) = try Self.openForReading(path, readingStreams: readingStreams)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw Self.failure(path) }
-        let isRegular = (info.st_mode & S_IFMT) == S_IFREG
-        guard isRegular || readingStreams else {
-            throw TensorFileError.unreadable(path: path, reason: (info.st_mode & S_IFMT) == S_IFDIR ? "is a directory" : "not a regular file")
-        }
-        guard (info.st_mode & S_IFMT) != S_IFDIR else { throw TensorFileError.unreadable(path: path, reason: "is a directory") }
-        let size = Int(info.st_size)
-        if isRegular, size > 0 {
+        if let size, size > 0 {
             guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else { throw Self.failure(path) }
             madvise(base, size, MADV_SEQUENTIAL)
             bytes = UnsafeRawBufferPointer(start: base, count: size)
@@ -53,33 +44,29 @@ public final class MappedFile: @unchecked Sendable {
             return
         }
         // A stream, or a regular file that claims to be empty (some /proc files): read to the end.
-        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        var count = 0
-        while true {
-            if count == buffer.count {
-                let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 16)
-                grown.copyMemory(from: UnsafeRawBufferPointer(buffer))
-                buffer.deallocate()
-                buffer = grown
-            }
-            let got = read(fd, buffer.baseAddress! + count, buffer.count - count)
-            if got == 0 { break }
-            if got < 0 {
-                if errno == EINTR { continue }
-                let error = Self.failure(path)
-                buffer.deallocate()
-                throw error
-            }
-            count += got
-        }
-        bytes = UnsafeRawBufferPointer(start: buffer.baseAddress, count: count)
+        bytes = try Self.readToEnd(fd, path: path)
         isMapped = false
     }
 
-    /// The whole file at `path` (stream or regular file) as one array: a single copy out of the
-    /// page cache.
+    /// The whole file at `path` (stream or regular file) as one array, read straight into it:
+    /// one copy out of the page cache, no staging buffer, and no map (for small files, such as
+    /// photos, a map and an unmap cost more than they save).
     public static func contents(of path: String) throws -> [UInt8] {
-        try MappedFile(path: path, readingStreams: true).withBytes { [UInt8]($0) }
+        let (fd, size) = try openForReading(path, readingStreams: true)
+        defer { close(fd) }
+        guard let size, size > 0 else {
+            let bytes = try readToEnd(fd, path: path)
+            defer { bytes.deallocate() }
+            return [UInt8](bytes)
+        }
+        // A file that shrinks meanwhile gives what it has; one that grows, its first `size` bytes.
+        return try [UInt8](unsafeUninitializedCapacity: size) { buffer, initialized in
+            while initialized < size {
+                let got = try readSome(fd, into: buffer.baseAddress! + initialized, count: size - initialized, path: path)
+                if got == 0 { break }
+                initialized += got
+            }
+        }
     }
 
     /// Calls `body` with the file's bytes, keeping the object (and so the mapping) alive until it
@@ -92,6 +79,57 @@ public final class MappedFile: @unchecked Sendable {
     public static func reason(of error: Error) -> String {
         if case TensorFileError.unreadable(_, let reason) = error { return reason }
         return "\(error)"
+    }
+
+    /// Opens `path` for reading: the descriptor, and the size of a regular file (nil for a
+    /// stream, which only `readingStreams` accepts). A directory is refused by name.
+    private static func openForReading(_ path: String, readingStreams: Bool) throws -> (fd: Int32, size: Int?) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw failure(path) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let error = failure(path)
+            close(fd)
+            throw error
+        }
+        let kind = info.st_mode & S_IFMT
+        guard kind == S_IFREG || (readingStreams && kind != S_IFDIR) else {
+            close(fd)
+            throw TensorFileError.unreadable(path: path, reason: kind == S_IFDIR ? "is a directory" : "not a regular file")
+        }
+        return (fd, kind == S_IFREG ? Int(info.st_size) : nil)
+    }
+
+    /// Everything left to read from `fd`, in memory the caller deallocates.
+    private static func readToEnd(_ fd: Int32, path: String) throws -> UnsafeRawBufferPointer {
+        var buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        var count = 0
+        while true {
+            if count == buffer.count {
+                let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 16)
+                grown.copyMemory(from: UnsafeRawBufferPointer(buffer))
+                buffer.deallocate()
+                buffer = grown
+            }
+            let got: Int
+            do {
+                got = try readSome(fd, into: buffer.baseAddress! + count, count: buffer.count - count, path: path)
+            } catch {
+                buffer.deallocate()
+                throw error
+            }
+            if got == 0 { return UnsafeRawBufferPointer(start: buffer.baseAddress, count: count) }
+            count += got
+        }
+    }
+
+    /// One `read(2)` of at most `count` bytes, retried on EINTR; 0 at the end of the file.
+    private static func readSome(_ fd: Int32, into base: UnsafeMutableRawPointer, count: Int, path: String) throws -> Int {
+        while true {
+            let got = read(fd, base, count)
+            if got >= 0 { return got }
+            if errno != EINTR { throw failure(path) }
+        }
     }
 
     private static func failure(_ path: String) -> TensorFileError {
