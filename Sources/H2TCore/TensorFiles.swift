@@ -40,6 +40,40 @@ public enum TensorDType: String, Sendable, Hashable {
     public var isFloat: Bool { self == .float32 || self == .float16 || self == .bfloat16 || self == .float64 }
 }
 
+/// A read-only memory map of a whole file; unmapped when released.
+public final class MappedFile: @unchecked Sendable {
+    // @unchecked Sendable: the mapping is read-only and immutable for the object's lifetime.
+    /// The file path.
+    public let path: String
+    /// The file's bytes.
+    public let bytes: UnsafeRawBufferPointer
+
+    /// Maps `path` read-only.
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw TensorFileError.unreadable(path: path, reason: "not a regular file") }
+        let size = Int(info.st_size)
+        if size == 0 {
+            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
+            return
+        }
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        }
+        madvise(base, size, MADV_SEQUENTIAL)
+        bytes = UnsafeRawBufferPointer(start: base, count: size)
+    }
+
+    deinit {
+        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+    }
+}
+
 /// One tensor inside a tensor file: name, type, shape and where its bytes are.
 public struct TensorEntry: Sendable, Hashable {
     /// Tensor name.

@@ -310,12 +310,13 @@ struct ImageReader {
     ///   - idxVerified: an IDX file's bytes are known good (the artefact cache checked its
     ///     SHA-256): only the first `limit` images are read.
     ///   - checkInBackground: an IDX file is read as far as `limit` images and the whole file is
-    ///     checked (``IDX/checkImages(path:)``) meanwhile; otherwise it is read and checked whole first.
+    ///     checked (``IDX/checkImages(path:)``) meanwhile; otherwise it is read and checked whole
+    ///     first. A pipe is always read whole: it cannot be read twice.
     init(_ source: ImageSource, limit: Int?, idxVerified: Bool = false, checkInBackground: Bool = false) throws {
         switch source {
         case .idx(let imagesPath, let labelsPath):
             path = imagesPath
-            let prefixOnly = limit != nil && (idxVerified || checkInBackground)
+            let prefixOnly = limit != nil && (idxVerified || (checkInBackground && InputFile.isRegularFile(imagesPath)))
             let (images, fileCount) = try IDX.readImages(path: imagesPath, limit: prefixOnly ? limit : nil)
             fileCheck = prefixOnly && !idxVerified ? BackgroundCheck { try IDX.checkImages(path: imagesPath) } : nil
             // Every label is read (the class names follow the largest), and checked against the file's count.

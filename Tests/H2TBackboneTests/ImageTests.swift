@@ -138,6 +138,55 @@ private enum ImageReference {
         #expect(short?.description.hasPrefix("\(cut): ") == true)
         let corrupt = #expect(throws: ImageInputError.self) { try IDX.readImages(path: cut) }
         #expect(corrupt?.description.hasPrefix("\(cut): corrupt gzip data") == true)
+        let checked = #expect(throws: ImageInputError.self) { try IDX.checkImages(path: cut) }
+        #expect(checked != nil && checked == corrupt)
+        try IDX.checkImages(path: path)
+    }
+
+    /// A gzip file of several members (as `cat a.gz b.gz` makes) reads as its members' bytes
+    /// joined, whole, as a prefix and in the whole-file check, across the reader's 1 MB pieces; cut
+    /// inside a member it is corrupt.
+    @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages), "run tools/fetch-artifacts fashion_mnist"))
+    func multiMemberGzipReadsAsOneStream() throws {
+        let full = try IDX.readImages(path: TestPaths.cache.verifiedPath(of: .fashionMNISTTestImages))
+        let header: [UInt8] = [0, 0, 8, 3] + [full.count, full.height, full.width].flatMap { n in
+            (0..<4).map { UInt8(truncatingIfNeeded: n >> (24 - 8 * $0)) }
+        }
+        let idx = header + full.pixels
+        let split = 1_000_003
+        let file = Self.storedGzipMember(Array(idx[..<split])) + Self.storedGzipMember(Array(idx[split...]))
+        let dir = TemporaryDirectory()
+        let path = dir.file("members.idx3-ubyte.gz"), cut = dir.file("cut.idx3-ubyte.gz")
+        try Data(file).write(to: URL(fileURLWithPath: path))
+        try Data(file[..<(file.count - 2_000_000)]).write(to: URL(fileURLWithPath: cut))
+        #expect(try IDX.readImages(path: path) == full)
+        let (first, count) = try IDX.readImages(path: path, limit: 5_000)
+        #expect(count == full.count && first.pixels == Array(full.pixels[..<(5_000 * 784)]))
+        try IDX.checkImages(path: path)
+        let truncated = ImageInputError.corruptGzip(file: cut, reason: "stream ends early (truncated)")
+        #expect(throws: truncated) { try IDX.readImages(path: cut) }
+        #expect(throws: truncated) { try IDX.checkImages(path: cut) }
+    }
+
+    /// One gzip member holding `bytes` in stored (uncompressed) deflate blocks.
+    static func storedGzipMember(_ bytes: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = [0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 0xFF]
+        var start = 0
+        repeat {
+            let n = min(65_535, bytes.count - start)
+            out.append(start + n == bytes.count ? 1 : 0)
+            out += [UInt8(n & 0xFF), UInt8(n >> 8), UInt8(~n & 0xFF), UInt8((~n >> 8) & 0xFF)]
+            out += bytes[start..<(start + n)]
+            start += n
+        } while start < bytes.count
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xEDB8_8320 : crc >> 1 }
+        }
+        crc = ~crc
+        let size = UInt32(truncatingIfNeeded: bytes.count)
+        return out + [crc, size].flatMap { v in (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
     }
 
     @Test(.enabled(if: TestPaths.cache.isPresent(.fashionMNISTTestImages) && TestPaths.cache.isPresent(.fashionMNISTTestLabels),

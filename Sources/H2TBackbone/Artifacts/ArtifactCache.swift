@@ -186,16 +186,14 @@ public struct ArtifactCache: Sendable {
     /// computed over exactly the bytes that are then used.
     public func verifiedContents(of artifact: Artifact) throws -> [UInt8] {
         let path = try existingPath(of: artifact)
-        let file: MappedFile
-        do {
-            file = try MappedFile(path: path, readingStreams: true)
+        let bytes: [UInt8]
+        do throws(FileReadError) {
+            bytes = try InputFile.contents(of: path)
         } catch {
-            throw ArtifactError.unreadable(artifact: artifact.pin.name, path: path, reason: MappedFile.reason(of: error))
+            throw ArtifactError.unreadable(artifact: artifact.pin.name, path: path, reason: error.reason)
         }
-        return try file.withBytes { bytes in
-            try check(artifact, path: path, actual: SHA256.hexDigest(bytes))
-            return [UInt8](bytes)
-        }
+        try check(artifact, path: path, actual: SHA256.hexDigest(bytes))
+        return bytes
     }
 
     private func existingPath(of artifact: Artifact) throws -> String {

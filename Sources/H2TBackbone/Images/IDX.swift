@@ -102,9 +102,10 @@ public enum IDX {
     public static func checkImages(path: String) throws {
         // The header is at most 4 + 4 × 255 bytes.
         let headerBound = 4 + 4 * 255
-        let (data, size) = try mapped(path).withBytes { bytes in
-            Gzip.isGzip(bytes) ? try Gzip.inflatedSize(bytes, file: path, prefix: headerBound) : ([UInt8](bytes.prefix(headerBound)), bytes.count)
-        }
+        let input = try GzipInput(path)
+        let (data, size) = input.isGzip
+            ? try Gzip.inflatedSize(input, prefix: headerBound)
+            : try input.storedSize(prefix: headerBound)
         let (shape, headerSize, elements) = try header(of: data, path: path)
         try checkImageShape(shape, path: path)
         guard size - headerSize == elements else {
@@ -194,41 +195,85 @@ public enum IDX {
     ]
 
     /// The file's bytes, gunzipped when they start with the gzip magic; `enough`, given the
-    /// bytes inflated so far, may stop the inflation early (see ``Gzip/decompress(_:file:enough:)``).
+    /// bytes inflated so far, may stop the inflation early (see ``Gzip/decompress(_:enough:)``).
     static func fileContents(_ path: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
-        try mapped(path).withBytes { bytes in
-            Gzip.isGzip(bytes) ? try Gzip.decompress(bytes, file: path, enough: enough) : [UInt8](bytes)
+        let input = try GzipInput(path)
+        return input.isGzip ? try Gzip.decompress(input, enough: enough) : try input.storedBytes()
+    }
+}
+
+/// An input file read front to back through one 1 MB buffer, its first piece read up front to
+/// tell gzip by its magic: a gzip'd file is inflated as it is read (a prefix read reads only as
+/// far as it inflates), with no copy of the whole compressed file in memory. An unreadable file
+/// is ``ImageInputError/unreadable(file:reason:)``.
+final class GzipInput {
+    let file: InputFile
+    /// The current piece: `buffer[0 ..< count]`.
+    private(set) var buffer: UnsafeMutableRawBufferPointer
+    private(set) var count = 0
+
+    init(_ path: String) throws {
+        do throws(FileReadError) {
+            file = try InputFile(path: path)
+        } catch {
+            throw ImageInputError.unreadable(file: path, reason: error.reason)
+        }
+        buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        _ = try next()
+    }
+
+    deinit { buffer.deallocate() }
+
+    var path: String { file.path }
+    var isGzip: Bool { count >= 2 && buffer[0] == 0x1F && buffer[1] == 0x8B }
+
+    /// Reads the next piece; false at the end of the file.
+    func next() throws -> Bool {
+        do throws(FileReadError) {
+            count = try file.read(into: buffer)
+        } catch {
+            throw ImageInputError.unreadable(file: path, reason: error.reason)
+        }
+        return count > 0
+    }
+
+    /// The whole file as stored (the first piece and the rest).
+    func storedBytes() throws -> [UInt8] {
+        let first = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        do throws(FileReadError) {
+            return first + (try file.readToEnd())
+        } catch {
+            throw ImageInputError.unreadable(file: path, reason: error.reason)
         }
     }
 
-    /// The file's bytes as stored, mapped (a gzip'd file is inflated straight from the page cache,
-    /// and a prefix read touches only the pages it inflates); a pipe is read whole. An unreadable
-    /// file is ``ImageInputError/unreadable(file:reason:)``.
-    private static func mapped(_ path: String) throws -> MappedFile {
-        do {
-            return try MappedFile(path: path, readingStreams: true)
-        } catch {
-            throw ImageInputError.unreadable(file: path, reason: MappedFile.reason(of: error))
+    /// The first `prefix` bytes as stored (or fewer, in a shorter file) and the file's size.
+    func storedSize(prefix: Int) throws -> (prefix: [UInt8], size: Int) {
+        var head = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<min(prefix, count)]))
+        var size = count
+        while try next() {
+            if head.count < prefix { head += UnsafeRawBufferPointer(rebasing: buffer[0..<min(prefix - head.count, count)]) }
+            size += count
         }
+        return (head, size)
+    }
+
+    /// The gzip trailer's ISIZE (the last member's size modulo 2^32) of a regular file.
+    var trailingSize: Int? {
+        guard let size = file.size, size >= 18, let last = file.bytes(at: size - 4, count: 4) else { return nil }
+        return Int(UInt32(last[0]) | UInt32(last[1]) << 8 | UInt32(last[2]) << 16 | UInt32(last[3]) << 24)
     }
 }
 
 /// Gzip decompression through zlib (all members of a multi-member file, as `gunzip` does).
 enum Gzip {
-    /// Whether `bytes` start with gzip's magic (the file name does not decide).
-    static func isGzip(_ bytes: UnsafeRawBufferPointer) -> Bool { bytes.count >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B }
-
     /// Inflates `input`; when `enough` says the output so far suffices, stops there (the output
     /// then holds at least what it asked for, and the stream's end and checksum are not checked).
-    static func decompress(_ input: UnsafeRawBufferPointer, file: String, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
-        // ISIZE (last 4 bytes) is the size modulo 2^32 of the last member: a good first guess.
+    static func decompress(_ input: GzipInput, enough: (([UInt8]) -> Bool)? = nil) throws -> [UInt8] {
+        // ISIZE is the size modulo 2^32 of the last member: a good first guess.
         var output: [UInt8] = []
-        if input.count >= 18 {
-            let n = input.count
-            let hint = Int(UInt32(input[n - 4]) | UInt32(input[n - 3]) << 8 | UInt32(input[n - 2]) << 16 | UInt32(input[n - 1]) << 24)
-            output.reserveCapacity(min(hint, 1 << 31))
-        }
-        try inflatePieces(input, file: file) { chunk in
+        if let hint = input.trailingSize { output.reserveCapacity(min(hint, 1 << 31)) }
+        try inflatePieces(input) { chunk in
             output.append(contentsOf: chunk)
             return enough?(output) ?? false
         }
@@ -238,9 +283,9 @@ enum Gzip {
     /// Inflates all of `input` (every member, checksums included) without keeping the output, in
     /// 1 MB pieces: its first `prefix` bytes and its whole inflated size. For checking a file whose
     /// bytes are already in use from a prefix (``IDX/checkImages(path:)``).
-    static func inflatedSize(_ input: UnsafeRawBufferPointer, file: String, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
+    static func inflatedSize(_ input: GzipInput, prefix: Int) throws -> (prefix: [UInt8], size: Int) {
         var head: [UInt8] = [], size = 0
-        try inflatePieces(input, file: file) { chunk in
+        try inflatePieces(input) { chunk in
             if head.count < prefix { head += chunk.prefix(prefix - head.count) }
             size += chunk.count
             return false
@@ -248,9 +293,11 @@ enum Gzip {
         return (head, size)
     }
 
-    /// The inflation loop: hands each piece of output to `consume`, which returns true to stop
-    /// there (the stream's end and checksum are then not checked).
-    private static func inflatePieces(_ input: UnsafeRawBufferPointer, file: String, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
+    /// The inflation loop: reads `input` piece by piece and hands each piece of output to
+    /// `consume`, which returns true to stop there (the stream's end and checksum are then not
+    /// checked).
+    private static func inflatePieces(_ input: GzipInput, consume: (ArraySlice<UInt8>) throws -> Bool) throws {
+        let file = input.path
         var stream = z_stream()
         // 15 + 16: a gzip wrapper, not zlib or raw deflate.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -259,10 +306,22 @@ enum Gzip {
         defer { inflateEnd(&stream) }
         let chunk = 1 << 20
         var buffer = [UInt8](repeating: 0, count: chunk)
-        // zlib's next_in is not const, but inflate only reads through it.
-        stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        var ended = false
+        // The next piece of the file as zlib's input, once the current one is used up.
+        func refill() throws {
+            guard stream.avail_in == 0, !ended else { return }
+            if try input.next() {
+                // zlib's next_in is not const, but inflate only reads through it.
+                stream.next_in = input.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                stream.avail_in = uInt(input.count)
+            } else {
+                ended = true
+            }
+        }
+        stream.next_in = input.buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
         stream.avail_in = uInt(input.count)
         while true {
+            try refill()
             let status: Int32 = buffer.withUnsafeMutableBufferPointer { out in
                 stream.next_out = out.baseAddress
                 stream.avail_out = uInt(chunk)
@@ -272,16 +331,16 @@ enum Gzip {
             if status == Z_OK || status == Z_STREAM_END, stop { return }
             switch status {
             case Z_OK:
-                if stream.avail_in == 0 && stream.avail_out != 0 {
-                    throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
-                }
+                continue
             case Z_STREAM_END:
+                try refill()
                 if stream.avail_in == 0 { return }
                 // Another gzip member follows.
                 guard inflateReset(&stream) == Z_OK else {
                     throw ImageInputError.corruptGzip(file: file, reason: "cannot restart for the next member")
                 }
             case Z_BUF_ERROR:
+                // No progress with a fresh output buffer: the input ran out mid-stream.
                 throw ImageInputError.corruptGzip(file: file, reason: "stream ends early (truncated)")
             default:
                 let message = stream.msg.map { String(cString: $0) } ?? "zlib error \(status)"

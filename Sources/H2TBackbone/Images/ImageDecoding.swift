@@ -53,10 +53,10 @@ public enum ImageDecoder {
     /// Decodes the file at `path`, choosing the codec by the file's magic bytes.
     public static func decode(contentsOfFile path: String, alpha: AlphaHandling = .drop) throws -> DecodedImage {
         let bytes: [UInt8]
-        do {
-            bytes = try MappedFile.contents(of: path)
+        do throws(FileReadError) {
+            bytes = try InputFile.contents(of: path)
         } catch {
-            throw ImageInputError.unreadable(file: path, reason: MappedFile.reason(of: error))
+            throw ImageInputError.unreadable(file: path, reason: error.reason)
         }
         return try decode(bytes: bytes, file: path, alpha: alpha)
     }

@@ -23,10 +23,10 @@ public enum PyTorchCheckpoint {
     public static func read(contentsOfFile path: String, expectedSHA256: String? = nil,
                             nonFloatTensors: NonFloatTensorPolicy = .keep) throws -> StateDict {
         let bytes: [UInt8]
-        do {
-            bytes = try MappedFile.contents(of: path)
+        do throws(FileReadError) {
+            bytes = try InputFile.contents(of: path)
         } catch {
-            throw WeightFileError.unreadable(file: path, reason: MappedFile.reason(of: error))
+            throw WeightFileError.unreadable(file: path, reason: error.reason)
         }
         return try read(bytes: bytes, file: path, expectedSHA256: expectedSHA256, nonFloatTensors: nonFloatTensors)
     }
