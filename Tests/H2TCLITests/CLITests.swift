@@ -473,6 +473,27 @@ struct RealDataCLITests {
                 #expect(!listed.stdout.contains("\"d\""), "\(name): \(listed.stdout)")
             }
         }
+        // A pipe cannot be read twice: it is read and checked whole first, and stores what the
+        // file stores (a damaged one is refused the same way).
+        for name in ["good", "badcrc"] {
+            let store = dir + "/store-pipe-" + name
+            let command = "\(CLI.binary) ingest --backbone mobilenet_v2 --idx <(cat \(dir)/\(name).gz) --limit 8 --dataset d "
+                + "--target-size 512 --threads 2 --store \(store) --json"
+            let piped = try CLI.run(["bash", "-c", command], executable: "/usr/bin/env")
+            if name == "good" {
+                #expect(piped.status == 0, "\(piped.stderr)")
+                let exported = try [store, dir + "/store-good"].map { path in
+                    let out = path + ".npy"
+                    let listed = try JSONSerialization.jsonObject(with: Data(try CLI.run(["ls", "--json", "--store", path]).stdout.utf8)) as! [String: Any]
+                    let id = ((listed["feature_sets"] as! [[String: Any]])[0]["id"] as! String)
+                    #expect(try CLI.run(["export", "--feature-set", id, "--dataset", "d", "--split", "train", "--out", out, "--store", path]).status == 0)
+                    return try Data(contentsOf: URL(fileURLWithPath: out))
+                }
+                #expect(exported[0] == exported[1])
+            } else {
+                #expect(piped.status != 0 && piped.stderr.contains("corrupt gzip data"), "\(piped.stderr)")
+            }
+        }
     }
 
     @Test func imageIngestIsResumableAndDeduplicatesAcrossSources() throws {
