@@ -885,7 +885,8 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
 // computes it. Weights are packed by blocks of eight output channels (`h2t_pointwise_pack`), so
 // the eight weights of one input channel are contiguous; positions are read in place (no packing
 // of the activations, which a GEMM does on every call): 8 channels × 48 positions in 24
-// accumulators. An AVX2 variant (4 channels × 16 positions in 8 of its 16 registers) was slower
+// accumulators, then 16 at a time, and up to four last positions across the channels
+// (`pointwise_positions_avx512`). An AVX2 variant (4 channels × 16 positions in 8 of its 16 registers) was slower
 // than OpenBLAS's Haswell GEMM at 64×64: its weights, read once per 16 positions, came from L3 for
 // the deep layers (see docs/benchmarks.md); AVX2 keeps the GEMM.
 
@@ -900,6 +901,45 @@ void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, 
             }
         }
         for (ptrdiff_t j = 0; j < 8; j++) packed_bias[8 * b + j] = 8 * b + j < cout ? bias[8 * b + j] : 0.0f;
+    }
+}
+
+AVX512 INLINE __m512 linear_weights16(const float *packed, ptrdiff_t cin, ptrdiff_t block, ptrdiff_t blocks, ptrdiff_t ci);
+
+/// Positions `p0 ..< p0 + ne` (ne ≤ 4) of every output channel, with the output channels in the
+/// lanes (64 at a time, as `linear_block_avx512` does for examples): the same chains as
+/// `pointwise_avx512`, so the same bits. For the last few positions of a map: a 7 × 7 map's 49
+/// are three vectors and one position, which a masked vector of 16 lanes computed at the cost of
+/// a third of the map (20% of each 7 × 7 layer's time).
+AVX512 static void pointwise_positions_avx512(const float *in, ptrdiff_t cin, ptrdiff_t count, ptrdiff_t p0, int ne,
+                                              const float *packed, const float *bias, ptrdiff_t cout, float *out) {
+    const ptrdiff_t blocks = (cout + 7) / 8;
+    // Lane l of an output vector goes to row co0 + 16q + l, `count` floats apart.
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)count));
+    for (ptrdiff_t co0 = 0; co0 < cout; co0 += 64) {
+        __mmask16 mask[4];
+        __m512 acc[4][4];
+        for (int q = 0; q < 4; q++) {
+            const ptrdiff_t left = cout - co0 - 16 * q;
+            mask[q] = left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+            const __m512 b = _mm512_maskz_loadu_ps(mask[q], bias + co0 + 16 * q);
+            for (int j = 0; j < ne; j++) acc[j][q] = b;
+        }
+        const float *x = in + p0;
+        for (ptrdiff_t ci = 0; ci < cin; ci++, x += count) {
+            __m512 w[4];
+            for (int q = 0; q < 4; q++) w[q] = linear_weights16(packed, cin, co0 / 8 + 2 * q, blocks, ci);
+            for (int j = 0; j < ne; j++) {
+                const __m512 v = _mm512_set1_ps(x[j]);
+                for (int q = 0; q < 4; q++) acc[j][q] = _mm512_fmadd_ps(w[q], v, acc[j][q]);
+            }
+        }
+        for (int j = 0; j < ne; j++) {
+            for (int q = 0; q < 4; q++) {
+                if (mask[q]) _mm512_mask_i32scatter_ps(out + (co0 + 16 * q) * count + p0 + j, mask[q], rows, acc[j][q], 4);
+            }
+        }
     }
 }
 
@@ -934,6 +974,10 @@ AVX512 static void pointwise_avx512(const float *in, ptrdiff_t cin, ptrdiff_t co
                 }
             }
             p += 48;
+        } else if (left <= 4 && count <= (1 << 26)) {
+            // A few last positions (more, and a masked vector is cheaper than the weights reread).
+            pointwise_positions_avx512(in, cin, count, p, (int)left, packed, bias, cout, out);
+            p = count;
         } else {
             const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
             for (ptrdiff_t b = 0; b < blocks; b++) {

@@ -288,12 +288,14 @@ struct NetworkKernelTests {
 
     /// The AVX-512 1×1 kernel: every output is the chain bias, then fused multiply-adds over the
     /// input channels in order, so it equals that chain computed here one value at a time, bit
-    /// for bit, for position counts around its 16/48 blocks and output channel counts off its
-    /// blocks of 8; and it is within rounding of the GEMM path.
+    /// for bit, for position counts around its 16/48 blocks (and the last one to four positions,
+    /// computed across the channels), output channel counts off its blocks of 8 and 64; and it is
+    /// within rounding of the GEMM path.
     @Test("AVX-512 pointwise kernel: the bits of one fused chain per output, at every shape",
           .enabled(if: InstructionSet.detected == .avx512, "needs AVX-512"),
           arguments: [(1, 1, 1), (3, 5, 7), (16, 8, 16), (33, 12, 23), (24, 20, 24), (17, 16, 25), (40, 9, 47), (96, 24, 48),
-                      (32, 16, 49), (5, 3, 100), (144, 24, 161), (20, 40, 49), (7, 70, 9), (3, 33, 63)])
+                      (32, 16, 49), (5, 3, 100), (144, 24, 161), (20, 40, 49), (7, 70, 9), (3, 33, 63),
+                      (20, 130, 50), (9, 65, 51), (160, 96, 196), (12, 200, 4), (6, 7, 2)])
     func avx512Pointwise(cin: Int, cout: Int, count: Int) {
         var random = NetworkTestRandom(seed: UInt64(cin * 1000 + cout * 10 + count))
         var input = random.array(cin * count) + [Float](repeating: .nan, count: count)  // room for the GEMM's ones row
