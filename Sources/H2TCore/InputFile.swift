@@ -78,14 +78,19 @@ public final class InputFile {
         }
     }
 
-    /// Everything not read yet, in one array. A regular file is read straight into it (what it
-    /// held when opened, then anything appended since); a stream in 64 KB pieces.
-    public func readToEnd() throws(FileReadError) -> [UInt8] {
+    /// `prefix` (bytes the caller read already) and everything not read yet, in one array. A
+    /// regular file is read straight into it (what it held when opened, then anything appended
+    /// since); a stream in 64 KB pieces.
+    public func readToEnd(after prefix: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) throws(FileReadError) -> [UInt8] {
         var bytes: [UInt8] = []
         if let size, size > consumed {
-            let expected = size - consumed
+            let expected = prefix.count + size - consumed
             var failure: FileReadError?
             bytes = [UInt8](unsafeUninitializedCapacity: expected) { buffer, initialized in
+                if let base = prefix.baseAddress {
+                    UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(start: base, count: prefix.count))
+                    initialized = prefix.count
+                }
                 while initialized < expected {
                     do throws(FileReadError) {
                         let rest = UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: buffer[initialized...]))
@@ -99,6 +104,8 @@ public final class InputFile {
                 }
             }
             if let failure { throw failure }
+        } else {
+            bytes = [UInt8](prefix)
         }
         let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
         defer { piece.deallocate() }

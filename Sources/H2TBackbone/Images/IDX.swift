@@ -239,9 +239,8 @@ final class GzipInput {
 
     /// The whole file as stored (the first piece and the rest).
     func storedBytes() throws -> [UInt8] {
-        let first = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         do throws(FileReadError) {
-            return first + (try file.readToEnd())
+            return try file.readToEnd(after: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         } catch {
             throw ImageInputError.unreadable(file: path, reason: error.reason)
         }
