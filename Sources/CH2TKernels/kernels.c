@@ -886,9 +886,11 @@ void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) {
 // the eight weights of one input channel are contiguous; positions are read in place (no packing
 // of the activations, which a GEMM does on every call): 8 channels × 48 positions in 24
 // accumulators, then 16 at a time, and up to four last positions across the channels
-// (`pointwise_positions_avx512`). An AVX2 variant (4 channels × 16 positions in 8 of its 16 registers) was slower
-// than OpenBLAS's Haswell GEMM at 64×64: its weights, read once per 16 positions, came from L3 for
-// the deep layers (see docs/benchmarks.md); AVX2 keeps the GEMM.
+// (`pointwise_positions_avx512`). An AVX2 variant (4 channels × 16 positions in 8 of its 16
+// registers) was slower than OpenBLAS's Haswell GEMM at 64×64: its weights, read once per 16
+// positions, came from L3 for the deep layers; 6 × 16 in 12 registers, with packed position
+// tiles, came within 5-8% under the GEMM path in total, not worth other AVX2 bits (see
+// docs/benchmarks.md); AVX2 keeps the GEMM.
 
 void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
                         float *packed_bias) {

@@ -246,9 +246,12 @@ final class GzipInput {
         }
     }
 
-    /// The first `prefix` bytes as stored (or fewer, in a shorter file) and the file's size.
+    /// The first `prefix` bytes as stored (or fewer, in a shorter file) and the file's size: a
+    /// regular file's from its metadata, a stream's by reading it to the end.
     func storedSize(prefix: Int) throws -> (prefix: [UInt8], size: Int) {
         var head = [UInt8](UnsafeRawBufferPointer(rebasing: buffer[0..<min(prefix, count)]))
+        // The first piece (1 MB) holds the prefix unless the file is shorter.
+        if let size = file.size, head.count == min(prefix, size) { return (head, size) }
         var size = count
         while try next() {
             if head.count < prefix { head += UnsafeRawBufferPointer(rebasing: buffer[0..<min(prefix - head.count, count)]) }
