@@ -76,41 +76,24 @@ public struct SHA256: @unchecked Sendable {
         return hasher.hexFinalize()
     }
 
-    /// The digest of the file at `path`, read in 1 MiB chunks, as 64 lowercase hex characters.
+    /// The digest of the file at `path` (a regular file or a pipe), read in 1 MiB chunks through
+    /// one buffer, as 64 lowercase hex characters.
     ///
-    /// - Throws: `SHA256.FileError` naming the path when it cannot be opened or read.
-    public static func hexDigest(fileAtPath path: String) throws -> String {
-        guard let file = fopen(path, "rb") else { throw FileError(path: path, errno: errno) }
-        defer { fclose(file) }
+    /// - Throws: `FileReadError` naming the path when it cannot be opened or read.
+    public static func hexDigest(fileAtPath path: String) throws(FileReadError) -> String {
+        let file = try InputFile(path: path)
         var hasher = SHA256()
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = fread(buffer, 1, chunk, file)
-            if n > 0 { hasher.update(UnsafeRawBufferPointer(start: buffer, count: n)) }
-            if n < chunk {
-                if ferror(file) != 0 { throw FileError(path: path, errno: errno) }
-                break
-            }
+            let n = try file.read(into: buffer)
+            if n == 0 { return hasher.hexFinalize() }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
-        return hasher.hexFinalize()
     }
 
     /// Lowercase hexadecimal spelling of `bytes` (the same as `Hex.encode`).
     public static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
-
-    /// A file could not be opened or read while hashing it.
-    public struct FileError: Error, CustomStringConvertible {
-        /// The file that failed.
-        public let path: String
-        /// The C `errno` at the failure.
-        public let errno: Int32
-        /// One line naming the file and the system reason.
-        public var description: String {
-            "cannot read \(path) for hashing: \(String(cString: strerror(errno)))"
-        }
-    }
 }
 
 /// Lowercase hexadecimal spelling of bytes, and back: the one hex helper of the package

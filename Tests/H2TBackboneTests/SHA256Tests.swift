@@ -77,7 +77,7 @@ import Testing
     }
 
     @Test func missingFileNamesThePath() {
-        let error = #expect(throws: SHA256.FileError.self) {
+        let error = #expect(throws: FileReadError.self) {
             try SHA256.hexDigest(fileAtPath: "/nonexistent/h2t/file.bin")
         }
         #expect(error?.description.contains("/nonexistent/h2t/file.bin") == true)

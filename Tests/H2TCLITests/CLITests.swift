@@ -54,6 +54,23 @@ struct CLI {
         return Result(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
+    /// `export` of every feature set of `store` for `dataset`/train (by id), as the .npy files' bytes
+    /// (written under `dir`).
+    static func exports(_ store: String, dataset: String, dir: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String: Data] {
+        let ls = try run(["ls", "--json", "--store", store])
+        let listing = try #require(try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [String: Any], "\(ls.stderr)",
+                                   sourceLocation: sourceLocation)
+        var out: [String: Data] = [:]
+        for featureSet in try #require(listing["feature_sets"] as? [[String: Any]], sourceLocation: sourceLocation) {
+            let id = try #require(featureSet["id"] as? String, sourceLocation: sourceLocation)
+            let file = dir + "/\(UUID().uuidString).npy"
+            let export = try run(["export", "--store", store, "--feature-set", id, "--dataset", dataset, "--split", "train", "--out", file])
+            #expect(export.status == 0, "\(export.stderr)", sourceLocation: sourceLocation)
+            out[id] = try Data(contentsOf: URL(fileURLWithPath: file))
+        }
+        return out
+    }
+
     /// Validates `json` against `schemas/<name>.schema.json` with python's jsonschema.
     static func expectValid(_ json: String, schema name: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let result = try run(["python3", packageRoot + "/tools/validate_json.py", name, "-"], executable: "/usr/bin/env", stdin: json)
@@ -482,14 +499,8 @@ struct RealDataCLITests {
             let piped = try CLI.run(["bash", "-c", command], executable: "/usr/bin/env")
             if name == "good" {
                 #expect(piped.status == 0, "\(piped.stderr)")
-                let exported = try [store, dir + "/store-good"].map { path in
-                    let out = path + ".npy"
-                    let listed = try JSONSerialization.jsonObject(with: Data(try CLI.run(["ls", "--json", "--store", path]).stdout.utf8)) as! [String: Any]
-                    let id = ((listed["feature_sets"] as! [[String: Any]])[0]["id"] as! String)
-                    #expect(try CLI.run(["export", "--feature-set", id, "--dataset", "d", "--split", "train", "--out", out, "--store", path]).status == 0)
-                    return try Data(contentsOf: URL(fileURLWithPath: out))
-                }
-                #expect(exported[0] == exported[1])
+                let fromPipe = try CLI.exports(store, dataset: "d", dir: dir), fromFile = try CLI.exports(dir + "/store-good", dataset: "d", dir: dir)
+                #expect(!fromPipe.isEmpty && fromPipe == fromFile)
             } else {
                 #expect(piped.status != 0 && piped.stderr.contains("corrupt gzip data"), "\(piped.stderr)")
             }

@@ -24,20 +24,8 @@ struct ShardCLITests {
         try CLI.run(["ingest", "--store", store] + extra + ingestOptions, environment: environment)
     }
 
-    /// `export` of every feature set of `store` (sorted by id), as the .npy files' bytes.
-    func exports(_ store: String) throws -> [String: Data] {
-        let ls = try CLI.run(["ls", "--json", "--store", store])
-        let listing = try #require(try JSONSerialization.jsonObject(with: Data(ls.stdout.utf8)) as? [String: Any], "\(ls.stderr)")
-        var out: [String: Data] = [:]
-        for featureSet in try #require(listing["feature_sets"] as? [[String: Any]]) {
-            let id = try #require(featureSet["id"] as? String)
-            let file = dir + "/\(UUID().uuidString).npy"
-            let export = try CLI.run(["export", "--store", store, "--feature-set", id, "--dataset", "toy", "--split", "train", "--out", file])
-            #expect(export.status == 0, "\(export.stderr)")
-            out[id] = try Data(contentsOf: URL(fileURLWithPath: file))
-        }
-        return out
-    }
+    /// `export` of every feature set of `store` (by id), as the .npy files' bytes.
+    func exports(_ store: String) throws -> [String: Data] { try CLI.exports(store, dataset: "toy", dir: dir) }
 
     @Test func shardsMergeIntoTheStoreASingleIngestGives() throws {
         defer { try? FileManager.default.removeItem(atPath: dir) }

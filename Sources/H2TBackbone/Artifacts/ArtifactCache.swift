@@ -171,10 +171,10 @@ public struct ArtifactCache: Sendable {
         let pin = artifact.pin
         let path = try existingPath(of: artifact)
         let actual: String
-        do {
+        do throws(FileReadError) {
             actual = try SHA256.hexDigest(fileAtPath: path)
         } catch {
-            throw ArtifactError.unreadable(artifact: pin.name, path: path, reason: "\(error)")
+            throw ArtifactError.unreadable(artifact: pin.name, path: path, reason: error.reason)
         }
         try check(artifact, path: path, actual: actual)
         return path
