@@ -111,6 +111,33 @@ public enum Parallel {
         return (try a.values[0]!.get(), try b.values[0]!.get())
     }
 
+    /// `body(index)` for every index in `0..<count`, each only once the items in
+    /// `dependencies[index]` have finished, on `parallelism`'s threads. The items' order is their
+    /// priority: a free worker takes the lowest-numbered item whose dependencies are done, and
+    /// waits while none is ready but some still run. An item depends on earlier items only, so
+    /// one thread runs them in order. The first error stops the claiming, wakes the waiting
+    /// workers and is rethrown once every worker has returned.
+    ///
+    /// What one item hands to its dependents (a result slot) is safe to read in theirs: an item
+    /// is marked finished under the same lock its dependents are claimed under.
+    public static func forEachWhenReady(count: Int, dependencies: [[Int]], parallelism: Parallelism = .default,
+                                        singleThreadedBLAS: Bool = false, _ body: (Int) throws -> Void) throws {
+        precondition(dependencies.count == count, "one list of dependencies per item")
+        for (item, list) in dependencies.enumerated() {
+            precondition(list.allSatisfy { (0..<item).contains($0) }, "item \(item) may depend on earlier items only")
+        }
+        let schedule = DependencySchedule(dependencies)
+        try forEachWorker(itemCount: count, parallelism: parallelism, singleThreadedBLAS: singleThreadedBLAS) { _, _ in
+            while let item = schedule.claim() {
+                do { try body(item) } catch {
+                    schedule.fail()
+                    throw error
+                }
+                schedule.finish(item)
+            }
+        }
+    }
+
     /// `body(item)` for every item, on `parallelism`'s threads, results in the items' order.
     public static func map<Item, Output>(_ items: [Item], parallelism: Parallelism = .default, singleThreadedBLAS: Bool = false,
                                          _ body: (Item) throws -> Output) throws -> [Output] {
@@ -130,5 +157,56 @@ private final class ClaimState: Sendable {
     func fail(_ error: any Error) {
         firstError.withLock { if $0 == nil { $0 = error } }
         failedFlag.store(true, ordering: .relaxed)
+    }
+}
+
+/// Which items of a `Parallel.forEachWhenReady` run are claimed, finished and ready.
+private final class DependencySchedule: @unchecked Sendable {
+    // @unchecked Sendable: every field is read and written under `condition`'s lock.
+    private let condition = NSCondition()
+    /// Unfinished dependencies of each item.
+    private var waitingOn: [Int]
+    /// The items that depend on each item.
+    private var dependents: [[Int]]
+    private var claimed: [Bool]
+    private var unclaimed: Int
+    private var failed = false
+
+    init(_ dependencies: [[Int]]) {
+        waitingOn = dependencies.map { Set($0).count }
+        dependents = Array(repeating: [], count: dependencies.count)
+        for (item, list) in dependencies.enumerated() { for d in Set(list) { dependents[d].append(item) } }
+        claimed = Array(repeating: false, count: dependencies.count)
+        unclaimed = dependencies.count
+    }
+
+    /// The lowest-numbered ready item, once there is one; nil when none is left or a run failed.
+    func claim() -> Int? {
+        condition.lock()
+        defer { condition.unlock() }
+        while !failed && unclaimed > 0 {
+            if let item = claimed.indices.first(where: { !claimed[$0] && waitingOn[$0] == 0 }) {
+                claimed[item] = true
+                unclaimed -= 1
+                return item
+            }
+            // Nothing ready: the running items are what the rest waits on.
+            condition.wait()
+        }
+        return nil
+    }
+
+    func finish(_ item: Int) {
+        condition.lock()
+        defer { condition.unlock() }
+        for d in dependents[item] { waitingOn[d] -= 1 }
+        condition.broadcast()
+    }
+
+    func fail() {
+        condition.lock()
+        defer { condition.unlock() }
+        failed = true
+        condition.broadcast()
     }
 }

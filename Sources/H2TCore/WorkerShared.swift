@@ -39,6 +39,10 @@ public final class WorkerSlots<T>: @unchecked Sendable {
     /// Fills slot `index`.
     public func set(_ index: Int, _ value: T) { slots[index] = value }
 
+    /// Slot `index` (`nil` until filled); read it only after its writer has finished, which the
+    /// caller orders (`Parallel.forEachWhenReady` does for an item's dependencies).
+    public subscript(index: Int) -> T? { slots[index] }
+
     /// Every slot, in order (`nil` for one never filled).
     public var values: [T?] { Array(slots) }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import H2TCore
+import Synchronization
 
 extension Head2ToeFit {
     /// The fold (`0..<folds`) of each row. Stratified: for each class in order, its rows are
@@ -30,7 +31,20 @@ enum CVTask: Sendable {
     case head2toe(set: Int, solver: Int, fold: Int)
     case allFeatures(set: Int, fold: Int)
     case probe(fold: Int)
+
+    /// The method whose CV rows the task scores.
+    var method: FitMethod {
+        switch self {
+        case .head2toe: .head2toe
+        case .allFeatures: .allFeatures
+        case .probe: .linearProbe
+        }
+    }
 }
+
+/// One item of the sweep's schedule: a task (an index into `CVContext.tasks`) or a method's
+/// final (an index into the methods' order).
+private enum SweepItem { case task(Int), final(Int) }
 
 /// Correct counts of one task, `correct[λ][fraction][ridge]` (grid indices) for Head2Toe and
 /// `correct[0][0][ridge]` for the baselines; kept columns per (λ, fraction).
@@ -64,17 +78,58 @@ struct CVContext: Sendable {
         return tasks
     }
 
-    /// Runs every task on `parallelism`'s threads (each with single-threaded BLAS) and pools the results into the CV table;
-    /// `progress` counts the tasks as they finish.
-    func sweep(parallelism: Parallelism, progress: ProgressReporter? = nil) throws -> [CVRow] {
+    /// Runs every task on `parallelism`'s threads (each with single-threaded BLAS), and each
+    /// method's `final` on the same threads as soon as that method's tasks are done, with its
+    /// rows of the CV table: Head2Toe's final head, the longest, overlaps the baselines' tasks
+    /// instead of running alone after them. Workers claim the longest work first: Head2Toe's
+    /// tasks and final, then the probe's tasks (a head on the probe tap per fold), then all
+    /// features' (kernel form on the Gram matrix, the shortest), then the two baselines' finals.
+    /// Every item computes the same whichever worker runs it and when, so the results do not
+    /// depend on the thread count. `progress` counts the tasks as they finish.
+    ///
+    /// - Returns: the CV table (Head2Toe's rows, then all features', then the probe's), each
+    ///   method's final, and when the last task finished.
+    func sweep<Final>(parallelism: Parallelism, progress: ProgressReporter? = nil,
+                      final: (FitMethod, [CVRow]) throws -> Final) throws
+        -> (table: [CVRow], finals: [FitMethod: Final], crossValidated: ContinuousClock.Instant) {
         let tasks = self.tasks
+        let methods: [FitMethod] = [.head2toe, .linearProbe, .allFeatures]
+        // Head2Toe's tasks and final, then the baselines' tasks, then their finals (the longer
+        // first), each final depending on its method's tasks: the two baseline finals, the
+        // longest items left at the end, can run side by side.
+        var items: [SweepItem] = [], dependencies: [[Int]] = []
+        var taskItems: [FitMethod: [Int]] = [:]
+        func schedule(_ item: SweepItem, after: [Int] = []) {
+            if case .task(let t) = item { taskItems[tasks[t].method, default: []].append(items.count) }
+            items.append(item)
+            dependencies.append(after)
+        }
+        for t in tasks.indices where tasks[t].method == .head2toe { schedule(.task(t)) }
+        schedule(.final(0), after: taskItems[.head2toe, default: []])
+        for method in methods.dropFirst() { for t in tasks.indices where tasks[t].method == method { schedule(.task(t)) } }
+        for m in methods.indices.dropFirst() { schedule(.final(m), after: taskItems[methods[m], default: []]) }
         progress?.setTotal(tasks.count)
-        let results = try Parallel.map(tasks, parallelism: parallelism, singleThreadedBLAS: true) {
-            defer { progress?.advance(by: 1) }
-            return try run($0)
+        let results = WorkerSlots<CVTaskResult>(count: tasks.count), finals = WorkerSlots<Final>(count: methods.count)
+        let clock = ContinuousClock()
+        let lastTask = Mutex<(left: Int, finished: ContinuousClock.Instant?)>((tasks.count, nil))
+        try Parallel.forEachWhenReady(count: items.count, dependencies: dependencies, parallelism: parallelism,
+                                      singleThreadedBLAS: true) { item in
+            switch items[item] {
+            case .task(let t):
+                results.set(t, try run(tasks[t]))
+                progress?.advance(by: 1)
+                lastTask.withLock { state in
+                    state.left -= 1
+                    if state.left == 0 { state.finished = clock.now }
+                }
+            case .final(let m):
+                finals.set(m, try final(methods[m], self.table(tasks: tasks, results: results, method: methods[m])))
+            }
         }
         progress?.finish()
-        return table(tasks: tasks, results: results)
+        let table = [FitMethod.head2toe, .allFeatures, .linearProbe].flatMap { self.table(tasks: tasks, results: results, method: $0) }
+        let byMethod = Dictionary(uniqueKeysWithValues: methods.indices.map { (methods[$0], finals[$0]!) })
+        return (table, byMethod, lastTask.withLock { $0.finished } ?? clock.now)
     }
 
     /// The training and validation rows of fold `fold`.
@@ -174,52 +229,56 @@ struct CVContext: Sendable {
         }
     }
 
-    /// Pools task results into the CV table.
-    func table(tasks: [CVTask], results: [CVTaskResult]) -> [CVRow] {
+    /// Pools the results of `method`'s tasks (all finished) into its rows of the CV table.
+    func table(tasks: [CVTask], results: WorkerSlots<CVTaskResult>, method: FitMethod) -> [CVRow] {
         var rows: [CVRow] = []
         func pooled(_ indices: [Int], li: Int, fi: Int, ri: Int) -> (Double, [Double], Int) {
-            let correct = indices.map { results[$0].correct[li][fi][ri] }
-            let total = indices.map { results[$0].validated }
+            let correct = indices.map { results[$0]!.correct[li][fi][ri] }
+            let total = indices.map { results[$0]!.validated }
             let folds = zip(correct, total).map { Double($0) / Double(max($1, 1)) }
-            return (Double(correct.reduce(0, +)) / Double(max(total.reduce(0, +), 1)), folds, results[indices[0]].kept[li][fi])
+            return (Double(correct.reduce(0, +)) / Double(max(total.reduce(0, +), 1)), folds, results[indices[0]]!.kept[li][fi])
         }
-        for s in sets.indices {
-            for v in settings.solvers.indices {
-                let indices = tasks.indices.filter {
-                    if case let .head2toe(ts, tv, _) = tasks[$0] { return ts == s && tv == v }
-                    return false
-                }
-                for (li, lambda) in settings.lambdas.enumerated() {
-                    for (fi, fraction) in settings.fractions.enumerated() {
-                        for (ri, ridge) in settings.ridges.enumerated() {
-                            let (accuracy, folds, kept) = pooled(indices, li: li, fi: fi, ri: ri)
-                            rows.append(CVRow(method: .head2toe, featureSet: sets[s].name, solver: v, lambda: lambda,
-                                              fraction: fraction, ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy,
-                                              foldAccuracies: folds))
+        /// A baseline's rows (one per ridge) pooled from the tasks `belongs` picks.
+        func baselineRows(featureSet: String, _ belongs: (CVTask) -> Bool) {
+            let indices = tasks.indices.filter { belongs(tasks[$0]) }
+            for (ri, ridge) in settings.ridges.enumerated() {
+                let (accuracy, folds, kept) = pooled(indices, li: 0, fi: 0, ri: ri)
+                rows.append(CVRow(method: method, featureSet: featureSet, solver: nil, lambda: nil, fraction: nil,
+                                  ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
+            }
+        }
+        switch method {
+        case .head2toe:
+            for s in sets.indices {
+                for v in settings.solvers.indices {
+                    let indices = tasks.indices.filter {
+                        if case let .head2toe(ts, tv, _) = tasks[$0] { return ts == s && tv == v }
+                        return false
+                    }
+                    for (li, lambda) in settings.lambdas.enumerated() {
+                        for (fi, fraction) in settings.fractions.enumerated() {
+                            for (ri, ridge) in settings.ridges.enumerated() {
+                                let (accuracy, folds, kept) = pooled(indices, li: li, fi: fi, ri: ri)
+                                rows.append(CVRow(method: .head2toe, featureSet: sets[s].name, solver: v, lambda: lambda,
+                                                  fraction: fraction, ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy,
+                                                  foldAccuracies: folds))
+                            }
                         }
                     }
                 }
             }
-        }
-        for s in sets.indices {
-            let indices = tasks.indices.filter {
-                if case let .allFeatures(ts, _) = tasks[$0] { return ts == s }
+        case .allFeatures:
+            for s in sets.indices {
+                baselineRows(featureSet: sets[s].name) {
+                    if case let .allFeatures(ts, _) = $0 { return ts == s }
+                    return false
+                }
+            }
+        case .linearProbe:
+            baselineRows(featureSet: sets[0].name) {
+                if case .probe = $0 { return true }
                 return false
             }
-            for (ri, ridge) in settings.ridges.enumerated() {
-                let (accuracy, folds, kept) = pooled(indices, li: 0, fi: 0, ri: ri)
-                rows.append(CVRow(method: .allFeatures, featureSet: sets[s].name, solver: nil, lambda: nil, fraction: nil,
-                                  ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
-            }
-        }
-        let probeIndices = tasks.indices.filter {
-            if case .probe = tasks[$0] { return true }
-            return false
-        }
-        for (ri, ridge) in settings.ridges.enumerated() {
-            let (accuracy, folds, kept) = pooled(probeIndices, li: 0, fi: 0, ri: ri)
-            rows.append(CVRow(method: .linearProbe, featureSet: sets[0].name, solver: nil, lambda: nil, fraction: nil,
-                              ridge: ridge, keptFeatures: kept, cvAccuracy: accuracy, foldAccuracies: folds))
         }
         return rows
     }

@@ -102,9 +102,10 @@ public struct CVRow: Codable, Sendable, Hashable {
 public struct FitTimings: Codable, Sendable, Hashable {
     /// Input checks and per-tap normalisation.
     public var prepare: Double
-    /// The cross-validation sweep (all methods).
+    /// The cross-validation sweep (all methods), until its last task finished; final heads that
+    /// start earlier (a method's final starts once its own tasks are done) run within it.
     public var crossValidation: Double
-    /// Final selection, heads and test evaluation.
+    /// Final selection, heads and test evaluation after the last cross-validation task.
     public var final: Double
     /// Everything.
     public var total: Double

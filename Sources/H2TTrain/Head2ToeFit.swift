@@ -33,8 +33,10 @@ public enum Head2ToeFit {
     /// `progress` counts the cross-validation tasks as they finish.
     ///
     /// Threads: the Gram matrices, the cross-validation tasks (feature set, solver, fold) and the
-    /// three final heads run on `parallelism`'s threads, each with single-threaded BLAS. The
-    /// report does not depend on them (which is why they are not a setting).
+    /// three final heads run on `parallelism`'s threads, each with single-threaded BLAS; a
+    /// method's final head starts once its own tasks are done, while other methods' tasks still
+    /// run. The report does not depend on them (which is why they are not a setting); its
+    /// `timings.final` is the time after the last task.
     ///
     /// The features are normalised in place when the caller hands them over (`consume`), else in
     /// a copy.
@@ -70,31 +72,30 @@ public enum Head2ToeFit {
         let grams = try sets.map { try FinalHead.gramMatrix($0.train, parallelism: parallelism) }
         let context = CVContext(sets: sets, norms: trainNorms, grams: grams, labels: trainLabels, classCount: classCount, folds: folds,
                                 settings: settings, probeTap: probeName)
-        let table = try context.sweep(parallelism: parallelism, progress: progress)
-        let crossValidated = clock.now
-
-        // Final fits on the whole training split, one independent task per method.
-        let (bestH2T, floor) = bestHead2Toe(table, rule: settings.selectionRule, sets: sets)
-        let bestAll = bestBaseline(table, method: .allFeatures)
-        let allSet = sets.first { $0.name == bestAll.featureSet }!
-        let probeRow = bestBaseline(table, method: .linearProbe)
-        let probeColumns = Array(sets[0].train.columns(ofTap: probeName)!)
-        let finals = try Parallel.map(count: 3, parallelism: parallelism, singleThreadedBLAS: true) { method -> MethodResult in
+        // Each method's final fit on the whole training split starts as soon as its CV rows are
+        // known, overlapping the rest of the sweep.
+        let (table, finals, crossValidated) = try context.sweep(parallelism: parallelism, progress: progress) { method, rows in
             switch method {
-            case 0:
-                return try finalHead2Toe(best: bestH2T, context: context, testNorms: testNorms, testLabels: testLabels)
-            case 1:
-                return try finalMethod(method: .allFeatures, set: allSet, norms: ([], []), columns: Array(0..<allSet.train.columnCount),
-                                       scaling: nil, ridge: bestAll.ridge, trainLabels: trainLabels, testLabels: testLabels,
-                                       classCount: classCount, settings: settings, cvAccuracy: bestAll.cvAccuracy,
-                                       gram: grams[sets.firstIndex { $0.name == allSet.name }!])
-            default:
-                return try finalMethod(method: .linearProbe, set: sets[0], norms: (trainNorms[0], testNorms[0]), columns: probeColumns,
-                                       scaling: .unit, ridge: probeRow.ridge, trainLabels: trainLabels, testLabels: testLabels,
-                                       classCount: classCount, settings: settings, cvAccuracy: probeRow.cvAccuracy)
+            case .head2toe:
+                return try finalHead2Toe(best: bestHead2Toe(rows, rule: settings.selectionRule, sets: sets).point, context: context,
+                                         testNorms: testNorms, testLabels: testLabels)
+            case .allFeatures:
+                let best = bestBaseline(rows, method: .allFeatures)
+                let s = sets.firstIndex { $0.name == best.featureSet }!, set = sets[s]
+                return try finalMethod(method: .allFeatures, set: set, norms: ([], []), columns: Array(0..<set.train.columnCount),
+                                       scaling: nil, ridge: best.ridge, trainLabels: trainLabels, testLabels: testLabels,
+                                       classCount: classCount, settings: settings, cvAccuracy: best.cvAccuracy,
+                                       gram: grams[s])
+            case .linearProbe:
+                let best = bestBaseline(rows, method: .linearProbe)
+                return try finalMethod(method: .linearProbe, set: sets[0], norms: (trainNorms[0], testNorms[0]),
+                                       columns: Array(sets[0].train.columns(ofTap: probeName)!), scaling: .unit, ridge: best.ridge,
+                                       trainLabels: trainLabels, testLabels: testLabels, classCount: classCount, settings: settings,
+                                       cvAccuracy: best.cvAccuracy)
             }
         }
-        let (h2t, allFeatures, probe) = (finals[0], finals[1], finals[2])
+        let floor = bestHead2Toe(table, rule: settings.selectionRule, sets: sets).floor
+        let (h2t, allFeatures, probe) = (finals[.head2toe]!, finals[.allFeatures]!, finals[.linearProbe]!)
         let curve = settings.fractionCurve
             ? try settings.fractions.sorted().map { fraction in
                 try finalHead2Toe(best: bestHead2Toe(table.filter { $0.fraction == fraction }, rule: .best, sets: sets).point,

@@ -79,6 +79,60 @@ struct ThreadCountTests {
         }
     }
 
+    /// `Parallel.forEachWhenReady`: every item once, never before its dependencies have
+    /// finished, at 1 to 4 threads (in index order at one thread); a free worker takes the
+    /// lowest-numbered ready item; an error is rethrown, wakes a worker waiting for the failed
+    /// item, and what depends on it never runs.
+    @Test func itemsRunWhenTheirDependenciesHaveFinished() throws {
+        enum Event: Equatable { case start(Int), end(Int) }
+        let dependencies = [[], [], [0, 1], [], [2], [2, 3], [], [5, 6]]
+        for threads in 1...4 {
+            let log = Mutex<[Event]>([])
+            try Parallel.forEachWhenReady(count: dependencies.count, dependencies: dependencies,
+                                          parallelism: Parallelism(threads: threads)) { item in
+                log.withLock { $0.append(.start(item)) }
+                usleep(UInt32(1_000 * (item % 3)))
+                log.withLock { $0.append(.end(item)) }
+            }
+            let events = log.withLock { $0 }
+            for item in dependencies.indices {
+                #expect(events.filter { $0 == .start(item) }.count == 1, "\(threads) threads: item \(item)")
+                let start = events.firstIndex(of: .start(item)) ?? -1
+                for d in dependencies[item] {
+                    #expect((events.firstIndex(of: .end(d)) ?? .max) < start, "\(threads) threads: \(item) started before \(d) ended")
+                }
+            }
+            if threads == 1 { #expect(events.compactMap { if case .start(let i) = $0 { i } else { nil } } == Array(0..<8)) }
+        }
+
+        // Two threads: item 0 holds one worker until item 2 starts; the other runs item 1, and
+        // then item 2 (ready once 1 is done) goes before item 3, its lower number first.
+        let started2 = DispatchSemaphore(value: 0), order = Mutex<[Int]>([])
+        let sawTwo = Mutex(false)
+        try Parallel.forEachWhenReady(count: 4, dependencies: [[], [], [1], []], parallelism: Parallelism(threads: 2)) { item in
+            order.withLock { $0.append(item) }
+            if item == 0 { sawTwo.withLock { $0 = started2.wait(timeout: .now() + 10) == .success } }
+            if item == 2 { started2.signal() }
+        }
+        #expect(sawTwo.withLock { $0 }, "item 3 was taken before the ready item 2")
+        #expect(order.withLock { $0.firstIndex(of: 2)! < $0.firstIndex(of: 3)! })
+
+        struct Failure: Error, Equatable {}
+        for threads in 1...3 {
+            let ran = Mutex<Set<Int>>([])
+            #expect(throws: Failure()) {
+                try Parallel.forEachWhenReady(count: 3, dependencies: [[], [0], []], parallelism: Parallelism(threads: threads)) { item in
+                    ran.withLock { _ = $0.insert(item) }
+                    if item == 0 {
+                        usleep(20_000)
+                        throw Failure()
+                    }
+                }
+            }
+            #expect(!ran.withLock { $0 }.contains(1), "\(threads) threads: an item ran after its dependency failed")
+        }
+    }
+
     /// Overlapping BLAS scopes: the smallest limit wins while they are open.
     @Test func blasScopesTakeTheSmallestLimit() {
         BLAS.withThreadLimit(1) {
