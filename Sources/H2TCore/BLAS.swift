@@ -1,4 +1,5 @@
 import COpenBLAS
+import Foundation
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -100,6 +101,17 @@ public enum BLAS {
         #else
         return false
         #endif
+    }
+
+    /// Starts the kernel selection (see ``BLAS``: a re-selection is verified against a reference,
+    /// several milliseconds) on a thread of its own, so that the start of a command that will
+    /// multiply matrices (reading a head, opening a store) overlaps it; the first product waits
+    /// for it. The process also waits for it when it exits (`atexit`), so OpenBLAS's own exit
+    /// never runs during a re-selection. Only for a process that will use BLAS: the CLI calls it
+    /// for the commands that compute.
+    public static func selectKernelsInBackground() {
+        atexit { _ = BLAS.selectedKernels }
+        Thread.detachNewThread { _ = BLAS.selectedKernels }
     }
 
     /// Whether this OpenBLAS can stop its pool (``stopIdleThreadPool()``), without stopping it.

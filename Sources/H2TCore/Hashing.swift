@@ -99,16 +99,23 @@ public struct SHA256: @unchecked Sendable {
 /// Lowercase hexadecimal spelling of bytes, and back: the one hex helper of the package
 /// (ids, example ids, key prefixes).
 public enum Hex {
-    /// `bytes` as lowercase hex digits, two per byte.
+    /// `bytes` as lowercase hex digits, two per byte, written straight into the string's
+    /// storage (a table array and a byte array per call made `predict`'s 10,000 example ids a
+    /// serial 8 ms).
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(bytes.underestimatedCount * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0f)])
+        bytes.withContiguousStorageIfAvailable { encode(UnsafeRawBufferPointer($0)) } ?? Array(bytes).withUnsafeBytes { encode($0) }
+    }
+
+    /// ``encode(_:)`` of raw memory.
+    public static func encode(_ bytes: UnsafeRawBufferPointer) -> String {
+        String(unsafeUninitializedCapacity: 2 * bytes.count) { out in
+            @inline(__always) func digit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x57 + v }
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = digit(b >> 4)
+                out[2 * i + 1] = digit(b & 0x0f)
+            }
+            return 2 * bytes.count
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     /// The bytes spelled by `text` (hex digits of either case, an even number of them), or `nil`.

@@ -6,6 +6,18 @@ import Testing
 /// hashlib-computed padding edge cases: the known answers the hand-written SHA-256 it replaced was
 /// checked with.
 @Suite struct SHA256Tests {
+    /// `Hex` spells every byte value as `%02x` does, from an array, a non-contiguous sequence and
+    /// raw memory alike, and reads it back.
+    @Test func hexOfEveryByte() {
+        let bytes = (0...255).map { UInt8($0) }
+        let expected = bytes.map { String(format: "%02x", $0) }.joined()
+        #expect(Hex.encode(bytes) == expected)
+        #expect(Hex.encode(bytes.lazy.map { $0 }) == expected)
+        #expect(bytes.withUnsafeBytes { Hex.encode($0) } == expected)
+        #expect(Hex.encode([UInt8]()) == "")
+        #expect(Hex.decode(expected) == bytes && Hex.decode(expected.uppercased()) == bytes)
+    }
+
     @Test func emptyMessage() {
         #expect(SHA256.hexDigest([UInt8]()) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
