@@ -40,37 +40,95 @@ public enum TensorDType: String, Sendable, Hashable {
     public var isFloat: Bool { self == .float32 || self == .float16 || self == .bfloat16 || self == .float64 }
 }
 
-/// A read-only memory map of a whole file; unmapped when released.
-public final class MappedFile: @unchecked Sendable {
-    // @unchecked Sendable: the mapping is read-only and immutable for the object's lifetime.
+/// The bytes of a tensor file, read where they are needed (`pread`), or held in memory when the
+/// whole file is read at once (a file whose digest is checked: what is parsed is what was
+/// hashed). Never mapped: a file that another process truncates while it is read is a short
+/// read, an error naming the file, where a mapped file's missing pages would kill the process
+/// with `SIGBUS`.
+public final class TensorFileBytes: Sendable {
     /// The file path.
     public let path: String
-    /// The file's bytes.
-    public let bytes: UnsafeRawBufferPointer
+    /// The file's size when it was opened.
+    public let count: Int
+    private let storage: Storage
 
-    /// Maps `path` read-only.
-    public init(path: String) throws {
+    private enum Storage: Sendable {
+        case memory([UInt8])
+        case descriptor(Int32)
+    }
+
+    /// Opens `path` (a regular file) for reads at any offset.
+    public init(path: String) throws(TensorFileError) {
         self.path = path
-        let fd = open(path, O_RDONLY)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw TensorFileError.unreadable(path: path, reason: "not a regular file") }
-        let size = Int(info.st_size)
-        if size == 0 {
-            bytes = UnsafeRawBufferPointer(start: nil, count: 0)
-            return
+        guard fstat(fd, &info) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw TensorFileError.unreadable(path: path, reason: reason)
         }
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-            throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw TensorFileError.unreadable(path: path, reason: "not a regular file")
         }
-        madvise(base, size, MADV_SEQUENTIAL)
-        bytes = UnsafeRawBufferPointer(start: base, count: size)
+        count = Int(info.st_size)
+        storage = .descriptor(fd)
+    }
+
+    /// Reads the whole file at `path` into memory.
+    public init(readingWholeFile path: String) throws(TensorFileError) {
+        self.path = path
+        let bytes: [UInt8]
+        do { bytes = try InputFile.contents(of: path) } catch { throw TensorFileError.unreadable(path: path, reason: error.reason) }
+        count = bytes.count
+        storage = .memory(bytes)
     }
 
     deinit {
-        if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
+        if case .descriptor(let fd) = storage { close(fd) }
+    }
+
+    /// The whole file, when it was read into memory (``init(readingWholeFile:)``).
+    public var contents: [UInt8]? {
+        if case .memory(let bytes) = storage { return bytes }
+        return nil
+    }
+
+    /// Copies the `byteCount` bytes at `offset` (inside the file as opened) into `destination`.
+    public func read(at offset: Int, byteCount: Int, into destination: UnsafeMutableRawPointer) throws(TensorFileError) {
+        precondition(offset >= 0 && byteCount >= 0 && byteCount <= count - offset, "read of \(byteCount) bytes at \(offset) outside a \(count)-byte file")
+        switch storage {
+        case .memory(let bytes):
+            bytes.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress! + offset, byteCount: byteCount) }
+        case .descriptor(let fd):
+            var done = 0
+            while done < byteCount {
+                let got = pread(fd, destination + done, byteCount - done, off_t(offset + done))
+                if got > 0 {
+                    done += got
+                } else if got == 0 {
+                    throw TensorFileError.malformed(path: path, reason: "the file ends at byte \(offset + done), \(count) when opened (truncated while being read?)")
+                } else if errno != EINTR {
+                    throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
+                }
+            }
+        }
+    }
+
+    /// The `byteCount` bytes at `offset`.
+    public func bytes(at offset: Int, count byteCount: Int) throws(TensorFileError) -> [UInt8] {
+        var failure: TensorFileError?
+        let result = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, initialized in
+            do throws(TensorFileError) {
+                if byteCount > 0 { try read(at: offset, byteCount: byteCount, into: buffer.baseAddress!) }
+                initialized = byteCount
+            } catch {
+                failure = error
+            }
+        }
+        if let failure { throw failure }
+        return result
     }
 }
 
@@ -91,67 +149,87 @@ public struct TensorEntry: Sendable, Hashable {
     public var rowElements: Int { shape.dropFirst().reduce(1, *) }
 }
 
-/// A tensor whose bytes live in a mapped file; converts rows of its first axis to Float.
-public struct MappedTensor: Sendable {
+/// A tensor of a tensor file; reads rows of its first axis as Float.
+public struct FileTensor: Sendable {
     /// The tensor's description.
     public let entry: TensorEntry
     /// The file holding it.
-    public let file: MappedFile
+    public let file: TensorFileBytes
 
-    /// Converts rows `[first, first + count)` of the first axis into `output` (row-major Float).
-    public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>) {
+    /// Reads rows `[first, first + count)` of the first axis into `output` (row-major Float).
+    ///
+    /// - Throws: `TensorFileError` naming the file when it was cut short since it was opened.
+    public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>) throws(TensorFileError) {
         let n = entry.rowElements * count
-        let base = file.bytes.baseAddress! + entry.offset + first * entry.rowElements * entry.dtype.size
+        let offset = entry.offset + first * entry.rowElements * entry.dtype.size
         switch entry.dtype {
         case .float32:
-            output.update(from: base.assumingMemoryBound(to: Float.self), count: n)
+            try file.read(at: offset, byteCount: n * 4, into: output)
         case .float64:
-            for i in 0..<n { output[i] = Float(base.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
+            let raw = try file.bytes(at: offset, count: n * 8)
+            raw.withUnsafeBytes { base in for i in 0..<n { output[i] = Float(base.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) } }
         case .float16:
-            for i in 0..<n { output[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) }
+            let raw = try file.bytes(at: offset, count: n * 2)
+            raw.withUnsafeBytes { base in
+                for i in 0..<n { output[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) }
+            }
         case .bfloat16:
-            for i in 0..<n { output[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+            let raw = try file.bytes(at: offset, count: n * 2)
+            raw.withUnsafeBytes { base in
+                for i in 0..<n { output[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+            }
         default:
             preconditionFailure("readRows on non-float tensor \(entry.name)")
         }
     }
 
+    /// Reads rows `[first, first + count)` as their 16-bit patterns, for a float16 or bfloat16
+    /// tensor, into `output`.
+    public func readBits(_ first: Int, count: Int, into output: UnsafeMutablePointer<UInt16>) throws(TensorFileError) {
+        precondition(entry.dtype.size == 2 && entry.dtype.isFloat, "16-bit rows of a \(entry.dtype) tensor")
+        let n = entry.rowElements * count
+        try file.read(at: entry.offset + first * entry.rowElements * 2, byteCount: n * 2, into: output)
+    }
+
     /// The integer values of a 1-D integer tensor (labels).
-    public func integers() -> [Int] {
-        let base = file.bytes.baseAddress! + entry.offset
+    public func integers() throws(TensorFileError) -> [Int] {
         let n = entry.shape.reduce(1, *)
-        switch entry.dtype {
-        case .int64: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
-        case .int32: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
-        case .int16: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 2, as: Int16.self)) }
-        case .int8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: Int8.self)) }
-        case .uint8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: UInt8.self)) }
-        default: return []
+        let raw = try file.bytes(at: entry.offset, count: n * entry.dtype.size)
+        return raw.withUnsafeBytes { base in
+            switch entry.dtype {
+            case .int64: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+            case .int32: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)) }
+            case .int16: return (0..<n).map { Int(base.loadUnaligned(fromByteOffset: $0 * 2, as: Int16.self)) }
+            case .int8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: Int8.self)) }
+            case .uint8: return (0..<n).map { Int(base.load(fromByteOffset: $0, as: UInt8.self)) }
+            default: return []
+            }
         }
     }
 }
 
 /// A safetensors file: an 8-byte little-endian header length, a JSON header, then the data.
 public struct SafetensorsFile: Sendable {
-    /// The mapped file.
-    public let file: MappedFile
+    /// The file's bytes.
+    public let file: TensorFileBytes
     /// Tensors in data order (the order the writer laid them out).
-    public let tensors: [MappedTensor]
+    public let tensors: [FileTensor]
     /// The `__metadata__` string map.
     public let metadata: [String: String]
 
-    /// Opens and validates `path`: header bounds, dtypes, shapes and data offsets.
-    public init(path: String) throws {
-        file = try MappedFile(path: path)
-        let bytes = file.bytes
-        guard bytes.count >= 8 else { throw TensorFileError.malformed(path: path, reason: "file is \(bytes.count) bytes, shorter than the 8-byte header length") }
+    /// Opens and validates `path`: header bounds, dtypes, shapes and data offsets. Tensors are
+    /// read from the file when asked for, or from memory with `readingWholeFile`.
+    public init(path: String, readingWholeFile: Bool = false) throws {
+        file = readingWholeFile ? try TensorFileBytes(readingWholeFile: path) : try TensorFileBytes(path: path)
+        let size = file.count
+        guard size >= 8 else { throw TensorFileError.malformed(path: path, reason: "file is \(size) bytes, shorter than the 8-byte header length") }
         // Compared as read (unsigned): as an Int, a length of 2^63 or more would be negative (or trap).
-        let declaredLength = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
-        guard declaredLength > 1, declaredLength <= UInt64(bytes.count - 8), declaredLength < 100_000_000 else {
-            throw TensorFileError.malformed(path: path, reason: "header length \(declaredLength) does not fit in a \(bytes.count)-byte file (truncated?)")
+        let declaredLength = UInt64(littleEndian: try file.bytes(at: 0, count: 8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        guard declaredLength > 1, declaredLength <= UInt64(size - 8), declaredLength < 100_000_000 else {
+            throw TensorFileError.malformed(path: path, reason: "header length \(declaredLength) does not fit in a \(size)-byte file (truncated?)")
         }
         let headerLength = Int(declaredLength)
-        let header = Data(bytes[8..<(8 + headerLength)])
+        let header = Data(try file.bytes(at: 8, count: headerLength))
         guard let json = try? JSONSerialization.jsonObject(with: header) as? [String: Any] else {
             throw TensorFileError.malformed(path: path, reason: "header is not a JSON object")
         }
@@ -171,13 +249,13 @@ public struct SafetensorsFile: Sendable {
             guard let dtype = TensorDType(rawValue: dtypeName) else { throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: dtypeName) }
             guard shape.allSatisfy({ $0 >= 0 }) else { throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' has a negative dimension") }
             // Sizes and offsets come from the file: checked arithmetic, so a lie is an error, not a trap.
-            guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= bytes.count else {
+            guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= size else {
                 throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' of shape \(shape) is larger than the file")
             }
             guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == count else {
                 throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' data_offsets \(offsets) do not match shape \(shape) × \(dtype.size) bytes")
             }
-            guard offsets[1] <= bytes.count - dataStart else {
+            guard offsets[1] <= size - dataStart else {
                 throw TensorFileError.malformed(path: path, reason: "tensor '\(name)' runs past the end of the file (truncated?)")
             }
             entries.append(TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart + offsets[0], byteCount: count))
@@ -186,8 +264,8 @@ public struct SafetensorsFile: Sendable {
         for (a, b) in zip(entries, entries.dropFirst()) where a.offset + a.byteCount > b.offset {
             throw TensorFileError.malformed(path: path, reason: "tensors '\(a.name)' and '\(b.name)' overlap")
         }
-        let mapped = file
-        tensors = entries.map { MappedTensor(entry: $0, file: mapped) }
+        let bytes = file
+        tensors = entries.map { FileTensor(entry: $0, file: bytes) }
         self.metadata = metadata
     }
 }
@@ -195,12 +273,14 @@ public struct SafetensorsFile: Sendable {
 /// A NumPy `.npy` file (format versions 1–3, C order, little-endian or single-byte types).
 public struct NpyFile: Sendable {
     /// The tensor (named after the file, without `.npy`).
-    public let tensor: MappedTensor
+    public let tensor: FileTensor
 
-    /// Opens and validates `path`.
+    /// Opens and validates `path`; the data is read from the file when asked for.
     public init(path: String) throws {
-        let file = try MappedFile(path: path)
-        let bytes = file.bytes
+        let file = try TensorFileBytes(path: path)
+        let size = file.count
+        // The fixed part of the header: magic, version, header length (2 or 4 bytes).
+        let bytes = try file.bytes(at: 0, count: min(size, 12))
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         guard bytes.count >= 10, Array(bytes[0..<6]) == magic else { throw TensorFileError.malformed(path: path, reason: "not a .npy file (bad magic)") }
         let major = bytes[6]
@@ -212,12 +292,12 @@ public struct NpyFile: Sendable {
             headerStart = 10
         case 2, 3:
             guard bytes.count >= 12 else { throw TensorFileError.malformed(path: path, reason: "truncated header") }
-            headerLength = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+            headerLength = Int(UInt32(littleEndian: bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8, as: UInt32.self) }))
             headerStart = 12
         default: throw TensorFileError.malformed(path: path, reason: ".npy format version \(major) is not supported")
         }
-        guard headerStart + headerLength <= bytes.count else { throw TensorFileError.malformed(path: path, reason: "header runs past the end of the file") }
-        let header = String(decoding: bytes[headerStart..<(headerStart + headerLength)], as: UTF8.self)
+        guard headerStart + headerLength <= size else { throw TensorFileError.malformed(path: path, reason: "header runs past the end of the file") }
+        let header = String(decoding: try file.bytes(at: headerStart, count: headerLength), as: UTF8.self)
         func field(_ key: String) -> String? {
             guard let range = header.range(of: "'\(key)':") else { return nil }
             return String(header[range.upperBound...]).trimmingCharacters(in: .whitespaces)
@@ -241,12 +321,12 @@ public struct NpyFile: Sendable {
             throw TensorFileError.unsupportedDType(path: path, tensor: name, dtype: descr)
         }
         let dataStart = headerStart + headerLength
-        guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= bytes.count - dataStart else {
+        guard let count = byteCount(shape: shape, elementSize: dtype.size), count <= size - dataStart else {
             let needed = byteCount(shape: shape, elementSize: dtype.size).map { "\($0)" } ?? "more than 2^63"
-            throw TensorFileError.malformed(path: path, reason: "data is \(bytes.count - dataStart) bytes, shape \(shape) needs \(needed) (truncated?)")
+            throw TensorFileError.malformed(path: path, reason: "data is \(size - dataStart) bytes, shape \(shape) needs \(needed) (truncated?)")
         }
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        tensor = MappedTensor(entry: TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count), file: file)
+        tensor = FileTensor(entry: TensorEntry(name: name, dtype: dtype, shape: shape, offset: dataStart, byteCount: count), file: file)
     }
 }
 

@@ -176,7 +176,7 @@ public struct IngestSummary: Sendable, Codable {
 /// One input file of activations: its taps (in order), example names and labels.
 struct ActivationSource {
     var path: String
-    var taps: [MappedTensor]
+    var taps: [FileTensor]
     var count: Int
     var names: [String]?
     var labels: [String]?
@@ -199,7 +199,7 @@ struct PooledLayout {
     /// Target size → index of its tensor among the source's tensors.
     var tensorForSize: [Int: Int]
 
-    init(path: String, metadata: String, tensors: [MappedTensor]) throws {
+    init(path: String, metadata: String, tensors: [FileTensor]) throws {
         struct Declared: Decodable {
             struct Tap: Decodable { var name: String; var shape: [Int] }
             var taps: [Tap]
@@ -227,7 +227,7 @@ struct PooledLayout {
     }
 
     /// The tensor of target size `size`, checked to have the width Head2Toe's rule gives.
-    func tensor(forTargetSize size: Int, in source: ActivationSource) throws -> MappedTensor {
+    func tensor(forTargetSize size: Int, in source: ActivationSource) throws -> FileTensor {
         guard let i = tensorForSize[size] else {
             throw IngestError.badPooled(file: source.path, reason: "no tensor \(Self.tensorPrefix)\(size) for --target-size \(size) (has \(tensorForSize.keys.sorted().map(String.init).joined(separator: ", ")))")
         }
@@ -351,7 +351,7 @@ public struct ExternalIngest {
                 let n = tap.entry.rowElements
                 if buffer.count < n { buffer = [Float](repeating: 0, count: n) }
                 for e in 0..<count {
-                    buffer.withUnsafeMutableBufferPointer { tap.readRows(first + e, count: 1, into: $0.baseAddress!) }
+                    try buffer.withUnsafeMutableBufferPointer { try tap.readRows(first + e, count: 1, into: $0.baseAddress!) }
                     buffer.withUnsafeBytes { hashers[e].update(UnsafeRawBufferPointer(rebasing: $0[0..<(n * 4)])) }
                 }
             }
@@ -363,16 +363,22 @@ public struct ExternalIngest {
         // Duplicates inside the chunk: keep the first occurrence; a different label is an error.
         let keep = try FeatureSetWriter.firstOccurrences(ids, labels: labels, file: source.path) { e, _ in names[e] }
         let chunk = try writer.chunk(examples: keep.map { ids[$0] })
+        // Rows handed to the chunk as stored bits, read until the chunk is committed.
+        var handedOver: [UnsafeMutablePointer<UInt16>] = []
+        defer { for rows in handedOver { rows.deallocate() } }
         var buffer: [Float] = []
         var transposed: [Float] = []
         if chunk.needsAny, let pooled = source.pooled {
             for (f, manifest) in writer.manifests.enumerated() {
                 let tensor = try pooled.tensor(forTargetSize: manifest.targetSize, in: source)
-                if try handOverStoredBits(tensor, of: source, featureSet: f, first: first, keep: keep, chunk: chunk, writer: writer) { continue }
+                if let rows = try handOverStoredBits(tensor, of: source, featureSet: f, first: first, keep: keep, chunk: chunk, writer: writer) {
+                    handedOver.append(rows)
+                    continue
+                }
                 buffer = [Float](repeating: 0, count: manifest.width)
                 for (k, e) in keep.enumerated() where chunk.missing[f][k] {
                     try buffer.withUnsafeMutableBufferPointer { row in
-                        tensor.readRows(first + e, count: 1, into: row.baseAddress!)
+                        try tensor.readRows(first + e, count: 1, into: row.baseAddress!)
                         if !options.allowNonFinite, let bad = row.firstIndex(where: { !$0.isFinite }) {
                             throw IngestError.nonFinite(file: source.path, tap: Self.tapName(pooled.taps, column: bad, pooling: writer.poolings[f]), example: first + e)
                         }
@@ -386,7 +392,7 @@ public struct ExternalIngest {
                 if buffer.count < n { buffer = [Float](repeating: 0, count: n); transposed = buffer }
                 for (k, e) in keep.enumerated() where chunk.needs(k) {
                     try buffer.withUnsafeMutableBufferPointer { raw in
-                        tap.readRows(first + e, count: 1, into: raw.baseAddress!)
+                        try tap.readRows(first + e, count: 1, into: raw.baseAddress!)
                         if !options.allowNonFinite {
                             for i in 0..<n where !raw[i].isFinite {
                                 throw IngestError.nonFinite(file: source.path, tap: tap.entry.name, example: first + e)
@@ -414,35 +420,40 @@ public struct ExternalIngest {
         return (computed, keep.count - computed)
     }
 
-    /// Hands a pre-pooled tensor's rows to the chunk as they are mapped, when they are already
-    /// in the stored 16-bit type (what capture sends) and the chunk takes all of them: no float
-    /// copy, the same tiles. Returns false when the rows must go through floats instead.
-    private func handOverStoredBits(_ tensor: MappedTensor, of source: ActivationSource, featureSet f: Int, first: Int, keep: [Int],
-                                    chunk: FeatureChunk, writer: FeatureSetWriter) throws -> Bool {
+    /// Hands a pre-pooled tensor's rows to the chunk as they are stored, when they are already in
+    /// the stored 16-bit type (what capture sends) and the chunk takes all of them: read into
+    /// memory as bits, no float copy, the same tiles. Returns the rows, which the caller frees
+    /// once the chunk is committed, or nil when the rows must go through floats instead.
+    private func handOverStoredBits(_ tensor: FileTensor, of source: ActivationSource, featureSet f: Int, first: Int, keep: [Int],
+                                    chunk: FeatureChunk, writer: FeatureSetWriter) throws -> UnsafeMutablePointer<UInt16>? {
         let dtype = writer.manifests[f].codec.dtype
         let exponent: UInt16
         switch (tensor.entry.dtype, dtype) {
         case (.bfloat16, .bfloat16): exponent = 0x7F80
         case (.float16, .float16): exponent = 0x7C00
-        default: return false
+        default: return nil
         }
-        let width = writer.manifests[f].width
-        let start = tensor.file.bytes.baseAddress! + tensor.entry.offset + first * width * 2
         // Non-finite values allowed are stored as floats would store them (NaNs made quiet).
-        guard !options.allowNonFinite, keep.count == keep.last.map({ $0 + 1 }), chunk.lacksAll(featureSet: f),
-              Int(bitPattern: start) % MemoryLayout<UInt16>.alignment == 0 else { return false }
-        let rows = start.assumingMemoryBound(to: UInt16.self)
-        for r in 0..<keep.count {
-            let row = UnsafeBufferPointer(start: rows + r * width, count: width)
-            // Branch-free over the row (vectorised); the culprit is looked for only when there is one.
-            var infOrNaN: UInt16 = 0
-            for bits in row { infOrNaN |= (bits & exponent) == exponent ? 1 : 0 }
-            if infOrNaN != 0, let bad = row.firstIndex(where: { $0 & exponent == exponent }) {
-                throw IngestError.nonFinite(file: source.path, tap: Self.tapName(source.pooled!.taps, column: bad, pooling: writer.poolings[f]), example: first + r)
+        guard !options.allowNonFinite, keep.count == keep.last.map({ $0 + 1 }), chunk.lacksAll(featureSet: f) else { return nil }
+        let width = writer.manifests[f].width
+        let rows = UnsafeMutablePointer<UInt16>.allocate(capacity: max(keep.count * width, 1))
+        do {
+            try tensor.readBits(first, count: keep.count, into: rows)
+            for r in 0..<keep.count {
+                let row = UnsafeBufferPointer(start: rows + r * width, count: width)
+                // Branch-free over the row (vectorised); the culprit is looked for only when there is one.
+                var infOrNaN: UInt16 = 0
+                for bits in row { infOrNaN |= (bits & exponent) == exponent ? 1 : 0 }
+                if infOrNaN != 0, let bad = row.firstIndex(where: { $0 & exponent == exponent }) {
+                    throw IngestError.nonFinite(file: source.path, tap: Self.tapName(source.pooled!.taps, column: bad, pooling: writer.poolings[f]), example: first + r)
+                }
             }
+        } catch {
+            rows.deallocate()
+            throw error
         }
         chunk.useStoredBits(featureSet: f, rows: rows)
-        return true
+        return rows
     }
 
     /// The tap holding pooled column `column`.
@@ -485,7 +496,7 @@ public struct ExternalIngest {
                     first[name] = (s, index)
                     continue
                 }
-                if !sameActivations(sources[earlier.source], earlier.index, source, index) {
+                if try !sameActivations(sources[earlier.source], earlier.index, source, index) {
                     throw IngestError.conflictingDuplicate(example: name, first: "\(sources[earlier.source].path) example \(earlier.index)",
                                                            second: "\(source.path) example \(index)")
                 }
@@ -494,13 +505,13 @@ public struct ExternalIngest {
     }
 
     /// Whether example `i` of `a` and example `j` of `b` have bit-identical values in every tap.
-    static func sameActivations(_ a: ActivationSource, _ i: Int, _ b: ActivationSource, _ j: Int) -> Bool {
-        zip(a.taps, b.taps).allSatisfy { tapA, tapB in
+    static func sameActivations(_ a: ActivationSource, _ i: Int, _ b: ActivationSource, _ j: Int) throws -> Bool {
+        try zip(a.taps, b.taps).allSatisfy { tapA, tapB in
             let n = tapA.entry.rowElements
             guard n == tapB.entry.rowElements else { return false }
             var x = [Float](repeating: 0, count: n), y = x
-            x.withUnsafeMutableBufferPointer { tapA.readRows(i, count: 1, into: $0.baseAddress!) }
-            y.withUnsafeMutableBufferPointer { tapB.readRows(j, count: 1, into: $0.baseAddress!) }
+            try x.withUnsafeMutableBufferPointer { try tapA.readRows(i, count: 1, into: $0.baseAddress!) }
+            try y.withUnsafeMutableBufferPointer { try tapB.readRows(j, count: 1, into: $0.baseAddress!) }
             return zip(x, y).allSatisfy { $0.bitPattern == $1.bitPattern }
         }
     }
@@ -541,7 +552,7 @@ public struct ExternalIngest {
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw TensorFileError.unreadable(path: path, reason: "no such file or directory")
         }
-        let taps: [MappedTensor]
+        let taps: [FileTensor]
         var names: [String]?, labels: [String]?, classNames: [String]?
         var pooled: PooledLayout?
         if isDirectory.boolValue {

@@ -115,7 +115,7 @@ public enum HeadFile {
     /// that tensors and metadata agree.
     public static func read(_ path: String) throws -> (head: HeadRecord, tags: [String: String]) {
         let file: SafetensorsFile
-        do { file = try SafetensorsFile(path: path) } catch { throw RegistryError.invalidHeadFile(path: path, reason: "\(error)") }
+        do { file = try SafetensorsFile(path: path, readingWholeFile: true) } catch { throw RegistryError.invalidHeadFile(path: path, reason: "\(error)") }
         guard let json = file.metadata["h2t.head"] else {
             throw RegistryError.invalidHeadFile(path: path, reason: "no __metadata__[\"h2t.head\"] (not written by h2t-store export)")
         }
@@ -133,8 +133,8 @@ public enum HeadFile {
             throw RegistryError.invalidHeadFile(path: path, reason: "tensor 'bias' must be a float [\(k)] tensor")
         }
         var w = [Float](repeating: 0, count: k * d), b = [Float](repeating: 0, count: k)
-        w.withUnsafeMutableBufferPointer { weight.readRows(0, count: k, into: $0.baseAddress!) }
-        b.withUnsafeMutableBufferPointer { bias.readRows(0, count: k, into: $0.baseAddress!) }
+        try w.withUnsafeMutableBufferPointer { try weight.readRows(0, count: k, into: $0.baseAddress!) }
+        try b.withUnsafeMutableBufferPointer { try bias.readRows(0, count: k, into: $0.baseAddress!) }
         var weights = [Float](repeating: 0, count: d * k)
         for c in 0..<k { for i in 0..<d { weights[i * k + c] = w[c * d + i] } }
         try checkSelectionTensors(tensors, selection: meta.model.selection, path: path)
@@ -150,14 +150,14 @@ public enum HeadFile {
     /// the metadata's per-tap selection (which import then checks against the feature set's
     /// taps): a PyTorch user reads these tensors, not the metadata, so they must say the same.
     /// The error names the tensor and its first disagreeing position.
-    static func checkSelectionTensors(_ tensors: [String: MappedTensor], selection: [TapIndices], path: String) throws {
+    static func checkSelectionTensors(_ tensors: [String: FileTensor], selection: [TapIndices], path: String) throws {
         let positions = selection.flatMap { tap in tap.indices.map { (tap: tap, local: $0) } }
         let d = positions.count
         func check(_ name: String, expected: (TapIndices, Int) -> Int, explain: (Int, TapIndices, Int) -> String) throws {
             guard let tensor = tensors[name], tensor.entry.shape == [d], !tensor.entry.dtype.isFloat, tensor.entry.dtype != .bool else {
                 throw RegistryError.invalidHeadFile(path: path, reason: "tensor '\(name)' must be an integer [\(d)] tensor")
             }
-            let values = tensor.integers()
+            let values = try tensor.integers()
             guard let i = positions.indices.first(where: { values[$0] != expected(positions[$0].tap, positions[$0].local) }) else { return }
             throw RegistryError.invalidHeadFile(path: path, reason: "tensor '\(name)' disagrees with the head's selection at position \(i): "
                                                 + explain(values[i], positions[i].tap, positions[i].local))

@@ -42,9 +42,9 @@ struct HeadLifecycleTests {
         let weight = try #require(file.tensors.first { $0.entry.name == "weight" })
         #expect(weight.entry.shape == [head.classNames.count, head.inputCount])
         var w = [Float](repeating: 0, count: head.classNames.count * head.inputCount)
-        w.withUnsafeMutableBufferPointer { weight.readRows(0, count: head.classNames.count, into: $0.baseAddress!) }
+        try w.withUnsafeMutableBufferPointer { try weight.readRows(0, count: head.classNames.count, into: $0.baseAddress!) }
         #expect(w[1 * head.inputCount + 0] == head.weights[0 * head.classNames.count + 1])
-        #expect(file.tensors.first { $0.entry.name == "selected_indices" }?.integers() == head.selectedIndices)
+        #expect(try file.tensors.first { $0.entry.name == "selected_indices" }?.integers() == head.selectedIndices)
         let imported = try fixture.registry.importHead(from: path, as: "toys-copy")
         #expect(imported.reference == "toys-copy@v1")
         #expect(imported.weights == head.weights && imported.lineage == head.lineage)

@@ -372,17 +372,8 @@ struct ExternalIngestTests {
         let dir = TemporaryDirectory()
         let folder = dir.file("acts")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        func writeNpy(_ name: String, shape: [Int], values: [Float]) throws {
-            var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(shape.map(String.init).joined(separator: ", ")),), }"
-            while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-            header += "\n"
-            var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count), 0])
-            data.append(contentsOf: Array(header.utf8))
-            values.withUnsafeBytes { data.append(contentsOf: $0) }
-            try data.write(to: URL(fileURLWithPath: folder + "/" + name + ".npy"))
-        }
-        try writeNpy("zlast", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
-        try writeNpy("afirst", shape: [3, 1, 2, 2], values: (0..<12).map(Float.init))
+        try writeNpy(folder + "/zlast.npy", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        try writeNpy(folder + "/afirst.npy", shape: [3, 1, 2, 2], values: (0..<12).map(Float.init))
         try "zlast\nafirst\n".write(toFile: folder + "/taps.txt", atomically: true, encoding: .utf8)
         try "0\n1\n1\n".write(toFile: folder + "/labels.txt", atomically: true, encoding: .utf8)
         let store = try FeatureStore(path: dir.file("store"))
@@ -392,7 +383,7 @@ struct ExternalIngestTests {
         #expect(Array(data.features.row(1)) == [3, 4, 4, 5, 6, 7])
         #expect(data.labels == [0, 1, 1])
         // Without example ids, identical activations are one example.
-        try writeNpy("zlast", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
+        try writeNpy(folder + "/zlast.npy", shape: [3, 2], values: [1, 2, 3, 4, 5, 6])
         let again = try ExternalIngest(store: store, options: options([4])).run(paths: [folder])
         #expect(again.examplesComputed == 0)
     }

@@ -25,6 +25,52 @@ struct TensorFileMessageTests {
         }
     }
 
+    /// A file cut short after it was opened (another process truncating it mid-ingest) is an
+    /// error naming it when its rows are read, never a `SIGBUS`: the files are read, not mapped.
+    /// Safetensors float32 and bfloat16 rows, 16-bit rows read as bits, and a `.npy` file;
+    /// a file read whole first (a weight file whose digest is checked) keeps what it read.
+    @Test func aFileCutAfterOpeningIsAnErrorNamingIt() throws {
+        let dir = TemporaryDirectory()
+        let rows = 64, width = 1024
+        let values = (0..<(rows * width)).map { Float($0 % 997) / 8 }
+        let path = dir.file("cut.safetensors")
+        var writer = SafetensorsWriter()
+        writer.add("f32", shape: [rows, width], float32: values)
+        let bits = values.map { UInt16($0.bitPattern >> 16) }
+        bits.withUnsafeBytes { writer.append("bf16", dtype: "BF16", shape: [rows, width], bytes: $0) }
+        try writer.write(to: path)
+        let file = try SafetensorsFile(path: path), whole = try SafetensorsFile(path: path, readingWholeFile: true)
+        let f32 = file.tensors.first { $0.entry.name == "f32" }!, bf16 = file.tensors.first { $0.entry.name == "bf16" }!
+        var row = [Float](repeating: 0, count: width), rowBits = [UInt16](repeating: 0, count: width)
+        try row.withUnsafeMutableBufferPointer { try f32.readRows(3, count: 1, into: $0.baseAddress!) }
+        #expect(row == Array(values[(3 * width)..<(4 * width)]))
+        try rowBits.withUnsafeMutableBufferPointer { try bf16.readBits(5, count: 1, into: $0.baseAddress!) }
+        #expect(rowBits == Array(bits[(5 * width)..<(6 * width)]))
+
+        #expect(truncate(path, off_t(f32.entry.offset + 10 * width * 4)) == 0)
+        try row.withUnsafeMutableBufferPointer { try f32.readRows(9, count: 1, into: $0.baseAddress!) }  // still there
+        for read in [{ try row.withUnsafeMutableBufferPointer { try f32.readRows(40, count: 1, into: $0.baseAddress!) } },
+                     { try row.withUnsafeMutableBufferPointer { try bf16.readRows(0, count: 1, into: $0.baseAddress!) } },
+                     { try rowBits.withUnsafeMutableBufferPointer { try bf16.readBits(7, count: 1, into: $0.baseAddress!) } }] {
+            do {
+                try read()
+                Issue.record("a row past the cut was read")
+            } catch let error as TensorFileError {
+                #expect(error.description.hasPrefix("\(path): malformed: the file ends at byte"), "\(error)")
+                #expect(error.description.hasSuffix("(truncated while being read?)"))
+            }
+        }
+        let wholeBF16 = whole.tensors.first { $0.entry.name == "bf16" }!
+        try rowBits.withUnsafeMutableBufferPointer { try wholeBF16.readBits(rows - 1, count: 1, into: $0.baseAddress!) }
+        #expect(rowBits == Array(bits[((rows - 1) * width)...]))
+
+        let npy = dir.file("cut.npy")
+        try writeNpy(npy, shape: [rows, width], values: values)
+        let tensor = try NpyFile(path: npy).tensor
+        #expect(truncate(npy, off_t(tensor.entry.offset + width * 4)) == 0)
+        #expect(throws: TensorFileError.self) { try row.withUnsafeMutableBufferPointer { try tensor.readRows(1, count: 1, into: $0.baseAddress!) } }
+    }
+
     /// A tap of shape [] has no first axis of examples: the message says so instead of comparing
     /// example counts of 0.
     @Test(arguments: [true, false])

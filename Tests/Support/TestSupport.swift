@@ -20,6 +20,17 @@ public final class TemporaryDirectory {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// Writes a float32 `.npy` file (format 1.0, C order) of `shape` at `path`.
+public func writeNpy(_ path: String, shape: [Int], values: [Float]) throws {
+    var header = "{'descr': '<f4', 'fortran_order': False, 'shape': (\(shape.map(String.init).joined(separator: ", ")),), }"
+    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count), 0])
+    data.append(contentsOf: Array(header.utf8))
+    values.withUnsafeBytes { data.append(contentsOf: $0) }
+    try data.write(to: URL(fileURLWithPath: path))
+}
+
 /// Writes a safetensors file: tensors in order, float32 unless another dtype name is given.
 public func writeSafetensors(_ path: String, tensors: [(name: String, shape: [Int], values: [Float])],
                              metadata: [String: String] = [:], dtypeOverride: String? = nil) throws {

@@ -13,9 +13,10 @@ public enum SafetensorsWeights {
     ///   missing, truncated or malformed file.
     public static func read(contentsOfFile path: String, expectedSHA256: String? = nil,
                             nonFloatTensors: NonFloatTensorPolicy = .keep) throws -> StateDict {
-        let file = try SafetensorsFile(path: path)
-        if let expectedSHA256 {
-            let actual = SHA256.hexDigest(file.file.bytes)
+        // Read whole when its digest is checked: what is parsed is what was hashed.
+        let file = try SafetensorsFile(path: path, readingWholeFile: expectedSHA256 != nil)
+        if let expectedSHA256, let contents = file.file.contents {
+            let actual = SHA256.hexDigest(contents)
             guard actual == expectedSHA256.lowercased() else {
                 throw WeightFileError.checksumMismatch(file: path, expected: expectedSHA256, actual: actual)
             }
@@ -32,15 +33,14 @@ public enum SafetensorsWeights {
             let values: WeightValues
             if type.isFloatingPoint {
                 let rows = entry.shape.first ?? 1
-                values = .float([Float](unsafeUninitializedCapacity: count) { buffer, initialized in
-                    if count > 0 { tensor.readRows(0, count: rows, into: buffer.baseAddress!) }
+                values = .float(try [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                    if count > 0 { try tensor.readRows(0, count: rows, into: buffer.baseAddress!) }
                     initialized = count
                 })
             } else if entry.dtype == .bool {
-                let base = entry.offset
-                values = .integer((0..<count).map { file.file.bytes[base + $0] != 0 ? 1 : 0 })
+                values = .integer(try file.file.bytes(at: entry.offset, count: count).map { $0 != 0 ? 1 : 0 })
             } else {
-                values = .integer(tensor.integers().map(Int64.init))
+                values = .integer(try tensor.integers().map(Int64.init))
             }
             result.insert(WeightTensor(shape: entry.shape, storedType: type, values: values), named: entry.name)
         }

@@ -103,11 +103,11 @@ public final class FuzzRunner {
         case .safetensors:
             try writeFile(bytes)
             let file = try SafetensorsFile(path: path)
-            for tensor in file.tensors { Self.consume(tensor) }
+            for tensor in file.tensors { try Self.consume(tensor) }
             _ = try SafetensorsWeights.read(contentsOfFile: path)
         case .npy:
             try writeFile(bytes)
-            Self.consume(try NpyFile(path: path).tensor)
+            try Self.consume(NpyFile(path: path).tensor)
         case .idx:
             try writeFile(bytes)
             let array = try IDX.readBytes(path: path)
@@ -133,7 +133,7 @@ public final class FuzzRunner {
     }
 
     /// Reads a tensor as the ingest and weight loaders do: float rows, or integer labels.
-    private static func consume(_ tensor: MappedTensor) {
+    private static func consume(_ tensor: FileTensor) throws {
         let entry = tensor.entry
         if entry.dtype.isFloat {
             // Only tensors small enough for a test buffer; the bounds were checked against the file.
@@ -141,9 +141,9 @@ public final class FuzzRunner {
             let count = entry.shape.reduce(1, *)
             guard count > 0, count <= 1 << 22 else { return }
             var buffer = [Float](repeating: 0, count: count)
-            buffer.withUnsafeMutableBufferPointer { tensor.readRows(0, count: rows, into: $0.baseAddress!) }
+            try buffer.withUnsafeMutableBufferPointer { try tensor.readRows(0, count: rows, into: $0.baseAddress!) }
         } else if entry.shape.count <= 1 {
-            _ = tensor.integers()
+            _ = try tensor.integers()
         }
     }
 
