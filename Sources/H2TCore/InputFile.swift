@@ -54,6 +54,13 @@ public final class InputFile {
 
     deinit { close(descriptor) }
 
+    /// Checks that `path` exists (a file, a pipe or a device), without opening it: a command
+    /// checks its inputs before it creates anything.
+    public static func checkExists(_ path: String) throws(FileReadError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw failure(path) }
+    }
+
     /// Whether `path` is a regular file (which can be read more than once, unlike a pipe).
     public static func isRegularFile(_ path: String) -> Bool {
         var info = stat()

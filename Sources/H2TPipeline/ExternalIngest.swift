@@ -547,15 +547,23 @@ public struct ExternalIngest {
         }
     }
 
-    static func open(_ path: String) throws -> ActivationSource {
+    /// Checks that the input `path` (a safetensors file or a `.npy` folder) exists, without
+    /// reading it; returns whether it is a folder.
+    @discardableResult
+    public static func checkExists(_ path: String) throws -> Bool {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw TensorFileError.unreadable(path: path, reason: "no such file or directory")
         }
+        return isDirectory.boolValue
+    }
+
+    static func open(_ path: String) throws -> ActivationSource {
+        let isFolder = try checkExists(path)
         let taps: [FileTensor]
         var names: [String]?, labels: [String]?, classNames: [String]?
         var pooled: PooledLayout?
-        if isDirectory.boolValue {
+        if isFolder {
             func lines(_ file: String) throws -> [String]? {
                 let full = (path as NSString).appendingPathComponent(file)
                 guard FileManager.default.fileExists(atPath: full) else { return nil }

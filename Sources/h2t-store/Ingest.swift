@@ -154,8 +154,17 @@ struct Ingest: ParsableCommand {
 
     func run() throws {
         let parallelism = try threadOptions.parallelism
+        // The inputs are found (and with --backbone the weights and a pinned dataset read and
+        // checked) before the store is opened: a mistyped path leaves no empty store behind.
+        for path in [idx, labels].compactMap({ $0 }) { try InputFile.checkExists(path) }
+        if let folder { try ImageFolder.checkExists(folder) }
+        for path in inputs { try ExternalIngest.checkExists(path) }
+        if let backbone {
+            let (source, network) = try loadImages(architecture: backbone, parallelism: parallelism)
+            let store = try storeOptions.open(create: true, parallelism: parallelism)
+            return try ingestImages(store: store, architecture: backbone, source: source, network: network)
+        }
         let store = try storeOptions.open(create: true, parallelism: parallelism)
-        if let backbone { return try ingestImages(store: store, architecture: backbone) }
         var options = ExternalIngestOptions(backboneName: external!, dataset: dataset, split: split, targetSizes: targetSizes)
         options.weightsSHA256 = weightsSha256
         options.layout = layout
@@ -174,12 +183,12 @@ struct Ingest: ParsableCommand {
 }
 
 extension Ingest {
-    func ingestImages(store: FeatureStore, architecture: BackboneArchitecture) throws {
+    /// The images' source and the network, the weights read and checked while the pinned
+    /// dataset's files are (two independent SHA-256 passes over 14-45 MB): a shorter serial start.
+    /// A dataset error is reported before a weights error, as when they ran one after the other.
+    func loadImages(architecture: BackboneArchitecture, parallelism: Parallelism) throws -> (ImageSource, BackboneNetwork) {
         let cache = cacheOptions.artifactCache
-        // The weights are read and checked while the pinned dataset's files are (two independent
-        // SHA-256 passes over 14-45 MB): a shorter serial start.
-        // A dataset error is reported before a weights error, as when they ran one after the other.
-        let (source, network) = try Parallel.both(parallelism: store.parallelism, { () throws -> ImageSource in
+        return try Parallel.both(parallelism: parallelism, { () throws -> ImageSource in
             if let fashionMnist {
                 let train = fashionMnist == "train"
                 return .idx(images: try cache.verifiedPath(of: train ? .fashionMNISTTrainImages : .fashionMNISTTestImages),
@@ -191,6 +200,9 @@ extension Ingest {
         }, {
             try BackboneNetwork.load(architecture, from: cache)
         })
+    }
+
+    func ingestImages(store: FeatureStore, architecture: BackboneArchitecture, source: ImageSource, network: BackboneNetwork) throws {
         var options = ImageIngestOptions(architecture: architecture, targetSizes: targetSizes, dataset: dataset, split: split)
         options.inputSize = inputSize
         options.limit = limit

@@ -187,6 +187,28 @@ struct CLITests {
         #expect(single.stderr.contains("single class"), "\(single.stderr)")
     }
 
+    /// An ingest whose input is missing (a mistyped path: external file, IDX images or labels,
+    /// image folder, a cache without the pinned dataset) fails with one line naming it, exit 1,
+    /// and creates no store: inputs are checked before the store is opened.
+    @Test func anIngestOfAMissingInputCreatesNoStore() throws {
+        let images = ["ingest", "--backbone", "mobilenet_v2", "--dataset", "d"]
+        let cases: [([String], String)] = [
+            (["ingest", "--external", "x", "--dataset", "d", dir + "/missing.safetensors"],
+             "\(dir)/missing.safetensors: cannot read: no such file or directory"),
+            (images + ["--idx", dir + "/missing.gz"], "\(dir)/missing.gz: cannot read: No such file or directory"),
+            (images + ["--idx", "/dev/null", "--labels", dir + "/labels.gz"], "\(dir)/labels.gz: cannot read: No such file or directory"),
+            (images + ["--folder", dir + "/photos"], "\(dir)/photos: image folder does not exist"),
+            (images + ["--fashion-mnist", "train", "--cache", dir + "/empty-cache"], "artefact fashion_mnist_train_images is missing"),
+        ]
+        for (i, (arguments, message)) in cases.enumerated() {
+            let store = dir + "/never-\(i)"
+            let result = try CLI.run(arguments + ["--store", store])
+            #expect(result.status == 1, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.hasPrefix("Error: \(message)") && result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: store), "\(arguments) created \(store)")
+        }
+    }
+
     @Test func corruptedTileMakesVerifyFailNamingTheKey() throws {
         try writeInput(dir + "/train.safetensors", n: 60, prefix: "tr")
         #expect(try ingest(dir + "/train.safetensors", split: "train").status == 0)

@@ -77,6 +77,19 @@ public struct ImageFolder: Sendable {
     /// Files left out at scan time, with reasons.
     public let skipped: [Skipped]
 
+    /// Checks that `root` is a directory, without reading it.
+    ///
+    /// - Throws: `ImageInputError.emptyFolder` naming `root` when it does not exist or is a file.
+    public static func checkExists(_ root: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) else {
+            throw ImageInputError.emptyFolder(path: root, reason: "image folder does not exist")
+        }
+        guard isDirectory.boolValue else {
+            throw ImageInputError.emptyFolder(path: root, reason: "is a file, not an image folder")
+        }
+    }
+
     /// Scans `root`.
     ///
     /// - Throws: `ImageInputError.emptyFolder` naming `root` when it does not exist, has no class
@@ -84,13 +97,7 @@ public struct ImageFolder: Sendable {
     ///   in the message).
     public static func scan(_ root: String) throws -> ImageFolder {
         let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: root, isDirectory: &isDirectory) else {
-            throw ImageInputError.emptyFolder(path: root, reason: "image folder does not exist")
-        }
-        guard isDirectory.boolValue else {
-            throw ImageInputError.emptyFolder(path: root, reason: "is a file, not an image folder")
-        }
+        try checkExists(root)
         let entries: [String]
         do {
             entries = try fm.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") }.sorted(by: byteOrder)
