@@ -54,13 +54,6 @@ public final class InputFile {
 
     deinit { close(descriptor) }
 
-    /// Checks that `path` exists (a file, a pipe or a device), without opening it: a command
-    /// checks its inputs before it creates anything.
-    public static func checkExists(_ path: String) throws(FileReadError) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw failure(path) }
-    }
-
     /// Whether `path` is a regular file (which can be read more than once, unlike a pipe).
     public static func isRegularFile(_ path: String) -> Bool {
         var info = stat()
@@ -126,10 +119,35 @@ public final class InputFile {
     /// The `count` bytes at `offset` of a regular file, without moving the read position; nil
     /// for a stream or a range outside the file.
     public func bytes(at offset: Int, count: Int) -> [UInt8]? {
-        guard size != nil, offset >= 0, count > 0 else { return nil }
+        guard let size, offset >= 0, count > 0, count <= size - offset else { return nil }
         var result = [UInt8](repeating: 0, count: count)
-        let got = result.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
-        return got == count ? result : nil
+        let read: Void? = result.withUnsafeMutableBytes { try? self.read(at: offset, byteCount: count, into: $0.baseAddress!) }
+        return read == nil ? nil : result
+    }
+
+    /// Copies the `byteCount` bytes at `offset` of a regular file into `destination`, without
+    /// moving the read position (`pread`; safe from several threads at once). A file that ends
+    /// before them (cut since it was opened) is an error naming it.
+    public func read(at offset: Int, byteCount: Int, into destination: UnsafeMutableRawPointer) throws(FileReadError) {
+        precondition(size != nil, "positional read of a stream")
+        var done = 0
+        while done < byteCount {
+            let got = pread(descriptor, destination + done, byteCount - done, off_t(offset + done))
+            if got > 0 {
+                done += got
+            } else if got == 0 {
+                throw FileReadError(path: path, reason: "the file ends at byte \(offset + done), \(size!) when opened (truncated while being read?)")
+            } else if errno != EINTR {
+                throw Self.failure(path)
+            }
+        }
+    }
+
+    /// Checks that `path` exists (a file, a pipe or a device), without opening it: a command
+    /// checks its inputs before it creates anything.
+    public static func checkExists(_ path: String) throws(FileReadError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw failure(path) }
     }
 
     private static func failure(_ path: String) -> FileReadError {

@@ -45,35 +45,28 @@ public enum TensorDType: String, Sendable, Hashable {
 /// hashed). Never mapped: a file that another process truncates while it is read is a short
 /// read, an error naming the file, where a mapped file's missing pages would kill the process
 /// with `SIGBUS`.
-public final class TensorFileBytes: Sendable {
+public final class TensorFileBytes: @unchecked Sendable {
+    // @unchecked Sendable: the file is only read at offsets (`pread`, safe from several threads);
+    // its sequential read position is never used.
     /// The file path.
     public let path: String
     /// The file's size when it was opened.
     public let count: Int
     private let storage: Storage
 
-    private enum Storage: Sendable {
+    private enum Storage {
         case memory([UInt8])
-        case descriptor(Int32)
+        case file(InputFile)
     }
 
     /// Opens `path` (a regular file) for reads at any offset.
     public init(path: String) throws(TensorFileError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno))) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw TensorFileError.unreadable(path: path, reason: reason)
-        }
-        guard (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            throw TensorFileError.unreadable(path: path, reason: "not a regular file")
-        }
-        count = Int(info.st_size)
-        storage = .descriptor(fd)
+        let file: InputFile
+        do { file = try InputFile(path: path) } catch { throw TensorFileError.unreadable(path: path, reason: error.reason) }
+        guard let size = file.size else { throw TensorFileError.unreadable(path: path, reason: "not a regular file") }
+        count = size
+        storage = .file(file)
     }
 
     /// Reads the whole file at `path` into memory.
@@ -83,10 +76,6 @@ public final class TensorFileBytes: Sendable {
         do { bytes = try InputFile.contents(of: path) } catch { throw TensorFileError.unreadable(path: path, reason: error.reason) }
         count = bytes.count
         storage = .memory(bytes)
-    }
-
-    deinit {
-        if case .descriptor(let fd) = storage { close(fd) }
     }
 
     /// The whole file, when it was read into memory (``init(readingWholeFile:)``).
@@ -101,17 +90,9 @@ public final class TensorFileBytes: Sendable {
         switch storage {
         case .memory(let bytes):
             bytes.withUnsafeBytes { destination.copyMemory(from: $0.baseAddress! + offset, byteCount: byteCount) }
-        case .descriptor(let fd):
-            var done = 0
-            while done < byteCount {
-                let got = pread(fd, destination + done, byteCount - done, off_t(offset + done))
-                if got > 0 {
-                    done += got
-                } else if got == 0 {
-                    throw TensorFileError.malformed(path: path, reason: "the file ends at byte \(offset + done), \(count) when opened (truncated while being read?)")
-                } else if errno != EINTR {
-                    throw TensorFileError.unreadable(path: path, reason: String(cString: strerror(errno)))
-                }
+        case .file(let file):
+            do { try file.read(at: offset, byteCount: byteCount, into: destination) } catch {
+                throw TensorFileError.unreadable(path: path, reason: error.reason)
             }
         }
     }

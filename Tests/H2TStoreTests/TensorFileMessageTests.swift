@@ -56,7 +56,7 @@ struct TensorFileMessageTests {
                 try read()
                 Issue.record("a row past the cut was read")
             } catch let error as TensorFileError {
-                #expect(error.description.hasPrefix("\(path): malformed: the file ends at byte"), "\(error)")
+                #expect(error.description.hasPrefix("\(path): cannot read: the file ends at byte"), "\(error)")
                 #expect(error.description.hasSuffix("(truncated while being read?)"))
             }
         }
