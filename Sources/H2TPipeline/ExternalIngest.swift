@@ -49,7 +49,7 @@ public enum ActivationLayout: String, Sendable, Codable, CaseIterable {
 }
 
 /// Options of an external-activation ingest.
-public struct ExternalIngestOptions: Sendable {
+public struct ExternalIngestOptions: Sendable, Equatable {
     /// Name of the backbone that produced the activations (recorded as `external:<name>`).
     public var backboneName: String
     /// SHA-256 of its weights, if known (part of the backbone's identity).
@@ -241,6 +241,45 @@ struct PooledLayout {
     }
 }
 
+/// The inputs of an external ingest, opened and checked before any store is touched: every
+/// file's taps and their shapes (the same in every file, poolable at the target sizes), example
+/// ids given twice with different activations, pre-pooled layouts, and the class names. A caller
+/// that creates a store (the CLI) prepares these first, so that a malformed input leaves no
+/// empty store behind.
+public struct ExternalInputs {
+    let paths: [String]
+    let sources: [ActivationSource]
+    let tapShapes: [TapDescriptor]
+    let classNames: [String]
+    /// The options the inputs were checked for (the ingest's own).
+    let options: ExternalIngestOptions
+
+    /// Opens and checks `paths` for an ingest with `options`.
+    public init(paths: [String], options: ExternalIngestOptions) throws {
+        guard !paths.isEmpty else { throw IngestError.noInput }
+        guard options.segmentRows > 0 else { throw StoreError.invalidArgument("--segment-rows must be positive") }
+        let sources = try paths.map(ExternalIngest.open)
+        let tapShapes = try ExternalIngest.tapShapes(sources[0], layout: options.layout)
+        for source in sources.dropFirst() {
+            let shapes = try ExternalIngest.tapShapes(source, layout: options.layout)
+            guard shapes == tapShapes else {
+                throw IngestError.inconsistentTaps(file: source.path, reason: "its taps \(shapes.map(\.name)) or shapes differ from \(sources[0].path)'s")
+            }
+        }
+        try ExternalIngest.checkPoolable(tapShapes, targetSizes: options.targetSizes, file: sources[0].path)
+        try ExternalIngest.checkRepeatedIDs(sources)
+        for source in sources {
+            guard let pooled = source.pooled else { continue }
+            for size in options.targetSizes where size > 0 { _ = try pooled.tensor(forTargetSize: size, in: source) }
+        }
+        self.paths = paths
+        self.sources = sources
+        self.tapShapes = tapShapes
+        self.classNames = ExternalIngest.resolveClassNames(sources, given: options.classNames)
+        self.options = options
+    }
+}
+
 /// Ingests activations computed elsewhere (PyTorch, JAX): safetensors files or folders of `.npy`.
 ///
 /// Input conventions (docs/external-activations.md):
@@ -264,24 +303,14 @@ public struct ExternalIngest {
 
     /// Runs the ingest over `paths`; resumable: examples already stored are not recomputed.
     public func run(paths: [String], progress: ProgressReporter? = nil) throws -> IngestSummary {
+        try run(ExternalInputs(paths: paths, options: options), progress: progress)
+    }
+
+    /// Runs the ingest over inputs already opened and checked with these options; resumable.
+    public func run(_ inputs: ExternalInputs, progress: ProgressReporter? = nil) throws -> IngestSummary {
+        precondition(inputs.options == options, "inputs checked with other options than the ingest's")
         let started = Date()
-        guard !paths.isEmpty else { throw IngestError.noInput }
-        guard options.segmentRows > 0 else { throw StoreError.invalidArgument("--segment-rows must be positive") }
-        let sources = try paths.map(Self.open)
-        let tapShapes = try Self.tapShapes(sources[0], layout: options.layout)
-        for source in sources.dropFirst() {
-            let shapes = try Self.tapShapes(source, layout: options.layout)
-            guard shapes == tapShapes else {
-                throw IngestError.inconsistentTaps(file: source.path, reason: "its taps \(shapes.map(\.name)) or shapes differ from \(sources[0].path)'s")
-            }
-        }
-        try Self.checkPoolable(tapShapes, targetSizes: options.targetSizes, file: sources[0].path)
-        try Self.checkRepeatedIDs(sources)
-        for source in sources {
-            guard let pooled = source.pooled else { continue }
-            for size in options.targetSizes where size > 0 { _ = try pooled.tensor(forTargetSize: size, in: source) }
-        }
-        let classNames = try resolveClassNames(sources)
+        let (paths, sources, tapShapes, classNames) = (inputs.paths, inputs.sources, inputs.tapShapes, inputs.classNames)
         let backbone = BackboneManifest(architecture: "external:\(options.backboneName)", weightsSHA256: options.weightsSHA256,
                                         preprocessing: .object(["layout": .string(options.layout.rawValue)]), taps: tapShapes)
         let writer = try FeatureSetWriter(store: store, backbone: backbone, targetSizes: options.targetSizes,
@@ -474,8 +503,8 @@ public struct ExternalIngest {
         throw IngestError.badLabels(file: source.path, reason: "label '\(text)' of example \(index) is not one of the classes \(classNames)")
     }
 
-    private func resolveClassNames(_ sources: [ActivationSource]) throws -> [String] {
-        if let given = options.classNames { return given }
+    static func resolveClassNames(_ sources: [ActivationSource], given: [String]?) -> [String] {
+        if let given { return given }
         if let fromFile = sources.first(where: { $0.classNames != nil })?.classNames { return fromFile }
         // No class list: the distinct labels, sorted (numerically when all are integers).
         let all = Set(sources.flatMap { $0.labels ?? [] })

@@ -13,7 +13,7 @@ public enum ImageSource: Sendable {
 }
 
 /// Options of an image ingest.
-public struct ImageIngestOptions: Sendable {
+public struct ImageIngestOptions: Sendable, Equatable {
     /// The backbone.
     public var architecture: BackboneArchitecture
     /// Square input size; `nil` picks 64 for sources up to 64 pixels (e.g. 28×28), else 224.
@@ -87,6 +87,49 @@ public enum ImageIngestError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// The images of an ingest, found and checked before any store is touched: the IDX file read (as
+/// far as `limit`; the rest checked in the background while the network runs) or the folder
+/// scanned, under `strict` every file decoded once, the labels against the class names, and the
+/// preprocessing. A caller that creates a store (the CLI) prepares these first, so that a
+/// malformed input leaves no empty store behind.
+public struct ImageInputs {
+    let reader: ImageReader
+    /// The files the folder scan skipped (reported once, by shard 0).
+    let scanSkipped: [IngestSummary.SkippedInput]
+    /// The images this run ingests (a shard's range, or all after `limit`).
+    let wanted: Range<Int>
+    let classNames: [String]
+    let preprocessing: Preprocessing
+    /// The options the inputs were checked for (the ingest's own).
+    let options: ImageIngestOptions
+
+    /// Finds and checks `source` for an ingest with `options`.
+    public init(_ source: ImageSource, options: ImageIngestOptions) throws {
+        guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
+        if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
+        let reader = try ImageReader(source, limit: options.limit, idxVerified: options.idxVerified,
+                                     checkInBackground: options.parallelism.threads > 1)
+        // A shard reports the files the folder scan skipped only once, in shard 0.
+        let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
+        let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
+        if options.strict {
+            let bad = scanSkipped + reader.undecodable(wanted, parallelism: options.parallelism)
+            guard bad.isEmpty else { throw ImageIngestError.skippedUnderStrict(skipped: bad, stored: 0) }
+        }
+        var classNames = options.classNames ?? reader.classNames
+        if classNames.count <= (reader.maxLabel ?? -1) {
+            throw IngestError.badLabels(file: reader.path, reason: "label \(reader.maxLabel!) is outside the \(classNames.count) class names given")
+        }
+        if classNames.isEmpty { classNames = ["unlabelled"] }
+        let size = options.inputSize ?? Preprocessing.defaultInputSize(sourceWidth: reader.sourceWidth, sourceHeight: reader.sourceHeight)
+        var preprocessing = Preprocessing(architecture: options.architecture, size: size)
+        preprocessing.alpha = .drop
+        try preprocessing.validate()
+        (self.reader, self.scanSkipped, self.wanted, self.classNames, self.preprocessing, self.options) =
+            (reader, scanSkipped, wanted, classNames, preprocessing, options)
+    }
+}
+
 /// Runs a pretrained backbone over images and stores every tap pooled with Head2Toe's rule.
 ///
 /// Resumable and deduplicated: an image is identified by the SHA-256 of its decoded pixels (with
@@ -123,27 +166,16 @@ public struct ImageIngest {
 
     /// Ingests `source`; returns what was computed, reused and skipped.
     public func run(_ source: ImageSource, progress: ProgressReporter? = nil) throws -> IngestSummary {
+        try run(ImageInputs(source, options: options), progress: progress)
+    }
+
+    /// Ingests images already found and checked with these options; returns what was computed,
+    /// reused and skipped.
+    public func run(_ inputs: ImageInputs, progress: ProgressReporter? = nil) throws -> IngestSummary {
+        precondition(inputs.options == options, "inputs checked with other options than the ingest's")
         let started = Date()
-        guard options.segmentRows > 0, options.effectiveBatchSize > 0 else { throw StoreError.invalidArgument("--segment-rows and --batch-size must be positive") }
-        if let limit = options.limit, limit <= 0 { throw StoreError.invalidArgument("--limit must be positive, got \(limit)") }
-        let reader = try ImageReader(source, limit: options.limit, idxVerified: options.idxVerified,
-                                     checkInBackground: options.parallelism.threads > 1)
-        // A shard reports the files the folder scan skipped only once, in shard 0.
-        let scanSkipped = (options.shard?.index ?? 0) == 0 ? reader.scanSkipped : []
-        let wanted = options.shard?.range(of: reader.count) ?? 0..<reader.count
-        if options.strict {
-            let bad = scanSkipped + reader.undecodable(wanted, parallelism: options.parallelism)
-            guard bad.isEmpty else { throw ImageIngestError.skippedUnderStrict(skipped: bad, stored: 0) }
-        }
-        var classNames = options.classNames ?? reader.classNames
-        if classNames.count <= (reader.maxLabel ?? -1) {
-            throw IngestError.badLabels(file: reader.path, reason: "label \(reader.maxLabel!) is outside the \(classNames.count) class names given")
-        }
-        if classNames.isEmpty { classNames = ["unlabelled"] }
-        let size = options.inputSize ?? Preprocessing.defaultInputSize(sourceWidth: reader.sourceWidth, sourceHeight: reader.sourceHeight)
-        var preprocessing = Preprocessing(architecture: options.architecture, size: size)
-        preprocessing.alpha = .drop
-        try preprocessing.validate()
+        let (reader, scanSkipped, wanted, classNames, preprocessing) = (inputs.reader, inputs.scanSkipped, inputs.wanted, inputs.classNames, inputs.preprocessing)
+        let size = preprocessing.height
         let writer = try FeatureSetWriter(store: store, backbone: try backboneManifest(preprocessing), targetSizes: options.targetSizes,
                                           codec: options.codec, columnBlock: options.columnBlock, overlapCommits: true,
                                           parallelism: options.parallelism)

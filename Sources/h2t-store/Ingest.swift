@@ -155,16 +155,15 @@ struct Ingest: ParsableCommand {
     func run() throws {
         let parallelism = try threadOptions.parallelism
         // The inputs are found (and with --backbone the weights and a pinned dataset read and
-        // checked) before the store is opened: a mistyped path leaves no empty store behind.
+        // checked; external inputs opened and checked) before the store is opened: a mistyped
+        // path or a malformed file leaves no empty store behind.
         for path in [idx, labels].compactMap({ $0 }) { try InputFile.checkExists(path) }
         if let folder { try ImageFolder.checkExists(folder) }
         for path in inputs { try ExternalIngest.checkExists(path) }
         if let backbone {
             let (source, network) = try loadImages(architecture: backbone, parallelism: parallelism)
-            let store = try storeOptions.open(create: true, parallelism: parallelism)
-            return try ingestImages(store: store, architecture: backbone, source: source, network: network)
+            return try ingestImages(architecture: backbone, source: source, network: network, parallelism: parallelism)
         }
-        let store = try storeOptions.open(create: true, parallelism: parallelism)
         var options = ExternalIngestOptions(backboneName: external!, dataset: dataset, split: split, targetSizes: targetSizes)
         options.weightsSHA256 = weightsSha256
         options.layout = layout
@@ -176,8 +175,11 @@ struct Ingest: ParsableCommand {
         options.shardPart = shardTotal.map { ShardPart(total: $0, plan: shardPlan!, open: shardOpen) }
         options.parallelism = parallelism
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        // Every input is opened and checked (taps, shapes, ids, labels) before the store is.
+        let prepared = try ExternalInputs(paths: inputs, options: options)
+        let store = try storeOptions.open(create: true, parallelism: parallelism)
         let progress = ProgressReporter(label: "ingest", unit: "examples", enabled: progressOptions.reports(json: output.json))
-        let summary = try ExternalIngest(store: store, options: options).run(paths: inputs, progress: progress)
+        let summary = try ExternalIngest(store: store, options: options).run(prepared, progress: progress)
         try report(summary, json: output.json)
     }
 }
@@ -202,7 +204,7 @@ extension Ingest {
         })
     }
 
-    func ingestImages(store: FeatureStore, architecture: BackboneArchitecture, source: ImageSource, network: BackboneNetwork) throws {
+    func ingestImages(architecture: BackboneArchitecture, source: ImageSource, network: BackboneNetwork, parallelism: Parallelism) throws {
         var options = ImageIngestOptions(architecture: architecture, targetSizes: targetSizes, dataset: dataset, split: split)
         options.inputSize = inputSize
         options.limit = limit
@@ -210,7 +212,7 @@ extension Ingest {
         options.batchSize = batchSize
         options.strict = strict
         options.shard = try shardSpec()
-        options.parallelism = store.parallelism
+        options.parallelism = parallelism
         options.codec = codecOptions.codec
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
@@ -218,7 +220,10 @@ extension Ingest {
         let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: progressOptions.reports(json: output.json))
         let summary: IngestSummary
         do {
-            summary = try ImageIngest(store: store, network: network, options: options).run(source, progress: progress)
+            // The images are read (or the folder scanned, and under --strict decoded) and checked before the store is opened.
+            let inputs = try ImageInputs(source, options: options)
+            let store = try storeOptions.open(create: true, parallelism: parallelism)
+            summary = try ImageIngest(store: store, network: network, options: options).run(inputs, progress: progress)
         } catch let error as ImageIngestError {
             // The error names the first file; every file gets its line, as without --strict.
             if case let .skippedUnderStrict(skipped, _) = error { reportSkipped(skipped) }

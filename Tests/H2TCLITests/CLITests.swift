@@ -188,11 +188,28 @@ struct CLITests {
     }
 
     /// An ingest whose input is missing (a mistyped path: external file, IDX images or labels,
-    /// image folder, a cache without the pinned dataset) fails with one line naming it, exit 1,
-    /// and creates no store: inputs are checked before the store is opened.
-    @Test func anIngestOfAMissingInputCreatesNoStore() throws {
+    /// image folder, a cache without the pinned dataset) or malformed (a folder without `.npy`
+    /// files, a safetensors file cut short, a file that is not IDX, a directory as IDX, labels
+    /// that do not match the images, an image folder without class folders) fails with one line
+    /// naming it, exit 1, and creates no store: inputs are opened and checked before the store is.
+    @Test func anIngestOfAMissingOrMalformedInputCreatesNoStore() throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: dir + "/no-npy", withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: URL(fileURLWithPath: dir + "/no-npy/readme.txt"))
+        try fm.createDirectory(atPath: dir + "/no-classes", withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: URL(fileURLWithPath: dir + "/one-byte.safetensors"))
+        try Data("not an IDX file\n".utf8).write(to: URL(fileURLWithPath: dir + "/text.idx"))
+        func bigEndian(_ values: [UInt32]) -> Data { Data(values.flatMap { v in (0..<4).reversed().map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }) }
+        try (bigEndian([2051, 3, 28, 28]) + Data(count: 3 * 784)).write(to: URL(fileURLWithPath: dir + "/three-images"))
+        try (bigEndian([2049, 5]) + Data(count: 5)).write(to: URL(fileURLWithPath: dir + "/five-labels"))
         let images = ["ingest", "--backbone", "mobilenet_v2", "--dataset", "d"]
         let cases: [([String], String)] = [
+            (["ingest", "--external", "x", "--dataset", "d", dir + "/no-npy"], "\(dir)/no-npy: folder has no .npy files"),
+            (["ingest", "--external", "x", "--dataset", "d", dir + "/one-byte.safetensors"], "\(dir)/one-byte.safetensors: malformed"),
+            (images + ["--idx", dir + "/text.idx"], "\(dir)/text.idx: not a supported IDX file"),
+            (images + ["--idx", dir + "/no-npy"], "\(dir)/no-npy: cannot read: is a directory"),
+            (images + ["--idx", dir + "/three-images", "--labels", dir + "/five-labels"], "\(dir)/five-labels: 5 labels for the 3 images"),
+            (images + ["--folder", dir + "/no-classes"], "\(dir)/no-classes: no class subfolders in the image folder"),
             (["ingest", "--external", "x", "--dataset", "d", dir + "/missing.safetensors"],
              "\(dir)/missing.safetensors: cannot read: no such file or directory"),
             (images + ["--idx", dir + "/missing.gz"], "\(dir)/missing.gz: cannot read: No such file or directory"),
