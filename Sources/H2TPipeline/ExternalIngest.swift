@@ -579,7 +579,7 @@ public struct ExternalIngest {
     /// Checks that the input `path` (a safetensors file or a `.npy` folder) exists, without
     /// reading it; returns whether it is a folder.
     @discardableResult
-    public static func checkExists(_ path: String) throws -> Bool {
+    static func checkExists(_ path: String) throws -> Bool {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw TensorFileError.unreadable(path: path, reason: "no such file or directory")

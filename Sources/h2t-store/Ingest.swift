@@ -159,7 +159,6 @@ struct Ingest: ParsableCommand {
         // path or a malformed file leaves no empty store behind.
         for path in [idx, labels].compactMap({ $0 }) { try InputFile.checkExists(path) }
         if let folder { try ImageFolder.checkExists(folder) }
-        for path in inputs { try ExternalIngest.checkExists(path) }
         if let backbone {
             let (source, network) = try loadImages(architecture: backbone, parallelism: parallelism)
             return try ingestImages(architecture: backbone, source: source, network: network, parallelism: parallelism)

@@ -78,12 +78,14 @@ enum BackboneBench {
                                    "threads": threads, "mode": mode, "taps": taps, "blas_core": BLAS.configuration.core,
                                    "isa": InstructionSet.selected.description, "clock": cpu ? "cpu" : "wall"]
         let stage = option(args, "--stage") ?? "both"
-        // Every tap computed and handed out (the callback touches each example's first value).
+        // Every tap computed and handed out where the network wrote it (the callback reads one
+        // value: gathering each example's planes, as `withExample` does, is work an ingest, which
+        // pools the taps in place, does not do, and the engines' harness does not do either).
         if stage != "pooled" {
         let computeTimes = try measure(seconds: seconds, cpu: cpu) {
             try BLAS.withThreadLimit(mode == "blas" ? threads : 1) {
             try network.run(batch, count: batchSize, height: size, width: size, parallelism: parallelism) { a in
-                for i in 0..<a.count { _ = a.withExample(i) { $0[0] } }
+                _ = a.values[0]
             }
             }
         }

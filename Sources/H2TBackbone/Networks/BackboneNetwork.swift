@@ -181,6 +181,11 @@ public struct TapActivations {
     let channelMajor: Bool
     let scratch: UnsafeMutablePointer<Float>
 
+    /// The slice's values where the network wrote them, without a copy: `C × count × H × W`
+    /// (channel-major) for a spatial tap, `count × C` for a vector; ``withExample(_:_:)`` gives
+    /// one example's values channel-first.
+    public var values: UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: base, count: count * tap.elementCount) }
+
     /// Calls `body` with example `index` (0-based within the slice) as one contiguous
     /// channel-first tensor of `tap.shape` (what `Head2ToePooling.pool` expects).
     ///
