@@ -1193,6 +1193,65 @@ void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, p
     bf16_rows4_avx2(lo, hi, plane, rows, out, stride);
 }
 
+// MARK: 16-bit floats widened to float32
+
+#define F16C __attribute__((target("avx2,f16c")))
+
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && ((c >> 29) & 1);
+}
+
+// Front to back, eight values per step: the eight floats stored (bytes [4i, 4i + 32)) end at or
+// before the 16-bit values still to be read when these are the back half of the same bytes
+// (from 2n + 2i + 16), so the widening may run in place. Bytes, not typed pointers: the two
+// views alias. Every half and every bfloat16 is exactly a float.
+F16C static void half_to_float_f16c(const unsigned char *in, ptrdiff_t n, unsigned char *out) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m128i bits = _mm_loadu_si128((const __m128i *)(in + 2 * i));
+        _mm256_storeu_ps((float *)(out + 4 * i), _mm256_cvtph_ps(bits));
+    }
+    for (; i < n; i++) {
+        unsigned short bits;
+        __builtin_memcpy(&bits, in + 2 * i, 2);
+        const float value = _cvtsh_ss(bits);
+        __builtin_memcpy(out + 4 * i, &value, 4);
+    }
+}
+
+AVX2 static void bf16_to_float_avx2(const unsigned char *in, ptrdiff_t n, unsigned char *out) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(in + 2 * i)));
+        _mm256_storeu_si256((__m256i *)(out + 4 * i), _mm256_slli_epi32(wide, 16));
+    }
+    for (; i < n; i++) {
+        unsigned short bits;
+        __builtin_memcpy(&bits, in + 2 * i, 2);
+        const unsigned wide = (unsigned)bits << 16;
+        __builtin_memcpy(out + 4 * i, &wide, 4);
+    }
+}
+
+int h2t_widen16(int isa, int bfloat, const void *in, ptrdiff_t n, void *out) {
+    // CPUID traps to the hypervisor in a VM: asked once (racing callers store the same answer).
+    static int f16c = -1;
+    if (isa < H2T_ISA_AVX2) return 0;
+    if (bfloat) {
+        bf16_to_float_avx2((const unsigned char *)in, n, (unsigned char *)out);
+        return 1;
+    }
+    int known = __atomic_load_n(&f16c, __ATOMIC_RELAXED);
+    if (known < 0) {
+        known = cpu_has_f16c();
+        __atomic_store_n(&f16c, known, __ATOMIC_RELAXED);
+    }
+    if (!known) return 0;
+    half_to_float_f16c((const unsigned char *)in, n, (unsigned char *)out);
+    return 1;
+}
+
 // MARK: CRC-32 by carry-less multiplication
 
 // Reading a block of data as a polynomial over GF(2) (bit-reflected, as zlib's CRC-32 does), a
@@ -1291,6 +1350,10 @@ void h2t_gram_times(int isa, const float *g, ptrdiff_t n, const float *a, ptrdif
 }
 void h2t_exp_nonpositive(int isa, double *values, ptrdiff_t count) { (void)isa; (void)values; (void)count; }
 int h2t_cpu_has_pclmul(void) { return 0; }
+int h2t_widen16(int isa, int bfloat, const void *in, ptrdiff_t n, void *out) {
+    (void)isa; (void)bfloat; (void)in; (void)n; (void)out;
+    return 0;
+}
 void h2t_pointwise_pack(const float *weights, const float *bias, ptrdiff_t cin, ptrdiff_t cout, float *packed,
                         float *packed_bias) {
     (void)weights; (void)bias; (void)cin; (void)cout; (void)packed; (void)packed_bias;

@@ -1,3 +1,4 @@
+import CH2TKernels
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -138,9 +139,12 @@ public struct FileTensor: Sendable {
     public let file: TensorFileBytes
 
     /// Reads rows `[first, first + count)` of the first axis into `output` (row-major Float).
+    /// 16-bit floats are widened on `isa`'s vector kernel (F16C for half precision) when it has
+    /// one; the values are exact, the same at every level.
     ///
     /// - Throws: `TensorFileError` naming the file when it was cut short since it was opened.
-    public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>) throws(TensorFileError) {
+    public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>,
+                         isa: InstructionSet = .selected) throws(TensorFileError) {
         let n = entry.rowElements * count
         let offset = entry.offset + first * entry.rowElements * entry.dtype.size
         switch entry.dtype {
@@ -149,15 +153,17 @@ public struct FileTensor: Sendable {
         case .float64:
             let raw = try file.bytes(at: offset, count: n * 8)
             raw.withUnsafeBytes { base in for i in 0..<n { output[i] = Float(base.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) } }
-        case .float16:
-            let raw = try file.bytes(at: offset, count: n * 2)
-            raw.withUnsafeBytes { base in
-                for i in 0..<n { output[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) }
-            }
-        case .bfloat16:
-            let raw = try file.bytes(at: offset, count: n * 2)
-            raw.withUnsafeBytes { base in
-                for i in 0..<n { output[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)) << 16) }
+        case .float16, .bfloat16:
+            // Read into the back half of the output's bytes, then widened where they lie, front
+            // to back: each float written ends before the 16-bit values still to be read.
+            let bytes = UnsafeMutableRawPointer(output), bits = bytes + 2 * n
+            try file.read(at: offset, byteCount: n * 2, into: bits)
+            let bfloat = entry.dtype == .bfloat16
+            if h2t_widen16(Int32(isa.rawValue), bfloat ? 1 : 0, bits, n, bytes) != 0 { return }
+            for i in 0..<n {
+                let half = bits.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)
+                let value = bfloat ? Float(bitPattern: UInt32(half) << 16) : Float(Float16(bitPattern: half))
+                bytes.storeBytes(of: value, toByteOffset: 4 * i, as: Float.self)
             }
         default:
             preconditionFailure("readRows on non-float tensor \(entry.name)")

@@ -25,6 +25,37 @@ struct TensorFileMessageTests {
         }
     }
 
+    /// Float16 and bfloat16 rows are read as 16-bit values into the back half of the output
+    /// and widened in place: every one of the 65,536 bit patterns gives the float that Swift's own
+    /// conversion gives (NaNs stay NaN), at every runnable instruction set (F16C, shifts, or the
+    /// portable loop), for row widths that leave vector tails and for several rows at once.
+    @Test func sixteenBitRowsWidenExactlyInPlace() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("sixteen.safetensors")
+        let width = 21_847, rows = 3  // 65,541 values: every pattern, then five zeros
+        let patterns = (0..<(rows * width)).map { UInt16(truncatingIfNeeded: $0 < 65_536 ? $0 : 0) }
+        var writer = SafetensorsWriter()
+        patterns.withUnsafeBytes { writer.append("f16", dtype: "F16", shape: [rows, width], bytes: $0) }
+        patterns.withUnsafeBytes { writer.append("bf16", dtype: "BF16", shape: [rows, width], bytes: $0) }
+        try writer.write(to: path)
+        let file = try SafetensorsFile(path: path)
+        let isas = InstructionSet.allCases.filter { $0 <= InstructionSet.detected }
+        for tensor in file.tensors {
+            let bfloat = tensor.entry.name == "bf16"
+            let expected = patterns.map { bfloat ? Float(bitPattern: UInt32($0) << 16) : Float(Float16(bitPattern: $0)) }
+            for isa in isas {
+                for (first, count) in [(0, 3), (1, 1), (2, 1), (1, 2)] {
+                    var got = [Float](repeating: -1, count: count * width + 1)
+                    try got.withUnsafeMutableBufferPointer { try tensor.readRows(first, count: count, into: $0.baseAddress!, isa: isa) }
+                    let want = expected[(first * width)..<((first + count) * width)]
+                    let wrong = zip(got, want).filter { $1.isNaN ? !$0.isNaN : $0.bitPattern != $1.bitPattern }.count
+                    #expect(wrong == 0, "\(tensor.entry.name) rows \(first)..<\(first + count) at \(isa): \(wrong) values differ")
+                    #expect(got.last == -1, "wrote past the rows at \(isa)")
+                }
+            }
+        }
+    }
+
     /// A file cut short after it was opened (another process truncating it mid-ingest) is an
     /// error naming it when its rows are read, never a `SIGBUS`: the files are read, not mapped.
     /// Safetensors float32 and bfloat16 rows, 16-bit rows read as bits, and a `.npy` file;

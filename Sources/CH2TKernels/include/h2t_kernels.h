@@ -159,6 +159,13 @@ void h2t_linear(int isa, const float *in, ptrdiff_t cin, ptrdiff_t examples, con
 void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, ptrdiff_t plane, ptrdiff_t rows,
                     float *out, ptrdiff_t stride);
 
+/// Widens `n` 16-bit floats (IEEE half precision, or bfloat16 when `bfloat` is nonzero) at `in`
+/// to float32 at `out`, exactly, front to back: `in` may be the back half of `out`'s own bytes
+/// (`in == (char *)out + 2 * n`), so a row read as 16-bit values is widened where it lies.
+/// Returns 0, having done nothing, below AVX2 or (for half precision) without F16C: the caller
+/// then converts with its portable loop.
+int h2t_widen16(int isa, int bfloat, const void *in, ptrdiff_t n, void *out);
+
 /// Whether this CPU has carry-less multiplication (PCLMULQDQ) and SSE4.1, which
 /// `h2t_crc32_fold` needs (every CPU with AVX2 has them; 0 off x86-64).
 int h2t_cpu_has_pclmul(void);
