@@ -147,33 +147,4 @@ public struct Head2ToePooling: Sendable, Hashable, Codable {
             }
         }
     }
-
-    /// Pooled feature `feature` of one example's tap (`C × H × W` channel-first, or a vector),
-    /// with exactly the arithmetic of `pool` (same operations, same order), so computing only the
-    /// features a head selected gives bit-identical values.
-    public func pooledValue(_ input: UnsafeBufferPointer<Float>, shape: [Int], feature: Int) -> Float {
-        guard shape.count == 3 else { return input[feature] }
-        let (c, h, w) = (shape[0], shape[1], shape[2])
-        let plane = h * w
-        let source = input.baseAddress!
-        guard let p = window(channels: c, width: w) else {
-            return Self.sum(source + feature * plane, count: plane) * (1 / Float(plane))
-        }
-        precondition(p <= h, "spatial map \(shape) has fewer rows than the pooling window \(p)")
-        let oh = (h - p) / p + 1, ow = (w - p) / p + 1
-        let ch = feature / (oh * ow), cell = feature % (oh * ow)
-        let i = cell / ow, j = cell % ow
-        let first = source + ch * plane + (i * p) * w
-        var total: Float = 0
-        for k in (j * p)..<((j + 1) * p) {
-            var column = first[k]
-            for di in 1..<max(p, 1) { column += first[di * w + k] }
-            total += column
-        }
-        return total * (1 / Float(p * p))
-    }
-
-    /// Sum of `count` floats, as `pool` adds them (the kernel's eight accumulators).
-    @inline(__always)
-    static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float { PoolingKernels.sum(values, count: count) }
 }

@@ -131,22 +131,20 @@ public final class ImagePredictor: Sendable {
             try network.run(batch, count: count, height: inputHeight, width: inputWidth,
                             taps: .only(head.selection.map(\.tap)), parallelism: parallelism) { activations in
                 guard let entry = frozen[activations.tap.order] else { return }
-                let shape = activations.tap.shape
-                for i in 0..<activations.count {
-                    let row = target.value + (activations.firstExample + i) * d + entry.offset
-                    activations.withExample(i) { values in
-                        if entry.indices.count * 4 >= entry.width {
-                            // Most of the tap is kept: pool it whole with the shared rule, then gather.
-                            withUnsafeTemporaryAllocation(of: Float.self, capacity: entry.width) { pooled in
-                                rule.pool(values, shape: shape, into: pooled)
-                                for (j, index) in entry.indices.enumerated() { row[j] = pooled[index] }
-                            }
-                        } else {
-                            for (j, index) in entry.indices.enumerated() {
-                                row[j] = rule.pooledValue(values, shape: shape, feature: index)
-                            }
-                        }
+                let shape = activations.tap.shape, n = activations.count
+                func keep(_ pooled: UnsafePointer<Float>) {
+                    for i in 0..<n {
+                        let row = target.value + (activations.firstExample + i) * d + entry.offset, values = pooled + i * entry.width
+                        for (j, index) in entry.indices.enumerated() { row[j] = values[index] }
                     }
+                }
+                guard shape.count == 3 else { return keep(activations.values.baseAddress!) }
+                // The slice's tap pooled where the network wrote it (channel-major, on the vector
+                // kernels; the same values as pooling each example alone), then the kept columns.
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: n * entry.width) { pooled in
+                    rule.poolChannelMajor(activations.values.baseAddress!, shape: shape, examples: n, into: pooled.baseAddress!,
+                                          rowStride: entry.width)
+                    keep(pooled.baseAddress!)
                 }
             }
         }

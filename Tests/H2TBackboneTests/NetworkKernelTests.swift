@@ -449,7 +449,7 @@ import Foundation
 @Suite("Pooling channel-major taps")
 struct ChannelMajorPoolingTests {
     /// `poolChannelMajor` must give exactly what `pool` gives on each example's gathered copy (and
-    /// so what `pooledValue` gives a head at prediction time), at every runnable instruction set.
+    /// so what a head's features computed from new images are), at every runnable instruction set.
     @Test("bit-identical to pooling each gathered example", arguments: [
         // (channels, side, examples, target size): global, windows 1, 2 and 3 (20 cells a row), 4, 9 (ragged), 14, 28.
         (40, 4, 3, 32), (8, 6, 5, 288), (4, 20, 3, 400), (2, 60, 2, 800), (16, 32, 3, 1024), (3, 37, 2, 48),

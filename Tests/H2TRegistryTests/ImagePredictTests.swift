@@ -83,7 +83,7 @@ struct ImagePredictTests {
         // per-cell pooling must reproduce Head2ToePooling.pool bit for bit.
         let computed = try predictor.selectedFeatures(try predictor.batch(s.images, names: []), count: s.images.count, parallelism: .serial)
         let stored = try s.store.read(featureSet: s.head.lineage.featureSet, examples: s.ids, columns: s.head.selectedIndices)
-        #expect(computed == stored.values, "per-cell pooling reproduces Head2ToePooling.pool bit for bit")
+        #expect(computed == stored.values, "the tap pooled in place reproduces Head2ToePooling.pool bit for bit")
         // Other batchings change the network's rounding in the last bits only.
         let fromImages = try predictor.predict(s.images, names: s.ids.map(\.hex), batchSize: 2)
         let fromStore = try s.registry.predict(s.head, examples: s.ids)
