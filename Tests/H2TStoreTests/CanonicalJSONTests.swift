@@ -152,6 +152,41 @@ struct TrailingFloatsTests {
         #expect(restDecoded == decoded)
     }
 
+    /// The numbers are read without `strtof` where that is certain to give its bits: checked
+    /// against `strtof` on decimals of 1 to 19 digits with exponents -30 ... 30 (inside and
+    /// outside the exact range), on 16-digit decimals of midpoints between adjacent floats from
+    /// about 3e-8 to 3e30 (the case the fast path must leave to `strtof`: it fails without that check),
+    /// and on float subnormals and the range's edges.
+    @Test func numbersReadAsStrtofReadsThem() throws {
+        var random = SplitMix64(seed: 5)
+        var texts: [String] = ["0", "-0", "0.0", "-0.0", "1e-45", "1.4e-45", "1.17549435e-38", "1.1754942e-38",
+                               "3.4028235e38", "3.4028236e38", "-3.4028235e38", "340282356779733661637539395458142568448",
+                               "16777217", "16777216.5", "0.1", "1e22", "1e23", "9007199254740993", "1.0000000000000000001"]
+        for _ in 0..<30_000 {
+            let digits = Int(random.next() % 19) + 1
+            var mantissa = String(random.next() % 9 + 1)
+            for _ in 1..<digits { mantissa += String(random.next() % 10) }
+            let point = Int(random.next() % UInt64(digits + 1))
+            var text = point == digits ? mantissa : String(mantissa.prefix(point).isEmpty ? "0" : mantissa.prefix(point)) + "." + mantissa.dropFirst(point)
+            if random.next() % 2 == 0 { text += "e" + String(Int(random.next() % 61) - 30) }
+            if random.next() % 2 == 0 { text = "-" + text }
+            texts.append(text)
+        }
+        for _ in 0..<30_000 {
+            // The midpoint between a float and the next one up, as 16 significant digits (few
+            // enough for the fast path): such a decimal is often not the midpoint but reads as
+            // the double that is, where only `strtof` knows the side.
+            let float = Float(bitPattern: UInt32(truncatingIfNeeded: random.next() % 0x3F00_0000 + 0x3300_0000))
+            let midpoint = (Double(float) + Double(float.nextUp)) / 2
+            texts.append(String(format: "%.15e", midpoint))
+        }
+        let text = "{\"a\":1,\"weights\":[" + texts.joined(separator: ",") + "]}"
+        let (_, values) = try #require(CanonicalJSON.splitTrailingFloats(Array(text.utf8), key: "weights"))
+        let expected = texts.map { strtof($0, nil) }
+        let differing = zip(texts, zip(values, expected)).filter { $1.0.bitPattern != $1.1.bitPattern }.map(\.0)
+        #expect(differing.count == 0, "numbers that differ from strtof, e.g. \(differing.prefix(5))")
+    }
+
     @Test("an empty array, and shapes it must leave to JSONDecoder", arguments: [
         (#"{"a":1,"weights":[]}"#, true),
         (#"{"a":1,"weights":[1,-2.5e-3,0]}"#, true),
