@@ -9,8 +9,9 @@
 int h2t_cpu_isa(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return H2T_ISA_BASELINE;
-    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!(fma && osxsave && avx)) return H2T_ISA_BASELINE;
+    // F16C comes with every AVX2 CPU; required so that the AVX2 level can widen float16 with it.
+    int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
+    if (!(fma && osxsave && avx && f16c)) return H2T_ISA_BASELINE;
     unsigned lo, hi;
     __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
     unsigned long long xcr0 = ((unsigned long long)hi << 32) | lo;
@@ -1197,11 +1198,6 @@ void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, p
 
 #define F16C __attribute__((target("avx2,f16c")))
 
-static int cpu_has_f16c(void) {
-    unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && ((c >> 29) & 1);
-}
-
 // Front to back, eight values per step: the eight floats stored (bytes [4i, 4i + 32)) end at or
 // before the 16-bit values still to be read when these are the back half of the same bytes
 // (from 2n + 2i + 16), so the widening may run in place. Bytes, not typed pointers: the two
@@ -1235,20 +1231,9 @@ AVX2 static void bf16_to_float_avx2(const unsigned char *in, ptrdiff_t n, unsign
 }
 
 int h2t_widen16(int isa, int bfloat, const void *in, ptrdiff_t n, void *out) {
-    // CPUID traps to the hypervisor in a VM: asked once (racing callers store the same answer).
-    static int f16c = -1;
     if (isa < H2T_ISA_AVX2) return 0;
-    if (bfloat) {
-        bf16_to_float_avx2((const unsigned char *)in, n, (unsigned char *)out);
-        return 1;
-    }
-    int known = __atomic_load_n(&f16c, __ATOMIC_RELAXED);
-    if (known < 0) {
-        known = cpu_has_f16c();
-        __atomic_store_n(&f16c, known, __ATOMIC_RELAXED);
-    }
-    if (!known) return 0;
-    half_to_float_f16c((const unsigned char *)in, n, (unsigned char *)out);
+    if (bfloat) bf16_to_float_avx2((const unsigned char *)in, n, (unsigned char *)out);
+    else half_to_float_f16c((const unsigned char *)in, n, (unsigned char *)out);
     return 1;
 }
 

@@ -16,7 +16,7 @@ import Darwin
 public enum InstructionSet: Int, Sendable, Comparable, CaseIterable, CustomStringConvertible {
     /// SSE2 only (or not x86-64): the portable Swift loops.
     case baseline = 0
-    /// AVX2 with FMA.
+    /// AVX2 with FMA (and F16C, which every AVX2 CPU has).
     case avx2 = 1
     /// AVX-512 F.
     case avx512 = 2

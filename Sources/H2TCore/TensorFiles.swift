@@ -139,8 +139,8 @@ public struct FileTensor: Sendable {
     public let file: TensorFileBytes
 
     /// Reads rows `[first, first + count)` of the first axis into `output` (row-major Float).
-    /// 16-bit floats are widened on `isa`'s vector kernel (F16C for half precision) when it has
-    /// one; the values are exact, the same at every level.
+    /// 16-bit floats are widened on `isa`'s vector kernel (F16C for half precision) from AVX2
+    /// up; the values are exact, the same at every level.
     ///
     /// - Throws: `TensorFileError` naming the file when it was cut short since it was opened.
     public func readRows(_ first: Int, count: Int, into output: UnsafeMutablePointer<Float>,

@@ -13,7 +13,7 @@
 enum {
     /// x86-64 baseline (SSE2) or a non-x86 CPU: the portable Swift kernels.
     H2T_ISA_BASELINE = 0,
-    /// AVX2 with FMA (Haswell, Zen 1-3 and later).
+    /// AVX2 with FMA and F16C (Haswell, Zen 1-3 and later).
     H2T_ISA_AVX2 = 1,
     /// AVX-512 F (Skylake-X, Ice Lake, Zen 4 and later), with the OS saving ZMM state.
     H2T_ISA_AVX512 = 2,
@@ -162,8 +162,8 @@ void h2t_bf16_rows4(int isa, const unsigned char *lo, const unsigned char *hi, p
 /// Widens `n` 16-bit floats (IEEE half precision, or bfloat16 when `bfloat` is nonzero) at `in`
 /// to float32 at `out`, exactly, front to back: `in` may be the back half of `out`'s own bytes
 /// (`in == (char *)out + 2 * n`), so a row read as 16-bit values is widened where it lies.
-/// Returns 0, having done nothing, below AVX2 or (for half precision) without F16C: the caller
-/// then converts with its portable loop.
+/// Returns 0, having done nothing, below AVX2 (whose level includes F16C): the caller then
+/// converts with its portable loop.
 int h2t_widen16(int isa, int bfloat, const void *in, ptrdiff_t n, void *out);
 
 /// Whether this CPU has carry-less multiplication (PCLMULQDQ) and SSE4.1, which
