@@ -13,13 +13,15 @@ import Glibc
 /// never depend on which worker ran an item.
 public enum Parallel {
     /// One worker per core this process may run on: its CPU affinity mask (`sched_getaffinity`,
-    /// which `taskset`, cgroup cpusets and container CPU limits set), not the machine's core
-    /// count. The base of ``Parallelism/default``, and the one place that counts cores.
+    /// which `taskset`, cgroup cpusets and Slurm's CPU binding set), not the machine's core count,
+    /// and no more than a cgroup CPU quota grants (``CgroupCPULimit``: `docker run --cpus`,
+    /// Kubernetes CPU limits). The base of ``Parallelism/default``, and the one place that counts cores.
     public static var defaultWorkers: Int {
+        var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
         #if os(Linux)
-        if let cores = affinityCoreCount() { return cores }
+        if let affinity = affinityCoreCount() { cores = affinity }
         #endif
-        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+        return min(cores, CgroupCPULimit.current ?? cores)
     }
 
     #if os(Linux)

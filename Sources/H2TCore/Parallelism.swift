@@ -4,8 +4,9 @@ import Foundation
 /// that computes (backbone passes, ingest, reads and decoding, training, prediction).
 ///
 /// The default (``default``) is `H2T_THREADS` when that is set, else every core this process
-/// may run on (``Parallel/defaultWorkers``, from `sched_getaffinity`, so `taskset`, cgroup
-/// cpusets and container limits are honoured). Results never depend on the thread count: work
+/// may run on (``Parallel/defaultWorkers``: the `sched_getaffinity` mask, so `taskset`, cgroup
+/// cpusets and Slurm's binding are honoured, bounded by a cgroup CPU quota, ``CgroupCPULimit``,
+/// so `docker run --cpus` and Kubernetes CPU limits are too). Results never depend on the thread count: work
 /// is cut into pieces whose shapes do not depend on it, each on single-threaded BLAS
 /// (``withBLAS(_:)``; `docs/architecture.md` §5).
 public struct Parallelism: Sendable, Hashable, CustomStringConvertible {

@@ -132,6 +132,8 @@ public struct IngestSummary: Sendable, Codable {
     public var seconds: Double
     /// Examples per second.
     public var examplesPerSecond: Double
+    /// Threads it computed with (`--threads`, `H2T_THREADS` or the cores the process may use).
+    public var threads: Int
     /// The shard, for a sharded ingest (`--shard K/N`).
     public var shard: Shard?
 

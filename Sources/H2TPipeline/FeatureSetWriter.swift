@@ -25,6 +25,8 @@ public final class FeatureSetWriter {
     /// Their ids.
     public let featureSetIDs: [String]
     private let encoders: [SegmentEncoder]
+    /// The threads its tiles are encoded on.
+    public let parallelism: Parallelism
     /// Each feature set's pooling rule, checked to be one this build implements.
     let poolings: [Head2ToePooling]
     private let committer: BackgroundCommitter?
@@ -48,7 +50,9 @@ public final class FeatureSetWriter {
         self.manifests = manifests
         poolings = try manifests.map { try $0.pooling() }
         featureSetIDs = try manifests.map { try store.register(featureSet: $0) }
-        encoders = manifests.map { SegmentEncoder(manifest: $0, parallelism: parallelism ?? store.parallelism) }
+        let parallelism = parallelism ?? store.parallelism
+        self.parallelism = parallelism
+        encoders = manifests.map { SegmentEncoder(manifest: $0, parallelism: parallelism) }
         committer = overlapCommits ? BackgroundCommitter() : nil
         spareMatrices = Array(repeating: nil, count: manifests.count)
     }
@@ -99,7 +103,7 @@ public final class FeatureSetWriter {
             backbone: backboneID,
             featureSets: zip(featureSetIDs, manifests).map { .init(id: $0, targetSize: $1.targetSize, width: $1.width) },
             dataset: dataset, split: split, examplesSeen: seen, examplesComputed: computed, examplesReused: reused,
-            skipped: skipped, seconds: seconds, examplesPerSecond: Double(seen) / max(seconds, 1e-9))
+            skipped: skipped, seconds: seconds, examplesPerSecond: Double(seen) / max(seconds, 1e-9), threads: parallelism.threads)
     }
 
     /// Positions of the first occurrence of each example id; a repeated id with a different

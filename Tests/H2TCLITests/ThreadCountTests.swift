@@ -38,7 +38,8 @@ struct ThreadCountTests {
     }
 
     /// `Parallel.defaultWorkers` counts the CPUs of the affinity mask, as the kernel reports it in
-    /// `/proc/self/status` (an independent reading of the same mask).
+    /// `/proc/self/status` (an independent reading of the same mask), bounded by a cgroup CPU
+    /// quota when the process has one (`CPUQuotaTests`).
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/proc/self/status")))
     func defaultIsTheAffinityMask() throws {
         let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
@@ -48,7 +49,7 @@ struct ThreadCountTests {
             let bounds = try part.split(separator: "-").map { try #require(Int($0)) }
             return total + (bounds.count == 2 ? bounds[1] - bounds[0] + 1 : 1)
         }
-        #expect(Parallel.defaultWorkers == cpus)
+        #expect(Parallel.defaultWorkers == min(cpus, CgroupCPULimit.current ?? cpus))
         #expect(try Parallelism.fromEnvironment([:]) == nil)
         #expect(try Parallelism.fromEnvironment(["H2T_THREADS": "3"])?.threads == 3)
         #expect(throws: ParallelismError.self) { try Parallelism.fromEnvironment(["H2T_THREADS": "-1"]) }
@@ -340,5 +341,99 @@ struct ThreadInvarianceTests {
         header["__metadata__"] = nil
         let entries = String(decoding: try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys]), as: UTF8.self)
         return entries + data.subdata(in: (8 + headerLength)..<data.count).base64EncodedString()
+    }
+}
+
+/// The default thread count under a cgroup CPU quota (`docker run --cpus`, Kubernetes limits):
+/// the cases shared with the Python package, and a real cgroup where this machine lets us make one.
+@Suite("cgroup CPU quotas")
+struct CPUQuotaTests {
+    /// Tests/Fixtures/cgroup-cpu-limits.json: the texts of `/proc/self/cgroup` and
+    /// `/proc/self/mountinfo`, the control files, and the cores they grant (`null`: no limit).
+    @Test func theSharedTableOfQuotas() throws {
+        let url = URL(fileURLWithPath: CLI.packageRoot + "/Tests/Fixtures/cgroup-cpu-limits.json")
+        let table = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let cases = try #require(table["cases"] as? [[String: Any]])
+        #expect(cases.count >= 10)
+        for entry in cases {
+            let name = try #require(entry["name"] as? String)
+            let files = try #require(entry["files"] as? [String: String])
+            let groups = try #require(entry["cgroup"] as? String), mounts = try #require(entry["mountinfo"] as? String)
+            let expected = entry["cores"] as? Int
+            #expect(CgroupCPULimit.cores(groups: groups, mounts: mounts, read: { files[$0] }) == expected, "\(name)")
+        }
+        // The same files under a directory standing for `/`, read as the process reads its own.
+        let root = NSTemporaryDirectory() + "h2t-cgroup-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let deep = cases[1]
+        var files = try #require(deep["files"] as? [String: String])
+        files["/proc/self/cgroup"] = deep["cgroup"] as? String
+        files["/proc/self/mountinfo"] = deep["mountinfo"] as? String
+        for (path, text) in files {
+            try FileManager.default.createDirectory(atPath: root + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try text.write(toFile: root + path, atomically: false, encoding: .utf8)
+        }
+        #expect(CgroupCPULimit.cores(root: root) == deep["cores"] as? Int)
+        #expect(CgroupCPULimit.cores(root: root + "/missing") == nil)
+    }
+
+    /// A new child of this process's cgroup with the cpu controller, or `nil` when the machine
+    /// does not let us make one (not root, a read-only cgroup file system, no cpu controller).
+    static func makeCPUGroup() -> String? {
+        guard let groups = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+              let mounts = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        let memberships = groups.split(separator: "\n").map { $0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false) }
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard let dash = fields.firstIndex(of: "-"), dash + 3 < fields.count, fields[3] == "/" else { continue }
+            let v2 = fields[dash + 1] == "cgroup2"
+            guard v2 || (fields[dash + 1] == "cgroup" && fields[dash + 3].split(separator: ",").contains("cpu")) else { continue }
+            guard let group = memberships.first(where: { $0.count == 3 && (v2 ? $0[0] == "0" : $0[1].split(separator: ",").contains("cpu")) })?[2]
+            else { continue }
+            let child = "\(fields[4])\(group)/h2t-test-\(UUID().uuidString.prefix(12))"
+            guard mkdir(child, 0o755) == 0 else { continue }
+            if FileManager.default.fileExists(atPath: child + (v2 ? "/cpu.max" : "/cpu.cfs_quota_us")) { return child }
+            rmdir(child)
+        }
+        return nil
+    }
+
+    static let cpuGroupsCanBeMade: Bool = {
+        guard let group = makeCPUGroup() else { return false }
+        return rmdir(group) == 0
+    }()
+
+    /// An ingest started inside a cgroup limited to one CPU computes with one thread by default
+    /// (its affinity mask still shows every core), `H2T_THREADS` still wins there, and in an
+    /// unlimited group the default is the affinity mask. Reported by `ingest --json` (`threads`).
+    @Test(.enabled(if: cpuGroupsCanBeMade))
+    func aRealQuotaBoundsTheDefault() throws {
+        let dir = NSTemporaryDirectory() + "h2t-quota-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeInput(dir + "/in.safetensors", n: 12, prefix: "q")
+        let group = try #require(Self.makeCPUGroup())
+        defer { rmdir(group) }
+        func threads(_ name: String, environment: [String: String] = [:]) throws -> Int {
+            // The shell joins the group, then becomes the CLI (so it runs there from its first instruction).
+            let result = try CLI.run(["-c", "echo $$ > \"$0/cgroup.procs\" && exec \"$@\"", group, CLI.binary, "ingest", "--store", dir + "/" + name,
+                                      "--external", "toy", "--dataset", "toy", "--target-size", "32", "--json", dir + "/in.safetensors"],
+                                     executable: "/bin/sh", environment: environment)
+            #expect(result.status == 0, "\(result.stderr)")
+            try CLI.expectValid(result.stdout, schema: "ingest-output")
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            return try #require(summary["threads"] as? Int)
+        }
+        let unlimited = try threads("unlimited", environment: ["H2T_THREADS": ""])
+        #expect(unlimited == Parallel.defaultWorkers && unlimited >= 1)
+        let quota = FileManager.default.fileExists(atPath: group + "/cpu.max")
+        if quota {
+            try "100000 100000".write(toFile: group + "/cpu.max", atomically: false, encoding: .utf8)
+        } else {
+            try "100000".write(toFile: group + "/cpu.cfs_period_us", atomically: false, encoding: .utf8)
+            try "100000".write(toFile: group + "/cpu.cfs_quota_us", atomically: false, encoding: .utf8)
+        }
+        #expect(try threads("one-cpu", environment: ["H2T_THREADS": ""]) == 1)
+        #expect(try threads("explicit", environment: ["H2T_THREADS": "3"]) == 3)
     }
 }

@@ -21,6 +21,7 @@ import lmdb
 import numpy as np
 import zstandard
 
+from ._cpus import usable_cores
 from ._tiles import TileHeader, decode_columns, decode_many, tile_binding
 from .errors import NotFound, StoreFormatError
 
@@ -565,14 +566,12 @@ os.register_at_fork(after_in_child=_forget_inherited)
 
 def default_threads() -> int:
     """Threads for decoding, by the project's policy (``Parallelism`` in the Swift code):
-    ``H2T_THREADS`` when it is a positive whole number, else every core this process may run on."""
+    ``H2T_THREADS`` when it is a positive whole number, else every core this process may use
+    (its affinity mask, bounded by a cgroup CPU quota: ``_cpus.usable_cores``)."""
     text = os.environ.get("H2T_THREADS", "").strip()
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no affinity mask on this platform
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 _local = threading.local()
