@@ -159,10 +159,7 @@ struct Ingest: ParsableCommand {
         // path or a malformed file leaves no empty store behind.
         for path in [idx, labels].compactMap({ $0 }) { try InputFile.checkExists(path) }
         if let folder { try ImageFolder.checkExists(folder) }
-        if let backbone {
-            let (source, network) = try loadImages(architecture: backbone, parallelism: parallelism)
-            return try ingestImages(architecture: backbone, source: source, network: network, parallelism: parallelism)
-        }
+        if let backbone { return try ingestImages(architecture: backbone, parallelism: parallelism) }
         var options = ExternalIngestOptions(backboneName: external!, dataset: dataset, split: split, targetSizes: targetSizes)
         options.weightsSHA256 = weightsSha256
         options.layout = layout
@@ -184,30 +181,16 @@ struct Ingest: ParsableCommand {
 }
 
 extension Ingest {
-    /// The images' source and the network, the weights read and checked while the pinned
-    /// dataset's files are (two independent SHA-256 passes over 14-45 MB): a shorter serial start.
-    /// A dataset error is reported before a weights error, as when they ran one after the other.
-    func loadImages(architecture: BackboneArchitecture, parallelism: Parallelism) throws -> (ImageSource, BackboneNetwork) {
-        let cache = cacheOptions.artifactCache
-        return try Parallel.both(parallelism: parallelism, { () throws -> ImageSource in
-            if let fashionMnist {
-                let train = fashionMnist == "train"
-                return .idx(images: try cache.verifiedPath(of: train ? .fashionMNISTTrainImages : .fashionMNISTTestImages),
-                            labels: try cache.verifiedPath(of: train ? .fashionMNISTTrainLabels : .fashionMNISTTestLabels))
-            } else if let idx {
-                return .idx(images: idx, labels: labels)
-            }
-            return .folder(folder!)
-        }, {
-            try BackboneNetwork.load(architecture, from: cache)
-        })
-    }
-
-    func ingestImages(architecture: BackboneArchitecture, source: ImageSource, network: BackboneNetwork, parallelism: Parallelism) throws {
+    /// The images read and checked (`ImageInputs`: a pinned dataset's SHA-256, the IDX file read as
+    /// far as `--limit`, a folder scanned, under `--strict` decoded) while the network's weights
+    /// are read, checked and packed on another thread: a shorter serial start. Then the store is
+    /// opened (created) and the images ingested. An input error is reported before a weights
+    /// error, as when they ran one after the other.
+    func ingestImages(architecture: BackboneArchitecture, parallelism: Parallelism) throws {
         var options = ImageIngestOptions(architecture: architecture, targetSizes: targetSizes, dataset: dataset, split: split)
         options.inputSize = inputSize
         options.limit = limit
-        options.idxVerified = fashionMnist != nil  // the cache checked their SHA-256
+        options.idxVerified = fashionMnist != nil  // the cache checks their SHA-256
         options.batchSize = batchSize
         options.strict = strict
         options.shard = try shardSpec()
@@ -216,11 +199,15 @@ extension Ingest {
         options.columnBlock = codecOptions.columnBlock
         options.segmentRows = codecOptions.segmentRows
         options.classNames = classNames.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+        let cache = cacheOptions.artifactCache
         let progress = ProgressReporter(label: "ingest \(architecture.rawValue)", unit: "images", enabled: progressOptions.reports(json: output.json))
         let summary: IngestSummary
         do {
-            // The images are read (or the folder scanned, and under --strict decoded) and checked before the store is opened.
-            let inputs = try ImageInputs(source, options: options)
+            let (inputs, network) = try Parallel.both(parallelism: parallelism, { () throws -> ImageInputs in
+                try ImageInputs(try imageSource(cache), options: options)
+            }, {
+                try BackboneNetwork.load(architecture, from: cache)
+            })
             let store = try storeOptions.open(create: true, parallelism: parallelism)
             summary = try ImageIngest(store: store, network: network, options: options).run(inputs, progress: progress)
         } catch let error as ImageIngestError {
@@ -229,6 +216,18 @@ extension Ingest {
             throw error
         }
         try report(summary, json: output.json)
+    }
+
+    /// Where the images come from; a pinned dataset's files are checked against their SHA-256.
+    func imageSource(_ cache: ArtifactCache) throws -> ImageSource {
+        if let fashionMnist {
+            let train = fashionMnist == "train"
+            return .idx(images: try cache.verifiedPath(of: train ? .fashionMNISTTrainImages : .fashionMNISTTestImages),
+                        labels: try cache.verifiedPath(of: train ? .fashionMNISTTrainLabels : .fashionMNISTTestLabels))
+        } else if let idx {
+            return .idx(images: idx, labels: labels)
+        }
+        return .folder(folder!)
     }
 }
 
