@@ -125,8 +125,9 @@ public enum CgroupCPULimit {
             let utf8 = Array(field.utf8)
             var i = 0
             while i < utf8.count {
-                if utf8[i] == UInt8(ascii: "\\"), i + 4 <= utf8.count,
-                   let code = UInt8(String(decoding: utf8[(i + 1)..<(i + 4)], as: UTF8.self), radix: 8) {
+                let digits = utf8[min(i + 1, utf8.count)..<min(i + 4, utf8.count)]
+                if utf8[i] == UInt8(ascii: "\\"), digits.count == 3, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) }),
+                   let code = UInt8(String(decoding: digits, as: UTF8.self), radix: 8) {
                     bytes.append(code)
                     i += 4
                 } else {
