@@ -65,11 +65,11 @@ struct StoreOptions: ParsableArguments {
 /// `--threads`, for every command that computes (backbone passes, decoding, training).
 struct ThreadOptions: ParsableArguments {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp(
-        "Threads to compute with (default: $H2T_THREADS, else every core this process may run on).",
+        "Threads to compute with (default: $H2T_THREADS, else every core this process may run on, within a cgroup CPU quota).",
         discussion: "Results are the same whatever the count."))
     var threads: Int?
 
-    /// `--threads`, else `H2T_THREADS`, else every core of the process's CPU affinity.
+    /// `--threads`, else `H2T_THREADS`, else every core of the process's CPU affinity within a cgroup CPU quota.
     var parallelism: Parallelism {
         get throws {
             if let threads { return Parallelism(threads: threads) }
