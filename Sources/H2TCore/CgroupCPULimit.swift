@@ -9,7 +9,8 @@ import Foundation
 /// ``Parallel/defaultWorkers`` takes the smaller of the two.
 ///
 /// Every hierarchy that limits CPU time is read, in the process's own group and in each ancestor
-/// up to the hierarchy's root (a parent's limit bounds its children): cgroup v2's `cpu.max`
+/// as far up as this process sees the hierarchy (a parent's limit bounds its children; a
+/// container sees its own part, whose top carries the container's limit): cgroup v2's `cpu.max`
 /// (`"max 100000"` or `"<quota> <period>"`) and cgroup v1's `cpu.cfs_quota_us` (`-1` for none)
 /// over `cpu.cfs_period_us`. The tightest limit wins. `quota / period` is rounded up: 1.5 CPUs
 /// let 2 threads run three-quarters of the time, which is more work than 1 thread does.
@@ -21,7 +22,9 @@ public enum CgroupCPULimit {
     /// The limit read from `/proc/self/cgroup`, `/proc/self/mountinfo` and the control files, each
     /// path prefixed with `root` (a directory standing for `/`; `""` for the real files).
     public static func cores(root: String) -> Int? {
-        func read(_ path: String) -> String? { try? String(contentsOfFile: root + path, encoding: .utf8) }
+        // Bytes that are not UTF-8 (a mount point named in another encoding) become U+FFFD: such a
+        // path is then not found, and only its limit is missed.
+        func read(_ path: String) -> String? { FileManager.default.contents(atPath: root + path).map { String(decoding: $0, as: UTF8.self) } }
         guard let groups = read("/proc/self/cgroup"), let mounts = read("/proc/self/mountinfo") else { return nil }
         return cores(groups: groups, mounts: mounts, read: read)
     }
@@ -60,7 +63,7 @@ public enum CgroupCPULimit {
     /// Whole cores for `quota` microseconds per `period`, rounded up.
     private static func wholeCores(quota: Int, period: Int) -> Int? {
         guard quota > 0, period > 0 else { return nil }
-        return max(1, (quota + period - 1) / period)
+        return quota / period + (quota % period == 0 ? 0 : 1)
     }
 
     /// `cpu.max`: `max <period>` (no limit) or `<quota> <period>`.
@@ -88,7 +91,8 @@ public enum CgroupCPULimit {
         /// A mountinfo line: `id parent major:minor root mount-point options [optional fields] - type source super-options`;
         /// `nil` unless it is cgroup v2, or cgroup v1 with the `cpu` controller.
         init?(_ line: Substring) {
-            let fields = line.split(separator: " ")
+            // Single spaces; a field may be empty (the source of a mount made with an empty one).
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
             guard fields.count >= 5, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
             switch fields[dash + 1] {
             case "cgroup2": version = .v2

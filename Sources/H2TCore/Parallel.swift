@@ -103,14 +103,34 @@ public enum Parallel {
     /// `first()` and `second()` at the same time when `parallelism` has two threads (one after
     /// the other otherwise); both run to the end, then the first one's error, if any, is thrown,
     /// else the second one's.
+    ///
+    /// `first` runs on the calling thread and `second` on a thread of its own, not as two
+    /// iterations of one `concurrentPerform`: libdispatch narrows a parallel loop started inside
+    /// another, so a `Parallel.map` inside either closure would get half the threads (one on 2
+    /// cores) for as long as it runs.
     public static func both<A, B>(parallelism: Parallelism = .default, _ first: () throws -> A, _ second: () throws -> B) throws -> (A, B) {
-        let a = WorkerSlots<Result<A, any Error>>(count: 1), b = WorkerSlots<Result<B, any Error>>(count: 1)
-        try forEachWorker(itemCount: 2, parallelism: parallelism) { _, next in
-            while let index = next() {
-                if index == 0 { a.set(0, Result { try first() }) } else { b.set(0, Result { try second() }) }
-            }
+        guard parallelism.threads > 1 else {
+            let a = Result { try first() }, b = Result { try second() }
+            return (try a.get(), try b.get())
         }
-        return (try a.values[0]!.get(), try b.values[0]!.get())
+        let handoff = Handoff<B>(), finished = DispatchSemaphore(value: 0)
+        let a: Result<A, any Error> = withoutActuallyEscaping(second) { second in
+            // The thread drops its reference to `second` before it signals, so nothing holds the
+            // closure once this one returns.
+            handoff.work = second
+            let thread = Thread {
+                let result = Result { try handoff.work!() }
+                handoff.work = nil
+                handoff.result = result
+                finished.signal()
+            }
+            thread.stackSize = 8 << 20  // a main thread's, whatever the platform's default for others
+            thread.start()
+            let a = Result { try first() }
+            finished.wait()
+            return a
+        }
+        return (try a.get(), try handoff.result!.get())
     }
 
     /// `body(index)` for every index in `0..<count`, each only once the items in
@@ -211,4 +231,11 @@ private final class DependencySchedule: @unchecked Sendable {
         failed = true
         condition.broadcast()
     }
+}
+
+/// `Parallel.both`'s second closure and its result, handed to and back from its thread (the
+/// semaphore that ends the thread's work orders these accesses).
+private final class Handoff<Value>: @unchecked Sendable {
+    var work: (() throws -> Value)?
+    var result: Result<Value, any Error>?
 }

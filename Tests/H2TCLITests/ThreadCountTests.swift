@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import H2TCore
 import Synchronization
@@ -55,6 +56,24 @@ struct ThreadCountTests {
         #expect(throws: ParallelismError.self) { try Parallelism.fromEnvironment(["H2T_THREADS": "-1"]) }
     }
 
+    /// A parallel loop inside `Parallel.both`'s closures keeps its full width: its two items run
+    /// at the same time while the other closure runs (each waits for the other to start; with
+    /// one thread for the loop, as when both ran as one `concurrentPerform`, the first item waits
+    /// in vain for 10 s and the test fails).
+    @Test func loopsInsideBothKeepTheirThreads() throws {
+        let two = Parallelism(threads: 2)
+        func itemsMeet() throws -> Bool {
+            let started = [DispatchSemaphore(value: 0), DispatchSemaphore(value: 0)]
+            let met = try Parallel.map(count: 2, parallelism: two) { item -> Bool in
+                started[item].signal()
+                return started[1 - item].wait(timeout: .now() + 10) == .success
+            }
+            return met.allSatisfy { $0 }
+        }
+        let (first, second) = try Parallel.both(parallelism: two, { try itemsMeet() }, { try itemsMeet() })
+        #expect(first && second)
+    }
+
     /// `Parallel.both`: both results, both closures run to the end even when one fails, and the
     /// first closure's error wins over the second's, at one thread and at two.
     @Test func bothRunsTwoClosuresAndReportsTheFirstError() throws {
@@ -77,6 +96,12 @@ struct ThreadCountTests {
             #expect(throws: Failure(which: 2)) {
                 _ = try Parallel.both(parallelism: parallelism, { 1 }, { () throws -> Int in throw Failure(which: 2) })
             }
+        }
+        // The second closure runs on a thread of its own and must not outlive the call (a
+        // closure that escapes `withoutActuallyEscaping` stops the process): many short calls.
+        for k in 0..<500 {
+            let (a, b) = try Parallel.both(parallelism: Parallelism(threads: 2), { k }, { [k] })
+            #expect(a == k && b == [k])
         }
     }
 
@@ -375,6 +400,36 @@ struct CPUQuotaTests {
         }
         #expect(CgroupCPULimit.cores(root: root) == deep["cores"] as? Int)
         #expect(CgroupCPULimit.cores(root: root + "/missing") == nil)
+    }
+
+    /// A mount point named in another encoding (not UTF-8) is not read, as in the Python reader;
+    /// the other hierarchies still are.
+    @Test func aMountinfoThatIsNotUTF8() throws {
+        let root = NSTemporaryDirectory() + "h2t-cgroup-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let latin1 = Array("/mnt/caf".utf8) + [0xE9]
+        let files: [([UInt8], [UInt8])] = [
+            (Array("/proc/self/cgroup".utf8), Array("4:cpu:/job\n0::/job\n".utf8)),
+            (Array("/proc/self/mountinfo".utf8), Array("32 31 0:29 / ".utf8) + latin1 + Array(" rw - cgroup cgroup rw,cpu\n".utf8)
+                + Array("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n".utf8)),
+            (latin1 + Array("/job/cpu.cfs_quota_us".utf8), Array("100000".utf8)),
+            (latin1 + Array("/job/cpu.cfs_period_us".utf8), Array("100000".utf8)),
+            (Array("/sys/fs/cgroup/job/cpu.max".utf8), Array("300000 100000".utf8)),
+        ]
+        for (path, contents) in files {
+            // Raw bytes all the way: a Swift String cannot hold the Latin-1 name.
+            let full = Array(root.utf8) + path
+            var end = 0
+            while let slash = full[(end + 1)...].firstIndex(of: UInt8(ascii: "/")) {
+                _ = (full[..<slash].map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { mkdir($0.baseAddress!, 0o755) }
+                end = slash
+            }
+            let fd = (full.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+            try #require(fd >= 0)
+            #expect(contents.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == contents.count)
+            close(fd)
+        }
+        #expect(CgroupCPULimit.cores(root: root) == 3)
     }
 
     /// A new child of this process's cgroup with the cpu controller, or `nil` when the machine

@@ -10,6 +10,7 @@ to the hierarchy's root: cgroup v2's ``cpu.max``, cgroup v1's ``cpu.cfs_quota_us
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Callable, Iterator, List, Optional, Tuple
@@ -26,8 +27,15 @@ def affinity_cores() -> int:
 def usable_cores() -> int:
     """Every core this process may use: the affinity mask bounded by a cgroup CPU quota."""
     cores = affinity_cores()
-    limit = cgroup_cpu_limit()
+    limit = _current_limit()
     return min(cores, limit) if limit is not None else cores
+
+
+@functools.lru_cache(maxsize=1)
+def _current_limit() -> Optional[int]:
+    """This process's quota, read once (as the Swift code reads it: it rarely changes while a
+    program runs)."""
+    return cgroup_cpu_limit()
 
 
 def cgroup_cpu_limit(root: str = "") -> Optional[int]:
@@ -35,10 +43,12 @@ def cgroup_cpu_limit(root: str = "") -> Optional[int]:
     none or it cannot be read. Paths are prefixed with ``root`` (a directory standing for ``/``)."""
 
     def read(path: str) -> Optional[str]:
+        # Bytes that are not UTF-8 (a mount point named in another encoding) become U+FFFD, as in
+        # the Swift reader: such a path is then not found, and only its limit is missed.
         try:
-            with open(root + path, encoding="utf-8") as f:
-                return f.read()
-        except OSError:
+            with open(root + path, "rb") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except (OSError, ValueError):
             return None
 
     groups, mounts = read("/proc/self/cgroup"), read("/proc/self/mountinfo")
@@ -128,18 +138,20 @@ def _whole_cores(quota: int, period: int) -> Optional[int]:
     return max(1, -(-quota // period))
 
 
+def _integer(text: str) -> Optional[int]:
+    """A decimal integer as the Swift reader parses one (ASCII digits, an optional sign; no
+    ``_`` separators or other scripts' digits, which Python's ``int`` would take)."""
+    return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else None
+
+
 def _v2_limit(text: Optional[str]) -> Optional[int]:
     fields = (text or "").split()
     if len(fields) != 2:
         return None
-    try:
-        return _whole_cores(int(fields[0]), int(fields[1]))
-    except ValueError:  # "max": no limit
-        return None
+    quota, period = _integer(fields[0]), _integer(fields[1])  # "max": no limit
+    return _whole_cores(quota, period) if quota is not None and period is not None else None
 
 
 def _v1_limit(quota: Optional[str], period: Optional[str]) -> Optional[int]:
-    try:
-        return _whole_cores(int((quota or "").strip()), int((period or "").strip()))
-    except ValueError:
-        return None
+    q, p = _integer((quota or "").strip()), _integer((period or "").strip())
+    return _whole_cores(q, p) if q is not None and p is not None else None

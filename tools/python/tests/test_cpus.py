@@ -91,3 +91,22 @@ def test_a_real_quota_bounds_the_default():
         assert limit == "1" and threads == "1" and int(affinity) >= 1
     finally:
         group.rmdir()
+
+
+def test_a_mountinfo_that_is_not_utf8(tmp_path):
+    """A mount point named in another encoding is not read (as in the Swift reader); the other
+    hierarchies still are, and nothing raises."""
+    files = {
+        "proc/self/cgroup": b"4:cpu:/job\n0::/job\n",
+        "proc/self/mountinfo": b"32 31 0:29 / /mnt/caf\xe9 rw - cgroup cgroup rw,cpu\n"
+                               b"41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+        "mnt/caf\xe9/job/cpu.cfs_quota_us".encode("latin-1"): b"100000",
+        "mnt/caf\xe9/job/cpu.cfs_period_us".encode("latin-1"): b"100000",
+        "sys/fs/cgroup/job/cpu.max": b"300000 100000",
+    }
+    for name, data in files.items():
+        path = os.path.join(os.fsencode(str(tmp_path)), name if isinstance(name, bytes) else name.encode())
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+    assert _cpus.cgroup_cpu_limit(str(tmp_path)) == 3
