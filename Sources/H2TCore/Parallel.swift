@@ -17,9 +17,10 @@ public enum Parallel {
     /// and no more than a cgroup CPU quota grants (``CgroupCPULimit``: `docker run --cpus`,
     /// Kubernetes CPU limits). The base of ``Parallelism/default``, and the one place that counts cores.
     public static var defaultWorkers: Int {
-        var cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
         #if os(Linux)
-        if let affinity = affinityCoreCount() { cores = affinity }
+        let cores = affinityCoreCount() ?? max(1, ProcessInfo.processInfo.activeProcessorCount)
+        #else
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
         #endif
         return min(cores, CgroupCPULimit.current ?? cores)
     }
