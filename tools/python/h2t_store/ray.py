@@ -23,6 +23,7 @@ file system on each writer: a node-local disk plus a copy, or a shared file syst
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import ray
 
 from . import cli
+from ._cpus import usable_cores
 from .errors import H2TStoreError
 
 __all__ = ["ShardedIngestResult", "sharded_ingest", "shard_path"]
@@ -59,9 +61,30 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _chooses_threads(arguments: Sequence[str]) -> bool:
+    """Whether the ingest arguments set the thread count themselves."""
+    return any(a == "--threads" or a.startswith("--threads=") for a in arguments)
+
+
+def _task_threads(assigned_cpus: Optional[float], arguments: Sequence[str], environment: Dict[str, str]) -> Optional[int]:
+    """The ``--threads`` a shard's CLI gets: None where the caller chose (``--threads`` in the
+    ingest arguments, or ``H2T_THREADS`` in the task's environment, which the CLI reads), else
+    the CPUs Ray assigned the task by Ray's own rule for ``OMP_NUM_THREADS`` (rounded down, at
+    least 1; 1 where none were assigned), within the cores the worker may use. Ray does not pin
+    its workers to cores, so the CLI would otherwise start a thread for every core it sees in
+    every task that runs at once."""
+    if _chooses_threads(arguments) or "H2T_THREADS" in environment:
+        return None
+    cpus = max(math.floor(assigned_cpus), 1) if assigned_cpus else 1
+    return min(cpus, usable_cores())
+
+
 def _ingest_shard(binary: str, shard_dir: str, k: int, n: int, arguments: List[str]) -> Dict[str, Any]:
-    """One Ray task: ``h2t-store ingest --store SHARD_DIR --shard K/N ARGUMENTS --json``."""
-    command = [binary, "ingest", "--store", shard_dir, "--shard", f"{k}/{n}", *arguments, "--json"]
+    """One Ray task: ``h2t-store ingest --store SHARD_DIR --shard K/N ARGUMENTS --json``, with as
+    many threads as the task has CPUs (``_task_threads``)."""
+    threads = _task_threads(ray.get_runtime_context().get_assigned_resources().get("CPU"), arguments, dict(os.environ))
+    command = [binary, "ingest", "--store", shard_dir, "--shard", f"{k}/{n}", *arguments,
+               *(["--threads", str(threads)] if threads is not None else []), "--json"]
     done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_die_with_parent)
     if done.returncode < 0:
         raise H2TStoreError(f"shard {k}/{n}: h2t-store ingest was killed by signal {-done.returncode}")
@@ -77,7 +100,9 @@ def sharded_ingest(store: str, shard_root: str, num_shards: int, ingest_argument
     ``store`` on the driver.
 
     Connects to the running Ray cluster (``ray.init`` first; a local one is started otherwise).
-    ``num_cpus`` is each task's CPU reservation (the CLI itself uses every core it sees). Raises
+    ``num_cpus`` is each task's CPU reservation, and its CLI computes on that many threads (rounded
+    down, at least 1) unless ``ingest_arguments`` has ``--threads`` or the task's environment sets
+    ``H2T_THREADS``. Raises
     ``H2TStoreError`` with the CLI's one-line error when a shard still fails after its retries,
     or when the merge refuses the shards.
     """

@@ -17,8 +17,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from conftest import BINARY, activations, run_cli, write_raw  # noqa: E402
+from h2t_store._cpus import usable_cores  # noqa: E402
 from h2t_store.errors import H2TStoreError  # noqa: E402
-from h2t_store.ray import shard_path, sharded_ingest  # noqa: E402
+from h2t_store.ray import _task_threads, shard_path, sharded_ingest  # noqa: E402
 
 PACKAGE = str(Path(__file__).resolve().parents[1])
 N_EXAMPLES = 6000
@@ -145,3 +146,31 @@ def test_a_shard_that_keeps_failing_is_reported_with_the_cli_error(cluster, tmp_
     assert not os.path.exists(tmp_path / "merged")
     with pytest.raises(ValueError, match="--shard"):
         sharded_ingest(str(tmp_path / "m"), str(tmp_path / "s"), 2, ["--shard", "0/2"], binary=BINARY)
+
+
+def test_each_shard_computes_on_the_cpus_its_task_was_given(cluster, tmp_path: Path):
+    # Ray does not pin workers to cores: without --threads every shard's CLI would start a thread
+    # for each core it sees (2 here) in every task running at once.
+    inputs = tmp_path / "acts.safetensors"
+    write_raw(inputs, activations(256, 3), [f"ex-{i}" for i in range(256)])
+
+    def threads(num_cpus, extra=()):
+        result = sharded_ingest(str(tmp_path / f"merged-{num_cpus}-{len(extra)}"), str(tmp_path / f"shards-{num_cpus}-{len(extra)}"), 2,
+                                [*ingest_arguments(inputs), *extra], num_cpus=num_cpus, binary=BINARY)
+        return [s["threads"] for s in result.shards]
+
+    assert threads(1) == [1, 1]
+    assert threads(0.5) == [1, 1]
+    assert threads(2) == [2, 2]
+    assert threads(1, ["--threads", "2"]) == [2, 2]
+
+
+def test_the_task_thread_rule():
+    assert _task_threads(1.0, [], {}) == 1
+    assert _task_threads(0.25, [], {}) == 1
+    assert _task_threads(None, [], {}) == 1
+    assert _task_threads(1.9, [], {}) == 1
+    assert _task_threads(10_000.0, [], {}) == usable_cores()
+    assert _task_threads(4.0, ["--threads", "3"], {}) is None
+    assert _task_threads(4.0, ["--threads=3"], {}) is None
+    assert _task_threads(4.0, [], {"H2T_THREADS": "3"}) is None
