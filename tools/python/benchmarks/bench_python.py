@@ -3,7 +3,9 @@
 1. Reads: whole rows and 1% of the columns of a split, Python (``Store.read_split``, the store
    opened once) versus the Swift reader in process (``h2t-bench read``: ``FeatureStore.read``)
    and ``h2t-store export`` (process start and .npy writing included).
-2. Capture: ``capture`` (every leaf module hooked, pooled, streamed to ``h2t-store ingest``) versus
+2. A PyTorch ``DataLoader`` epoch over the same split with several workers: each worker decoding
+   on its share of the cores (the default) against each on every core.
+3. Capture: ``capture`` (every leaf module hooked, pooled, streamed to ``h2t-store ingest``) versus
    the same model's plain forward pass over the same batches, at 64x64 and 224x224.
 
 Prints tables of medians over ``--reps`` repetitions with the machine, its load and the date.
@@ -73,11 +75,15 @@ def run(binary: str, *arguments: str) -> None:
         raise SystemExit(f"h2t-store {arguments[0]} failed: {done.stderr.strip()}")
 
 
-def bench_reads(args, binary: str, scratch: Path) -> None:
+def make_store(args, binary: str, scratch: Path):
+    """The reads' store (``--examples`` x ``--width`` log-normal values, 30% zeros, split
+    bench/train), made once per run; returns its path and feature set id."""
     n, d = args.examples, args.width
     store = scratch / "store"
+    if store.exists():
+        with Store(store) as s:
+            return store, s.feature_sets()[0].id
     rng = np.random.default_rng(0)
-    print(f"\n## Reads: {n} examples x {d} features (one pass-through tap), bfloat16 + zstd, default layout", flush=True)
     per_file = max(1, 2_000_000 // d) * 32
     for first in range(0, n, per_file):
         count = min(per_file, n - first)
@@ -89,7 +95,14 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
             "--store", str(store), "--quiet", str(path))
         path.unlink()
     with Store(store) as s:
-        fs = s.feature_sets()[0].id
+        return store, s.feature_sets()[0].id
+
+
+def bench_reads(args, binary: str, scratch: Path) -> None:
+    n, d = args.examples, args.width
+    print(f"\n## Reads: {n} examples x {d} features (one pass-through tap), bfloat16 + zstd, default layout", flush=True)
+    store, fs = make_store(args, binary, scratch)
+    rng = np.random.default_rng(1)
     columns = np.sort(rng.choice(d, size=max(1, d // 100), replace=False)).tolist()
     out = scratch / "x.npy"
 
@@ -123,6 +136,45 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
     for label, t_swift, t_export, t_py, values in rows:
         print(f"| {label} | {t_swift:.3f} | {t_export:.3f} | {t_py:.3f} | {values / t_swift / 1e6:.1f} | "
               f"{values / t_py / 1e6:.1f} | {t_swift / t_py:.2f} |")
+
+
+def bench_loader(args, binary: str, scratch: Path) -> None:
+    """An epoch of ``FeatureDataset`` through a ``DataLoader`` whose workers read at once: each
+    worker decoding on its share of the cores (the default) against each on every core (what
+    ``H2T_THREADS`` set to the core count gives, the default before 2026-12-04)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from h2t_store._cpus import usable_cores
+    from h2t_store.datasets import FeatureDataset
+
+    store, fs = make_store(args, binary, scratch)
+    cores = usable_cores()
+    workers = args.loader_workers or cores
+    print(f"\n## DataLoader: an epoch of {args.examples} x {args.width}, batches of {args.loader_batch}, shuffled, "
+          f"{workers} workers on {cores} cores", flush=True)
+    dataset = FeatureDataset(str(store), fs, "bench", "train")
+
+    def epoch(threads):
+        def run_epoch():
+            if threads is None:
+                os.environ.pop("H2T_THREADS", None)
+            else:
+                os.environ["H2T_THREADS"] = str(threads)
+            try:
+                loader = DataLoader(dataset, batch_size=args.loader_batch, shuffle=True, num_workers=workers,
+                                    generator=torch.Generator().manual_seed(0))
+                assert sum(len(y) for _, y in loader) == args.examples
+            finally:
+                os.environ.pop("H2T_THREADS", None)
+        return run_epoch
+
+    shared, every = paired_median_times(epoch(None), epoch(cores), args.reps)
+    print("| decode threads per worker | epoch s | examples/s |")
+    print("| --- | --- | --- |")
+    print(f"| {max(1, cores // workers)} (default: the cores shared among the workers) | {shared:.3f} | {args.examples / shared:.0f} |")
+    print(f"| {cores} (every core in every worker) | {every:.3f} | {args.examples / every:.0f} |")
+    print(f"| ratio (every / shared) | {every / shared:.2f} | |")
 
 
 def bench_capture(args, binary: str, scratch: Path) -> None:
@@ -169,7 +221,7 @@ def bench_capture(args, binary: str, scratch: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("section", nargs="?", choices=["reads", "capture", "all"], default="all")
+    parser.add_argument("section", nargs="?", choices=["reads", "loader", "capture", "all"], default="all")
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=8_192)
     parser.add_argument("--reps", type=int, default=3)
@@ -178,6 +230,8 @@ def main() -> int:
     parser.add_argument("--capture-chunk-size", type=int, default=512, help="capture's chunk_size (its default: 512)")
     parser.add_argument("--capture-target-sizes", type=int, nargs="+", default=[8192],
                         help="F_T values (8192 is the CLI's and capture's default)")
+    parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader workers (default: every usable core)")
+    parser.add_argument("--loader-batch", type=int, default=256)
     parser.add_argument("--tmp", default=tempfile.gettempdir())
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke test")
     args = parser.parse_args()
@@ -191,6 +245,8 @@ def main() -> int:
     try:
         if args.section in ("reads", "all"):
             bench_reads(args, binary, scratch)
+        if args.section in ("loader", "all"):
+            bench_loader(args, binary, scratch)
         if args.section in ("capture", "all"):
             bench_capture(args, binary, scratch)
     finally:

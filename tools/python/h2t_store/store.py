@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import struct
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -567,11 +568,16 @@ os.register_at_fork(after_in_child=_forget_inherited)
 def default_threads() -> int:
     """Threads for decoding, by the project's policy (``Parallelism`` in the Swift code):
     ``H2T_THREADS`` when it is a positive whole number, else every core this process may use
-    (its affinity mask, bounded by a cgroup CPU quota: ``_cpus.usable_cores``)."""
+    (its affinity mask, bounded by a cgroup CPU quota: ``_cpus.usable_cores``). In a PyTorch
+    ``DataLoader`` worker process those cores are shared with the other workers, which read at
+    the same time: each gets ``cores // num_workers`` (at least 1)."""
     text = os.environ.get("H2T_THREADS", "").strip()
     if text.isdigit() and int(text) >= 1:
         return int(text)
-    return usable_cores()
+    cores = usable_cores()
+    loader = sys.modules.get("torch.utils.data")  # only a process that imported torch can be a worker
+    worker = loader.get_worker_info() if loader is not None else None
+    return max(1, cores // worker.num_workers) if worker is not None else cores
 
 
 _local = threading.local()
@@ -608,19 +614,23 @@ def _place(job: tuple, values: np.ndarray, out: np.ndarray) -> None:
 def _decode_all(jobs: List[tuple], out: np.ndarray) -> None:
     """Decodes the tiles on one thread per core (zstd and numpy release the GIL); a single tile
     spreads its zstd frames over the cores instead."""
-    workers = min(default_threads(), len(jobs))
+    threads = default_threads()
+    workers = min(threads, len(jobs))
+    # zstandard's own threads for one call: 0 decodes on the calling thread (-1 would start one
+    # per logical CPU of the machine, whatever the affinity mask, quota or H2T_THREADS).
+    zstd_threads = threads if threads > 1 else 0
     wanted = sum(len(job[4]) * (len(job[3]) if job[3] is not None else len(job[5])) for job in jobs)
     if wanted < _POOL_VALUES:
         # Small selections (a head's 1% of columns): a few frames of many tiles, decompressed in one
         # zstandard call (its own threads, outside the GIL) rather than one call per tile.
         decompressor = getattr(_local, "decompressor", None) or zstandard.ZstdDecompressor()
-        decoded = decode_many([(job[0], job[1], job[3], job[2]) for job in jobs], decompressor, threads=-1 if workers > 1 else 0)
+        decoded = decode_many([(job[0], job[1], job[3], job[2]) for job in jobs], decompressor, threads=zstd_threads)
         for job, values in zip(jobs, decoded):
             _place(job, values, out)
         return
     if workers <= 1:
         for job in jobs:
-            _decode_job(job, out, threads=-1)
+            _decode_job(job, out, threads=zstd_threads)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for done in [pool.submit(_decode_job, job, out, 0) for job in jobs]:

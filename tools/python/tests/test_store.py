@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import CLASSES, TAPS, run_cli
-from h2t_store import NotFound, Store, StoreFormatError, example_id
+from h2t_store import NotFound, Store, StoreFormatError, _tiles, example_id
+from h2t_store import store as store_module
 
 
 def export(toy, fs: str, split: str, columns=None) -> np.ndarray:
@@ -147,3 +148,27 @@ def test_read_store_shim_lists_and_reads(toy, tmp_path):
     bad = subprocess.run([sys.executable, script, toy["store"], "--featureset", "beef", "--dataset", "toy",
                           "--split", "test", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown feature set 'beef'" in bad.stderr
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("many_values", [False, True])
+def test_zstd_decodes_on_the_threads_the_policy_gives(toy, monkeypatch, threads, many_values):
+    """zstandard's own threads follow the policy (here H2T_THREADS), never its ``-1``: a thread per
+    logical CPU of the machine, whatever the affinity mask, quota or H2T_THREADS say."""
+    fs = toy["featuresets"][64]
+    expected = export(toy, fs, "train")
+    seen = []
+    decompress = _tiles._decompress
+
+    def spy(packed, sizes, name, decompressor, n):
+        seen.append(n)
+        return decompress(packed, sizes, name, decompressor, n)
+
+    monkeypatch.setattr(_tiles, "_decompress", spy)
+    monkeypatch.setenv("H2T_THREADS", str(threads))
+    if many_values:  # the path of reads of a million values or more: tiles on a thread pool
+        monkeypatch.setattr(store_module, "_POOL_VALUES", 0)
+    with Store(toy["store"]) as store:
+        X, _ = store.read_split(fs, "toy", "train")
+    np.testing.assert_array_equal(bits(X), bits(expected))
+    assert seen and set(seen) <= {0, threads if threads > 1 else 0}, seen

@@ -9,7 +9,9 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
 
 from h2t_store import Store  # noqa: E402
+from h2t_store._cpus import usable_cores  # noqa: E402
 from h2t_store.datasets import FeatureDataset, FeatureIterableDataset  # noqa: E402
+from h2t_store.store import default_threads  # noqa: E402
 
 
 def reference(toy, columns=None):
@@ -73,3 +75,22 @@ def test_iterable_dataset_unshuffled_is_segment_order(toy):
         Xt, yt = store.read_split(toy["featuresets"][64], "toy", "test")
     got = torch.stack([x for x, _ in ds]).numpy()
     np.testing.assert_array_equal(got, Xt)  # the test split was ingested in split order
+
+
+class _DecodeThreads(torch.utils.data.Dataset):
+    """Each item: the decode threads of the process that reads it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        return default_threads()
+
+
+def test_loader_workers_share_the_cores(monkeypatch):
+    # Two workers reading at once share the cores instead of each starting a thread per core.
+    monkeypatch.delenv("H2T_THREADS", raising=False)
+    assert [int(t) for t in DataLoader(_DecodeThreads(), batch_size=None, num_workers=2)] == [max(1, usable_cores() // 2)] * 4
+    assert [int(t) for t in DataLoader(_DecodeThreads(), batch_size=None, num_workers=0)] == [usable_cores()] * 4
+    monkeypatch.setenv("H2T_THREADS", "3")
+    assert [int(t) for t in DataLoader(_DecodeThreads(), batch_size=None, num_workers=2)] == [3] * 4
