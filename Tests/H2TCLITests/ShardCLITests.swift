@@ -149,5 +149,18 @@ struct ShardCLITests {
         #expect(try exports(dir + "/merged") == exports(dir + "/single"))
         let noTask = try CLI.run(["bash", scripts + "/ingest-array.sbatch", dir + "/shards", "4"] + ingestOptions, executable: "/usr/bin/env", environment: environment)
         #expect(noTask.status == 2 && noTask.stderr.contains("SLURM_ARRAY_TASK_ID is not set"), "\(noTask.stderr)")
+        // A task computes on its --cpus-per-task (Slurm need not pin it to them); H2T_THREADS and
+        // --threads still win.
+        for (extra, options, expected) in [(["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": ""], [String](), 1),
+                                           (["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": "3"], [], 3),
+                                           (["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": ""], ["--threads", "2"], 2)] {
+            let root = dir + "/threads-\(expected)"
+            let result = try CLI.run(["bash", scripts + "/ingest-array.sbatch", root, "4", "--json"] + options + ingestOptions,
+                                     executable: "/usr/bin/env",
+                                     environment: environment.merging(extra.merging(["SLURM_ARRAY_TASK_ID": "0"]) { $1 }) { $1 })
+            #expect(result.status == 0, "\(extra): \(result.stderr)")
+            let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            #expect(summary?["threads"] as? Int == expected, "\(extra) \(options): \(result.stdout)")
+        }
     }
 }
