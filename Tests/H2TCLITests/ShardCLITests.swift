@@ -149,11 +149,15 @@ struct ShardCLITests {
         #expect(try exports(dir + "/merged") == exports(dir + "/single"))
         let noTask = try CLI.run(["bash", scripts + "/ingest-array.sbatch", dir + "/shards", "4"] + ingestOptions, executable: "/usr/bin/env", environment: environment)
         #expect(noTask.status == 2 && noTask.stderr.contains("SLURM_ARRAY_TASK_ID is not set"), "\(noTask.stderr)")
-        // A task computes on its --cpus-per-task (Slurm need not pin it to them); H2T_THREADS and
-        // --threads still win.
-        for (extra, options, expected) in [(["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": ""], [String](), 1),
-                                           (["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": "3"], [], 3),
-                                           (["SLURM_CPUS_PER_TASK": "1", "H2T_THREADS": ""], ["--threads", "2"], 2)] {
+        // A task computes on its --cpus-per-task (Slurm need not pin it to them), at most
+        // SLURM_CPUS_ON_NODE; H2T_THREADS and --threads still win. More CPUs per task than the
+        // machine has cores, so that the default cannot pass for them.
+        let cpus = ProcessInfo.processInfo.activeProcessorCount + 3
+        let unset = ["H2T_THREADS": "", "SLURM_CPUS_ON_NODE": ""]
+        for (extra, options, expected) in [(unset.merging(["SLURM_CPUS_PER_TASK": "\(cpus)"]) { $1 }, [String](), cpus),
+                                           (unset.merging(["SLURM_CPUS_PER_TASK": "\(cpus)", "SLURM_CPUS_ON_NODE": "\(cpus - 1)"]) { $1 }, [], cpus - 1),
+                                           (unset.merging(["SLURM_CPUS_PER_TASK": "\(cpus)", "H2T_THREADS": "1"]) { $1 }, [], 1),
+                                           (unset.merging(["SLURM_CPUS_PER_TASK": "\(cpus)"]) { $1 }, ["--threads", "2"], 2)] {
             let root = dir + "/threads-\(expected)"
             let result = try CLI.run(["bash", scripts + "/ingest-array.sbatch", root, "4", "--json"] + options + ingestOptions,
                                      executable: "/usr/bin/env",

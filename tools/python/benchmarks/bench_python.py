@@ -140,8 +140,8 @@ def bench_reads(args, binary: str, scratch: Path) -> None:
 
 def bench_loader(args, binary: str, scratch: Path) -> None:
     """An epoch of ``FeatureDataset`` through a ``DataLoader`` whose workers read at once: each
-    worker decoding on its share of the cores (the default) against each on every core (what
-    ``H2T_THREADS`` set to the core count gives, the default before 2026-12-04)."""
+    worker decoding on its share of the cores (the default) against each on every core this
+    process may use (``H2T_THREADS`` set to that count: the default before this change)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -157,9 +157,8 @@ def bench_loader(args, binary: str, scratch: Path) -> None:
 
     def epoch(threads):
         def run_epoch():
-            if threads is None:
-                os.environ.pop("H2T_THREADS", None)
-            else:
+            saved = os.environ.pop("H2T_THREADS", None)
+            if threads is not None:
                 os.environ["H2T_THREADS"] = str(threads)
             try:
                 loader = DataLoader(dataset, batch_size=args.loader_batch, shuffle=True, num_workers=workers,
@@ -167,6 +166,8 @@ def bench_loader(args, binary: str, scratch: Path) -> None:
                 assert sum(len(y) for _, y in loader) == args.examples
             finally:
                 os.environ.pop("H2T_THREADS", None)
+                if saved is not None:
+                    os.environ["H2T_THREADS"] = saved
         return run_epoch
 
     shared, every = paired_median_times(epoch(None), epoch(cores), args.reps)

@@ -239,7 +239,7 @@ def decode_columns(tile: bytes, binding: bytes, columns: Optional[np.ndarray], n
     """Decodes a tile (all columns, or the tile-local ``columns``, any order, repeats allowed) to
     float32 ``(rows, k)``; only the frames holding those columns are checked and decompressed.
     All columns can be decoded into ``out`` (a view of the caller's output). ``threads``: zstd
-    decompression threads (0: this thread; n > 1: n threads)."""
+    decompression threads (0 or 1: this thread; n > 1: up to n, at most one per frame)."""
     header = TileHeader(tile, name, binding)
     if columns is None:
         return decode_frames(tile, header, range(header.frame_count), decompressor, out, threads)

@@ -68,12 +68,12 @@ def _chooses_threads(arguments: Sequence[str]) -> bool:
 
 def _task_threads(assigned_cpus: Optional[float], arguments: Sequence[str], environment: Dict[str, str]) -> Optional[int]:
     """The ``--threads`` a shard's CLI gets: None where the caller chose (``--threads`` in the
-    ingest arguments, or ``H2T_THREADS`` in the task's environment, which the CLI reads), else
-    the CPUs Ray assigned the task by Ray's own rule for ``OMP_NUM_THREADS`` (rounded down, at
-    least 1; 1 where none were assigned), within the cores the worker may use. Ray does not pin
-    its workers to cores, so the CLI would otherwise start a thread for every core it sees in
-    every task that runs at once."""
-    if _chooses_threads(arguments) or "H2T_THREADS" in environment:
+    ingest arguments, or a non-empty ``H2T_THREADS`` in the task's environment, which the CLI
+    reads and checks), else the CPUs Ray assigned the task by Ray's own rule for
+    ``OMP_NUM_THREADS`` (rounded down, at least 1; 1 where none were assigned), at most the cores
+    the worker may use. Ray does not pin its workers to cores, so the CLI would otherwise start a
+    thread for every core it sees in every task that runs at once."""
+    if _chooses_threads(arguments) or environment.get("H2T_THREADS", "").strip():
         return None
     cpus = max(math.floor(assigned_cpus), 1) if assigned_cpus else 1
     return min(cpus, usable_cores())
@@ -101,8 +101,8 @@ def sharded_ingest(store: str, shard_root: str, num_shards: int, ingest_argument
 
     Connects to the running Ray cluster (``ray.init`` first; a local one is started otherwise).
     ``num_cpus`` is each task's CPU reservation, and its CLI computes on that many threads (rounded
-    down, at least 1) unless ``ingest_arguments`` has ``--threads`` or the task's environment sets
-    ``H2T_THREADS``. Raises
+    down, at least 1, at most the cores the worker may use) unless ``ingest_arguments`` has
+    ``--threads`` or the task's environment sets ``H2T_THREADS``. Raises
     ``H2TStoreError`` with the CLI's one-line error when a shard still fails after its retries,
     or when the merge refuses the shards.
     """

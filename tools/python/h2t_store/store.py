@@ -612,8 +612,8 @@ def _place(job: tuple, values: np.ndarray, out: np.ndarray) -> None:
 
 
 def _decode_all(jobs: List[tuple], out: np.ndarray) -> None:
-    """Decodes the tiles on one thread per core (zstd and numpy release the GIL); a single tile
-    spreads its zstd frames over the cores instead."""
+    """Decodes the tiles on the policy's threads (``default_threads``; zstd and numpy release the
+    GIL); a single tile spreads its zstd frames over those threads instead."""
     threads = default_threads()
     workers = min(threads, len(jobs))
     # zstandard's own threads for one call: 0 decodes on the calling thread (-1 would start one

@@ -31,6 +31,7 @@ VICTIM = 1
 def cluster():
     # Workers import h2t_store from this tree, as the driver does (not a stale installed copy).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE, os.environ.get("PYTHONPATH")]))
+    os.environ.pop("H2T_THREADS", None)  # the workers inherit it, and it would override the tasks' CPUs
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -161,7 +162,7 @@ def test_each_shard_computes_on_the_cpus_its_task_was_given(cluster, tmp_path: P
 
     assert threads(1) == [1, 1]
     assert threads(0.5) == [1, 1]
-    assert threads(2) == [2, 2]
+    assert threads(2) == [min(2, usable_cores())] * 2
     assert threads(1, ["--threads", "2"]) == [2, 2]
 
 
@@ -174,3 +175,4 @@ def test_the_task_thread_rule():
     assert _task_threads(4.0, ["--threads", "3"], {}) is None
     assert _task_threads(4.0, ["--threads=3"], {}) is None
     assert _task_threads(4.0, [], {"H2T_THREADS": "3"}) is None
+    assert _task_threads(4.0, [], {"H2T_THREADS": ""}) == min(4, usable_cores())  # empty: unset, as for the CLI
